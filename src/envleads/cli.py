@@ -1,0 +1,68 @@
+"""The ``envleads`` command line.
+
+Each subcommand lives in the module that owns its work and registers itself through an
+``add_subcommand(subparsers)`` function; this file only collects them and configures logging
+(the library itself never installs handlers).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import List, Optional
+
+# Modules that contribute subcommands, in the order `envleads --help` lists them.
+SUBCOMMAND_MODULES = (
+    "envleads.pipelines.batch",
+    "envleads.pipelines.stream",
+    "envleads.demo",
+    "envleads.generator",
+    "envleads.ops.broker",
+    "envleads.models.pollution",
+    "envleads.region",
+    "envleads.repeats",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="envleads",
+        description="Citizen environmental complaints in, ranked enforcement leads out.",
+    )
+    parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            if error.name != name:
+                raise
+            continue
+        module.add_subcommand(subparsers)
+    return parser
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    if extra and not getattr(args, "accepts_pipeline_args", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    configure_logging(args.log_level)
+    if getattr(args, "accepts_pipeline_args", False):
+        return int(args.func(args, extra) or 0)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Locating and validating the data files that configure envleads (dictionaries, rules, weights).
+
+Every data file carries a ``version`` so that outputs can say which configuration produced them.
+Files are read once and turned into typed objects by the module that owns them; a missing key fails
+at load time, naming the file and the key, never later per element.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, Iterable
+
+DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+
+
+def data_path(name: str) -> str:
+    """Absolute path of a packaged data file (``src/envleads/data/<name>``)."""
+    return os.path.join(DATA_DIR, name)
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing a key or holds a value of the wrong kind."""
+
+
+def load_json_config(path: str, required: Iterable[str] = ("version",)) -> Dict[str, Any]:
+    """Reads a JSON configuration file and checks that its required top-level keys exist."""
+    with open(path, encoding="utf-8") as handle:
+        document = json.load(handle)
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: expected a JSON object at top level")
+    for key in required:
+        if key not in document:
+            raise ConfigError(f"{path}: missing key {key!r}")
+    return document

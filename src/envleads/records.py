@@ -1,0 +1,121 @@
+"""Typed records that flow between the stages.
+
+The wire contract is the Avro schema in ``schemas/``; the ``to_avro_dict`` functions beside each
+record decide what leaves the process. A reporter's identity never gets past
+:class:`Complaint`: it is replaced by a pseudonymous ``reporter_key`` when the event is decoded.
+"""
+from __future__ import annotations
+
+from typing import List, NamedTuple, Optional, Tuple
+
+POLLUTION_LABELS: Tuple[str, ...] = (
+    "air", "water", "noise", "solid_waste", "soil", "radiation", "ecological", "other",
+)
+
+
+class KafkaCoordinates(NamedTuple):
+    """Where an event was read from, so every output can be traced back to its input."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class DeadLetter(NamedTuple):
+    """An input that a stage could not process: reason code, short facts and the original bytes."""
+
+    stage: str
+    reason: str  # a code such as "invalid_json", "empty_text"
+    detail: str  # short facts (sizes, field names); never complaint text or identity
+    event_id: Optional[str]
+    original: bytes
+    source: Optional[KafkaCoordinates] = None
+
+
+class Complaint(NamedTuple):
+    """A validated complaint; identity already replaced by ``reporter_key``, text already masked."""
+
+    complaint_id: str
+    received_at: str  # ISO-8601 as given
+    received_at_ms: int  # epoch milliseconds, the event time
+    title: str
+    text: str
+    channel: Optional[str]
+    reporter_key: Optional[str]
+    jurisdiction_adcode: Optional[str] = None
+    source: Optional[KafkaCoordinates] = None
+
+
+class SegmentedComplaint(NamedTuple):
+    complaint: Complaint
+    tokens: List[str]
+
+
+class TypePrediction(NamedTuple):
+    """Pollution types for one complaint; an empty ``labels`` list means not environmental."""
+
+    labels: List[str]
+    primary: Optional[str]
+    confidence: float
+    needs_review: bool
+    model_version: str
+
+
+class RegionResolution(NamedTuple):
+    """The most specific division the text supports, with how sure and from where."""
+
+    province: Optional[str]
+    city: Optional[str]
+    county: Optional[str]
+    adcode: Optional[str]
+    level: Optional[str]
+    confidence: float
+    evidence: Optional[str]  # the matched span of text
+    table_version: str
+
+    def as_contract(self) -> Optional[dict]:
+        if self.adcode is None:
+            return None
+        return {"province": self.province, "city": self.city, "county": self.county,
+                "adcode": self.adcode, "level": self.level}
+
+
+class EnrichedComplaint(NamedTuple):
+    """A complaint after classification, region resolution and repeat detection."""
+
+    complaint: Complaint
+    tokens: List[str]
+    types: TypePrediction
+    region: RegionResolution
+    department: Optional[str] = None
+    routing_rule: Optional[str] = None
+    cluster_id: Optional[str] = None
+    duplicate_of: Optional[str] = None
+
+
+class ScoreReason(NamedTuple):
+    factor: str  # the weight key in scoring.json that produced this contribution
+    points: float
+    detail: str
+
+
+class Lead(NamedTuple):
+    """One lead per matter; re-emitted with the same ``lead_id`` when a repeat arrives."""
+
+    lead_id: str
+    cluster_id: str
+    first_complaint_id: str
+    complaint_ids: List[str]
+    report_count: int
+    distinct_reporters: int
+    first_seen_ms: int
+    last_seen_ms: int
+    pollution_types: List[str]
+    region: Optional[dict]
+    department: Optional[str]
+    routing_rule: Optional[str]
+    score: float
+    tier: str
+    reasons: List[ScoreReason]
+    summary: str  # masked text of the first complaint, shortened
+    updated_at_ms: int
