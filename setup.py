@@ -32,7 +32,7 @@ setup(
     },
     package_data={
         "envleads": ["data/*.json", "data/*.txt", "data/*/*.json", "data/*/*.txt"],
-        "envleads.schemas": ["*.avsc"],
+        "envleads.schemas": ["*.avsc", "registry.json"],
         "envleads.models": ["training/*.jsonl"],
     },
     install_requires=[

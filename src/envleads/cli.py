@@ -22,6 +22,7 @@ SUBCOMMAND_MODULES = (
     "envleads.models.pollution",
     "envleads.region",
     "envleads.repeats",
+    "envleads.evaluation",
 )
 
 

@@ -107,6 +107,7 @@ class Lead(NamedTuple):
     first_complaint_id: str
     complaint_ids: List[str]
     report_count: int
+    reporter_keys: List[str]
     distinct_reporters: int
     first_seen_ms: int
     last_seen_ms: int
@@ -117,5 +118,8 @@ class Lead(NamedTuple):
     score: float
     tier: str
     reasons: List[ScoreReason]
+    campaigns: List[str]
     summary: str  # masked text of the first complaint, shortened
+    matter_signature: List[int]
+    matter_entities: List[str]
     updated_at_ms: int

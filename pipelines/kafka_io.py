@@ -1,0 +1,186 @@
+"""Kafka I/O in pure Python (kafka-python): Beam's Java ``ReadFromKafka`` needs jars that cannot be
+downloaded offline, so reading and writing are done here.
+
+* :class:`WriteToKafka` is the sink: its producer lives in ``setup()``, every send's future is kept
+  and checked in ``finish_bundle()`` after ``flush()``, so a send error fails the bundle (and the
+  runner retries it) instead of losing a record silently.
+* :func:`poll_new_events` reads the next records of a topic for a bounded round, starting from the
+  consumer group's committed offsets; offsets are committed by :func:`commit_events` only after the
+  round's outputs were acknowledged by the broker (at-least-once).
+* :class:`LeadView` keeps the compacted view of the lead topic (last record per key), which is
+  the state a restarted pipeline rebuilds its matter index from.
+
+Partitions are assigned explicitly rather than joining a consumer group: a group join on the
+embedded broker waits for the full rebalance timeout, and one local process owns all partitions
+anyway. Offsets are still committed to the group, so progress survives restarts.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from envleads import schemas
+from envleads.leads import lead_from_avro_dict
+from envleads.pipelines.transforms import RawEvent
+from envleads.records import KafkaCoordinates, Lead
+
+LOG = logging.getLogger(__name__)
+
+
+def _kafka_kwargs(bootstrap_servers: str, security, role: str) -> dict:
+    from envleads.ops.kafka_config import client_kwargs
+
+    return client_kwargs(bootstrap_servers, security, role=role)
+
+
+class _WriteFn(beam.DoFn):
+    def __init__(self, bootstrap_servers: str, topic: str, security, key_of: Callable, value_of: Callable):
+        self._bootstrap_servers = bootstrap_servers
+        self._topic = topic
+        self._security = security
+        self._key_of = key_of
+        self._value_of = value_of
+
+    def setup(self):
+        from kafka import KafkaProducer
+
+        self._producer = KafkaProducer(**_kafka_kwargs(self._bootstrap_servers, self._security, "producer"))
+        self._written = Metrics.counter("WriteToKafka", f"written.{self._topic}")
+
+    def start_bundle(self):
+        self._pending = []
+
+    def process(self, element):
+        key = self._key_of(element)
+        self._pending.append(self._producer.send(self._topic, key=key.encode("utf-8") if key else None,
+                                                 value=self._value_of(element)))
+
+    def finish_bundle(self):
+        self._producer.flush()
+        for future in self._pending:
+            future.get(timeout=30)  # raises the send error: the bundle fails and is retried
+        self._written.inc(len(self._pending))
+        self._pending = []
+
+    def teardown(self):
+        producer = getattr(self, "_producer", None)
+        if producer is not None:
+            producer.close(timeout=10)
+
+
+class WriteToKafka(beam.PTransform):
+    """Writes elements to a topic: ``key_of(element) -> str | None``, ``value_of(element) -> bytes``.
+
+    Delivery: at-least-once. A bundle completes only when the broker acknowledged every record
+    (``acks=all``); a failed send fails the bundle.
+    """
+
+    def __init__(self, bootstrap_servers: str, topic: str, key_of: Callable, value_of: Callable, security=None):
+        super().__init__()
+        self._fn = _WriteFn(bootstrap_servers, topic, security, key_of, value_of)
+
+    def expand(self, pcoll):
+        return pcoll | "Produce" >> beam.ParDo(self._fn)
+
+
+def open_consumer(bootstrap_servers: str, topic: str, group_id: Optional[str], security=None,
+                  from_beginning: bool = True):
+    """A consumer assigned to every partition of ``topic``, positioned at the group's committed
+    offsets (or the beginning/end when the group has none)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    kwargs = _kafka_kwargs(bootstrap_servers, security, "consumer")
+    kwargs.update(group_id=group_id, enable_auto_commit=False,
+                  auto_offset_reset="earliest" if from_beginning else "latest")
+    consumer = KafkaConsumer(**kwargs)
+    partitions = _partitions_for(consumer, topic)
+    assignment = [TopicPartition(topic, p) for p in partitions]
+    consumer.assign(assignment)
+    for tp in assignment:
+        committed = consumer.committed(tp) if group_id else None
+        if committed is not None:
+            consumer.seek(tp, committed)
+        elif from_beginning:
+            consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek_to_end(tp)
+    return consumer
+
+
+def _partitions_for(consumer, topic: str, timeout_s: float = 10.0) -> List[int]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions:
+            return sorted(partitions)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topic {topic!r} has no partitions (does it exist?)")
+        time.sleep(0.2)
+
+
+def poll_new_events(consumer, max_records: int, wait_s: float) -> List[RawEvent]:
+    """Up to ``max_records`` next records as Avro :class:`RawEvent` with their coordinates.
+
+    Returns early when a poll comes back empty after ``wait_s``; the embedded broker under-reports
+    end offsets, so "caught up" means "nothing arrived within the wait", not an offset comparison.
+    """
+    events: List[RawEvent] = []
+    deadline = time.monotonic() + wait_s
+    while len(events) < max_records:
+        batch = consumer.poll(timeout_ms=200, max_records=max_records - len(events))
+        records = [record for partition_records in batch.values() for record in partition_records]
+        for record in records:
+            events.append(RawEvent(record.value if record.value is not None else b"", "avro",
+                                   KafkaCoordinates(record.topic, record.partition, record.offset)))
+        if records:
+            deadline = time.monotonic() + min(wait_s, 0.5)
+        elif time.monotonic() > deadline:
+            break
+    return events
+
+
+def commit_events(consumer, events: Iterable[RawEvent]) -> Dict[Tuple[str, int], int]:
+    """Commits, per partition, the offset after the last event processed (the next to read)."""
+    from kafka import TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    next_offsets: Dict[Tuple[str, int], int] = {}
+    for event in events:
+        key = (event.source.topic, event.source.partition)
+        next_offsets[key] = max(next_offsets.get(key, 0), event.source.offset + 1)
+    if next_offsets:
+        consumer.commit({TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+                         for (topic, partition), offset in next_offsets.items()})
+    return next_offsets
+
+
+class LeadView:
+    """The compacted view of the lead topic: the last lead per key, refreshed incrementally."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, security=None):
+        self._consumer = open_consumer(bootstrap_servers, topic, group_id=None, security=security)
+        self.leads: Dict[str, Lead] = {}
+
+    def refresh(self, wait_s: float = 1.0) -> int:
+        """Reads what arrived since the last refresh; returns the number of records read."""
+        read = 0
+        while True:
+            batch = self._consumer.poll(timeout_ms=int(wait_s * 1000) if read == 0 else 300, max_records=5000)
+            records = [record for partition_records in batch.values() for record in partition_records]
+            if not records:
+                return read
+            for record in records:
+                read += 1
+                key = record.key.decode("utf-8") if record.key else None
+                if record.value is None:
+                    self.leads.pop(key, None)  # tombstone
+                    continue
+                lead = lead_from_avro_dict(schemas.decode(schemas.LEADS, record.value))
+                self.leads[lead.lead_id] = lead
+
+    def close(self) -> None:
+        self._consumer.close()

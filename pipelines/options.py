@@ -1,0 +1,72 @@
+"""All pipeline options in one place, and the plain settings the transforms receive.
+
+Every flag has a default that works offline on one machine: the embedded broker's topics, the
+packaged dictionaries and configuration, the newest registered model. ``run()`` functions read the
+options once with ``view_as(EnvleadsOptions)`` and pass :class:`StageSettings` (plain values) into
+the transforms, so no transform reads options or ``os.environ`` itself. Secrets are not options:
+the pseudonymisation key comes from the environment of the workers (see ``envleads.privacy``).
+"""
+from __future__ import annotations
+
+from typing import List, NamedTuple, Optional
+
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from envleads.decode import DecodeLimits
+
+# The local runner is named explicitly: Beam's default would first try to download Prism, which
+# fails offline. FnApiRunner runs batch pipelines (and bounded rounds) in-process.
+DEFAULT_RUNNER = "FnApiRunner"
+
+
+class EnvleadsOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--model_version", default="latest",
+                            help="pollution-type model version in the registry, or 'latest'")
+        parser.add_argument("--model_registry", default=None,
+                            help="registry folder (default: $ENVLEADS_REGISTRY, the package's models/registry, or ~/.cache/envleads/registry)")
+        parser.add_argument("--review_threshold", type=float, default=None,
+                            help="type confidence under which a complaint is flagged needs_review (default: the model's)")
+        parser.add_argument("--max_text_bytes", type=int, default=DecodeLimits().max_text_bytes,
+                            help="texts over this many UTF-8 bytes go to the dead letters")
+        parser.add_argument("--max_event_bytes", type=int, default=DecodeLimits().max_event_bytes,
+                            help="events over this many bytes go to the dead letters")
+        parser.add_argument("--production", action="store_true", default=False,
+                            help="require ENVLEADS_PSEUDONYM_KEY(_FILE) instead of generating a per-run key")
+        parser.add_argument("--classify_batch_size", type=int, default=64,
+                            help="complaints per classifier call (batching amortises scikit-learn's overhead)")
+
+
+class StageSettings(NamedTuple):
+    """Plain, picklable values the stages need; built once from the options."""
+
+    model_version: str = "latest"
+    model_registry: Optional[str] = None
+    review_threshold: Optional[float] = None
+    limits: DecodeLimits = DecodeLimits()
+    production: bool = False
+    classify_batch_size: int = 64
+
+
+def settings_from_options(options: PipelineOptions) -> StageSettings:
+    view = options.view_as(EnvleadsOptions)
+    return StageSettings(
+        model_version=view.model_version,
+        model_registry=view.model_registry,
+        review_threshold=view.review_threshold,
+        limits=DecodeLimits(max_event_bytes=view.max_event_bytes, max_text_bytes=view.max_text_bytes),
+        production=view.production,
+        classify_batch_size=view.classify_batch_size,
+    )
+
+
+def pipeline_options(beam_args: List[str], streaming: bool = False) -> PipelineOptions:
+    """Options from the command line's Beam arguments, with the offline local runner by default."""
+    options = PipelineOptions(beam_args)
+    standard = options.view_as(StandardOptions)
+    if not standard.runner:
+        standard.runner = DEFAULT_RUNNER
+    if streaming:
+        standard.streaming = True
+    return options

@@ -1,0 +1,322 @@
+"""The stages of envleads as named composite PTransforms over the pure domain functions.
+
+``DecodeComplaints -> SegmentText -> ClassifyPollutionType -> ResolveRegion ->
+DeduplicatePetitions -> BuildLeads``; :class:`ComplaintsToLeads` wires them. Sources and sinks are
+not here (files in ``batch.py``, Kafka in ``kafka_io.py``), so the same stages run in batch over
+files and in bounded rounds or streaming over Kafka.
+
+Every stage that can meet bad input emits ``DeadLetter`` records on the ``dead_letter`` output;
+nothing is dropped. Expensive resources (jieba tokenizer, model, division table) are built in
+``DoFn.setup()``, once per worker.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Dict, Iterable, List, NamedTuple, Optional
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import AsDict, AsSingleton, TaggedOutput
+
+from envleads.decode import decode_event
+from envleads.leads import MatterReport, lead_id_for, merge_lead
+from envleads.pipelines.options import StageSettings
+from envleads.records import (Complaint, DeadLetter, EnrichedComplaint, KafkaCoordinates, Lead,
+                              SegmentedComplaint)
+
+LOG = logging.getLogger(__name__)
+
+DEAD_LETTER = "dead_letter"
+MAIN = "ok"
+
+
+class RawEvent(NamedTuple):
+    """An undecoded event: its bytes, how they are encoded, where they came from."""
+
+    payload: bytes
+    fmt: str  # "json" or "avro"
+    source: Optional[KafkaCoordinates] = None
+
+
+# ------------------------------------------------------------------------------------------ decode
+class _DecodeFn(beam.DoFn):
+    def __init__(self, settings: StageSettings):
+        self._settings = settings
+
+    def setup(self):
+        from envleads.privacy import load_pseudonym_key
+
+        # The key is read on the worker from its environment, never shipped in the pipeline graph.
+        self._key = load_pseudonym_key(self._settings.production)
+        self._decoded = Metrics.counter("DecodeComplaints", "decoded")
+        self._rejected = Metrics.counter("DecodeComplaints", "dead_lettered")
+
+    def process(self, event: RawEvent):
+        result = decode_event(event.payload, event.fmt, self._key, self._settings.limits, event.source)
+        if isinstance(result, DeadLetter):
+            self._rejected.inc()
+            Metrics.counter("DecodeComplaints", f"dead_letter.{result.reason}").inc()
+            yield TaggedOutput(DEAD_LETTER, result)
+        else:
+            self._decoded.inc()
+            yield result
+
+
+class DecodeComplaints(beam.PTransform):
+    """Raw events to validated, identity-free complaints; invalid events to ``dead_letter``.
+
+    Reasons: empty_event, event_too_large, invalid_utf8, invalid_json, json_too_deep, not_an_object,
+    not_avro, unknown_schema_id, avro_decode_error, missing_<field>, invalid_field_type,
+    invalid_complaint_id, empty_text, text_too_large, title_too_large, invalid_timestamp,
+    timestamp_out_of_range. Reporter identity becomes ``reporter_key`` here; identity in the text
+    is masked here, before any other stage sees it.
+    """
+
+    def __init__(self, settings: StageSettings):
+        super().__init__()
+        self._settings = settings
+
+    def expand(self, events):
+        return events | "Decode" >> beam.ParDo(_DecodeFn(self._settings)).with_outputs(DEAD_LETTER, main=MAIN)
+
+
+# ----------------------------------------------------------------------------------------- segment
+class _SegmentFn(beam.DoFn):
+    def setup(self):
+        from envleads.text import build_tokenizer
+
+        # jieba builds its prefix dictionary lazily behind a lock; a private tokenizer with the
+        # domain dictionary, built here once per worker, keeps 偷排 and 渗坑 whole on every worker.
+        self._tokenizer = build_tokenizer()
+
+    def process(self, complaint: Complaint):
+        from envleads.text import segment
+
+        yield SegmentedComplaint(complaint, segment(self._tokenizer, f"{complaint.title}\n{complaint.text}"))
+
+
+class SegmentText(beam.PTransform):
+    """Segments title and text with jieba and the domain dictionary (normalised first)."""
+
+    def expand(self, complaints):
+        return complaints | "Segment" >> beam.ParDo(_SegmentFn())
+
+
+# ---------------------------------------------------------------------------------------- classify
+class _ClassifyFn(beam.DoFn):
+    def __init__(self, settings: StageSettings):
+        self._settings = settings
+
+    def setup(self):
+        from envleads.models.registry import load_model
+
+        # Loaded once per worker; a label-set or library mismatch fails here, not per element.
+        self._model = load_model(self._settings.model_version, self._settings.model_registry)
+        if self._settings.review_threshold is not None:
+            self._model.review_threshold = self._settings.review_threshold
+        self._needs_review = Metrics.counter("ClassifyPollutionType", "needs_review")
+
+    def process(self, batch: List[SegmentedComplaint]):
+        predictions = self._model.predict([(item.complaint.title, item.complaint.text) for item in batch])
+        for item, prediction in zip(batch, predictions):
+            if prediction.needs_review:
+                self._needs_review.inc()
+            yield item, prediction
+
+
+class ClassifyPollutionType(beam.PTransform):
+    """Pollution types with calibrated confidence, from the registered model, in batches."""
+
+    def __init__(self, settings: StageSettings):
+        super().__init__()
+        self._settings = settings
+
+    def expand(self, segmented):
+        size = self._settings.classify_batch_size
+        return (segmented
+                | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=size)
+                | "Classify" >> beam.ParDo(_ClassifyFn(self._settings)))
+
+
+# ------------------------------------------------------------------------------------------ region
+class _ResolveRegionFn(beam.DoFn):
+    def setup(self):
+        from envleads.region import RegionResolver
+        from envleads.routing import Router
+
+        self._resolver = RegionResolver()
+        self._router = Router()
+        self._unresolved = Metrics.counter("ResolveRegion", "unresolved")
+
+    def process(self, classified):
+        segmented, types = classified
+        complaint = segmented.complaint
+        region = self._resolver.resolve(complaint.text, complaint.title,
+                                        jurisdiction_adcode=complaint.jurisdiction_adcode)
+        if region.adcode is None:
+            self._unresolved.inc()
+        routing = self._router.route(types.labels, f"{complaint.title}\n{complaint.text}", region)
+        yield EnrichedComplaint(complaint, segmented.tokens, types, region,
+                                department=routing.department, routing_rule=routing.rule_id)
+
+
+class ResolveRegion(beam.PTransform):
+    """The most specific GB/T 2260 division the text supports, and the responsible department.
+
+    Ambiguous names resolve only to the level that is certain, or to the intake channel's
+    jurisdiction; an unresolved region is not an error (``region`` is null), so nothing is
+    dead-lettered here.
+    """
+
+    def expand(self, classified):
+        return classified | "Resolve" >> beam.ParDo(_ResolveRegionFn())
+
+
+# --------------------------------------------------------------------------------------- repeats
+def _block_of_lead(lead: Lead) -> str:
+    from envleads.repeats import blocking_key
+
+    return blocking_key(lead.region["adcode"] if lead.region else None)
+
+
+class _AssignMattersFn(beam.DoFn):
+    """Runs the matter index over one blocking key's reports in event-time order."""
+
+    def setup(self):
+        from envleads.repeats import load_repeat_config
+        from envleads.scoring import load_scoring_weights
+
+        self._config = load_repeat_config()
+        self._weights = load_scoring_weights()
+        self._repeats = Metrics.counter("DeduplicatePetitions", "repeats")
+        self._matters = Metrics.counter("DeduplicatePetitions", "new_matters")
+
+    def process(self, keyed, prior_leads):
+        from envleads.repeats import MatterIndex, matter_features, signature_from_list, signature_to_list
+        from envleads.scoring import complaint_signals
+
+        block, reports = keyed
+        index = MatterIndex(self._config)
+        for lead in prior_leads.get(block, []):
+            index.restore_matter(lead.cluster_id, lead.first_complaint_id, lead.last_seen_ms,
+                                 signature_from_list(lead.matter_signature), lead.matter_entities)
+        ordered = sorted(reports, key=lambda e: (e.complaint.received_at_ms, e.complaint.complaint_id))
+        for enriched in ordered:
+            complaint = enriched.complaint
+            features = matter_features(complaint.text, complaint.title, enriched.tokens,
+                                       enriched.region.adcode, enriched.types.labels)
+            assignment = index.assign(complaint.complaint_id, complaint.received_at_ms, features,
+                                      complaint.reporter_key)
+            (self._matters if assignment.is_new_matter else self._repeats).inc()
+            signals = complaint_signals(f"{complaint.title}\n{complaint.text}", complaint.received_at_ms,
+                                        bool(features.entities), self._weights)
+            yield MatterReport(
+                enriched._replace(cluster_id=assignment.cluster_id, duplicate_of=assignment.duplicate_of),
+                frozenset(signals), signature_to_list(features.signature), list(features.entities))
+
+
+def _group_prior_leads(leads: Iterable[Lead]) -> Dict[str, List[Lead]]:
+    grouped: Dict[str, List[Lead]] = {}
+    for lead in leads:
+        grouped.setdefault(_block_of_lead(lead), []).append(lead)
+    return grouped
+
+
+class DeduplicatePetitions(beam.PTransform):
+    """Gives each complaint its matter (``cluster_id``) and the matter's first report (``duplicate_of``).
+
+    Complaints are grouped by a coarse blocking key (city-level code, or "unknown") and assigned in
+    event-time order against the matters already known: the prior leads (from the compacted lead
+    topic, or none in a fresh batch) rebuild the index first, so a restart or a replay attaches a
+    repeat to its existing matter instead of opening a second one. Matching window: 90 days by
+    default (``data/repeats.json``). This is the bounded form used by batch runs and bounded rounds.
+    """
+
+    def __init__(self, prior_leads=None):
+        super().__init__()
+        self._prior_leads = prior_leads
+
+    def expand(self, enriched):
+        pipeline = enriched.pipeline
+        prior = self._prior_leads if self._prior_leads is not None else pipeline | "NoPriorLeads" >> beam.Create([])
+        prior_by_block = (prior
+                          | "CollectPriorLeads" >> beam.combiners.ToList()
+                          | "GroupPriorByBlock" >> beam.Map(_group_prior_leads))
+        return (enriched
+                | "KeyByBlock" >> beam.Map(lambda e: (_blocking_key_of(e), e))
+                | "GroupByBlock" >> beam.GroupByKey()
+                | "AssignMatters" >> beam.ParDo(_AssignMattersFn(), prior_leads=AsSingleton(prior_by_block)))
+
+
+def _blocking_key_of(enriched: EnrichedComplaint) -> str:
+    from envleads.repeats import blocking_key
+
+    return blocking_key(enriched.region.adcode)
+
+
+# ------------------------------------------------------------------------------------------ leads
+class _MergeLeadFn(beam.DoFn):
+    def setup(self):
+        from envleads.scoring import load_scoring_weights
+
+        self._weights = load_scoring_weights()
+        self._emitted = Metrics.counter("BuildLeads", "leads_emitted")
+        self._updated = Metrics.counter("BuildLeads", "leads_updated")
+
+    def process(self, keyed, prior_leads, as_of_ms):
+        cluster_id, reports = keyed
+        previous = prior_leads.get(lead_id_for(cluster_id))
+        lead = merge_lead(previous, list(reports), as_of_ms, self._weights)
+        if lead is None or lead is previous:
+            return
+        (self._updated if previous else self._emitted).inc()
+        yield lead
+
+
+class BuildLeads(beam.PTransform):
+    """One scored lead per matter with its reasons, merged into the prior lead of the same key.
+
+    A matter whose reports are all non-environmental gives no lead. Scores are computed as of the
+    newest event time seen, so re-running the same events gives the same scores.
+    """
+
+    def __init__(self, prior_leads=None):
+        super().__init__()
+        self._prior_leads = prior_leads
+
+    def expand(self, reports):
+        pipeline = reports.pipeline
+        prior = self._prior_leads if self._prior_leads is not None else pipeline | "NoPriorLeads" >> beam.Create([])
+        prior_by_id = prior | "KeyPriorById" >> beam.Map(lambda lead: (lead.lead_id, lead))
+        as_of = (reports
+                 | "EventTimes" >> beam.Map(lambda r: r.enriched.complaint.received_at_ms)
+                 | "NewestEventTime" >> beam.CombineGlobally(lambda times: max(times, default=0)))
+        return (reports
+                | "KeyByMatter" >> beam.Map(lambda r: (r.enriched.cluster_id, r))
+                | "GroupByMatter" >> beam.GroupByKey()
+                | "MergeLead" >> beam.ParDo(_MergeLeadFn(), prior_leads=AsDict(prior_by_id),
+                                            as_of_ms=AsSingleton(as_of)))
+
+
+# ----------------------------------------------------------------------------------------- whole
+class ComplaintsToLeads(beam.PTransform):
+    """The whole path from raw events to enriched complaints, leads and dead letters.
+
+    Returns a dict with ``enriched`` (``MatterReport`` with cluster ids), ``leads`` (new or updated
+    ``Lead`` records) and ``dead_letters`` (``DeadLetter``).
+    """
+
+    def __init__(self, settings: StageSettings, prior_leads=None):
+        super().__init__()
+        self._settings = settings
+        self._prior_leads = prior_leads
+
+    def expand(self, events):
+        decoded = events | "DecodeComplaints" >> DecodeComplaints(self._settings)
+        enriched = (decoded[MAIN]
+                    | "SegmentText" >> SegmentText()
+                    | "ClassifyPollutionType" >> ClassifyPollutionType(self._settings)
+                    | "ResolveRegion" >> ResolveRegion())
+        reports = enriched | "DeduplicatePetitions" >> DeduplicatePetitions(self._prior_leads)
+        leads = reports | "BuildLeads" >> BuildLeads(self._prior_leads)
+        return {"enriched": reports, "leads": leads, "dead_letters": decoded[DEAD_LETTER]}

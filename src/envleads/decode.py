@@ -1,0 +1,184 @@
+"""Decoding and validation of raw complaint events: the first stage, where identity is removed.
+
+An event is either a JSON object (batch files, one per line) or an Avro-framed ``RawComplaint``
+(Kafka). Anything that cannot become a valid :class:`Complaint` becomes a :class:`DeadLetter` with
+a reason code, short facts and the original bytes; nothing is dropped. Details never quote the
+text or the identity, only sizes, field names and positions.
+"""
+from __future__ import annotations
+
+import json
+import unicodedata
+from datetime import datetime, timedelta, timezone
+from typing import Any, Dict, NamedTuple, Optional, Union
+
+from envleads import schemas
+from envleads.privacy import mask_identity, reporter_key
+from envleads.records import Complaint, DeadLetter, KafkaCoordinates
+
+STAGE = "DecodeComplaints"
+JSON = "json"
+AVRO = "avro"
+
+# Event times before this are data errors (the platforms started long after); far-future times
+# are clock errors. Bounds are fixed, not "now", so a replay years later decides the same way.
+MIN_EVENT_TIME_MS = int(datetime(2000, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
+MAX_EVENT_TIME_MS = int(datetime(2100, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
+CHINA_TZ = timezone(timedelta(hours=8))
+
+
+class DecodeLimits(NamedTuple):
+    max_event_bytes: int = 1_048_576
+    max_text_bytes: int = 20_000
+    max_title_bytes: int = 1_000
+    max_id_chars: int = 128
+
+
+class _Rejected(Exception):
+    def __init__(self, reason: str, detail: str = "", event_id: Optional[str] = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+        self.event_id = event_id
+
+
+def parse_event_time(value: Any) -> int:
+    """ISO-8601 to epoch milliseconds; a time without offset is China Standard Time (UTC+8)."""
+    if not isinstance(value, str) or not value.strip():
+        raise _Rejected("invalid_timestamp", "received_at missing or not a string")
+    text = value.strip().replace("Z", "+00:00")
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise _Rejected("invalid_timestamp", f"received_at not ISO-8601 ({len(value)} chars)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=CHINA_TZ)
+    millis = int(moment.timestamp() * 1000)
+    if not MIN_EVENT_TIME_MS <= millis < MAX_EVENT_TIME_MS:
+        raise _Rejected("timestamp_out_of_range", f"year {moment.year}")
+    return millis
+
+
+def _parse_json(payload: bytes) -> Dict[str, Any]:
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise _Rejected("invalid_utf8", f"invalid byte at position {error.start}") from None
+    try:
+        document = json.loads(text)
+    except RecursionError:
+        raise _Rejected("json_too_deep", "nesting exceeds the parser's limit") from None
+    except ValueError as error:
+        raise _Rejected("invalid_json", f"line {getattr(error, 'lineno', '?')} column {getattr(error, 'colno', '?')}") from None
+    if not isinstance(document, dict):
+        raise _Rejected("not_an_object", f"top-level JSON {type(document).__name__}")
+    return document
+
+
+def _parse_avro(payload: bytes) -> Dict[str, Any]:
+    try:
+        return schemas.decode(schemas.RAW, payload)
+    except schemas.AvroDecodeError as error:
+        raise _Rejected(error.reason, error.detail) from None
+
+
+def _string_field(document: Dict[str, Any], name: str, required: bool, event_id: Optional[str]) -> Optional[str]:
+    value = document.get(name)
+    if value is None:
+        if required:
+            raise _Rejected(f"missing_{name}", f"field {name} absent or null", event_id)
+        return None
+    if not isinstance(value, str):
+        raise _Rejected("invalid_field_type", f"field {name} is {type(value).__name__}", event_id)
+    return value
+
+
+def _reporter(document: Dict[str, Any], event_id: Optional[str]) -> Optional[Dict[str, Optional[str]]]:
+    reporter = document.get("reporter")
+    if reporter is None:
+        return None
+    if not isinstance(reporter, dict):
+        raise _Rejected("invalid_field_type", f"field reporter is {type(reporter).__name__}", event_id)
+    cleaned = {}
+    for field in ("name", "phone", "id_number"):
+        value = reporter.get(field)
+        if value is not None and not isinstance(value, (str, int)):
+            raise _Rejected("invalid_field_type", f"field reporter.{field} is {type(value).__name__}", event_id)
+        cleaned[field] = None if value is None else str(value)
+    return cleaned
+
+
+def _validate(document: Dict[str, Any], limits: DecodeLimits, key: bytes,
+              source: Optional[KafkaCoordinates]) -> Complaint:
+    event_id = document.get("complaint_id")
+    event_id = event_id if isinstance(event_id, str) and 0 < len(event_id) <= limits.max_id_chars else None
+    complaint_id = _string_field(document, "complaint_id", True, None)
+    if not complaint_id.strip() or len(complaint_id) > limits.max_id_chars:
+        raise _Rejected("invalid_complaint_id", f"{len(complaint_id)} chars")
+    text = _string_field(document, "text", True, event_id)
+    text_bytes = len(text.encode("utf-8", "surrogatepass"))
+    if text_bytes > limits.max_text_bytes:
+        raise _Rejected("text_too_large", f"{text_bytes} bytes > {limits.max_text_bytes}", event_id)
+    title = _string_field(document, "title", False, event_id) or ""
+    if len(title.encode("utf-8", "surrogatepass")) > limits.max_title_bytes:
+        raise _Rejected("title_too_large", f"title over {limits.max_title_bytes} bytes", event_id)
+    text = _clean_text(text)
+    title = _clean_text(title)
+    if not text.strip():
+        raise _Rejected("empty_text", "text is empty or whitespace", event_id)
+    received_at = document.get("received_at")
+    received_at_ms = parse_event_time(received_at)
+    channel = _string_field(document, "channel", False, event_id)
+    jurisdiction = _string_field(document, "jurisdiction_adcode", False, event_id)
+    if jurisdiction is not None and not (len(jurisdiction) == 6 and jurisdiction.isdigit()):
+        jurisdiction = None
+    address = _string_field(document, "address", False, event_id)
+    reporter = _reporter(document, event_id)
+    masked_text = mask_identity(text, reporter)
+    if address:
+        masked_text = f"{masked_text}\n地址：{mask_identity(_clean_text(address), reporter)}"
+    return Complaint(
+        complaint_id=complaint_id,
+        received_at=received_at,
+        received_at_ms=received_at_ms,
+        title=mask_identity(title, reporter),
+        text=masked_text,
+        channel=channel,
+        reporter_key=reporter_key(reporter, key),
+        jurisdiction_adcode=jurisdiction,
+        source=source,
+    )
+
+
+# Full-width digits and latin letters fold to ASCII (so masking sees 1３8 as 138); Chinese
+# punctuation is kept as written.
+_FULLWIDTH_ALNUM = {code: code - 0xFEE0 for code in (*range(0xFF10, 0xFF1A), *range(0xFF21, 0xFF3B), *range(0xFF41, 0xFF5B))}
+_FULLWIDTH_ALNUM[0x3000] = 0x20
+
+
+def _clean_text(value: str) -> str:
+    """Folds full-width alphanumerics and drops control characters other than line breaks and tabs."""
+    value = value.translate(_FULLWIDTH_ALNUM)
+    return "".join(ch for ch in value if ch in "\n\t" or unicodedata.category(ch)[0] != "C")
+
+
+def decode_event(payload: bytes, fmt: str, key: bytes, limits: DecodeLimits = DecodeLimits(),
+                 source: Optional[KafkaCoordinates] = None) -> Union[Complaint, DeadLetter]:
+    """Turns one raw event into a validated, identity-free :class:`Complaint`, or a dead letter.
+
+    Args:
+        payload: the event's bytes (a JSON line without its newline, or a framed Avro record).
+        fmt: ``"json"`` or ``"avro"``.
+        key: the pseudonymisation key (see :func:`envleads.privacy.load_pseudonym_key`).
+        limits: size limits; events over them are dead-lettered, not truncated.
+        source: Kafka coordinates of the event, kept for traceability.
+    """
+    try:
+        if payload is None or len(payload) == 0:
+            raise _Rejected("empty_event", "0 bytes")
+        if len(payload) > limits.max_event_bytes:
+            raise _Rejected("event_too_large", f"{len(payload)} bytes > {limits.max_event_bytes}")
+        document = _parse_avro(payload) if fmt == AVRO else _parse_json(payload)
+        return _validate(document, limits, key, source)
+    except _Rejected as rejected:
+        return DeadLetter(STAGE, rejected.reason, rejected.detail, rejected.event_id, bytes(payload or b""), source)

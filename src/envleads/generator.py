@@ -1,0 +1,870 @@
+"""A realistic, deterministic generator of citizen complaint traffic with ground truth.
+
+``envleads generate`` writes JSON Lines events in the batch contract's input shape
+(``complaint_id, received_at, text, title, channel, reporter``, sometimes ``address`` and
+``jurisdiction_adcode``) and a truth file with one line per event. Texts are composed from phrase
+banks in ``data/generator/*.json`` (sources, aspects, channel styles, typos), never from the shared
+labelled data; administrative places come from the GB/T 2260 table (:func:`load_divisions`), and
+sub-county places (towns, villages, roads, companies) are invented from syllables and filtered so
+they never equal a real division name.
+
+Why it looks like traffic rather than templates: each matter (a problem at a place) draws its
+aspects independently from its source, each event re-renders the matter with its own channel
+style, sentence frame, partial place description, details, typos and identity leaks; about a fifth
+of valid events repeat an earlier matter days to weeks later. Memory is bounded: only a window of
+recent matters is kept for repeats, so a million events stream through without being held.
+
+Determinism: one ``random.Random(seed)`` drives everything and no set or hash order is iterated,
+so the same ``count`` and ``seed`` give the same bytes whatever ``PYTHONHASHSEED`` is.
+"""
+from __future__ import annotations
+
+import argparse
+import bisect
+import datetime as _dt
+import itertools
+import json
+import logging
+import os
+import random
+import re
+from collections import Counter
+from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
+
+from envleads.config import ConfigError, data_path, load_json_config
+from envleads.divisions import CITY, COUNTY, MUNICIPALITY_CODES, PROVINCE, DivisionTable, load_divisions
+
+LOG = logging.getLogger(__name__)
+
+MALFORMED_REASONS = ("invalid_json", "truncated", "empty_text", "missing_id", "oversize_text",
+                     "invalid_utf8", "bad_timestamp", "not_object")
+CHANNELS = ("phone", "wechat", "web", "letter")
+_ID_PREFIX = {"phone": "RX", "wechat": "WX", "web": "WB", "letter": "XF"}
+_CST = _dt.timezone(_dt.timedelta(hours=8))
+_DAY_MS = 86_400_000
+_FULLWIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK = "10X98765432"
+_SENTINEL = "\ue000"  # private-use character replaced by invalid bytes in invalid_utf8 lines
+_TOKEN = re.compile(r"\{(N|S|food|project|light)\}")
+_PROVINCE_SUFFIXES = ("壮族自治区", "回族自治区", "维吾尔自治区", "特别行政区", "自治区", "省", "市")
+
+
+class GeneratedEvent(NamedTuple):
+    """One output line (bytes, no trailing newline) and its ground truth."""
+
+    line: bytes
+    truth: dict
+
+
+class _Person(NamedTuple):
+    name: str
+    surname: str
+    gender: str  # "先生" or "女士"
+    phone: str
+    id_number: str
+
+
+class _Matter(NamedTuple):
+    """A problem at a place; every repeat re-renders the same matter."""
+
+    matter_id: str
+    environmental: bool
+    adcode: str  # the true county (or county-less city) code
+    key: str  # source key (environmental) or topic key
+    name: str  # invented source name, e.g. 宏达化工有限公司
+    noun: str
+    aspects: Tuple[str, ...]
+    labels: Tuple[str, ...]
+    site: str
+    places: Dict[str, str]  # town, village, community, road, house, industrial
+    receptor: Optional[Tuple[str, str]]  # (kind, invented name)
+    severe: Tuple[str, ...]
+    first_id: Optional[str]
+    first_ms: int
+    reporter: _Person
+
+
+def short_name(name: str, level: str) -> str:
+    """The everyday short form of a province or city name (江苏省 -> 江苏, 南京市 -> 南京)."""
+    if level == PROVINCE:
+        for suffix in _PROVINCE_SUFFIXES:
+            if name.endswith(suffix) and len(name) > len(suffix) + 1:
+                return name[: -len(suffix)]
+        return name
+    if level == CITY and name.endswith("市") and len(name) > 2:
+        return name[:-1]
+    return name
+
+
+def id_check_digit(first17: str) -> str:
+    """GB 11643 check character of an 18-digit resident identity number."""
+    return _ID_CHECK[sum(int(c) * w for c, w in zip(first17, _ID_WEIGHTS)) % 11]
+
+
+class _Banks:
+    """Phrase banks, scenario definitions and the division-derived place lists, loaded once."""
+
+    def __init__(self, table: DivisionTable):
+        self.table = table
+        self.mix = load_json_config(data_path("generator/mix.json"), ("version", "malformed_rate",
+                                                                      "mention_modes", "hour_weights"))
+        self.phr = load_json_config(data_path("generator/phrases.json"), ("version", "syllables", "channels"))
+        self.scn = load_json_config(data_path("generator/scenarios.json"), ("version", "sources", "aspects"))
+        self.version = "+".join(d["version"] for d in (self.mix, self.phr, self.scn))
+        for key, source in self.scn["sources"].items():
+            for aspect, _ in source["aspects"]:
+                if aspect not in self.scn["aspects"]:
+                    raise ConfigError(f"scenarios.json: source {key!r} names unknown aspect {aspect!r}")
+        self._places(table)
+        self._invented_names(table)
+        self.source_keys = list(self.scn["sources"])
+        self.source_cum = list(itertools.accumulate(s["weight"] for s in self.scn["sources"].values()))
+        noisy = [k for k in self.source_keys
+                 if any(self.scn["aspects"][a]["label"] == "noise" and p >= 0.4
+                        for a, p in self.scn["sources"][k]["aspects"])]
+        self.noisy_keys = noisy
+        self.noisy_cum = list(itertools.accumulate(self.scn["sources"][k]["weight"] for k in noisy))
+        topics = self.phr["non_environmental"]["topics"]
+        self.topic_keys = list(topics)
+        self.topic_cum = list(itertools.accumulate(t["weight"] for t in topics.values()))
+        weights = self.mix["hour_weights"]
+        if len(weights) != 24:
+            raise ConfigError("mix.json: hour_weights must have 24 values")
+        total = float(sum(weights))
+        self.hour_w = [w / total for w in weights]
+        self.hour_cum = [0.0] + list(itertools.accumulate(self.hour_w))
+        channel_w = self.phr["channels"]["weights"]
+        self.channel_cum = list(itertools.accumulate(channel_w[c] for c in CHANNELS))
+        self.modes = {c: (list(m), list(itertools.accumulate(m.values())))
+                      for c, m in self.mix["mention_modes"].items()}
+        rf = self.mix["reporter_field"]
+        self.reporter_modes = (list(rf), list(itertools.accumulate(rf.values())))
+        mr = self.mix["malformed_reasons"]
+        self.malformed_modes = (list(mr), list(itertools.accumulate(mr.values())))
+        trad = self.phr["traditional"]["map"]
+        if len(trad) % 2:
+            raise ConfigError("phrases.json: traditional.map must hold character pairs")
+        self.traditional = str.maketrans({trad[i]: trad[i + 1] for i in range(0, len(trad), 2)})
+        self.typos = [tuple(p) for p in self.phr["typos"]["pairs"]]
+
+    def _places(self, table: DivisionTable) -> None:
+        excluded = set(self.mix.get("excluded_provinces", ())) | set(self.mix.get("excluded_places", ()))
+        with_counties = {d.city_code for d in table if d.level == COUNTY and d.city_code}
+        places = []
+        for division in sorted(table, key=lambda d: d.adcode):
+            if division.province_code in excluded or division.adcode in excluded:
+                continue
+            if division.level == COUNTY:
+                places.append(division)
+            elif division.level == CITY and division.adcode not in with_counties:
+                places.append(division)  # cities without counties (东莞市, 中山市)
+        places = [p for p in places if table.get(p.province_code) is not None
+                  and "交界" not in table.get(p.province_code).name]
+        self.places = places
+        weight = float(self.mix.get("district_weight", 1.0))
+        self.place_cum = list(itertools.accumulate(weight if p.name.endswith("区") else 1.0 for p in places))
+        self.ambiguous = [p for p in places if p.level == COUNTY and len(table.named(p.name)) > 1]
+        self.all_places = [d for d in sorted(table, key=lambda d: d.adcode) if d.level == COUNTY]
+
+    def _invented_names(self, table: DivisionTable) -> None:
+        banned = set()
+        for division in table:
+            banned.add(division.name)
+            banned.add(short_name(division.name, division.level))
+            if len(division.name) > 2:
+                banned.add(division.name[:2])
+        syllables = self.phr["syllables"]
+        self.invented = [a + b for a in syllables for b in syllables if a != b and a + b not in banned]
+
+
+_BANKS: Optional[_Banks] = None
+
+
+def _banks() -> _Banks:
+    global _BANKS
+    if _BANKS is None:
+        _BANKS = _Banks(load_divisions())
+    return _BANKS
+
+
+class _Generator:
+    """Stateful stream: clock, window of recent matters, counters. One per ``generate_events`` call."""
+
+    def __init__(self, count: int, seed: int, banks: _Banks):
+        self.b = banks
+        self.rng = random.Random(seed)
+        mix = banks.mix
+        lo, hi = mix["span_days"]
+        span_days = min(max(count / float(mix["events_per_day"]), lo), hi)
+        self.rate_per_day = max(count, 1) / span_days
+        start = _dt.datetime.fromisoformat(mix["start"])
+        self.start_ms = int(start.timestamp() * 1000)
+        self.clock_days = 0.0
+        self.seq = 0
+        self.matter_seq = 0
+        self.valid = 0
+        self.repeats = 0
+        gap_lo, gap_hi = mix["repeat_gap_days"]
+        self.gap_lo_ms, self.gap_hi_ms = int(gap_lo * _DAY_MS), int(gap_hi * _DAY_MS)
+        self.window: List[_Matter] = []
+        self.window_ms: List[int] = []
+        self.head = 0
+        self.window_cap = int(mix["window_matters"])
+
+    # ---- small helpers -------------------------------------------------------------------------
+    def _fill(self, pattern: str) -> str:
+        if "{" not in pattern:
+            return pattern
+        rng, b = self.rng, self.b
+
+        def sub(match):
+            token = match.group(1)
+            if token == "N":
+                return rng.choice(b.invented)
+            if token == "S":
+                return rng.choice(b.phr["surnames"])
+            return rng.choice(b.phr["fill"][token])
+
+        return _TOKEN.sub(sub, pattern)
+
+    def _person(self, home: str) -> _Person:
+        rng, phr = self.rng, self.b.phr
+        surname = rng.choice(phr["surnames"])
+        given = rng.choice(phr["given_chars"])
+        if rng.random() < 0.6:
+            given += rng.choice(phr["given_chars"])
+        gender = "先生" if rng.random() < 0.5 else "女士"
+        phone = rng.choice(phr["mobile_prefixes"]) + "%08d" % rng.randrange(100_000_000)
+        area = home if rng.random() < 0.6 else rng.choice(self.b.all_places).adcode
+        birth = _dt.date(1950, 1, 1) + _dt.timedelta(days=rng.randrange(19_700))
+        serial = rng.randrange(1000)
+        if (serial % 2 == 1) != (gender == "先生"):
+            serial = (serial + 1) % 1000
+        first17 = f"{area}{birth:%Y%m%d}{serial:03d}"
+        return _Person(surname + given, surname, gender, phone, first17 + id_check_digit(first17))
+
+    def _format_phone(self, phone: str) -> str:
+        r = self.rng.random()
+        if r < 0.6:
+            return phone
+        if r < 0.8:
+            return f"{phone[:3]} {phone[3:7]} {phone[7:]}"
+        if r < 0.95:
+            return f"{phone[:3]}-{phone[3:7]}-{phone[7:]}"
+        return phone.translate(_FULLWIDTH)
+
+    # ---- time ---------------------------------------------------------------------------------
+    def _next_time_ms(self) -> int:
+        """Advances a Poisson clock in 'intensity days' and warps it onto the hour profile."""
+        self.clock_days += self.rng.expovariate(self.rate_per_day)
+        day = int(self.clock_days)
+        frac = self.clock_days - day
+        cum = self.b.hour_cum
+        hour = min(bisect.bisect_right(cum, frac) - 1, 23)
+        within = (frac - cum[hour]) / self.b.hour_w[hour]
+        return self.start_ms + day * _DAY_MS + int((hour + within) * 3_600_000)
+
+    # ---- matters ------------------------------------------------------------------------------
+    def _new_matter(self, night: bool, environmental: bool, now_ms: int) -> _Matter:
+        rng, b = self.rng, self.b
+        self.matter_seq += 1
+        if b.ambiguous and rng.random() < b.mix["ambiguous_county_share"]:
+            place = rng.choice(b.ambiguous)
+        else:
+            place = rng.choices(b.places, cum_weights=b.place_cum)[0]
+        places = {
+            "town": self._fill(rng.choice(b.phr["place"]["town"])),
+            "village": self._fill(rng.choice(b.phr["place"]["village"])),
+            "community": self._fill(rng.choice(b.phr["place"]["community"])),
+            "road": self._fill(rng.choice(b.phr["place"]["road"])),
+            "house": str(rng.randrange(1, 300)),
+            "industrial": self._fill(rng.choice(b.phr["place"]["industrial"])),
+        }
+        reporter = self._person(place.adcode)
+        if not environmental:
+            key = rng.choices(b.topic_keys, cum_weights=b.topic_cum)[0]
+            return _Matter(f"M{self.matter_seq:08d}", False, place.adcode, key, "", "", (), (),
+                           rng.choice(("community", "street", "village")), places, None, (), None, now_ms,
+                           reporter)
+        if night and rng.random() < b.mix["night_noise_bias"]:
+            key = rng.choices(b.noisy_keys, cum_weights=b.noisy_cum)[0]
+        else:
+            key = rng.choices(b.source_keys, cum_weights=b.source_cum)[0]
+        source = b.scn["sources"][key]
+        aspects = [a for a, p in source["aspects"] if rng.random() < p]
+        if not aspects:
+            aspects = [source["aspects"][0][0]]
+        aspect_defs = b.scn["aspects"]
+        labels: List[str] = []
+        for aspect in aspects:
+            if aspect_defs[aspect]["label"] not in labels:
+                labels.append(aspect_defs[aspect]["label"])
+        severe = [aspect_defs[a]["severe"] for a in aspects if "severe" in aspect_defs[a]]
+        receptor = None
+        for kind, spec in b.scn["receptors"].items():
+            if rng.random() < spec["p"] and all(l in labels for l in spec.get("labels", ())):
+                receptor = (kind, self._fill(rng.choice(spec["names"])))
+                if kind == "water_source" and "饮用水源" not in severe:
+                    severe.append("饮用水源")
+                break
+        return _Matter(f"M{self.matter_seq:08d}", True, place.adcode, key,
+                       self._fill(rng.choice(source["names"])), rng.choice(source["nouns"]), tuple(aspects),
+                       tuple(labels), source["site"], places, receptor, tuple(severe), None, now_ms, reporter)
+
+    def _remember(self, matter: _Matter) -> None:
+        self.window.append(matter)
+        self.window_ms.append(matter.first_ms)
+        if len(self.window) - self.head > self.window_cap:
+            self.head += 1
+        if self.head > 4096:
+            del self.window[: self.head]
+            del self.window_ms[: self.head]
+            self.head = 0
+
+    def _pick_repeat(self, now_ms: int) -> Optional[_Matter]:
+        lo = max(self.head, bisect.bisect_left(self.window_ms, now_ms - self.gap_hi_ms, self.head))
+        hi = bisect.bisect_right(self.window_ms, now_ms - self.gap_lo_ms, self.head)
+        if hi <= lo:
+            return None
+        return self.window[self.rng.randrange(lo, hi)]
+
+    # ---- places in text -----------------------------------------------------------------------
+    def _admin(self, place_code: str, mode: str) -> Tuple[str, str, bool, bool, bool]:
+        """Administrative part of a place phrase and which levels it names: (phrase, short, p, c, k)."""
+        table = self.b.table
+        province, city, county = table.chain(place_code)
+        if county is None:  # a county-less city: only province and city exist
+            mode = {"full": "province_city", "city_county": "city", "short_city_county": "short_city",
+                    "county": "city", "province_county": "province_city"}.get(mode, mode)
+        municipal = province.adcode in MUNICIPALITY_CODES
+        p_name, p_short = province.name, short_name(province.name, PROVINCE)
+        c_name = city.name if city else None
+        k_name = county.name if county else None
+        if mode == "full":
+            if municipal or city is None:
+                return p_name + k_name, k_name, True, False, True
+            return p_name + c_name + k_name, k_name, True, True, True
+        if mode == "city_county":
+            if city is None:
+                return p_name + k_name, k_name, True, False, True
+            return c_name + k_name, k_name, False, True, True
+        if mode == "short_city_county":
+            if city is None:
+                return p_short + k_name, k_name, True, False, True
+            return short_name(c_name, CITY) + k_name, k_name, False, True, True
+        if mode == "county":
+            return k_name, k_name, False, False, True
+        if mode == "province_county":
+            return p_short + k_name, k_name, True, False, True
+        if mode == "province_city":
+            return p_name + c_name, c_name, True, True, False
+        if mode == "short_city":
+            return short_name(c_name, CITY), short_name(c_name, CITY), False, True, False
+        if mode == "city":
+            if city is None:
+                return p_name, p_short, True, False, False
+            return c_name, short_name(c_name, CITY), False, True, False
+        if mode == "province":
+            return p_name, p_short, True, False, False
+        return "", "", False, False, False
+
+    def _support(self, place_code: str, named_p: bool, named_c: bool, named_k: bool) -> Optional[dict]:
+        """The region a reader can derive from the named levels (ambiguous names stop higher)."""
+        table = self.b.table
+        province, city, county = table.chain(place_code)
+        if named_k and county is not None:
+            candidates = table.named(county.name)
+            if named_p:
+                candidates = [d for d in candidates if d.province_code == province.adcode]
+            if named_c and city is not None:
+                candidates = [d for d in candidates if d.city_code == city.adcode]
+            if len(candidates) == 1:
+                return table.region_record(county.adcode)
+            city_codes = {d.city_code for d in candidates}
+            if len(city_codes) == 1 and city is not None and city.adcode in city_codes:
+                return table.region_record(city.adcode)
+            if len({d.province_code for d in candidates}) == 1:
+                return table.region_record(province.adcode)
+            named_k = False
+        if named_c and city is not None:
+            return table.region_record(city.adcode)
+        if named_p:
+            return table.region_record(province.adcode)
+        return None
+
+    def _sub_place(self, matter: _Matter) -> str:
+        rng, pl = self.rng, matter.places
+        site, r = matter.site, rng.random()
+        if site == "village":
+            if r < 0.45:
+                return pl["town"] + pl["village"]
+            if r < 0.75:
+                return pl["village"] + (rng.choice(self.b.phr["place"]["village_group"]) if rng.random() < 0.3 else "")
+            return pl["town"]
+        if site == "industrial":
+            if r < 0.4:
+                return pl["industrial"]
+            if r < 0.7:
+                return pl["town"] + pl["road"]
+            return pl["town"]
+        if site == "community":
+            if r < 0.5:
+                return pl["community"]
+            if r < 0.75:
+                return pl["road"] + pl["community"]
+            return pl["community"] + str(rng.randrange(1, 30)) + rng.choice(self.b.phr["place"]["building"])
+        if r < 0.45:
+            return pl["road"] + pl["house"] + "号"
+        if r < 0.7:
+            return pl["road"] + rng.choice(self.b.phr["place"]["nearby"])
+        if r < 0.85:
+            return pl["road"] + pl["community"]
+        return pl["road"]
+
+    # ---- text ---------------------------------------------------------------------------------
+    def _problems(self, matter: _Matter, extras: float = 0.25) -> List[str]:
+        """One clause per aspect (so the labels stay true to the text), sometimes a second one."""
+        rng, aspects = self.rng, self.b.scn["aspects"]
+        parts = []
+        for aspect in matter.aspects:
+            spec = aspects[aspect]
+            clause = rng.choice(spec["clauses"])
+            if spec["times"] and rng.random() < 0.4:
+                time = rng.choice(spec["times"])
+                if time not in clause:
+                    clause = time + clause
+            parts.append(clause)
+            if len(spec["clauses"]) > 3 and rng.random() < extras:
+                extra = rng.choice(spec["clauses"])
+                if extra not in parts:
+                    parts.append(extra)
+        return parts
+
+    def _short(self, matter: _Matter) -> str:
+        if not matter.environmental:
+            return self.rng.choice(self.b.phr["non_environmental"]["topics"][matter.key]["short"])
+        return self.rng.choice(self.b.scn["aspects"][matter.aspects[0]]["short"])
+
+    def _details(self, matter: _Matter, lo: int, hi: int, rich: float = 0.0) -> List[str]:
+        """Duration, effects, receptors, earlier attempts; ``rich`` raises their odds (web, letters)."""
+        rng, det = self.rng, self.b.phr["details"]
+        parts = []
+        if not matter.environmental:
+            return [rng.choice(det["prior"])] if rng.random() < 0.3 else []
+        if rng.random() < 0.35 + rich:
+            parts.append(rng.choice(det["duration"]))
+        if rng.random() < 0.45 + rich:
+            parts.append(rng.choice(det["effects"]))
+        if matter.receptor is not None and rng.random() < 0.85:
+            kind, name = matter.receptor
+            spec = self.b.scn["receptors"][kind]
+            parts.append(rng.choice(spec["clauses"]).replace("{r}", name))
+        if rng.random() < 0.2 + rich:
+            parts.append(rng.choice(det["prior"]))
+        return parts[: max(lo, min(hi, len(parts)))]
+
+    def _render(self, matter: _Matter, channel: str, repeat: bool, night: bool, person: _Person,
+                date: _dt.datetime) -> Tuple[str, str, Optional[str], Optional[dict], Optional[dict], Dict[str, bool]]:
+        """Title, text, address, region (with address), region (text only), PII flags."""
+        rng, b = self.rng, self.b
+        phr, ch = b.phr, b.phr["channels"][channel]
+        modes, cum = b.modes[channel]
+        mode = rng.choices(modes, cum_weights=cum)[0]
+        admin, admin_short, named_p, named_c, named_k = self._admin(matter.adcode, mode)
+        sub = self._sub_place(matter) if (rng.random() < 0.85 or not admin) else ""
+        loc = admin + sub
+        loc_short = admin_short or sub
+        if not loc:
+            loc = rng.choice(("我们这里", "我家附近", "我们这边", "本地"))
+        pii = {"name": False, "phone": False, "id_number": False}
+        near = rng.choice(phr["place"]["nearby"])
+        short = self._short(matter)
+        if matter.environmental:
+            src = matter.name if rng.random() < 0.6 else matter.noun
+            if rng.random() < 0.5:
+                frame = rng.choice(phr["frames"]["location_source"])
+            else:
+                frame = "{loc}" + rng.choice(("，", "这边，", "，有个", "一带，")) + rng.choice(phr["frames"]["source_only"])
+            if "{loc}" not in frame and channel != "letter":
+                # the text names no place at all ("我们小区旁边的饭店"): nothing to resolve
+                named_p = named_c = named_k = False
+                loc_short = ""
+            head = frame.format(loc=loc, src=src, near=near, noun=matter.noun, home=rng.choice(phr["frames"]["home"]))
+            body = self._problems(matter, extras={"wechat": 0.0, "phone": 0.2}.get(channel, 0.5))
+        else:
+            src = ""
+            topic = phr["non_environmental"]["topics"][matter.key]
+            head = rng.choice(("我是{loc}的居民", "{loc}", "我住在{loc}", "{loc}这边", "本人在{loc}")).format(loc=loc)
+            body = [rng.choice(topic["clauses"])]
+        marker = rng.choice(phr["details"]["repeat_markers"]) if repeat and rng.random() < 0.5 else ""
+        noisy_now = night and "noise" in matter.labels and rng.random() < 0.5
+        title = ""
+
+        def pii_phrase(kind: str) -> str:
+            s = rng.choice(phr["intro_pii"][kind])
+            if "{name}" in s:
+                pii["name"] = True
+            if "{phone}" in s:
+                pii["phone"] = True
+            if "{id}" in s:
+                pii["id_number"] = True
+            return s.format(name=person.name, phone=self._format_phone(person.phone), id=person.id_number,
+                            surname=person.surname)
+
+        leak = rng.random() < b.mix["pii_in_text"][channel]
+        if channel == "phone":
+            opening = rng.choice(ch["openings"])
+            if "{caller}" in opening:
+                caller = rng.choice(phr["intro_pii"]["caller"])
+                if "{name}" in caller:
+                    pii["name"] = True
+                if "{phone}" in caller:
+                    pii["phone"] = True
+                opening = opening.replace("{caller}", caller.format(
+                    name=person.name, surname=person.surname, phone=self._format_phone(person.phone))
+                    .replace("先生", person.gender).replace("女士", person.gender))
+            pieces = [marker]
+            if noisy_now:
+                pieces.append(rng.choice(phr["details"]["night_now"]))
+            if rng.random() < 0.3:
+                pieces.append(rng.choice(ch["fillers"]))
+            pieces.append(head + "，" + "，".join(body))
+            details = self._details(matter, 0, 2)
+            if matter.environmental and rng.random() < 0.5:
+                details.append(rng.choice(ch["mood"]))
+            text = opening + "".join(pieces) + ("，" + "，".join(details) if details else "") + "。"
+            if leak and not pii["phone"]:
+                text += pii_phrase("phone" if rng.random() < 0.6 else "name_phone")
+            text += rng.choice(ch["demands"] if matter.environmental else phr["non_environmental"]["demands"])
+        elif channel == "wechat":
+            core = (head + " " if rng.random() < 0.3 else head + "，") + "，".join(body)
+            text = rng.choice(ch["openings"]) + marker + core + ("，" if rng.random() < 0.6 else " ") \
+                + rng.choice(ch["demands"]) + rng.choice(ch["tails"])
+            if leak:
+                text += " " + pii_phrase("phone")
+            if rng.random() < 0.35:
+                title = short
+        elif channel == "web":
+            title = rng.choice(ch["titles"]).format(loc_short=loc_short if rng.random() < 0.6 else "",
+                                                    src=(src if rng.random() < 0.5 else matter.noun), short=short)
+            parts = [rng.choice(ch["openings"])]
+            if leak:
+                parts.append(pii_phrase("name_phone" if rng.random() < 0.7 else "full"))
+            det = phr["details"]
+            if matter.environmental and rng.random() < 0.4:
+                parts.append(rng.choice(det["background"]) + "。")
+            parts.append(marker + head + "，" + "，".join(body) + "。")
+            details = self._details(matter, 1, 4, rich=0.3)
+            if details:
+                parts.append("，".join(details) + "。")
+            if matter.environmental and rng.random() < 0.3:
+                parts.append(rng.choice(det["questions"]))
+            if not matter.environmental and rng.random() < 0.5:
+                parts.append(rng.choice(phr["details"]["prior"]) + "。")
+            parts.append(rng.choice(ch["demands"] if matter.environmental else phr["non_environmental"]["demands"]))
+            text = "".join(parts)
+        else:
+            title = (rng.choice(ch["titles"]).format(src=src, short=short) if matter.environmental
+                     else rng.choice(("", "关于" + short + "的来信")))
+            intros = ch["intros"] if matter.environmental else ch["intros_other"]
+            intro = rng.choice(intros).format(loc=loc, src=src, short=short)
+            parts = [rng.choice(ch["openings"]), intro, marker + head + "，" + "，".join(body) + "。"]
+            details = self._details(matter, 2, 4, rich=0.3)
+            if matter.environmental and rng.random() < 0.5:
+                details.insert(0, rng.choice(phr["details"]["background"]))
+            if details:
+                parts.append("，".join(details) + "。")
+            parts.append(rng.choice(ch["demands"]))
+            parts.append(rng.choice(ch["closings"]))
+            signature = "\n举报人：" + (person.name if leak or rng.random() < 0.5 else "一群受害的群众")
+            if "举报人：" + person.name in signature:
+                pii["name"] = True
+                if leak:
+                    signature += "\n电话：" + self._format_phone(person.phone)
+                    pii["phone"] = True
+                    if rng.random() < 0.4:
+                        signature += "\n身份证号：" + person.id_number
+                        pii["id_number"] = True
+            parts.append(signature + f"\n{date.year}年{date.month}月{date.day}日")
+            text = "".join(parts)
+        text = self._noise(text)
+        region_text = self._support(matter.adcode, named_p, named_c, named_k)
+        address = None
+        if rng.random() < b.mix["address_rate"][channel]:
+            a_mode = rng.choice(("full", "city_county", "county"))
+            a_admin, _, ap, ac, ak = self._admin(matter.adcode, a_mode)
+            address = a_admin + self._sub_place(matter)
+            region = self._support(matter.adcode, named_p or ap, named_c or ac, named_k or ak)
+            if region_text is not None and region is not None and _depth(region_text) > _depth(region):
+                region = region_text
+        else:
+            region = region_text
+        return title, text, address, region, region_text, pii
+
+    def _noise(self, text: str) -> str:
+        """Typos, full-width digits and the odd message in traditional characters."""
+        rng, mix = self.rng, self.b.mix
+        if rng.random() < mix["typo_rate"]:
+            for _ in range(rng.randint(1, 2)):
+                wrong, typo = rng.choice(self.b.typos)
+                if wrong in text:
+                    text = text.replace(wrong, typo, 1)
+        if rng.random() < mix["fullwidth_digit_rate"]:
+            text = text.translate(_FULLWIDTH)
+        if rng.random() < mix["traditional_rate"]:
+            text = text.translate(self.b.traditional)
+        return text
+
+    def _reporter_field(self, person: _Person) -> Tuple[Optional[dict], Dict[str, bool]]:
+        rng = self.rng
+        names, cum = self.b.reporter_modes
+        mode = rng.choices(names, cum_weights=cum)[0]
+        if mode == "absent":
+            return None, {"name": False, "phone": False, "id_number": False}
+        keep = {"full": ("name", "phone", "id_number"), "name_phone": ("name", "phone"),
+                "phone": ("phone",), "name": ("name",)}[mode]
+        omit_missing = rng.random() < 0.5
+        values = {"name": person.name, "phone": person.phone, "id_number": person.id_number}
+        field = {}
+        for key in ("name", "phone", "id_number"):
+            if key in keep:
+                field[key] = values[key]
+            elif not omit_missing:
+                field[key] = None
+        return field, {k: k in keep for k in values}
+
+    # ---- events -------------------------------------------------------------------------------
+    def next_event(self) -> GeneratedEvent:
+        rng, b, mix = self.rng, self.b, self.b.mix
+        self.seq += 1
+        line_no = self.seq
+        now_ms = self._next_time_ms()
+        date = _dt.datetime.fromtimestamp(now_ms / 1000.0, _CST)
+        night = date.hour >= 22 or date.hour < 6
+        channel = CHANNELS[bisect.bisect_right(b.channel_cum, rng.random() * b.channel_cum[-1])]
+        complaint_id = f"{_ID_PREFIX[channel]}{date:%Y%m%d}{self.seq:08d}"
+        malformed = rng.random() < mix["malformed_rate"]
+        matter = None
+        repeat = False
+        if not malformed:
+            self.valid += 1
+            target = mix["repeat_rate"]
+            deficit = target * self.valid - self.repeats
+            p_repeat = min(0.35, max(0.0, target + deficit / 200.0))
+            if rng.random() < p_repeat:
+                matter = self._pick_repeat(now_ms)
+                repeat = matter is not None
+        if matter is None:
+            environmental = rng.random() >= mix["non_environmental_rate"]
+            matter = self._new_matter(night, environmental, now_ms)
+            if not malformed:
+                matter = matter._replace(first_id=complaint_id)
+                self._remember(matter)
+        if repeat:
+            self.repeats += 1
+            person = matter.reporter if rng.random() < mix["repeat_same_reporter"] else self._person(matter.adcode)
+        else:
+            person = matter.reporter
+        title, text, address, region, region_text, pii = self._render(matter, channel, repeat, night, person, date)
+        reporter, in_field = self._reporter_field(person)
+        event = {"complaint_id": complaint_id,
+                 "received_at": date.isoformat(timespec="seconds"),
+                 "text": text, "title": title, "channel": channel}
+        if reporter is not None:
+            event["reporter"] = reporter
+        if address is not None:
+            event["address"] = address
+        if rng.random() < mix["jurisdiction_rate"]:
+            province, city, _ = b.table.chain(matter.adcode)
+            event["jurisdiction_adcode"] = city.adcode if city is not None and rng.random() < 0.8 else province.adcode
+        present = {k: pii[k] or in_field[k] for k in pii}
+        truth = {
+            "complaint_id": complaint_id, "line": line_no, "malformed": False, "malformed_reason": None,
+            "environmental": matter.environmental, "labels": list(matter.labels),
+            "primary_type": matter.labels[0] if matter.labels else None,
+            "region": region, "region_text_only": region_text, "true_adcode": matter.adcode,
+            "matter_id": matter.matter_id, "duplicate_of": matter.first_id if repeat else None,
+            "channel": channel, "received_at": event["received_at"], "night": night,
+            "severe": list(matter.severe), "receptor": matter.receptor[0] if matter.receptor else None,
+            "reporter_name": person.name if present["name"] else None,
+            "reporter_phone": person.phone if present["phone"] else None,
+            "reporter_id_number": person.id_number if present["id_number"] else None,
+            "pii_in_text": pii,
+        }
+        if malformed:
+            return self._malform(event, truth)
+        return GeneratedEvent(_dumps(event), truth)
+
+    def _malform(self, event: dict, truth: dict) -> GeneratedEvent:
+        rng, b = self.rng, self.b
+        names, cum = b.malformed_modes
+        reason = rng.choices(names, cum_weights=cum)[0]
+        truth.update(malformed=True, malformed_reason=reason)
+        cid = event["complaint_id"]
+        if reason == "invalid_json":
+            raw = _dumps(event)
+            variant = rng.randrange(3)
+            if variant == 0:
+                line = raw[:-1] + b",}"
+            elif variant == 1:
+                line = raw.replace(b'"text": "', b'"text": ', 1)
+            else:
+                line = raw.replace(b'": "', b"': '", 2).replace(b'{"', b"{'", 1)
+        elif reason == "truncated":
+            raw = _dumps(event)
+            line = raw[: rng.randrange(10, max(11, len(raw) - 2))]
+            if ('"complaint_id": "%s"' % cid).encode() not in line:
+                truth["complaint_id"] = None
+        elif reason == "empty_text":
+            event["text"] = rng.choice(("", " ", "\u3000", "   "))
+            event["title"] = ""
+            line = _dumps(event)
+            truth.update(environmental=False, labels=[], primary_type=None, region=None, region_text_only=None,
+                         severe=[], receptor=None)
+        elif reason == "missing_id":
+            variant = rng.randrange(3)
+            if variant == 0:
+                del event["complaint_id"]
+            else:
+                event["complaint_id"] = None if variant == 1 else ""
+            line = _dumps(event)
+            truth["complaint_id"] = None
+        elif reason == "oversize_text":
+            limit = int(b.mix["max_text_bytes"])
+            base = event["text"] or "。"
+            unit = len(base.encode("utf-8"))
+            repeat = limit // unit + 1 + rng.randrange(1 + limit // unit)
+            event["text"] = (base * repeat)
+            line = _dumps(event)
+        elif reason == "invalid_utf8":
+            text = event["text"]
+            cut = rng.randrange(len(text) + 1)
+            event["text"] = text[:cut] + _SENTINEL + text[cut:]
+            bad = rng.choice((b"\xff", b"\xc3\x28", b"\xe4\xb8", b"\xfe\xfe", b"\x80"))
+            line = _dumps(event).replace(_SENTINEL.encode("utf-8"), bad, 1)
+        elif reason == "bad_timestamp":
+            event["received_at"] = rng.choice(("2025-13-40T25:61:00+08:00", "昨天下午三点", "", "N/A",
+                                               "2025-02-30T10:00:00+08:00", "not a date", "20250"))
+            line = _dumps(event)
+        else:  # not_object
+            variant = rng.randrange(3)
+            if variant == 0:
+                line = _dumps([event])
+            elif variant == 1:
+                line = _dumps(event["text"])
+            else:
+                line = rng.choice((b"null", b"42", b"true"))
+            truth["complaint_id"] = None
+        truth["duplicate_of"] = None
+        return GeneratedEvent(line.replace(b"\n", b" ").replace(b"\r", b" "), truth)
+
+
+def _depth(region: dict) -> int:
+    return {PROVINCE: 1, CITY: 2, COUNTY: 3}.get(region.get("level"), 0)
+
+
+def _dumps(value) -> bytes:
+    return json.dumps(value, ensure_ascii=False).encode("utf-8")
+
+
+def generate_events(count: int, seed: int) -> Iterator[GeneratedEvent]:
+    """Yields ``count`` events in event-time order, deterministically for ``seed``.
+
+    Args:
+        count: number of events (lines), malformed ones included.
+        seed: any integer; the same ``count`` and ``seed`` give the same bytes.
+    """
+    if count < 0:
+        raise ValueError("count must be >= 0")
+    generator = _Generator(count, seed, _banks())
+    for _ in range(count):
+        yield generator.next_event()
+
+
+def write_dataset(count: int, seed: int, output_path: str, truth_path: Optional[str] = None) -> dict:
+    """Writes the events and their truth as JSON Lines, streaming; returns summary counts.
+
+    Args:
+        count: number of events.
+        seed: random seed.
+        output_path: the complaints file (one event per line; malformed ones raw).
+        truth_path: the truth file; default ``<output stem>.truth.jsonl`` beside the output.
+    """
+    if truth_path is None:
+        truth_path = default_truth_path(output_path)
+    labels: Counter = Counter()
+    reasons: Counter = Counter()
+    channels: Counter = Counter()
+    summary = {"count": 0, "valid": 0, "malformed": 0, "environmental": 0, "non_environmental": 0,
+               "repeats": 0, "multi_label": 0, "night": 0}
+    with open(output_path, "wb") as out, open(truth_path, "w", encoding="utf-8") as truth_out:
+        for event in generate_events(count, seed):
+            out.write(event.line + b"\n")
+            truth = event.truth
+            truth_out.write(json.dumps(truth, ensure_ascii=False) + "\n")
+            summary["count"] += 1
+            if truth["malformed"]:
+                summary["malformed"] += 1
+                reasons[truth["malformed_reason"]] += 1
+                continue
+            summary["valid"] += 1
+            channels[truth["channel"]] += 1
+            summary["night"] += truth["night"]
+            if truth["environmental"]:
+                summary["environmental"] += 1
+                labels.update(truth["labels"])
+                summary["multi_label"] += len(truth["labels"]) > 1
+            else:
+                summary["non_environmental"] += 1
+            summary["repeats"] += truth["duplicate_of"] is not None
+    summary["labels"] = dict(sorted(labels.items(), key=lambda kv: -kv[1]))
+    summary["malformed_reasons"] = dict(sorted(reasons.items()))
+    summary["channels"] = dict(sorted(channels.items()))
+    summary["output"] = output_path
+    summary["truth"] = truth_path
+    LOG.info("generated %d events (%d malformed, %d repeats)", summary["count"], summary["malformed"],
+             summary["repeats"])
+    return summary
+
+
+def default_truth_path(output_path: str) -> str:
+    """``complaints.jsonl`` -> ``complaints.truth.jsonl`` in the same folder."""
+    root, _ = os.path.splitext(output_path)
+    return root + ".truth.jsonl"
+
+
+def format_summary(summary: dict) -> str:
+    """A short human-readable table of a :func:`write_dataset` summary."""
+    env = max(summary["environmental"], 1)
+    valid = max(summary["valid"], 1)
+    lines = [f"events {summary['count']}  valid {summary['valid']}  malformed {summary['malformed']}"
+             f"  repeats {summary['repeats']} ({summary['repeats'] / valid:.1%} of valid)",
+             f"environmental {summary['environmental']}  non-environmental {summary['non_environmental']}"
+             f" ({summary['non_environmental'] / valid:.1%})  multi-label {summary['multi_label'] / env:.1%}"
+             f"  night {summary['night'] / valid:.1%}",
+             "label         count  share of environmental"]
+    for label, n in summary["labels"].items():
+        lines.append(f"{label:<12} {n:>6}  {n / env:6.1%}")
+    if summary["malformed_reasons"]:
+        lines.append("malformed: " + ", ".join(f"{k} {v}" for k, v in summary["malformed_reasons"].items()))
+    lines.append("channels: " + ", ".join(f"{k} {v}" for k, v in summary["channels"].items()))
+    return "\n".join(lines)
+
+
+def _run(args: argparse.Namespace) -> int:
+    summary = write_dataset(args.count, args.seed, args.output, args.truth)
+    print(format_summary(summary))
+    print(f"wrote {summary['output']} and {summary['truth']}")
+    return 0
+
+
+def add_subcommand(subparsers) -> None:
+    """Registers ``envleads generate``."""
+    parser = subparsers.add_parser("generate", help="write realistic synthetic complaint events with ground truth",
+                                   description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=1000, help="number of events (default 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed; same seed and count give same bytes")
+    parser.add_argument("--output", default="complaints.jsonl", help="events file (JSON Lines)")
+    parser.add_argument("--truth", default=None, help="truth file (default: <output stem>.truth.jsonl)")
+    parser.set_defaults(func=_run)

@@ -1,0 +1,96 @@
+"""Complainant identity: keyed pseudonyms and masking of identity inside texts.
+
+The environmental protection law obliges authorities to keep a reporter's identity confidential.
+envleads therefore replaces the reporter block with a keyed HMAC pseudonym at its first stage and
+masks phone numbers, ID numbers, e-mail addresses and self-introduced names in the text before
+anything is written or logged. The key comes from the environment or a file; rotating it changes
+every reporter key (old and new keys are not linkable), which is the point of rotating.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import unicodedata
+from typing import Mapping, Optional
+
+KEY_ENV = "ENVLEADS_PSEUDONYM_KEY"
+KEY_FILE_ENV = "ENVLEADS_PSEUDONYM_KEY_FILE"
+
+PHONE_MASK = "[电话]"
+ID_MASK = "[身份证号]"
+NAME_MASK = "[姓名]"
+EMAIL_MASK = "[邮箱]"
+
+# Mobile numbers with optional +86 and separators, landlines with area code; ID numbers are
+# 17 digits plus a digit or X. Digits next to other digits or latin letters are left alone so that
+# permit numbers and order codes are not eaten.
+_ID_RE = re.compile(r"(?<![0-9A-Za-z])\d{6}(?:[\s-]?\d){11}[\s-]?[\dXx](?![0-9A-Za-z])")
+_MOBILE_RE = re.compile(r"(?<![0-9A-Za-z])(?:\+?86[\s-]?)?1[3-9]\d(?:[\s-]?\d){8}(?![0-9A-Za-z])")
+_LANDLINE_RE = re.compile(r"(?<![0-9A-Za-z])0\d{2,3}[\s-]?\d{7,8}(?![0-9A-Za-z])")
+_EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+# A name introduced by the reporter: 我叫张三 / 本人王小明 / 姓名：李四 / 联系人: 赵六.
+_SELF_NAME_RE = re.compile(
+    r"(我叫|本人叫|我的名字是|我姓|姓名[:：]?\s*|联系人[:：]?\s*|举报人[:：]\s*|投诉人[:：]\s*|来电人[:：]\s*)"
+    r"([\u4e00-\u9fff]{1,3})(?=[，,。.；;、\s先女老]|电话|手机|身份证|联系|$)"
+)
+
+
+class MissingPseudonymKey(RuntimeError):
+    """Production mode needs a pseudonymisation key and none was configured."""
+
+
+def load_pseudonym_key(production: bool, environ: Optional[Mapping[str, str]] = None) -> bytes:
+    """The HMAC key: ``$ENVLEADS_PSEUDONYM_KEY`` or the file named by ``$ENVLEADS_PSEUDONYM_KEY_FILE``.
+
+    Without either, production mode fails; demo mode generates a random key for this run only
+    (reporter keys are then stable within the run, not across runs). The key is never logged.
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get(KEY_ENV):
+        return environ[KEY_ENV].encode("utf-8")
+    if environ.get(KEY_FILE_ENV):
+        with open(environ[KEY_FILE_ENV], "rb") as handle:
+            key = handle.read().strip()
+        if key:
+            return key
+    if production:
+        raise MissingPseudonymKey(
+            f"production mode needs a pseudonymisation key: set {KEY_ENV} or {KEY_FILE_ENV}")
+    return secrets.token_bytes(32)
+
+
+def _normalise_identity(value: str) -> str:
+    value = unicodedata.normalize("NFKC", value)
+    return re.sub(r"[\s\-()（）+]", "", value).upper()
+
+
+def reporter_key(reporter: Optional[Mapping[str, Optional[str]]], key: bytes) -> Optional[str]:
+    """Pseudonymous key of a reporter, from the strongest identifier present (ID, phone, name)."""
+    if not reporter:
+        return None
+    for field in ("id_number", "phone", "name"):
+        value = reporter.get(field)
+        if value and _normalise_identity(value):
+            digest = hmac.new(key, f"{field}:{_normalise_identity(value)}".encode("utf-8"), hashlib.sha256)
+            return "rk-" + digest.hexdigest()[:20]
+    return None
+
+
+def mask_identity(text: str, reporter: Optional[Mapping[str, Optional[str]]] = None) -> str:
+    """Masks phone and ID numbers, e-mail addresses, self-introduced names and the reporter's own name."""
+    if not text:
+        return text
+    text = _ID_RE.sub(ID_MASK, text)
+    text = _MOBILE_RE.sub(PHONE_MASK, text)
+    text = _LANDLINE_RE.sub(PHONE_MASK, text)
+    text = _EMAIL_RE.sub(EMAIL_MASK, text)
+    text = _SELF_NAME_RE.sub(lambda match: match.group(1) + NAME_MASK, text)
+    name = (reporter or {}).get("name")
+    if name:
+        name = unicodedata.normalize("NFKC", name).strip()
+        if len(name) >= 2:
+            text = text.replace(name, NAME_MASK)
+    return text

@@ -1,0 +1,528 @@
+"""Resolves the place of a complaint to a GB/T 2260 division (province, city, county).
+
+A complaint names places in many ways: full names (南京市鼓楼区), short forms (南京, 鼓楼, 江苏),
+autonomous names without their ethnic part (环江县 for 环江毛南族自治县), names no longer in force
+(偃师市, now 偃师区), agency names (如东生态环境局, 香坊分局) and, in traditional characters, 賓縣.
+Place names also hide inside road, company, newspaper and premises names (北海市重庆路 is in Beihai),
+so every matched name is weighed by its context before it votes.
+
+The answer is decided level by level: a province, then a city inside it, then a county inside that,
+each only when one candidate clearly leads (see ``decision`` in ``data/region_aliases.json``). A
+name shared by several divisions (朝阳区 in Beijing and Changchun) without context that tells them
+apart stops the answer at the level all candidates share, or gives no answer; a candidate is never
+picked arbitrarily. Several different counties of one city (a bulletin listing cases per county)
+give the city.
+
+All names, suffixes, context patterns and weights are data (``region_aliases.json``,
+``region_towns.json``, ``former_divisions.json``); this module holds only the procedure.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import unicodedata
+from collections import defaultdict
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+
+from envleads.config import ConfigError, data_path, load_json_config
+from envleads.divisions import CITY, COUNTY, MUNICIPALITY_CODES, PROVINCE, DivisionTable, load_divisions
+from envleads.records import RegionResolution
+
+ALIASES_FILE = "region_aliases.json"
+TOWNS_FILE = "region_towns.json"
+
+_LOGGER = logging.getLogger(__name__)
+
+_LEVEL_DEPTH = {PROVINCE: 0, CITY: 1, COUNTY: 2}
+_CJK_RE = re.compile(r"[\u4e00-\u9fff]")
+
+
+def _fallback_normalise(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text)
+    try:
+        from opencc import OpenCC
+    except ImportError:  # pragma: no cover - opencc is a dependency
+        return text
+    return OpenCC("t2s").convert(text)
+
+
+try:  # the shared normaliser (look-alikes, traditional characters) when the text module exists
+    from envleads.text import normalise as _normalise
+except ImportError:  # pragma: no cover
+    _normalise = _fallback_normalise
+
+
+class _Mention(NamedTuple):
+    start: int
+    end: int
+    surface: str
+    candidates: Dict[str, float]  # adcode -> support this mention gives it
+    kind: str
+    needs_support: bool = False  # weak alone: counts only when a surer mention exists
+
+
+class RegionResolver:
+    """Finds the most specific division a complaint supports; build once per worker (``setup()``).
+
+    Args:
+        table: the division table; defaults to :func:`envleads.divisions.load_divisions`.
+        aliases_path: alias/context/weight configuration (``region_aliases.json``).
+        towns_path: hand-written towns and bureau branches (``region_towns.json``).
+    """
+
+    def __init__(self, table: Optional[DivisionTable] = None, aliases_path: Optional[str] = None,
+                 towns_path: Optional[str] = None):
+        self._table = table or load_divisions()
+        config = load_json_config(aliases_path or data_path(ALIASES_FILE),
+                                  required=("version", "weights", "context", "decision"))
+        towns = load_json_config(towns_path or data_path(TOWNS_FILE),
+                                 required=("version", "bureau_branches", "towns"))
+        self.version = f"{self._table.version}+aliases-{config['version']}+towns-{towns['version']}"
+        try:
+            self._weights: Dict[str, float] = {k: float(v) for k, v in config["weights"].items()
+                                               if k != "about"}
+            context = config["context"]
+            self._re = {key: re.compile(context[key]) for key in (
+                "after_road", "after_feature_bare", "after_dateline", "before_dateline",
+                "after_organisation", "after_premises_bare", "after_agency", "document_code",
+                "after_locative_bare", "before_locative_bare")}
+            decision = config["decision"]
+            self._min_support = float(decision["min_support"])
+            self._margin = float(decision["margin"])
+            self._ratio = {level: float(decision["ratio"][level]) for level in (PROVINCE, CITY, COUNTY)}
+            self._excluded = set(config.get("excluded_province_codes", []))
+            self._no_short = set(config.get("no_short_form_province_codes", []))
+            self._common = set(config["common_word_names"]["names"])
+            self._common_full = re.compile(config["common_word_full_name_pattern"])
+            self._not_places = set(config["not_places"]["names"])
+        except KeyError as error:
+            raise ConfigError(f"{ALIASES_FILE}: missing key {error}") from error
+        self._divisions = {d.adcode: d for d in self._table if d.province_code not in self._excluded}
+        # alias -> {adcode: (weight, kind)}; the kind of the strongest entry decides context rules.
+        self._aliases: Dict[str, Dict[str, Tuple[float, str]]] = {}
+        self._bureaus: Dict[str, str] = {}
+        self._build_aliases(config)
+        self._build_towns(towns)
+        self._lengths: Dict[str, List[int]] = defaultdict(list)
+        for alias in list(self._aliases) + list(self._bureaus) + list(self._not_places):
+            if len(alias) >= 2 and alias[0] and len(alias) not in self._lengths[alias[0]]:
+                self._lengths[alias[0]].append(len(alias))
+        for lengths in self._lengths.values():
+            lengths.sort(reverse=True)
+
+    # -- building the gazetteer -------------------------------------------------------------
+
+    def _add(self, alias: str, adcode: str, kind: str) -> None:
+        if len(alias) < 2 or not _CJK_RE.match(alias):
+            return
+        weight = self._weights[kind]
+        entries = self._aliases.setdefault(alias, {})
+        if adcode not in entries or entries[adcode][0] < weight:
+            entries[adcode] = (weight, kind)
+
+    @staticmethod
+    def _strip(name: str, suffixes: Sequence[str]) -> Optional[str]:
+        for suffix in suffixes:
+            if name.endswith(suffix) and len(name) - len(suffix) >= 2:
+                return name[: -len(suffix)]
+        return None
+
+    def _strip_ethnic(self, name: str, ethnic: Sequence[str]) -> Optional[str]:
+        """Base of an autonomous name: 环江毛南族自治县 -> 环江, 海西蒙古族藏族自治州 -> 海西."""
+        base = name
+        changed = True
+        while changed:
+            changed = False
+            for group in ethnic:
+                for form in (group + "族", group if len(group) > 1 else None):
+                    if form and base.endswith(form) and len(base) > len(form):
+                        base = base[: -len(form)]
+                        changed = True
+                        break
+                if changed:
+                    break
+        return base if base != name and len(base) >= 2 else None
+
+    def _build_aliases(self, config: dict) -> None:
+        ethnic = sorted(config["ethnic_groups"], key=len, reverse=True)
+        bare: Dict[str, List[Tuple[str, str]]] = defaultdict(list)  # short form -> [(adcode, level)]
+        for division in self._divisions.values():
+            name, code, level = division.name, division.adcode, division.level
+            common = name in self._common or self._common_full.match(name)
+            self._add(name, code, "common_word" if common else "full")
+            short = None
+            for long_suffix, short_suffix in config["autonomous_suffixes"].items():
+                if name.endswith(long_suffix):
+                    base = self._strip_ethnic(name[: -len(long_suffix)], ethnic)
+                    if base:
+                        self._add(base + short_suffix, code, "suffix_variant")
+                        short = base
+            if short is None:
+                suffixes = {PROVINCE: config["province_suffixes"], CITY: config["city_suffixes"],
+                            COUNTY: config["county_suffixes"]}[level]
+                short = self._strip(name, suffixes)
+            if level == COUNTY and name.endswith("区"):
+                base = self._strip(name, ["区"])
+                if base:
+                    for suffix in config["district_former_suffixes"]:
+                        variant = base + suffix
+                        if not self._table.named(variant):
+                            self._add(variant, code, "suffix_variant")
+            if short and division.province_code not in self._no_short:
+                bare[short].append((code, level))
+        province_shorts = {s for s, items in bare.items() if any(lv == PROVINCE for _, lv in items)}
+        city_shorts = {s for s, items in bare.items() if any(lv == CITY for _, lv in items)}
+        for short, items in bare.items():
+            if short in self._aliases and any(k != "common_word" for _, k in self._aliases[short].values()):
+                continue  # a full name of another division (e.g. 宾县) wins over a stripped form
+            for code, level in items:
+                if short in province_shorts:
+                    # 吉林 and 海南 written alone mean the province, not the city or prefecture.
+                    if level != PROVINCE:
+                        continue
+                    kind = "bare_province"
+                elif short in self._common:
+                    kind = "common_word"
+                elif level == CITY:
+                    kind = "bare_city"
+                elif short in city_shorts:
+                    kind = "organisation"  # 铁岭 alone is the city; its county only breaks ties
+                else:
+                    kind = "bare_county"
+                self._add(short, code, kind)
+        for former_list in self._table.former.values():
+            for former in former_list:
+                if former.current_adcode in self._divisions:
+                    self._add(former.name, former.current_adcode, "former")
+                    short = self._strip(former.name, config["county_suffixes"] + config["city_suffixes"])
+                    if short and short not in self._aliases:
+                        self._add(short, former.current_adcode, "bare_county")
+
+    def _build_towns(self, towns: dict) -> None:
+        for branch in towns["bureau_branches"]:
+            for name in branch["names"]:
+                self._bureaus[name] = branch["adcode"]
+        for town in towns["towns"]:
+            for code in town["adcodes"]:
+                if code in self._divisions:
+                    self._add(town["name"], code, "town")
+
+    # -- finding mentions ---------------------------------------------------------------------
+
+    def _mentions(self, text: str, scale: float) -> List[_Mention]:
+        mentions: List[_Mention] = []
+        for match in self._re["document_code"].finditer(text):
+            division = self._divisions.get(match.group(1))
+            if division is not None and division.level == COUNTY:
+                mentions.append(_Mention(match.start(1), match.end(1), match.group(1),
+                                         {division.adcode: self._weights["document_code"] * scale},
+                                         "document_code"))
+        # Longest names first, then leftmost: 安居区 must not lose its first character to 和安.
+        found = []
+        n = len(text)
+        for i in range(n):
+            for length in self._lengths.get(text[i], ()):
+                if i + length <= n:
+                    piece = text[i:i + length]
+                    if piece in self._aliases or piece in self._bureaus or piece in self._not_places:
+                        found.append((-length, i, piece))
+                        break
+        taken = [False] * n
+        for negative_length, i, piece in sorted(found):
+            if any(taken[i:i - negative_length]):
+                continue
+            for k in range(i, i - negative_length):
+                taken[k] = True
+            if piece in self._not_places:
+                continue
+            mention = self._weigh(text, i, piece, scale)
+            if mention is not None:
+                mentions.append(mention)
+        mentions.sort(key=lambda m: m.start)
+        return self._adjacent(mentions)
+
+    def _adjacent(self, mentions: List[_Mention]) -> List[_Mention]:
+        """A weak county name right after its own province or city (浙江萧山, 杭州萧山) is sure."""
+        for index in range(1, len(mentions)):
+            previous, mention = mentions[index - 1], mentions[index]
+            if not mention.needs_support or previous.needs_support or previous.end != mention.start:
+                continue
+            inside = {code: max(weight, self._weights["bare_county"])
+                      for code, weight in mention.candidates.items()
+                      if any(self._within(code, parent) for parent in previous.candidates)}
+            if inside:
+                mentions[index] = mention._replace(candidates=inside, needs_support=False)
+        return mentions
+
+    def _weigh(self, text: str, start: int, surface: str, scale: float) -> Optional[_Mention]:
+        """Applies the context rules to one matched name; None when it is not a place here."""
+        end = start + len(surface)
+        after = text[end:end + 20]
+        before = text[max(0, start - 4):start]
+        if self._re["after_road"].match(after):
+            return None
+        if self._re["after_dateline"].match(after) or self._re["before_dateline"].search(before):
+            return None
+        agency = bool(self._re["after_agency"].match(after))
+        if surface in self._bureaus and surface not in self._aliases:
+            if not agency:
+                return None
+            return _Mention(start, end, surface, {self._bureaus[surface]: self._weights["agency"] * scale},
+                            "agency")
+        entries = self._aliases[surface]
+        kinds = {kind for _, kind in entries.values()}
+        is_bare = kinds <= {"bare_province", "bare_city", "bare_county", "organisation", "common_word"}
+        if is_bare and self._re["after_feature_bare"].match(after):
+            return None
+        if agency and surface in self._bureaus:
+            return _Mention(start, end, surface, {self._bureaus[surface]: self._weights["agency"] * scale},
+                            "agency")
+        cap = None
+        kind = max(entries.values())[1]
+        # Bare county names and names in organisations are weak alone: 资源, 公安, 通道 are words.
+        weak_alone = kinds <= {"bare_county", "organisation", "common_word"}
+        locative = "bare_county" in kinds and bool(self._re["after_locative_bare"].match(after)
+                                                   or self._re["before_locative_bare"].search(before))
+        if agency:
+            kind = "agency"
+            weak_alone = False
+        elif locative:  # 家住定海…, 萧山开发区: an address, even when premises follow
+            weak_alone = False
+        elif self._re["after_organisation"].match(after) or (
+                is_bare and self._re["after_premises_bare"].match(after)):
+            cap = self._weights["organisation"]
+            kind = "organisation"
+        elif "bare_county" in kinds:
+            cap = self._weights["weak_bare"]
+            kind = "weak_bare"
+        candidates = {}
+        for code, (weight, entry_kind) in entries.items():
+            if agency and entry_kind in ("bare_county", "common_word", "organisation"):
+                weight = self._weights["agency"] if len(entries) == 1 else self._weights["bare_county"]
+            if cap is not None:
+                weight = min(weight, cap)
+            candidates[code] = weight * scale
+        return _Mention(start, end, surface, candidates, kind, weak_alone)
+
+    # -- deciding ---------------------------------------------------------------------------------
+
+    def _key(self, code: str, level: str) -> Optional[str]:
+        """The division at ``level`` that contains ``code`` (municipalities are their own city)."""
+        division = self._divisions[code]
+        if _LEVEL_DEPTH[division.level] < _LEVEL_DEPTH[level]:
+            return None
+        if level == PROVINCE:
+            return division.province_code
+        if level == CITY:
+            if division.city_code:
+                return division.city_code
+            if division.province_code in MUNICIPALITY_CODES:
+                return division.province_code
+            return division.adcode  # county-level unit directly under its province (天门市, 澄迈县)
+        return division.adcode
+
+    def _pick(self, mentions: List[_Mention], level: str) -> Tuple[Optional[str], float, float]:
+        scores: Dict[str, float] = defaultdict(float)
+        for mention in mentions:
+            best: Dict[str, float] = {}
+            for code, weight in mention.candidates.items():
+                key = self._key(code, level)
+                if key is not None:
+                    best[key] = max(best.get(key, 0.0), weight)
+            for key, weight in best.items():
+                scores[key] += weight
+        if not scores:
+            return None, 0.0, 0.0
+        # Only places that a sure mention supports can win; weak ones (bare county names that are
+        # also words, names in company names) only help to choose among them.
+        sure = {self._key(code, level) for mention in mentions if not mention.needs_support
+                for code in mention.candidates}
+        ranked = sorted(scores.items(), key=lambda item: -item[1])
+        if ranked[0][0] not in sure:
+            return None, ranked[0][1], 0.0
+        top_key, top = ranked[0]
+        second = ranked[1][1] if len(ranked) > 1 else 0.0
+        if top < self._min_support or top - second < self._margin or top < self._ratio[level] * second:
+            return None, top, second
+        return top_key, top, second
+
+    def _inside(self, mentions: List[_Mention], level: str, key: str, deeper: str) -> List[_Mention]:
+        """Mentions narrowed to candidates inside ``key``; mentions satisfied at ``level`` drop out."""
+        kept = []
+        for mention in mentions:
+            inside = {c: w for c, w in mention.candidates.items() if self._key(c, level) == key}
+            if not inside:
+                continue
+            if any(_LEVEL_DEPTH[self._divisions[c].level] < _LEVEL_DEPTH[deeper] for c in inside):
+                continue  # names the unit itself (吉林, 大理州) or a shallower one: says nothing deeper
+            kept.append(mention._replace(candidates=inside))
+        return kept
+
+    def resolve(self, text: str, title: str = "", address: Optional[str] = None,
+                jurisdiction_adcode: Optional[str] = None) -> RegionResolution:
+        """The most specific division the complaint supports, or an empty resolution.
+
+        Args:
+            text: complaint text (any script; normalised here).
+            title: complaint title, read like the text.
+            address: a structured address field; its names count twice.
+            jurisdiction_adcode: the receiving office's division; only breaks ties between
+                candidates the text already names, never adds a level the text does not support.
+        """
+        mentions: List[_Mention] = []
+        if address:
+            mentions += self._mentions(_normalise(address), 2.0)
+        body = _normalise(f"{title}\n{text}" if title else text or "")
+        mentions += self._mentions(body, 1.0)
+        if all(mention.needs_support for mention in mentions):
+            return self._empty()
+        helper = []
+        if jurisdiction_adcode and jurisdiction_adcode in self._divisions:
+            helper = [_Mention(-1, -1, "", {jurisdiction_adcode: self._weights["jurisdiction"]},
+                               "jurisdiction")]
+        chosen: Optional[str] = None
+        confidence = 0.0
+        level_mentions = mentions
+        for level, deeper in ((PROVINCE, CITY), (CITY, COUNTY), (COUNTY, None)):
+            voting = level_mentions + (helper if self._votes(level_mentions, level) else [])
+            key, top, second = self._pick(voting, level)
+            if key is None:
+                break
+            chosen = key
+            confidence = min(0.99, 0.5 + 0.5 * min(1.0, top)) * (1.0 - 0.5 * second / top)
+            if deeper is None:
+                break
+            helper = [m._replace(candidates={c: w for c, w in m.candidates.items()
+                                             if self._key(c, level) == key}) for m in helper]
+            helper = [m for m in helper if m.candidates]
+            level_mentions = self._inside(level_mentions, level, key, deeper)
+            if not level_mentions:
+                break
+        if chosen is None:
+            return self._empty()
+        return self._resolution(chosen, round(confidence, 2), mentions)
+
+    def _votes(self, mentions: List[_Mention], level: str) -> bool:
+        return any(self._key(c, level) is not None for m in mentions for c in m.candidates)
+
+    def _resolution(self, adcode: str, confidence: float, mentions: List[_Mention]) -> RegionResolution:
+        record = self._table.region_record(adcode)
+        level = self._divisions[adcode].level
+        evidence, best = None, (-1, -1.0)
+        for mention in mentions:
+            for code, weight in mention.candidates.items():
+                depth = _LEVEL_DEPTH[self._divisions[code].level]
+                related = (self._key(code, level) == adcode
+                           or depth < _LEVEL_DEPTH[level] and self._key(adcode, self._divisions[code].level) == code)
+                if related and (min(depth, _LEVEL_DEPTH[level]), weight) > best:
+                    best, evidence = (min(depth, _LEVEL_DEPTH[level]), weight), mention.surface
+        return RegionResolution(record["province"], record["city"], record["county"], adcode,
+                                record["level"], confidence, evidence, self.version)
+
+    def _within(self, code: str, parent: str) -> bool:
+        """True when ``parent`` is a division strictly above ``code`` that contains it."""
+        level = self._divisions[parent].level
+        return _LEVEL_DEPTH[level] < _LEVEL_DEPTH[self._divisions[code].level] and self._key(code, level) == parent
+
+    def _empty(self) -> RegionResolution:
+        return RegionResolution(None, None, None, None, None, 0.0, None, self.version)
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+
+def read_gold(path: str) -> List[dict]:
+    """Reads a JSON Lines gold file (``id``, ``text``, ``province``, ``city``, ``county``, ``adcode``, ``level``)."""
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def evaluate_regions(resolver: RegionResolver, gold_records: Iterable[dict]) -> dict:
+    """Scores a resolver against gold places; errors are listed by id and codes only (no text).
+
+    ``county_accuracy``: exact code on rows whose gold level is county. ``province_accuracy``:
+    province name on rows with a gold province. ``city_accuracy``: city name on rows with a gold
+    city. ``wrong_county_rate``: answers naming a county other than the gold county, over all rows.
+    ``null_accuracy``: empty answers on rows whose text names no place. ``exact_accuracy``: same
+    code and level (or both empty) over all rows.
+    """
+    rows = list(gold_records)
+    counts = defaultdict(int)
+    errors = []
+    for row in rows:
+        pred = resolver.resolve(row.get("text", ""), title=row.get("title") or "")
+        gold_county = row.get("adcode") if row.get("level") == COUNTY else None
+        exact = pred.adcode == row.get("adcode")
+        counts["exact"] += exact
+        if row.get("level") == COUNTY:
+            counts["county_total"] += 1
+            counts["county_ok"] += pred.adcode == gold_county
+        if row.get("province"):
+            counts["province_total"] += 1
+            counts["province_ok"] += pred.province == row["province"]
+        if row.get("city"):
+            counts["city_total"] += 1
+            counts["city_ok"] += pred.city == row["city"]
+        if row.get("level") is None:
+            counts["null_total"] += 1
+            counts["null_ok"] += pred.adcode is None
+        if pred.level == COUNTY and pred.adcode != gold_county:
+            counts["wrong_county"] += 1
+        if not exact:
+            errors.append({"id": row.get("id"), "gold_adcode": row.get("adcode"), "gold_level": row.get("level"),
+                           "pred_adcode": pred.adcode, "pred_level": pred.level,
+                           "pred_name": pred.county or pred.city or pred.province})
+
+    def ratio(ok: str, total: str) -> Optional[float]:
+        return round(counts[ok] / counts[total], 4) if counts[total] else None
+
+    total = len(rows)
+    return {
+        "rows": total,
+        "county_rows": counts["county_total"],
+        "county_accuracy": ratio("county_ok", "county_total"),
+        "province_rows": counts["province_total"],
+        "province_accuracy": ratio("province_ok", "province_total"),
+        "city_rows": counts["city_total"],
+        "city_accuracy": ratio("city_ok", "city_total"),
+        "null_rows": counts["null_total"],
+        "null_accuracy": ratio("null_ok", "null_total"),
+        "wrong_county_rate": round(counts["wrong_county"] / total, 4) if total else None,
+        "exact_accuracy": round(counts["exact"] / total, 4) if total else None,
+        "table_version": resolver.version,
+        "errors": errors,
+    }
+
+
+def format_region_report(report: dict) -> str:
+    """A short plain-text table of :func:`evaluate_regions` results."""
+    lines = [f"rows: {report['rows']}  (table {report['table_version']})"]
+    for key, rows_key in (("county_accuracy", "county_rows"), ("province_accuracy", "province_rows"),
+                          ("city_accuracy", "city_rows"), ("null_accuracy", "null_rows"),
+                          ("wrong_county_rate", "rows"), ("exact_accuracy", "rows")):
+        value = report[key]
+        lines.append(f"{key:<20} {'-' if value is None else f'{value:.3f}':>6}  (n={report[rows_key]})")
+    if report["errors"]:
+        lines.append("errors (id: gold -> predicted):")
+        for error in report["errors"]:
+            lines.append(f"  {error['id']}: {error['gold_adcode']}/{error['gold_level']} -> "
+                         f"{error['pred_adcode']}/{error['pred_level']} {error['pred_name'] or ''}")
+    return "\n".join(lines)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    report = evaluate_regions(RegionResolver(), read_gold(args.gold))
+    print(format_region_report(report))
+    if args.json_out:
+        with open(args.json_out, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, ensure_ascii=False, indent=2)
+    return 0
+
+
+def add_subcommand(subparsers) -> None:
+    """Registers ``evaluate-regions``."""
+    parser = subparsers.add_parser("evaluate-regions", help="measure region resolution against a gold JSONL file")
+    parser.add_argument("--gold", required=True, help="JSON Lines with text and gold province/city/county/adcode/level")
+    parser.add_argument("--json-out", default=None, help="also write the report (with per-row errors) as JSON here")
+    parser.set_defaults(func=_run_evaluate)

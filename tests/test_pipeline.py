@@ -1,0 +1,123 @@
+"""Beam tests of the stages (TestPipeline + assert_that) and of the batch contract end to end."""
+import json
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from envleads.leads import lead_id_for
+from envleads.pipelines.options import StageSettings
+from envleads.pipelines.transforms import (DEAD_LETTER, MAIN, ComplaintsToLeads, DecodeComplaints, RawEvent,
+                                           SegmentText)
+
+pytestmark = pytest.mark.usefixtures("pseudonym_key")
+
+
+def _line(complaint_id, text, received_at="2026-04-02T10:00:00+08:00", **extra):
+    event = {"complaint_id": complaint_id, "received_at": received_at, "text": text, "channel": "web"}
+    event.update(extra)
+    return json.dumps(event, ensure_ascii=False).encode("utf-8")
+
+
+def _options():
+    return beam.options.pipeline_options.PipelineOptions(["--runner=FnApiRunner"])
+
+
+def test_decode_stage_splits_valid_events_from_dead_letters():
+    events = [RawEvent(_line("a", "垃圾站臭气熏天"), "json"), RawEvent(b"{not json", "json"),
+              RawEvent(_line("b", ""), "json"), RawEvent(b"\x00\x00\x00\x00\x01\xff", "avro")]
+    with TestPipeline(options=_options()) as p:
+        outputs = p | beam.Create(events) | DecodeComplaints(StageSettings())
+        assert_that(outputs[MAIN] | "Ids" >> beam.Map(lambda c: c.complaint_id), equal_to(["a"]), label="main")
+        assert_that(outputs[DEAD_LETTER] | "Reasons" >> beam.Map(lambda d: (d.reason, d.original)),
+                    equal_to([("invalid_json", b"{not json"), ("empty_text", _line("b", "")),
+                              ("avro_decode_error", b"\x00\x00\x00\x00\x01\xff")]), label="dead")
+
+
+def test_segment_stage_keeps_domain_terms_whole_inside_a_worker():
+    events = [RawEvent(_line("a", "有企业夜间偷排，厂区后面挖了渗坑"), "json")]
+    with TestPipeline(options=_options()) as p:
+        tokens = (p | beam.Create(events) | DecodeComplaints(StageSettings())
+                  )[MAIN] | SegmentText() | beam.Map(lambda s: {"偷排", "渗坑"} <= set(s.tokens))
+        assert_that(tokens, equal_to([True]))
+
+
+MATTER = [
+    ("r1", "2026-03-01T21:10:00+08:00", "南京市鼓楼区宏达化工有限公司每天晚上排放刺鼻废气，附近小区居民无法开窗。"),
+    ("r2", "2026-03-05T09:30:00+08:00", "再次反映：南京市鼓楼区宏达化工有限公司晚上排放刺鼻废气，小区居民无法开窗，请尽快处理。"),
+    ("r3", "2026-03-12T22:40:00+08:00", "南京鼓楼区的宏达化工有限公司晚上又在排刺鼻的废气，小区里的居民都不敢开窗。"),
+]
+
+
+def _matter_events():
+    events = [RawEvent(_line(cid, text, at, reporter={"phone": f"1390000000{i}"}), "json")
+              for i, (cid, at, text) in enumerate(MATTER)]
+    events.append(RawEvent(_line("other", "苏州市吴中区一家饭店的油烟机正对居民楼，油烟很大", "2026-03-06T12:00:00+08:00"), "json"))
+    events.append(RawEvent(_line("consult", "请问新能源汽车购置补贴怎么申请？", "2026-03-07T12:00:00+08:00"), "json"))
+    events.append(RawEvent(b"\xff\xfe broken", "json"))
+    return events
+
+
+def test_whole_path_gives_one_lead_per_matter_and_marks_repeats(trained_model):
+    settings = StageSettings(model_version=trained_model)
+    with TestPipeline(options=_options()) as p:
+        outputs = p | beam.Create(_matter_events()) | ComplaintsToLeads(settings)
+        assert_that(outputs["enriched"] | "Dup" >> beam.Map(lambda r: (r.enriched.complaint.complaint_id, r.enriched.duplicate_of)),
+                    equal_to([("r1", None), ("r2", "r1"), ("r3", "r1"), ("other", None), ("consult", None)]),
+                    label="duplicates")
+        assert_that(outputs["leads"] | "Leads" >> beam.Map(lambda lead: (lead.first_complaint_id, lead.report_count,
+                                                                          lead.distinct_reporters)),
+                    equal_to([("r1", 3, 3), ("other", 1, 0)]), label="leads")
+        assert_that(outputs["dead_letters"] | "Dead" >> beam.Map(lambda d: d.reason), equal_to(["invalid_utf8"]),
+                    label="dead")
+
+
+def test_a_restarted_pipeline_attaches_a_repeat_to_the_existing_lead(trained_model):
+    settings = StageSettings(model_version=trained_model)
+    prior_leads = []
+    with TestPipeline(options=_options()) as p:
+        outputs = p | beam.Create(_matter_events()[:2]) | ComplaintsToLeads(settings)
+        outputs["leads"] | beam.Map(prior_leads.append)
+    assert [(lead.first_complaint_id, lead.report_count) for lead in prior_leads] == [("r1", 2)]
+    # The second pipeline knows nothing but the leads of the first (the compacted lead topic).
+    with TestPipeline(options=_options()) as p2:
+        prior = p2 | "Prior" >> beam.Create(prior_leads)
+        outputs = p2 | beam.Create(_matter_events()[2:3]) | ComplaintsToLeads(settings, prior_leads=prior)
+        assert_that(outputs["leads"] | beam.Map(lambda lead: (lead.lead_id, lead.report_count, lead.complaint_ids)),
+                    equal_to([(prior_leads[0].lead_id, 3, ["r1", "r2", "r3"])]))
+
+
+def test_replaying_the_same_events_does_not_change_the_lead(trained_model):
+    settings = StageSettings(model_version=trained_model)
+    collected = []
+    with TestPipeline(options=_options()) as p:
+        (p | beam.Create(_matter_events()[:3]) | ComplaintsToLeads(settings))["leads"] | beam.Map(collected.append)
+    with TestPipeline(options=_options()) as p2:
+        prior = p2 | "Prior" >> beam.Create(collected)
+        outputs = p2 | "Replay" >> beam.Create(_matter_events()[:3]) | ComplaintsToLeads(settings, prior_leads=prior)
+        # Nothing new: the lead is unchanged, so nothing is re-emitted.
+        assert_that(outputs["leads"], equal_to([]))
+
+
+def test_batch_contract_writes_one_line_per_valid_input(tmp_path, trained_model):
+    from envleads.pipelines.batch import run_batch
+
+    source = tmp_path / "complaints.jsonl"
+    source.write_bytes(b"\n".join(event.payload for event in _matter_events()) + b"\n")
+    counts = run_batch(str(source), str(tmp_path / "enriched.jsonl"), str(tmp_path / "leads.jsonl"),
+                       beam_args=["--runner=FnApiRunner", f"--model_version={trained_model}"])
+    assert counts == {"enriched": 5, "dead_letters": 1, "leads": 2}
+    rows = {row["complaint_id"]: row for row in map(json.loads, (tmp_path / "enriched.jsonl").read_text("utf-8").splitlines())}
+    assert set(rows["r1"]) >= {"complaint_id", "environmental", "pollution_types", "primary_type", "type_confidence",
+                               "region", "cluster_id", "duplicate_of"}
+    assert rows["r2"]["duplicate_of"] == "r1" and rows["r2"]["cluster_id"] == rows["r1"]["cluster_id"]
+    assert rows["consult"]["environmental"] is False and rows["consult"]["pollution_types"] == []
+    assert rows["r1"]["region"]["adcode"] == "320106"
+    assert rows["r1"]["region"]["county"] == "鼓楼区" and rows["r1"]["region"]["city"] == "南京市"
+    dead = json.loads((tmp_path / "enriched.deadletter.jsonl").read_text("utf-8"))
+    assert dead["reason"] == "invalid_utf8"
+    leads = [json.loads(line) for line in (tmp_path / "leads.jsonl").read_text("utf-8").splitlines()]
+    assert [lead["rank"] for lead in leads] == [1, 2]
+    assert leads[0]["lead_id"] == lead_id_for(rows["r1"]["cluster_id"])
+    assert "13900000000" not in (tmp_path / "leads.jsonl").read_text("utf-8")

@@ -1,0 +1,73 @@
+"""Lead scoring: each factor contributes what the weights file says, with its reason."""
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from envleads.scoring import (complaint_signals, load_scoring_weights, matching_campaigns, rank_key,
+                              score_matter)
+
+CST = timezone(timedelta(hours=8))
+
+
+def ms(*args):
+    return int(datetime(*args, tzinfo=CST).timestamp() * 1000)
+
+
+@pytest.fixture(scope="module")
+def weights():
+    return load_scoring_weights()
+
+
+def test_signals_find_severity_receptors_and_night(weights):
+    signals = complaint_signals("化工厂半夜通过暗管偷排废水，旁边就是小学", ms(2026, 6, 1, 23, 40), True, weights)
+    assert {"severity.covert_discharge", "receptor.school", "night_time", "verifiability.named_target"} <= signals
+    daytime = complaint_signals("饭店油烟很大", ms(2026, 6, 1, 12, 0), False, weights)
+    assert daytime == set()
+
+
+def test_score_is_the_sum_of_reasons_and_reasons_name_weight_keys(weights):
+    signals = {"severity.covert_discharge", "receptor.school"}
+    score, tier, reasons, _ = score_matter(signals, ["water"], None, 1, 1, ms(2026, 6, 1), ms(2026, 6, 1),
+                                           ms(2026, 6, 1), weights)
+    factors = {r.factor: r.points for r in reasons}
+    assert factors["severity.covert_discharge"] == 25
+    assert factors["receptor.school"] == 10
+    assert factors["recency"] == 6
+    assert score == pytest.approx(sum(r.points for r in reasons))
+    assert score == 41  # 25 + 10 + 6, over the "high" threshold of 40
+    assert tier == "high"
+
+
+def test_repeats_are_log_scaled_capped_and_three_trigger_concentration(weights):
+    _, _, two, _ = score_matter(set(), ["air"], None, 2, 2, 0, 0, 0, weights)
+    _, _, many, _ = score_matter(set(), ["air"], None, 64, 40, 0, 0, 0, weights)
+    two = {r.factor: r.points for r in two}
+    many = {r.factor: r.points for r in many}
+    assert two["repeats"] == 6 and "concentrated_repeat" not in two
+    assert many["repeats"] == 18 and many["distinct_reporters"] == 12 and many["concentrated_repeat"] == 10
+
+
+def test_drinking_water_discharge_overrides_to_urgent(weights):
+    signals = {"severity.drinking_water_source", "severity.covert_discharge"}
+    _, tier, reasons, _ = score_matter(signals, ["water"], None, 1, 1, 0, 0, 0, weights)
+    assert tier == "urgent"
+    assert reasons[0].factor == "override.drinking_water_discharge"
+
+
+def test_blue_sky_key_region_matches_air_only(weights):
+    beijing = {"province": "北京市", "city": "北京市", "county": "朝阳区", "adcode": "110105", "level": "county"}
+    guangzhou = {"province": "广东省", "city": "广州市", "county": None, "adcode": "440100", "level": "city"}
+    assert matching_campaigns(["air"], beijing, ms(2026, 3, 1), set(), weights) == ["blue_sky.jing_jin_ji"]
+    assert matching_campaigns(["noise"], beijing, ms(2026, 3, 1), set(), weights) == []
+    assert matching_campaigns(["air"], guangzhou, ms(2026, 3, 1), set(), weights) == []
+    assert matching_campaigns(["air"], beijing, ms(2022, 3, 1), set(), weights) == []
+
+
+def test_recency_decays_with_half_life(weights):
+    _, _, reasons, _ = score_matter(set(), ["air"], None, 1, 1, 0, 0, 14 * 86_400_000, weights)
+    assert {r.factor: r.points for r in reasons}["recency"] == 3
+
+
+def test_rank_key_orders_tier_then_score():
+    ordered = sorted([("normal", 30.0, 5), ("urgent", 10.0, 1), ("normal", 35.0, 1)], key=lambda t: rank_key(*t))
+    assert ordered == [("urgent", 10.0, 1), ("normal", 35.0, 1), ("normal", 30.0, 5)]

@@ -1,0 +1,114 @@
+"""Normalisation and segmentation with the domain dictionary (envleads.text)."""
+import logging
+
+import jieba
+import pytest
+
+from envleads import text
+from envleads.config import data_path
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return text.build_tokenizer()
+
+
+def test_normalise_folds_full_width_and_whitespace():
+    assert text.normalise("ＰＭ２．５　超标\n\t１２３") == "PM2.5 超标 123"
+
+
+def test_normalise_converts_traditional_to_simplified():
+    assert text.normalise("工廠廢水汙染河道，噪聲擾民") == "工厂废水污染河道,噪声扰民"
+
+
+def test_normalise_maps_radical_lookalikes():
+    # U+2ECB (C-simplified cart radical) and U+2ED4 (gate radical) imitate 车 and 门.
+    assert text.normalise("渣土\u2ecb堵住小区大\u2ed4") == "渣土车堵住小区大门"
+
+
+def test_normalise_maps_kangxi_radicals():
+    # U+2F54 KANGXI RADICAL WATER is folded by NFKC.
+    assert text.normalise("\u2f54污染") == "水污染"
+
+
+def test_normalise_empty():
+    assert text.normalise("") == ""
+    assert text.normalise("   ") == ""
+
+
+def test_segment_keeps_illegal_discharge_terms_whole(tokenizer):
+    assert text.segment(tokenizer, "工厂在夜间通过暗管偷排废水到渗坑里") == [
+        "工厂", "夜间", "暗管", "偷排", "废水", "到", "渗坑", "里"]
+
+
+def test_segment_dictionary_compounds(tokenizer):
+    assert text.segment(tokenizer, "黑臭水体旁边渣土车乱倒建筑垃圾") == [
+        "黑臭水体", "旁边", "渣土车", "乱倒", "建筑垃圾"]
+    assert text.segment(tokenizer, "车间未批先建，篡改在线监测数据") == [
+        "车间", "未批先建", "篡改", "在线监测", "数据"]
+
+
+def test_segment_normalises_traditional_and_full_width_first(tokenizer):
+    assert text.segment(tokenizer, "工廠夜間偷排廢水，ＶＯＣｓ超標") == [
+        "工厂", "夜间", "偷排", "废水", "VOCs", "超标"]
+
+
+def test_segment_drops_punctuation_masks_and_stopwords(tokenizer):
+    assert text.segment(tokenizer, "我们的电话：*****，这个扬尘！！") == ["电话", "扬尘"]
+
+
+def test_plain_jieba_splits_what_the_dictionary_keeps():
+    # Guards the premise of the Beam test below: without our dictionary the term is split.
+    plain = jieba.Tokenizer()
+    plain.initialize()
+    assert plain.lcut("黑臭水体") != ["黑臭水体"]
+
+
+def test_dictionary_version_and_entries():
+    assert text.DICTIONARY_VERSION
+    entries = []
+    with open(data_path(text.DOMAIN_DICT_FILE), encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip() and not line.startswith("#"):
+                word, freq, tag = line.split()
+                assert int(freq) > 0 and tag
+                entries.append(word)
+    assert len(entries) >= 400
+    assert len(entries) == len(set(entries))
+    for term in ("偷排", "暗管", "渗坑", "直排", "篡改", "异味", "扬尘", "油烟", "危废", "基站",
+                 "变电站", "高压线", "土壤污染"):
+        assert term in entries
+
+
+def test_stopwords_loaded():
+    stopwords = text.load_stopwords()
+    assert "的" in stopwords and "我们" in stopwords
+    assert "污染" not in stopwords and "不" not in stopwords
+
+
+def test_build_tokenizer_does_not_touch_global_jieba():
+    handlers_before = list(logging.getLogger("jieba").handlers)
+    root_handlers_before = list(logging.getLogger().handlers)
+    text.build_tokenizer()
+    assert jieba.dt.FREQ.get("黑臭水体") is None  # the global dictionary never got our words
+    assert logging.getLogger("jieba").handlers == handlers_before
+    assert logging.getLogger().handlers == root_handlers_before
+
+
+def test_dictionary_loaded_inside_beam_worker():
+    beam = pytest.importorskip("apache_beam")
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    class _CutFn(beam.DoFn):
+        def setup(self):
+            self._tokenizer = text.build_tokenizer()
+
+        def process(self, element):
+            yield text.segment(self._tokenizer, element)
+
+    with TestPipeline() as pipeline:
+        tokens = (pipeline
+                  | beam.Create(["河边的黑臭水体没人管"])
+                  | beam.ParDo(_CutFn()))
+        assert_that(tokens, equal_to([["河边", "黑臭水体", "没人管"]]))
