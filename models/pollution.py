@@ -56,7 +56,7 @@ DEFAULT_HYPER: Dict[str, Any] = {
     "synthetic_weight": 0.5,
     "threshold_folds": 4,
     "default_threshold": 0.4,
-    "gate": False,
+    "gate": True,
     "seed": 0,
 }
 

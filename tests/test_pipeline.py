@@ -6,12 +6,27 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from envleads.leads import lead_id_for
+from envleads.leads import lead_from_avro_dict, lead_id_for, lead_to_avro_dict
 from envleads.pipelines.options import StageSettings
 from envleads.pipelines.transforms import (DEAD_LETTER, MAIN, ComplaintsToLeads, DecodeComplaints, RawEvent,
                                            SegmentText)
 
 pytestmark = pytest.mark.usefixtures("pseudonym_key")
+
+
+@pytest.fixture(scope="module")
+def pseudonym_key():
+    """Workers read the key from their environment; tests set one, as a deployment would."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ENVLEADS_PSEUDONYM_KEY", "test-pipeline-key")
+        yield
+
+
+@pytest.fixture(scope="module")
+def trained_model():
+    from envleads.models.registry import ensure_default_model
+
+    return ensure_default_model()
 
 
 def _line(complaint_id, text, received_at="2026-04-02T10:00:00+08:00", **extra):
@@ -73,31 +88,35 @@ def test_whole_path_gives_one_lead_per_matter_and_marks_repeats(trained_model):
                     label="dead")
 
 
-def test_a_restarted_pipeline_attaches_a_repeat_to_the_existing_lead(trained_model):
-    settings = StageSettings(model_version=trained_model)
-    prior_leads = []
+def _run_and_keep_leads(events, settings, tmp_path, name, prior=()):
+    """Runs the whole path and returns its leads, round-tripped through their Avro dict form the
+    way they would travel through the lead topic."""
+    path = str(tmp_path / name)
     with TestPipeline(options=_options()) as p:
-        outputs = p | beam.Create(_matter_events()[:2]) | ComplaintsToLeads(settings)
-        outputs["leads"] | beam.Map(prior_leads.append)
-    assert [(lead.first_complaint_id, lead.report_count) for lead in prior_leads] == [("r1", 2)]
-    # The second pipeline knows nothing but the leads of the first (the compacted lead topic).
-    with TestPipeline(options=_options()) as p2:
-        prior = p2 | "Prior" >> beam.Create(prior_leads)
-        outputs = p2 | beam.Create(_matter_events()[2:3]) | ComplaintsToLeads(settings, prior_leads=prior)
-        assert_that(outputs["leads"] | beam.Map(lambda lead: (lead.lead_id, lead.report_count, lead.complaint_ids)),
-                    equal_to([(prior_leads[0].lead_id, 3, ["r1", "r2", "r3"])]))
+        prior_leads = p | "Prior" >> beam.Create(list(prior))
+        outputs = p | beam.Create(events) | ComplaintsToLeads(settings, prior_leads=prior_leads)
+        (outputs["leads"] | beam.Map(lambda lead: json.dumps(lead_to_avro_dict(lead), ensure_ascii=False))
+         | beam.io.WriteToText(path, shard_name_template="", num_shards=1))
+    with open(path, encoding="utf-8") as handle:
+        return [lead_from_avro_dict(json.loads(line)) for line in handle]
 
 
-def test_replaying_the_same_events_does_not_change_the_lead(trained_model):
+def test_a_restarted_pipeline_attaches_a_repeat_to_the_existing_lead(trained_model, tmp_path):
     settings = StageSettings(model_version=trained_model)
-    collected = []
-    with TestPipeline(options=_options()) as p:
-        (p | beam.Create(_matter_events()[:3]) | ComplaintsToLeads(settings))["leads"] | beam.Map(collected.append)
-    with TestPipeline(options=_options()) as p2:
-        prior = p2 | "Prior" >> beam.Create(collected)
-        outputs = p2 | "Replay" >> beam.Create(_matter_events()[:3]) | ComplaintsToLeads(settings, prior_leads=prior)
-        # Nothing new: the lead is unchanged, so nothing is re-emitted.
-        assert_that(outputs["leads"], equal_to([]))
+    before = _run_and_keep_leads(_matter_events()[:2], settings, tmp_path, "before.jsonl")
+    assert [(lead.first_complaint_id, lead.report_count) for lead in before] == [("r1", 2)]
+    # The second run knows nothing but the leads of the first (the compacted lead topic).
+    after = _run_and_keep_leads(_matter_events()[2:3], settings, tmp_path, "after.jsonl", prior=before)
+    assert [(lead.lead_id, lead.report_count, lead.complaint_ids) for lead in after] == \
+        [(before[0].lead_id, 3, ["r1", "r2", "r3"])]
+
+
+def test_replaying_the_same_events_does_not_change_the_lead(trained_model, tmp_path):
+    settings = StageSettings(model_version=trained_model)
+    first = _run_and_keep_leads(_matter_events()[:3], settings, tmp_path, "first.jsonl")
+    replay = _run_and_keep_leads(_matter_events()[:3], settings, tmp_path, "replay.jsonl", prior=first)
+    assert len(first) == 1 and first[0].report_count == 3
+    assert replay == []  # nothing new: the lead is unchanged, so it is not re-emitted
 
 
 def test_batch_contract_writes_one_line_per_valid_input(tmp_path, trained_model):

@@ -41,3 +41,19 @@ def test_production_mode_requires_a_key():
         load_pseudonym_key(production=True, environ={})
     assert load_pseudonym_key(production=True, environ={"ENVLEADS_PSEUDONYM_KEY": "abc"}) == b"abc"
     assert len(load_pseudonym_key(production=False, environ={})) == 32
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("本人马建国，手机13800001111", "本人[姓名]，手机[电话]"),
+    ("我叫司马文静，电话", "我叫[姓名]，电话"),
+    ("周立新来电称，工地夜间施工", "[姓名]来电称，工地夜间施工"),
+    ("舉報人：潘小洋\n電話：", "舉報人：[姓名]\n電話："),
+    ("本人韩红（身份证号", "本人[姓名]（身份证号"),
+])
+def test_names_in_common_self_introductions_are_masked(text, expected):
+    assert mask_identity(text) == expected
+
+
+@pytest.mark.parametrize("text", ["市民来电反映：本人在黄陂区", "我是小区居民，电话打不通", "附近居民来电称噪音大"])
+def test_role_words_are_not_taken_for_names(text):
+    assert mask_identity(text) == text

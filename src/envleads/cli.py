@@ -44,8 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# kafka-python logs raw protocol bytes at DEBUG and INFO, and raw complaint events carry the
+# reporter's identity: its loggers stay at WARNING whatever --log-level says.
+IDENTITY_BEARING_LOGGERS = ("kafka",)
+
+
 def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # force: importing Beam already installed a root handler, which would make this a no-op.
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    for name in IDENTITY_BEARING_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     import jieba
 
     jieba.setLogLevel(logging.WARNING)

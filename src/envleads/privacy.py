@@ -31,11 +31,20 @@ _ID_RE = re.compile(r"(?<![0-9A-Za-z])\d{6}(?:[\s-]?\d){11}[\s-]?[\dXx](?![0-9A-
 _MOBILE_RE = re.compile(r"(?<![0-9A-Za-z])(?:\+?86[\s-]?)?1[3-9]\d(?:[\s-]?\d){8}(?![0-9A-Za-z])")
 _LANDLINE_RE = re.compile(r"(?<![0-9A-Za-z])0\d{2,3}[\s-]?\d{7,8}(?![0-9A-Za-z])")
 _EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-# A name introduced by the reporter: 我叫张三 / 本人王小明 / 姓名：李四 / 联系人: 赵六.
-_SELF_NAME_RE = re.compile(
-    r"(我叫|本人叫|我的名字是|我姓|姓名[:：]?\s*|联系人[:：]?\s*|举报人[:：]\s*|投诉人[:：]\s*|来电人[:：]\s*)"
-    r"([\u4e00-\u9fff]{1,3})(?=[，,。.；;、\s先女老]|电话|手机|身份证|联系|$)"
-)
+# Names the reporter gives in the text: 我叫张三 / 姓名：李四 / 本人王小明，电话… / 我是赵六，联系电话…
+# / 钱七来电称…. Words for roles (市民, 业主 …) in the name slot are not names.
+_CJK = "[\u4e00-\u9fff]"
+_CONTACT = "(?:联[系繫]|聯[系繫])?(?:电话|電話|手机|手機|身份证|身份證|联系方式|聯繫方式|联系|聯繫)"
+_INTRODUCED_NAME_RE = re.compile(
+    rf"(我叫|本人叫|我的名字是|我姓|姓名[:：]?\s*|联[系繫]人[:：]?\s*|[举舉][报報]人[:：]\s*|投[诉訴]人[:：]\s*|[来來][电電]人[:：]\s*)"
+    rf"({_CJK}{{1,4}}?)(?=[，,。.；;、（(\s]|{_CONTACT}|$)")
+_SELF_NAME_BEFORE_CONTACT_RE = re.compile(
+    rf"(本人|我是)({_CJK}{{2,4}})(?=\s*[，,（(]\s*(?:我的)?{_CONTACT})")
+_CALLER_NAME_RE = re.compile(
+    rf"(^|[。！？!?\n，,：:；;]\s*)({_CJK}{{2,4}}?)(?=[来來][电電](?:称|稱|反映|说|說|投诉|投訴|举报|舉報|表示))")
+ROLE_WORDS = frozenset({"市民", "居民", "村民", "群众", "业主", "网友", "来电人", "投诉人", "举报人", "用户", "师傅",
+                        "先生", "女士", "老人", "学生", "家长", "商户", "住户", "租户", "职工", "员工", "有人",
+                        "多名市民", "多位居民", "该市民", "该居民", "附近居民", "周边居民", "小区业主"})
 
 
 class MissingPseudonymKey(RuntimeError):
@@ -79,6 +88,12 @@ def reporter_key(reporter: Optional[Mapping[str, Optional[str]]], key: bytes) ->
     return None
 
 
+def _masked_name(match: "re.Match[str]") -> str:
+    name = match.group(2)
+    return match.group(0) if name in ROLE_WORDS or name.endswith(("居民", "市民", "村民", "业主")) \
+        else match.group(1) + NAME_MASK
+
+
 def mask_identity(text: str, reporter: Optional[Mapping[str, Optional[str]]] = None) -> str:
     """Masks phone and ID numbers, e-mail addresses, self-introduced names and the reporter's own name."""
     if not text:
@@ -87,7 +102,9 @@ def mask_identity(text: str, reporter: Optional[Mapping[str, Optional[str]]] = N
     text = _MOBILE_RE.sub(PHONE_MASK, text)
     text = _LANDLINE_RE.sub(PHONE_MASK, text)
     text = _EMAIL_RE.sub(EMAIL_MASK, text)
-    text = _SELF_NAME_RE.sub(lambda match: match.group(1) + NAME_MASK, text)
+    text = _INTRODUCED_NAME_RE.sub(_masked_name, text)
+    text = _SELF_NAME_BEFORE_CONTACT_RE.sub(_masked_name, text)
+    text = _CALLER_NAME_RE.sub(_masked_name, text)
     name = (reporter or {}).get("name")
     if name:
         name = unicodedata.normalize("NFKC", name).strip()
