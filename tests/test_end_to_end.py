@@ -92,6 +92,12 @@ def test_no_identity_reaches_enriched_leads_or_logs(kafka_broker, tmp_topics, ge
                        env={**os.environ, "ENVLEADS_PSEUDONYM_KEY": "e2e-key"})
     identities = {value for t in truth for value in (t.get("reporter_name"), t.get("reporter_phone"),
                                                      t.get("reporter_id_number")) if value}
+    # A generated name can also occur as ordinary words of another complaint (李永 in 李永巷):
+    # such a string proves nothing either way, so it is left out of the scan.
+    identities -= {t["reporter_name"] for t, event in zip(truth, events) if t.get("reporter_name")
+                   for other_t, other in zip(truth, events)
+                   if other_t.get("reporter_name") != t["reporter_name"]
+                   and t["reporter_name"].encode() in other.line}
     assert len(identities) > 50 and any(t["pii_in_text"]["phone"] for t in truth)
     downstream = b"".join(record.value for topic in (names["enriched"], names["leads"])
                           for record in _scan(bootstrap, topic)).decode("utf-8", "replace")
