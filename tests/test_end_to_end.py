@@ -105,3 +105,22 @@ def test_no_identity_reaches_enriched_leads_or_logs(kafka_broker, tmp_topics, ge
     assert "round 1" in logs  # the log is really the stream's
     leaks = sorted(value for value in identities if value in downstream or value in logs)
     assert leaks == []
+
+
+def test_status_reports_lag_of_the_stream_group(kafka_broker, tmp_topics, generated):
+    from envleads.ops.status import topic_status
+    from envleads.pipelines.kafka_io import commit_events, open_consumer, poll_new_events
+
+    events, _ = generated
+    names = tmp_topics("raw")
+    bootstrap = kafka_broker.bootstrap_servers
+    produce_lines(bootstrap, names["raw"], (event.line for event in events[:30]))
+    consumer = open_consumer(bootstrap, names["raw"], group_id="status-test")
+    read = poll_new_events(consumer, 10, wait_s=2.0)
+    commit_events(consumer, read)
+    consumer.close()
+    report = topic_status(bootstrap, [names["raw"]], "status-test", scan=True)
+    partition = report[names["raw"]]["partitions"][0]
+    assert partition["committed"] == 10
+    assert partition["records_scanned"] == 30
+    assert partition["lag"] >= 0

@@ -1,4 +1,5 @@
 """Beam tests of the stages (TestPipeline + assert_that) and of the batch contract end to end."""
+import base64
 import json
 
 import apache_beam as beam
@@ -8,7 +9,8 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from envleads.leads import lead_from_avro_dict, lead_id_for, lead_to_avro_dict
 from envleads.pipelines.options import StageSettings
-from envleads.pipelines.transforms import (DEAD_LETTER, MAIN, ComplaintsToLeads, DecodeComplaints, RawEvent,
+from envleads.pipelines.transforms import (DEAD_LETTER, MAIN, BuildLeads, ClassifyPollutionType, ComplaintsToLeads,
+                                           DecodeComplaints, DeduplicatePetitions, RawEvent, ResolveRegion,
                                            SegmentText)
 
 pytestmark = pytest.mark.usefixtures("pseudonym_key")
@@ -140,3 +142,81 @@ def test_batch_contract_writes_one_line_per_valid_input(tmp_path, trained_model)
     assert [lead["rank"] for lead in leads] == [1, 2]
     assert leads[0]["lead_id"] == lead_id_for(rows["r1"]["cluster_id"])
     assert "13900000000" not in (tmp_path / "leads.jsonl").read_text("utf-8")
+
+
+def _segmented(complaint_id, text, received_at="2026-04-02T10:00:00+08:00"):
+    from envleads.decode import decode_event
+    from envleads.records import SegmentedComplaint
+
+    complaint = decode_event(_line(complaint_id, text, received_at), "json", b"k")
+    return SegmentedComplaint(complaint, [])
+
+
+def test_classify_stage_types_each_complaint_in_batches(trained_model):
+    items = [_segmented("fumes", "楼下烧烤店油烟直排，每天晚上吵到凌晨，油烟和噪音都很严重"),
+             _segmented("parking", "小区停车位太少，物业乱收停车费，请问怎么投诉")]
+    with TestPipeline(options=_options()) as p:
+        typed = (p | beam.Create(items)
+                 | ClassifyPollutionType(StageSettings(model_version=trained_model, classify_batch_size=2))
+                 | beam.Map(lambda pair: (pair[0].complaint.complaint_id, sorted(pair[1].labels))))
+        assert_that(typed, equal_to([("fumes", ["air", "noise"]), ("parking", [])]))
+
+
+def test_resolve_region_stage_resolves_and_routes(trained_model):
+    from envleads.records import TypePrediction
+
+    item = _segmented("r", "南京市鼓楼区一处建筑工地夜间施工，扬尘很大")
+    types = TypePrediction(["air", "noise"], "air", 0.9, False, "test")
+    with TestPipeline(options=_options()) as p:
+        resolved = (p | beam.Create([(item, types)]) | ResolveRegion()
+                    | beam.Map(lambda e: (e.region.adcode, e.region.level, e.department)))
+        assert_that(resolved, equal_to([("320106", "county", "住房和城乡建设部门")]))
+
+
+def _enriched(complaint_id, text, received_at, labels=("air",), adcode=None):
+    from envleads.records import EnrichedComplaint, RegionResolution, TypePrediction
+
+    segmented = _segmented(complaint_id, text, received_at)
+    region = RegionResolution(None, None, None, adcode, "county" if adcode else None, 1.0, None, "test")
+    types = TypePrediction(list(labels), labels[0] if labels else None, 0.9, False, "test")
+    return EnrichedComplaint(segmented.complaint, [], types, region)
+
+
+def test_deduplicate_stage_assigns_in_event_time_order_whatever_the_arrival_order():
+    first = _enriched("late-arrival", MATTER[0][2], MATTER[0][1])
+    second = _enriched("early-arrival", MATTER[1][2], MATTER[1][1])
+    with TestPipeline(options=_options()) as p:
+        reports = (p | beam.Create([second, first]) | DeduplicatePetitions()
+                   | beam.Map(lambda r: (r.enriched.complaint.complaint_id, r.enriched.duplicate_of)))
+        assert_that(reports, equal_to([("late-arrival", None), ("early-arrival", "late-arrival")]))
+
+
+def test_build_leads_stage_skips_matters_without_an_environmental_report():
+    from envleads.leads import MatterReport
+
+    env = _enriched("env", MATTER[0][2], MATTER[0][1])._replace(cluster_id="m-1")
+    not_env = _enriched("consult", "请问补贴怎么申请", MATTER[0][1], labels=())._replace(cluster_id="m-2")
+    reports = [MatterReport(env, frozenset({"receptor.homes"}), [1, 2, 3], []),
+               MatterReport(not_env, frozenset(), [4, 5, 6], [])]
+    with TestPipeline(options=_options()) as p:
+        leads = p | beam.Create(reports) | BuildLeads() | beam.Map(lambda lead: (lead.lead_id, lead.report_count))
+        assert_that(leads, equal_to([("lead-m-1", 1)]))
+
+
+def test_batch_over_generated_complaints_dead_letters_exactly_the_malformed(tmp_path, trained_model):
+    from envleads.generator import write_dataset
+    from envleads.pipelines.batch import run_batch
+
+    source, truth = tmp_path / "generated.jsonl", tmp_path / "generated.truth.jsonl"
+    write_dataset(600, 5, str(source), str(truth))
+    truth_rows = [json.loads(line) for line in truth.read_text("utf-8").splitlines()]
+    malformed = [row for row in truth_rows if row["malformed"]]
+    assert malformed, "the generator should mix in malformed events"
+    counts = run_batch(str(source), str(tmp_path / "out.jsonl"),
+                       beam_args=["--runner=FnApiRunner", f"--model_version={trained_model}"])
+    assert counts == {"enriched": 600 - len(malformed), "dead_letters": len(malformed)}
+    dead = [json.loads(line) for line in (tmp_path / "out.deadletter.jsonl").read_text("utf-8").splitlines()]
+    lines = source.read_bytes().split(b"\n")
+    assert sorted(base64.b64decode(d["original_base64"]) for d in dead) == \
+        sorted(lines[row["line"] - 1] for row in malformed)
+    assert all(d["reason"] for d in dead)

@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = (
     "envleads.demo",
     "envleads.generator",
     "envleads.ops.broker",
+    "envleads.ops.status",
     "envleads.models.pollution",
     "envleads.region",
     "envleads.repeats",
@@ -59,7 +60,14 @@ def configure_logging(level: str) -> None:
     jieba.setLogLevel(logging.WARNING)
 
 
+def _drop_gcp_import_notice(record: logging.LogRecord) -> bool:
+    # Beam logs that its optional Google Cloud clients are missing on every import; envleads does
+    # not use them, and the notice would only confuse an operator.
+    return not str(record.msg).startswith("apitools not found")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    logging.getLogger().addFilter(_drop_gcp_import_notice)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if not getattr(args, "func", None):

@@ -856,6 +856,12 @@ def _run(args: argparse.Namespace) -> int:
     summary = write_dataset(args.count, args.seed, args.output, args.truth)
     print(format_summary(summary))
     print(f"wrote {summary['output']} and {summary['truth']}")
+    if args.topic:
+        from envleads.pipelines.stream import produce_lines
+
+        with open(args.output, "rb") as handle:
+            produced = produce_lines(args.bootstrap_servers, args.topic, (line.rstrip(b"\n") for line in handle))
+        print(f"produced {produced} events to {args.topic} at {args.bootstrap_servers} (Avro; malformed ones as raw bytes)")
     return 0
 
 
@@ -867,4 +873,6 @@ def add_subcommand(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed and count give same bytes")
     parser.add_argument("--output", default="complaints.jsonl", help="events file (JSON Lines)")
     parser.add_argument("--truth", default=None, help="truth file (default: <output stem>.truth.jsonl)")
+    parser.add_argument("--topic", default=None, help="also produce the events to this Kafka topic")
+    parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092", help="Kafka cluster for --topic")
     parser.set_defaults(func=_run)
