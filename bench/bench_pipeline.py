@@ -419,8 +419,12 @@ def main(argv=None) -> int:
         for kind in ("profile-bare", "profile-pipeline"):
             path = os.path.join(workdir, f"{kind}.json")
             print(f"  running {kind} ...", flush=True)
-            run_measured([sys.executable, os.path.abspath(__file__), "--child", kind, "--input", input_path,
-                          "--model-version", model_version, "--child-json", path], log_path, env)
+            try:
+                run_measured([sys.executable, os.path.abspath(__file__), "--child", kind, "--input", input_path,
+                              "--model-version", model_version, "--child-json", path], log_path, env)
+            except RuntimeError as error:
+                print(f"  FAILED: {error}", flush=True)
+                continue
             with open(path, encoding="utf-8") as handle:
                 profiles[kind] = json.load(handle)
 

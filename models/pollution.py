@@ -40,7 +40,7 @@ from sklearn.svm import LinearSVC
 
 from envleads.config import ConfigError, data_path, load_json_config
 from envleads.records import POLLUTION_LABELS, TypePrediction
-from envleads.text import normalise, segment, shared_tokenizer
+from envleads.text import SegmentedDoc, normalise, segment_for_model, shared_tokenizer
 
 LOGGER = logging.getLogger(__name__)
 
@@ -62,15 +62,6 @@ DEFAULT_HYPER: Dict[str, Any] = {
 
 
 # --------------------------------------------------------------------------- segmentation step
-class SegmentedDoc(NamedTuple):
-    """A complaint after normalisation and segmentation; what the feature steps read."""
-
-    title: str
-    text: str
-    title_tokens: List[str]
-    tokens: List[str]
-
-
 def _as_pair(doc: Any) -> Tuple[str, str]:
     if isinstance(doc, str):
         return "", doc
@@ -81,14 +72,11 @@ def _as_pair(doc: Any) -> Tuple[str, str]:
 def segment_doc(doc: Any) -> SegmentedDoc:
     """Normalises and segments one ``(title, text)`` pair (or bare text) with the shared tokenizer."""
     title, text = _as_pair(doc)
-    title, text = normalise(title), normalise(text)
-    tokenizer = shared_tokenizer()
-    return SegmentedDoc(title, text, segment(tokenizer, title, normalised=True),
-                        segment(tokenizer, text, normalised=True))
+    return segment_for_model(shared_tokenizer(), title, text)
 
 
 def segment_docs(docs: Iterable[Any]) -> List[SegmentedDoc]:
-    """Segments a batch; already segmented docs pass through (training segments once)."""
+    """Segments a batch; :class:`SegmentedDoc` items pass through (segmented once upstream)."""
     return [doc if isinstance(doc, SegmentedDoc) else segment_doc(doc) for doc in docs]
 
 

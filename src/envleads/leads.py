@@ -7,9 +7,14 @@ record per key is the lead). Matters in which no report is environmental produce
 """
 from __future__ import annotations
 
+import functools
 from collections import Counter
-from typing import Dict, FrozenSet, Iterable, List, NamedTuple, Optional
+from datetime import datetime, timedelta, timezone
+from typing import Dict, FrozenSet, Iterable, List, NamedTuple, Optional, Tuple
 
+import numpy as np
+
+from envleads.config import data_path, load_json_config
 from envleads.records import EnrichedComplaint, Lead, ScoreReason
 from envleads.scoring import ScoringWeights, score_matter, signals_from_reasons
 
@@ -24,6 +29,38 @@ class MatterReport(NamedTuple):
     signals: FrozenSet[str]
     signature: List[int]
     entities: List[str]
+
+
+_CST = timezone(timedelta(hours=8))
+
+
+class DeadlineRules(NamedTuple):
+    version: str
+    working_days: Dict[str, int]
+    default_working_days: int
+    holidays: Tuple[str, ...]
+
+
+@functools.lru_cache(maxsize=4)
+def load_deadline_rules(path: Optional[str] = None) -> DeadlineRules:
+    doc = load_json_config(path or data_path("deadlines.json"),
+                           required=("version", "working_days", "default_working_days", "holidays"))
+    return DeadlineRules(doc["version"], dict(doc["working_days"]), int(doc["default_working_days"]),
+                         tuple(doc["holidays"]))
+
+
+def assignment_deadline_ms(received_at_ms: int, channel: Optional[str], rules: DeadlineRules) -> int:
+    """End of the last working day for assigning a complaint (China Standard Time).
+
+    The count starts on the working day after receipt; weekends and the listed holidays do not
+    count (numpy's business-day calendar does the arithmetic).
+    """
+    days = rules.working_days.get(channel or "", rules.default_working_days)
+    received = datetime.fromtimestamp(received_at_ms / 1000, _CST).date()
+    due = np.busday_offset(np.datetime64(received), days, roll="backward",
+                           holidays=np.array(rules.holidays, dtype="datetime64[D]"))
+    end_of_day = datetime.fromisoformat(str(due)).replace(hour=23, minute=59, second=59, tzinfo=_CST)
+    return int(end_of_day.timestamp() * 1000)
 
 
 def lead_id_for(cluster_id: str) -> str:
@@ -111,6 +148,10 @@ def merge_lead(previous: Optional[Lead], reports: List[MatterReport], as_of_ms: 
         matter_signature=list(previous.matter_signature) if previous else list(unique[0].signature),
         matter_entities=entities,
         updated_at_ms=last_seen_ms,
+        channel=previous.channel if previous else first.complaint.channel,
+        deadline_ms=(previous.deadline_ms if previous and previous.deadline_ms else
+                     assignment_deadline_ms(first_seen_ms, previous.channel if previous else first.complaint.channel,
+                                            load_deadline_rules())),
     )
 
 

@@ -123,3 +123,5 @@ class Lead(NamedTuple):
     matter_signature: List[int]
     matter_entities: List[str]
     updated_at_ms: int
+    channel: Optional[str] = None  # of the first report (lead.v2)
+    deadline_ms: Optional[int] = None  # assignment deadline (lead.v2)
