@@ -55,6 +55,9 @@ def configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     for name in IDENTITY_BEARING_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    if logging.getLogger().level > logging.DEBUG:
+        # Beam's INFO lines (runner internals, batch-size statistics) drown envleads' own status.
+        logging.getLogger("apache_beam").setLevel(logging.WARNING)
     import jieba
 
     jieba.setLogLevel(logging.WARNING)

@@ -1,0 +1,391 @@
+"""The true streaming form of repeat detection and lead building: keyed state and event-time timers.
+
+``DeduplicatePetitionsStreaming`` and ``BuildLeadsStreaming`` give the same records as the bounded
+``DeduplicatePetitions`` and ``BuildLeads`` in ``transforms.py``, but element by element, in the
+global window, with the repeat index and the current lead kept in per-key state and dropped by an
+event-time timer once the repeat window has passed. :class:`ComplaintsToLeadsStreaming` wires them
+after the shared stateless stages; it is what a Flink or Dataflow job runs over Kafka. The local
+Python runners cannot run it behind an unbounded source (``stream.py`` runs bounded rounds
+instead); the DirectRunner in streaming mode runs it over ``TestStream`` in the tests.
+
+Event time is the complaint's ``received_at_ms`` throughout: the index, the leads and the timers use
+it, and :class:`ComplaintsToLeadsStreaming` re-stamps elements with it before the stateful stages.
+The watermark that fires the timers comes from the source, so the source's timestamps should be the
+intake time (Kafka ``CreateTime`` set by the intake system).
+
+The functions above the DoFns (:func:`report_matter`, :func:`restore_lead`,
+:func:`next_expiry_ms`) never touch Beam and are shared with the bounded form.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+import apache_beam as beam
+from apache_beam.coders import BooleanCoder, Coder, FastPrimitivesCoder
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import AsDict, AsMultiMap
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
+
+from envleads.leads import MatterReport, lead_from_avro_dict, lead_id_for, lead_to_avro_dict, merge_lead
+from envleads.pipelines.options import StageSettings
+from envleads.pipelines.transforms import (DEAD_LETTER, MAIN, ClassifyPollutionType, DecodeComplaints,
+                                           ResolveRegion, SegmentText)
+from envleads.records import EnrichedComplaint, Lead
+from envleads.repeats import (Assignment, MatterIndex, blocking_key, matter_features, signature_to_list)
+from envleads.scoring import ScoringWeights, complaint_signals
+
+
+# ------------------------------------------------------------------------------ pure, shared logic
+def report_matter(index: MatterIndex, enriched: EnrichedComplaint,
+                  weights: ScoringWeights) -> Tuple[MatterReport, Assignment]:
+    """Assigns one complaint to its matter in ``index`` (updated in place) and builds its report.
+
+    The per-complaint step of both forms of repeat detection: matter features, assignment, the
+    report's scoring signals. The bounded form calls it in event-time order per blocking key, the
+    streaming form in arrival order.
+
+    Args:
+        index: the blocking key's matter index.
+        enriched: the complaint, classified and with its region resolved.
+        weights: scoring weights (the signals are keys of the weights file).
+
+    Returns:
+        The report (complaint with ``cluster_id`` and ``duplicate_of`` set) and the assignment.
+    """
+    complaint = enriched.complaint
+    features = matter_features(complaint.text, complaint.title, enriched.tokens, enriched.region.adcode,
+                               enriched.types.labels, index.config)
+    assignment = index.assign(complaint.complaint_id, complaint.received_at_ms, features, complaint.reporter_key)
+    signals = complaint_signals(f"{complaint.title}\n{complaint.text}", complaint.received_at_ms,
+                                bool(features.entities), weights)
+    report = MatterReport(
+        enriched._replace(cluster_id=assignment.cluster_id, duplicate_of=assignment.duplicate_of),
+        frozenset(signals), signature_to_list(features.signature), list(features.entities))
+    return report, assignment
+
+
+def restore_lead(index: MatterIndex, lead: Lead) -> bool:
+    """Re-creates a lead's matter in ``index`` so that a repeat attaches to the existing lead.
+
+    Returns False (and leaves the index alone) for a lead without a signature of the index's shape,
+    such as one written before leads carried signatures: it cannot be matched, only superseded.
+    """
+    if len(lead.matter_signature) != index.config.num_perm:
+        return False
+    index.restore_matter(lead.cluster_id, lead.first_complaint_id, lead.last_seen_ms, lead.matter_signature,
+                         lead.matter_entities, first_seen_ms=lead.first_seen_ms,
+                         report_count=lead.report_count, types=lead.pollution_types)
+    return True
+
+
+def block_of_lead(lead: Lead) -> str:
+    """The blocking key a lead's matter lives under (its region's city-level code)."""
+    return blocking_key(lead.region["adcode"] if lead.region else None)
+
+
+def block_of_complaint(enriched: EnrichedComplaint) -> str:
+    return blocking_key(enriched.region.adcode)
+
+
+def next_expiry_ms(index_state: Dict[str, Any], window_ms: int) -> Optional[int]:
+    """When the oldest matter of an index leaves the window: its last report + window + 1 ms.
+
+    ``MatterIndex.expire(now)`` drops matters whose last report is *before* ``now - window``, and
+    ``assign`` still joins a report exactly ``window`` after the last one, so the first instant a
+    matter may go is one millisecond later. None for an empty index.
+    """
+    # to_state() rows are [cluster_id, first_complaint_id, first_seen_ms, last_seen_ms, ...].
+    last_seen = [int(row[3]) for row in index_state.get("matters", ())]
+    return min(last_seen) + window_ms + 1 if last_seen else None
+
+
+def _to_timestamp(ms: int) -> Timestamp:
+    return Timestamp(micros=int(ms) * 1000)
+
+
+def _to_ms(timestamp: Timestamp) -> int:
+    return timestamp.micros // 1000
+
+
+# ------------------------------------------------------------------------------------- state coders
+class JsonStateCoder(Coder):
+    """Compact UTF-8 JSON for state values that are plain dicts and lists (``MatterIndex.to_state()``).
+
+    Readable in a savepoint and independent of Python class paths, so a job update that changes the
+    index code keeps its state as long as ``from_state`` reads the format.
+    """
+
+    def encode(self, value: Any) -> bytes:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    def decode(self, encoded: bytes) -> Any:
+        return json.loads(encoded.decode("utf-8"))
+
+    def is_deterministic(self) -> bool:
+        return True
+
+    def to_type_hint(self):
+        return Any
+
+
+class LeadStateCoder(Coder):
+    """A lead as its Avro record of the ``leads`` subject (schema id framed), as on the lead topic.
+
+    State written by one version of the job is read by the next through Avro schema resolution,
+    the same evolution path as the compacted topic.
+    """
+
+    def encode(self, value: Lead) -> bytes:
+        from envleads import schemas
+
+        return schemas.encode(schemas.LEADS, lead_to_avro_dict(value))
+
+    def decode(self, encoded: bytes) -> Lead:
+        from envleads import schemas
+
+        return lead_from_avro_dict(schemas.decode(schemas.LEADS, encoded))
+
+    def is_deterministic(self) -> bool:
+        return True
+
+    def to_type_hint(self):
+        return Lead
+
+
+# ----------------------------------------------------------------------------------- repeats (state)
+class _AssignMattersStreamingFn(beam.DoFn):
+    """Per blocking key: the key's :class:`MatterIndex` in state, one complaint at a time.
+
+    State (per key, global window):
+      ``matter_index``: ``MatterIndex.to_state()`` as JSON; read, updated by ``assign`` and written
+        back for every complaint, so the index never lives longer than one element in memory.
+      ``seeded``: whether the prior leads of the key were restored. Kept when the index is cleared
+        (one flag per city-level key), so a matter that expired is not brought back from them.
+    Timer ``expiry`` (event time): at the moment the oldest matter of the key leaves the repeat
+      window (:func:`next_expiry_ms`); it calls ``expire``, re-arms for the next oldest matter, and
+      clears ``matter_index`` when none is left. Memory per key is bounded by the matters of the
+      last window, however long the stream runs.
+    """
+
+    INDEX_STATE = ReadModifyWriteStateSpec("matter_index", JsonStateCoder())
+    SEEDED_STATE = ReadModifyWriteStateSpec("seeded", BooleanCoder())
+    EXPIRY_TIMER = TimerSpec("expiry", TimeDomain.WATERMARK)
+
+    def setup(self):
+        from envleads.repeats import load_repeat_config
+        from envleads.scoring import load_scoring_weights
+
+        self._config = load_repeat_config()
+        self._weights = load_scoring_weights()
+        self._repeats = Metrics.counter("DeduplicatePetitions", "repeats")
+        self._matters = Metrics.counter("DeduplicatePetitions", "new_matters")
+        self._restored = Metrics.counter("DeduplicatePetitions", "restored_matters")
+        self._unrestorable = Metrics.counter("DeduplicatePetitions", "unrestorable_prior_leads")
+        self._expired = Metrics.counter("DeduplicatePetitions", "expired_matters")
+        self._cleared = Metrics.counter("DeduplicatePetitions", "cleared_keys")
+
+    def _load(self, index_state) -> MatterIndex:
+        stored = index_state.read()
+        return MatterIndex.from_state(stored, self._config) if stored else MatterIndex(self._config)
+
+    def _save(self, index: MatterIndex, index_state, expiry_timer) -> None:
+        stored = index.to_state()
+        index_state.write(stored)
+        expiry_timer.set(_to_timestamp(next_expiry_ms(stored, self._config.window_ms)))
+
+    def process(self, keyed: Tuple[str, EnrichedComplaint], prior_by_block,
+                index_state=beam.DoFn.StateParam(INDEX_STATE),
+                seeded_state=beam.DoFn.StateParam(SEEDED_STATE),
+                expiry_timer=beam.DoFn.TimerParam(EXPIRY_TIMER)) -> Iterable[MatterReport]:
+        block, enriched = keyed
+        index = self._load(index_state)
+        if not seeded_state.read():
+            for lead in prior_by_block[block]:
+                (self._restored if restore_lead(index, lead) else self._unrestorable).inc()
+            seeded_state.write(True)
+        report, assignment = report_matter(index, enriched, self._weights)
+        (self._matters if assignment.is_new_matter else self._repeats).inc()
+        self._save(index, index_state, expiry_timer)
+        yield report
+
+    @on_timer(EXPIRY_TIMER)
+    def expire(self, fire_ts=beam.DoFn.TimestampParam,
+               index_state=beam.DoFn.StateParam(INDEX_STATE),
+               expiry_timer=beam.DoFn.TimerParam(EXPIRY_TIMER)):
+        stored = index_state.read()
+        if not stored:
+            return
+        index = MatterIndex.from_state(stored, self._config)
+        self._expired.inc(len(index.expire(_to_ms(fire_ts))))
+        if len(index):
+            self._save(index, index_state, expiry_timer)
+        else:
+            index_state.clear()
+            self._cleared.inc()
+
+
+class DeduplicatePetitionsStreaming(beam.PTransform):
+    """Gives each complaint its matter (``cluster_id``) and the matter's first report, as it arrives.
+
+    The streaming form of ``DeduplicatePetitions``, with the same ``MatterReport`` output. Complaints
+    are keyed by the blocking key (city-level code, or "unknown") and assigned one by one against
+    the key's matter index, kept in per-key state in the global window. Nothing is windowed or
+    dropped: a late complaint (behind the watermark) is assigned like any other and joins its
+    matter as long as the matter has not expired. A matter expires when the watermark passes its
+    last report + the repeat window (90 days, ``data/repeats.json``); an event-time timer then
+    removes it, and the key's state is cleared when no matter is left. A later report of it starts
+    a new matter.
+
+    Args:
+        prior_leads: optional ``Lead`` records (the compacted lead topic read at start-up). The
+            first time a key is seen its index is seeded with the key's prior leads, so a
+            restarted job attaches a repeat to the existing lead. Read as a side input, so it must
+            be bounded (or windowed into the global window with a trigger).
+
+    Delivery: a redelivered complaint (same id) gets its matter again and does not count twice in
+    the lead. Emitted in arrival order, with the input element's timestamp.
+    """
+
+    def __init__(self, prior_leads=None):
+        super().__init__()
+        self._prior_leads = prior_leads
+
+    def expand(self, enriched):
+        pipeline = enriched.pipeline
+        prior = self._prior_leads if self._prior_leads is not None else pipeline | "NoPriorLeads" >> beam.Create([])
+        prior_by_block = prior | "KeyPriorByBlock" >> beam.Map(lambda lead: (block_of_lead(lead), lead))
+        return (enriched
+                | "KeyByBlock" >> beam.Map(lambda e: (block_of_complaint(e), e)).with_output_types(Tuple[str, Any])
+                | "AssignMatters" >> beam.ParDo(_AssignMattersStreamingFn(), AsMultiMap(prior_by_block)))
+
+
+# ------------------------------------------------------------------------------------- leads (state)
+class _MergeLeadStreamingFn(beam.DoFn):
+    """Per matter (``cluster_id``): the current lead in state, merged with each report as it arrives.
+
+    State (per key, global window):
+      ``lead``: the matter's current lead (Avro record, :class:`LeadStateCoder`); when empty, the
+        prior lead of the same ``lead_id`` (side input) is the starting point.
+      ``pending_reports``: reports of a matter that has no lead yet because none of them is
+        environmental; they join the lead if a later report of the matter is, as in the bounded
+        form, where all reports of a matter are merged at once.
+    Timer ``expiry`` (event time): the matter's last report + the repeat window + 1 ms, when
+      repeat detection forgets the matter too; it clears both state cells.
+    """
+
+    LEAD_STATE = ReadModifyWriteStateSpec("lead", LeadStateCoder())
+    PENDING_STATE = BagStateSpec("pending_reports", FastPrimitivesCoder())
+    EXPIRY_TIMER = TimerSpec("expiry", TimeDomain.WATERMARK)
+
+    def setup(self):
+        from envleads.repeats import load_repeat_config
+        from envleads.scoring import load_scoring_weights
+
+        self._window_ms = load_repeat_config().window_ms
+        self._weights = load_scoring_weights()
+        self._emitted = Metrics.counter("BuildLeads", "leads_emitted")
+        self._updated = Metrics.counter("BuildLeads", "leads_updated")
+        self._pending = Metrics.counter("BuildLeads", "reports_pending")
+        self._expired = Metrics.counter("BuildLeads", "leads_expired")
+
+    def process(self, keyed: Tuple[str, MatterReport], prior_by_id,
+                lead_state=beam.DoFn.StateParam(LEAD_STATE),
+                pending_state=beam.DoFn.StateParam(PENDING_STATE),
+                expiry_timer=beam.DoFn.TimerParam(EXPIRY_TIMER)) -> Iterable[Lead]:
+        cluster_id, report = keyed
+        event_ms = report.enriched.complaint.received_at_ms
+        previous = lead_state.read()
+        if previous is None:
+            previous = prior_by_id.get(lead_id_for(cluster_id))
+        pending: List[MatterReport] = list(pending_state.read()) if previous is None else []
+        lead = merge_lead(previous, pending + [report], event_ms, self._weights)
+        if lead is None:
+            pending_state.add(report)
+            self._pending.inc()
+            last_seen_ms = max(r.enriched.complaint.received_at_ms for r in pending + [report])
+        else:
+            if pending:
+                pending_state.clear()
+            last_seen_ms = lead.last_seen_ms
+            if lead is not previous:
+                lead_state.write(lead)
+                (self._updated if previous else self._emitted).inc()
+                yield lead
+            elif lead_state.read() is None:
+                return  # nothing new for a prior lead, and nothing kept: no timer needed
+        expiry_timer.set(_to_timestamp(last_seen_ms + self._window_ms + 1))
+
+    @on_timer(EXPIRY_TIMER)
+    def expire(self, lead_state=beam.DoFn.StateParam(LEAD_STATE),
+               pending_state=beam.DoFn.StateParam(PENDING_STATE)):
+        # The timer always stands at the latest report + window + 1 ms: everything kept is expired.
+        if lead_state.read() is not None:
+            self._expired.inc()
+        lead_state.clear()
+        pending_state.clear()
+
+
+class BuildLeadsStreaming(beam.PTransform):
+    """One scored lead per matter, re-emitted whole each time a report of the matter arrives.
+
+    The streaming form of ``BuildLeads``: compacted-topic semantics, the last lead per ``lead_id``
+    is the current one. Each report is merged into the matter's current lead as of its own event
+    time; a report already counted (a redelivery) changes nothing and emits nothing. A matter whose
+    reports are all non-environmental has no lead (its reports wait in state in case a later one
+    is). The lead is dropped from state when the watermark passes its last report + the repeat
+    window, when repeat detection forgets the matter too.
+
+    Args:
+        prior_leads: optional ``Lead`` records (the compacted lead topic at start-up); a matter
+            without a lead in state continues from its prior lead. A bounded side input.
+    """
+
+    def __init__(self, prior_leads=None):
+        super().__init__()
+        self._prior_leads = prior_leads
+
+    def expand(self, reports):
+        pipeline = reports.pipeline
+        prior = self._prior_leads if self._prior_leads is not None else pipeline | "NoPriorLeads" >> beam.Create([])
+        prior_by_id = prior | "KeyPriorById" >> beam.Map(lambda lead: (lead.lead_id, lead))
+        return (reports
+                | "KeyByMatter" >> beam.Map(lambda r: (r.enriched.cluster_id, r)).with_output_types(Tuple[str, Any])
+                | "MergeLead" >> beam.ParDo(_MergeLeadStreamingFn(), AsDict(prior_by_id)))
+
+
+# ----------------------------------------------------------------------------------------- whole
+def _stamp_with_event_time(enriched: EnrichedComplaint):
+    return TimestampedValue(enriched, enriched.complaint.received_at_ms / 1000.0)
+
+
+class ComplaintsToLeadsStreaming(beam.PTransform):
+    """The whole path as one streaming job: raw events to enriched complaints, leads and dead letters.
+
+    The stateless stages are those of ``ComplaintsToLeads``; repeat detection and lead building are
+    the stateful forms above. Complaints are re-stamped with their ``received_at`` before repeat
+    detection (classification batches carry the end of the global window as their timestamp).
+    Returns a dict with ``enriched`` (``MatterReport``), ``leads`` (each new version of a lead,
+    to be written to the compacted lead topic keyed by ``lead_id``) and ``dead_letters``.
+    Delivery is what the runner gives: with checkpointed state and transactional or idempotent
+    sinks, each lead version is written once; on replay a lead version may repeat, never conflict.
+    """
+
+    def __init__(self, settings: StageSettings, prior_leads=None):
+        super().__init__()
+        self._settings = settings
+        self._prior_leads = prior_leads
+
+    def expand(self, events):
+        decoded = events | "DecodeComplaints" >> DecodeComplaints(self._settings)
+        enriched = (decoded[MAIN]
+                    | "SegmentText" >> SegmentText()
+                    | "ClassifyPollutionType" >> ClassifyPollutionType(self._settings)
+                    | "ResolveRegion" >> ResolveRegion()
+                    | "AssignEventTime" >> beam.Map(_stamp_with_event_time))
+        reports = enriched | "DeduplicatePetitions" >> DeduplicatePetitionsStreaming(self._prior_leads)
+        leads = reports | "BuildLeads" >> BuildLeadsStreaming(self._prior_leads)
+        return {"enriched": reports, "leads": leads, "dead_letters": decoded[DEAD_LETTER]}
