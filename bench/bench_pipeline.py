@@ -31,6 +31,8 @@ from __future__ import annotations
 import argparse
 import cProfile
 import datetime
+import functools
+import inspect
 import json
 import os
 import platform
@@ -144,7 +146,9 @@ def run_measured(command: List[str], log_path: str, env: Dict[str, str]) -> Dict
     wall = time.perf_counter() - started
     sampler.stop()
     if code != 0:
-        raise RuntimeError(f"{shlex.join(command)} exited with {code}; see {log_path}")
+        with open(log_path, "rb") as log:
+            tail = log.read()[-1500:].decode("utf-8", "replace")
+        raise RuntimeError(f"{shlex.join(command)} exited with {code}; log {log_path} ends:\n{tail}")
     return {"wall_s": round(wall, 2), "cpu_s": round(_children_cpu_s() - cpu_before, 2),
             "peak_tree_rss_mb": round(sampler.peak_tree_rss / 2**20, 1),
             "peak_process_rss_mb": round(sampler.peak_process_rss / 2**20, 1),
@@ -152,8 +156,11 @@ def run_measured(command: List[str], log_path: str, env: Dict[str, str]) -> Dict
 
 
 # ------------------------------------------------------------------------------------ bare loop
-def bare_loop(input_path: str, model_version: str) -> Dict[str, object]:
-    """The stages as one plain loop; returns setup and per-stage CPU seconds and the counts."""
+def bare_loop(input_path: str, model_version: str, profiler: Optional[cProfile.Profile] = None) -> Dict[str, object]:
+    """The stages as one plain loop; returns setup and per-stage CPU seconds and the counts.
+
+    A ``profiler`` given is enabled for the loop only (imports and setup excluded).
+    """
     wall0, cpu0 = time.perf_counter(), time.process_time()
     from envleads import schemas
     from envleads.decode import decode_event
@@ -180,6 +187,8 @@ def bare_loop(input_path: str, model_version: str) -> Dict[str, object]:
 
     spent = dict.fromkeys(STAGES, 0.0)
     clock = time.process_time
+    if profiler is not None:
+        profiler.enable()
     loop_wall0, loop_cpu0 = time.perf_counter(), clock()
     enriched: List[EnrichedComplaint] = []
     dead = 0
@@ -225,6 +234,8 @@ def bare_loop(input_path: str, model_version: str) -> Dict[str, object]:
     t1 = clock()
     encoded_bytes = sum(len(schemas.encode(schemas.ENRICHED, enriched_to_avro_dict(item))) for item in assigned)
     t2 = clock()
+    if profiler is not None:
+        profiler.disable()
     spent["repeats"], spent["avro_encode"] = t1 - t0, t2 - t1
     loop_wall, loop_cpu = time.perf_counter() - loop_wall0, clock() - loop_cpu0
     return {"events": len(lines), "enriched": len(assigned), "dead_letters": dead,
@@ -272,35 +283,90 @@ def _code_key(function) -> tuple:
     return code.co_filename, code.co_firstlineno, code.co_name
 
 
-def profile_pipeline(input_path: str, workdir: str) -> Dict:
+def _timed(function, spent: Dict[str, float], key: str):
+    """Wraps a DoFn method to add its CPU time to ``spent[key]``. A generator (``process``) is
+    timed per step, so what downstream stages do while it is suspended is not counted."""
+    clock = time.process_time
+    if not inspect.isgeneratorfunction(function):
+        @functools.wraps(function)
+        def plain(*args, **kwargs):
+            started = clock()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[key] += clock() - started
+
+        return plain
+
+    @functools.wraps(function)  # Beam reads the signature (side inputs) through __wrapped__
+    def generator(*args, **kwargs):
+        iterator = function(*args, **kwargs)
+        while True:
+            started = clock()
+            try:
+                item = next(iterator)
+            except StopIteration:
+                spent[key] += clock() - started
+                return
+            spent[key] += clock() - started
+            yield item
+
+    return generator
+
+
+def profile_pipeline(input_path: str, small_path: str, workdir: str) -> Dict:
+    """Two in-process runs after a warm-up run (which pays imports and process-wide caches):
+
+    * timed: each stage's ``DoFn.process`` (and ``setup``) wrapped with a CPU clock, no profiler;
+      the rest of the run's CPU is Beam's (runner, coders, grouping, file I/O);
+    * cProfile (CPU clock), for the functions and libraries. The profiler slows pure-Python code
+      (Beam's state-cache size walk, pickle) far more than C code: trust the timed split for shares.
+    """
     import logging
 
     from envleads.pipelines import transforms as T
     from envleads.pipelines.batch import run_batch
 
     logging.disable(logging.WARNING)
-    stage_codes = {"decode": _code_key(T._DecodeFn.process), "segment": _code_key(T._SegmentFn.process),
-                   "classify": _code_key(T._ClassifyFn.process),
-                   "region_route": _code_key(T._ResolveRegionFn.process),
-                   "repeats": _code_key(T._AssignMattersFn.process), "build_leads": _code_key(T._MergeLeadFn.process)}
-    setups = {f"setup.{cls.__name__}": _code_key(cls.setup) for cls in (
-        T._DecodeFn, T._SegmentFn, T._ClassifyFn, T._ResolveRegionFn, T._AssignMattersFn, T._MergeLeadFn)}
-    profile = cProfile.Profile()
+    stages = {"decode": T._DecodeFn, "segment": T._SegmentFn, "classify": T._ClassifyFn,
+              "region_route": T._ResolveRegionFn, "repeats": T._AssignMattersFn, "build_leads": T._MergeLeadFn}
+    stage_codes = {name: _code_key(cls.process) for name, cls in stages.items()}
+    setups = {f"setup.{cls.__name__}": _code_key(cls.setup) for cls in stages.values()}
+
+    def run(tag: str, path: str) -> None:
+        run_batch(path, os.path.join(workdir, f"{tag}.jsonl"), os.path.join(workdir, f"{tag}.leads.jsonl"),
+                  None, ["--runner=FnApiRunner"])
+
+    run("warm", small_path)
+    spent = defaultdict(float)
+    originals = {cls: (cls.process, cls.setup) for cls in stages.values()}
+    for name, cls in stages.items():
+        cls.process = _timed(cls.process, spent, name)
+        cls.setup = _timed(cls.setup, spent, f"setup.{cls.__name__}")
+    try:
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        run("timed", input_path)
+        timed_cpu, timed_wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    finally:
+        for cls, (process, setup) in originals.items():
+            cls.process, cls.setup = process, setup
+    timed = {name: round(seconds, 3) for name, seconds in sorted(spent.items(), key=lambda kv: -kv[1])}
+    timed["beam_runner_io_and_rest"] = round(timed_cpu - sum(spent.values()), 3)
+
+    profile = cProfile.Profile(time.process_time)  # CPU, not wall: the machine is shared
     profile.enable()
-    run_batch(input_path, os.path.join(workdir, "profiled.jsonl"), os.path.join(workdir, "profiled.leads.jsonl"),
-              None, ["--runner=FnApiRunner"])
+    run("profiled", input_path)
     profile.disable()
     summary = summarise_profile(profile, {**stage_codes, **setups})
     in_stages = sum(v for k, v in summary["stage_cum_s"].items())
     summary["stage_cum_s"]["beam_runner_io_and_rest"] = round(summary["total_s"] - in_stages, 3)
+    summary["timed"] = {"cpu_s": round(timed_cpu, 3), "wall_s": round(timed_wall, 3), "stage_cpu_s": timed}
     return summary
 
 
 def profile_bare(input_path: str, model_version: str) -> Dict:
-    profile = cProfile.Profile()
-    profile.enable()
-    result = bare_loop(input_path, model_version)
-    profile.disable()
+    profile = cProfile.Profile(time.process_time)
+    result = bare_loop(input_path, model_version, profile)
     summary = summarise_profile(profile, {})
     summary["stage_cpu_s_under_profile"] = result["stage_cpu_s"]
     return summary
@@ -319,7 +385,7 @@ def _child(args) -> int:
     elif args.child == "profile-bare":
         result = profile_bare(args.input, args.model_version)
     else:
-        result = profile_pipeline(args.input, os.path.dirname(args.child_json))
+        result = profile_pipeline(args.input, args.small_input, os.path.dirname(args.child_json))
     with open(args.child_json, "w", encoding="utf-8") as handle:
         json.dump(result, handle)
     return 0
@@ -337,6 +403,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=RESULTS, help="results JSON")
     parser.add_argument("--child", choices=("bare", "profile-bare", "profile-pipeline"), help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
+    parser.add_argument("--small-input", help=argparse.SUPPRESS)
     parser.add_argument("--model-version", help=argparse.SUPPRESS)
     parser.add_argument("--child-json", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -380,7 +447,8 @@ def main(argv=None) -> int:
         bare = json.load(handle)
     bare_row = {"name": "bare loop (one process, no Beam)", "mode": "bare", **bare_run, "inner": bare,
                 "per_cpu_s": _rate(args.count, bare_run["cpu_s"]), "per_wall_s": _rate(args.count, bare_run["wall_s"]),
-                "marginal_per_cpu_s": _rate(args.count, bare["loop_cpu_s"]), "all_runs": bare_runs}
+                "marginal_per_cpu_s": _rate(args.count, bare["loop_cpu_s"]),
+                "marginal_per_wall_s": _rate(args.count, bare["loop_wall_s"]), "all_runs": bare_runs}
     rows.append(bare_row)
 
     for mode in modes:
@@ -393,6 +461,8 @@ def main(argv=None) -> int:
 
         try:
             run, runs = best_of(command, name)
+            small = best_of(lambda: command(small_path, f"{mode}-small"), f"{name}, {args.small} lines")[0] \
+                if args.small else None
         except RuntimeError as error:
             print(f"  FAILED: {error}", flush=True)
             rows.append({"name": name, "mode": mode, "error": str(error)})
@@ -400,8 +470,7 @@ def main(argv=None) -> int:
         row = {"name": name, "mode": mode, "beam_args": beam_args, **run,
                "per_cpu_s": _rate(args.count, run["cpu_s"]), "per_wall_s": _rate(args.count, run["wall_s"]),
                "all_runs": runs}
-        if args.small:
-            small, _ = best_of(lambda: command(small_path, f"{mode}-small"), f"{name}, {args.small} lines")
+        if small:
             row["small_run"] = small
             row["marginal_per_cpu_s"] = _rate(args.count - args.small, run["cpu_s"] - small["cpu_s"])
             row["marginal_per_wall_s"] = _rate(args.count - args.small, run["wall_s"] - small["wall_s"])
@@ -421,7 +490,8 @@ def main(argv=None) -> int:
             print(f"  running {kind} ...", flush=True)
             try:
                 run_measured([sys.executable, os.path.abspath(__file__), "--child", kind, "--input", input_path,
-                              "--model-version", model_version, "--child-json", path], log_path, env)
+                              "--small-input", small_path, "--model-version", model_version,
+                              "--child-json", path], log_path, env)
             except RuntimeError as error:
                 print(f"  FAILED: {error}", flush=True)
                 continue
@@ -447,7 +517,7 @@ def main(argv=None) -> int:
 def _print_report(args, rows, bare, profiles) -> None:
     print(f"\n{args.count} complaints; CPU = user+sys of all the run's processes; wall is noisy (shared machine)")
     header = (f"{'run':<40}{'wall s':>8}{'CPU s':>8}{'/CPU-s':>9}{'/wall-s':>9}{'marg/CPU-s':>11}"
-              f"{'x bare':>8}{'x bare m':>9}{'peak RSS MB':>12}")
+              f"{'marg/wall-s':>12}{'x bare':>8}{'x bare m':>9}{'peak RSS MB':>12}")
     print(header)
     for row in rows:
         if "error" in row:
@@ -455,24 +525,37 @@ def _print_report(args, rows, bare, profiles) -> None:
             continue
         print(f"{row['name']:<40}{row['wall_s']:>8.1f}{row['cpu_s']:>8.1f}{row['per_cpu_s']:>9.1f}"
               f"{row['per_wall_s']:>9.1f}{_fmt(row.get('marginal_per_cpu_s')):>11}"
+              f"{_fmt(row.get('marginal_per_wall_s')):>12}"
               f"{_fmt(row.get('ratio_to_bare_whole_run'), 2):>8}{_fmt(row.get('ratio_to_bare_marginal'), 2):>9}"
               f"{row['peak_tree_rss_mb']:>12.0f}")
     print("marg = after subtracting fixed cost: bare = loop only (setup excluded); pipeline = "
           f"(N - {args.small}) / (CPU(N) - CPU({args.small} lines)). 'x bare' = rate / bare loop's rate.")
     for row in rows:
         if row.get("mode", "").startswith("2") and "cpu_by_process" in row:
-            parts = ", ".join(f"{p['name']} {p.get('cpu_s', 0):.1f}s" for p in row["cpu_by_process"])
+            parts = ", ".join(f"{p['name']} {p['cpu_s']:.1f}s" for p in row["cpu_by_process"]
+                              if p.get("cpu_s", 0) >= 0.05)
             print(f"CPU by process, {row['name']}: {parts}")
     print(f"\nbare loop: setup {bare['setup_cpu_s']:.1f} CPU-s, loop {bare['loop_cpu_s']:.1f} CPU-s; by stage:")
     loop = max(bare["loop_cpu_s"], 1e-9)
     for stage, seconds in bare["stage_cpu_s"].items():
         print(f"  {stage:<14}{seconds:>8.2f} s {seconds / loop:>6.1%} {_fmt(_rate(bare['events'], seconds)):>10}/s")
+    timed = profiles.get("profile-pipeline", {}).get("timed")
+    if timed:
+        print(f"\npipeline 1 worker, in-process, stages timed with a CPU clock (no profiler): "
+              f"{timed['cpu_s']:.1f} CPU-s, {timed['wall_s']:.1f} s wall")
+        for stage, seconds in timed["stage_cpu_s"].items():
+            print(f"  {stage:<28}{seconds:>8.2f} s {seconds / max(timed['cpu_s'], 1e-9):>6.1%}")
     for kind, profile in profiles.items():
         print(f"\n{kind} (cProfile, {profile['total_s']:.1f} s under the profiler)")
         if profile["stage_cum_s"]:
-            print("  by stage (DoFn.process cumulative; setup separately):")
+            # setup is mostly joblib's pure-Python unpickler, which the profiler slows far more
+            # than the rest: the second share leaves setup out
+            setup = sum(v for k, v in profile["stage_cum_s"].items() if k.startswith("setup."))
+            work = max(profile["total_s"] - setup, 1e-9)
+            print("  by stage (DoFn.process cumulative; setup separately)   share   share excl. setup")
             for stage, seconds in sorted(profile["stage_cum_s"].items(), key=lambda kv: -kv[1]):
-                print(f"    {stage:<28}{seconds:>8.2f} s {seconds / profile['total_s']:>6.1%}")
+                excl = "" if stage.startswith("setup.") else f"{seconds / work:>10.1%}"
+                print(f"    {stage:<28}{seconds:>8.2f} s {seconds / profile['total_s']:>6.1%}{excl}")
         print("  by library (own time):")
         for package, seconds in list(profile["by_package_s"].items())[:8]:
             print(f"    {package:<28}{seconds:>8.2f} s {seconds / profile['total_s']:>6.1%}")

@@ -4,7 +4,8 @@ Generates N matters spread over a year of event time (each reported 1-4 times wi
 each with its own random wording plus shared boilerplate and a named compound/company, then:
   * features per second (MinHash + entity rules),
   * assignments per second (one index, expiry once per simulated day),
-  * memory held by the index at the end (tracemalloc) and its to_state() JSON size.
+  * memory held by the index at the end (tracemalloc) and its to_state() JSON size,
+  * pairwise precision/recall of the matters found (each generated matter is the truth).
 Prints a table and writes bench/results/repeats.json.
 
     .venv/bin/python bench/bench_repeats.py [--matters 3000]
@@ -67,6 +68,8 @@ def main() -> None:
     features = [R.matter_features(text, title, [], None, [], config) for _, _, title, text in events]
     feat_s = time.perf_counter() - t
 
+    predicted = {}
+
     def run(index):
         peak_live = joined = 0
         day = None
@@ -74,7 +77,9 @@ def main() -> None:
             if day != ms // DAY_MS:
                 day = ms // DAY_MS
                 index.expire(ms)
-            if index.assign(cid, ms, f, None).duplicate_of is not None:
+            assignment = index.assign(cid, ms, f, None)
+            predicted[cid] = assignment.cluster_id
+            if assignment.duplicate_of is not None:
                 joined += 1
             peak_live = max(peak_live, len(index))
         return peak_live, joined
@@ -82,6 +87,7 @@ def main() -> None:
     t = time.perf_counter()
     peak_live, joined = run(R.MatterIndex(config))
     assign_s = time.perf_counter() - t
+    scores = R.clustering_scores({cid: cid.split("-")[0] for _, cid, _, _ in events}, predicted)
 
     # a second pass under tracemalloc (which slows allocation, so it is not timed)
     gc.collect()
@@ -96,13 +102,16 @@ def main() -> None:
 
     result = {
         "config_version": config.version,
-        "num_perm": config.num_perm,
+        "sketch_size": config.sketch_size,
         "window_days": config.window_days,
         "matters_generated": args.matters,
         "complaints": len(events),
         "features_per_s": round(len(events) / feat_s, 1),
         "assignments_per_s": round(len(events) / assign_s, 1),
         "joined_as_repeat": joined,
+        "true_repeats": len(events) - args.matters,
+        "pairwise_precision": round(scores["pairwise_precision"], 4),
+        "pairwise_recall": round(scores["pairwise_recall"], 4),
         "peak_live_matters": peak_live,
         "live_matters_at_end": len(index),
         "index_memory_bytes_at_end": held,

@@ -111,19 +111,34 @@ class RoundLog(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if str(record.msg).startswith("round ") and isinstance(record.args, tuple) and len(record.args) >= 3:
+            leads_after = record.args[5] if len(record.args) >= 6 else None
+            leads_before = self.rounds[-1]["leads_in_view_after"] if self.rounds else 0
             self.rounds.append({"round": record.args[0], "events": record.args[1],
-                                "seconds": round(float(record.args[2]), 3), "ended_at": record.created})
+                                "seconds": round(float(record.args[2]), 3), "ended_at": record.created,
+                                "leads_in_view_before": leads_before, "leads_in_view_after": leads_after})
 
 
-def round_fixed_cost(rounds: List[Dict[str, float]]) -> Dict[str, Optional[float]]:
-    """Least-squares ``seconds = fixed + per_event * events`` over the rounds (needs varied sizes)."""
+def round_cost_fit(rounds: List[Dict[str, float]]) -> Dict[str, Optional[float]]:
+    """Least squares ``seconds = fixed + a * events + b * leads in view before the round``.
+
+    The prior leads (the compacted lead view) are an input of every round, so a round's cost can
+    grow with them even at a constant size; a column that does not vary is left out.
+    """
     import numpy as np
 
-    sizes = [r["events"] for r in rounds]
-    if len(rounds) < 3 or len(set(sizes)) < 2:
-        return {"fixed_s": None, "per_event_ms": None}
-    slope, intercept = np.polyfit(sizes, [r["seconds"] for r in rounds], 1)
-    return {"fixed_s": round(float(intercept), 3), "per_event_ms": round(float(slope) * 1000, 3)}
+    fit = {"fixed_s": None, "per_event_ms": None, "per_prior_lead_ms": None, "rounds": len(rounds)}
+    usable = [r for r in rounds if r.get("leads_in_view_before") is not None]
+    columns = {name: [float(r[key]) for r in usable] for name, key in
+               (("per_event_ms", "events"), ("per_prior_lead_ms", "leads_in_view_before"))}
+    columns = {name: values for name, values in columns.items() if len(set(values)) > 1}
+    if len(usable) < len(columns) + 2:
+        return fit
+    matrix = np.column_stack([np.ones(len(usable))] + list(columns.values()))
+    coefficients, *_ = np.linalg.lstsq(matrix, np.array([r["seconds"] for r in usable]), rcond=None)
+    fit["fixed_s"] = round(float(coefficients[0]), 3)
+    for name, value in zip(columns, coefficients[1:]):
+        fit[name] = round(float(value) * 1000, 4)
+    return fit
 
 
 # ---------------------------------------------------------------------------- producer/watcher
@@ -243,6 +258,9 @@ def _stream_topics(topics: Dict[str, str]):
 
 def _quiet_logging() -> RoundLog:
     logging.basicConfig(level=logging.WARNING, force=True)
+    # kafka-python warns whenever a client task ran over 0.1 s: on a busy 2-core machine that is
+    # most of them, and the lines would drown the table
+    logging.getLogger("kafka").setLevel(logging.ERROR)
     handler = RoundLog()
     stream_logger = logging.getLogger("envleads.pipelines.stream")
     stream_logger.setLevel(logging.INFO)
@@ -325,7 +343,7 @@ def run_live(args, broker, workdir: str) -> Dict[str, object]:
         "latency_to_enriched_s": percentiles(enriched_latency),
         "valid_without_lead": len(valid) - len(lead_latency),
         "lead_latency_p50_by_10s_of_production": {str(k): percentiles(v)["p50"] for k, v in sorted(buckets.items())},
-        "round_fit": round_fixed_cost(rounds.rounds), "round_log": rounds.rounds,
+        "round_fit": round_cost_fit(rounds.rounds), "round_log": rounds.rounds,
     }
 
 
@@ -361,7 +379,7 @@ def run_backfill(args, broker) -> Dict[str, object]:
         "stream_cpu_s": round(cpu, 2), "per_cpu_s": round(totals["events"] / max(cpu, 1e-9), 1),
         "broker_cpu_s": round(sampler.cpu_s["broker"] - broker_cpu0, 2),
         "peak_rss_mb": {name: round(v / 2**20, 1) for name, v in sampler.peak_rss.items()},
-        "round_fit": round_fixed_cost(rounds.rounds), "round_log": rounds.rounds,
+        "round_fit": round_cost_fit(rounds.rounds), "round_log": rounds.rounds,
     }
 
 
@@ -376,7 +394,8 @@ def _print_live(r: Dict[str, object]) -> None:
     print(f"backlog when production ended: {r['backlog_when_production_ended']} events "
           f"({r['processed_when_production_ended']} processed by then)")
     print(f"{'latency (s)':<28}{'n':>7}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}")
-    for label, key in (("produce -> lead topic", "latency_to_lead_s"), ("produce -> enriched topic", "latency_to_enriched_s")):
+    for label, key in (("produce -> lead topic", "latency_to_lead_s"),
+                       ("produce -> enriched topic", "latency_to_enriched_s")):
         s = r[key]
         if s["n"]:
             print(f"{label:<28}{s['n']:>7}{s['p50']:>8.2f}{s['p95']:>8.2f}{s['p99']:>8.2f}{s['max']:>8.2f}")
@@ -404,10 +423,14 @@ def _print_common(r: Dict[str, object]) -> None:
     print("peak RSS MB: " + ", ".join(f"{k} {v:.0f}" for k, v in r["peak_rss_mb"].items()))
     fit = r["round_fit"]
     if fit["fixed_s"] is not None:
-        print(f"rounds: seconds ~ {fit['fixed_s']:.2f} fixed + {fit['per_event_ms']:.2f} ms/event "
-              f"(least squares over {len(r['round_log'])} rounds)")
-    sizes = [f"{x['events']}/{x['seconds']:.1f}s" for x in r["round_log"]]
-    print(f"rounds (events/seconds): {' '.join(sizes[:40])}{' ...' if len(sizes) > 40 else ''}")
+        terms = [f"{fit['fixed_s']:.2f} s"]
+        if fit["per_event_ms"] is not None:
+            terms.append(f"{fit['per_event_ms']:.2f} ms x events")
+        if fit["per_prior_lead_ms"] is not None:
+            terms.append(f"{fit['per_prior_lead_ms']:.2f} ms x leads in view before the round")
+        print(f"round wall seconds ~ {' + '.join(terms)} (least squares over {fit['rounds']} rounds)")
+    sizes = [f"{x['events']}/{x['leads_in_view_before']}/{x['seconds']:.1f}s" for x in r["round_log"]]
+    print(f"rounds (events/prior leads/seconds): {' '.join(sizes[:30])}{' ...' if len(sizes) > 30 else ''}")
 
 
 def main(argv=None) -> int:

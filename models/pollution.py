@@ -1,19 +1,22 @@
 """Pollution-type classifier: which media a complaint is about, or that it is not environmental.
 
-One scikit-learn ``Pipeline`` does everything from ``(title, text)`` to per-label probabilities, so
-it is fitted, saved and loaded as a unit:
+One scikit-learn ``Pipeline`` goes from a complaint to per-label probabilities, so it is fitted,
+saved and loaded as a unit:
 
-``segment`` (normalise + jieba with the domain dictionary) -> ``features`` (word TF-IDF over jieba
-tokens, character 1-3-gram TF-IDF, weak-rule cue counts from ``type_terms.json``) -> ``classify``
-(one calibrated binary model per label with per-label decision thresholds tuned by
-cross-validation).
+``segment`` (normalise + jieba with the domain dictionary; a :class:`SegmentedDoc` passes
+through, so a pipeline that segmented upstream with :func:`segment_for_model` segments once) ->
+``features`` (word TF-IDF over jieba tokens, character 1-3-gram TF-IDF, clause-level cue features
+from ``type_terms.json``) -> ``classify`` (per label, a lexical logistic regression over all
+features averaged with a small rule-view regression over the cue features, combined with an
+environmental-or-not gate; per-label decision thresholds tuned on out-of-fold probabilities).
 
 The real labelled rows are few and rare labels (soil, radiation, other) have around ten examples,
-so the learner is helped twice: by the cue-term features (domain knowledge as data) and by the
-project's own generated training sentences in ``models/training/*.jsonl``.
+so the learner is helped twice: by the clause cue features (domain knowledge as data) and by the
+project's own training complaints in ``models/training/*.jsonl`` (``make_generated.py`` writes
+the generated ones).
 
 Every object the pipeline references is defined at module level so ``joblib.load`` on a worker
-can import it; the jieba tokenizer is never pickled but built lazily once per process.
+can import it; the segmenter is never pickled but built lazily once per process.
 """
 from __future__ import annotations
 
@@ -23,19 +26,22 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import time
 from collections import Counter
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
+from sklearn.naive_bayes import ComplementNB
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import FeatureUnion, Pipeline
-from sklearn.preprocessing import FunctionTransformer
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.svm import LinearSVC
 
 from envleads.config import ConfigError, data_path, load_json_config
@@ -44,15 +50,26 @@ from envleads.text import SegmentedDoc, normalise, segment_for_model, shared_tok
 
 LOGGER = logging.getLogger(__name__)
 
+__all__ = ["LABELS", "SegmentedDoc", "segment_for_model", "PollutionModel", "train_model",
+           "cross_validate", "evaluate", "score_predictions", "format_report", "build_pipeline",
+           "CharNgramTfidf", "ClauseCueFeatures", "MultiLabelThresholdClassifier"]
+
 LABELS: Tuple[str, ...] = tuple(POLLUTION_LABELS)
 TYPE_TERMS_FILE = "type_terms.json"
 TRAINING_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "training")
 DEFAULT_REVIEW_THRESHOLD = 0.5
+# Bumped when the saved pipeline's classes change shape, so that old artefacts are refused (and
+# retrained by ensure_default_model) instead of failing inside joblib.load.
+PIPELINE_FORMAT = 2
 DEFAULT_HYPER: Dict[str, Any] = {
-    "model": "lr",  # "lr" | "svc" | "ensemble"
+    "model": "lr",  # lexical view: "lr" | "svc" | "nb"
     "C": 8.0,
+    "words": True,
     "char_ngrams": True,
     "rules": True,
+    "rule_view": False,
+    "rule_weight": 0.5,
+    "rule_C": 0.3,
     "synthetic_weight": 0.5,
     "threshold_folds": 4,
     "default_threshold": 0.4,
@@ -70,7 +87,7 @@ def _as_pair(doc: Any) -> Tuple[str, str]:
 
 
 def segment_doc(doc: Any) -> SegmentedDoc:
-    """Normalises and segments one ``(title, text)`` pair (or bare text) with the shared tokenizer."""
+    """Normalises and segments one ``(title, text)`` pair (or bare text), shared tokenizer."""
     title, text = _as_pair(doc)
     return segment_for_model(shared_tokenizer(), title, text)
 
@@ -90,20 +107,147 @@ def full_text(doc: SegmentedDoc) -> str:
     return doc.title + "。" + doc.text if doc.title else doc.text
 
 
-# --------------------------------------------------------------------------- rule features
+# --------------------------------------------------------------------------- character n-grams
+_CODE_BITS = 21  # every Unicode code point fits in 21 bits, so up to 3 characters fit in 63
+
+
+def _ngram_keys(text: str, min_n: int, max_n: int) -> np.ndarray:
+    """The character n-grams of ``text`` as integers: code points packed 21 bits apiece.
+
+    An n-gram of n characters never equals one of another length (no character is U+0000), so one
+    sorted array of keys can serve as the vocabulary for all lengths.
+    """
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    parts = []
+    for n in range(min_n, max_n + 1):
+        count = codes.size - n + 1
+        if count <= 0:
+            continue
+        keys = codes[:count].copy()
+        for offset in range(1, n):
+            keys = (keys << np.uint64(_CODE_BITS)) | codes[offset:offset + count]
+        parts.append(keys)
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
+
+
+def _key_text(key: int) -> str:
+    chars = []
+    while key:
+        chars.append(chr(key & ((1 << _CODE_BITS) - 1)))
+        key >>= _CODE_BITS
+    return "".join(reversed(chars))
+
+
+class CharNgramTfidf(BaseEstimator, TransformerMixin):
+    """Character n-gram TF-IDF of title and text, vectorised with numpy.
+
+    Gives what ``TfidfVectorizer(analyzer="char", sublinear_tf=True)`` gives (smooth idf, l2 norm)
+    at about ten times its speed: n-grams are packed into integers and looked up with
+    ``searchsorted`` instead of one Python dict lookup per n-gram.
+
+    Args:
+        ngram_range: shortest and longest n-gram, at most 3 characters.
+        min_df: keep n-grams seen in at least this many documents.
+        max_features: keep at most this many, the most frequent first.
+    """
+
+    def __init__(self, ngram_range: Tuple[int, int] = (1, 3), min_df: int = 2,
+                 max_features: Optional[int] = 60000):
+        self.ngram_range = ngram_range
+        self.min_df = min_df
+        self.max_features = max_features
+
+    def _doc_keys(self, X) -> List[np.ndarray]:
+        low, high = self.ngram_range
+        if not 1 <= low <= high <= 3:
+            raise ValueError(f"ngram_range must lie within (1, 3), not {self.ngram_range}")
+        return [_ngram_keys(full_text(doc), low, high) for doc in X]
+
+    def fit(self, X, y=None):
+        self.fit_transform(X)
+        return self
+
+    def fit_transform(self, X, y=None):
+        doc_keys = self._doc_keys(X)
+        distinct = [np.unique(keys) for keys in doc_keys]
+        pooled = np.concatenate(distinct) if distinct else np.zeros(0, dtype=np.uint64)
+        vocabulary, df = np.unique(pooled, return_counts=True)
+        totals = np.unique(np.concatenate(doc_keys), return_counts=True)[1] if pooled.size else df
+        keep = df >= self.min_df
+        if self.max_features is not None and keep.sum() > self.max_features:
+            # Most frequent first (ties by key, so fitting is deterministic).
+            order = np.lexsort((vocabulary, -totals))
+            order = order[keep[order]][:self.max_features]
+            keep = np.zeros_like(keep)
+            keep[order] = True
+        self.vocabulary_ = vocabulary[keep]
+        n_docs = len(doc_keys)
+        self.idf_ = np.log((1.0 + n_docs) / (1.0 + df[keep])) + 1.0
+        return self._transform_keys(doc_keys)
+
+    def transform(self, X):
+        return self._transform_keys(self._doc_keys(X))
+
+    def _transform_keys(self, doc_keys: List[np.ndarray]) -> sp.csr_matrix:
+        vocabulary = self.vocabulary_
+        n_features = vocabulary.size
+        rows, cols = [], []
+        for row, keys in enumerate(doc_keys):
+            if not keys.size or not n_features:
+                continue
+            position = np.searchsorted(vocabulary, keys)
+            position[position == n_features] = 0
+            hit = position[vocabulary[position] == keys]
+            rows.append(np.full(hit.size, row, dtype=np.int64))
+            cols.append(hit)
+        shape = (len(doc_keys), n_features)
+        if not rows:
+            return sp.csr_matrix(shape)
+        counts = sp.csr_matrix((np.ones(sum(c.size for c in cols)),
+                                (np.concatenate(rows), np.concatenate(cols))), shape=shape)
+        counts.sum_duplicates()
+        counts.data = (1.0 + np.log(counts.data)) * self.idf_[counts.indices]
+        norms = np.sqrt(np.asarray(counts.multiply(counts).sum(axis=1)).ravel())
+        norms[norms == 0] = 1.0
+        return sp.csr_matrix(sp.diags(1.0 / norms) @ counts)
+
+    def get_feature_names_out(self, input_features=None):
+        return np.array([f"char_{_key_text(int(k))}" for k in self.vocabulary_], dtype=object)
+
+
+# --------------------------------------------------------------------------- clause cue features
 def load_type_terms(path: Optional[str] = None) -> Dict[str, Any]:
-    """Reads and validates ``type_terms.json``: cue terms per label plus non-environmental cues."""
+    """Reads and validates ``type_terms.json``: strong and weak cue terms per label, grievance
+    and non-environmental cues, clause separators."""
     path = path or data_path(TYPE_TERMS_FILE)
-    document = load_json_config(path, required=("version", "labels", "not_environmental"))
+    document = load_json_config(path, required=("version", "labels", "grievance",
+                                                "not_environmental", "clause_separators"))
     for label in LABELS:
-        terms = document["labels"].get(label)
-        if not isinstance(terms, list) or not terms:
-            raise ConfigError(f"{path}: labels.{label} must be a non-empty list of terms")
+        entry = document["labels"].get(label)
+        if not isinstance(entry, dict) or not entry.get("strong") \
+                or not isinstance(entry.get("weak", []), list):
+            raise ConfigError(f"{path}: labels.{label} needs a non-empty 'strong' list and a "
+                              "'weak' list")
+    for key in ("grievance", "not_environmental"):
+        if not isinstance(document[key], list) or not document[key]:
+            raise ConfigError(f"{path}: {key} must be a non-empty list of terms")
     return document
 
 
-class CueTermFeatures(BaseEstimator, TransformerMixin):
-    """Weak rules as features: per label, how many cue terms the text and the title contain.
+def _alternation(terms: Iterable[str]) -> str:
+    # Longest first, so that "臭气熏天" is one hit and not "臭气" plus nothing.
+    unique = sorted({normalise(t) for t in terms if t.strip()}, key=lambda t: (-len(t), t))
+    return "|".join(re.escape(t) for t in unique)
+
+
+class ClauseCueFeatures(BaseEstimator, TransformerMixin):
+    """Domain rules as features, clause by clause.
+
+    A complaint is cut into clauses (at 。！？；). For each label and for its strong cues and
+    its strong-or-weak cues: cue in the title; log number of clauses with a cue; share of clauses
+    with a cue; a cue in the first two clauses (main concern first); log number of clauses with a
+    cue *and* a grievance word (a reported harm, not a mention); log number of distinct cue hits.
+    Then non-environmental cues in text and title, grievance clauses, clauses and length.
 
     Cue lists come from ``type_terms.json`` at fit time and are kept in the fitted state, so a
     saved model always applies the rules it was trained with.
@@ -112,92 +256,185 @@ class CueTermFeatures(BaseEstimator, TransformerMixin):
         terms_path: a type-terms file; ``None`` means the packaged one.
     """
 
+    _PER_SET = 6
+
     def __init__(self, terms_path: Optional[str] = None):
         self.terms_path = terms_path
 
     def fit(self, X, y=None):
         document = load_type_terms(self.terms_path)
-        groups = [[normalise(t) for t in document["labels"][label]] for label in LABELS]
-        groups.append([normalise(t) for t in document["not_environmental"]])
-        self.groups_ = groups
+        patterns = []
+        for label in LABELS:
+            entry = document["labels"][label]
+            patterns.append(_alternation(entry["strong"]))
+            patterns.append(_alternation(list(entry["strong"]) + list(entry.get("weak", []))))
+        self.cue_patterns_ = patterns
+        self.grievance_pattern_ = _alternation(document["grievance"])
+        self.not_environmental_pattern_ = _alternation(document["not_environmental"])
+        self.clause_pattern_ = "[" + re.escape(document["clause_separators"]) + "]+"
         self.terms_version_ = str(document["version"])
-        self.n_features_out_ = 2 * len(groups)
+        self.n_features_out_ = self._PER_SET * len(patterns) + 5
         return self
 
+    def _compiled(self):
+        compiled = getattr(self, "_compiled_cache", None)
+        if compiled is None:
+            compiled = ([re.compile(p) for p in self.cue_patterns_],
+                        re.compile(self.grievance_pattern_),
+                        re.compile(self.not_environmental_pattern_),
+                        re.compile(self.clause_pattern_))
+            self._compiled_cache = compiled
+        return compiled
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_compiled_cache", None)  # compiled patterns are rebuilt after loading
+        return state
+
     def transform(self, X):
-        out = np.zeros((len(X), 2 * len(self.groups_)), dtype=np.float64)
+        cues, grievance, not_env, splitter = self._compiled()
+        out = np.zeros((len(X), self.n_features_out_), dtype=np.float64)
+        log1p = math.log1p
         for row, doc in enumerate(X):
-            for col, terms in enumerate(self.groups_):
-                text_hits = sum(1 for term in terms if term in doc.text)
-                title_hits = sum(1 for term in terms if term in doc.title)
-                out[row, 2 * col] = math.log1p(text_hits)
-                out[row, 2 * col + 1] = 1.0 if title_hits else 0.0
+            clauses = [c for c in splitter.split(doc.text) if c.strip()] or [""]
+            n = len(clauses)
+            harmed = [grievance.search(c) is not None for c in clauses]
+            values = out[row]
+            column = 0
+            for pattern in cues:
+                hits = [len(set(pattern.findall(c))) for c in clauses]
+                with_cue = sum(1 for h in hits if h)
+                values[column] = 1.0 if pattern.search(doc.title) else 0.0
+                values[column + 1] = log1p(with_cue)
+                values[column + 2] = with_cue / n
+                values[column + 3] = 1.0 if any(hits[:2]) else 0.0
+                values[column + 4] = log1p(sum(1 for h, g in zip(hits, harmed) if h and g))
+                values[column + 5] = log1p(sum(hits))
+                column += self._PER_SET
+            values[column] = log1p(len(set(not_env.findall(doc.text))))
+            values[column + 1] = 1.0 if not_env.search(doc.title) else 0.0
+            values[column + 2] = log1p(sum(harmed))
+            values[column + 3] = log1p(n)
+            values[column + 4] = log1p(len(doc.text))
         return out
 
     def get_feature_names_out(self, input_features=None):
-        names = list(LABELS) + ["not_environmental"]
-        return np.array([f"cue_{n}_{w}" for n in names for w in ("text", "title")], dtype=object)
+        names = []
+        for label in LABELS:
+            for kind in ("strong", "any"):
+                names += [f"cue_{label}_{kind}_{w}" for w in
+                          ("title", "clauses", "share", "first", "harm", "hits")]
+        names += ["not_env_text", "not_env_title", "harm_clauses", "clauses", "length"]
+        return np.array(names, dtype=object)
 
 
 # --------------------------------------------------------------------------- classifier step
+def _fit_binary(base, X, y, sample_weight):
+    if y.min() == y.max():
+        return float(y[0])  # no positives (or only positives) here: predict the constant
+    return clone(base).fit(X, y, sample_weight=sample_weight)
+
+
+def _binary_proba(model, X) -> np.ndarray:
+    if isinstance(model, float):
+        return np.full(X.shape[0], model)
+    return model.predict_proba(X)[:, 1]
+
+
 class MultiLabelThresholdClassifier(BaseEstimator, ClassifierMixin):
-    """One binary probabilistic model per label, each with its own decision threshold.
+    """Two views per label, averaged, each label with its own decision threshold.
+
+    The *lexical* view is one binary ``estimator`` per label over all columns (word and character
+    TF-IDF and the clause cues). The *rule* view is one small standardised logistic regression per
+    label over the last ``dense_columns`` columns only (the clause cues): with a few hundred real
+    rows, 100 dense domain features generalise where 60,000 sparse ones overfit. Their
+    probabilities are averaged with weight ``dense_weight``.
+
+    With ``gate`` an "environmental at all?" model (both views, trained on every labelled row at
+    once) is combined with each label by a geometric mean, so both must agree.
 
     Per-label thresholds matter because rare labels get low probabilities: one global 0.5 would
     never predict them. ``thresholds`` is set after fitting by :func:`train_model` from
     out-of-fold probabilities; without it ``default_threshold`` applies.
 
     Args:
-        estimator: a binary classifier with ``predict_proba`` (cloned per label).
+        estimator: a binary classifier with ``predict_proba`` for the lexical view.
         thresholds: per-label thresholds, or ``None``.
         default_threshold: used when ``thresholds`` is ``None``.
+        gate: combine with the environmental-or-not model.
+        dense_columns: how many trailing columns form the rule view (0: no rule view).
+        dense_weight: weight of the rule view in the average.
+        dense_C: inverse regularisation of the rule-view regressions.
+        confidence_calibration: ``(slope, intercept)`` mapping raw to calibrated confidence, set
+            by :func:`train_model`; read by :func:`decide`.
     """
 
     def __init__(self, estimator=None, thresholds=None, default_threshold: float = 0.5,
-                 gate: bool = False):
+                 gate: bool = False, dense_columns: int = 0, dense_weight: float = 0.5,
+                 dense_C: float = 0.3, confidence_calibration=None):
         self.estimator = estimator
         self.thresholds = thresholds
         self.default_threshold = default_threshold
         self.gate = gate
+        self.dense_columns = dense_columns
+        self.dense_weight = dense_weight
+        self.dense_C = dense_C
+        self.confidence_calibration = confidence_calibration
+
+    def _dense(self, X) -> np.ndarray:
+        block = X[:, X.shape[1] - self.dense_columns:]
+        return block.toarray() if sp.issparse(block) else np.asarray(block)
 
     def fit(self, X, Y, sample_weight=None):
         Y = np.asarray(Y)
         if Y.ndim == 1:
             Y = Y.reshape(-1, 1)
         base = self.estimator if self.estimator is not None else LogisticRegression(max_iter=2000)
-        self.estimators_ = []
-        self.constant_ = []
-        for column in range(Y.shape[1]):
-            y = Y[:, column]
-            if y.min() == y.max():
-                # No positives (or only positives) in this training set: predict the constant.
-                self.estimators_.append(None)
-                self.constant_.append(float(y[0]))
-                continue
-            model = clone(base)
-            model.fit(X, y, sample_weight=sample_weight)
-            self.estimators_.append(model)
-            self.constant_.append(None)
+        if sp.issparse(X):
+            X = sp.csr_matrix(X)
+        targets = [Y[:, column] for column in range(Y.shape[1])]
+        env = (Y.sum(axis=1) > 0).astype(int)
+        self.estimators_ = [_fit_binary(base, X, y, sample_weight) for y in targets]
+        self.dense_estimators_ = []
+        self.scaler_ = None
+        if self.dense_columns:
+            dense = self._dense(X)
+            self.scaler_ = StandardScaler().fit(dense)
+            dense = self.scaler_.transform(dense)
+            rule = LogisticRegression(C=self.dense_C, max_iter=3000, class_weight="balanced")
+            self.dense_estimators_ = [_fit_binary(rule, dense, y, sample_weight) for y in targets]
         self.gate_ = None
-        if self.gate:
+        self.dense_gate_ = None
+        if self.gate and env.min() != env.max():
             # "Environmental at all?" learns from every labelled row at once, which the
             # per-label models (a few dozen positives each) cannot.
-            env = (Y.sum(axis=1) > 0).astype(int)
-            if env.min() != env.max():
-                self.gate_ = clone(base).fit(X, env, sample_weight=sample_weight)
+            self.gate_ = _fit_binary(base, X, env, sample_weight)
+            if self.dense_columns:
+                self.dense_gate_ = _fit_binary(rule, dense, env, sample_weight)
         self.n_labels_ = Y.shape[1]
         self.classes_ = np.arange(Y.shape[1])
         return self
 
+    def _views(self, lexical, dense_models, X, dense):
+        out = np.column_stack([_binary_proba(m, X) for m in lexical]) if isinstance(
+            lexical, list) else _binary_proba(lexical, X)
+        if dense is None:
+            return out
+        other = np.column_stack([_binary_proba(m, dense) for m in dense_models]) if isinstance(
+            dense_models, list) else _binary_proba(dense_models, dense)
+        return (1.0 - self.dense_weight) * out + self.dense_weight * other
+
     def predict_proba(self, X):
-        n = X.shape[0]
-        out = np.zeros((n, self.n_labels_), dtype=np.float64)
-        for column, model in enumerate(self.estimators_):
-            out[:, column] = (self.constant_[column] if model is None
-                              else model.predict_proba(X)[:, 1])
-        if getattr(self, "gate_", None) is not None:
-            # Geometric mean of label and gate probabilities: both must agree.
-            out = np.sqrt(out * self.gate_.predict_proba(X)[:, 1][:, None])
+        if sp.issparse(X):
+            X = sp.csr_matrix(X)
+        dense = None
+        if self.dense_columns and self.scaler_ is not None:
+            dense = self.scaler_.transform(self._dense(X))
+        out = self._views(self.estimators_, self.dense_estimators_, X, dense)
+        if self.gate_ is not None:
+            gate = self._views(self.gate_, self.dense_gate_, X,
+                               dense if self.dense_gate_ is not None else None)
+            out = np.sqrt(out * gate[:, None])
         return out
 
     def thresholds_array(self) -> np.ndarray:
@@ -216,32 +453,35 @@ def _base_estimator(model: str, C: float, seed: int):
     if model == "svc":
         return CalibratedClassifierCV(LinearSVC(C=C / 10.0, class_weight="balanced",
                                                 random_state=seed), method="sigmoid", cv=3)
-    if model == "ensemble":
-        from sklearn.ensemble import VotingClassifier
-
-        return VotingClassifier([
-            ("lr", _base_estimator("lr", C, seed)),
-            ("svc", _base_estimator("svc", C, seed)),
-        ], voting="soft")
-    raise ValueError(f"unknown model {model!r}; expected 'lr', 'svc' or 'ensemble'")
+    if model == "nb":
+        return ComplementNB(alpha=0.3)
+    raise ValueError(f"unknown model {model!r}; expected 'lr', 'svc' or 'nb'")
 
 
 def build_pipeline(**hyper: Any) -> Pipeline:
     """An unfitted classifier pipeline; ``hyper`` overrides :data:`DEFAULT_HYPER`."""
     h = {**DEFAULT_HYPER, **hyper}
-    features = [("words", TfidfVectorizer(analyzer=word_analyzer, sublinear_tf=True, min_df=2))]
+    features = []
+    if h["words"]:
+        features.append(("words", TfidfVectorizer(analyzer=word_analyzer, sublinear_tf=True,
+                                                  min_df=2)))
     if h["char_ngrams"]:
-        features.append(("chars", TfidfVectorizer(analyzer="char", preprocessor=full_text,
-                                                  ngram_range=(1, 3), sublinear_tf=True,
-                                                  min_df=2, max_features=60000)))
+        features.append(("chars", CharNgramTfidf(ngram_range=(1, 3), min_df=2,
+                                                 max_features=60000)))
+    dense_columns = 0
     if h["rules"]:
-        features.append(("cues", CueTermFeatures()))
+        # Last, so that the classifier's rule view can take the trailing columns.
+        cues = ClauseCueFeatures()
+        features.append(("cues", cues))
+        dense_columns = 6 * 2 * len(LABELS) + 5
     return Pipeline([
         ("segment", FunctionTransformer(segment_docs)),
         ("features", FeatureUnion(features)),
         ("classify", MultiLabelThresholdClassifier(
             _base_estimator(h["model"], h["C"], h["seed"]),
-            default_threshold=h["default_threshold"], gate=h["gate"])),
+            default_threshold=h["default_threshold"], gate=h["gate"],
+            dense_columns=dense_columns if h["rule_view"] else 0,
+            dense_weight=h["rule_weight"], dense_C=h["rule_C"])),
     ])
 
 
@@ -328,6 +568,7 @@ def train_model(records: List[dict], **hyper: Any) -> Pipeline:
     weights = np.where(synthetic, h["synthetic_weight"], 1.0)
     real = np.flatnonzero(~synthetic)
     thresholds = None
+    calibration = None
     if h["threshold_folds"] and len(real) >= 5 * h["threshold_folds"]:
         P = np.zeros((len(real), len(LABELS)))
         folds = StratifiedKFold(h["threshold_folds"], shuffle=True, random_state=h["seed"])
@@ -338,24 +579,66 @@ def train_model(records: List[dict], **hyper: Any) -> Pipeline:
                                          Y[train_rows], weights[train_rows])
             P[test_idx] = fold_pipe[1:].predict_proba([segmented[i] for i in real[test_idx]])
         thresholds = tune_thresholds(Y[real], P, h["default_threshold"])
+        calibration = fit_confidence_calibration(Y[real], P, np.asarray(thresholds))
     _fit_features_and_classifier(pipeline, segmented, Y, weights)
-    pipeline.named_steps["classify"].set_params(thresholds=thresholds)
+    pipeline.named_steps["classify"].set_params(thresholds=thresholds,
+                                                confidence_calibration=calibration)
     return pipeline
+
+
+def _raw_confidence(probabilities: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Product over labels of ``p`` (chosen) or ``1 - p`` (not chosen): right if independent."""
+    return np.prod(np.where(probabilities >= thresholds, probabilities, 1.0 - probabilities),
+                   axis=1)
+
+
+def _logit(values: np.ndarray) -> np.ndarray:
+    values = np.clip(values, 1e-6, 1.0 - 1e-6)
+    return np.log(values / (1.0 - values))
+
+
+def fit_confidence_calibration(Y: np.ndarray, P: np.ndarray, thresholds: np.ndarray
+                               ) -> Optional[Tuple[float, float]]:
+    """Platt scaling of the raw confidence to "the whole label set is right".
+
+    Labels are not independent and the averaged, gated probabilities are not calibrated, so the
+    raw product over-states confidence. A one-feature logistic regression on the logit of the
+    raw confidence of out-of-fold predictions, against exact label-set match, maps it to a
+    probability (monotonic: the ranking of complaints by confidence is unchanged).
+
+    Returns:
+        ``(slope, intercept)``, or ``None`` when every prediction was right or every one wrong.
+    """
+    correct = np.all((P >= thresholds).astype(int) == Y, axis=1).astype(int)
+    if correct.min() == correct.max():
+        return None
+    feature = _logit(_raw_confidence(P, thresholds)).reshape(-1, 1)
+    model = LogisticRegression(C=100.0).fit(feature, correct)
+    return float(model.coef_[0, 0]), float(model.intercept_[0])
 
 
 # --------------------------------------------------------------------------- prediction
 def decide(probabilities: np.ndarray, thresholds: np.ndarray, review_threshold: float,
-           model_version: str) -> List[TypePrediction]:
+           model_version: str, calibration: Optional[Tuple[float, float]] = None
+           ) -> List[TypePrediction]:
     """Turns per-label probabilities into predictions.
 
-    Labels are those at or over their threshold, ordered by probability (main concern first);
-    confidence is the probability that the whole decision is right, taking labels as
-    independent: product of ``p`` for chosen labels and ``1 - p`` for the others.
+    Labels are those at or over their threshold, ordered by probability (main concern first).
+    Confidence is the probability that the whole label set is right: taking labels as
+    independent, the product of ``p`` for chosen labels and ``1 - p`` for the others; with
+    ``calibration`` (from :func:`fit_confidence_calibration`) that product is mapped to the
+    observed rate of fully right predictions. ``needs_review`` is confidence below
+    ``review_threshold``.
     """
     out = []
-    for row in probabilities:
+    if len(probabilities):
+        raw = _raw_confidence(probabilities, thresholds)
+        if calibration is not None:
+            slope, intercept = calibration
+            raw = 1.0 / (1.0 + np.exp(-(slope * _logit(raw) + intercept)))
+    for row, confidence in zip(probabilities, raw if len(probabilities) else []):
         chosen = [i for i in np.argsort(-row, kind="stable") if row[i] >= thresholds[i]]
-        confidence = float(np.prod(np.where(row >= thresholds, row, 1.0 - row)))
+        confidence = float(confidence)
         labels = [LABELS[i] for i in chosen]
         out.append(TypePrediction(labels=labels, primary=labels[0] if labels else None,
                                   confidence=round(confidence, 4),
@@ -384,15 +667,22 @@ class PollutionModel:
     def thresholds(self) -> np.ndarray:
         return self.pipeline.named_steps["classify"].thresholds_array()
 
-    def predict_proba(self, docs: Sequence[Tuple[str, str]]) -> np.ndarray:
-        if not docs:
+    def predict_proba(self, docs: Sequence[Any]) -> np.ndarray:
+        """Per-label probabilities, one row per complaint (columns in :data:`LABELS` order)."""
+        if not len(docs):
             return np.zeros((0, len(self.labels)))
-        return self.pipeline.predict_proba(list(docs))
+        return self.pipeline.predict_proba(segment_docs(docs))
 
-    def predict(self, docs: Sequence[Tuple[str, str]]) -> List[TypePrediction]:
-        """Classifies a batch of ``(title, text)`` pairs (batching amortises the matrix work)."""
+    def predict(self, docs: Sequence[Any]) -> List[TypePrediction]:
+        """Classifies a batch (batching amortises the matrix work).
+
+        Args:
+            docs: ``(title, text)`` pairs, or :class:`SegmentedDoc` from
+                :func:`segment_for_model` (the pipeline's segmentation stage), or a mix.
+        """
+        classify = self.pipeline.named_steps["classify"]
         return decide(self.predict_proba(docs), self.thresholds, self.review_threshold,
-                      self.version)
+                      self.version, getattr(classify, "confidence_calibration", None))
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -426,11 +716,20 @@ def score_predictions(gold_records: Sequence[dict], predictions: Sequence[TypePr
     env_pred = Yp.sum(axis=1) > 0
     confusion: Dict[str, Dict[str, int]] = {}
     errors = []
+    pairs: Counter = Counter()
     for record, prediction, gold_row, pred_row in zip(gold_records, predictions, Y, Yp):
         gold_labels = list(record.get("labels") or [])
         gold_primary = gold_labels[0] if gold_labels else "none"
         pred_primary = prediction.primary or "none"
         confusion.setdefault(gold_primary, Counter())[pred_primary] += 1
+        missed = [LABELS[i] for i in np.flatnonzero((gold_row == 1) & (pred_row == 0))]
+        extra = [LABELS[i] for i in np.flatnonzero((gold_row == 0) & (pred_row == 1))]
+        for label in missed:
+            for other in extra or ["-"]:
+                pairs[(label, other)] += 1
+        if not missed:
+            for other in extra:
+                pairs[("none" if not gold_labels else "-", other)] += 1
         wrong = int(np.sum(gold_row != pred_row))
         if wrong:
             errors.append({"id": record.get("id"), "gold": gold_labels,
@@ -453,9 +752,33 @@ def score_predictions(gold_records: Sequence[dict], predictions: Sequence[TypePr
         "env_accuracy": round(float(np.mean(env_gold == env_pred)), 4) if len(Y) else 0.0,
         "needs_review_rate": round(float(np.mean([p.needs_review for p in predictions])), 4)
         if predictions else 0.0,
+        "exact_match": round(float(np.mean(np.all(Y == Yp, axis=1))), 4) if len(Y) else 0.0,
+        "mean_confidence": round(float(np.mean([p.confidence for p in predictions])), 4)
+        if predictions else 0.0,
+        "reliability": _reliability(Y, Yp, predictions),
         "confusion": {g: dict(c) for g, c in sorted(confusion.items())},
+        # (gold label missed or "-"/"none", predicted label not in gold or "-"): counts.
+        "error_pairs": [[g, p, n] for (g, p), n in pairs.most_common(15)],
         "worst_errors": errors[:20],
     }
+
+
+def _reliability(Y: np.ndarray, Yp: np.ndarray, predictions: Sequence[TypePrediction]
+                 ) -> List[Dict[str, Any]]:
+    """Calibration table: per confidence bin, how many, mean confidence, share fully right."""
+    if not len(predictions):
+        return []
+    confidence = np.array([p.confidence for p in predictions])
+    right = np.all(Y == Yp, axis=1)
+    table = []
+    edges = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0001]
+    for low, high in zip(edges[:-1], edges[1:]):
+        inside = (confidence >= low) & (confidence < high)
+        if inside.any():
+            table.append({"bin": f"{low:.1f}-{min(high, 1.0):.1f}", "n": int(inside.sum()),
+                          "mean_confidence": round(float(confidence[inside].mean()), 3),
+                          "exact_match": round(float(right[inside].mean()), 3)})
+    return table
 
 
 def evaluate(model: PollutionModel, gold_records: Sequence[dict], batch_size: int = 64
@@ -524,6 +847,11 @@ def format_report(report: Dict[str, Any]) -> str:
                  f"macro F1 (all) {report['macro_f1_all']:.3f}")
     lines.append(f"environmental/not accuracy {report['env_accuracy']:.3f}   "
                  f"needs_review rate {report['needs_review_rate']:.3f}")
+    if "exact_match" in report:
+        lines.append(f"exact label-set match {report['exact_match']:.3f}   mean confidence "
+                     f"{report['mean_confidence']:.3f}   calibration: " + "  ".join(
+                         f"[{b['bin']}: n={b['n']} conf {b['mean_confidence']:.2f} "
+                         f"right {b['exact_match']:.2f}]" for b in report.get("reliability", [])))
     columns = ["none"] + list(LABELS)
     lines.append("confusion (rows gold primary, columns predicted primary):")
     lines.append(" " * 12 + "".join(f"{c[:6]:>7}" for c in columns))
@@ -535,6 +863,10 @@ def format_report(report: Dict[str, Any]) -> str:
         lines.append("folds: " + "  ".join(
             f"[micro {f['micro_f1']:.3f} macro {f['macro_f1_frequent']:.3f}]"
             for f in report["folds"]))
+    if report.get("error_pairs"):
+        lines.append("most common errors (gold missed -> predicted extra; '-' none, 'none' not "
+                     "environmental): " + ", ".join(f"{g}->{p} {n}" for g, p, n in
+                                                    report["error_pairs"][:10]))
     if report["worst_errors"]:
         lines.append("worst errors (id: gold -> predicted @confidence):")
         for e in report["worst_errors"]:

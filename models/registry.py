@@ -129,7 +129,7 @@ def _model_card(version: str, metadata: Dict[str, Any]) -> str:
         f"- dictionary {metadata.get('dictionary_version')}, cue terms "
         f"{metadata.get('type_terms_version')}",
         f"- scikit-learn {metadata.get('sklearn_version')}, jieba {metadata.get('jieba_version')}, "
-        f"python {metadata.get('python_version')}",
+        f"segmenter {metadata.get('segmenter')}, python {metadata.get('python_version')}",
         f"- hyper-parameters: `{json.dumps(metadata.get('hyper', {}), ensure_ascii=False)}`",
         f"- per-label thresholds: `{metadata.get('thresholds')}`",
         f"- trained in {metadata.get('training_seconds')} s by `{metadata.get('command')}` "
@@ -173,7 +173,8 @@ def register(pipeline, metadata: Dict[str, Any], registry_dir: Optional[str] = N
     """
     import jieba
 
-    from envleads.text import DICTIONARY_VERSION
+    from envleads.models.pollution import PIPELINE_FORMAT
+    from envleads.text import DICTIONARY_VERSION, segmenter_engine
 
     fingerprint = metadata["training_fingerprint"]
     now = _dt.datetime.now(_dt.timezone.utc)
@@ -191,6 +192,8 @@ def register(pipeline, metadata: Dict[str, Any], registry_dir: Optional[str] = N
         "dictionary_version": DICTIONARY_VERSION,
         "sklearn_version": sklearn.__version__,
         "jieba_version": getattr(jieba, "__version__", "unknown"),
+        "segmenter": segmenter_engine(),
+        "pipeline_format": PIPELINE_FORMAT,
         "python_version": platform.python_version(),
         "created_at": now.isoformat(timespec="seconds"),
         **metadata,
@@ -214,10 +217,15 @@ def load_model(version: str = "latest", registry_dir: Optional[str] = None,
         ModelNotFoundError: no such version (or an empty registry for ``"latest"``).
         ModelMismatchError: the model was trained with another scikit-learn version or label set.
     """
-    from envleads.models.pollution import DEFAULT_REVIEW_THRESHOLD, LABELS, PollutionModel
+    from envleads.models.pollution import (DEFAULT_REVIEW_THRESHOLD, LABELS, PIPELINE_FORMAT,
+                                           PollutionModel)
 
     version = _resolve(version, registry_dir)
     metadata = read_metadata(version, registry_dir)
+    if metadata.get("pipeline_format") != PIPELINE_FORMAT:
+        raise ModelMismatchError(
+            f"{MODEL_KIND}/{version} has pipeline format {metadata.get('pipeline_format')} but this "
+            f"code reads format {PIPELINE_FORMAT}; retrain with `envleads train`")
     if metadata.get("sklearn_version") != sklearn.__version__:
         raise ModelMismatchError(
             f"{MODEL_KIND}/{version} was trained with scikit-learn {metadata.get('sklearn_version')}"
@@ -282,12 +290,23 @@ def default_training_records() -> List[dict]:
     return records
 
 
+def is_loadable(version: str, registry_dir: Optional[str] = None) -> bool:
+    """Whether :func:`load_model` would accept ``version`` (format, library and label checks)."""
+    from envleads.models.pollution import LABELS, PIPELINE_FORMAT
+
+    metadata = read_metadata(version, registry_dir)
+    return (metadata.get("pipeline_format") == PIPELINE_FORMAT
+            and metadata.get("sklearn_version") == sklearn.__version__
+            and tuple(metadata.get("labels") or ()) == tuple(LABELS))
+
+
 def ensure_default_model(registry_dir: Optional[str] = None) -> str:
     """Returns the latest registered version, training and registering the default model first
-    when the registry is empty (a fresh clone; artefacts are never committed)."""
+    when the registry is empty (a fresh clone; artefacts are never committed) or its latest model
+    cannot be loaded by this code (older pipeline format or library)."""
     with _ENSURE_LOCK:
         versions = list_versions(registry_dir)
-        if versions:
+        if versions and is_loadable(versions[-1], registry_dir):
             return versions[-1]
         LOGGER.info("no %s model registered; training the default model", MODEL_KIND)
         return train_and_register(default_training_records(), registry_dir=registry_dir,

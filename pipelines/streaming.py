@@ -13,8 +13,9 @@ it, and :class:`ComplaintsToLeadsStreaming` re-stamps elements with it before th
 The watermark that fires the timers comes from the source, so the source's timestamps should be the
 intake time (Kafka ``CreateTime`` set by the intake system).
 
-The functions above the DoFns (:func:`report_matter`, :func:`restore_lead`,
-:func:`next_expiry_ms`) never touch Beam and are shared with the bounded form.
+The functions above the DoFns (:func:`report_matter`, :func:`restore_lead`, :func:`next_expiry_ms`)
+never touch Beam; the first two are the per-complaint and per-prior-lead steps that the bounded
+form performs as well, so both forms assign matters the same way.
 """
 from __future__ import annotations
 
@@ -62,8 +63,10 @@ def report_matter(index: MatterIndex, enriched: EnrichedComplaint,
     assignment = index.assign(complaint.complaint_id, complaint.received_at_ms, features, complaint.reporter_key)
     signals = complaint_signals(f"{complaint.title}\n{complaint.text}", complaint.received_at_ms,
                                 bool(features.entities), weights)
+    # A redelivered first complaint matches itself; it is the matter's first report, not a repeat.
+    duplicate_of = None if assignment.duplicate_of == complaint.complaint_id else assignment.duplicate_of
     report = MatterReport(
-        enriched._replace(cluster_id=assignment.cluster_id, duplicate_of=assignment.duplicate_of),
+        enriched._replace(cluster_id=assignment.cluster_id, duplicate_of=duplicate_of),
         frozenset(signals), signature_to_list(features.signature), list(features.entities))
     return report, assignment
 
@@ -192,10 +195,14 @@ class _AssignMattersStreamingFn(beam.DoFn):
         stored = index_state.read()
         return MatterIndex.from_state(stored, self._config) if stored else MatterIndex(self._config)
 
-    def _save(self, index: MatterIndex, index_state, expiry_timer) -> None:
+    def _save(self, index: MatterIndex, index_state, expiry_timer, not_before_ms: Optional[int] = None) -> None:
         stored = index.to_state()
         index_state.write(stored)
-        expiry_timer.set(_to_timestamp(next_expiry_ms(stored, self._config.window_ms)))
+        due_ms = next_expiry_ms(stored, self._config.window_ms)
+        if not_before_ms is not None:
+            # never re-arm at the instant that just fired (that would fire again and again)
+            due_ms = max(due_ms, not_before_ms)
+        expiry_timer.set(_to_timestamp(due_ms))
 
     def process(self, keyed: Tuple[str, EnrichedComplaint], prior_by_block,
                 index_state=beam.DoFn.StateParam(INDEX_STATE),
@@ -220,9 +227,10 @@ class _AssignMattersStreamingFn(beam.DoFn):
         if not stored:
             return
         index = MatterIndex.from_state(stored, self._config)
-        self._expired.inc(len(index.expire(_to_ms(fire_ts))))
+        fired_ms = _to_ms(fire_ts)
+        self._expired.inc(len(index.expire(fired_ms)))
         if len(index):
-            self._save(index, index_state, expiry_timer)
+            self._save(index, index_state, expiry_timer, not_before_ms=fired_ms + 1)
         else:
             index_state.clear()
             self._cleared.inc()
@@ -304,8 +312,9 @@ class _MergeLeadStreamingFn(beam.DoFn):
         pending: List[MatterReport] = list(pending_state.read()) if previous is None else []
         lead = merge_lead(previous, pending + [report], event_ms, self._weights)
         if lead is None:
-            pending_state.add(report)
-            self._pending.inc()
+            if all(r.enriched.complaint.complaint_id != report.enriched.complaint.complaint_id for r in pending):
+                pending_state.add(report)
+                self._pending.inc()
             last_seen_ms = max(r.enriched.complaint.received_at_ms for r in pending + [report])
         else:
             if pending:

@@ -105,6 +105,7 @@ def test_score_predictions_by_hand():
     # one wrong label each; the more confident mistake comes first
     assert [e["id"] for e in report["worst_errors"]] == ["a", "b"]
     assert "text" not in report["worst_errors"][0]
+    assert sorted(map(tuple, report["error_pairs"])) == [("noise", "-", 1), ("none", "water", 1)]
     assert "micro F1" in pollution.format_report(report)
 
 
@@ -171,3 +172,165 @@ def test_shared_data_rows_have_known_labels():
     assert len(rows) > 100
     matrix = pollution.label_matrix(rows)
     assert matrix.shape == (len(rows), len(POLLUTION_LABELS))
+
+
+# ------------------------------------------------------------------ pre-segmented input
+def test_predict_accepts_segmented_docs(model):
+    from envleads.text import build_tokenizer
+
+    pair = ("噪音扰民", "楼下的KTV每天放音乐到凌晨两点，吵得孩子睡不着。")
+    segmented = pollution.segment_for_model(build_tokenizer(), *pair)
+    assert isinstance(segmented, pollution.SegmentedDoc)
+    from_pairs = model.predict([pair, ("", "请问社保卡怎么办理？")])
+    mixed = model.predict([segmented, ("", "请问社保卡怎么办理？")])
+    assert [p.labels for p in mixed] == [p.labels for p in from_pairs]
+    assert mixed[0].primary == "noise" and mixed[1].labels == []
+    np.testing.assert_allclose(model.predict_proba([segmented]), model.predict_proba([pair]))
+
+
+# ------------------------------------------------------------------ features
+def _doc(title, text):
+    return pollution.SegmentedDoc(title, text, [], [])
+
+
+def test_char_ngrams_by_hand():
+    vectoriser = pollution.CharNgramTfidf(ngram_range=(1, 2), min_df=1, max_features=None)
+    X = vectoriser.fit_transform([_doc("", "水污"), _doc("", "水")]).toarray()
+    names = list(vectoriser.get_feature_names_out())
+    assert sorted(names) == ["char_水", "char_水污", "char_污"]
+    # doc 1: 水 (idf 1), 污 and 水污 (idf ln(3/2)+1 each), tf 1; l2-normalised.
+    rare = np.log(1.5) + 1.0
+    norm = np.sqrt(1.0 + 2 * rare ** 2)
+    assert X[0, names.index("char_水")] == pytest.approx(1.0 / norm)
+    assert X[0, names.index("char_水污")] == pytest.approx(rare / norm)
+    assert X[1].tolist() == [1.0 if n == "char_水" else 0.0 for n in names]
+
+
+def test_char_ngrams_match_sklearn():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    docs = [_doc("投诉", "工厂废水直排河道，河水发黑发臭。"), _doc("", "夜间施工噪音大，吵得睡不着。"),
+            _doc("噪音", "广场舞音响太吵，噪音扰民。"), _doc("", "河道里有人偷排废水。")]
+    ours = pollution.CharNgramTfidf(min_df=2, max_features=None).fit(docs[:3])
+    reference = TfidfVectorizer(analyzer="char", preprocessor=pollution.full_text,
+                                lowercase=False, ngram_range=(1, 3), sublinear_tf=True,
+                                min_df=2).fit(docs[:3])
+    columns = [reference.vocabulary_[name[len("char_"):]] for name in ours.get_feature_names_out()]
+    assert len(columns) == len(reference.vocabulary_)
+    np.testing.assert_allclose(ours.transform(docs).toarray(),
+                               reference.transform(docs).toarray()[:, columns])
+
+
+def test_char_ngrams_keep_the_most_frequent():
+    vectoriser = pollution.CharNgramTfidf(ngram_range=(1, 1), min_df=1, max_features=1)
+    vectoriser.fit([_doc("", "臭臭水"), _doc("", "臭")])
+    assert list(vectoriser.get_feature_names_out()) == ["char_臭"]
+
+
+def test_clause_cues_by_hand():
+    cues = pollution.ClauseCueFeatures().fit([])
+    names = list(cues.get_feature_names_out())
+    [row] = cues.transform([_doc("工地扰民", "工地天天夜里施工。噪音很大，严重影响休息。请处理。")])
+    value = dict(zip(names, row))
+    assert value["cue_noise_strong_title"] == 1.0          # 扰民 in the title
+    assert value["cue_noise_strong_clauses"] == pytest.approx(np.log1p(1))  # clause 2: 噪音
+    assert value["cue_noise_strong_share"] == pytest.approx(1 / 3)
+    assert value["cue_noise_strong_first"] == 1.0           # within the first two clauses
+    assert value["cue_noise_strong_harm"] == pytest.approx(np.log1p(1))     # 严重/影响
+    # Clause 1 counts too with weak cues: 施工.
+    assert value["cue_noise_any_clauses"] == pytest.approx(np.log1p(2))
+    assert value["cue_water_strong_clauses"] == 0.0
+    assert value["clauses"] == pytest.approx(np.log1p(3))
+
+
+def test_clause_cues_survive_pickling():
+    import pickle
+
+    cues = pollution.ClauseCueFeatures().fit([])
+    docs = [_doc("", "河里的污水又黑又臭。")]
+    before = cues.transform(docs)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(cues)).transform(docs), before)
+
+
+def test_type_terms_validation(tmp_path):
+    path = tmp_path / "terms.json"
+    path.write_text(json.dumps({"version": "x", "labels": {"air": {"strong": ["臭"]}},
+                                "grievance": ["严重"], "not_environmental": ["请问"],
+                                "clause_separators": "。"}), encoding="utf-8")
+    with pytest.raises(Exception, match="water"):
+        pollution.load_type_terms(str(path))
+
+
+# ------------------------------------------------------------------ confidence
+def test_decide_applies_confidence_calibration():
+    probabilities = np.array([[0.9, 0.1, 0.6, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    thresholds = np.full(8, 0.5)
+    raw = 0.9 * 0.9 * 0.6
+    [identity] = pollution.decide(probabilities, thresholds, 0.5, "v", calibration=(1.0, 0.0))
+    assert identity.confidence == pytest.approx(raw, abs=1e-4)
+    [flat] = pollution.decide(probabilities, thresholds, 0.6, "v", calibration=(0.0, 0.0))
+    assert flat.confidence == 0.5 and flat.needs_review is True
+    [shifted] = pollution.decide(probabilities, thresholds, 0.5, "v", calibration=(1.0, 1.0))
+    odds = raw / (1 - raw) * np.e
+    assert shifted.confidence == pytest.approx(odds / (1 + odds), abs=1e-4)
+
+
+def test_confidence_calibration_learns_overconfidence():
+    # Raw confidence is high everywhere but only half of the label sets are right.
+    Y = np.array([[1, 0]] * 10 + [[0, 1]] * 10)
+    P = np.array([[0.95, 0.05]] * 10 + [[0.9, 0.1]] * 10)
+    slope, intercept = pollution.fit_confidence_calibration(Y, P, np.array([0.5, 0.5]))
+    [high, low] = pollution.decide(np.array([[0.95, 0.05] + [0] * 6, [0.9, 0.1] + [0] * 6]),
+                                   np.full(8, 0.5), 0.5, "v", calibration=(slope, intercept))
+    assert high.confidence > low.confidence
+    assert 0.3 < (high.confidence + low.confidence) / 2 < 0.7
+    assert pollution.fit_confidence_calibration(Y[:10], P[:10], np.array([0.5, 0.5])) is None
+
+
+# ------------------------------------------------------------------ registry compatibility
+def test_registry_refuses_old_pipeline_format(tmp_path, model):
+    version = registry.register(model.pipeline, {"training_fingerprint": "cd" * 32},
+                                registry_dir=str(tmp_path))
+    path = tmp_path / "pollution_type" / version / "metadata.json"
+    metadata = json.loads(path.read_text(encoding="utf-8"))
+    assert metadata["pipeline_format"] == pollution.PIPELINE_FORMAT
+    assert metadata["segmenter"].split()[0] in ("rjieba", "jieba")
+    assert registry.is_loadable(version, str(tmp_path))
+    metadata["pipeline_format"] = 1
+    path.write_text(json.dumps(metadata), encoding="utf-8")
+    assert not registry.is_loadable(version, str(tmp_path))
+    with pytest.raises(registry.ModelMismatchError, match="format"):
+        registry.load_model(version, registry_dir=str(tmp_path))
+
+
+def test_ensure_default_model_retrains_over_an_unloadable_latest(tmp_path, model, monkeypatch):
+    version = registry.register(model.pipeline, {"training_fingerprint": "ef" * 32},
+                                registry_dir=str(tmp_path))
+    assert registry.ensure_default_model(str(tmp_path)) == version
+    path = tmp_path / "pollution_type" / version / "metadata.json"
+    metadata = json.loads(path.read_text(encoding="utf-8"))
+    metadata["pipeline_format"] = 1
+    path.write_text(json.dumps(metadata), encoding="utf-8")
+    calls = []
+    monkeypatch.setattr(registry, "train_and_register",
+                        lambda records, registry_dir=None, command=None: calls.append(
+                            registry_dir) or "pt-new")
+    monkeypatch.setattr(registry, "default_training_records", lambda: [])
+    assert registry.ensure_default_model(str(tmp_path)) == "pt-new"
+    assert calls == [str(tmp_path)]
+
+
+# ------------------------------------------------------------------ generated training rows
+def test_generated_rows_are_reproducible_and_cover_every_label():
+    import importlib.util
+
+    script = Path(pollution.TRAINING_DIR) / "make_generated.py"
+    spec = importlib.util.spec_from_file_location("make_generated", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.generate(7)
+    assert rows == module.generate(7)
+    committed = pollution.read_jsonl(str(Path(pollution.TRAINING_DIR) / "generated_v2.jsonl"))
+    assert committed == rows  # the committed file is what the script writes
+    assert {label for row in rows for label in row["labels"]} == set(POLLUTION_LABELS)
+    assert all(row["synthetic"] for row in rows)

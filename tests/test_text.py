@@ -112,3 +112,55 @@ def test_dictionary_loaded_inside_beam_worker():
                   | beam.Create(["河边的黑臭水体没人管"])
                   | beam.ParDo(_CutFn()))
         assert_that(tokens, equal_to([["河边", "黑臭水体", "没人管"]]))
+
+
+# ------------------------------------------------------------------ segmentation engines
+ENGINE_SENTENCES = [
+    ("工厂在夜间通过暗管偷排废水到渗坑里", ["工厂", "夜间", "暗管", "偷排", "废水", "到", "渗坑", "里"]),
+    ("联系电话0000-00000000，PM2.5超标30%", ["联系电话", "0000", "00000000", "PM2.5", "超标", "30%"]),
+    ("网址是baidu.com，河边的黑臭水体没人管", ["网址", "baidu", "com", "河边", "黑臭水体", "没人管"]),
+]
+
+
+@pytest.mark.parametrize("engine", ["jieba", "rjieba"])
+@pytest.mark.parametrize("sentence, expected", ENGINE_SENTENCES)
+def test_both_engines_give_jieba_tokens(engine, sentence, expected):
+    if engine == "rjieba":
+        pytest.importorskip("rjieba")
+    tokenizer = text.build_tokenizer(engine=engine)
+    assert tokenizer.engine == engine
+    assert text.segment(tokenizer, sentence) == expected
+
+
+def test_unknown_engine_is_refused():
+    with pytest.raises(ValueError):
+        text.build_tokenizer(engine="thulac")
+
+
+def test_segment_accepts_a_plain_jieba_tokenizer():
+    plain = jieba.Tokenizer()
+    plain.initialize()
+    assert text.segment(plain, "噪音扰民！") == ["噪音", "扰民"]
+
+
+def test_segment_for_model_normalises_and_splits_title_and_text(tokenizer):
+    doc = text.segment_for_model(tokenizer, "工廠噪聲", "夜間施工，ＫＴＶ擾民。")
+    assert isinstance(doc, text.SegmentedDoc)
+    assert doc.title == "工厂噪声"
+    assert doc.text == "夜间施工,KTV扰民。"
+    assert doc.title_tokens == ["工厂", "噪声"]
+    assert doc.tokens == ["夜间施工", "KTV", "扰民"]
+
+
+def test_segment_for_model_handles_missing_title(tokenizer):
+    doc = text.segment_for_model(tokenizer, None, "油烟")
+    assert doc.title == "" and doc.title_tokens == [] and doc.tokens == ["油烟"]
+
+
+def test_normalise_leaves_simplified_text_alone():
+    assert text.normalise("显著的著作，乾隆年间") == "显著的著作,乾隆年间"
+
+
+def test_segmenter_engine_names_a_version():
+    name, _, version = text.segmenter_engine().partition(" ")
+    assert name in ("rjieba", "jieba") and version

@@ -24,6 +24,8 @@ SUBCOMMAND_MODULES = (
     "envleads.region",
     "envleads.repeats",
     "envleads.evaluation",
+    "envleads.feed",
+    "envleads.dashboard.server",
 )
 
 

@@ -4,24 +4,40 @@ The same problem at the same place is reported again and again, by the same and 
 in other words and often typed differently. Each complaint gets a ``cluster_id`` (the matter) and a
 ``duplicate_of`` (the first complaint of that matter, ``None`` for the first one itself).
 
-Pure functions and a plain-Python index; no Beam import. The streaming stage keys complaints by
-:func:`blocking_key`, keeps one :class:`MatterIndex` per key in state (``to_state``/``from_state``),
-calls :meth:`MatterIndex.assign` per complaint in event-time order and :meth:`MatterIndex.expire`
-on a timer. A complaint joins a matter when
+Pure functions and a plain-Python index; no Beam import. The stage keys complaints by
+:func:`blocking_key` (the city, from the resolved region or else the receiving office's
+jurisdiction), keeps one :class:`MatterIndex` per key (``to_state``/``from_state``), calls
+:meth:`MatterIndex.assign` per complaint in event-time order and :meth:`MatterIndex.expire` on a
+timer. A complaint with no known city (key ``"unknown"``) can report a matter of any city, so it is
+assigned last, against an index that merged every key's matters (:meth:`MatterIndex.merge_state`).
 
-* the text is similar enough on its own (MinHash estimate of character-shingle Jaccard), or
-* it names the same place or party (compound, company, village, site, school) *and* shares at least
-  a little text.
+What joins a complaint to a live matter, strongest evidence first (:meth:`MatterIndex.assign`):
 
-Naming a *different* compound or company of the same kind counts against a join; sharing only a road
-counts a little for it; a shared pollution type or reporter is a small bonus, never a requirement,
-because one matter is often typed differently by different reporters. Thresholds and weights live in
-``data/repeats.json``.
+* both name the same place or party (compound, company, village, site, school, park, water body,
+  street address "X路12号"), in their titles or anywhere, with a little text in common;
+* both name the same road, town or hamlet, and lie in one city (or share a pollution type);
+* the same reporter writes again, with a shared type or some text in common;
+* the matter is the only live one of the complaint's county with a shared type, and they share some
+  text (``county_alone``; in a busy county this never fires);
+* the text alone is very similar.
+
+Text similarity is a weighted Jaccard similarity of character-shingle sets: a shingle weighs by
+its rarity among the index's live matters (inverse document frequency learned online, so bounded
+by the window). Phrases every complaint uses ("严重影响居民休息", "希望你们派人来看看") count
+little; names count much. Sets are bottom-k sketches, exact for texts shorter than the sketch, so
+results do not hang on hash luck. A name that several live matters share, or whose every shingle
+is common, identifies none of them.
+
+Never joined: complaints resolved to different counties (or cities, or provinces); reports more
+than ``window_days`` apart. Complaints that each name a different company (the source) join only
+when a named place ties them or their texts are nearly identical. Thresholds, weights and word
+lists live in ``data/repeats.json``.
 """
 from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import hashlib
 import json
 import logging
@@ -29,7 +45,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -39,10 +55,11 @@ LOG = logging.getLogger(__name__)
 
 CONFIG_FILE = "repeats.json"
 UNKNOWN_BLOCK = "unknown"
+STATE_FORMAT = 2
 _MS_PER_DAY = 86_400_000
-_MERSENNE_PRIME = np.uint64((1 << 61) - 1)
 _MAX_HASH = np.uint64(0xFFFFFFFF)
-_EMPTY_SLOT = np.uint32(0xFFFFFFFF)
+_EMPTY_SLOT = np.uint32(0xFFFFFFFF)  # pads a signature whose text has fewer shingles than slots
+_MUNICIPALITIES = ("11", "12", "31", "50")
 
 
 # --------------------------------------------------------------------------------------------
@@ -51,9 +68,11 @@ _EMPTY_SLOT = np.uint32(0xFFFFFFFF)
 
 class EntityClass(NamedTuple):
     name: str
-    strong: bool  # a shared strong entity identifies a matter; a road alone does not
+    strong: bool  # a shared strong entity identifies a matter; a road or town alone does not
     min_core_chars: int
     suffixes: Tuple[str, ...]
+    keep_suffix: bool = False  # "许家湾": a one-character core means nothing without its suffix
+    trades: bool = False  # names of this kind may end in a trade ("宏达化工"): category_words apply
 
 
 @dataclass(frozen=True)
@@ -62,29 +81,51 @@ class RepeatConfig:
 
     version: str
     window_days: int
-    num_perm: int
+    sketch_size: int
     shingle_chars: int
     seed: int
     max_members_per_matter: int
     max_entities_per_matter: int
-    join_score: float
+    max_indexed_shingles: int
     text_only_similarity: float
+    text_only_unplaced: float
     min_text_with_entity: float
     min_text_with_title_entity: float
+    min_text_with_place: float
+    min_text_with_place_unplaced: float
+    min_text_with_reporter: float
+    conflict_text_similarity: float
+    idf_floor: float
+    common_share: float
+    max_candidates: int
     weights: Mapping[str, float]
     entity_classes: Tuple[EntityClass, ...]
     max_name_chars: int
     not_followed_by: Mapping[str, str]
     boundaries: Tuple[str, ...]
     generic_cores: frozenset = field(default_factory=frozenset)
+    category_words: Tuple[str, ...] = ()
+    address_class: str = "address"
+    address_roads: Tuple[str, ...] = ()
+    generic_matters: int = 3
+    county_alone: bool = False
+    min_text_with_county: float = 0.0
+    bound_words: frozenset = frozenset()
+    phrase_initial: str = ""
+    conflict_classes: frozenset = frozenset({"company"})
 
     @property
     def window_ms(self) -> int:
         return self.window_days * _MS_PER_DAY
 
+    @property
+    def num_perm(self) -> int:
+        """Slots per signature (the name from when signatures were k-permutation MinHash)."""
+        return self.sketch_size
+
 
 _WEIGHT_KEYS = ("text", "shared_strong_entity", "shared_title_entity", "shared_weak_entity", "entity_conflict",
-                "shared_type", "same_reporter")
+                "shared_type", "same_reporter", "same_county")
 
 
 def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
@@ -94,47 +135,68 @@ def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
         path: a JSON file shaped like ``data/repeats.json``; ``None`` for the packaged one.
     """
     path = path or data_path(CONFIG_FILE)
-    doc = load_json_config(path, required=("version", "window_days", "num_perm", "shingle_chars",
-                                           "seed", "thresholds", "weights", "entities"))
+    doc = load_json_config(path, required=("version", "window_days", "sketch_size", "shingle_chars",
+                                           "seed", "thresholds", "weights", "idf", "entities"))
 
     def need(mapping: Mapping[str, Any], key: str, where: str) -> Any:
         if key not in mapping:
             raise ConfigError(f"{path}: missing key {where}{key!r}")
         return mapping[key]
 
-    thresholds, weights, entities = doc["thresholds"], doc["weights"], doc["entities"]
+    thresholds, weights, entities, idf = doc["thresholds"], doc["weights"], doc["entities"], doc["idf"]
     classes = []
     for name, spec in need(entities, "classes", "entities.").items():
         classes.append(EntityClass(
             name=name, strong=bool(need(spec, "strong", f"entities.classes.{name}.")),
             min_core_chars=int(spec.get("min_core_chars", 2)),
+            keep_suffix=bool(spec.get("keep_suffix", False)),
+            trades=bool(spec.get("trades", False)),
             # longest first so that 有限公司 wins over 公司
             suffixes=tuple(sorted((s.lower() for s in need(spec, "suffixes", f"entities.classes.{name}.")),
                                   key=len, reverse=True))))
-    num_perm = int(doc["num_perm"])
-    if not 16 <= num_perm <= 512:
-        raise ConfigError(f"{path}: num_perm must be in [16, 512], got {num_perm}")
+    sketch_size = int(doc["sketch_size"])
+    if not 64 <= sketch_size <= 4096:
+        raise ConfigError(f"{path}: sketch_size must be in [64, 4096], got {sketch_size}")
     if int(doc["shingle_chars"]) < 1:
         raise ConfigError(f"{path}: shingle_chars must be >= 1")
+    text_only = float(need(thresholds, "text_only_similarity", "thresholds."))
+    with_entity = float(need(thresholds, "min_text_with_entity", "thresholds."))
+    address = entities.get("address", {})
     return RepeatConfig(
         version=str(doc["version"]),
         window_days=int(doc["window_days"]),
-        num_perm=num_perm,
+        sketch_size=sketch_size,
         shingle_chars=int(doc["shingle_chars"]),
         seed=int(doc["seed"]),
-        max_members_per_matter=max(1, int(doc.get("max_members_per_matter", 12))),
+        max_members_per_matter=max(1, int(doc.get("max_members_per_matter", 8))),
         max_entities_per_matter=max(1, int(doc.get("max_entities_per_matter", 24))),
-        join_score=float(need(thresholds, "join_score", "thresholds.")),
-        text_only_similarity=float(need(thresholds, "text_only_similarity", "thresholds.")),
-        min_text_with_entity=float(need(thresholds, "min_text_with_entity", "thresholds.")),
-        min_text_with_title_entity=float(thresholds.get("min_text_with_title_entity",
-                                                        thresholds["min_text_with_entity"])),
+        max_indexed_shingles=max(sketch_size, int(doc.get("max_indexed_shingles", 4 * sketch_size))),
+        text_only_similarity=text_only,
+        text_only_unplaced=float(thresholds.get("text_only_unplaced", text_only)),
+        min_text_with_entity=with_entity,
+        min_text_with_title_entity=float(thresholds.get("min_text_with_title_entity", with_entity)),
+        min_text_with_place=float(thresholds.get("min_text_with_place", text_only)),
+        min_text_with_place_unplaced=float(thresholds.get("min_text_with_place_unplaced", text_only)),
+        min_text_with_reporter=float(thresholds.get("min_text_with_reporter", text_only)),
+        conflict_text_similarity=float(thresholds.get("conflict_text_similarity", text_only)),
+        idf_floor=float(need(idf, "floor", "idf.")),
+        common_share=float(need(idf, "common_share", "idf.")),
+        max_candidates=int(idf.get("max_candidates", 64)),
         weights={key: float(weights.get(key, 0.0)) for key in _WEIGHT_KEYS},
         entity_classes=tuple(classes),
         max_name_chars=int(entities.get("max_name_chars", 8)),
         not_followed_by=dict(entities.get("not_followed_by", {})),
         boundaries=tuple(sorted(entities.get("boundaries", []), key=len, reverse=True)),
         generic_cores=frozenset(entities.get("generic_cores", [])),
+        category_words=tuple(sorted(entities.get("category_words", []), key=len, reverse=True)),
+        address_class=str(address.get("class", "address")),
+        address_roads=tuple(sorted(address.get("road_suffixes", []), key=len, reverse=True)),
+        generic_matters=max(2, int(entities.get("generic_matters", 3))),
+        county_alone=bool(thresholds.get("county_alone", False)),
+        min_text_with_county=float(thresholds.get("min_text_with_county", 0.0)),
+        bound_words=frozenset(entities.get("bound_words", [])),
+        phrase_initial=str(entities.get("phrase_initial", "")),
+        conflict_classes=frozenset(entities.get("conflict_classes", ("company",))),
     )
 
 
@@ -148,17 +210,27 @@ _PLACEHOLDER = re.compile(r"\[[^\[\]]{0,12}\]|【[^【】]{0,12}】|\{[^{}]{0,12
 _NOT_KEPT = re.compile(r"[^0-9a-z\u3400-\u9fff]+")
 
 
-def normalise_text(text: str) -> str:
-    """Lower-cased NFKC text with placeholders removed and only CJK letters and digits kept."""
-    text = unicodedata.normalize("NFKC", text or "").lower()
+def _canonical(text: str) -> str:
+    """One spelling per character (half-width, simplified), as the rest of the pipeline sees it."""
+    from envleads.text import normalise  # deterministic: no dictionary involved
+
+    return normalise(text or "")
+
+
+def normalise_text(text: str, canonical: bool = False) -> str:
+    """Canonical, lower-cased text with placeholders removed and only CJK letters and digits kept.
+
+    ``canonical``: the text already went through :func:`envleads.text.normalise`.
+    """
+    text = unicodedata.normalize("NFKC", text if canonical else _canonical(text)).lower()
     text = _PLACEHOLDER.sub(" ", text)
     return _NOT_KEPT.sub("", text)
 
 
 class MatterFeatures(NamedTuple):
-    """What identifies a complaint's matter: text fingerprint, named places/parties, types, region."""
+    """What identifies a complaint's matter: text sketch, named places/parties, types, region."""
 
-    signature: np.ndarray  # uint32[num_perm] MinHash of character shingles
+    signature: np.ndarray  # uint32[sketch_size]: bottom-k shingle hashes ascending, then empty slots
     entities: Tuple[str, ...]  # sorted "class:core" strings, e.g. "compound:翠湖"
     title_entities: Tuple[str, ...]  # those named in the title: what the complaint is about
     types: Tuple[str, ...]
@@ -166,61 +238,81 @@ class MatterFeatures(NamedTuple):
     shingle_count: int
 
 
-class _Permutations:
-    """Universal hash parameters, derived from the seed so every worker computes equal signatures."""
-
-    _cache: Dict[Tuple[int, int], Tuple[np.ndarray, np.ndarray]] = {}
-
-    @classmethod
-    def get(cls, num_perm: int, seed: int) -> Tuple[np.ndarray, np.ndarray]:
-        key = (num_perm, seed)
-        if key not in cls._cache:
-            rng = np.random.RandomState(seed % (2 ** 32))
-            a = rng.randint(1, 2 ** 32 - 1, size=num_perm, dtype=np.uint64)
-            b = rng.randint(0, 2 ** 32 - 1, size=num_perm, dtype=np.uint64)
-            cls._cache[key] = (a, b)
-        return cls._cache[key]
+def _seed_mix(seed: int) -> np.uint64:
+    return np.uint64(int.from_bytes(hashlib.sha1(str(seed).encode("ascii")).digest()[:8], "little"))
 
 
-def shingle_hashes(normalised: str, k: int) -> np.ndarray:
-    """Distinct 32-bit hashes of the character k-grams of ``normalised`` (deterministic, vectorised).
+def shingle_hashes(normalised: str, k: int, seed: int = 0) -> np.ndarray:
+    """Distinct 32-bit hashes of the character k-grams of ``normalised``, ascending.
 
-    Python's ``hash`` is salted per process, so a polynomial hash over code points is used instead:
-    signatures must be equal across workers and restarts because leads carry them.
+    Python's ``hash`` is salted per process, so a polynomial hash over code points is used instead
+    (mixed with ``seed``): sketches must be equal across workers and restarts because leads carry
+    them.
     """
     codes = np.frombuffer(normalised.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
     if codes.size == 0:
-        return np.zeros(0, dtype=np.uint64)
+        return np.zeros(0, dtype=np.uint32)
     k = min(k, codes.size)
     n = codes.size - k + 1
     h = np.zeros(n, dtype=np.uint64)
     with np.errstate(over="ignore"):
         for j in range(k):
             h = h * np.uint64(0x100000001B3) + codes[j:j + n]
+        h ^= _seed_mix(seed)
         # splitmix64 finaliser spreads the bits before taking the low 32
         h ^= h >> np.uint64(30)
         h *= np.uint64(0xBF58476D1CE4E5B9)
         h ^= h >> np.uint64(27)
         h *= np.uint64(0x94D049BB133111EB)
         h ^= h >> np.uint64(31)
-    return np.unique(h & _MAX_HASH)
+    h &= _MAX_HASH
+    h[h == _MAX_HASH] -= np.uint64(1)  # the empty-slot value is never a shingle
+    return np.unique(h).astype(np.uint32)
 
 
-def minhash_signature(hashes: np.ndarray, num_perm: int, seed: int) -> np.ndarray:
-    """MinHash signature (uint32[num_perm]); an empty shingle set gives all-empty slots."""
-    if hashes.size == 0:
-        return np.full(num_perm, _EMPTY_SLOT, dtype=np.uint32)
-    a, b = _Permutations.get(num_perm, seed)
-    with np.errstate(over="ignore"):
-        values = (hashes[:, None] * a[None, :] + b[None, :]) % _MERSENNE_PRIME
-    return (values & _MAX_HASH).min(axis=0).astype(np.uint32)
+def text_sketch(hashes: np.ndarray, size: int) -> np.ndarray:
+    """A signature of ``size`` slots: the smallest shingle hashes ascending (a bottom-k sketch),
+    then empty slots when the text has fewer shingles. Fixed length, like the MinHash signatures
+    leads carried before, so a lead's signature length still tells which configuration made it."""
+    out = np.full(size, _EMPTY_SLOT, dtype=np.uint32)
+    kept = np.sort(np.asarray(hashes, dtype=np.uint32))[:size]
+    out[:kept.size] = kept
+    return out
+
+
+def _trim(signature: np.ndarray) -> np.ndarray:
+    """The sketch in a signature: its slots before the first empty one."""
+    signature = np.asarray(signature, dtype=np.uint32)
+    return signature[:int(np.searchsorted(signature, _EMPTY_SLOT))] if signature.size and signature[-1] == _EMPTY_SLOT \
+        else signature
 
 
 def signature_similarity(left: np.ndarray, right: np.ndarray) -> float:
-    """Estimated Jaccard similarity of the two shingle sets behind two signatures."""
+    """Estimated Jaccard similarity of the two shingle sets behind two signatures.
+
+    Exact when neither text has more shingles than the signature has slots; otherwise only the
+    hashes below the lower of the two cut-offs are compared (an unbiased estimate).
+    """
+    left, right = np.asarray(left, dtype=np.uint32), np.asarray(right, dtype=np.uint32)
     if left.shape != right.shape:
         raise ValueError("signatures of different length cannot be compared")
-    return float(np.count_nonzero(left == right)) / left.size
+    size = left.size
+    left, right = _below_cut(_trim(left), _trim(right), size)
+    if left.size == 0 or right.size == 0:
+        return 0.0
+    inter = np.intersect1d(left, right, assume_unique=True).size
+    return inter / (left.size + right.size - inter)
+
+
+def _below_cut(left: np.ndarray, right: np.ndarray, size: int) -> Tuple[np.ndarray, np.ndarray]:
+    cut = None
+    if left.size >= size:
+        cut = left[-1]
+    if right.size >= size:
+        cut = right[-1] if cut is None else min(cut, right[-1])
+    if cut is None:
+        return left, right
+    return left[:np.searchsorted(left, cut, side="right")], right[:np.searchsorted(right, cut, side="right")]
 
 
 def signature_to_list(signature: np.ndarray) -> List[int]:
@@ -240,52 +332,155 @@ def _signature_from_b64(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype="<u4").astype(np.uint32)
 
 
+def _is_sketch(signature: np.ndarray, size: int) -> bool:
+    """``size`` slots holding ascending, distinct hashes, then empty slots (MinHash slots are not
+    ascending)."""
+    sketch = _trim(signature)
+    return signature.size == size and bool(np.all(sketch[1:] > sketch[:-1]))
+
+
 _SEPARATOR = "|"
 
 
-def _entity_text(text: str) -> str:
+def _entity_text(text: str, canonical: bool = False) -> str:
     """Normalised text that keeps a separator where punctuation or a placeholder was."""
-    text = unicodedata.normalize("NFKC", text or "").lower()
+    text = unicodedata.normalize("NFKC", text if canonical else _canonical(text)).lower()
     text = _PLACEHOLDER.sub(_SEPARATOR, text)
     return _NOT_KEPT.sub(_SEPARATOR, text)
 
 
-def extract_entities(text: str, config: RepeatConfig) -> List[str]:
+_CATEGORY_CACHE: Dict[Tuple[str, ...], Tuple[frozenset, Tuple[int, ...], Dict[str, Tuple[str, str]]]] = {}
+
+
+def _strip_category(core: str, config: RepeatConfig) -> Tuple[str, str]:
+    """Splits "宏达化工" into the name "宏达" and the trade "化工" (name only if >= 2 chars remain)."""
+    words, lengths, memo = _category_table(config)
+    hit = memo.get(core)
+    if hit is None:
+        hit = (core, "")
+        for n in lengths:
+            if len(core) - n >= 2 and core[-n:] in words:
+                inner, trade = _strip_category(core[:-n], config)
+                hit = (inner, trade + core[-n:])
+                break
+        if len(memo) < 100_000:
+            memo[core] = hit
+    return hit
+
+
+def _category_table(config: RepeatConfig):
+    table = _CATEGORY_CACHE.get(config.category_words)
+    if table is None:
+        words = frozenset(config.category_words)
+        table = (words, tuple(sorted({len(w) for w in words}, reverse=True)), {})
+        _CATEGORY_CACHE[config.category_words] = table
+    return table
+
+
+def extract_entities(text: str, config: RepeatConfig, canonical: bool = False) -> List[str]:
     """Named places and parties by suffix rules, as sorted ``class:core`` strings.
 
     The core is the name without its suffix and without what precedes it up to the nearest boundary
     (punctuation, an administrative unit, a road, a preposition), so that "某区劳动路翠湖小区" and
     "翠湖小区" give the same ``compound:翠湖``. A candidate with no boundary within
     ``max_name_chars`` is dropped (without a word segmenter it would be a run of the sentence, not a
-    name), and so are generic cores (我们小区, 烧烤店): they name a kind of thing, not a matter.
+    name), and so are generic cores (我们小区, 烧烤店) and cores that are only a trade (化工厂,
+    养殖场): they name a kind of thing, not a matter, and so are phrases in which the suffix is part
+    of another word ("客人散场", "车辆带泥上路": ``bound_words``). A division name written before a
+    name is cut off ("阳江友坝沟" -> ``water:友坝``); a division itself ("七台河") is no entity. A
+    road followed by a house number gives an ``address`` entity as well ("建设路12号" ->
+    ``address:建设#12``).
     """
-    norm = _entity_text(text)
-    found = set()
-    limit = config.max_name_chars
+    norm = _entity_text(text, canonical)
+    # every suffix occurrence; where several end at one place, the longest is the one meant
+    # ("中心广场" is a 广场, not a 场; "翠湖花园" a 花园, not a 园)
+    longest: Dict[int, Tuple[int, str, EntityClass]] = {}
     for cls in config.entity_classes:
         for suffix in cls.suffixes:
-            start = 0
-            while True:
-                pos = norm.find(suffix, start)
-                if pos < 0:
-                    break
-                start = pos + 1
-                end = pos + len(suffix)
-                banned = config.not_followed_by.get(suffix, "")
-                if banned and end < len(norm) and norm[end] in banned:
-                    continue
-                window = norm[max(0, pos - limit - 1):pos]
-                bounded = pos - len(window) == 0 or _SEPARATOR in window
-                core = _cut_at_boundary(window.rsplit(_SEPARATOR, 1)[-1], config.boundaries)
-                if len(core) < len(window.rsplit(_SEPARATOR, 1)[-1]):
-                    bounded = True
-                core = core.lstrip("0123456789")
-                if not bounded or len(core) > limit:
-                    continue
-                if len(core) < cls.min_core_chars or core in config.generic_cores:
-                    continue
-                found.add(f"{cls.name}:{core}")
+            start = norm.find(suffix)
+            while start >= 0:
+                end = start + len(suffix)
+                if end not in longest or len(suffix) > len(longest[end][1]):
+                    longest[end] = (start, suffix, cls)
+                start = norm.find(suffix, start + 1)
+    found = set()
+    for end in sorted(longest):
+        pos, suffix, cls = longest[end]
+        banned = config.not_followed_by.get(suffix, "")
+        if banned and end < len(norm) and norm[end] in banned:
+            continue
+        core = _core_before(norm, pos, config)
+        if core is None:
+            continue
+        if len(core) < cls.min_core_chars or core in config.generic_cores:
+            continue
+        if core[0] in config.phrase_initial or core[-1] + suffix[0] in config.bound_words:
+            continue  # "一刮风工地", "客人散场", "带泥上路": a phrase, the suffix is part of a word
+        if cls.trades and _strip_category(core, config)[0] in config.category_words:
+            continue
+        admin = _admin_names()
+        if core + suffix in admin or core + suffix[:1] in admin:
+            continue  # "苏州工业园区", "七台河": a division, not a place or party in it
+        if cls.keep_suffix:
+            core += suffix
+        found.add(f"{cls.name}:{core}")
+        if cls.name == "road" or suffix in config.address_roads:
+            number = re.match(r"(\d{1,5})号(?!楼|院|线|门)", norm[end:end + 8])
+            if number and len(core) >= 2:
+                found.add(f"{config.address_class}:{core}#{number.group(1)}")
     return sorted(found)
+
+
+_ADMIN_SUFFIXES = ("特别行政区", "维吾尔自治区", "壮族自治区", "回族自治区", "自治区", "自治州", "自治县", "地区",
+                   "省", "市", "县", "区", "盟", "旗")
+_ADMIN_NAMES: Optional[frozenset] = None
+
+
+def _admin_names() -> frozenset:
+    """Division names that are not part of a place name written after them.
+
+    Full names of all divisions (长沙市, 雨花区), and short names (长沙) of provinces and cities
+    only: a county's short name is too often also part of a compound's or company's name.
+    """
+    global _ADMIN_NAMES
+    if _ADMIN_NAMES is None:
+        from envleads.divisions import load_divisions
+
+        names = set()
+        for division in load_divisions():
+            name = division.name
+            names.add(name)
+            if division.level not in ("province", "city"):
+                continue
+            for suffix in _ADMIN_SUFFIXES:
+                if name.endswith(suffix) and len(name) - len(suffix) >= 2:
+                    names.add(name[:-len(suffix)])
+                    break
+        _ADMIN_NAMES = frozenset(n for n in names if len(n) >= 2)
+    return _ADMIN_NAMES
+
+
+def _strip_admin_prefix(core: str) -> str:
+    """"阳江友坝" -> "友坝": a division name written before a place name is not part of it."""
+    names = _admin_names()
+    for length in range(min(len(core) - 2, 8), 1, -1):
+        if core[:length] in names:
+            return core[length:]
+    return core
+
+
+def _core_before(norm: str, pos: int, config: RepeatConfig) -> Optional[str]:
+    limit = config.max_name_chars
+    window = norm[max(0, pos - limit - 1):pos]
+    bounded = pos - len(window) == 0 or _SEPARATOR in window
+    tail = window.rsplit(_SEPARATOR, 1)[-1]
+    core = _cut_at_boundary(tail, config.boundaries)
+    if len(core) < len(tail):
+        bounded = True
+    core = _strip_admin_prefix(core.lstrip("0123456789"))
+    if not bounded or len(core) > limit:
+        return None
+    return core
 
 
 def _cut_at_boundary(window: str, boundaries: Tuple[str, ...]) -> str:
@@ -304,22 +499,24 @@ def matter_features(text: str, title: str, tokens: Sequence[str], region_adcode:
     Args:
         text: the masked complaint text.
         title: the complaint title, often the most concise statement of the matter.
-        tokens: segmented tokens; currently unused by the signature (character shingles do not
-            depend on the dictionary, so signatures stay stable when the dictionary changes).
-        region_adcode: the resolved GB/T 2260 code, kept for the caller's blocking key.
+        tokens: segmented tokens; currently unused (character shingles do not depend on the
+            dictionary, so sketches stay stable when the dictionary changes).
+        region_adcode: the resolved GB/T 2260 code: complaints resolved to different counties are
+            never one matter.
         types: predicted pollution types (a weak signal only).
         config: defaults to the packaged configuration.
     """
     config = config or default_config()
-    del tokens  # see docstring: signatures must not change with the user dictionary
-    full = f"{title or ''}。{text or ''}"
-    hashes = shingle_hashes(normalise_text(full), config.shingle_chars)
+    del tokens  # see docstring: sketches must not change with the user dictionary
+    title = _canonical(title or "")
+    full = f"{title}。{_canonical(text or '')}"
+    hashes = shingle_hashes(normalise_text(full, canonical=True), config.shingle_chars, config.seed)
     return MatterFeatures(
-        signature=minhash_signature(hashes, config.num_perm, config.seed),
-        entities=tuple(extract_entities(full, config)),
-        title_entities=tuple(extract_entities(title or "", config)),
+        signature=text_sketch(hashes, config.sketch_size),
+        entities=tuple(extract_entities(full, config, canonical=True)),
+        title_entities=tuple(extract_entities(title, config, canonical=True)),
         types=tuple(types or ()),
-        region_adcode=region_adcode,
+        region_adcode=_clean_adcode(region_adcode),
         shingle_count=int(hashes.size),
     )
 
@@ -334,27 +531,64 @@ def default_config() -> RepeatConfig:
     return _DEFAULT_CONFIG
 
 
-def blocking_key(region_adcode: Optional[str]) -> str:
+def _clean_adcode(code: Optional[str]) -> Optional[str]:
+    code = str(code).strip() if code else ""
+    return code[:6] if len(code) >= 6 and code[:6].isdigit() and code[:2] != "00" else None
+
+
+def blocking_key(region_adcode: Optional[str], fallback_adcode: Optional[str] = None) -> str:
     """The coarse key the stream is partitioned by: the city-level code (first 4 digits + "00").
 
     A report that resolves to a county and a repeat that only names the city must meet in one
     index, so the key is the city, not the county. The price: a city's matters share one index
     (more comparisons, a little more risk of joining two matters with similar text), and a repeat
-    whose region resolves to another city, or to nothing, is not found. Province-level-only or
-    unresolved complaints go to ``"unknown"`` (one shared index, bounded by the window).
-    Municipalities (11, 12, 31, 50) are one key per municipality, because their "city" level is a
-    placeholder and reporters name a district one time and only the city the next.
+    whose region resolves to another city is not found. Province-level-only or unresolved
+    complaints go to ``"unknown"``, unless ``fallback_adcode`` (the receiving office's
+    jurisdiction) names a city. Municipalities (11, 12, 31, 50) are one key per municipality,
+    because their "city" level is a placeholder and reporters name a district one time and only
+    the city the next. Complaints of the ``"unknown"`` key may report a matter of any key: assign
+    them against an index that holds every key's matters (see :meth:`MatterIndex.merge_state`).
     """
+    for code in (region_adcode, fallback_adcode):
+        key = _city_key(code)
+        if key != UNKNOWN_BLOCK:
+            return key
+    return UNKNOWN_BLOCK
+
+
+def _city_key(region_adcode: Optional[str]) -> str:
     if not region_adcode:
         return UNKNOWN_BLOCK
     code = str(region_adcode).strip()
     if len(code) < 4 or not code[:6].isdigit():
         return UNKNOWN_BLOCK
-    if code[:2] in ("11", "12", "31", "50"):
+    if code[:2] in _MUNICIPALITIES:
         return code[:2] + "0000"
     if code[2:4] == "00":
         return UNKNOWN_BLOCK
     return code[:4] + "00"
+
+
+def region_relation(left: Optional[str], right: Optional[str]) -> str:
+    """How two resolved places relate: ``"same_county"``, ``"same_city"``, ``"compatible"``, ``"conflict"``.
+
+    Codes name a province (``xx0000``), a city (``xxxx00``) or a county. Two codes conflict when
+    they name different provinces, different cities, or different counties. A county and its own
+    city are ``"same_city"`` (for a municipality: a district and the municipality); a province
+    and anything in it, or an unknown place and anything, are ``"compatible"``.
+    """
+    if not left or not right:
+        return "compatible"
+    if left[:2] != right[:2]:
+        return "conflict"
+    municipal = left[:2] in _MUNICIPALITIES
+    if not municipal and left[2:4] != "00" and right[2:4] != "00" and left[2:4] != right[2:4]:
+        return "conflict"
+    if left[4:6] != "00" and right[4:6] != "00":
+        return "same_county" if left == right else "conflict"
+    if municipal:
+        return "same_city"
+    return "same_city" if left[2:4] != "00" and right[2:4] != "00" else "compatible"
 
 
 # --------------------------------------------------------------------------------------------
@@ -365,8 +599,9 @@ class Assignment(NamedTuple):
     cluster_id: str
     duplicate_of: Optional[str]  # first complaint of the matter; None when this one starts it
     is_new_matter: bool
-    similarity: float  # estimated text similarity to the closest report of the matter
-    matched_on: str  # "new", "text", "text+entity", "text+title_entity", "redelivery"
+    similarity: float  # weighted text similarity to the closest report of the matter
+    # "new", "redelivery", "text", or "text+" one of "title_entity", "entity", "place", "reporter", "county"
+    matched_on: str
 
 
 def cluster_id_for(first_complaint_id: str) -> str:
@@ -379,6 +614,14 @@ def _reporter_digest(reporter_key: str) -> str:
     return hashlib.sha1(reporter_key.encode("utf-8")).hexdigest()[:12]
 
 
+def _reporter_digests(reporter_key: Union[str, Iterable[str], None]) -> Tuple[str, ...]:
+    """Digests of one reporter key, or of several keys of one reporter (one per identifier)."""
+    if not reporter_key:
+        return ()
+    keys = [reporter_key] if isinstance(reporter_key, str) else [k for k in reporter_key if k]
+    return tuple(sorted({_reporter_digest(k) for k in keys}))
+
+
 @dataclass
 class _Matter:
     cluster_id: str
@@ -386,41 +629,65 @@ class _Matter:
     first_seen_ms: int
     last_seen_ms: int
     report_count: int
-    rows: List[int]  # rows of the index's signature pool; rows[0] is the first report's
+    members: List[np.ndarray]  # sketches; members[0] is the first report's
     entities: Dict[str, int]
     types: Dict[str, int]
     reporters: List[str]
     title_entities: List[str] = field(default_factory=list)
+    regions: Dict[str, int] = field(default_factory=dict)
+    shingles: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint32))
+
+
+class _Candidate(NamedTuple):
+    score: float
+    text: float
+    evidence: str
+    first_seen_ms: int
+    cluster_id: str
 
 
 class MatterIndex:
     """The matters of one blocking key seen within the time window, and assignment against them.
 
-    Keeps up to ``max_members_per_matter`` signatures per matter (the first report's and the most
+    Keeps up to ``max_members_per_matter`` sketches per matter (the first report's and the most
     recent), so a matter that drifts in wording is still found (single linkage) while memory stays
-    bounded. Signatures live in one numpy pool, so comparing a complaint with every live matter is one
-    vectorised equality test; at a key's size (hundreds to a few thousand live matters) this is cheaper
-    than LSH banding and has no banding false negatives near the low thresholds that entity matches
-    allow.
+    bounded. An inverted index from shingle to the matters holding it finds candidates and gives
+    each shingle's document frequency, so the weight of a phrase follows the stream: what many live
+    matters say is boilerplate here, whatever the source. Entity indexes find matters that name the
+    same place in other words.
     """
 
-    def __init__(self, config: Optional[RepeatConfig] = None):
+    def __init__(self, config: Optional[RepeatConfig] = None, block: Optional[str] = None):
+        """An empty index.
+
+        Args:
+            config: defaults to the packaged configuration.
+            block: the blocking key this index serves. A city key tells the index that all its
+                complaints come from one city even when their own region is unresolved, so a
+                shared road or similar text is evidence enough; ``None`` or ``"unknown"`` (the
+                default) mean complaints may come from anywhere and need a shared name unless
+                their regions say they are in one city.
+        """
         self.config = config or default_config()
+        self.block = block
+        self._one_city = block is not None and block != UNKNOWN_BLOCK
         self._strong = {c.name for c in self.config.entity_classes if c.strong}
+        self._strong.add(self.config.address_class)
         self._matters: Dict[str, _Matter] = {}
-        p = self.config.num_perm
-        self._pool = np.zeros((16, p), dtype=np.uint32)
-        self._owner: List[Optional[str]] = [None] * 16
-        self._free: List[int] = list(range(15, -1, -1))
-        self._owner_arr_dirty = True
-        self._owner_codes = np.full(16, -1, dtype=np.int64)
-        self._matter_codes: Dict[str, int] = {}
-        self._code_matter: List[Optional[str]] = []
-        # tail of a strong entity's core -> matters naming it (a superset of entity matches)
+        # shingle hash -> the clusters whose retained sketches hold it (their number is the shingle's
+        # document frequency); most shingles have one holder, stored as the cluster id itself
+        # (a set from two holders on) to keep the index small
+        self._postings: Dict[int, Union[str, set]] = {}
+        # name tail -> clusters naming an entity with it (a superset of entity matches)
         self._entity_index: Dict[str, set] = {}
-        # title entity -> matters whose titles name it: a matter restated in other words is still
-        # found when its texts share no shingle at all
+        # title entity tail -> clusters whose titles name it: a matter restated in other words is
+        # still found when its texts share little
         self._title_index: Dict[str, set] = {}
+        # county code -> clusters with a report resolved to it
+        self._region_index: Dict[str, set] = {}
+        # reporter digest -> clusters they reported to
+        self._reporter_index: Dict[str, set] = {}
+        self._specific_cache: Dict[str, bool] = {}  # valid while the index does not change
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -430,90 +697,74 @@ class MatterIndex:
     def __contains__(self, cluster_id: object) -> bool:
         return cluster_id in self._matters
 
-    def _alloc_row(self, cluster_id: str, signature: np.ndarray) -> int:
-        if not self._free:
-            old = self._pool.shape[0]
-            self._pool = np.vstack([self._pool, np.zeros_like(self._pool)])
-            self._owner.extend([None] * old)
-            self._owner_codes = np.concatenate([self._owner_codes, np.full(old, -1, dtype=np.int64)])
-            self._free.extend(range(2 * old - 1, old - 1, -1))
-        row = self._free.pop()
-        self._pool[row] = signature
-        self._owner[row] = cluster_id
-        self._owner_codes[row] = self._code(cluster_id)
-        return row
-
-    def _release_row(self, row: int) -> None:
-        self._owner[row] = None
-        self._owner_codes[row] = -1
-        self._free.append(row)
-
-    def _code(self, cluster_id: str) -> int:
-        code = self._matter_codes.get(cluster_id)
-        if code is None:
-            code = len(self._code_matter)
-            self._matter_codes[cluster_id] = code
-            self._code_matter.append(cluster_id)
-        return code
+    def _set_shingles(self, matter: _Matter) -> None:
+        """Re-derives the matter's shingle union from its members and updates the postings."""
+        members = [m for m in matter.members if m.size]
+        union = np.unique(np.concatenate(members)) if members else np.zeros(0, dtype=np.uint32)
+        union = union[:self.config.max_indexed_shingles]  # the smallest hashes: a bottom-k of the union
+        old = matter.shingles
+        cid = matter.cluster_id
+        postings = self._postings
+        for h in np.setdiff1d(old, union, assume_unique=True).tolist():
+            holders = postings.get(h)
+            if holders is None:
+                continue
+            if isinstance(holders, str):
+                if holders == cid:
+                    del postings[h]
+                continue
+            holders.discard(cid)
+            if len(holders) == 1:
+                postings[h] = next(iter(holders))
+        for h in np.setdiff1d(union, old, assume_unique=True).tolist():
+            holders = postings.get(h)
+            if holders is None:
+                postings[h] = cid
+            elif isinstance(holders, str):
+                if holders != cid:
+                    postings[h] = {holders, cid}
+            else:
+                holders.add(cid)
+        matter.shingles = union
 
     def _drop(self, cluster_id: str) -> None:
         matter = self._matters.pop(cluster_id)
-        for row in matter.rows:
-            self._release_row(row)
+        matter.members = []
+        self._set_shingles(matter)
         for entity in matter.entities:
-            self._unindex_entity(cluster_id, entity)
+            _unindex(self._entity_index, self._entity_key(entity), cluster_id)
         for entity in matter.title_entities:
-            holders = self._title_index.get(entity)
-            if holders is not None:
-                holders.discard(cluster_id)
-                if not holders:
-                    del self._title_index[entity]
-        code = self._matter_codes.pop(cluster_id, None)
-        if code is not None:
-            self._code_matter[code] = None
-        if len(self._code_matter) > 64 and len(self._matter_codes) * 2 < len(self._code_matter):
-            self._recode()
-
-    def _recode(self) -> None:
-        # keeps the code table proportional to live matters when many have expired
-        self._matter_codes, self._code_matter = {}, []
-        for row, owner in enumerate(self._owner):
-            self._owner_codes[row] = -1 if owner is None else self._code(owner)
+            _unindex(self._title_index, self._entity_key(entity), cluster_id)
+        for reporter in matter.reporters:
+            _unindex(self._reporter_index, reporter, cluster_id)
+        for region in matter.regions:
+            _unindex(self._region_index, region, cluster_id)
 
     def _add_member(self, matter: _Matter, signature: np.ndarray) -> None:
         limit = self.config.max_members_per_matter
-        if len(matter.rows) < limit:
-            matter.rows.append(self._alloc_row(matter.cluster_id, signature))
-        else:
-            # keep the first report's signature; the oldest of the recent ones makes room
-            row = matter.rows.pop(1) if limit > 1 else matter.rows.pop(0)
-            self._pool[row] = signature
-            matter.rows.append(row)
+        if len(matter.members) >= limit:
+            # keep the first report's sketch; the oldest of the recent ones makes room
+            matter.members.pop(1 if limit > 1 else 0)
+        matter.members.append(signature)
+        self._set_shingles(matter)
 
     def _entity_key(self, entity: str) -> Optional[str]:
+        """Index key of an entity: its class and the last two characters of its name.
+
+        :func:`_cores_match` needs equal names or a shared tail of >= 3 characters, so equal keys
+        are a superset of matches; the number of live matters holding a key is how common it is.
+        """
         cls, core = _split(entity)
-        # _cores_match needs equal cores or a shared tail of >= 3 characters
-        return core[-3:] if cls in self._strong else None
+        road, _, number = core.partition("#")
+        name = _strip_category(road, self.config)[0]
+        return f"{cls}|{name[-2:]}#{number}" if number else f"{cls}|{name[-2:]}"
 
-    def _index_entity(self, cluster_id: str, entity: str) -> None:
-        key = self._entity_key(entity)
-        if key is not None:
-            self._entity_index.setdefault(key, set()).add(cluster_id)
-
-    def _unindex_entity(self, cluster_id: str, entity: str) -> None:
-        key = self._entity_key(entity)
-        holders = self._entity_index.get(key) if key is not None else None
-        if holders is not None:
-            holders.discard(cluster_id)
-            if not holders:
-                del self._entity_index[key]
-
-    def _entity_holders(self, entities: Iterable[str]) -> set:
+    def _entity_holders(self, entities: Iterable[str], index: Mapping[str, set]) -> set:
         out: set = set()
         for entity in entities:
             key = self._entity_key(entity)
             if key is not None:
-                out |= self._entity_index.get(key, set())
+                out |= index.get(key, set())
         return out
 
     def _add_entities(self, matter: _Matter, entities: Iterable[str],
@@ -521,58 +772,233 @@ class MatterIndex:
         for entity in entities:
             if entity not in matter.entities:
                 matter.entities[entity] = 0
-                self._index_entity(matter.cluster_id, entity)
+                _index(self._entity_index, self._entity_key(entity), matter.cluster_id)
             matter.entities[entity] += 1
         limit = self.config.max_entities_per_matter
         for entity in title_entities:
             if entity not in matter.title_entities and len(matter.title_entities) < limit:
                 matter.title_entities.append(entity)
-                self._title_index.setdefault(entity, set()).add(matter.cluster_id)
+                _index(self._title_index, self._entity_key(entity), matter.cluster_id)
         if len(matter.entities) > limit:
-            kept = sorted(matter.entities.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
-            for entity, _ in sorted(matter.entities.items(), key=lambda kv: (-kv[1], kv[0]))[limit:]:
-                self._unindex_entity(matter.cluster_id, entity)
-            matter.entities = dict(kept)
+            ranked = sorted(matter.entities.items(), key=lambda kv: (-kv[1], kv[0]))
+            for entity, _ in ranked[limit:]:
+                _unindex(self._entity_index, self._entity_key(entity), matter.cluster_id)
+            kept = dict(ranked[:limit])
+            # entities sharing a key with a kept one stay indexed through it
+            for entity in kept:
+                _index(self._entity_index, self._entity_key(entity), matter.cluster_id)
+            matter.entities = kept
+
+    def _add_report(self, matter: _Matter, features: MatterFeatures, reporters: Sequence[str]) -> None:
+        self._add_member(matter, features.signature)
+        self._add_entities(matter, features.entities, features.title_entities)
+        for t in features.types:
+            matter.types[t] = matter.types.get(t, 0) + 1
+        if features.region_adcode:
+            if features.region_adcode not in matter.regions:
+                _index(self._region_index, features.region_adcode, matter.cluster_id)
+            matter.regions[features.region_adcode] = matter.regions.get(features.region_adcode, 0) + 1
+            if len(matter.regions) > 8:
+                ranked = sorted(matter.regions.items(), key=lambda kv: (-kv[1], kv[0]))
+                for region, _ in ranked[8:]:
+                    _unindex(self._region_index, region, matter.cluster_id)
+                matter.regions = dict(ranked[:8])
+        for reporter in reporters:
+            if reporter not in matter.reporters and len(matter.reporters) < 32:
+                matter.reporters.append(reporter)
+                _index(self._reporter_index, reporter, matter.cluster_id)
 
     # -- scoring -------------------------------------------------------------------------------
 
-    def _text_similarities(self, signature: np.ndarray, min_similarity: float = 0.0) -> Dict[str, float]:
-        """Best similarity per matter over its retained signatures (those >= min_similarity)."""
-        used = self._owner_codes >= 0
-        if not used.any():
-            return {}
-        rows = np.flatnonzero(used)
-        equal = (self._pool[rows] == signature[None, :]).sum(axis=1)
-        codes = self._owner_codes[rows]
-        best = np.zeros(len(self._code_matter), dtype=np.int64)
-        np.maximum.at(best, codes, equal)
-        p = float(self.config.num_perm)
-        hit = np.flatnonzero(best >= max(1, int(np.ceil(min_similarity * p - 1e-9))))
-        return {self._code_matter[c]: best[c] / p for c in hit if self._code_matter[c] is not None}
+    def _weights(self, hashes: np.ndarray) -> np.ndarray:
+        """IDF weight of each shingle among the live matters (smoothed; a floor keeps all > 0)."""
+        n = len(self._matters)
+        df = np.fromiter((self._df(h) for h in hashes.tolist()), dtype=np.float64, count=hashes.size)
+        return np.log((n + 1.0) / (df + 1.0)) + self.config.idf_floor
 
-    def _score(self, text_sim: float, features: MatterFeatures, matter: _Matter,
-               reporter: Optional[str]) -> Tuple[float, str]:
-        """Join score and the strongest evidence ("title_entity", "entity" or "text")."""
-        w = self.config.weights
-        strong = self._strong
-        shared_strong, shared_weak = _entity_overlap(features.entities, matter.entities, strong)
-        shared_title = shared_strong and _entity_overlap(
-            features.title_entities, dict.fromkeys(matter.title_entities, 1), strong)[0]
-        conflict = (not shared_strong) and _entity_conflict(features.entities, matter.entities, strong)
+    def _df(self, shingle: int) -> int:
+        """How many live matters hold the shingle."""
+        holders = self._postings.get(shingle)
+        return 0 if holders is None else 1 if isinstance(holders, str) else len(holders)
+
+    def _candidates(self, signature: np.ndarray, weights: np.ndarray) -> Tuple[Dict[str, float], float]:
+        """Matters sharing rare shingles, with the weight they share, and the weight of the common
+        shingles skipped (so ``(shared + skipped) / total`` bounds the similarity from above)."""
+        n = len(self._matters)
+        cap = max(4.0, self.config.common_share * n)
+        acc: Dict[str, float] = {}
+        skipped = 0.0
+        postings = self._postings
+        for h, w in zip(signature.tolist(), weights.tolist()):
+            holders = postings.get(h)
+            if holders is None:
+                continue
+            if isinstance(holders, str):
+                acc[holders] = acc.get(holders, 0.0) + w
+            elif len(holders) > cap:
+                skipped += w
+            else:
+                for cid in holders:
+                    acc[cid] = acc.get(cid, 0.0) + w
+        return acc, skipped
+
+    def _text_similarity(self, signature: np.ndarray, weights: np.ndarray, matter: _Matter) -> float:
+        """Best weighted Jaccard similarity between the complaint and the matter's retained reports."""
+        best = 0.0
+        size = self.config.sketch_size
+        for member in matter.members:
+            if member.size == 0 or signature.size == 0:
+                continue
+            left, right = _below_cut(signature, member, size)
+            lw = weights[:left.size]
+            inter, li, _ = np.intersect1d(left, right, assume_unique=True, return_indices=True)
+            w_inter = float(lw[li].sum())
+            if w_inter <= 0.0:
+                continue
+            only_right = np.setdiff1d(right, inter, assume_unique=True)
+            w_union = float(lw.sum()) + float(self._weights(only_right).sum())
+            best = max(best, w_inter / w_union)
+        return best
+
+    def _evaluate(self, text_sim: float, features: MatterFeatures, matter: _Matter,
+                  reporters: Sequence[str], relation: str) -> Optional[Tuple[float, str]]:
+        """The join score and its evidence, or None when nothing is strong enough.
+
+        Evidence, strongest first: ``title_entity``, ``entity`` (a shared named place or party),
+        ``place`` (a shared road, town or hamlet), ``reporter``, ``county`` (the only live matter
+        of the county with a shared type), ``text``. ``relation`` is :meth:`_relation`'s.
+        """
+        cfg, w, strong = self.config, self.config.weights, self._strong
+        shared = self._shared_classes(features.entities, matter.entities)
+        shared_strong, shared_weak = bool(shared & strong), bool(shared - strong)
+        shared_title = shared_strong and bool(
+            self._shared_classes(features.title_entities, matter.title_entities) & strong)
+        # a shared named place (compound, village, address...) outweighs differently named shops
+        conflict = not (shared & strong - cfg.conflict_classes) and self._entity_conflict(features.entities, matter)
+        same_county = relation == "same_county"
+        # known to be in one city: by the index's key, or by both resolved regions
+        placed = self._one_city or relation in ("same_county", "same_city")
+        same_reporter = any(r in matter.reporters for r in reporters)
+        shared_type = bool(set(features.types) & set(matter.types))
+        # a matter restored without a comparable sketch can only be recognised by its names
+        textless = not any(member.size for member in matter.members)
+        if conflict:
+            evidence = "text" if text_sim >= cfg.conflict_text_similarity else None
+        elif shared_title and (textless or text_sim >= cfg.min_text_with_title_entity):
+            evidence = "title_entity"
+        elif shared_strong and (textless or text_sim >= cfg.min_text_with_entity):
+            evidence = "entity"
+        elif shared_weak and ((placed or shared_type) and text_sim >= cfg.min_text_with_place
+                              or placed and shared_type
+                              or text_sim >= cfg.min_text_with_place_unplaced):
+            evidence = "place"
+        elif same_reporter and (shared_type or text_sim >= cfg.min_text_with_reporter):
+            evidence = "reporter"
+        elif (cfg.county_alone and same_county and shared_type and text_sim >= cfg.min_text_with_county
+              and self._only_one_in_county(features, matter)):
+            evidence = "county"
+        elif text_sim >= (cfg.conflict_text_similarity if self._entity_conflict(features.entities, matter, False)
+                          else cfg.text_only_similarity if placed else cfg.text_only_unplaced):
+            evidence = "text"
+        else:
+            evidence = None
+        if evidence is None:
+            return None
         score = w["text"] * text_sim
         score += w["shared_strong_entity"] * shared_strong + w["shared_weak_entity"] * shared_weak
-        score += w["shared_title_entity"] * shared_title
+        score += w["shared_title_entity"] * shared_title + w["same_county"] * same_county
+        score += w["shared_type"] * shared_type + w["same_reporter"] * same_reporter
         score -= w["entity_conflict"] * conflict
-        if set(features.types) & set(matter.types):
-            score += w["shared_type"]
-        if reporter is not None and reporter in matter.reporters:
-            score += w["same_reporter"]
-        return score, ("title_entity" if shared_title else "entity" if shared_strong else "text")
+        return score, evidence
+
+    def _shared_classes(self, new: Sequence[str], known: Iterable[str]) -> set:
+        """Classes of the specific entities the complaint shares with the matter."""
+        shared = set()
+        cfg = self.config
+        known_split = [_split(e) for e in known]
+        for entity in new:
+            cls, core = _split(entity)
+            if not self._specific(entity):
+                continue
+            if cls in shared:
+                continue
+            for kcls, kcore in known_split:
+                if kcls == cls and _cores_match(core, kcore, cfg):
+                    shared.add(cls)
+                    break
+        return shared
+
+    def _only_one_in_county(self, features: MatterFeatures, matter: _Matter) -> bool:
+        """Whether ``matter`` is the only live matter of the complaint's county sharing a type."""
+        types = set(features.types)
+        for cid in self._region_index.get(features.region_adcode, ()):
+            if cid != matter.cluster_id and types & set(self._matters[cid].types):
+                return False
+        return True
+
+    def _specific(self, entity: str) -> bool:
+        cached = self._specific_cache.get(entity)
+        if cached is None:
+            cached = self._specific_cache[entity] = self._is_specific(entity)
+        return cached
+
+    def _is_specific(self, entity: str) -> bool:
+        """Whether an entity can identify a matter here.
+
+        Not when several live matters name it (``generic_matters`` or more: a kind of place, or a
+        busy road), nor when every shingle of its name is common among the live matters (a phrase
+        the suffix rules mistook for a name, "客人散场" -> ``company:客人散``).
+        """
+        if len(self._entity_index.get(self._entity_key(entity), ())) >= self.config.generic_matters:
+            return False
+        core = _split(entity)[1].partition("#")[0]
+        k = self.config.shingle_chars
+        if len(core) < k or not self._postings:
+            return True
+        cap = max(float(self.config.generic_matters), self.config.common_share * len(self._matters))
+        hashes = shingle_hashes(core, k, self.config.seed)
+        return any(self._df(h) < cap for h in hashes.tolist())
+
+    def _entity_conflict(self, new: Sequence[str], matter: _Matter, confirmed_only: bool = True) -> bool:
+        """Both name a specific source of one kind (a company, a site) that the other does not.
+
+        Only source kinds count: one matter often names several places (where the source is,
+        whom it harms). The matter's name must be confirmed (in a title, or in two reports), so a
+        phrase the rules mistook for a name does not split a matter; and a conflict stands even
+        when another name of that kind is shared, so such a phrase ("客人散场" ->
+        ``company:客人散``) does not join two bars with different names either. With
+        ``confirmed_only`` off, any name of the matter counts: the bar for text alone.
+        """
+        cfg = self.config
+        titled = set(matter.title_entities)
+        for kind in cfg.conflict_classes:
+            named = [_split(e)[1] for e in new if _split(e)[0] == kind and self._specific(e)]
+            if not named:
+                continue
+            known = [(_split(e)[1], n >= 2 or e in titled or not confirmed_only) for e, n in matter.entities.items()
+                     if _split(e)[0] == kind and self._specific(e)]
+            if not known:
+                continue
+            new_unmatched = any(not any(_cores_match(c, k, cfg) for k, _ in known) for c in named)
+            known_unmatched = any(confirmed and not any(_cores_match(c, k, cfg) for c in named)
+                                  for k, confirmed in known)
+            if new_unmatched and known_unmatched:
+                return True
+        return False
+
+    def _relation(self, region: Optional[str], matter: _Matter) -> str:
+        if not region or not matter.regions:
+            return "compatible"
+        relations = {region_relation(region, known) for known in matter.regions}
+        for relation in ("same_county", "same_city", "compatible"):
+            if relation in relations:
+                return relation
+        return "conflict"
 
     # -- public API --------------------------------------------------------------------------
 
     def assign(self, complaint_id: str, event_time_ms: int, features: MatterFeatures,
-               reporter_key: Optional[str] = None) -> Assignment:
+               reporter_key: Union[str, Sequence[str], None] = None) -> Assignment:
         """Assigns a complaint to the best matching live matter, or starts a new matter.
 
         Matters whose reports all lie more than ``window_days`` from ``event_time_ms`` are not
@@ -583,71 +1009,65 @@ class MatterIndex:
                 ``cluster_id``.
             event_time_ms: event time (epoch ms).
             features: from :func:`matter_features` with the same configuration.
-            reporter_key: pseudonymous reporter key, a small bonus when the reporter repeats.
+            reporter_key: pseudonymous reporter key (or several keys of one reporter, one per
+                identifier): the same reporter writing again is evidence of a repeat.
         """
         cfg = self.config
-        if features.signature.shape != (cfg.num_perm,):
-            raise ValueError(f"signature has {features.signature.shape[0]} slots, index expects "
-                             f"{cfg.num_perm}")
-        reporter = _reporter_digest(reporter_key) if reporter_key else None
-        best: Optional[Tuple[float, float, str, str]] = None
-        if features.shingle_count > 0:
-            # below min_text_with_entity only a matter whose title names the same place may join;
-            # those come from the title index, which keeps the per-candidate loop short
-            candidates = self._text_similarities(
-                features.signature, min(cfg.min_text_with_entity, cfg.text_only_similarity))
-            # below text_only_similarity a matter needs a shared place or party: the entity index
-            # rules most candidates out before the (slower) scoring
-            entity_holders = self._entity_holders(features.entities)
-            for entity in features.title_entities:
-                for cluster_id in self._title_index.get(entity, ()):
-                    candidates.setdefault(cluster_id, 0.0)
-            for cluster_id, text_sim in sorted(candidates.items()):
-                if text_sim < cfg.text_only_similarity and cluster_id not in entity_holders:
-                    continue
+        if np.shape(features.signature) != (cfg.sketch_size,):
+            raise ValueError(f"signature has {np.size(features.signature)} slots, index expects {cfg.sketch_size}")
+        signature = _trim(features.signature)
+        features = features._replace(signature=signature)
+        reporters = _reporter_digests(reporter_key)
+        if cluster_id_for(complaint_id) in self._matters:  # the same complaint delivered twice
+            return Assignment(cluster_id_for(complaint_id), None, False, 1.0, "redelivery")
+        best: Optional[_Candidate] = None
+        self._specific_cache = {}
+        if self._matters:
+            weights = self._weights(signature)
+            shared, skipped = self._candidates(signature, weights)
+            # text alone can only join above the lowest text-only threshold: matters sharing less
+            # weight than that cannot reach it and need a shared name or reporter instead
+            total = float(weights.sum()) or 1.0
+            floor = min(cfg.text_only_similarity, cfg.conflict_text_similarity) * total - skipped
+            ranked = sorted((cid for cid in shared if shared[cid] >= floor),
+                            key=lambda cid: (-shared[cid], cid))[:cfg.max_candidates]
+            candidates = set(ranked)
+            candidates |= self._entity_holders(features.entities, self._entity_index)
+            candidates |= self._entity_holders(features.title_entities, self._title_index)
+            for reporter in reporters:
+                candidates |= self._reporter_index.get(reporter, set())
+            if cfg.county_alone and features.region_adcode and features.types:
+                candidates |= self._region_index.get(features.region_adcode, set())
+            for cluster_id in sorted(candidates):
                 matter = self._matters[cluster_id]
                 if (event_time_ms - matter.last_seen_ms > cfg.window_ms
                         or matter.first_seen_ms - event_time_ms > cfg.window_ms):
                     continue
-                score, evidence = self._score(text_sim, features, matter, reporter)
-                if score < cfg.join_score:
+                relation = self._relation(features.region_adcode, matter)
+                if relation == "conflict":
                     continue
-                if evidence == "text" and text_sim < cfg.text_only_similarity:
+                text_sim = self._text_similarity(signature, weights, matter)
+                judged = self._evaluate(text_sim, features, matter, reporters, relation)
+                if judged is None:
                     continue
-                if evidence == "entity" and text_sim < cfg.min_text_with_entity:
-                    continue
+                found = _Candidate(judged[0], text_sim, judged[1], matter.first_seen_ms, cluster_id)
                 # ties go to the older matter so that replays are deterministic
-                key = (score, text_sim, -matter.first_seen_ms, cluster_id)
-                if best is None or key > (best[0], best[1], -self._matters[best[2]].first_seen_ms,
-                                          best[2]):
-                    best = (score, text_sim, cluster_id, evidence)
+                if best is None or (found.score, found.text, -found.first_seen_ms, found.cluster_id) > \
+                        (best.score, best.text, -best.first_seen_ms, best.cluster_id):
+                    best = found
         if best is None:
             cluster_id = cluster_id_for(complaint_id)
-            if cluster_id in self._matters:  # the same complaint delivered twice
-                matter = self._matters[cluster_id]
-                return Assignment(cluster_id, None, False, 1.0, "redelivery")
             matter = _Matter(cluster_id, complaint_id, event_time_ms, event_time_ms, 1, [], {}, {}, [])
             self._matters[cluster_id] = matter
-            matter.rows.append(self._alloc_row(cluster_id, features.signature))
-            self._add_entities(matter, features.entities, features.title_entities)
-            for t in features.types:
-                matter.types[t] = 1
-            if reporter:
-                matter.reporters.append(reporter)
+            self._add_report(matter, features, reporters)
             return Assignment(cluster_id, None, True, 0.0, "new")
-        score, text_sim, cluster_id, evidence = best
-        matter = self._matters[cluster_id]
+        matter = self._matters[best.cluster_id]
         matter.report_count += 1
         matter.last_seen_ms = max(matter.last_seen_ms, event_time_ms)
         matter.first_seen_ms = min(matter.first_seen_ms, event_time_ms)
-        self._add_member(matter, features.signature)
-        self._add_entities(matter, features.entities, features.title_entities)
-        for t in features.types:
-            matter.types[t] = matter.types.get(t, 0) + 1
-        if reporter and reporter not in matter.reporters and len(matter.reporters) < 32:
-            matter.reporters.append(reporter)
-        return Assignment(cluster_id, matter.first_complaint_id, False, round(text_sim, 4),
-                          "text" if evidence == "text" else f"text+{evidence}")
+        self._add_report(matter, features, reporters)
+        return Assignment(matter.cluster_id, matter.first_complaint_id, False, round(best.text, 4),
+                          "text" if best.evidence == "text" else f"text+{best.evidence}")
 
     def expire(self, now_ms: int) -> List[str]:
         """Drops matters whose last report is older than the window; returns their cluster ids."""
@@ -660,28 +1080,45 @@ class MatterIndex:
     def restore_matter(self, cluster_id: str, first_complaint_id: str, last_seen_ms: int,
                        signature: Sequence[int], entities: Iterable[str],
                        first_seen_ms: Optional[int] = None, report_count: int = 1,
-                       types: Iterable[str] = (), title_entities: Iterable[str] = ()) -> None:
+                       types: Iterable[str] = (), title_entities: Iterable[str] = (),
+                       region_adcode: Optional[str] = None, reporter_keys: Iterable[str] = ()) -> None:
         """Re-creates a matter from a lead (at start-up, before the stream resumes).
 
         Args:
             cluster_id: the lead's ``cluster_id`` (kept as is, not re-derived).
             first_complaint_id: the matter's first complaint.
             last_seen_ms: event time of the matter's latest report.
-            signature: the matter's signature (:func:`signature_to_list` output).
+            signature: the matter's sketch (:func:`signature_to_list` output). A signature of the
+                former MinHash kind is not comparable and is ignored (the entities still match).
             entities: ``class:core`` strings, as in :class:`MatterFeatures`.
             title_entities: those of them named in a title (stronger evidence), if the lead has them.
+            region_adcode: the matter's resolved region (the lead's ``region.adcode``), if any, so
+                that reports from another county do not join it.
+            reporter_keys: the matter's pseudonymous reporter keys (the lead's ``reporter_keys``), so
+                that a reporter writing again is recognised.
         """
         sig = signature_from_list(signature)
-        if sig.shape != (self.config.num_perm,):
-            raise ValueError(f"restored signature has {sig.size} slots, expected {self.config.num_perm}")
+        if _is_sketch(sig, self.config.sketch_size):
+            sig = _trim(sig)
+        else:
+            LOG.warning("restored matter %s has a signature that is not a sketch of this configuration; "
+                        "it will match on its names only", cluster_id)
+            sig = np.zeros(0, dtype=np.uint32)
         if cluster_id in self._matters:
             self._drop(cluster_id)
         matter = _Matter(cluster_id, first_complaint_id,
                          last_seen_ms if first_seen_ms is None else first_seen_ms, last_seen_ms,
                          report_count, [], {}, {t: 1 for t in types}, [])
+        region = _clean_adcode(region_adcode)
+        if region:
+            matter.regions[region] = 1
         self._matters[cluster_id] = matter
-        matter.rows.append(self._alloc_row(cluster_id, sig))
+        self._add_member(matter, sig)
         self._add_entities(matter, entities, title_entities)
+        for reporter in _reporter_digests(list(reporter_keys)):
+            if len(matter.reporters) < 32:
+                matter.reporters.append(reporter)
+                _index(self._reporter_index, reporter, cluster_id)
 
     def matter_summary(self, cluster_id: str) -> Dict[str, Any]:
         """What a lead should carry so that :meth:`restore_matter` can rebuild the matter."""
@@ -692,40 +1129,77 @@ class MatterIndex:
             "first_seen_ms": m.first_seen_ms,
             "last_seen_ms": m.last_seen_ms,
             "report_count": m.report_count,
-            "signature": signature_to_list(self._pool[m.rows[0]]),
+            "signature": signature_to_list(text_sketch(m.members[0] if m.members else np.zeros(0, np.uint32),
+                                                       self.config.sketch_size)),
             "entities": sorted(m.entities),
             "title_entities": list(m.title_entities),
             "types": sorted(m.types),
+            "region_adcode": max(m.regions, key=lambda r: (m.regions[r], r)) if m.regions else None,
         }
 
     def to_state(self) -> Dict[str, Any]:
-        """Compact JSON-able state (signatures as base64 little-endian uint32)."""
+        """Compact JSON-able state (sketches as base64 little-endian uint32)."""
         matters = []
         for m in sorted(self._matters.values(), key=lambda m: (m.first_seen_ms, m.cluster_id)):
             matters.append([m.cluster_id, m.first_complaint_id, m.first_seen_ms, m.last_seen_ms,
-                            m.report_count, [_signature_to_b64(self._pool[r]) for r in m.rows],
-                            m.entities, m.types, m.reporters, m.title_entities])
-        return {"version": self.config.version, "num_perm": self.config.num_perm,
-                "seed": self.config.seed, "matters": matters}
+                            m.report_count, [_signature_to_b64(s) for s in m.members],
+                            m.entities, m.types, m.reporters, m.title_entities, m.regions])
+        return {"format": STATE_FORMAT, "version": self.config.version, "block": self.block,
+                "sketch_size": self.config.sketch_size,
+                "shingle_chars": self.config.shingle_chars, "seed": self.config.seed, "matters": matters}
+
+    def merge_state(self, state: Mapping[str, Any]) -> int:
+        """Adds the matters of another index's :meth:`to_state` (those not held already).
+
+        The ``"unknown"`` key's complaints are assigned last against an index that merged every
+        key's state, because an unplaced complaint can report a matter anywhere. Returns the
+        number of matters added.
+        """
+        cfg = self.config
+        if (state.get("format") != STATE_FORMAT or state.get("sketch_size") != cfg.sketch_size
+                or state.get("seed") != cfg.seed or state.get("shingle_chars") != cfg.shingle_chars):
+            raise ConfigError("repeat index state was built with another sketch configuration; sketches "
+                              "are not comparable (rebuild from leads instead)")
+        added = 0
+        for cid, first, first_ms, last_ms, count, sigs, ents, types, reporters, titled, regions in state["matters"]:
+            if cid in self._matters:
+                continue
+            matter = _Matter(cid, first, int(first_ms), int(last_ms), int(count), [], {}, dict(types),
+                             list(reporters), [], dict(regions))
+            self._matters[cid] = matter
+            for region in matter.regions:
+                _index(self._region_index, region, cid)
+            matter.members = [_signature_from_b64(s) for s in sigs]
+            self._set_shingles(matter)
+            self._add_entities(matter, [], titled)
+            for entity, n in ents.items():
+                matter.entities[entity] = int(n)
+                _index(self._entity_index, self._entity_key(entity), cid)
+            for reporter in matter.reporters:
+                _index(self._reporter_index, reporter, cid)
+            added += 1
+        return added
 
     @classmethod
-    def from_state(cls, state: Mapping[str, Any], config: Optional[RepeatConfig] = None) -> "MatterIndex":
-        """Rebuilds an index from :meth:`to_state`; refuses state of another MinHash shape."""
-        index = cls(config)
-        if (state.get("num_perm") != index.config.num_perm or state.get("seed") != index.config.seed):
-            raise ConfigError("repeat index state was built with another num_perm/seed; signatures "
-                              "are not comparable (rebuild from leads instead)")
-        for cid, first, first_ms, last_ms, count, sigs, ents, types, reporters, titled in state["matters"]:
-            matter = _Matter(cid, first, int(first_ms), int(last_ms), int(count), [], dict(ents),
-                             dict(types), list(reporters), list(titled))
-            index._matters[cid] = matter
-            for entity in matter.title_entities:
-                index._title_index.setdefault(entity, set()).add(cid)
-            for entity in matter.entities:
-                index._index_entity(cid, entity)
-            for sig in sigs:
-                matter.rows.append(index._alloc_row(cid, _signature_from_b64(sig)))
+    def from_state(cls, state: Mapping[str, Any], config: Optional[RepeatConfig] = None,
+                   block: Optional[str] = None) -> "MatterIndex":
+        """Rebuilds an index from :meth:`to_state`; refuses state of another sketch shape."""
+        index = cls(config, block if block is not None else state.get("block"))
+        index.merge_state(state)
         return index
+
+
+def _index(index: Dict[str, set], key: Optional[str], cluster_id: str) -> None:
+    if key is not None:
+        index.setdefault(key, set()).add(cluster_id)
+
+
+def _unindex(index: Dict[str, set], key: Optional[str], cluster_id: str) -> None:
+    holders = index.get(key) if key is not None else None
+    if holders is not None:
+        holders.discard(cluster_id)
+        if not holders:
+            del index[key]
 
 
 def _split(entity: str) -> Tuple[str, str]:
@@ -733,49 +1207,26 @@ def _split(entity: str) -> Tuple[str, str]:
     return cls, core
 
 
-def _cores_match(a: str, b: str) -> bool:
+def _cores_match(a: str, b: str, config: RepeatConfig) -> bool:
     if a == b:
         return True
+    if "#" in a or "#" in b:
+        road_a, _, number_a = a.partition("#")
+        road_b, _, number_b = b.partition("#")
+        return number_a == number_b and _cores_match(road_a, road_b, config)
+    name_a, trade_a = _strip_category(a, config)
+    name_b, trade_b = _strip_category(b, config)
+    # "宏达化工" and "宏达": one name, one of them with its trade
+    if name_a == name_b and (not trade_a or not trade_b or trade_a == trade_b):
+        return True
     short, long_ = (a, b) if len(a) < len(b) else (b, a)
-    # "翠湖" vs "某某翠湖": a name with a developer prefix; require 3 chars to avoid chance hits
+    # "翠湖" vs "某某翠湖": a name with a developer or place prefix the rules did not cut off
     return len(short) >= 3 and long_.endswith(short)
-
-
-def _entity_overlap(new: Sequence[str], known: Mapping[str, int], strong: set) -> Tuple[bool, bool]:
-    shared_strong = shared_weak = False
-    known_split = [_split(e) for e in known]
-    for entity in new:
-        cls, core = _split(entity)
-        for kcls, kcore in known_split:
-            if not _cores_match(core, kcore):
-                continue
-            if cls in strong and kcls in strong:
-                shared_strong = True
-            elif cls == kcls:
-                shared_weak = True
-    return shared_strong, shared_weak
-
-
-def _entity_conflict(new: Sequence[str], known: Mapping[str, int], strong: set) -> bool:
-    """Both name a place or party of one strong kind, and none of them match."""
-    new_classes = {_split(e)[0] for e in new} & strong
-    known_classes = {_split(e)[0] for e in known} & strong
-    return bool(new_classes & known_classes)
 
 
 # --------------------------------------------------------------------------------------------
 # Evaluation on labelled messages
 # --------------------------------------------------------------------------------------------
-
-def _tokenize_for_eval():
-    """Segmentation for evaluation: the project tokenizer when present, else a private jieba one."""
-    try:
-        from envleads.text import build_tokenizer, segment  # type: ignore
-        tok = build_tokenizer()
-        return lambda text: segment(tok, text)
-    except Exception:  # the text module is optional here; features do not use tokens yet
-        return lambda text: []
-
 
 def _event_ms(received_at: Optional[str]) -> int:
     if not received_at:
@@ -786,20 +1237,65 @@ def _event_ms(received_at: Optional[str]) -> int:
     return int(dt.timestamp() * 1000)
 
 
-def cluster_records(records: Sequence[Mapping[str, Any]], config: Optional[RepeatConfig] = None,
-                    tokenize=None) -> List[Tuple[str, Assignment]]:
-    """Runs one index over records (``id``, ``title``, ``text``, ``received_at``) in event order."""
-    config = config or default_config()
-    tokenize = tokenize or (lambda text: [])
-    index = MatterIndex(config)
-    order = sorted(records, key=lambda r: (_event_ms(r.get("received_at")), str(r["id"])))
+def _record_time(record: Mapping[str, Any]) -> int:
+    if record.get("received_at_ms") is not None:
+        return int(record["received_at_ms"])
+    return _event_ms(record.get("received_at"))
+
+
+def _assign_all(index: MatterIndex, records: Sequence[Mapping[str, Any]], config: RepeatConfig,
+                tokenize) -> List[Tuple[str, Assignment]]:
     out = []
-    for rec in order:
-        now = _event_ms(rec.get("received_at"))
+    for rec in sorted(records, key=lambda r: (_record_time(r), str(r["id"]))):
+        now = _record_time(rec)
         index.expire(now)
         feats = matter_features(rec.get("text") or "", rec.get("title") or "",
-                                tokenize(rec.get("text") or ""), None, rec.get("types") or (), config)
+                                tokenize(rec.get("text") or ""), rec.get("region_adcode"),
+                                rec.get("types") or (), config)
         out.append((str(rec["id"]), index.assign(str(rec["id"]), now, feats, rec.get("reporter_key"))))
+    return out
+
+
+def cluster_records(records: Sequence[Mapping[str, Any]], config: Optional[RepeatConfig] = None,
+                    tokenize=None, block: Optional[str] = "one-city") -> List[Tuple[str, Assignment]]:
+    """Runs one index over records (``id``, ``title``, ``text``, ``received_at``) in event order.
+
+    Optional per record: ``received_at_ms`` (instead of ``received_at``), ``region_adcode``,
+    ``types``, ``reporter_key``. ``block`` is passed to :class:`MatterIndex`: by default the
+    records are one city's messages (one message board), as a city blocking key would give them;
+    ``None`` when they may come from anywhere.
+    """
+    config = config or default_config()
+    return _assign_all(MatterIndex(config, block), records, config, tokenize or (lambda text: []))
+
+
+def assign_in_blocks(records: Sequence[Mapping[str, Any]], config: Optional[RepeatConfig] = None,
+                     tokenize=None) -> List[Tuple[str, Assignment]]:
+    """The deduplication stage in bounded form: city keys first, then the ``"unknown"`` key.
+
+    Records are grouped by :func:`blocking_key` of their ``region_adcode`` (or else their
+    ``jurisdiction_adcode``); each city key runs its own index (in a pipeline: in parallel). The
+    records of no known city are then assigned against one index that merged every city's final
+    state, because they may report a matter anywhere. Fields as in :func:`cluster_records`.
+    Returns ``(id, Assignment)`` per record, city keys first.
+    """
+    config = config or default_config()
+    tokenize = tokenize or (lambda text: [])
+    blocks: Dict[str, List[Mapping[str, Any]]] = {}
+    for rec in records:
+        key = blocking_key(rec.get("region_adcode"), rec.get("jurisdiction_adcode"))
+        blocks.setdefault(key, []).append(rec)
+    out: List[Tuple[str, Assignment]] = []
+    states = []
+    for key in sorted(k for k in blocks if k != UNKNOWN_BLOCK):
+        index = MatterIndex(config, key)
+        out.extend(_assign_all(index, blocks[key], config, tokenize))
+        states.append(index.to_state())
+    if blocks.get(UNKNOWN_BLOCK):
+        index = MatterIndex(config, UNKNOWN_BLOCK)
+        for state in states:
+            index.merge_state(state)
+        out.extend(_assign_all(index, blocks[UNKNOWN_BLOCK], config, tokenize))
     return out
 
 
@@ -843,7 +1339,7 @@ def evaluate_repeats(records: Sequence[Mapping[str, Any]], config: Optional[Repe
                      ) -> Dict[str, Any]:
     """Assigns every labelled message in ``received_at`` order and scores against ``cluster``."""
     config = config or default_config()
-    assigned = cluster_records(records, config, _tokenize_for_eval())
+    assigned = cluster_records(records, config)
     predicted = {cid: a.cluster_id for cid, a in assigned}
     gold = {str(r["id"]): str(r["cluster"]) for r in records}
     scores = clustering_scores(gold, predicted)
@@ -857,7 +1353,8 @@ def evaluate_repeats(records: Sequence[Mapping[str, Any]], config: Optional[Repe
         "gold_matters": len(set(gold.values())),
         "predicted_matters": len(set(predicted.values())),
         "window_days": config.window_days,
-        "num_perm": config.num_perm,
+        "sketch_size": config.sketch_size,
+        "seed": config.seed,
         "matched_on": matched,
         **scores,
         "bcubed_f1_all_singletons": clustering_scores(gold, singletons)["bcubed_f1"],
@@ -866,7 +1363,7 @@ def evaluate_repeats(records: Sequence[Mapping[str, Any]], config: Optional[Repe
 
 def format_repeats_report(result: Mapping[str, Any]) -> str:
     lines = [f"repeat detection ({result['config_version']}, window {result['window_days']} d, "
-             f"{result['num_perm']} perm): {result['messages']} messages, "
+             f"sketch {result['sketch_size']}): {result['messages']} messages, "
              f"{result['gold_matters']} gold matters, {result['predicted_matters']} predicted"]
     for key in ("pairwise_precision", "pairwise_recall", "bcubed_precision", "bcubed_recall",
                 "bcubed_f1", "bcubed_f1_all_singletons"):
@@ -881,10 +1378,31 @@ def _read_jsonl(path: str) -> List[Dict[str, Any]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
+_SCORE_KEYS = ("pairwise_precision", "pairwise_recall", "bcubed_precision", "bcubed_recall", "bcubed_f1")
+
+
+def evaluate_over_seeds(records: Sequence[Mapping[str, Any]], config: RepeatConfig, seeds: int) -> Dict[str, Any]:
+    """Mean and worst of the scores over ``seeds`` hash seeds (the configured one first).
+
+    Sketches are exact for texts shorter than the sketch, so only long texts depend on the seed;
+    this shows how much.
+    """
+    runs = [evaluate_repeats(records, dataclasses.replace(config, seed=config.seed + i)) for i in range(seeds)]
+    return {"seeds": [config.seed + i for i in range(seeds)],
+            "mean": {k: sum(r[k] for r in runs) / len(runs) for k in _SCORE_KEYS},
+            "worst": {k: min(r[k] for r in runs) for k in _SCORE_KEYS}}
+
+
 def _run_evaluate(args: argparse.Namespace) -> int:
     config = load_repeat_config(args.config)
-    result = evaluate_repeats(_read_jsonl(args.gold), config)
+    records = _read_jsonl(args.gold)
+    result = evaluate_repeats(records, config)
     print(format_repeats_report(result))
+    if args.seeds > 1:
+        result["over_seeds"] = evaluate_over_seeds(records, config, args.seeds)
+        print(f"  over {args.seeds} hash seeds (mean / worst):")
+        for key in _SCORE_KEYS:
+            print(f"  {key:<26} {result['over_seeds']['mean'][key]:.3f} / {result['over_seeds']['worst'][key]:.3f}")
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as handle:
             json.dump(result, handle, indent=2, ensure_ascii=False)
@@ -897,5 +1415,7 @@ def add_subcommand(subparsers) -> None:
     parser.add_argument("--gold", required=True,
                         help="JSON Lines with id, title, text, received_at, cluster")
     parser.add_argument("--config", default=None, help="repeats.json to use (default: packaged)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="also report mean and worst scores over this many hash seeds")
     parser.add_argument("--json-out", default=None, help="also write the scores as JSON here")
     parser.set_defaults(func=_run_evaluate)

@@ -7,10 +7,10 @@ word reaches one token.
 
 Segmentation uses a *private* segmenter with the domain dictionary loaded: the global ``jieba.cut``
 shares one lazily built dictionary and a lock across the process, and ``jieba.add_word`` would leak
-our words into every other user of jieba in the same worker. The engine is jieba-rs (the ``rjieba``
-binding: the same dictionary, DAG and HMM as jieba, about 15 times faster) when installed, else
-jieba itself; :func:`build_tokenizer` hides the difference and :func:`segment` gives the same
-tokens with either (see :class:`Segmenter`).
+our words into every other user of jieba in the same worker. The engine is jieba-rs (the
+``rjieba`` binding: the same dictionary, DAG and HMM as jieba, about 6 times faster here) when
+installed, else jieba itself; :func:`build_tokenizer` hides the difference and :func:`segment`
+gives the same tokens with either (see :class:`Segmenter`).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import re
 import threading
 import unicodedata
 from functools import lru_cache
-from typing import Callable, FrozenSet, List, NamedTuple, Optional
+from typing import Callable, FrozenSet, List, NamedTuple, Optional, Tuple
 
 import jieba
 
@@ -62,57 +62,49 @@ DICTIONARY_VERSION: str = _read_header_version(data_path(DOMAIN_DICT_FILE))
 
 
 # --------------------------------------------------------------------------- normalisation
-@lru_cache(maxsize=1)
-def _t2s() -> Callable[[str], str]:
-    """The traditional-to-simplified converter, built once per process.
-
-    opencc-pyo3 (OpenCC's lexicons in Rust, about 70,000 complaints/s) when installed; otherwise
-    the pure-Python opencc-python-reimplemented (about 2,000/s), called only for texts holding a
-    character it would change (see :func:`_traditional_chars`).
-    """
-    try:
-        from opencc_pyo3 import OpenCC as _FastOpenCC
-    except ImportError:
-        _FastOpenCC = None
-    if _FastOpenCC is not None:
-        return _FastOpenCC("t2s").convert
-    from opencc import OpenCC
-
-    _LOGGER.info("opencc-pyo3 not installed; using the slower pure-Python OpenCC")
-    converter = OpenCC("t2s")
-    changed = _traditional_chars()
-
-    def convert(text: str) -> str:
-        return text if changed.isdisjoint(text) else converter.convert(text)
-
-    return convert
-
-
-@lru_cache(maxsize=1)
-def _traditional_chars() -> FrozenSet[str]:
-    """Characters that opencc-python-reimplemented's t2s could change.
-
-    Built from the converter's own dictionaries: for each entry, the positions where the
-    traditional form differs from the simplified one. Used only without opencc-pyo3.
-    """
+def _opencc_dictionary(name: str) -> List[Tuple[str, List[str]]]:
+    """Entries of one of opencc-python-reimplemented's dictionaries: (key, candidates)."""
     import os
 
     import opencc
 
-    folder = os.path.join(os.path.dirname(opencc.__file__), "dictionary")
-    changed = set()
-    for name in ("TSCharacters.txt", "TSPhrases.txt"):
-        with open(os.path.join(folder, name), encoding="utf-8") as handle:
-            for line in handle:
-                parts = line.rstrip("\n").split("\t")
-                if len(parts) < 2:
-                    continue
-                key, value = parts[0], parts[1].split(" ")[0]
-                if len(key) != len(value):
-                    changed.update(key)
-                else:
-                    changed.update(k for k, v in zip(key, value) if k != v)
-    return frozenset(changed)
+    entries = []
+    path = os.path.join(os.path.dirname(opencc.__file__), "dictionary", name)
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) >= 2:
+                entries.append((parts[0], parts[1].split(" ")))
+    return entries
+
+
+@lru_cache(maxsize=1)
+def _t2s() -> Callable[[str], str]:
+    """The traditional-to-simplified converter, built once per process.
+
+    opencc-python-reimplemented is pure Python (about 2 ms per complaint), so it runs only on
+    texts holding a character that exists only in traditional script (:func:`_traditional_only`),
+    a few percent of complaints. (opencc-pyo3 is 30 times faster but its lexicon turns 著 into 着
+    even in simplified words such as 显著 and 论著.)
+    """
+    from opencc import OpenCC
+
+    converter = OpenCC("t2s")
+    traditional = _traditional_only()
+    return lambda text: text if traditional.isdisjoint(text) else converter.convert(text)
+
+
+@lru_cache(maxsize=1)
+def _traditional_only() -> FrozenSet[str]:
+    """Characters that t2s always changes and that simplified Chinese does not use (廠, 廢, 聲).
+
+    Left out: characters whose conversion depends on the word (乾 in 乾隆, 瞭 in 瞭望, 著), and
+    simplified characters. A text holding none of these is left as it is, which also keeps
+    OpenCC from touching simplified words; a traditional text practically always holds one.
+    """
+    simplified = {key for key, _ in _opencc_dictionary("STCharacters.txt")}
+    return frozenset(key for key, candidates in _opencc_dictionary("TSCharacters.txt")
+                     if len(key) == 1 and key not in candidates and key not in simplified)
 
 
 @lru_cache(maxsize=1)
@@ -186,10 +178,7 @@ class Segmenter:
         """Cuts ``text`` into words, whitespace and punctuation included, as ``jieba.lcut``."""
         if self.engine == "jieba":
             return self.backend.lcut(text, HMM=HMM)
-        tokens = self.backend.cut(text, HMM)
-        if text.isascii() or any(not _IDEOGRAPHS_ONLY_RE.fullmatch(t) for t in tokens if len(t) > 1):
-            tokens = self._resplit(tokens)
-        return tokens
+        return self._resplit(self.backend.cut(text, HMM))
 
     def _resplit(self, tokens: List[str]) -> List[str]:
         out: List[str] = []
@@ -262,7 +251,7 @@ def build_tokenizer(user_dict_path: Optional[str] = None, engine: str = "auto") 
 
 
 def segmenter_engine() -> str:
-    """What :func:`build_tokenizer` uses here, with version: ``"rjieba 0.2.2"`` or ``"jieba ..."``."""
+    """The engine :func:`build_tokenizer` picks here, with its version (``"rjieba 0.2.2"``)."""
     from importlib import metadata
 
     name = "rjieba" if _rjieba_available() else "jieba"

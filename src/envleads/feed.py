@@ -1,0 +1,684 @@
+"""The lead feed as enforcement teams use it: ``envleads tail`` and ``envleads export``.
+
+``tail`` follows the lead topic live and prints one line per new or updated lead; ``export`` writes
+the current leads (the compacted view: the last record per lead key) as CSV, JSON Lines or GeoJSON,
+read from Kafka or from the ``--leads`` file of ``envleads batch``. Both take the same filters
+(region, pollution type, minimum score, campaign, overdue only).
+
+Order (the feed order, shared with the dashboard): tier first (urgent, high, normal, low), then,
+*within a tier*, overdue leads (assignment deadline passed) before the others, then score, then the
+most recent report, then the lead key (so equal leads always come out in the same order). Overdue
+does not lift a lead over a higher tier: a tier is the scoring model's judgement of harm (hard
+overrides such as drinking-water sources force ``urgent``), while the deadline is a procedural
+obligation; an overdue noise complaint must not push an unassigned drinking-water case down the
+list, but among leads of equal tier the overdue ones are handled first.
+
+Ranks are positions in the list the user is looking at: after the filters, 1 = first. ``tail``
+ranks each lead among the leads it has seen so far (from where it started reading) that pass the
+filters.
+
+What leaves here carries no complainant identity: leads hold none by construction, and the
+pseudonymous ``reporter_keys`` (and the internal MinHash ``matter_signature``) are dropped from
+every output; only the count ``distinct_reporters`` remains. Summaries are already masked.
+
+Times are shown in China Standard Time (UTC+8), the time zone of the complaints; ``--since`` takes
+an ISO-8601 time, read as China Standard Time when it has no offset.
+"""
+from __future__ import annotations
+
+import argparse
+import bisect
+import csv
+import heapq
+import json
+import logging
+import os
+import sys
+import time
+import unicodedata
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, TextIO, Tuple
+
+from envleads.records import POLLUTION_LABELS, Lead
+from envleads.scoring import TIER_ORDER
+
+LOG = logging.getLogger(__name__)
+
+CST = timezone(timedelta(hours=8))
+EXPORT_FORMATS = ("csv", "jsonl", "geojson")
+# Never in any output: pseudonymous reporter keys (linkable across leads) and the internal MinHash
+# signature (state for rebuilding the repeat index, meaningless to a reader).
+HIDDEN_FIELDS = ("reporter_keys", "matter_signature")
+# The CSV contract: stable order, documented in the README; add columns at the end only.
+CSV_COLUMNS = (
+    "rank", "overdue", "tier", "score", "pollution_types", "province", "city", "county", "adcode",
+    "region_level", "department", "report_count", "distinct_reporters", "first_seen_cst",
+    "last_seen_cst", "deadline_cst", "channel", "campaigns", "reasons", "summary", "lead_id",
+    "first_complaint_id", "complaint_ids", "matter_entities", "routing_rule", "updated_at_cst",
+)
+# Excel runs a cell that starts with one of these as a formula (CSV injection); citizen-written
+# text gets a leading apostrophe, which Excel shows as text and hides.
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+_FREE_TEXT_COLUMNS = ("summary", "matter_entities", "department")
+_LIST_SEPARATOR = ";"
+
+
+# ---- filters -------------------------------------------------------------------------------------
+
+class LeadFilter(NamedTuple):
+    """What a user asked to see; an empty field does not filter. Values within a field are ORed."""
+
+    regions: Tuple[str, ...] = ()  # names (substring of province/city/county) or adcode prefixes
+    types: Tuple[str, ...] = ()  # pollution labels; a lead matches if it has any of them
+    min_score: Optional[float] = None
+    campaigns: Tuple[str, ...] = ()  # campaign ids or id prefixes ("blue_sky" matches blue_sky.*)
+    overdue_only: bool = False
+
+
+def normalise_region_query(value: str) -> str:
+    """A region filter value as matched: a six-digit code loses its trailing zero pairs
+    (``320100`` means everything in 南京市, i.e. the prefix ``3201``); names are stripped."""
+    value = value.strip()
+    if value.isdigit() and len(value) == 6:
+        while value.endswith("00") and len(value) > 2:
+            value = value[:-2]
+    return value
+
+
+def make_filter(regions: Iterable[str] = (), types: Iterable[str] = (), min_score: Optional[float] = None,
+                campaigns: Iterable[str] = (), overdue_only: bool = False) -> LeadFilter:
+    """A checked :class:`LeadFilter`; unknown pollution types fail here, by name.
+
+    Each value may also be a comma-separated list (``--type air,water``).
+    """
+    def split(values: Iterable[str]) -> Tuple[str, ...]:
+        return tuple(part.strip() for value in values for part in str(value).split(",") if part.strip())
+
+    types = split(types)
+    unknown = [t for t in types if t not in POLLUTION_LABELS]
+    if unknown:
+        raise ValueError(f"unknown pollution type(s) {unknown}; known: {', '.join(POLLUTION_LABELS)}")
+    return LeadFilter(tuple(normalise_region_query(r) for r in split(regions)), types,
+                      None if min_score is None else float(min_score), split(campaigns), bool(overdue_only))
+
+
+def is_overdue(lead: Lead, now_ms: int) -> bool:
+    """True when the lead's assignment deadline has passed (a v1 lead has none: never overdue)."""
+    return lead.deadline_ms is not None and lead.deadline_ms < now_ms
+
+
+def _region_matches(region: Optional[dict], query: str) -> bool:
+    if not region:
+        return False
+    if query.isdigit():
+        return (region.get("adcode") or "").startswith(query)
+    return any(query in (region.get(level) or "") for level in ("province", "city", "county"))
+
+
+def matches(lead: Lead, lead_filter: LeadFilter, now_ms: int) -> bool:
+    """Whether ``lead`` passes every non-empty field of ``lead_filter``."""
+    if lead_filter.regions and not any(_region_matches(lead.region, q) for q in lead_filter.regions):
+        return False
+    if lead_filter.types and not set(lead_filter.types) & set(lead.pollution_types):
+        return False
+    if lead_filter.min_score is not None and lead.score < lead_filter.min_score:
+        return False
+    if lead_filter.campaigns and not any(c == q or c.startswith(q + ".")
+                                         for c in lead.campaigns for q in lead_filter.campaigns):
+        return False
+    if lead_filter.overdue_only and not is_overdue(lead, now_ms):
+        return False
+    return True
+
+
+# ---- order ---------------------------------------------------------------------------------------
+
+def feed_key(lead: Lead, now_ms: int) -> Tuple[int, int, float, int, str]:
+    """Sort key of the feed order (see the module docstring): tier, overdue first, score, recency."""
+    tier = TIER_ORDER.index(lead.tier) if lead.tier in TIER_ORDER else len(TIER_ORDER)
+    return (tier, 0 if is_overdue(lead, now_ms) else 1, -lead.score, -lead.last_seen_ms, lead.lead_id)
+
+
+def rank_leads(leads: Iterable[Lead], now_ms: int, lead_filter: LeadFilter = LeadFilter()) -> List[Lead]:
+    """The leads passing ``lead_filter``, in feed order (rank 1 first)."""
+    return sorted((lead for lead in leads if matches(lead, lead_filter, now_ms)),
+                  key=lambda lead: feed_key(lead, now_ms))
+
+
+class RankIndex:
+    """Ranks of the leads seen so far, kept sorted as leads arrive and change (for ``tail``).
+
+    An insert or update costs a binary search and a list shift. Overdue depends on the clock, so
+    when the earliest pending deadline passes, every key is recomputed once.
+    """
+
+    def __init__(self):
+        self._keys: Dict[str, tuple] = {}
+        self._sorted: List[tuple] = []
+        self._leads: Dict[str, Lead] = {}
+        self._next_deadline_ms: Optional[int] = None
+
+    def __len__(self) -> int:
+        return len(self._sorted)
+
+    def __contains__(self, lead_id: str) -> bool:
+        return lead_id in self._keys
+
+    def _rebuild(self, now_ms: int) -> None:
+        self._keys = {lead_id: feed_key(lead, now_ms) for lead_id, lead in self._leads.items()}
+        self._sorted = sorted(self._keys.values())
+        pending = [lead.deadline_ms for lead in self._leads.values()
+                   if lead.deadline_ms is not None and lead.deadline_ms >= now_ms]
+        self._next_deadline_ms = min(pending) if pending else None
+
+    def discard(self, lead_id: str) -> None:
+        key = self._keys.pop(lead_id, None)
+        if key is not None:
+            del self._sorted[bisect.bisect_left(self._sorted, key)]
+            del self._leads[lead_id]
+
+    def update(self, lead: Lead, now_ms: int) -> int:
+        """Adds or replaces ``lead``; returns its rank (1 = first) among the leads held."""
+        if self._next_deadline_ms is not None and self._next_deadline_ms < now_ms:
+            self._rebuild(now_ms)
+        self.discard(lead.lead_id)
+        key = feed_key(lead, now_ms)
+        self._keys[lead.lead_id] = key
+        self._leads[lead.lead_id] = lead
+        position = bisect.bisect_left(self._sorted, key)
+        self._sorted.insert(position, key)
+        if lead.deadline_ms is not None and lead.deadline_ms >= now_ms and (
+                self._next_deadline_ms is None or lead.deadline_ms < self._next_deadline_ms):
+            self._next_deadline_ms = lead.deadline_ms
+        return position + 1
+
+
+# ---- formatting ----------------------------------------------------------------------------------
+
+def format_time_ms(epoch_ms: Optional[int]) -> str:
+    """``2025-01-10 14:57:32`` in China Standard Time (Excel reads it as a date), or ``""``."""
+    if epoch_ms is None:
+        return ""
+    return datetime.fromtimestamp(epoch_ms / 1000, CST).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def place_name(region: Optional[dict]) -> str:
+    """Where a lead is, as short as is unambiguous: ``南京市鼓楼区``, ``南京市``, ``江苏省`` or ``-``.
+
+    County names repeat across China (鼓楼区 is in four cities), so a county comes with its city.
+    """
+    if not region:
+        return "-"
+    city, county = region.get("city"), region.get("county")
+    if county:
+        return (city if city and city != county else "") + county
+    return city or region.get("province") or "-"
+
+
+def _display_width(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
+
+
+def _pad(text: str, width: int) -> str:
+    """Pads to ``width`` terminal columns (a Chinese character takes two)."""
+    return text + " " * max(0, width - _display_width(text))
+
+
+def format_reason(reason) -> str:
+    return f"{reason.factor} +{reason.points:g}"
+
+
+def format_lead_line(lead: Lead, rank: int, now_ms: int, status: str = "") -> str:
+    """One readable line: status, rank, tier, score, types, place, department, reports, OVERDUE,
+    top three reasons and the lead key."""
+    parts = [
+        _pad(status, 3) if status else None,
+        f"#{rank:<4d}",
+        f"{lead.tier:<6s}",
+        f"{lead.score:6.1f}",
+        _pad(",".join(lead.pollution_types) or "-", 18),
+        _pad(place_name(lead.region), 22),
+        _pad(lead.department or "-", 24),
+        f"{lead.report_count:3d} report{'s' if lead.report_count != 1 else ' '}",
+        "OVERDUE" if is_overdue(lead, now_ms) else "       ",
+        ", ".join(format_reason(r) for r in lead.reasons[:3]) or "-",
+        f"[{lead.lead_id}]",
+    ]
+    return " ".join(part for part in parts if part is not None)
+
+
+def lead_to_feed_dict(lead: Lead, rank: int, now_ms: int) -> Dict:
+    """The lead as JSON for piping and export: ``rank`` and ``overdue`` first, then the fields of
+    ``schemas/lead.v2.avsc`` without :data:`HIDDEN_FIELDS` (still readable by ``--input``)."""
+    record = {"rank": rank, "overdue": is_overdue(lead, now_ms)}
+    for name, value in lead._asdict().items():
+        if name in HIDDEN_FIELDS:
+            continue
+        record[name] = [reason._asdict() for reason in value] if name == "reasons" else value
+    return record
+
+
+def _excel_safe(text: str) -> str:
+    return "'" + text if text.startswith(_FORMULA_PREFIXES) else text
+
+
+def lead_to_csv_row(lead: Lead, rank: int, now_ms: int) -> Dict[str, object]:
+    """One CSV row keyed by :data:`CSV_COLUMNS` (lists joined with ``;``, times in CST)."""
+    region = lead.region or {}
+    row = {
+        "rank": rank,
+        "overdue": "yes" if is_overdue(lead, now_ms) else "no",
+        "tier": lead.tier,
+        "score": lead.score,
+        "pollution_types": _LIST_SEPARATOR.join(lead.pollution_types),
+        "province": region.get("province") or "",
+        "city": region.get("city") or "",
+        "county": region.get("county") or "",
+        "adcode": region.get("adcode") or "",
+        "region_level": region.get("level") or "",
+        "department": lead.department or "",
+        "report_count": lead.report_count,
+        "distinct_reporters": lead.distinct_reporters,
+        "first_seen_cst": format_time_ms(lead.first_seen_ms),
+        "last_seen_cst": format_time_ms(lead.last_seen_ms),
+        "deadline_cst": format_time_ms(lead.deadline_ms),
+        "channel": lead.channel or "",
+        "campaigns": _LIST_SEPARATOR.join(lead.campaigns),
+        "reasons": _LIST_SEPARATOR.join(f"{format_reason(r)} ({r.detail})" for r in lead.reasons),
+        "summary": lead.summary,
+        "lead_id": lead.lead_id,
+        "first_complaint_id": lead.first_complaint_id,
+        "complaint_ids": _LIST_SEPARATOR.join(lead.complaint_ids),
+        "matter_entities": _LIST_SEPARATOR.join(lead.matter_entities),
+        "routing_rule": lead.routing_rule or "",
+        "updated_at_cst": format_time_ms(lead.updated_at_ms),
+    }
+    for column in _FREE_TEXT_COLUMNS:
+        row[column] = _excel_safe(str(row[column]))
+    return row
+
+
+# ---- locations -----------------------------------------------------------------------------------
+
+class Location(NamedTuple):
+    longitude: float
+    latitude: float
+    adcode: str  # the division whose centre is used
+    level: str  # its level: the point is as precise as a county, a city or a province
+
+
+def lead_location(region: Optional[dict], table=None) -> Optional[Location]:
+    """The centre of the lead's division, or of the nearest enclosing division that has one
+    (the division table lacks some centres, and a code no longer in force may be missing)."""
+    if not region or not region.get("adcode"):
+        return None
+    if table is None:
+        from envleads.divisions import load_divisions
+
+        table = load_divisions()
+    adcode = region["adcode"]
+    candidates = [adcode]
+    division = table.get(adcode)
+    if division is not None:
+        candidates += [code for code in (division.city_code, division.province_code) if code]
+    candidates += [adcode[:4] + "00", adcode[:2] + "0000"]
+    for code in candidates:
+        found = table.get(code)
+        if found is not None and found.longitude is not None and found.latitude is not None:
+            return Location(found.longitude, found.latitude, found.adcode, found.level)
+    return None
+
+
+# ---- reading leads -------------------------------------------------------------------------------
+
+def _progress(description: str, unit: str = "record", total: Optional[int] = None):
+    from tqdm import tqdm
+
+    # disable=None: shown on a terminal only, silent in pipes, logs and CI.
+    return tqdm(desc=description, unit=unit, total=total, disable=None, leave=False, file=sys.stderr)
+
+
+def read_leads_file(path: str) -> Dict[str, Lead]:
+    """Leads from a JSON Lines file (``envleads batch --leads`` or ``export --format jsonl``);
+    when a key repeats, the last line wins (compacted-topic semantics)."""
+    from envleads.leads import lead_from_avro_dict
+
+    leads: Dict[str, Lead] = {}
+    with open(path, encoding="utf-8-sig") as handle, _progress(f"reading {os.path.basename(path)}", "lead") as bar:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                lead = lead_from_avro_dict(json.loads(line))
+            except (ValueError, KeyError, TypeError) as error:
+                raise ValueError(f"{path}:{number}: not a lead record ({type(error).__name__})") from None
+            leads[lead.lead_id] = lead
+            bar.update()
+    return leads
+
+
+def read_leads_topic(bootstrap_servers: str, topic: str, security=None, idle_s: float = 2.0) -> Dict[str, Lead]:
+    """The compacted view of the lead topic: read from the beginning until nothing arrives for
+    ``idle_s`` (the embedded broker under-reports end offsets, so the end is found by waiting)."""
+    from envleads.pipelines.kafka_io import LeadView
+
+    view = LeadView(bootstrap_servers, topic, security)
+    try:
+        with _progress(f"reading {topic}") as bar:
+            while True:
+                read = view.refresh(wait_s=idle_s)
+                bar.update(read)
+                if not read:
+                    break
+        return dict(view.leads)
+    finally:
+        view.close()
+
+
+# ---- export --------------------------------------------------------------------------------------
+
+def write_csv(ranked: Sequence[Lead], handle: TextIO, now_ms: int) -> None:
+    """CSV for Excel: the caller opens ``handle`` with ``encoding="utf-8-sig"`` (the BOM makes
+    Excel read UTF-8, so Chinese text is not garbled) and ``newline=""``."""
+    writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, lineterminator="\r\n")
+    writer.writeheader()
+    for rank, lead in enumerate(_progress_iter(ranked, "writing CSV"), start=1):
+        writer.writerow(lead_to_csv_row(lead, rank, now_ms))
+
+
+def write_jsonl(ranked: Sequence[Lead], handle: TextIO, now_ms: int) -> None:
+    for rank, lead in enumerate(_progress_iter(ranked, "writing JSON Lines"), start=1):
+        handle.write(json.dumps(lead_to_feed_dict(lead, rank, now_ms), ensure_ascii=False) + "\n")
+
+
+def geojson_collection(ranked: Sequence[Lead], now_ms: int, table=None) -> Dict:
+    """A FeatureCollection: one Point per lead at its division's centre (``location_level`` says
+    how precise), properties = the lead's feed fields; a lead without a region has no geometry."""
+    features = []
+    for rank, lead in enumerate(_progress_iter(ranked, "writing GeoJSON"), start=1):
+        properties = lead_to_feed_dict(lead, rank, now_ms)
+        location = lead_location(lead.region, table)
+        properties["location_adcode"] = location.adcode if location else None
+        properties["location_level"] = location.level if location else None
+        geometry = ({"type": "Point", "coordinates": [round(location.longitude, 6), round(location.latitude, 6)]}
+                    if location else None)
+        features.append({"type": "Feature", "id": lead.lead_id, "geometry": geometry, "properties": properties})
+    return {"type": "FeatureCollection", "features": features}
+
+
+def _progress_iter(items: Sequence, description: str) -> Iterator:
+    with _progress(description, "lead", total=len(items)) as bar:
+        for item in items:
+            yield item
+            bar.update()
+
+
+def export_leads(leads: Iterable[Lead], output_format: str, output: TextIO, now_ms: int,
+                 lead_filter: LeadFilter = LeadFilter()) -> int:
+    """Writes the leads passing ``lead_filter`` in feed order; returns how many.
+
+    Args:
+        leads: the current leads (one per key).
+        output_format: ``csv``, ``jsonl`` or ``geojson``.
+        output: text stream; for CSV opened with ``encoding="utf-8-sig", newline=""``.
+        now_ms: the time at which ``overdue`` is decided.
+        lead_filter: what to keep.
+    """
+    if output_format not in EXPORT_FORMATS:
+        raise ValueError(f"format must be one of {EXPORT_FORMATS}, got {output_format!r}")
+    ranked = rank_leads(leads, now_ms, lead_filter)
+    if output_format == "csv":
+        write_csv(ranked, output, now_ms)
+    elif output_format == "jsonl":
+        write_jsonl(ranked, output, now_ms)
+    else:
+        json.dump(geojson_collection(ranked, now_ms), output, ensure_ascii=False)
+        output.write("\n")
+    return len(ranked)
+
+
+# ---- tail ----------------------------------------------------------------------------------------
+
+def parse_since(value: str) -> int:
+    """An ISO-8601 time as epoch ms; without an offset it is China Standard Time."""
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"--since: not an ISO-8601 time: {value!r} (e.g. 2025-01-10T08:00 or 2025-01-10)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=CST)
+    return int(moment.timestamp() * 1000)
+
+
+def _position(consumer, group_id: Optional[str], from_beginning: bool, since_ms: Optional[int],
+              started_ms: int) -> Dict:
+    """Puts every partition where the user asked to start; returns, per partition left at its end,
+    the record time below which records are skipped.
+
+    Why the skip: the embedded broker (Tansu) reports the end of a partition as the base offset of
+    its last record *batch* + 1, so "seek to end" lands inside the last batch and would replay it.
+    Records written before the tail started (or before ``--since``) are therefore dropped until the
+    first newer one arrives on that partition. A producer whose clock is behind the tail's can have
+    its first records dropped the same way; a real Kafka cluster gives the exact end.
+    """
+    guards = {}
+    assignment = list(consumer.assignment())
+    found = consumer.offsets_for_times({tp: since_ms for tp in assignment}) if since_ms is not None else {}
+    for tp in assignment:
+        if since_ms is not None:
+            hit = found.get(tp)
+            # Nothing written at or after since_ms: Kafka answers None, Tansu offset 0 with timestamp -1.
+            if hit is None or hit.timestamp < 0 or hit.offset < 0:
+                consumer.seek_to_end(tp)
+                guards[tp] = since_ms
+            else:
+                consumer.seek(tp, hit.offset)
+        elif from_beginning:
+            consumer.seek_to_beginning(tp)
+        elif not (group_id and consumer.committed(tp) is not None):
+            guards[tp] = started_ms  # open_consumer left it at the end: only records from now on
+    return guards
+
+
+def _commit(consumer, positions: Dict) -> None:
+    from kafka.structs import OffsetAndMetadata
+
+    consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in positions.items()})
+
+
+def tail_leads(bootstrap_servers: str, topic: str, emit: Callable[[str], None], *,
+               lead_filter: LeadFilter = LeadFilter(), json_output: bool = False,
+               from_beginning: bool = False, since_ms: Optional[int] = None, group_id: Optional[str] = None,
+               security=None, idle_exit_s: Optional[float] = None, max_s: Optional[float] = None,
+               now_fn: Callable[[], int] = lambda: int(time.time() * 1000)) -> int:
+    """Follows the lead topic, calling ``emit`` with one line per new or updated lead passing the
+    filter; returns the number of lines emitted.
+
+    Starts at the group's committed offsets when ``group_id`` has some, else at the end (only new
+    records), unless ``from_beginning`` or ``since_ms`` (the time the lead record was written, by
+    the broker's timestamp index) says otherwise. With ``group_id`` the offsets are committed after
+    each batch is printed, so a restarted tail resumes where it stopped. Runs until interrupted,
+    until nothing arrived for ``idle_exit_s`` or for ``max_s`` in all.
+
+    Args:
+        emit: called with each line (no newline).
+        now_fn: the clock that decides ``overdue`` (epoch ms).
+    """
+    from envleads import schemas
+    from envleads.leads import lead_from_avro_dict
+    from envleads.pipelines.kafka_io import open_consumer
+
+    consumer = open_consumer(bootstrap_servers, topic, group_id, security, from_beginning=from_beginning)
+    index = RankIndex()
+    emitted = skipped = 0
+    started = last_record = time.monotonic()
+    try:
+        guards = _position(consumer, group_id, from_beginning, since_ms, int(time.time() * 1000))
+        while True:
+            now = time.monotonic()
+            if max_s is not None and now - started >= max_s:
+                break
+            if idle_exit_s is not None and now - last_record >= idle_exit_s:
+                break
+            batch = consumer.poll(timeout_ms=500, max_records=1000)
+            # Partitions interleaved by record time; within a partition the log order is kept, so
+            # the versions of one lead (one key, one partition) are never printed out of order.
+            records = list(heapq.merge(*batch.values(), key=lambda r: r.timestamp))
+            if not records:
+                continue
+            last_record = time.monotonic()
+            positions = {}
+            for record in records:
+                tp = _topic_partition(record)
+                positions[tp] = record.offset + 1
+                if tp in guards:
+                    if record.timestamp < guards[tp]:
+                        continue  # written before the start asked for (see _position)
+                    del guards[tp]
+                key = record.key.decode("utf-8") if record.key else None
+                if record.value is None:
+                    if key:
+                        index.discard(key)  # tombstone: the lead was withdrawn
+                    continue
+                try:
+                    lead = lead_from_avro_dict(schemas.decode(schemas.LEADS, record.value))
+                except Exception:  # noqa: BLE001 - one unreadable record must not stop the feed
+                    skipped += 1
+                    LOG.warning("skipped an unreadable lead record at %s/%d@%d", record.topic,
+                                record.partition, record.offset)
+                    continue
+                now_ms = now_fn()
+                if not matches(lead, lead_filter, now_ms):
+                    index.discard(lead.lead_id)  # e.g. its score fell under --min-score
+                    continue
+                status = "UPD" if lead.lead_id in index else "NEW"
+                rank = index.update(lead, now_ms)
+                if json_output:
+                    record_dict = lead_to_feed_dict(lead, rank, now_ms)
+                    record_dict["status"] = status.lower()
+                    emit(json.dumps(record_dict, ensure_ascii=False))
+                else:
+                    emit(format_lead_line(lead, rank, now_ms, status))
+                emitted += 1
+            if group_id:
+                _commit(consumer, positions)
+    finally:
+        consumer.close()
+    if skipped:
+        LOG.warning("%d unreadable lead records skipped", skipped)
+    return emitted
+
+
+def _topic_partition(record):
+    from kafka import TopicPartition
+
+    return TopicPartition(record.topic, record.partition)
+
+
+# ---- command line --------------------------------------------------------------------------------
+
+def _filter_from_args(args: argparse.Namespace) -> LeadFilter:
+    try:
+        return make_filter(args.region or (), args.type or (), args.min_score, args.campaign or (), args.overdue)
+    except ValueError as error:
+        raise SystemExit(f"envleads: {error}") from None
+
+
+def _print_line(line: str) -> None:
+    print(line, flush=True)
+
+
+def _tail_command(args: argparse.Namespace) -> int:
+    from envleads.ops.kafka_config import security_from_args
+
+    lead_filter = _filter_from_args(args)
+    try:
+        since_ms = parse_since(args.since) if args.since else None
+    except ValueError as error:
+        raise SystemExit(f"envleads: {error}") from None
+    try:
+        tail_leads(args.bootstrap_servers, args.leads_topic, _print_line, lead_filter=lead_filter,
+                   json_output=args.json, from_beginning=args.from_beginning, since_ms=since_ms,
+                   group_id=args.group_id, security=security_from_args(args), idle_exit_s=args.exit_when_idle)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader (head, less) went away: stop quietly, and keep Python from complaining at exit.
+        sys.stdout = open(os.devnull, "w")
+    return 0
+
+
+def _export_command(args: argparse.Namespace) -> int:
+    from envleads.ops.kafka_config import security_from_args
+
+    lead_filter = _filter_from_args(args)
+    if args.input:
+        leads = read_leads_file(args.input)
+    else:
+        leads = read_leads_topic(args.bootstrap_servers, args.leads_topic, security_from_args(args), args.idle)
+    now_ms = int(time.time() * 1000)
+    to_stdout = args.output == "-"
+    if args.format == "csv":
+        handle = (open(sys.stdout.fileno(), "w", encoding="utf-8-sig", newline="", closefd=False) if to_stdout
+                  else open(args.output, "w", encoding="utf-8-sig", newline=""))
+    else:
+        handle = sys.stdout if to_stdout else open(args.output, "w", encoding="utf-8")
+    try:
+        count = export_leads(leads.values(), args.format, handle, now_ms, lead_filter)
+    finally:
+        if handle is not sys.stdout:
+            handle.close()
+    print(f"exported {count} of {len(leads)} leads to {args.output} ({args.format})", file=sys.stderr)
+    return 0
+
+
+def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
+    """The lead filters shared by ``tail``, ``export`` and the dashboard's defaults."""
+    group = parser.add_argument_group("filters (repeat a flag, or give a comma-separated list, to OR values)")
+    group.add_argument("--region", action="append", metavar="NAME|ADCODE",
+                       help="division name (南京, 鼓楼区) or GB/T 2260 code prefix (32, 3201, 320100)")
+    group.add_argument("--type", action="append", metavar="TYPE",
+                       help="pollution type: " + ", ".join(POLLUTION_LABELS))
+    group.add_argument("--min-score", type=float, default=None, help="only leads scoring at least this")
+    group.add_argument("--campaign", action="append", metavar="ID",
+                       help="campaign id or prefix (blue_sky.yangtze_delta, blue_sky)")
+    group.add_argument("--overdue", action="store_true", help="only leads whose assignment deadline has passed")
+
+
+def add_subcommand(subparsers) -> None:
+    from envleads.ops.kafka_config import add_kafka_arguments
+
+    tail = subparsers.add_parser(
+        "tail", help="follow the lead topic: one line per new or updated lead",
+        description="Prints one line per new or updated lead (rank among the leads seen so far, tier, "
+                    "score, types, place, department, reports, OVERDUE, top reasons). Ctrl-C stops.")
+    add_kafka_arguments(tail)
+    tail.add_argument("--leads-topic", default="leads", help="compacted topic of leads, keyed by lead_id")
+    start = tail.add_mutually_exclusive_group()
+    start.add_argument("--from-beginning", action="store_true", help="replay the whole topic first")
+    start.add_argument("--since", metavar="ISO-TIME",
+                       help="start at records written at or after this time (no offset: China Standard Time)")
+    tail.add_argument("--group-id", default=None,
+                      help="consumer group: resume from its committed offsets and commit as lines are printed")
+    tail.add_argument("--json", action="store_true",
+                      help="one JSON object per line (rank, overdue, status, lead fields; no reporter keys)")
+    tail.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS",
+                      help="stop after this many seconds without new records (default: run until Ctrl-C)")
+    add_filter_arguments(tail)
+    tail.set_defaults(func=_tail_command)
+
+    export = subparsers.add_parser(
+        "export", help="write the current leads as CSV (Excel), JSON Lines or GeoJSON",
+        description="Writes the current leads (last record per lead key) in feed order: tier, overdue "
+                    "first within a tier, score, most recent. CSV is UTF-8 with BOM for Excel; GeoJSON "
+                    "points sit at the centre of each lead's division. No identity fields.")
+    add_kafka_arguments(export)
+    export.add_argument("--leads-topic", default="leads", help="compacted topic of leads, keyed by lead_id")
+    export.add_argument("--input", default=None, metavar="LEADS.jsonl",
+                        help="read leads from this file (envleads batch --leads) instead of Kafka")
+    export.add_argument("--format", choices=EXPORT_FORMATS, default="csv", help="output format (default csv)")
+    export.add_argument("--output", required=True, metavar="PATH", help="output file, or - for stdout")
+    export.add_argument("--idle", type=float, default=2.0, metavar="SECONDS",
+                        help="the topic is read to its end when nothing arrives for this long (default 2)")
+    add_filter_arguments(export)
+    export.set_defaults(func=_export_command)

@@ -1,0 +1,490 @@
+"""The streaming forms of repeat detection and lead building: TestStream on the DirectRunner in
+streaming mode (watermark steps, late data, state expiry), and the stateful DoFns alone.
+
+Inputs are enriched complaints built by hand, so these tests need no classifier; one test runs the
+whole path with the trained model. Event times are days after ``T0``; the repeat window is the
+packaged 90 days.
+"""
+import hashlib
+import json
+from datetime import datetime, timedelta, timezone
+
+import apache_beam as beam
+import pytest
+from apache_beam.metrics.execution import MetricsContainer
+from apache_beam.metrics.metricbase import MetricName
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.worker import statesampler
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing import test_stream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils import counters
+from apache_beam.utils.timestamp import Timestamp
+
+from envleads import schemas
+from envleads.leads import lead_from_avro_dict, lead_to_avro_dict, merge_lead
+from envleads.pipelines.streaming import (BuildLeadsStreaming, ComplaintsToLeadsStreaming,
+                                          DeduplicatePetitionsStreaming, JsonStateCoder, LeadStateCoder,
+                                          _AssignMattersStreamingFn, _MergeLeadStreamingFn, next_expiry_ms,
+                                          report_matter)
+from envleads.pipelines.transforms import DeduplicatePetitions, RawEvent
+from envleads.records import Complaint, EnrichedComplaint, RegionResolution, TypePrediction
+from envleads.repeats import MatterIndex, load_repeat_config
+from envleads.scoring import load_scoring_weights
+
+T0_MS = 1772330400000  # 2026-03-01T10:00:00+08:00
+DAY_MS = 86_400_000
+WINDOW_DAYS = 90  # data/repeats.json
+
+# One matter told three ways (a dyeing works discharging at night), one unrelated matter nearby.
+DYEING_1 = "杭州市余杭区仁和街道永盛印染厂每天夜里往河里偷排黑色废水，河水发臭，鱼都死了。"
+DYEING_2 = "再次投诉余杭区仁和街道永盛印染厂，晚上偷偷往河里排黑水，河道又黑又臭。"
+DYEING_3 = "余杭区仁和那家永盛印染厂夜间偷排废水到旁边河里的问题还没解决，河水发黑发臭，请环保部门查处。"
+BARBECUE = "杭州市余杭区良渚街道玉鸟路上有家烧烤店油烟直排居民楼，熏得没法开窗。"
+
+
+def _matter(first_complaint_id):
+    """The matter id rule written out: ``m-`` + the first 16 hex digits of SHA-1 of the first id."""
+    return "m-" + hashlib.sha1(first_complaint_id.encode("utf-8")).hexdigest()[:16]
+
+
+def _lead(first_complaint_id):
+    return "lead-" + _matter(first_complaint_id)
+
+
+def _at(day):
+    return T0_MS + int(day * DAY_MS)
+
+
+def _complaint(complaint_id, day, text, labels=("water",), reporter=None):
+    ms = _at(day)
+    complaint = Complaint(complaint_id, f"t+{day}d", ms, "", text, "web", reporter)
+    types = TypePrediction(list(labels), labels[0] if labels else None, 0.9, False, "test")
+    region = RegionResolution("浙江省", "杭州市", "余杭区", "330110", "county", 0.9, "余杭区", "test")
+    return EnrichedComplaint(complaint, [], types, region, department="余杭区生态环境分局", routing_rule="test")
+
+
+def _stream():
+    # imported as a module: pytest would try to collect a class named TestStream
+    return test_stream.TestStream()
+
+
+def _streaming_options():
+    options = PipelineOptions(["--runner=DirectRunner"])
+    options.view_as(StandardOptions).streaming = True
+    return options
+
+
+def _stamped(*complaints):
+    return [TimestampedValue(c, c.complaint.received_at_ms / 1000.0) for c in complaints]
+
+
+def _watermark(day):
+    return Timestamp(micros=_at(day) * 1000)
+
+
+def _assignments(reports):
+    return reports | "Assignments" >> beam.Map(
+        lambda r: (r.enriched.complaint.complaint_id, r.enriched.cluster_id, r.enriched.duplicate_of))
+
+
+def _lead_versions(leads):
+    return leads | "Versions" >> beam.Map(lambda lead: (lead.lead_id, lead.report_count, lead.complaint_ids))
+
+
+def _run(stream, assertions, prior=None):
+    """Runs both streaming stages over ``stream``; ``assertions(p, reports, leads)`` adds asserts."""
+    with TestPipeline(options=_streaming_options()) as p:
+        prior_leads = p | "Prior" >> beam.Create(prior) if prior is not None else None
+        reports = p | "Complaints" >> stream | DeduplicatePetitionsStreaming(prior_leads)
+        leads = reports | BuildLeadsStreaming(prior_leads)
+        assertions(reports, leads)
+
+
+# ----------------------------------------------------------------------------------- (a) in order
+def test_paraphrased_reports_update_one_lead_as_they_arrive():
+    stream = (_stream()
+              .advance_watermark_to(_watermark(0))
+              .add_elements(_stamped(_complaint("a1", 0.1, DYEING_1, reporter="k1")))
+              .advance_watermark_to(_watermark(1))
+              .add_elements(_stamped(_complaint("a2", 3, DYEING_2, reporter="k2")))
+              .advance_watermark_to(_watermark(4))
+              .add_elements(_stamped(_complaint("a3", 10, DYEING_3, reporter="k3")))
+              .advance_watermark_to_infinity())
+
+    def check(reports, leads):
+        assert_that(_assignments(reports), equal_to([
+            ("a1", _matter("a1"), None), ("a2", _matter("a1"), "a1"), ("a3", _matter("a1"), "a1")]),
+            label="matters")
+        assert_that(_lead_versions(leads), equal_to([
+            (_lead("a1"), 1, ["a1"]), (_lead("a1"), 2, ["a1", "a2"]), (_lead("a1"), 3, ["a1", "a2", "a3"])]),
+            label="leads")
+        assert_that(leads | "Reporters" >> beam.Map(lambda lead: lead.distinct_reporters), equal_to([1, 2, 3]),
+                    label="reporters")
+
+    _run(stream, check)
+
+
+def test_an_unrelated_complaint_in_the_same_city_gets_its_own_matter_and_lead():
+    stream = (_stream()
+              .add_elements(_stamped(_complaint("a1", 0, DYEING_1)))
+              .advance_watermark_to(_watermark(1))
+              .add_elements(_stamped(_complaint("b1", 2, BARBECUE, labels=("air",))))
+              .advance_watermark_to(_watermark(3))
+              .add_elements(_stamped(_complaint("a2", 4, DYEING_2)))
+              .advance_watermark_to_infinity())
+
+    def check(reports, leads):
+        assert_that(_assignments(reports), equal_to([
+            ("a1", _matter("a1"), None), ("b1", _matter("b1"), None), ("a2", _matter("a1"), "a1")]),
+            label="matters")
+        assert_that(_lead_versions(leads), equal_to([
+            (_lead("a1"), 1, ["a1"]), (_lead("b1"), 1, ["b1"]), (_lead("a1"), 2, ["a1", "a2"])]), label="leads")
+
+    _run(stream, check)
+
+
+# --------------------------------------------------------------------------------------- (b) late
+def test_a_late_repeat_still_joins_its_live_matter():
+    stream = (_stream()
+              .add_elements(_stamped(_complaint("a1", 0, DYEING_1)))
+              .advance_watermark_to(_watermark(20))
+              .add_elements(_stamped(_complaint("a2", 30, DYEING_2)))
+              .advance_watermark_to(_watermark(40))
+              # event time day 10, thirty days behind the watermark
+              .add_elements(_stamped(_complaint("a3", 10, DYEING_3)))
+              .advance_watermark_to_infinity())
+
+    def check(reports, leads):
+        assert_that(_assignments(reports), equal_to([
+            ("a1", _matter("a1"), None), ("a2", _matter("a1"), "a1"), ("a3", _matter("a1"), "a1")]),
+            label="matters")
+        assert_that(leads | "Times" >> beam.Map(lambda lead: (lead.report_count, lead.first_seen_ms, lead.last_seen_ms)),
+                    equal_to([(1, _at(0), _at(0)), (2, _at(0), _at(30)), (3, _at(0), _at(30))]), label="leads")
+
+    _run(stream, check)
+
+
+# ------------------------------------------------------------------------------------- (c) expiry
+def test_a_matter_expires_when_the_watermark_passes_its_last_report_plus_the_window():
+    # An on-time report after expiry is also more than 90 days from the last report, so the index
+    # alone would refuse the join; the late report in the test after the next proves the expiry.
+    last_report_day = 5
+    stream = (_stream()
+              .add_elements(_stamped(_complaint("a1", 0, DYEING_1)))
+              .advance_watermark_to(_watermark(1))
+              .add_elements(_stamped(_complaint("a2", last_report_day, DYEING_2)))
+              # one hour past day 5 + 90 days: the matter is gone
+              .advance_watermark_to(_watermark(last_report_day + WINDOW_DAYS + 1 / 24))
+              .add_elements(_stamped(_complaint("a4", last_report_day + WINDOW_DAYS + 1, DYEING_1)))
+              .advance_watermark_to_infinity())
+
+    def check(reports, leads):
+        assert_that(_assignments(reports), equal_to([
+            ("a1", _matter("a1"), None), ("a2", _matter("a1"), "a1"), ("a4", _matter("a4"), None)]),
+            label="matters")
+        assert_that(_lead_versions(leads), equal_to([
+            (_lead("a1"), 1, ["a1"]), (_lead("a1"), 2, ["a1", "a2"]), (_lead("a4"), 1, ["a4"])]), label="leads")
+
+    _run(stream, check)
+
+
+def test_a_matter_is_still_live_up_to_its_expiry():
+    # The same steps as above, but the watermark stops an hour short of day 5 + 90: a4 (event time
+    # within 90 days of a2) joins.
+    stream = (_stream()
+              .add_elements(_stamped(_complaint("a1", 0, DYEING_1)))
+              .advance_watermark_to(_watermark(1))
+              .add_elements(_stamped(_complaint("a2", 5, DYEING_2)))
+              .advance_watermark_to(_watermark(5 + WINDOW_DAYS - 1 / 24))
+              .add_elements(_stamped(_complaint("a4", 5 + WINDOW_DAYS - 1 / 48, DYEING_1)))
+              .advance_watermark_to_infinity())
+
+    def check(reports, leads):
+        assert_that(_assignments(reports), equal_to([
+            ("a1", _matter("a1"), None), ("a2", _matter("a1"), "a1"), ("a4", _matter("a1"), "a1")]),
+            label="matters")
+
+    _run(stream, check)
+
+
+def test_a_late_report_of_an_expired_matter_does_not_revive_it():
+    # a3's event time (day 50) is within 90 days of the matter's last report (day 5), but the
+    # watermark has passed the matter's expiry before a3 arrives.
+    stream = (_stream()
+              .add_elements(_stamped(_complaint("a1", 0, DYEING_1)))
+              .advance_watermark_to(_watermark(1))
+              .add_elements(_stamped(_complaint("a2", 5, DYEING_2)))
+              .advance_watermark_to(_watermark(100))
+              .add_elements(_stamped(_complaint("a3", 50, DYEING_3)))
+              .advance_watermark_to_infinity())
+
+    def check(reports, leads):
+        assert_that(_assignments(reports), equal_to([
+            ("a1", _matter("a1"), None), ("a2", _matter("a1"), "a1"), ("a3", _matter("a3"), None)]),
+            label="matters")
+
+    _run(stream, check)
+
+
+# -------------------------------------------------------------------------------- (d) prior leads
+def _prior_lead(complaint_id, day, text):
+    """A lead as a previous run left it on the compacted topic (through its Avro record)."""
+    weights = load_scoring_weights()
+    report, _ = report_matter(MatterIndex(load_repeat_config()), _complaint(complaint_id, day, text), weights)
+    lead = merge_lead(None, [report], _at(day), weights)
+    return lead_from_avro_dict(schemas.decode(schemas.LEADS, schemas.encode(schemas.LEADS, lead_to_avro_dict(lead))))
+
+
+def test_seeding_from_prior_leads_attaches_a_repeat_to_the_existing_lead():
+    prior = [_prior_lead("p1", 0, DYEING_1)]
+    stream = (_stream()
+              .advance_watermark_to(_watermark(2))
+              .add_elements(_stamped(_complaint("a2", 3, DYEING_2)))
+              .advance_watermark_to(_watermark(4))
+              .add_elements(_stamped(_complaint("b1", 5, BARBECUE, labels=("air",))))
+              .advance_watermark_to_infinity())
+
+    def check(reports, leads):
+        assert_that(_assignments(reports), equal_to([("a2", _matter("p1"), "p1"), ("b1", _matter("b1"), None)]),
+                    label="matters")
+        assert_that(_lead_versions(leads), equal_to([(_lead("p1"), 2, ["p1", "a2"]), (_lead("b1"), 1, ["b1"])]),
+                    label="leads")
+
+    _run(stream, check, prior=prior)
+
+
+def test_a_prior_lead_past_the_window_is_not_joined():
+    prior = [_prior_lead("p1", 0, DYEING_1)]
+    stream = (_stream()
+              .advance_watermark_to(_watermark(120))
+              .add_elements(_stamped(_complaint("a2", 121, DYEING_2)))
+              .advance_watermark_to_infinity())
+
+    def check(reports, leads):
+        assert_that(_assignments(reports), equal_to([("a2", _matter("a2"), None)]), label="matters")
+
+    _run(stream, check, prior=prior)
+
+
+# ----------------------------------------------------------------------------- lead-building rules
+def test_a_non_environmental_first_report_joins_the_lead_of_a_later_environmental_one():
+    stream = (_stream()
+              .add_elements(_stamped(_complaint("a1", 0, DYEING_1, labels=())))
+              .advance_watermark_to(_watermark(1))
+              .add_elements(_stamped(_complaint("a2", 2, DYEING_2)))
+              .advance_watermark_to_infinity())
+
+    def check(reports, leads):
+        assert_that(leads | "Ids" >> beam.Map(lambda lead: (lead.lead_id, lead.first_complaint_id, lead.complaint_ids)),
+                    equal_to([(_lead("a1"), "a1", ["a1", "a2"])]), label="leads")
+
+    _run(stream, check)
+
+
+def test_a_redelivered_complaint_changes_nothing():
+    stream = (_stream()
+              .add_elements(_stamped(_complaint("a1", 0, DYEING_1)))
+              .advance_watermark_to(_watermark(1))
+              .add_elements(_stamped(_complaint("a1", 0, DYEING_1)))
+              .advance_watermark_to_infinity())
+
+    def check(reports, leads):
+        assert_that(_assignments(reports), equal_to([("a1", _matter("a1"), None), ("a1", _matter("a1"), None)]),
+                    label="matters")
+        assert_that(_lead_versions(leads), equal_to([(_lead("a1"), 1, ["a1"])]), label="leads")
+
+    _run(stream, check)
+
+
+# ------------------------------------------------------------------------- same as the bounded form
+EXPECTED_MATTERS = [("a1", _matter("a1"), None), ("b1", _matter("b1"), None), ("a2", _matter("a1"), "a1"),
+                    ("a3", _matter("a1"), "a1")]
+
+
+def _mixed():
+    return [_complaint("a1", 0, DYEING_1), _complaint("b1", 1, BARBECUE, labels=("air",)),
+            _complaint("a2", 3, DYEING_2), _complaint("a3", 10, DYEING_3)]
+
+
+def test_bounded_and_streaming_repeat_detection_assign_the_same_matters():
+    with TestPipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
+        reports = p | beam.Create(_mixed()) | DeduplicatePetitions()
+        assert_that(_assignments(reports), equal_to(EXPECTED_MATTERS))
+    stream = _stream()
+    for complaint in _mixed():
+        stream = stream.add_elements(_stamped(complaint)).advance_watermark_to(
+            _watermark((complaint.complaint.received_at_ms - T0_MS) / DAY_MS))
+    with TestPipeline(options=_streaming_options()) as p:
+        reports = p | stream.advance_watermark_to_infinity() | DeduplicatePetitionsStreaming()
+        assert_that(_assignments(reports), equal_to(EXPECTED_MATTERS))
+
+
+# ------------------------------------------------------------------------------- the DoFns alone
+class _FakeState:
+    def __init__(self, value=None):
+        self.value = value
+
+    def read(self):
+        return self.value
+
+    def write(self, value):
+        self.value = value
+
+    def clear(self):
+        self.value = None
+
+
+class _FakeBag:
+    def __init__(self):
+        self.items = []
+
+    def read(self):
+        return list(self.items)
+
+    def add(self, value):
+        self.items.append(value)
+
+    def clear(self):
+        self.items = []
+
+
+class _FakeTimer:
+    def __init__(self):
+        self.at = None
+
+    def set(self, timestamp):
+        self.at = timestamp
+
+
+class _CountedStep:
+    """Collects the Beam metrics a DoFn reports while called directly (as Beam's own metric tests do)."""
+
+    def __enter__(self):
+        self.container = MetricsContainer("step")
+        self._sampler = statesampler.StateSampler("", counters.CounterFactory())
+        statesampler.set_current_tracker(self._sampler)
+        self._state = self._sampler.scoped_state("step", "process", metrics_container=self.container)
+        self._state.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._state.__exit__(*exc)
+        statesampler.set_current_tracker(None)
+
+    def counter(self, namespace, name):
+        return self.container.get_counter(MetricName(namespace, name)).get_cumulative()
+
+
+def test_the_expiry_timer_empties_the_key_state_and_counts_expired_matters():
+    fn = _AssignMattersStreamingFn()
+    fn.setup()
+    index, seeded, timer = _FakeState(), _FakeState(), _FakeTimer()
+    with _CountedStep() as step:
+        for complaint in [_complaint("a1", 0, DYEING_1), _complaint("a2", 5, DYEING_2),
+                          _complaint("b1", 2, BARBECUE)]:
+            list(fn.process(("330100", complaint), {"330100": []}, index, seeded, timer))
+        # the oldest matter is the barbecue (last report day 2): first expiry at day 92 + 1 ms
+        assert timer.at == Timestamp(micros=(_at(2 + WINDOW_DAYS) + 1) * 1000)
+        fn.expire(timer.at, index, timer)
+        assert [row[0] for row in index.value["matters"]] == [_matter("a1")]
+        assert timer.at == Timestamp(micros=(_at(5 + WINDOW_DAYS) + 1) * 1000)
+        fn.expire(timer.at, index, timer)
+        assert index.value is None
+        assert step.counter("DeduplicatePetitions", "expired_matters") == 2
+        assert step.counter("DeduplicatePetitions", "cleared_keys") == 1
+        assert step.counter("DeduplicatePetitions", "new_matters") == 2
+        assert step.counter("DeduplicatePetitions", "repeats") == 1
+
+
+def test_prior_leads_are_restored_once_per_key_not_after_the_key_expired():
+    fn = _AssignMattersStreamingFn()
+    fn.setup()
+    index, seeded, timer = _FakeState(), _FakeState(), _FakeTimer()
+    prior = {"330100": [_prior_lead("p1", 0, DYEING_1)]}
+    reports = list(fn.process(("330100", _complaint("a2", 3, DYEING_2)), prior, index, seeded, timer))
+    assert [(r.enriched.cluster_id, r.enriched.duplicate_of) for r in reports] == [(_matter("p1"), "p1")]
+    fn.expire(timer.at, index, timer)  # day 3 + 90 days + 1 ms: the restored matter goes too
+    assert index.value is None
+    # a late repeat after the expiry: the prior lead is not restored a second time
+    reports = list(fn.process(("330100", _complaint("a3", 20, DYEING_3)), prior, index, seeded, timer))
+    assert [(r.enriched.cluster_id, r.enriched.duplicate_of) for r in reports] == [(_matter("a3"), None)]
+
+
+def test_the_lead_timer_clears_the_lead_after_the_window():
+    weights = load_scoring_weights()
+    reports = []
+    index = MatterIndex(load_repeat_config())
+    for complaint in [_complaint("a1", 0, DYEING_1), _complaint("a2", 5, DYEING_2)]:
+        reports.append(report_matter(index, complaint, weights)[0])
+    fn = _MergeLeadStreamingFn()
+    fn.setup()
+    lead_state, pending, timer = _FakeState(), _FakeBag(), _FakeTimer()
+    emitted = [lead for report in reports
+               for lead in fn.process((_matter("a1"), report), {}, lead_state, pending, timer)]
+    assert [lead.report_count for lead in emitted] == [1, 2]
+    assert timer.at == Timestamp(micros=(_at(5 + WINDOW_DAYS) + 1) * 1000)
+    fn.expire(lead_state, pending)
+    assert lead_state.value is None and pending.items == []
+
+
+def test_next_expiry_is_the_oldest_matter_plus_the_window_plus_one_ms():
+    state = {"matters": [["m-x", "x", 0, 5_000, 1], ["m-y", "y", 0, 2_000, 1]]}
+    assert next_expiry_ms(state, 1_000) == 3_001
+    assert next_expiry_ms({"matters": []}, 1_000) is None
+
+
+def test_state_coders_round_trip():
+    index = MatterIndex(load_repeat_config())
+    report, _ = report_matter(index, _complaint("a1", 0, DYEING_1), load_scoring_weights())
+    coder = JsonStateCoder()
+    restored = MatterIndex.from_state(coder.decode(coder.encode(index.to_state())), index.config)
+    assert restored.to_state() == index.to_state()
+    lead = merge_lead(None, [report], _at(0), load_scoring_weights())
+    assert LeadStateCoder().decode(LeadStateCoder().encode(lead)) == lead
+
+
+# ------------------------------------------------------------------------------------ whole path
+def _raw(complaint_id, day, text, phone):
+    received = datetime.fromtimestamp(_at(day) / 1000, timezone(timedelta(hours=8))).isoformat()
+    event = {"complaint_id": complaint_id, "received_at": received, "text": text, "channel": "web",
+             "reporter": {"phone": phone}}
+    return RawEvent(json.dumps(event, ensure_ascii=False).encode("utf-8"), "json")
+
+
+@pytest.fixture(scope="module")
+def trained_model():
+    from envleads.models.registry import ensure_default_model
+
+    return ensure_default_model()
+
+
+@pytest.fixture
+def pseudonym_key(monkeypatch):
+    monkeypatch.setenv("ENVLEADS_PSEUDONYM_KEY", "test-streaming-key")
+
+
+def test_whole_path_as_one_streaming_job(trained_model, pseudonym_key):
+    from envleads.pipelines.options import StageSettings
+
+    settings = StageSettings(model_version=trained_model)
+    events = [_raw("a1", 0, DYEING_1, "13900000001"), _raw("a2", 3, DYEING_2, "13900000002"),
+              _raw("a3", 10, DYEING_3, "13900000003")]
+    stream = (_stream()
+              .add_elements([TimestampedValue(events[0], _at(0) / 1000)])
+              .advance_watermark_to(_watermark(1))
+              .add_elements([TimestampedValue(events[1], _at(3) / 1000),
+                             TimestampedValue(RawEvent(b"{not json", "json"), _at(3) / 1000)])
+              .advance_watermark_to(_watermark(4))
+              .add_elements([TimestampedValue(events[2], _at(10) / 1000)])
+              .advance_watermark_to_infinity())
+    with TestPipeline(options=_streaming_options()) as p:
+        outputs = p | stream | ComplaintsToLeadsStreaming(settings)
+        assert_that(_assignments(outputs["enriched"]), equal_to([
+            ("a1", _matter("a1"), None), ("a2", _matter("a1"), "a1"), ("a3", _matter("a1"), "a1")]),
+            label="matters")
+        assert_that(outputs["leads"] | beam.Map(lambda lead: (lead.lead_id, lead.report_count, lead.region["adcode"])),
+                    equal_to([(_lead("a1"), 1, "330110"), (_lead("a1"), 2, "330110"), (_lead("a1"), 3, "330110")]),
+                    label="leads")
+        assert_that(outputs["dead_letters"] | beam.Map(lambda d: d.reason), equal_to(["invalid_json"]), label="dead")
