@@ -90,9 +90,10 @@ class _SegmentFn(beam.DoFn):
         self._tokenizer = build_tokenizer()
 
     def process(self, complaint: Complaint):
-        from envleads.text import segment
+        from envleads.text import segment_for_model
 
-        yield SegmentedComplaint(complaint, segment(self._tokenizer, f"{complaint.title}\n{complaint.text}"))
+        doc = segment_for_model(self._tokenizer, complaint.title, complaint.text)
+        yield SegmentedComplaint(complaint, doc.title_tokens + doc.tokens, doc)
 
 
 class SegmentText(beam.PTransform):
@@ -117,7 +118,9 @@ class _ClassifyFn(beam.DoFn):
         self._needs_review = Metrics.counter("ClassifyPollutionType", "needs_review")
 
     def process(self, batch: List[SegmentedComplaint]):
-        predictions = self._model.predict([(item.complaint.title, item.complaint.text) for item in batch])
+        # Segmented once upstream; (title, text) only for items built without a doc (tests, tools).
+        predictions = self._model.predict([item.doc or (item.complaint.title, item.complaint.text)
+                                           for item in batch])
         for item, prediction in zip(batch, predictions):
             if prediction.needs_review:
                 self._needs_review.inc()

@@ -6,7 +6,7 @@ record decide what leaves the process. A reporter's identity never gets past
 """
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional, Tuple
+from typing import Any, List, NamedTuple, Optional, Tuple
 
 POLLUTION_LABELS: Tuple[str, ...] = (
     "air", "water", "noise", "solid_waste", "soil", "radiation", "ecological", "other",
@@ -47,8 +47,12 @@ class Complaint(NamedTuple):
 
 
 class SegmentedComplaint(NamedTuple):
+    """A complaint and its words; ``doc`` keeps the normalised title/text split so the classifier
+    reuses this segmentation instead of segmenting the complaint a second time."""
+
     complaint: Complaint
     tokens: List[str]
+    doc: Optional[Any] = None  # envleads.text.SegmentedDoc (kept untyped: records import no jieba)
 
 
 class TypePrediction(NamedTuple):
