@@ -310,6 +310,27 @@ class EmbeddedBroker:
         self._signal_group(process, signal.SIGKILL)
         self._cleanup_after_exit()
 
+    def restart(self, port_timeout_s: float = 10.0) -> "EmbeddedBroker":
+        """Stops the broker and starts a new one on the same port (clients reconnect by address).
+
+        The memory storage engine starts empty: topics, records and committed offsets are gone,
+        as after the loss of a real broker's disks; recreate the topics afterwards.
+        """
+        if self.port is None:
+            raise RuntimeError("broker not started")
+        port = self.port
+        self.stop()
+        deadline = time.monotonic() + port_timeout_s
+        while not port_is_free(self.host, port):
+            if time.monotonic() > deadline:
+                raise BrokerStartError(f"port {self.host}:{port} still taken {port_timeout_s:.0f} s after stop")
+            time.sleep(0.1)
+        requested, self._requested_port = self._requested_port, port
+        try:
+            return self.start()
+        finally:
+            self._requested_port = requested
+
     @staticmethod
     def _signal_group(process: subprocess.Popen, sig: int) -> None:
         try:

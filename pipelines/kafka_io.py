@@ -111,6 +111,10 @@ def open_consumer(bootstrap_servers: str, topic: str, group_id: Optional[str], s
     return consumer
 
 
+class TopicNotFound(RuntimeError):
+    """The topic has no partitions in the broker's metadata (not created, or lost)."""
+
+
 def _partitions_for(consumer, topic: str, timeout_s: float = 10.0) -> List[int]:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -118,27 +122,36 @@ def _partitions_for(consumer, topic: str, timeout_s: float = 10.0) -> List[int]:
         if partitions:
             return sorted(partitions)
         if time.monotonic() > deadline:
-            raise RuntimeError(f"topic {topic!r} has no partitions (does it exist?)")
+            raise TopicNotFound(f"topic {topic!r} has no partitions (does it exist?)")
         time.sleep(0.2)
 
 
-def poll_new_events(consumer, max_records: int, wait_s: float) -> List[RawEvent]:
+def poll_new_events(consumer, max_records: int, wait_s: float,
+                    round_wait_s: Optional[float] = None) -> List[RawEvent]:
     """Up to ``max_records`` next records as Avro :class:`RawEvent` with their coordinates.
 
-    Returns early when a poll comes back empty after ``wait_s``; the embedded broker under-reports
-    end offsets, so "caught up" means "nothing arrived within the wait", not an offset comparison.
+    Waits up to ``wait_s`` for the first record. Then returns when ``max_records`` were read, when
+    a poll comes back empty for ``min(wait_s, 0.5)`` s, or (with ``round_wait_s``) that long after
+    the first record arrived, so that under a steady flow a round does not wait to fill up. The
+    embedded broker under-reports end offsets, so "caught up" means "nothing arrived within the
+    wait", not an offset comparison.
     """
     events: List[RawEvent] = []
     deadline = time.monotonic() + wait_s
+    round_deadline = None
     while len(events) < max_records:
-        batch = consumer.poll(timeout_ms=200, max_records=max_records - len(events))
+        timeout_ms = 200 if round_deadline is None else max(0, min(200, int((round_deadline - time.monotonic()) * 1000)))
+        batch = consumer.poll(timeout_ms=timeout_ms, max_records=max_records - len(events))
         records = [record for partition_records in batch.values() for record in partition_records]
         for record in records:
             events.append(RawEvent(record.value if record.value is not None else b"", "avro",
                                    KafkaCoordinates(record.topic, record.partition, record.offset)))
+        now = time.monotonic()
         if records:
-            deadline = time.monotonic() + min(wait_s, 0.5)
-        elif time.monotonic() > deadline:
+            deadline = now + min(wait_s, 0.5)
+            if round_deadline is None and round_wait_s is not None:
+                round_deadline = now + round_wait_s
+        if now > deadline or (round_deadline is not None and now >= round_deadline):
             break
     return events
 

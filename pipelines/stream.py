@@ -2,28 +2,51 @@
 
 Beam's local Python runners cannot emit from a grouping or stateful stage behind an unbounded
 source, so on one machine the pipeline runs as short bounded rounds: each round reads the raw
-events that arrived since the committed offsets, runs :class:`ComplaintsToLeads` over them with
-the compacted lead topic as the prior state (the matter index is rebuilt from it, so a restart
-loses nothing), writes enriched complaints, leads and dead letters to their topics, and only then
-commits the offsets (at-least-once; lead keys are stable, so a re-processed event updates its lead
-instead of adding one). The same transforms run as one streaming job on runners that support it.
+events that arrived since the committed offsets, runs the stages of :class:`ComplaintsToLeads`
+over them with the compacted lead topic as the prior state, writes enriched complaints, leads and
+dead letters to their topics, waits for the broker's acknowledgements, and only then commits the
+offsets (at-least-once; lead keys are stable, so a re-processed event updates its lead instead of
+adding one). The same transforms run as one streaming job on runners that support it.
+
+Two round engines:
+
+* ``local`` (default): :class:`LocalRoundEngine`, one long-lived process: the stateless stages'
+  DoFns set up once, the matter indexes kept between rounds (seeded per block from a
+  :class:`LeadStore`, the lead topic materialised on local disk), one producer for all topics.
+  A round is closed after ``max_round_events`` or ``round_wait_s`` after its first event, so
+  latency stays bounded under load.
+* ``beam``: every round is a FnApiRunner pipeline of :class:`ComplaintsToLeads` with all prior
+  leads as a side input (the reference form; ~0.8 s fixed cost per round and ~3x slower per event).
+
+Broker loss: any Kafka error in a round (or a broker that lost the group's committed offsets, as
+the in-memory embedded broker does on restart) closes the clients, drops in-memory matter state
+and reconnects with exponential backoff (one WARNING per attempt); nothing is committed for a
+round whose outputs were not acknowledged, so its events are read again.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
+import random
+import shutil
+import tempfile
 import time
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
+from apache_beam.pvalue import TaggedOutput
 
 from envleads import schemas
-from envleads.leads import lead_to_avro_dict
-from envleads.pipelines.kafka_io import LeadView, WriteToKafka, commit_events, open_consumer, poll_new_events
+from envleads.leads import (MatterReport, block_of_complaint, block_of_lead, lead_from_avro_dict, lead_id_for,
+                            lead_to_avro_dict, merge_lead, report_matter, seed_index)
+from envleads.pipelines.kafka_io import (LeadView, TopicNotFound, WriteToKafka, commit_events, open_consumer,
+                                         poll_new_events)
 from envleads.pipelines.options import StageSettings, pipeline_options, settings_from_options
 from envleads.pipelines.transforms import ComplaintsToLeads, RawEvent
-from envleads.records import DeadLetter, Lead
+from envleads.records import DeadLetter, EnrichedComplaint, Lead
+from envleads.repeats import MatterIndex
 from envleads.serialize import dead_letter_to_avro_dict, enriched_to_avro_dict
 
 LOG = logging.getLogger(__name__)
@@ -66,49 +89,438 @@ def run_round(events: List[RawEvent], prior_leads: Iterable[Lead], bootstrap_ser
             bootstrap_servers, topics.dead_letter, lambda d: d.event_id, _encode_dead_letter, security)
 
 
+# ---------------------------------------------------------------------------------- local state
+class LeadStore:
+    """The compacted lead view on local disk (SQLite): the last lead per ``lead_id``, by block.
+
+    The matter index of a block is rebuilt from the leads of that block only, and a lead is
+    decoded only when its matter appears in a round, so memory does not grow with the number of
+    leads (a dict of every lead with its 256-slot signature grew past 2 GB). It is a cache of the
+    lead topic: filled from the topic at start, then from the leads this process has written and
+    the broker acknowledged; a temporary file removed by :meth:`close`.
+    """
+
+    def __init__(self, path: Optional[str] = None):
+        import sqlite3
+
+        self._tmpdir = None
+        if path is None:
+            self._tmpdir = tempfile.mkdtemp(prefix="envleads-leadstore-")
+            path = os.path.join(self._tmpdir, "leads.sqlite")
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # a cache rebuilt from the topic at every start: no journal, no fsync
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute("CREATE TABLE IF NOT EXISTS leads (lead_id TEXT PRIMARY KEY, block TEXT NOT NULL, "
+                         "last_seen_ms INTEGER NOT NULL, value BLOB NOT NULL)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS leads_by_block ON leads (block, last_seen_ms)")
+
+    def put(self, rows: Iterable[Tuple[str, str, int, bytes]]) -> None:
+        """``(lead_id, block, last_seen_ms, Avro value)`` rows; the last one per key wins."""
+        self._db.execute("BEGIN")
+        self._db.executemany("INSERT OR REPLACE INTO leads VALUES (?, ?, ?, ?)", rows)
+        self._db.execute("COMMIT")
+
+    def put_leads(self, encoded: Iterable[Tuple[Lead, bytes]]) -> None:
+        self.put((lead.lead_id, block_of_lead(lead), int(lead.last_seen_ms), value) for lead, value in encoded)
+
+    def delete(self, lead_ids: Iterable[str]) -> None:
+        self._db.executemany("DELETE FROM leads WHERE lead_id = ?", [(i,) for i in lead_ids])
+
+    def get(self, lead_id: str) -> Optional[Lead]:
+        row = self._db.execute("SELECT value FROM leads WHERE lead_id = ?", (lead_id,)).fetchone()
+        return _decode_lead(row[0]) if row else None
+
+    def in_block(self, block: str, since_ms: int, before_ms: Optional[int] = None) -> List[Lead]:
+        """The block's leads whose last report is at or after ``since_ms`` (and before ``before_ms``)."""
+        if before_ms is None:
+            rows = self._db.execute("SELECT value FROM leads WHERE block = ? AND last_seen_ms >= ?", (block, since_ms))
+        else:
+            rows = self._db.execute("SELECT value FROM leads WHERE block = ? AND last_seen_ms >= ? "
+                                    "AND last_seen_ms < ?", (block, since_ms, before_ms))
+        return [_decode_lead(value) for (value,) in rows]
+
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM leads").fetchone()[0])
+
+    def load_topic(self, bootstrap_servers: str, topic: str, security=None, idle_s: float = 1.0) -> int:
+        """Reads the whole lead topic into the store (tombstones delete); returns records read."""
+        consumer = open_consumer(bootstrap_servers, topic, group_id=None, security=security)
+        read = 0
+        try:
+            deadline = time.monotonic() + idle_s
+            while time.monotonic() < deadline:
+                batch = consumer.poll(timeout_ms=200, max_records=5000)
+                rows, gone = [], []
+                for records in batch.values():
+                    for record in records:
+                        read += 1
+                        if record.value is None:
+                            if record.key:
+                                gone.append(record.key.decode("utf-8"))
+                            continue
+                        lead = _decode_lead(record.value)
+                        rows.append((lead.lead_id, block_of_lead(lead), int(lead.last_seen_ms), record.value))
+                if rows or gone:
+                    self.put(rows)
+                    self.delete(gone)
+                    deadline = time.monotonic() + idle_s
+        finally:
+            consumer.close()
+        return read
+
+    def close(self) -> None:
+        self._db.close()
+        if self._tmpdir:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+
+
+def _decode_lead(value: bytes) -> Lead:
+    return lead_from_avro_dict(schemas.decode(schemas.LEADS, value))
+
+
+class RoundOutputs(NamedTuple):
+    """What one round writes: enriched reports, new lead versions, dead letters."""
+
+    enriched: List[MatterReport]
+    leads: List[Lead]
+    dead_letters: List[DeadLetter]
+
+
+class LocalRoundEngine:
+    """The stages of :class:`ComplaintsToLeads` over one round, in this process, set up once.
+
+    The stateless stages call the very DoFns of ``transforms.py`` (set up once per process instead
+    of once per round); repeat detection keeps one :class:`MatterIndex` per city key alive between
+    rounds, as the streaming form (``streaming.py``) keeps it in keyed state, seeded on first use
+    from that block's in-window leads in the :class:`LeadStore`, with the shared per-complaint
+    step :func:`report_matter` (so, as there, complaints of no known city are assigned against the
+    ``"unknown"`` key's own index); leads are merged
+    per matter with :func:`merge_lead` as of the round's newest event time, as in ``BuildLeads``. A FnApiRunner round cost ~0.8 s fixed plus ~2.5 ms
+    per event (pipeline construction, fusion, pickling, side inputs); this costs what the stages
+    cost.
+
+    :meth:`forget` drops the in-memory indexes (after a round whose outputs were not
+    acknowledged), so they are rebuilt from the store, which holds acknowledged leads only.
+    """
+
+    def __init__(self, settings: StageSettings, store: LeadStore, classify_batch_size: int = 512):
+        from envleads.pipelines.transforms import _ClassifyFn, _DecodeFn, _ResolveRegionFn, _SegmentFn
+        from envleads.repeats import load_repeat_config
+        from envleads.scoring import load_scoring_weights
+
+        self._store = store
+        self._decode = _DecodeFn(settings)
+        self._segment = _SegmentFn()
+        self._classify = _ClassifyFn(settings)
+        self._resolve = _ResolveRegionFn()
+        for fn in (self._decode, self._segment, self._classify, self._resolve):
+            fn.setup()
+        self._batch = max(1, classify_batch_size)
+        self._config = load_repeat_config()
+        self._weights = load_scoring_weights()
+        self._indexes: Dict[str, MatterIndex] = {}
+        # per block: matters whose last report is at or after this were restored from the store
+        self._restored_since: Dict[str, int] = {}
+        self._newest_ms: Dict[str, int] = {}
+
+    def forget(self) -> None:
+        self._indexes.clear()
+        self._restored_since.clear()
+        self._newest_ms.clear()
+
+    def matters_in_memory(self) -> int:
+        return sum(len(index) for index in self._indexes.values())
+
+    def enrich(self, events: Sequence[RawEvent]) -> Tuple[List[EnrichedComplaint], List[DeadLetter]]:
+        """The stateless stages: decode, segment, classify (batched), resolve region and route."""
+        complaints, dead = [], []
+        for event in events:
+            for out in self._decode.process(event):
+                if isinstance(out, TaggedOutput):
+                    dead.append(out.value)
+                else:
+                    complaints.append(out)
+        segmented = [item for complaint in complaints for item in self._segment.process(complaint)]
+        enriched: List[EnrichedComplaint] = []
+        for start in range(0, len(segmented), self._batch):
+            for classified in self._classify.process(segmented[start:start + self._batch]):
+                enriched.extend(self._resolve.process(classified))
+        return enriched, dead
+
+    def _index_for(self, block: str, oldest_ms: int) -> MatterIndex:
+        index = self._indexes.get(block)
+        if index is None:
+            index = self._indexes[block] = MatterIndex(self._config, block)
+        since = oldest_ms - self._config.window_ms
+        restored_since = self._restored_since.get(block)
+        if restored_since is None or since < restored_since:
+            # seed (or extend back in time, for an older event) from the block's stored leads
+            seed_index(index, self._store.in_block(block, since, restored_since))
+            self._restored_since[block] = since
+        return index
+
+    def _expire(self, block: str, index: MatterIndex, newest_ms: int) -> None:
+        newest_ms = max(self._newest_ms.get(block, 0), newest_ms)
+        self._newest_ms[block] = newest_ms
+        # matters out of the window of the block's newest event go; an older event arriving
+        # later brings them back from the store (``_index_for``)
+        if index.expire(newest_ms):
+            self._restored_since[block] = max(self._restored_since[block], newest_ms - self._config.window_ms)
+
+    def assign(self, enriched: Sequence[EnrichedComplaint]) -> List[MatterReport]:
+        """Repeat detection per blocking key, in event-time order within the round.
+
+        As in the streaming form, complaints of no known city are assigned against the
+        ``"unknown"`` key's own index (the bounded ``DeduplicatePetitions`` assigns them against
+        every city index of their province: a merge of state that grows with the window, which a
+        long-lived round engine would repeat every round).
+        """
+        by_block: Dict[str, List[EnrichedComplaint]] = {}
+        for item in enriched:
+            by_block.setdefault(block_of_complaint(item), []).append(item)
+        reports: List[MatterReport] = []
+        for block, items in by_block.items():
+            items.sort(key=lambda e: (e.complaint.received_at_ms, e.complaint.complaint_id))
+            index = self._index_for(block, items[0].complaint.received_at_ms)
+            reports.extend(report_matter(index, item, self._weights)[0] for item in items)
+            self._expire(block, index, items[-1].complaint.received_at_ms)
+        return reports
+
+    def build_leads(self, reports: Sequence[MatterReport]) -> List[Lead]:
+        """One new lead version per matter touched, merged into its stored lead (``BuildLeads``)."""
+        if not reports:
+            return []
+        as_of_ms = max(r.enriched.complaint.received_at_ms for r in reports)
+        by_cluster: Dict[str, List[MatterReport]] = {}
+        for report in reports:
+            by_cluster.setdefault(report.enriched.cluster_id, []).append(report)
+        leads = []
+        for cluster_id, matter_reports in by_cluster.items():
+            previous = self._store.get(lead_id_for(cluster_id))
+            lead = merge_lead(previous, matter_reports, as_of_ms, self._weights)
+            if lead is not None and lead is not previous:
+                leads.append(lead)
+        return leads
+
+    def run(self, events: Sequence[RawEvent]) -> RoundOutputs:
+        enriched, dead = self.enrich(events)
+        reports = self.assign(enriched)
+        return RoundOutputs(reports, self.build_leads(reports), dead)
+
+
+class Backoff:
+    """Exponential backoff with jitter: ``initial_s`` doubling up to ``max_s``; reset on success."""
+
+    def __init__(self, initial_s: float = 0.5, max_s: float = 30.0):
+        self.initial_s, self.max_s = initial_s, max_s
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        self.attempt += 1
+        delay = min(self.max_s, self.initial_s * 2 ** (self.attempt - 1))
+        return delay * random.uniform(0.8, 1.2)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class KafkaSession:
+    """The raw topic's consumer (explicit assignment at the group's committed offsets) and one
+    producer for the three output topics; rebuilt whole after a Kafka error."""
+
+    # Short enough that a lost broker surfaces within seconds, not the library's minutes.
+    PRODUCER_OVERRIDES = dict(max_block_ms=10_000, request_timeout_ms=10_000, delivery_timeout_ms=30_000)
+
+    def __init__(self, bootstrap_servers: str, topics: Topics, group_id: str, security=None):
+        from kafka import KafkaProducer
+
+        from envleads.ops.kafka_config import client_kwargs
+
+        self._topics = topics
+        self.consumer = None
+        self.producer = None
+        try:
+            self.consumer = open_consumer(bootstrap_servers, topics.raw, group_id, security)
+            self.producer = KafkaProducer(**client_kwargs(bootstrap_servers, security, role="producer",
+                                                          **self.PRODUCER_OVERRIDES))
+        except BaseException:
+            self.close()
+            raise
+        self.committed: Dict[Tuple[str, int], int] = {}
+
+    def write(self, outputs: RoundOutputs) -> Dict[str, int]:
+        """Sends every output and waits for the broker's acknowledgement of each (raises if any
+        failed); ``written_leads`` then holds ``(lead, Avro value)`` for the local store."""
+        send, topics = self.producer.send, self._topics
+        futures = []
+        for report in outputs.enriched:
+            futures.append(send(topics.enriched, key=report.enriched.complaint.complaint_id.encode("utf-8"),
+                                value=_encode_enriched(report)))
+        self.written_leads = []
+        for lead in outputs.leads:
+            value = _encode_lead(lead)
+            self.written_leads.append((lead, value))
+            futures.append(send(topics.leads, key=lead.lead_id.encode("utf-8"), value=value))
+        for dead in outputs.dead_letters:
+            futures.append(send(topics.dead_letter, key=dead.event_id.encode("utf-8") if dead.event_id else None,
+                                value=_encode_dead_letter(dead)))
+        self.producer.flush()
+        for future in futures:
+            future.get(timeout=30)  # raises the send error: nothing is committed
+        return {"enriched": len(outputs.enriched), "leads": len(outputs.leads), "dead_letters": len(outputs.dead_letters)}
+
+    def commit(self, events: Sequence[RawEvent]) -> None:
+        self.committed.update(commit_events(self.consumer, events))
+
+    def lost_committed_offsets(self) -> bool:
+        """True when the broker no longer has an offset this session committed: it was restarted
+        without its data (the in-memory embedded broker), so the positions must be re-read."""
+        from kafka import TopicPartition
+
+        for (topic, partition), offset in self.committed.items():
+            committed = self.consumer.committed(TopicPartition(topic, partition))
+            if committed is None or committed < offset:
+                return True
+        return False
+
+    def close(self) -> None:
+        for client in (self.consumer, self.producer):
+            if client is None:
+                continue
+            try:
+                client.close(timeout=2) if client is self.producer else client.close()
+            except Exception:  # noqa: BLE001 - closing a client of a lost broker may fail
+                LOG.debug("closing a Kafka client failed", exc_info=True)
+        self.consumer = self.producer = None
+
+
+def _kafka_errors() -> Tuple[type, ...]:
+    from kafka.errors import KafkaError
+
+    # TopicNotFound: a broker back without its topics (they are recreated by whoever owns them)
+    return (KafkaError, OSError, TopicNotFound, _BrokerLostState)
+
+
 def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[str]] = None,
                group_id: str = DEFAULT_GROUP, max_round_events: int = 2000, poll_wait_s: float = 2.0,
                stop_when_idle_s: Optional[float] = None, status_every_s: float = 10.0,
-               max_rounds: Optional[int] = None, security=None) -> Dict[str, int]:
+               max_rounds: Optional[int] = None, security=None, engine: str = "local",
+               round_wait_s: float = 0.25, backoff: Optional[Backoff] = None,
+               offset_check_s: float = 5.0) -> Dict[str, int]:
     """Runs rounds until interrupted, or until no event arrived for ``stop_when_idle_s``.
 
-    Returns totals: events read, rounds run, leads in the compacted view.
+    Args:
+        engine: ``local`` (:class:`LocalRoundEngine`) or ``beam`` (a FnApiRunner pipeline per round).
+        max_round_events: events per round at most.
+        poll_wait_s: how long one poll for a round's first event waits.
+        round_wait_s: a round closes this long after its first event arrived (bounds latency).
+        backoff: reconnection delays after a Kafka error (default 0.5 s doubling to 30 s).
+        offset_check_s: while idle, how often to check that the broker still has the committed
+            offsets (an in-memory broker restarted without its data has not).
+
+    Returns totals: events read, rounds run, leads in the compacted view, Kafka retries.
     """
+    if engine not in ("local", "beam"):
+        raise ValueError(f"engine must be 'local' or 'beam', got {engine!r}")
     from envleads.pipelines.batch import prepare_worker_environment
 
     options = pipeline_options(list(beam_args or []))
     settings = settings_from_options(options)
     settings = settings._replace(model_version=prepare_worker_environment(settings))
-    consumer = open_consumer(bootstrap_servers, topics.raw, group_id, security)
-    lead_view = LeadView(bootstrap_servers, topics.leads, security)
-    totals = {"events": 0, "rounds": 0}
-    idle_since = time.monotonic()
-    last_status = time.monotonic()
+    backoff = backoff or Backoff()
+    store = LeadStore() if engine == "local" else None
+    local = LocalRoundEngine(settings, store) if engine == "local" else None
+    lead_view = None
+    session: Optional[KafkaSession] = None
+    totals = {"events": 0, "rounds": 0, "retries": 0, "dead_letters": 0}
+    idle_since = last_status = last_offset_check = time.monotonic()
+    errors = _kafka_errors()
     try:
-        lead_view.refresh()
         while max_rounds is None or totals["rounds"] < max_rounds:
-            events = poll_new_events(consumer, max_round_events, poll_wait_s)
-            if not events:
-                if stop_when_idle_s is not None and time.monotonic() - idle_since >= stop_when_idle_s:
-                    break
-                continue
-            started = time.monotonic()
-            run_round(events, lead_view.leads.values(), bootstrap_servers, topics, settings, options, security)
-            commit_events(consumer, events)
-            lead_view.refresh(wait_s=0.5)
-            totals["events"] += len(events)
-            totals["rounds"] += 1
-            idle_since = time.monotonic()
-            if time.monotonic() - last_status >= status_every_s or stop_when_idle_s is not None:
-                LOG.info("round %d: %d events in %.1fs (%.0f/s); %d events so far; %d leads in view",
-                         totals["rounds"], len(events), time.monotonic() - started,
-                         len(events) / max(1e-6, time.monotonic() - started), totals["events"], len(lead_view.leads))
-                last_status = time.monotonic()
+            try:
+                if session is None:
+                    session = KafkaSession(bootstrap_servers, topics, group_id, security)
+                    if engine == "local":
+                        store.load_topic(bootstrap_servers, topics.leads, security)
+                    else:
+                        lead_view = lead_view or LeadView(bootstrap_servers, topics.leads, security)
+                        lead_view.refresh()
+                    backoff.reset()
+                events = poll_new_events(session.consumer, max_round_events, poll_wait_s, round_wait_s)
+                if not events:
+                    now = time.monotonic()
+                    if stop_when_idle_s is not None and now - idle_since >= stop_when_idle_s:
+                        break
+                    if session.committed and now - last_offset_check >= offset_check_s:
+                        last_offset_check = now
+                        _check_broker_state(session)
+                    continue
+                # a broker restarted without its data would hand out records at our old positions
+                # of recreated topics: check before processing (one offset fetch per round)
+                _check_broker_state(session)
+                started = time.monotonic()
+                if engine == "local":
+                    outputs = local.run(events)
+                    session.write(outputs)
+                    store.put_leads(session.written_leads)
+                    leads_known = len(store) if status_every_s is not None else 0
+                    totals["dead_letters"] += len(outputs.dead_letters)
+                else:
+                    run_round(events, lead_view.leads.values(), bootstrap_servers, topics, settings, options, security)
+                    lead_view.refresh(wait_s=0.5)
+                    leads_known = len(lead_view.leads)
+                session.commit(events)
+                totals["events"] += len(events)
+                totals["rounds"] += 1
+                idle_since = time.monotonic()
+                if time.monotonic() - last_status >= status_every_s or stop_when_idle_s is not None:
+                    elapsed = time.monotonic() - started
+                    LOG.info("round %d: %d events in %.1fs (%.0f/s); %d events so far; %d leads in view",
+                             totals["rounds"], len(events), elapsed, len(events) / max(1e-6, elapsed),
+                             totals["events"], leads_known)
+                    last_status = time.monotonic()
+            except KeyboardInterrupt:
+                # Ctrl-C or SIGTERM: a round not yet committed is read again by the next run
+                LOG.info("interrupted; stopping after %d rounds", totals["rounds"])
+                totals["interrupted"] = 1
+                break
+            except errors as error:
+                delay = backoff.next_delay()
+                totals["retries"] += 1
+                # the class and the broker only: an error's text may quote a record
+                LOG.warning("Kafka unavailable at %s (%s); attempt %d, retrying in %.1f s",
+                            bootstrap_servers, type(error).__name__, backoff.attempt, delay)
+                if session is not None:
+                    session.close()
+                    session = None
+                if local is not None:
+                    local.forget()  # rebuilt from the store, which holds acknowledged leads only
+                if lead_view is not None:
+                    lead_view.close()
+                    lead_view = None
+                time.sleep(delay)
+                idle_since = time.monotonic()
     finally:
-        consumer.close()
-        lead_view.close()
-    totals["leads"] = len(lead_view.leads)
+        if session is not None:
+            session.close()
+        if engine == "local":
+            totals["leads"] = len(store)
+            store.close()
+        else:
+            totals["leads"] = len(lead_view.leads) if lead_view else 0
+            if lead_view is not None:
+                lead_view.close()
     return totals
+
+
+class _BrokerLostState(RuntimeError):
+    """The broker no longer knows what this process committed (restarted without its data)."""
+
+
+def _check_broker_state(session: KafkaSession) -> None:
+    if session.committed and session.lost_committed_offsets():
+        raise _BrokerLostState("the broker lost the committed offsets (restarted without its data)")
 
 
 def raw_event_bytes(line: bytes) -> bytes:
@@ -139,12 +551,18 @@ def produce_lines(bootstrap_servers: str, topic: str, lines: Iterable[bytes], se
 def _run_command(args: argparse.Namespace, beam_args: List[str]) -> int:
     from envleads.ops.kafka_config import security_from_args
 
+    import signal
+
+    def _interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)
     topics = Topics(args.raw_topic, args.enriched_topic, args.leads_topic, args.dead_letter_topic)
     totals = run_stream(args.bootstrap_servers, topics, beam_args, group_id=args.group_id,
                         max_round_events=args.max_round_events, stop_when_idle_s=args.stop_when_idle,
-                        security=security_from_args(args))
+                        security=security_from_args(args), engine=args.engine, round_wait_s=args.round_wait)
     print(json.dumps(totals))
-    return 0
+    return 130 if totals.get("interrupted") else 0
 
 
 def add_topic_arguments(parser: argparse.ArgumentParser) -> None:
@@ -165,6 +583,10 @@ def add_subcommand(subparsers) -> None:
     add_topic_arguments(parser)
     parser.add_argument("--group-id", default=DEFAULT_GROUP, help="consumer group whose offsets record progress")
     parser.add_argument("--max-round-events", type=int, default=2000, help="events per round at most")
+    parser.add_argument("--round-wait", type=float, default=0.25,
+                        help="seconds a round waits for more events after its first one (bounds latency)")
+    parser.add_argument("--engine", choices=("local", "beam"), default="local",
+                        help="local: long-lived in-process rounds (default); beam: a FnApiRunner pipeline per round")
     parser.add_argument("--stop-when-idle", type=float, default=None,
                         help="stop after this many seconds without new events (default: run until Ctrl-C)")
     parser.set_defaults(func=_run_command, accepts_pipeline_args=True)

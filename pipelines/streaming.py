@@ -13,9 +13,12 @@ it, and :class:`ComplaintsToLeadsStreaming` re-stamps elements with it before th
 The watermark that fires the timers comes from the source, so the source's timestamps should be the
 intake time (Kafka ``CreateTime`` set by the intake system).
 
-The functions above the DoFns (:func:`report_matter`, :func:`restore_lead`, :func:`next_expiry_ms`)
-never touch Beam; the first two are the per-complaint and per-prior-lead steps that the bounded
-form performs as well, so both forms assign matters the same way.
+The per-complaint and per-prior-lead steps (``report_matter``, ``restore_lead``, ``seed_index``,
+the blocking keys) are functions of ``envleads.leads`` that the bounded form calls as well, so both
+forms assign matters the same way. One difference remains by construction: in the bounded form,
+complaints of no known city are assigned last against every city index of their province; here
+they are assigned as they arrive, against the ``"unknown"`` key's own index (state of other keys
+is not reachable from a key).
 """
 from __future__ import annotations
 
@@ -31,67 +34,21 @@ from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateS
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from envleads.leads import MatterReport, lead_from_avro_dict, lead_id_for, lead_to_avro_dict, merge_lead
+from envleads.leads import (MatterReport, block_of_complaint, block_of_lead, lead_from_avro_dict, lead_id_for,
+                            lead_to_avro_dict, merge_lead, report_matter, restore_lead, seed_index)
 from envleads.pipelines.options import StageSettings
 from envleads.pipelines.transforms import (DEAD_LETTER, MAIN, ClassifyPollutionType, DecodeComplaints,
                                            ResolveRegion, SegmentText)
 from envleads.records import EnrichedComplaint, Lead
-from envleads.repeats import (Assignment, MatterIndex, blocking_key, matter_features, signature_to_list)
-from envleads.scoring import ScoringWeights, complaint_signals
+from envleads.repeats import MatterIndex
 
 
 # ------------------------------------------------------------------------------ pure, shared logic
-def report_matter(index: MatterIndex, enriched: EnrichedComplaint,
-                  weights: ScoringWeights) -> Tuple[MatterReport, Assignment]:
-    """Assigns one complaint to its matter in ``index`` (updated in place) and builds its report.
-
-    The per-complaint step of both forms of repeat detection: matter features, assignment, the
-    report's scoring signals. The bounded form calls it in event-time order per blocking key, the
-    streaming form in arrival order.
-
-    Args:
-        index: the blocking key's matter index.
-        enriched: the complaint, classified and with its region resolved.
-        weights: scoring weights (the signals are keys of the weights file).
-
-    Returns:
-        The report (complaint with ``cluster_id`` and ``duplicate_of`` set) and the assignment.
-    """
-    complaint = enriched.complaint
-    features = matter_features(complaint.text, complaint.title, enriched.tokens, enriched.region.adcode,
-                               enriched.types.labels, index.config)
-    assignment = index.assign(complaint.complaint_id, complaint.received_at_ms, features, complaint.reporter_key)
-    signals = complaint_signals(f"{complaint.title}\n{complaint.text}", complaint.received_at_ms,
-                                bool(features.entities), weights)
-    # A redelivered first complaint matches itself; it is the matter's first report, not a repeat.
-    duplicate_of = None if assignment.duplicate_of == complaint.complaint_id else assignment.duplicate_of
-    report = MatterReport(
-        enriched._replace(cluster_id=assignment.cluster_id, duplicate_of=duplicate_of),
-        frozenset(signals), signature_to_list(features.signature), list(features.entities))
-    return report, assignment
-
-
-def restore_lead(index: MatterIndex, lead: Lead) -> bool:
-    """Re-creates a lead's matter in ``index`` so that a repeat attaches to the existing lead.
-
-    Returns False (and leaves the index alone) for a lead without a signature of the index's shape,
-    such as one written before leads carried signatures: it cannot be matched, only superseded.
-    """
-    if len(lead.matter_signature) != index.config.num_perm:
-        return False
-    index.restore_matter(lead.cluster_id, lead.first_complaint_id, lead.last_seen_ms, lead.matter_signature,
-                         lead.matter_entities, first_seen_ms=lead.first_seen_ms,
-                         report_count=lead.report_count, types=lead.pollution_types)
-    return True
-
-
-def block_of_lead(lead: Lead) -> str:
-    """The blocking key a lead's matter lives under (its region's city-level code)."""
-    return blocking_key(lead.region["adcode"] if lead.region else None)
-
-
-def block_of_complaint(enriched: EnrichedComplaint) -> str:
-    return blocking_key(enriched.region.adcode)
+# report_matter, restore_lead and the blocking keys are the domain steps both forms share; they
+# live in envleads.leads and are re-exported here for the callers that import them from this module.
+__all__ = ["report_matter", "restore_lead", "block_of_lead", "block_of_complaint", "next_expiry_ms",
+           "DeduplicatePetitionsStreaming", "BuildLeadsStreaming", "ComplaintsToLeadsStreaming",
+           "JsonStateCoder", "LeadStateCoder"]
 
 
 def next_expiry_ms(index_state: Dict[str, Any], window_ms: int) -> Optional[int]:
@@ -191,9 +148,9 @@ class _AssignMattersStreamingFn(beam.DoFn):
         self._expired = Metrics.counter("DeduplicatePetitions", "expired_matters")
         self._cleared = Metrics.counter("DeduplicatePetitions", "cleared_keys")
 
-    def _load(self, index_state) -> MatterIndex:
+    def _load(self, index_state, block: str) -> MatterIndex:
         stored = index_state.read()
-        return MatterIndex.from_state(stored, self._config) if stored else MatterIndex(self._config)
+        return MatterIndex.from_state(stored, self._config, block) if stored else MatterIndex(self._config, block)
 
     def _save(self, index: MatterIndex, index_state, expiry_timer, not_before_ms: Optional[int] = None) -> None:
         stored = index.to_state()
@@ -209,10 +166,11 @@ class _AssignMattersStreamingFn(beam.DoFn):
                 seeded_state=beam.DoFn.StateParam(SEEDED_STATE),
                 expiry_timer=beam.DoFn.TimerParam(EXPIRY_TIMER)) -> Iterable[MatterReport]:
         block, enriched = keyed
-        index = self._load(index_state)
+        index = self._load(index_state, block)
         if not seeded_state.read():
-            for lead in prior_by_block[block]:
-                (self._restored if restore_lead(index, lead) else self._unrestorable).inc()
+            restored, unrestorable = seed_index(index, prior_by_block[block])
+            self._restored.inc(restored)
+            self._unrestorable.inc(unrestorable)
             seeded_state.write(True)
         report, assignment = report_matter(index, enriched, self._weights)
         (self._matters if assignment.is_new_matter else self._repeats).inc()
@@ -240,8 +198,9 @@ class DeduplicatePetitionsStreaming(beam.PTransform):
     """Gives each complaint its matter (``cluster_id``) and the matter's first report, as it arrives.
 
     The streaming form of ``DeduplicatePetitions``, with the same ``MatterReport`` output. Complaints
-    are keyed by the blocking key (city-level code, or "unknown") and assigned one by one against
-    the key's matter index, kept in per-key state in the global window. Nothing is windowed or
+    are keyed by the blocking key (city-level code of the region, else of the intake jurisdiction,
+    else "unknown") and assigned one by one against the key's matter index, kept in per-key state
+    in the global window. Nothing is windowed or
     dropped: a late complaint (behind the watermark) is assigned like any other and joins its
     matter as long as the matter has not expired. A matter expires when the watermark passes its
     last report + the repeat window (90 days, ``data/repeats.json``); an event-time timer then
@@ -254,8 +213,8 @@ class DeduplicatePetitionsStreaming(beam.PTransform):
             restarted job attaches a repeat to the existing lead. Read as a side input, so it must
             be bounded (or windowed into the global window with a trigger).
 
-    Delivery: a redelivered complaint (same id) gets its matter again and does not count twice in
-    the lead. Emitted in arrival order, with the input element's timestamp.
+    Delivery: a redelivered complaint (same id) gets its matter again, is not counted again by the
+    index or the lead, and a matter's first report stays its first report (``duplicate_of`` None). Emitted in arrival order, with the input element's timestamp.
     """
 
     def __init__(self, prior_leads=None):

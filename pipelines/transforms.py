@@ -16,7 +16,7 @@ from typing import Dict, Iterable, List, NamedTuple, Optional
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.pvalue import AsDict, AsSingleton, TaggedOutput
+from apache_beam.pvalue import AsDict, AsList, AsSingleton, TaggedOutput
 
 from envleads.decode import decode_event
 from envleads.leads import MatterReport, lead_id_for, merge_lead
@@ -176,14 +176,21 @@ class ResolveRegion(beam.PTransform):
 
 
 # --------------------------------------------------------------------------------------- repeats
-def _block_of_lead(lead: Lead) -> str:
-    from envleads.repeats import blocking_key
+INDEX_STATE = "index_state"
 
-    return blocking_key(lead.region["adcode"] if lead.region else None)
+
+def _block_of_lead(lead: Lead) -> str:
+    from envleads.leads import block_of_lead
+
+    return block_of_lead(lead)
 
 
 class _AssignMattersFn(beam.DoFn):
-    """Runs the matter index over one blocking key's reports in event-time order."""
+    """Runs the matter index over one city key's reports in event-time order.
+
+    Emits the reports, and the key's final index (``(key, MatterIndex.to_state())``) on
+    ``index_state`` for the unplaced complaints assigned after all city keys.
+    """
 
     def setup(self):
         from envleads.repeats import load_repeat_config
@@ -193,46 +200,62 @@ class _AssignMattersFn(beam.DoFn):
         self._weights = load_scoring_weights()
         self._repeats = Metrics.counter("DeduplicatePetitions", "repeats")
         self._matters = Metrics.counter("DeduplicatePetitions", "new_matters")
+        self._restored = Metrics.counter("DeduplicatePetitions", "restored_matters")
+        self._unrestorable = Metrics.counter("DeduplicatePetitions", "unrestorable_prior_leads")
+
+    def _index(self, block: str, prior_leads):
+        from envleads.leads import seed_index
+        from envleads.repeats import MatterIndex
+
+        index = MatterIndex(self._config, block)
+        restored, unrestorable = seed_index(index, prior_leads.get(block, []))
+        self._restored.inc(restored)
+        self._unrestorable.inc(unrestorable)
+        return index
+
+    def _assign(self, index, reports):
+        from envleads.leads import assign_in_order
+
+        for report, assignment in assign_in_order(index, reports, self._weights):
+            (self._matters if assignment.is_new_matter else self._repeats).inc()
+            yield report
 
     def process(self, keyed, prior_leads):
-        from envleads.repeats import MatterIndex, matter_features, signature_from_list, signature_to_list
-        from envleads.scoring import complaint_signals
-
         block, reports = keyed
-        index = MatterIndex(self._config)
-        for lead in prior_leads.get(block, []):
-            index.restore_matter(lead.cluster_id, lead.first_complaint_id, lead.last_seen_ms,
-                                 signature_from_list(lead.matter_signature), lead.matter_entities)
-        ordered = sorted(reports, key=lambda e: (e.complaint.received_at_ms, e.complaint.complaint_id))
-        for enriched in ordered:
-            complaint = enriched.complaint
-            features = matter_features(complaint.text, complaint.title, enriched.tokens,
-                                       enriched.region.adcode, enriched.types.labels)
-            assignment = index.assign(complaint.complaint_id, complaint.received_at_ms, features,
-                                      complaint.reporter_key)
-            (self._matters if assignment.is_new_matter else self._repeats).inc()
-            signals = complaint_signals(f"{complaint.title}\n{complaint.text}", complaint.received_at_ms,
-                                        bool(features.entities), self._weights)
-            yield MatterReport(
-                enriched._replace(cluster_id=assignment.cluster_id, duplicate_of=assignment.duplicate_of),
-                frozenset(signals), signature_to_list(features.signature), list(features.entities))
+        index = self._index(block, prior_leads)
+        yield from self._assign(index, reports)
+        yield TaggedOutput(INDEX_STATE, (block, index.to_state()))
+
+
+class _AssignUnplacedFn(_AssignMattersFn):
+    """Assigns one scope's complaints of no known city against every city index of the scope."""
+
+    def process(self, keyed, prior_leads, city_states):
+        from envleads.leads import unplaced_index
+
+        scope, reports = keyed
+        yield from self._assign(unplaced_index(scope, city_states, prior_leads, self._config), reports)
 
 
 def _group_prior_leads(leads: Iterable[Lead]) -> Dict[str, List[Lead]]:
-    grouped: Dict[str, List[Lead]] = {}
-    for lead in leads:
-        grouped.setdefault(_block_of_lead(lead), []).append(lead)
-    return grouped
+    from envleads.leads import group_leads_by_block
+
+    return group_leads_by_block(leads)
 
 
 class DeduplicatePetitions(beam.PTransform):
     """Gives each complaint its matter (``cluster_id``) and the matter's first report (``duplicate_of``).
 
-    Complaints are grouped by a coarse blocking key (city-level code, or "unknown") and assigned in
-    event-time order against the matters already known: the prior leads (from the compacted lead
-    topic, or none in a fresh batch) rebuild the index first, so a restart or a replay attaches a
-    repeat to its existing matter instead of opening a second one. Matching window: 90 days by
-    default (``data/repeats.json``). This is the bounded form used by batch runs and bounded rounds.
+    Complaints are grouped by a coarse blocking key (city-level code of the resolved region, else
+    of the intake jurisdiction, else "unknown") and assigned in event-time order against the
+    matters already known: the prior leads (from the compacted lead topic, or none in a fresh
+    batch) rebuild the index first, so a restart or a replay attaches a repeat to its existing
+    matter instead of opening a second one, and a redelivered complaint keeps its matter without
+    counting again. Complaints of no known city are assigned last, per province (or nationwide
+    when not even that is known), against the final indexes of that province's cities and its
+    prior leads. Matching window: 90 days by default (``data/repeats.json``). This is the bounded
+    form used by batch runs and bounded rounds; the per-complaint steps are those of the streaming
+    form (``envleads.leads.report_matter``, ``restore_lead``).
     """
 
     def __init__(self, prior_leads=None):
@@ -245,16 +268,38 @@ class DeduplicatePetitions(beam.PTransform):
         prior_by_block = (prior
                           | "CollectPriorLeads" >> beam.combiners.ToList()
                           | "GroupPriorByBlock" >> beam.Map(_group_prior_leads))
-        return (enriched
-                | "KeyByBlock" >> beam.Map(lambda e: (_blocking_key_of(e), e))
-                | "GroupByBlock" >> beam.GroupByKey()
-                | "AssignMatters" >> beam.ParDo(_AssignMattersFn(), prior_leads=AsSingleton(prior_by_block)))
+        placed, unplaced = (enriched
+                            | "KeyByBlock" >> beam.Map(lambda e: (_blocking_key_of(e), e))
+                            | "SplitUnplaced" >> beam.Partition(_unplaced_partition, 2))
+        assigned = (placed
+                    | "GroupByBlock" >> beam.GroupByKey()
+                    | "AssignMatters" >> beam.ParDo(_AssignMattersFn(), prior_leads=AsSingleton(prior_by_block))
+                    .with_outputs(INDEX_STATE, main=MAIN))
+        unplaced_reports = (unplaced
+                            | "KeyByScope" >> beam.Map(_scope_of)
+                            | "GroupByScope" >> beam.GroupByKey()
+                            | "AssignUnplaced" >> beam.ParDo(_AssignUnplacedFn(),
+                                                             prior_leads=AsSingleton(prior_by_block),
+                                                             city_states=AsList(assigned[INDEX_STATE])))
+        return (assigned[MAIN], unplaced_reports) | "MergeReports" >> beam.Flatten()
 
 
 def _blocking_key_of(enriched: EnrichedComplaint) -> str:
-    from envleads.repeats import blocking_key
+    from envleads.leads import block_of_complaint
 
-    return blocking_key(enriched.region.adcode)
+    return block_of_complaint(enriched)
+
+
+def _unplaced_partition(keyed, partitions: int) -> int:
+    from envleads.repeats import UNKNOWN_BLOCK
+
+    return 1 if keyed[0] == UNKNOWN_BLOCK else 0
+
+
+def _scope_of(keyed):
+    from envleads.leads import scope_of_complaint
+
+    return scope_of_complaint(keyed[1]), keyed[1]
 
 
 # ------------------------------------------------------------------------------------------ leads

@@ -55,3 +55,150 @@ def test_truncated_avro_events_are_dead_lettered_not_raised(text, cut):
                                            "text": text or "x"})
     truncated = payload[:max(0, len(payload) - 1 - cut)]
     _check(decode_event(truncated, "avro", KEY), truncated)
+
+
+# ------------------------------------------------------------------------------------ fuzz runs
+# The generated hostile corpus of bench/fuzz.py (which runs 100,000 cases) at suite size.
+import base64  # noqa: E402
+import importlib.util  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from collections import Counter  # noqa: E402
+
+import pytest  # noqa: E402
+
+_FUZZ_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "fuzz.py")
+
+
+def _load_fuzz():
+    spec = importlib.util.spec_from_file_location("envleads_bench_fuzz", _FUZZ_PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+fuzz = _load_fuzz()
+
+
+@pytest.fixture(scope="module")
+def fuzz_corpus():
+    return list(fuzz.fuzz_cases(8000, seed=5))
+
+
+def test_fuzz_corpus_mixes_every_kind_and_both_outcomes(fuzz_corpus):
+    kinds = Counter(case.kind for case in fuzz_corpus)
+    assert set(kinds) == set(fuzz.WEIGHTS)
+    assert sum(case.expect == fuzz.VALID for case in fuzz_corpus) > 2000
+    assert sum(case.expect not in (fuzz.VALID, fuzz.ANY) for case in fuzz_corpus) > 2000
+    assert {case.fmt for case in fuzz_corpus} == {"json", "avro"}
+
+
+def test_fuzz_decode_stage_accounts_for_every_event(fuzz_corpus):
+    tally = fuzz.run_decode_fuzz(fuzz_corpus)
+    assert tally.failures == {}
+    assert tally.counts["in"] == len(fuzz_corpus) == tally.counts["complaints"] + tally.counts["dead_letters"]
+    # every reason the corpus aims at was really produced
+    aimed = {reason for case in fuzz_corpus if isinstance(case.expect, frozenset) for reason in case.expect}
+    assert aimed - set(tally.reasons) <= {"empty_event", "not_avro"}  # alternatives of truncation cuts
+    assert tally.reasons["unknown_schema_id"] and tally.reasons["wrong_subject"] and tally.reasons["json_too_deep"]
+
+
+def test_fuzz_through_decode_complaints_transform_loses_nothing(fuzz_corpus, monkeypatch):
+    """Avro and JSON cases (line breaks included) through the Beam stage itself."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from envleads.pipelines.options import StageSettings
+    from envleads.pipelines.transforms import DEAD_LETTER, MAIN, DecodeComplaints, RawEvent
+
+    monkeypatch.setenv("ENVLEADS_PSEUDONYM_KEY", "fuzz-key")
+    cases = fuzz_corpus[:3000]
+    seen = {}
+
+    def collect(name):
+        def keep(items):
+            seen[name] = list(items)
+        return keep
+
+    with beam.Pipeline(runner="FnApiRunner", options=PipelineOptions([])) as pipeline:
+        outputs = (pipeline
+                   | beam.Create([RawEvent(case.payload, case.fmt) for case in cases], reshuffle=False)
+                   | DecodeComplaints(StageSettings()))
+        (outputs[MAIN] | "Ids" >> beam.Map(lambda c: c.complaint_id) | "AllIds" >> beam.combiners.ToList()
+         | "KeepIds" >> beam.Map(collect("ids")))
+        (outputs[DEAD_LETTER] | "Dead" >> beam.Map(lambda d: (d.reason, d.original))
+         | "AllDead" >> beam.combiners.ToList() | "KeepDead" >> beam.Map(collect("dead")))
+    ids, dead = seen["ids"], seen["dead"]
+    assert len(ids) + len(dead) == len(cases)
+    valid_ids = {case.complaint_id for case in cases if case.expect == fuzz.VALID}
+    assert valid_ids <= set(ids)
+    payloads = Counter(case.payload for case in cases if case.expect != fuzz.VALID)
+    assert Counter(original for _, original in dead) <= payloads
+    assert all(reason for reason, _ in dead)
+
+
+@pytest.mark.slow
+def test_fuzz_through_the_batch_pipeline_every_line_accounted(tmp_path, monkeypatch):
+    """~3,000 hostile and valid lines through ``run_batch``: it finishes, nothing is lost."""
+    monkeypatch.setenv("ENVLEADS_PSEUDONYM_KEY", "fuzz-key")
+    cases = list(fuzz.fuzz_cases(4500, seed=9))
+    result = fuzz.run_batch_fuzz(cases, str(tmp_path))
+    assert result["lines_in"] > 2500
+    assert result["lost"] == 0
+    assert result["output_lines"] + result["dead_letter_lines"] == result["lines_in"]
+    assert result["valid_missing"] == 0 and result["duplicate_output_ids"] == 0
+    assert result["dead_letters_of_valid_cases"] == 0
+    assert result["dead_letters_with_unexpected_reason"] == 0
+    assert result["dead_letters_with_unknown_original"] == 0
+    assert {"invalid_utf8", "json_too_deep", "text_too_large", "empty_event"} <= set(result["reasons"])
+
+
+# ------------------------------------------------------------------ bugs the fuzz run found first
+def _event(**fields):
+    document = {"complaint_id": "c-1", "received_at": "2026-03-01T10:00:00+08:00", "text": "河边工厂夜里排污"}
+    document.update(fields)
+    return json.dumps(document).encode("utf-8")  # ensure_ascii: lone surrogates as \ud800 escapes
+
+
+@pytest.mark.parametrize("reporter", [{"name": "张\ud800三"}, {"phone": "138\udc0000138000"},
+                                      {"id_number": "\ud83d"}])
+def test_lone_surrogate_in_reporter_keeps_the_complaint(reporter):
+    result = decode_event(_event(reporter=reporter), "json", KEY)
+    assert isinstance(result, Complaint) and result.reporter_key
+
+
+@pytest.mark.parametrize("complaint_id", ["c\ud800", "\udfff", "c\x00", "a\nb", "c\x1b[31m"])
+def test_complaint_id_that_no_sink_could_write_is_dead_lettered(complaint_id):
+    payload = _event(complaint_id=complaint_id)
+    result = decode_event(payload, "json", KEY)
+    assert isinstance(result, DeadLetter) and result.reason == "invalid_complaint_id"
+    assert result.event_id is None and result.original == payload
+    assert fuzz.check_outputs_serialise(result) is None
+
+
+def test_channel_with_lone_surrogate_is_cleaned_not_passed_on():
+    result = decode_event(_event(channel="web\ud800"), "json", KEY)
+    assert isinstance(result, Complaint) and result.channel == "web"
+    assert fuzz.check_outputs_serialise(result) is None
+
+
+def test_non_ascii_digits_are_not_a_jurisdiction_code():
+    assert decode_event(_event(jurisdiction_adcode="１１０１０１"), "json", KEY).jurisdiction_adcode is None
+    assert decode_event(_event(jurisdiction_adcode="110101"), "json", KEY).jurisdiction_adcode == "110101"
+
+
+@pytest.mark.parametrize("received_at", ["2100-01-01T00:00:00Z", "0001-01-01T00:00:00", "tomorrow"])
+def test_timestamp_dead_letters_keep_the_readable_event_id(received_at):
+    result = decode_event(_event(received_at=received_at), "json", KEY)
+    assert isinstance(result, DeadLetter) and result.reason in ("timestamp_out_of_range", "invalid_timestamp")
+    assert result.event_id == "c-1"
+
+
+def test_dead_letter_original_is_base64_of_the_exact_line():
+    payload = "{\"complaint_id\": \"x\", \"text\": \"噪音\"".encode("gbk")
+    result = decode_event(payload, "json", KEY)
+    assert result.reason == "invalid_utf8"
+    from envleads.serialize import dead_letter_to_json
+
+    assert base64.b64decode(json.loads(dead_letter_to_json(result))["original_base64"]) == payload

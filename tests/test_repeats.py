@@ -434,3 +434,82 @@ def test_meets_targets_on_shared_repeats(config, seed):
     assert result["pairwise_precision"] >= 0.90
     assert result["pairwise_recall"] >= 0.80
     assert result["bcubed_f1"] >= 0.95
+
+
+# -- at-least-once delivery and unplaced scopes --------------------------------------------------
+
+def test_a_redelivered_repeat_keeps_its_matter_and_is_not_counted_again(config):
+    index = R.MatterIndex(config)
+    index.assign("c-001", T0, feats(config, PLANT_1), None)
+    first = index.assign("c-002", T0 + DAY_MS, feats(config, PLANT_2), None)
+    again = index.assign("c-002", T0 + DAY_MS, feats(config, PLANT_2), None)
+    assert (again.cluster_id, again.duplicate_of, again.is_new_matter) == (first.cluster_id, "c-001", False)
+    assert again.matched_on == "redelivery"
+    assert index.matter_summary(first.cluster_id)["report_count"] == 2
+
+
+def test_the_first_report_redelivered_to_a_restored_matter_does_not_match_itself(config):
+    """A matter restored under a cluster id that is not derived from its first complaint (as after a
+    migration) used to take its own first report as a repeat of itself (duplicate_of = itself)."""
+    sig = R.signature_to_list(feats(config, PLANT_1).signature)
+    index = R.MatterIndex(config)
+    index.restore_matter("m-migrated", "c-001", T0, sig, ["company:绿源化工"], first_seen_ms=T0, report_count=1)
+    again = index.assign("c-001", T0, feats(config, PLANT_1), None)
+    assert (again.cluster_id, again.duplicate_of, again.is_new_matter) == ("m-migrated", None, False)
+    assert index.matter_summary("m-migrated")["report_count"] == 1
+
+
+def test_a_restored_lead_recognises_its_reports_when_a_round_is_replayed(config):
+    sig = R.signature_to_list(feats(config, PLANT_1).signature)
+    index = R.MatterIndex(config)
+    index.restore_matter(R.cluster_id_for("c-001"), "c-001", T0 + DAY_MS, sig, [], first_seen_ms=T0, report_count=2,
+                         complaint_ids=["c-001", "c-002"])
+    again = index.assign("c-002", T0 + DAY_MS, feats(config, PLANT_2), None)
+    assert (again.duplicate_of, again.matched_on) == ("c-001", "redelivery")
+    assert index.matter_summary(R.cluster_id_for("c-001"))["report_count"] == 2
+
+
+def test_complaint_ids_survive_the_state_round_trip_and_old_rows_still_load(config):
+    index = R.MatterIndex(config)
+    index.assign("c-001", T0, feats(config, PLANT_1), None)
+    index.assign("c-002", T0 + DAY_MS, feats(config, PLANT_2), None)
+    state = json.loads(json.dumps(index.to_state()))
+    assert R.MatterIndex.from_state(state, config).assign("c-002", T0, feats(config, PLANT_2)).matched_on == "redelivery"
+    state["matters"] = [row[:11] for row in state["matters"]]  # rows written before ids were kept
+    old = R.MatterIndex.from_state(state, config)
+    assert old.assign("c-001", T0, feats(config, PLANT_1)).matched_on == "redelivery"
+
+
+def test_complaint_ids_per_matter_are_bounded(config):
+    small = dataclasses.replace(config, max_ids_per_matter=2)
+    index = R.MatterIndex(small)
+    index.assign("c-001", T0, feats(small, PLANT_1), None)
+    index.assign("c-002", T0 + DAY_MS, feats(small, PLANT_2), None)
+    index.assign("c-003", T0 + 2 * DAY_MS, feats(small, PLANT_3), None)
+    assert index.matter_summary(R.cluster_id_for("c-001"))["complaint_ids"] == ["c-001", "c-003"]
+
+
+@pytest.mark.parametrize("region, jurisdiction, scope", [
+    ("320000", None, "320000"),   # province only
+    (None, "320106", "320000"),   # the intake office's province
+    (None, None, "unknown"),      # anywhere
+    ("", "abc", "unknown"),
+])
+def test_unplaced_scope(region, jurisdiction, scope):
+    assert R.unplaced_scope(region, jurisdiction) == scope
+
+
+def test_in_scope():
+    assert R.in_scope("320100", "320000") and not R.in_scope("330100", "320000")
+    assert R.in_scope("330100", R.UNKNOWN_BLOCK) and R.in_scope(R.UNKNOWN_BLOCK, "320000")
+
+
+def test_an_unplaced_complaint_of_a_known_province_looks_only_there(config):
+    rows = [
+        {"id": "a", "received_at_ms": T0, "title": PLANT_1[0], "text": PLANT_1[1], "region_adcode": "330106"},
+        {"id": "b", "received_at_ms": T0 + DAY_MS, "title": PLANT_2[0], "text": PLANT_2[1], "region_adcode": "320000"},
+        {"id": "c", "received_at_ms": T0 + DAY_MS, "title": PLANT_3[0], "text": PLANT_3[1], "region_adcode": "330000"},
+    ]
+    got = dict(R.assign_in_blocks(rows, config))
+    assert got["b"].is_new_matter  # Jiangsu: the Hangzhou matter is not in its scope
+    assert got["c"].duplicate_of == "a"  # Zhejiang: it is

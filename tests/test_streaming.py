@@ -488,3 +488,81 @@ def test_whole_path_as_one_streaming_job(trained_model, pseudonym_key):
                     equal_to([(_lead("a1"), 1, "330110"), (_lead("a1"), 2, "330110"), (_lead("a1"), 3, "330110")]),
                     label="leads")
         assert_that(outputs["dead_letters"] | beam.Map(lambda d: d.reason), equal_to(["invalid_json"]), label="dead")
+
+
+# --------------------------------------------------------------- bounded stage: keys, scopes, replays
+def _placed(complaint_id, day, text, adcode=None, jurisdiction=None, labels=("water",)):
+    """A complaint resolved to ``adcode`` (None: unresolved), taken in by an office of ``jurisdiction``."""
+    enriched = _complaint(complaint_id, day, text, labels)
+    level = None if adcode is None else "province" if adcode.endswith("0000") else "county"
+    region = RegionResolution(None, None, None, adcode, level, 0.9 if adcode else 0.0, None, "test")
+    return enriched._replace(complaint=enriched.complaint._replace(jurisdiction_adcode=jurisdiction), region=region)
+
+
+def _bounded(complaints, prior=None):
+    """Runs the bounded DeduplicatePetitions + BuildLeads; returns (sorted assignments, leads)."""
+    import glob
+    import os
+    import tempfile
+
+    from envleads.pipelines.transforms import BuildLeads
+
+    with tempfile.TemporaryDirectory() as folder:
+        with TestPipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
+            prior_leads = p | "Prior" >> beam.Create(prior) if prior else None
+            reports = p | "Complaints" >> beam.Create(complaints) | DeduplicatePetitions(prior_leads)
+            leads = reports | BuildLeads(prior_leads)
+            (reports
+             | "ReportJson" >> beam.Map(lambda r: json.dumps([r.enriched.complaint.complaint_id, r.enriched.cluster_id,
+                                                              r.enriched.duplicate_of]))
+             | "WriteReports" >> beam.io.WriteToText(os.path.join(folder, "reports")))
+            (leads
+             | "LeadJson" >> beam.Map(lambda lead: json.dumps(lead_to_avro_dict(lead), ensure_ascii=False))
+             | "WriteLeads" >> beam.io.WriteToText(os.path.join(folder, "leads")))
+
+        def read(prefix):
+            lines = []
+            for path in sorted(glob.glob(os.path.join(folder, prefix + "*"))):
+                with open(path, encoding="utf-8") as handle:
+                    lines.extend(json.loads(line) for line in handle if line.strip())
+            return lines
+
+        return (sorted(tuple(row) for row in read("reports")),
+                [lead_from_avro_dict(record) for record in read("leads")])
+
+
+def test_bounded_unplaced_complaints_are_assigned_last_against_their_province():
+    # a1 in Yuhang; a2 names no place but was taken in by a Zhejiang office with no city (330000);
+    # a3 names no place and came in through a Jiangsu office: another province, another matter
+    reports, _ = _bounded([_placed("a1", 0, DYEING_1, "330110"), _placed("a2", 3, DYEING_2, None, "330000"),
+                           _placed("a3", 4, DYEING_3, None, "320000")])
+    assert reports == [("a1", _matter("a1"), None), ("a2", _matter("a1"), "a1"), ("a3", _matter("a3"), None)]
+
+
+def test_bounded_blocking_key_falls_back_to_the_intake_jurisdiction():
+    # unresolved, but the office's jurisdiction names the city: one key with the Yuhang report
+    reports, _ = _bounded([_placed("a1", 0, DYEING_1, "330110"), _placed("a2", 3, DYEING_2, None, "330100")])
+    assert reports == [("a1", _matter("a1"), None), ("a2", _matter("a1"), "a1")]
+
+
+def test_bounded_restart_attaches_a_repeat_to_the_prior_lead_and_replays_change_nothing():
+    first_round = [_placed("a1", 0, DYEING_1, "330110"), _placed("a2", 3, DYEING_2, "330110")]
+    _, leads = _bounded(first_round)
+    assert [(lead.lead_id, lead.report_count) for lead in leads] == [(_lead("a1"), 2)]
+    prior = [lead_from_avro_dict(schemas.decode(schemas.LEADS, schemas.encode(schemas.LEADS, lead_to_avro_dict(lead))))
+             for lead in leads]
+    # a new process (no in-memory state): a replay of the first round plus a new repeat
+    reports, updated = _bounded(first_round + [_placed("a3", 10, DYEING_3, "330110")], prior)
+    assert reports == [("a1", _matter("a1"), None), ("a2", _matter("a1"), "a1"), ("a3", _matter("a1"), "a1")]
+    assert [(lead.lead_id, lead.report_count, lead.complaint_ids) for lead in updated] == [
+        (_lead("a1"), 3, ["a1", "a2", "a3"])]
+    # replaying the first round alone emits no lead at all
+    reports, updated = _bounded(first_round, prior)
+    assert reports == [("a1", _matter("a1"), None), ("a2", _matter("a1"), "a1")] and updated == []
+
+
+def test_bounded_restored_matters_keep_their_region():
+    _, leads = _bounded([_placed("a1", 0, DYEING_1, "330110")])
+    # the same words resolved to another county of the city do not join the restored matter
+    reports, _ = _bounded([_placed("a2", 3, DYEING_2, "330106")], leads)
+    assert reports == [("a2", _matter("a2"), None)]

@@ -93,6 +93,16 @@ def _string_field(document: Dict[str, Any], name: str, required: bool, event_id:
     return value
 
 
+def _is_clean_id(value: str) -> bool:
+    """No control characters and no lone surrogates (JSON ``\\ud800`` escapes): such an id could not
+    be written to a UTF-8 file or an Avro string later, and would stop the pipeline there."""
+    return not any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value)
+
+
+def _drop_surrogates(value: str) -> str:
+    return "".join(ch for ch in value if not "\ud800" <= ch <= "\udfff")
+
+
 def _reporter(document: Dict[str, Any], event_id: Optional[str]) -> Optional[Dict[str, Optional[str]]]:
     reporter = document.get("reporter")
     if reporter is None:
@@ -104,17 +114,21 @@ def _reporter(document: Dict[str, Any], event_id: Optional[str]) -> Optional[Dic
         value = reporter.get(field)
         if value is not None and not isinstance(value, (str, int)):
             raise _Rejected("invalid_field_type", f"field reporter.{field} is {type(value).__name__}", event_id)
-        cleaned[field] = None if value is None else str(value)
+        # A lone surrogate cannot be UTF-8 encoded for the HMAC: dropped, the complaint is kept.
+        cleaned[field] = None if value is None else _drop_surrogates(str(value))
     return cleaned
 
 
 def _validate(document: Dict[str, Any], limits: DecodeLimits, key: bytes,
               source: Optional[KafkaCoordinates]) -> Complaint:
     event_id = document.get("complaint_id")
-    event_id = event_id if isinstance(event_id, str) and 0 < len(event_id) <= limits.max_id_chars else None
+    event_id = event_id if isinstance(event_id, str) and 0 < len(event_id) <= limits.max_id_chars \
+        and _is_clean_id(event_id) else None
     complaint_id = _string_field(document, "complaint_id", True, None)
     if not complaint_id.strip() or len(complaint_id) > limits.max_id_chars:
         raise _Rejected("invalid_complaint_id", f"{len(complaint_id)} chars")
+    if not _is_clean_id(complaint_id):
+        raise _Rejected("invalid_complaint_id", "control or lone surrogate characters")
     text = _string_field(document, "text", True, event_id)
     text_bytes = len(text.encode("utf-8", "surrogatepass"))
     if text_bytes > limits.max_text_bytes:
@@ -127,10 +141,15 @@ def _validate(document: Dict[str, Any], limits: DecodeLimits, key: bytes,
     if not text.strip():
         raise _Rejected("empty_text", "text is empty or whitespace", event_id)
     received_at = document.get("received_at")
-    received_at_ms = parse_event_time(received_at)
+    try:
+        received_at_ms = parse_event_time(received_at)
+    except _Rejected as rejected:
+        rejected.event_id = event_id
+        raise
     channel = _string_field(document, "channel", False, event_id)
+    channel = (_clean_text(channel) or None) if channel is not None else None
     jurisdiction = _string_field(document, "jurisdiction_adcode", False, event_id)
-    if jurisdiction is not None and not (len(jurisdiction) == 6 and jurisdiction.isdigit()):
+    if jurisdiction is not None and not (len(jurisdiction) == 6 and jurisdiction.isascii() and jurisdiction.isdigit()):
         jurisdiction = None
     address = _string_field(document, "address", False, event_id)
     reporter = _reporter(document, event_id)

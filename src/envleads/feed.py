@@ -414,7 +414,7 @@ def _progress_iter(items: Sequence, description: str) -> Iterator:
 
 
 def export_leads(leads: Iterable[Lead], output_format: str, output: TextIO, now_ms: int,
-                 lead_filter: LeadFilter = LeadFilter()) -> int:
+                 lead_filter: LeadFilter = LeadFilter(), quotas=None) -> int:
     """Writes the leads passing ``lead_filter`` in feed order; returns how many.
 
     Args:
@@ -423,10 +423,17 @@ def export_leads(leads: Iterable[Lead], output_format: str, output: TextIO, now_
         output: text stream; for CSV opened with ``encoding="utf-8-sig", newline=""``.
         now_ms: the time at which ``overdue`` is decided.
         lead_filter: what to keep.
+        quotas: an ``envleads.ranking.Quotas`` to keep only the top N for an inspection campaign
+            (optionally at most K per county, a minimum share for quiet areas); still in feed
+            order, ranked 1..n. None keeps every lead passing the filter.
     """
     if output_format not in EXPORT_FORMATS:
         raise ValueError(f"format must be one of {EXPORT_FORMATS}, got {output_format!r}")
     ranked = rank_leads(leads, now_ms, lead_filter)
+    if quotas is not None:
+        from envleads.ranking import select_for_campaign
+
+        ranked = select_for_campaign(ranked, quotas)
     if output_format == "csv":
         write_csv(ranked, output, now_ms)
     elif output_format == "jsonl":
@@ -608,10 +615,25 @@ def _tail_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quotas_from_args(args: argparse.Namespace):
+    """The campaign quotas asked for, or None without ``--top`` (quota flags need ``--top``)."""
+    from envleads.ranking import Quotas, validate_quotas
+
+    if args.top is None:
+        if args.per_county is not None or args.min_share or args.top_per != "all":
+            raise SystemExit("envleads: --per-county, --min-share and --top-per need --top N")
+        return None
+    try:
+        return validate_quotas(Quotas(args.top, args.per_county, args.min_share or 0.0, args.top_per))
+    except ValueError as error:
+        raise SystemExit(f"envleads: {error}") from None
+
+
 def _export_command(args: argparse.Namespace) -> int:
     from envleads.ops.kafka_config import security_from_args
 
     lead_filter = _filter_from_args(args)
+    quotas = _quotas_from_args(args)
     if args.input:
         leads = read_leads_file(args.input)
     else:
@@ -624,7 +646,7 @@ def _export_command(args: argparse.Namespace) -> int:
     else:
         handle = sys.stdout if to_stdout else open(args.output, "w", encoding="utf-8")
     try:
-        count = export_leads(leads.values(), args.format, handle, now_ms, lead_filter)
+        count = export_leads(leads.values(), args.format, handle, now_ms, lead_filter, quotas)
     finally:
         if handle is not sys.stdout:
             handle.close()
@@ -681,4 +703,15 @@ def add_subcommand(subparsers) -> None:
     export.add_argument("--idle", type=float, default=2.0, metavar="SECONDS",
                         help="the topic is read to its end when nothing arrives for this long (default 2)")
     add_filter_arguments(export)
+    ranked = export.add_argument_group(
+        "campaign ranking (envleads.ranking): the top N of the filtered leads, optionally under quotas")
+    ranked.add_argument("--top", type=int, default=None, metavar="N",
+                        help="keep only the first N leads in feed order (with the quotas below)")
+    ranked.add_argument("--per-county", type=int, default=None, metavar="K",
+                        help="at most K leads from one county (or one city/province for leads resolved no deeper)")
+    ranked.add_argument("--min-share", type=float, default=None, metavar="S",
+                        help="at least this share (0-1) of the N from quiet areas: counties whose reports are "
+                             "in the quietest quantile (data/ranking.json), when there are enough")
+    ranked.add_argument("--top-per", choices=("all", "province", "city"), default="all",
+                        help="take the top N per province or per city instead of overall (default all)")
     export.set_defaults(func=_export_command)

@@ -4,6 +4,11 @@ A lead's key is derived from its matter's first complaint, so re-processing the 
 (a replay, a restart after a crash) produces the same key and updates the lead instead of adding a
 second one. A lead is re-emitted whole when a repeat arrives (compacted-topic semantics: the last
 record per key is the lead). Matters in which no report is environmental produce no lead.
+
+The per-complaint and per-prior-lead steps of repeat detection live here too
+(:func:`report_matter`, :func:`restore_lead`, :func:`seed_index`, the blocking keys), so that the
+bounded stage (``pipelines/transforms.py``) and the streaming stage (``pipelines/streaming.py``)
+assign matters with the same code.
 """
 from __future__ import annotations
 
@@ -16,7 +21,9 @@ import numpy as np
 
 from envleads.config import data_path, load_json_config
 from envleads.records import EnrichedComplaint, Lead, ScoreReason
-from envleads.scoring import ScoringWeights, score_matter, signals_from_reasons
+from envleads.repeats import (UNKNOWN_BLOCK, Assignment, MatterIndex, blocking_key, in_scope, matter_features,
+                              signature_to_list, unplaced_scope)
+from envleads.scoring import ScoringWeights, complaint_signals, score_matter, signals_from_reasons
 
 SUMMARY_CHARS = 160
 _LEVEL_DEPTH = {"province": 1, "city": 2, "county": 3}
@@ -168,3 +175,130 @@ def lead_from_avro_dict(record: Dict) -> Lead:
     for name in ("complaint_ids", "reporter_keys", "pollution_types", "campaigns", "matter_signature", "matter_entities"):
         fields[name] = list(fields[name] or [])
     return Lead(**fields)
+
+
+# --------------------------------------------------------------------------------------------
+# Repeat detection steps shared by the bounded and the streaming stage
+# --------------------------------------------------------------------------------------------
+
+def block_of_complaint(enriched: EnrichedComplaint) -> str:
+    """The blocking key of a complaint: its region's city, or else its intake jurisdiction's."""
+    return blocking_key(enriched.region.adcode if enriched.region else None,
+                        enriched.complaint.jurisdiction_adcode)
+
+
+def scope_of_complaint(enriched: EnrichedComplaint) -> str:
+    """Where a complaint of the ``"unknown"`` key looks for its matter (its province, or anywhere)."""
+    return unplaced_scope(enriched.region.adcode if enriched.region else None, enriched.complaint.jurisdiction_adcode)
+
+
+def _lead_adcode(lead: Lead) -> Optional[str]:
+    return lead.region.get("adcode") if lead.region else None
+
+
+def block_of_lead(lead: Lead) -> str:
+    """The blocking key a lead's matter lives under (its region's city-level code)."""
+    return blocking_key(_lead_adcode(lead))
+
+
+def lead_in_scope(lead: Lead, scope: str) -> bool:
+    """Whether an unplaced complaint of ``scope`` may report the lead's matter."""
+    return in_scope(_lead_adcode(lead), scope)
+
+
+def restore_lead(index: MatterIndex, lead: Lead) -> bool:
+    """Re-creates a lead's matter in ``index`` so that a repeat attaches to the existing lead.
+
+    Carries what the lead knows of its matter: sketch, names, types, region (reports from another
+    county stay out), reporter keys (the same reporter writing again is evidence) and complaint ids
+    (a redelivered report is recognised, not counted again). A lead whose signature is not a sketch
+    of the index's configuration (written before leads carried sketches, or with another sketch
+    size) is restored by its names only. Returns False, leaving the index alone, for a lead with
+    neither a comparable sketch nor names: it cannot be matched, only superseded.
+    """
+    comparable = len(lead.matter_signature) == index.config.sketch_size
+    if not comparable and not lead.matter_entities:
+        return False
+    index.restore_matter(lead.cluster_id, lead.first_complaint_id, lead.last_seen_ms,
+                         lead.matter_signature if comparable else [], lead.matter_entities,
+                         first_seen_ms=lead.first_seen_ms, report_count=lead.report_count,
+                         types=lead.pollution_types, region_adcode=_lead_adcode(lead),
+                         reporter_keys=lead.reporter_keys, complaint_ids=lead.complaint_ids)
+    return True
+
+
+def seed_index(index: MatterIndex, leads: Iterable[Lead]) -> Tuple[int, int]:
+    """Restores prior leads not already in ``index``; returns (restored, unrestorable).
+
+    Leads whose matter already left the window are restored too: ``assign`` never joins them, and
+    the index's ``expire`` drops them.
+    """
+    restored = unrestorable = 0
+    for lead in leads:
+        if lead.cluster_id in index:
+            continue
+        if restore_lead(index, lead):
+            restored += 1
+        else:
+            unrestorable += 1
+    return restored, unrestorable
+
+
+def report_matter(index: MatterIndex, enriched: EnrichedComplaint,
+                  weights: ScoringWeights) -> Tuple[MatterReport, Assignment]:
+    """Assigns one complaint to its matter in ``index`` (updated in place) and builds its report.
+
+    The per-complaint step of both forms of repeat detection: matter features, assignment, the
+    report's scoring signals. The bounded form calls it in event-time order per blocking key, the
+    streaming form in arrival order.
+
+    Args:
+        index: the blocking key's matter index.
+        enriched: the complaint, classified and with its region resolved.
+        weights: scoring weights (the signals are keys of the weights file).
+
+    Returns:
+        The report (complaint with ``cluster_id`` and ``duplicate_of`` set) and the assignment.
+    """
+    complaint = enriched.complaint
+    features = matter_features(complaint.text, complaint.title, enriched.tokens, enriched.region.adcode,
+                               enriched.types.labels, index.config)
+    assignment = index.assign(complaint.complaint_id, complaint.received_at_ms, features, complaint.reporter_key)
+    signals = complaint_signals(f"{complaint.title}\n{complaint.text}", complaint.received_at_ms,
+                                bool(features.entities), weights)
+    # a matter's first report is never a repeat of itself, whatever the index says
+    duplicate_of = None if assignment.duplicate_of == complaint.complaint_id else assignment.duplicate_of
+    report = MatterReport(
+        enriched._replace(cluster_id=assignment.cluster_id, duplicate_of=duplicate_of),
+        frozenset(signals), signature_to_list(features.signature), list(features.entities))
+    return report, assignment
+
+
+def assign_in_order(index: MatterIndex, complaints: Iterable[EnrichedComplaint],
+                    weights: ScoringWeights) -> List[Tuple[MatterReport, Assignment]]:
+    """:func:`report_matter` over complaints in event-time order (ties by complaint id), as the
+    bounded stage runs one blocking key, so that a rerun assigns the same matters."""
+    ordered = sorted(complaints, key=lambda e: (e.complaint.received_at_ms, e.complaint.complaint_id))
+    return [report_matter(index, enriched, weights) for enriched in ordered]
+
+
+def unplaced_index(scope: str, city_states: Iterable[Tuple[str, dict]], prior_by_block: Dict[str, List[Lead]],
+                   config) -> MatterIndex:
+    """The index a scope's unplaced complaints are assigned against: the final state of every city
+    key of the scope, then the scope's prior leads that no city key held (their city had no
+    complaint in this run, or they have no city)."""
+    index = MatterIndex(config, UNKNOWN_BLOCK)
+    for block, state in sorted(city_states, key=lambda kv: kv[0]):
+        if in_scope(block, scope):
+            index.merge_state(state)
+    for block in sorted(prior_by_block):
+        if in_scope(block, scope):
+            seed_index(index, (lead for lead in prior_by_block[block] if lead_in_scope(lead, scope)))
+    return index
+
+
+def group_leads_by_block(leads: Iterable[Lead]) -> Dict[str, List[Lead]]:
+    grouped: Dict[str, List[Lead]] = {}
+    for lead in leads:
+        grouped.setdefault(block_of_lead(lead), []).append(lead)
+    return grouped

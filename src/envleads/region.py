@@ -13,21 +13,31 @@ apart stops the answer at the level all candidates share, or gives no answer; a 
 picked arbitrarily. Several different counties of one city (a bulletin listing cases per county)
 give the city.
 
+Township names (乡, 镇, 街道, from :func:`envleads.divisions.load_townships`) come last: when the
+answer stops above county, a township that lies in exactly one county inside what the text already
+settled (or, failing that, inside the intake office's jurisdiction) gives that county, with a lower
+confidence than a named county. A township never overrides a county the text names, and a township
+name shared by several counties (城关镇 is in more than eighty) gives nothing. Written without its
+suffix (小板 for 小板镇) a township counts only right before a village or community (小板罗黄村).
+
 All names, suffixes, context patterns and weights are data (``region_aliases.json``,
 ``region_towns.json``, ``former_divisions.json``); this module holds only the procedure.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
+import os
 import re
 import unicodedata
 from collections import defaultdict
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from envleads.config import ConfigError, data_path, load_json_config
-from envleads.divisions import CITY, COUNTY, MUNICIPALITY_CODES, PROVINCE, DivisionTable, load_divisions
+from envleads.divisions import (CITY, COUNTY, MUNICIPALITY_CODES, PROVINCE, DivisionTable, TownshipTable,
+                                 load_divisions, load_townships)
 from envleads.records import RegionResolution
 
 ALIASES_FILE = "region_aliases.json"
@@ -54,6 +64,27 @@ except ImportError:  # pragma: no cover
     _normalise = _fallback_normalise
 
 
+def _common_words(names: set, min_freq: int) -> set:
+    """Those of ``names`` that jieba's general dictionary lists as ordinary words (not place names).
+
+    The dictionary file is read, not imported through jieba (whose global tokenizer we never
+    touch); only its lines for ``names`` are split. Without jieba nothing is excluded.
+    """
+    spec = importlib.util.find_spec("jieba")
+    if spec is None or not spec.submodule_search_locations:  # pragma: no cover - jieba is a dependency
+        _LOGGER.warning("jieba not installed: township names are not checked against common words")
+        return set()
+    words = set()
+    with open(os.path.join(list(spec.submodule_search_locations)[0], "dict.txt"), encoding="utf-8") as handle:
+        for line in handle:
+            word = line[:line.find(" ")]
+            if word in names:
+                _, freq, pos = line.split()
+                if int(freq) >= min_freq and not pos.startswith("ns"):
+                    words.add(word)
+    return words
+
+
 class _Mention(NamedTuple):
     start: int
     end: int
@@ -63,23 +94,40 @@ class _Mention(NamedTuple):
     needs_support: bool = False  # weak alone: counts only when a surer mention exists
 
 
+class _Town(NamedTuple):
+    start: int
+    end: int
+    surface: str  # the evidence: 小板镇, or 小板罗黄村 for a township written without its suffix
+    parents: Tuple[str, ...]  # every county (or county-less city) with a township of this name
+    weight: float
+
+
 class RegionResolver:
     """Finds the most specific division a complaint supports; build once per worker (``setup()``).
 
     Args:
         table: the division table; defaults to :func:`envleads.divisions.load_divisions`.
         aliases_path: alias/context/weight configuration (``region_aliases.json``).
-        towns_path: hand-written towns and bureau branches (``region_towns.json``).
+        towns_path: township rules, supplements and bureau branches (``region_towns.json``).
+        townships: township names; defaults to :func:`envleads.divisions.load_townships`, or to
+            none (with a warning, and ``townships-none`` in the version) when its package is absent.
     """
 
     def __init__(self, table: Optional[DivisionTable] = None, aliases_path: Optional[str] = None,
-                 towns_path: Optional[str] = None):
+                 towns_path: Optional[str] = None, townships: Optional[TownshipTable] = None):
         self._table = table or load_divisions()
         config = load_json_config(aliases_path or data_path(ALIASES_FILE),
                                   required=("version", "weights", "context", "decision"))
         towns = load_json_config(towns_path or data_path(TOWNS_FILE),
-                                 required=("version", "bureau_branches", "towns"))
-        self.version = f"{self._table.version}+aliases-{config['version']}+towns-{towns['version']}"
+                                 required=("version", "bureau_branches", "towns", "township_rules"))
+        if townships is None:
+            try:
+                townships = load_townships()
+            except RuntimeError as error:  # an optional refinement: resolve without it, visibly
+                _LOGGER.warning("township names unavailable: %s", error)
+                townships = TownshipTable([], "none")
+        self.version = (f"{self._table.version}+townships-{townships.version}"
+                        f"+aliases-{config['version']}+towns-{towns['version']}")
         try:
             self._weights: Dict[str, float] = {k: float(v) for k, v in config["weights"].items()
                                                if k != "about"}
@@ -105,6 +153,7 @@ class RegionResolver:
         self._bureaus: Dict[str, str] = {}
         self._build_aliases(config)
         self._build_towns(towns)
+        self._build_townships(towns, townships)
         self._lengths: Dict[str, List[int]] = defaultdict(list)
         for alias in list(self._aliases) + list(self._bureaus) + list(self._not_places):
             if len(alias) >= 2 and alias[0] and len(alias) not in self._lengths[alias[0]]:
@@ -147,6 +196,7 @@ class RegionResolver:
 
     def _build_aliases(self, config: dict) -> None:
         ethnic = sorted(config["ethnic_groups"], key=len, reverse=True)
+        self._ethnic = ethnic
         bare: Dict[str, List[Tuple[str, str]]] = defaultdict(list)  # short form -> [(adcode, level)]
         for division in self._divisions.values():
             name, code, level = division.name, division.adcode, division.level
@@ -204,10 +254,65 @@ class RegionResolver:
         for branch in towns["bureau_branches"]:
             for name in branch["names"]:
                 self._bureaus[name] = branch["adcode"]
-        for town in towns["towns"]:
-            for code in town["adcodes"]:
-                if code in self._divisions:
-                    self._add(town["name"], code, "town")
+
+    def _build_townships(self, towns: dict, townships: TownshipTable) -> None:
+        """Indexes township names with their suffix and, separately, without it (the bare form)."""
+        try:
+            rules = towns["township_rules"]
+            suffixes = sorted(rules["suffixes"], key=len, reverse=True)
+            min_base = int(rules["min_base_chars"])
+            stop = set(rules["stopwords"]["names"])
+            bad_endings = tuple(rules["bare_bad_endings"])
+            min_freq = int(rules["common_word_min_freq"])
+            self._town_min_base = min_base
+            self._town_suffix_re = re.compile("|".join(map(re.escape, suffixes)))
+            self._left_boundary = re.compile(rules["left_boundary"])
+            self._village_re = re.compile(rules["village_marker"])
+            self._village_chars = re.compile(rules["village_name"])
+            self._village_lengths = range(int(rules["min_village_chars"]), int(rules["max_village_chars"]) + 1)
+            self._town_weight = self._weights["town"]
+            self._town_bare_weight = self._weights["town_bare"]
+        except KeyError as error:
+            raise ConfigError(f"{TOWNS_FILE}/{ALIASES_FILE}: missing key {error}") from error
+        full: Dict[str, set] = defaultdict(set)
+        bare: Dict[str, set] = defaultdict(set)
+
+        def add(name: str, parents: Iterable[str]) -> None:
+            parents = {code for code in parents if code in self._divisions}
+            suffix = next((x for x in suffixes if name.endswith(x)), None)
+            if not parents or suffix is None or len(name) - len(suffix) < min_base:
+                return  # 2-character names (杨镇, 新镇) are too often plain words to use
+            base = name[: -len(suffix)]
+            if name not in self._aliases and name not in self._bureaus:  # a division's own name wins
+                full[name] |= parents
+            # 民族乡 are also written without the people's name: 塔西河哈萨克族乡 -> 塔西河乡
+            shorter = self._strip_ethnic(base, self._ethnic) if "族" in base else None
+            if shorter:
+                base = shorter
+                if base + suffix not in self._aliases:
+                    full[base + suffix] |= parents
+            bare[base] |= parents
+
+        for name, parents in townships.by_name.items():
+            add(name, parents)
+        for town in towns["towns"]:  # hand-written supplements (names the gazetteer lacks)
+            add(town["name"], town["adcodes"])
+        # A bare form that is also a division or bureau name, a common word or on the stop list
+        # never counts: 长安 (长安镇) is a district name and a word.
+        excluded = set(self._aliases) | set(self._bureaus) | self._common | self._not_places | stop
+        excluded |= _common_words(set(full) | set(bare), min_freq)
+        bare = {base: codes for base, codes in bare.items() if not base.endswith(bad_endings)}
+        full = {name: codes for name, codes in full.items() if name not in stop and name not in excluded}
+        interned: Dict[Tuple[str, ...], Tuple[str, ...]] = {}
+
+        def frozen(codes: set) -> Tuple[str, ...]:
+            key = tuple(sorted(codes))
+            return interned.setdefault(key, key)
+
+        self._town_full = {name: frozen(codes) for name, codes in full.items()}
+        self._town_bare = {base: frozen(codes) for base, codes in bare.items() if base not in excluded}
+        self._town_full_lengths = sorted({len(name) for name in self._town_full}, reverse=True)
+        self._town_bare_lengths = sorted({len(base) for base in self._town_bare}, reverse=True)
 
     # -- finding mentions ---------------------------------------------------------------------
 
@@ -242,6 +347,45 @@ class RegionResolver:
                 mentions.append(mention)
         mentions.sort(key=lambda m: m.start)
         return self._adjacent(mentions)
+
+    def _after_boundary(self, text: str, start: int) -> bool:
+        return start == 0 or not _CJK_RE.match(text[start - 1]) or bool(self._left_boundary.match(text[start - 1]))
+
+    def _towns(self, text: str) -> List[_Town]:
+        """Township names with their suffix, and bare ones right before a village or community."""
+        found: List[_Town] = []
+        taken = []
+        for match in self._town_suffix_re.finditer(text):
+            end = match.end()
+            for length in self._town_full_lengths:
+                start = end - length
+                if start < 0 or text[start:end] not in self._town_full:
+                    continue
+                piece = text[start:end]
+                taken.append((start, end))
+                after = text[end:end + 20]
+                # 周庄镇路, 乌镇镇建材有限公司: a name inside a road or company name is no place
+                if self._re["after_road"].match(after) or self._re["after_organisation"].match(after):
+                    break
+                if len(piece) - len(match.group()) <= self._town_min_base and not self._after_boundary(text, start):
+                    break  # 当地城镇: a short name glued to the word before it
+                found.append(_Town(start, end, piece, self._town_full[piece], self._town_weight))
+                break
+        for match in self._village_re.finditer(text):
+            marker = match.start()
+            for village in self._village_lengths:
+                end = marker - village
+                if end < self._town_min_base or not self._village_chars.fullmatch(text[end:marker]):
+                    break
+                for length in self._town_bare_lengths:
+                    start = end - length
+                    if start < 0 or text[start:end] not in self._town_bare:
+                        continue
+                    if self._after_boundary(text, start) and not any(a < match.end() and start < b for a, b in taken):
+                        found.append(_Town(start, match.end(), text[start:match.end()],
+                                           self._town_bare[text[start:end]], self._town_bare_weight))
+                    break
+        return found
 
     def _adjacent(self, mentions: List[_Mention]) -> List[_Mention]:
         """A weak county name right after its own province or city (浙江萧山, 杭州萧山) is sure."""
@@ -372,12 +516,16 @@ class RegionResolver:
                 candidates the text already names, never adds a level the text does not support.
         """
         mentions: List[_Mention] = []
+        towns: List[_Town] = []
         if address:
-            mentions += self._mentions(_normalise(address), 2.0)
+            address = _normalise(address)
+            mentions += self._mentions(address, 2.0)
+            towns += self._towns(address)
         body = _normalise(f"{title}\n{text}" if title else text or "")
         mentions += self._mentions(body, 1.0)
+        towns += self._towns(body)
         if all(mention.needs_support for mention in mentions):
-            return self._empty()
+            return self._by_town(towns, None, 1.0, [], jurisdiction_adcode) or self._empty()
         helper = []
         if jurisdiction_adcode and jurisdiction_adcode in self._divisions:
             helper = [_Mention(-1, -1, "", {jurisdiction_adcode: self._weights["jurisdiction"]},
@@ -400,9 +548,48 @@ class RegionResolver:
             level_mentions = self._inside(level_mentions, level, key, deeper)
             if not level_mentions:
                 break
+        if chosen is None or self._divisions[chosen].level != COUNTY:
+            # Stopped above county: a township may settle it inside what the text already says.
+            sure = [m for m in (level_mentions if chosen else mentions) if not m.needs_support]
+            by_town = self._by_town(towns, chosen, confidence if chosen else 1.0, sure, jurisdiction_adcode)
+            if by_town is not None:
+                return by_town
         if chosen is None:
             return self._empty()
         return self._resolution(chosen, round(confidence, 2), mentions)
+
+    def _by_town(self, towns: List[_Town], scope: Optional[str], confidence: float,
+                 sure: List[_Mention], jurisdiction: Optional[str]) -> Optional[RegionResolution]:
+        """The one county that the township names allow, or None.
+
+        A township's counties are narrowed to those inside ``scope`` (the division decided so far)
+        and consistent with every sure mention not yet used (鼓楼区 narrows a 街道 to a 鼓楼区); then,
+        if several remain, to the jurisdiction. Some township must then leave exactly one county and
+        every other township must allow it; a conflict gives nothing.
+        """
+        if not towns:
+            return None
+        narrowed: List[Tuple[_Town, set]] = []
+        for town in towns:
+            inside = {code for code in town.parents
+                      if (scope is None or self._within(code, scope))
+                      and all(any(code == c or self._within(code, c) for c in m.candidates) for m in sure)}
+            if len(inside) > 1 and jurisdiction in self._divisions:
+                local = {code for code in inside if code == jurisdiction or self._within(code, jurisdiction)}
+                inside = local or inside
+            if inside:
+                narrowed.append((town, inside))
+        single = {next(iter(inside)) for _, inside in narrowed if len(inside) == 1}
+        if len(single) != 1:
+            return None
+        code = single.pop()
+        if any(code not in inside for _, inside in narrowed):
+            return None
+        evidence = max((town for town, inside in narrowed if len(inside) == 1), key=lambda t: t.weight)
+        confidence = min(confidence, 0.5 + 0.5 * evidence.weight)
+        record = self._table.region_record(code)
+        return RegionResolution(record["province"], record["city"], record["county"], code, record["level"],
+                                round(confidence, 2), evidence.surface, self.version)
 
     def _votes(self, mentions: List[_Mention], level: str) -> bool:
         return any(self._key(c, level) is not None for m in mentions for c in m.candidates)

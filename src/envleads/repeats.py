@@ -113,6 +113,7 @@ class RepeatConfig:
     bound_words: frozenset = frozenset()
     phrase_initial: str = ""
     conflict_classes: frozenset = frozenset({"company"})
+    max_ids_per_matter: int = 64
 
     @property
     def window_ms(self) -> int:
@@ -197,6 +198,7 @@ def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
         bound_words=frozenset(entities.get("bound_words", [])),
         phrase_initial=str(entities.get("phrase_initial", "")),
         conflict_classes=frozenset(entities.get("conflict_classes", ("company",))),
+        max_ids_per_matter=max(1, int(doc.get("max_ids_per_matter", 64))),
     )
 
 
@@ -556,6 +558,29 @@ def blocking_key(region_adcode: Optional[str], fallback_adcode: Optional[str] = 
     return UNKNOWN_BLOCK
 
 
+def unplaced_scope(region_adcode: Optional[str], fallback_adcode: Optional[str] = None) -> str:
+    """Where a complaint of the ``"unknown"`` key looks for its matter: its province.
+
+    The province-level code (``"320000"``) of the resolved region, or else of the receiving
+    office's jurisdiction; ``"unknown"`` (anywhere) when neither names a province. Such complaints
+    are assigned last, against the matters of every city key of that province (and of every key
+    when the scope is ``"unknown"``).
+    """
+    for code in (region_adcode, fallback_adcode):
+        code = _clean_adcode(code)
+        if code:
+            return code[:2] + "0000"
+    return UNKNOWN_BLOCK
+
+
+def in_scope(adcode_or_key: Optional[str], scope: str) -> bool:
+    """Whether a blocking key or region code lies in an unplaced complaint's scope (see
+    :func:`unplaced_scope`); an unknown place may lie anywhere, so it is in every scope."""
+    if scope == UNKNOWN_BLOCK or not adcode_or_key or adcode_or_key == UNKNOWN_BLOCK:
+        return True
+    return str(adcode_or_key)[:2] == scope[:2]
+
+
 def _city_key(region_adcode: Optional[str]) -> str:
     if not region_adcode:
         return UNKNOWN_BLOCK
@@ -636,6 +661,8 @@ class _Matter:
     title_entities: List[str] = field(default_factory=list)
     regions: Dict[str, int] = field(default_factory=dict)
     shingles: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint32))
+    # the first and the most recent complaint ids: a redelivered one is recognised, not re-counted
+    complaint_ids: List[str] = field(default_factory=list)
 
 
 class _Candidate(NamedTuple):
@@ -687,6 +714,9 @@ class MatterIndex:
         self._region_index: Dict[str, set] = {}
         # reporter digest -> clusters they reported to
         self._reporter_index: Dict[str, set] = {}
+        # complaint id -> its cluster (the ids each matter keeps): at-least-once delivery repeats
+        # complaints, and a repeat delivery must neither count again nor match its own matter
+        self._complaint_index: Dict[str, str] = {}
         self._specific_cache: Dict[str, bool] = {}  # valid while the index does not change
 
     # -- bookkeeping -------------------------------------------------------------------------
@@ -739,6 +769,23 @@ class MatterIndex:
             _unindex(self._reporter_index, reporter, cluster_id)
         for region in matter.regions:
             _unindex(self._region_index, region, cluster_id)
+        for complaint_id in matter.complaint_ids:
+            if self._complaint_index.get(complaint_id) == cluster_id:
+                del self._complaint_index[complaint_id]
+
+    def _add_complaint_ids(self, matter: _Matter, complaint_ids: Iterable[str]) -> None:
+        """Remembers complaint ids of the matter: the first one and the ``max_ids_per_matter`` - 1
+        most recent (a redelivery comes soon after the original, so older ids are rarely needed)."""
+        limit = self.config.max_ids_per_matter
+        for complaint_id in complaint_ids:
+            if not complaint_id or complaint_id in matter.complaint_ids:
+                continue
+            matter.complaint_ids.append(complaint_id)
+            self._complaint_index[complaint_id] = matter.cluster_id
+            if len(matter.complaint_ids) > limit:
+                gone = matter.complaint_ids.pop(1 if limit > 1 else 0)
+                if self._complaint_index.get(gone) == matter.cluster_id:
+                    del self._complaint_index[gone]
 
     def _add_member(self, matter: _Matter, signature: np.ndarray) -> None:
         limit = self.config.max_members_per_matter
@@ -1018,8 +1065,9 @@ class MatterIndex:
         signature = _trim(features.signature)
         features = features._replace(signature=signature)
         reporters = _reporter_digests(reporter_key)
-        if cluster_id_for(complaint_id) in self._matters:  # the same complaint delivered twice
-            return Assignment(cluster_id_for(complaint_id), None, False, 1.0, "redelivery")
+        known = self.redelivery(complaint_id)
+        if known is not None:
+            return known
         best: Optional[_Candidate] = None
         self._specific_cache = {}
         if self._matters:
@@ -1060,14 +1108,33 @@ class MatterIndex:
             matter = _Matter(cluster_id, complaint_id, event_time_ms, event_time_ms, 1, [], {}, {}, [])
             self._matters[cluster_id] = matter
             self._add_report(matter, features, reporters)
+            self._add_complaint_ids(matter, [complaint_id])
             return Assignment(cluster_id, None, True, 0.0, "new")
         matter = self._matters[best.cluster_id]
         matter.report_count += 1
         matter.last_seen_ms = max(matter.last_seen_ms, event_time_ms)
         matter.first_seen_ms = min(matter.first_seen_ms, event_time_ms)
         self._add_report(matter, features, reporters)
+        self._add_complaint_ids(matter, [complaint_id])
         return Assignment(matter.cluster_id, matter.first_complaint_id, False, round(best.text, 4),
                           "text" if best.evidence == "text" else f"text+{best.evidence}")
+
+    def redelivery(self, complaint_id: str) -> Optional[Assignment]:
+        """The assignment a complaint already got, if it is a live matter's known report.
+
+        At-least-once delivery (a replayed round, a redelivered Kafka record, a restart that
+        re-reads what the prior leads already hold) repeats complaints: a repeat delivery keeps its
+        matter, is not counted again, and the first report of a matter stays its first report
+        (``duplicate_of`` None) instead of matching its own matter as a repeat of itself.
+        """
+        cluster_id = self._complaint_index.get(complaint_id)
+        if cluster_id is None and cluster_id_for(complaint_id) in self._matters:
+            cluster_id = cluster_id_for(complaint_id)  # state written before ids were kept
+        matter = self._matters.get(cluster_id) if cluster_id is not None else None
+        if matter is None:
+            return None
+        first = matter.first_complaint_id
+        return Assignment(cluster_id, None if first == complaint_id else first, False, 1.0, "redelivery")
 
     def expire(self, now_ms: int) -> List[str]:
         """Drops matters whose last report is older than the window; returns their cluster ids."""
@@ -1081,7 +1148,8 @@ class MatterIndex:
                        signature: Sequence[int], entities: Iterable[str],
                        first_seen_ms: Optional[int] = None, report_count: int = 1,
                        types: Iterable[str] = (), title_entities: Iterable[str] = (),
-                       region_adcode: Optional[str] = None, reporter_keys: Iterable[str] = ()) -> None:
+                       region_adcode: Optional[str] = None, reporter_keys: Iterable[str] = (),
+                       complaint_ids: Iterable[str] = ()) -> None:
         """Re-creates a matter from a lead (at start-up, before the stream resumes).
 
         Args:
@@ -1096,6 +1164,8 @@ class MatterIndex:
                 that reports from another county do not join it.
             reporter_keys: the matter's pseudonymous reporter keys (the lead's ``reporter_keys``), so
                 that a reporter writing again is recognised.
+            complaint_ids: the matter's reports (the lead's ``complaint_ids``, event-time order), so
+                that a redelivered report is recognised instead of counted again.
         """
         sig = signature_from_list(signature)
         if _is_sketch(sig, self.config.sketch_size):
@@ -1119,6 +1189,7 @@ class MatterIndex:
             if len(matter.reporters) < 32:
                 matter.reporters.append(reporter)
                 _index(self._reporter_index, reporter, cluster_id)
+        self._add_complaint_ids(matter, [first_complaint_id] + [c for c in complaint_ids if c != first_complaint_id])
 
     def matter_summary(self, cluster_id: str) -> Dict[str, Any]:
         """What a lead should carry so that :meth:`restore_matter` can rebuild the matter."""
@@ -1135,6 +1206,7 @@ class MatterIndex:
             "title_entities": list(m.title_entities),
             "types": sorted(m.types),
             "region_adcode": max(m.regions, key=lambda r: (m.regions[r], r)) if m.regions else None,
+            "complaint_ids": list(m.complaint_ids),
         }
 
     def to_state(self) -> Dict[str, Any]:
@@ -1143,7 +1215,7 @@ class MatterIndex:
         for m in sorted(self._matters.values(), key=lambda m: (m.first_seen_ms, m.cluster_id)):
             matters.append([m.cluster_id, m.first_complaint_id, m.first_seen_ms, m.last_seen_ms,
                             m.report_count, [_signature_to_b64(s) for s in m.members],
-                            m.entities, m.types, m.reporters, m.title_entities, m.regions])
+                            m.entities, m.types, m.reporters, m.title_entities, m.regions, m.complaint_ids])
         return {"format": STATE_FORMAT, "version": self.config.version, "block": self.block,
                 "sketch_size": self.config.sketch_size,
                 "shingle_chars": self.config.shingle_chars, "seed": self.config.seed, "matters": matters}
@@ -1161,7 +1233,10 @@ class MatterIndex:
             raise ConfigError("repeat index state was built with another sketch configuration; sketches "
                               "are not comparable (rebuild from leads instead)")
         added = 0
-        for cid, first, first_ms, last_ms, count, sigs, ents, types, reporters, titled, regions in state["matters"]:
+        for row in state["matters"]:
+            # rows of format 2 without the trailing complaint ids (written before they were kept) load too
+            cid, first, first_ms, last_ms, count, sigs, ents, types, reporters, titled, regions = row[:11]
+            complaint_ids = row[11] if len(row) > 11 else [first]
             if cid in self._matters:
                 continue
             matter = _Matter(cid, first, int(first_ms), int(last_ms), int(count), [], {}, dict(types),
@@ -1177,6 +1252,7 @@ class MatterIndex:
                 _index(self._entity_index, self._entity_key(entity), cid)
             for reporter in matter.reporters:
                 _index(self._reporter_index, reporter, cid)
+            self._add_complaint_ids(matter, complaint_ids)
             added += 1
         return added
 
@@ -1275,8 +1351,9 @@ def assign_in_blocks(records: Sequence[Mapping[str, Any]], config: Optional[Repe
 
     Records are grouped by :func:`blocking_key` of their ``region_adcode`` (or else their
     ``jurisdiction_adcode``); each city key runs its own index (in a pipeline: in parallel). The
-    records of no known city are then assigned against one index that merged every city's final
-    state, because they may report a matter anywhere. Fields as in :func:`cluster_records`.
+    records of no known city are then assigned against one index that merged the final state of
+    every city of their province (of every city when no province is known, :func:`unplaced_scope`),
+    because they may report a matter anywhere there. Fields as in :func:`cluster_records`.
     Returns ``(id, Assignment)`` per record, city keys first.
     """
     config = config or default_config()
@@ -1286,16 +1363,20 @@ def assign_in_blocks(records: Sequence[Mapping[str, Any]], config: Optional[Repe
         key = blocking_key(rec.get("region_adcode"), rec.get("jurisdiction_adcode"))
         blocks.setdefault(key, []).append(rec)
     out: List[Tuple[str, Assignment]] = []
-    states = []
+    states: Dict[str, Dict[str, Any]] = {}
     for key in sorted(k for k in blocks if k != UNKNOWN_BLOCK):
         index = MatterIndex(config, key)
         out.extend(_assign_all(index, blocks[key], config, tokenize))
-        states.append(index.to_state())
-    if blocks.get(UNKNOWN_BLOCK):
+        states[key] = index.to_state()
+    scopes: Dict[str, List[Mapping[str, Any]]] = {}
+    for rec in blocks.get(UNKNOWN_BLOCK, ()):
+        scopes.setdefault(unplaced_scope(rec.get("region_adcode"), rec.get("jurisdiction_adcode")), []).append(rec)
+    for scope in sorted(scopes):
         index = MatterIndex(config, UNKNOWN_BLOCK)
-        for state in states:
-            index.merge_state(state)
-        out.extend(_assign_all(index, blocks[UNKNOWN_BLOCK], config, tokenize))
+        for key in sorted(states):
+            if in_scope(key, scope):
+                index.merge_state(states[key])
+        out.extend(_assign_all(index, scopes[scope], config, tokenize))
     return out
 
 
