@@ -70,6 +70,8 @@ def _common_words(names: set, min_freq: int) -> set:
     The dictionary file is read, not imported through jieba (whose global tokenizer we never
     touch); only its lines for ``names`` are split. Without jieba nothing is excluded.
     """
+    if not names:
+        return set()
     spec = importlib.util.find_spec("jieba")
     if spec is None or not spec.submodule_search_locations:  # pragma: no cover - jieba is a dependency
         _LOGGER.warning("jieba not installed: township names are not checked against common words")
