@@ -2,7 +2,7 @@
 
 Generates N matters spread over a year of event time (each reported 1-4 times within a few weeks),
 each with its own random wording plus shared boilerplate and a named compound/company, then:
-  * features per second (MinHash + entity rules),
+  * features per second (bottom-k shingle sketch + entity rules),
   * assignments per second (one index, expiry once per simulated day),
   * memory held by the index at the end (tracemalloc) and its to_state() JSON size,
   * pairwise precision/recall of the matters found (each generated matter is the truth).
@@ -117,6 +117,9 @@ def main() -> None:
         "index_memory_bytes_at_end": held,
         "index_memory_bytes_per_live_matter": round(held / max(1, len(index)), 1),
         "state_json_bytes_at_end": state_bytes,
+        "machine_note": "SHARED machine (2 cores, other helpers' tests and benchmarks running): speeds are "
+                        "indicative only; see loadavg",
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
     }
     width = max(len(k) for k in result)
     for key, value in result.items():

@@ -513,3 +513,32 @@ def test_an_unplaced_complaint_of_a_known_province_looks_only_there(config):
     got = dict(R.assign_in_blocks(rows, config))
     assert got["b"].is_new_matter  # Jiangsu: the Hangzhou matter is not in its scope
     assert got["c"].duplicate_of == "a"  # Zhejiang: it is
+
+
+# -- names with a boundary character, names sharing an index key ---------------------------------
+
+@pytest.mark.parametrize("text, entity", [
+    ("我家住在和平路12号旁边", "road:和平"),        # 和 is a boundary word, and the start of this name
+    ("北戴河区荷和中路边上的夜宵摊", "road:荷和中"),
+    ("顺河路上的饭店", "road:顺河"),
+])
+def test_a_boundary_character_inside_a_short_name_does_not_cut_it(config, text, entity):
+    assert entity in R.extract_entities(text, config)
+
+
+def test_a_boundary_word_still_cuts_before_a_name(config):
+    assert "road:建设" in R.extract_entities("住在建设路", config)
+    assert not any(e.startswith("road:") for e in R.extract_entities("我们家路口的服装店", config))
+
+
+def test_names_sharing_only_their_last_two_characters_are_not_one_generic_name(config):
+    """The entity index key is a name's last two characters; other roads ending alike ("龙松北路",
+    "阳松北路") must not make "锦松北路" a name too common to identify its matter."""
+    index = R.MatterIndex(config, R.UNKNOWN_BLOCK)
+    other = [("龙松北路", "垃圾站臭气熏天，苍蝇很多"), ("阳松北路", "菜市场污水横流，地面发黑"),
+             ("泰松北路", "洗车店污水直接排到路边")]
+    for n, (road, text) in enumerate(other):
+        index.assign(f"o-{n}", T0 + n, feats(config, ("", f"{road}旁边，{text}。"), ["water"], region=f"41{n}102"))
+    index.assign("a-1", T0 + 10, feats(config, ("", "锦松北路边上的施工工地凌晨施工敲敲打打。"), ["noise"], region="411082"))
+    got = index.assign("a-2", T0 + DAY_MS, feats(config, ("", "锦松北路中华家园边上的工地晚上还在浇筑混凝土。"), ["noise"]))
+    assert got.duplicate_of == "a-1" and got.matched_on == "text+place"

@@ -13,12 +13,16 @@ overrides such as drinking-water sources force ``urgent``), while the deadline i
 obligation; an overdue noise complaint must not push an unassigned drinking-water case down the
 list, but among leads of equal tier the overdue ones are handled first.
 
+``export --top N`` keeps only the first N of that order for an inspection campaign, optionally at
+most K per county (``--per-county``) and a minimum share from quiet areas (``--min-share``), per
+province or city with ``--top-per`` (``envleads.ranking``); what it keeps stays in feed order.
+
 Ranks are positions in the list the user is looking at: after the filters, 1 = first. ``tail``
 ranks each lead among the leads it has seen so far (from where it started reading) that pass the
 filters.
 
 What leaves here carries no complainant identity: leads hold none by construction, and the
-pseudonymous ``reporter_keys`` (and the internal MinHash ``matter_signature``) are dropped from
+pseudonymous ``reporter_keys`` (and the internal text sketch ``matter_signature``) are dropped from
 every output; only the count ``distinct_reporters`` remains. Summaries are already masked.
 
 Times are shown in China Standard Time (UTC+8), the time zone of the complaints; ``--since`` takes
@@ -46,7 +50,7 @@ LOG = logging.getLogger(__name__)
 
 CST = timezone(timedelta(hours=8))
 EXPORT_FORMATS = ("csv", "jsonl", "geojson")
-# Never in any output: pseudonymous reporter keys (linkable across leads) and the internal MinHash
+# Never in any output: pseudonymous reporter keys (linkable across leads) and the internal text sketch
 # signature (state for rebuilding the repeat index, meaningless to a reader).
 HIDDEN_FIELDS = ("reporter_keys", "matter_signature")
 # The CSV contract: stable order, documented in the README; add columns at the end only.

@@ -8,8 +8,12 @@ Pure functions and a plain-Python index; no Beam import. The stage keys complain
 :func:`blocking_key` (the city, from the resolved region or else the receiving office's
 jurisdiction), keeps one :class:`MatterIndex` per key (``to_state``/``from_state``), calls
 :meth:`MatterIndex.assign` per complaint in event-time order and :meth:`MatterIndex.expire` on a
-timer. A complaint with no known city (key ``"unknown"``) can report a matter of any city, so it is
-assigned last, against an index that merged every key's matters (:meth:`MatterIndex.merge_state`).
+timer. A complaint with no known city (key ``"unknown"``) can report a matter of any city of its
+province (or of any city when not even its province is known, :func:`unplaced_scope`), so it is
+assigned last, against an index that merged those keys' matters (:meth:`MatterIndex.merge_state`).
+A complaint delivered again (at-least-once delivery, a replayed round) keeps its matter and is not
+counted again: each matter remembers its first and most recent complaint ids
+(:meth:`MatterIndex.redelivery`).
 
 What joins a complaint to a live matter, strongest evidence first (:meth:`MatterIndex.assign`):
 
@@ -18,7 +22,8 @@ What joins a complaint to a live matter, strongest evidence first (:meth:`Matter
 * both name the same road, town or hamlet, and lie in one city (or share a pollution type);
 * the same reporter writes again, with a shared type or some text in common;
 * the matter is the only live one of the complaint's county with a shared type, and they share some
-  text (``county_alone``; in a busy county this never fires);
+  text (``county_alone``; in a busy county this never fires; off in the packaged configuration:
+  on generated traffic it joined distinct matters of quiet counties more often than repeats);
 * the text alone is very similar.
 
 Text similarity is a weighted Jaccard similarity of character-shingle sets: a shingle weighs by
@@ -114,6 +119,7 @@ class RepeatConfig:
     phrase_initial: str = ""
     conflict_classes: frozenset = frozenset({"company"})
     max_ids_per_matter: int = 64
+    name_boundary_chars: str = ""
 
     @property
     def window_ms(self) -> int:
@@ -197,6 +203,7 @@ def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
         min_text_with_county=float(thresholds.get("min_text_with_county", 0.0)),
         bound_words=frozenset(entities.get("bound_words", [])),
         phrase_initial=str(entities.get("phrase_initial", "")),
+        name_boundary_chars=str(entities.get("name_boundary_chars", "")),
         conflict_classes=frozenset(entities.get("conflict_classes", ("company",))),
         max_ids_per_matter=max(1, int(doc.get("max_ids_per_matter", 64))),
     )
@@ -476,7 +483,7 @@ def _core_before(norm: str, pos: int, config: RepeatConfig) -> Optional[str]:
     window = norm[max(0, pos - limit - 1):pos]
     bounded = pos - len(window) == 0 or _SEPARATOR in window
     tail = window.rsplit(_SEPARATOR, 1)[-1]
-    core = _cut_at_boundary(tail, config.boundaries)
+    core = _cut_at_boundary(tail, config.boundaries, config.name_boundary_chars)
     if len(core) < len(tail):
         bounded = True
     core = _strip_admin_prefix(core.lstrip("0123456789"))
@@ -485,12 +492,20 @@ def _core_before(norm: str, pos: int, config: RepeatConfig) -> Optional[str]:
     return core
 
 
-def _cut_at_boundary(window: str, boundaries: Tuple[str, ...]) -> str:
-    cut = 0
+def _cut_at_boundary(window: str, boundaries: Tuple[str, ...], name_chars: str = "") -> str:
+    """What follows the last boundary in ``window``.
+
+    A one-character boundary that is also common in names (``name_chars``: 和平路, 顺河路,
+    荷和中路) does not cut when it would leave less than two characters: the name then runs back
+    to the boundary before it.
+    """
+    cut, by = 0, ""
     for boundary in boundaries:
         idx = window.rfind(boundary)
         if idx >= 0 and idx + len(boundary) > cut:
-            cut = idx + len(boundary)
+            cut, by = idx + len(boundary), boundary
+    if len(window) - cut < 2 and len(by) == 1 and by in name_chars:
+        return _cut_at_boundary(window[:cut - 1], boundaries, name_chars) + window[cut - 1:]
     return window[cut:]
 
 
@@ -996,7 +1011,9 @@ class MatterIndex:
         busy road), nor when every shingle of its name is common among the live matters (a phrase
         the suffix rules mistook for a name, "客人散场" -> ``company:客人散``).
         """
-        if len(self._entity_index.get(self._entity_key(entity), ())) >= self.config.generic_matters:
+        holders = self._entity_index.get(self._entity_key(entity), ())
+        if len(holders) >= self.config.generic_matters and self._matters_naming(entity, holders) >= \
+                self.config.generic_matters:
             return False
         core = _split(entity)[1].partition("#")[0]
         k = self.config.shingle_chars
@@ -1005,6 +1022,24 @@ class MatterIndex:
         cap = max(float(self.config.generic_matters), self.config.common_share * len(self._matters))
         hashes = shingle_hashes(core, k, self.config.seed)
         return any(self._df(h) < cap for h in hashes.tolist())
+
+    def _matters_naming(self, entity: str, holders: Iterable[str], scan: int = 256) -> int:
+        """How many of ``holders`` (the matters under the entity's index key) name the entity itself,
+        counted up to ``generic_matters``. The key is the name's last two characters, so in a large
+        index (a province's unplaced complaints, a big city) "锦松北路" and "龙松北路" share it; only
+        matters naming the same place make a name generic. Past ``scan`` holders the key itself is
+        taken as generic."""
+        cfg = self.config
+        cls, core = _split(entity)
+        found = 0
+        for n, cid in enumerate(sorted(holders)):
+            if n >= scan:
+                return cfg.generic_matters
+            if any(_split(e)[0] == cls and _cores_match(core, _split(e)[1], cfg) for e in self._matters[cid].entities):
+                found += 1
+                if found >= cfg.generic_matters:
+                    break
+        return found
 
     def _entity_conflict(self, new: Sequence[str], matter: _Matter, confirmed_only: bool = True) -> bool:
         """Both name a specific source of one kind (a company, a site) that the other does not.
