@@ -39,6 +39,9 @@ JOBS: List[Tuple[str, str, List[str], List[str]]] = [
     ("pipeline", "bench_pipeline.py", ["--count", "2000", "--profile"], ["--count", "300", "--repeat", "1"]),
     ("stream", "bench_stream.py", ["--rate", "200", "--seconds", "60"], ["--rate", "50", "--seconds", "10"]),
     ("stream_backfill", "bench_stream.py", ["--backfill", "20000"], ["--backfill", "2000"]),
+    ("repeats_memory", "bench_repeats_memory.py", ["--events", "20000", "--out", "bench/results/repeats_memory_20000.json"],
+     ["--events", "2000", "--out", "/tmp/repeats_memory_quick.json"]),
+    ("repeats_pipeline", "bench_repeats_pipeline.py", ["--count", "5000"], ["--count", "500", "--seeds", "5"]),
 ]
 
 
