@@ -2,8 +2,10 @@
 
 Live mode (default): a producer process sends generated complaints (Avro, as an intake system
 would) to the raw topic at ``--rate`` events/s for ``--seconds``; the same process watches the
-lead and enriched topics. The stream (:func:`envleads.pipelines.stream.run_stream`, FnApiRunner)
-runs in this main process until the backlog is drained. Reported:
+lead and enriched topics. The stream (:func:`envleads.pipelines.stream.run_stream`, local engine
+by default, ``--engine beam`` for a FnApiRunner pipeline per round) runs in this main process
+until the backlog is drained; production starts when the stream reports it is ready (its
+``on_ready``), unless ``--include-startup``. Reported:
   * latency produce -> lead: time the first lead record listing the complaint is readable on the
     lead topic minus the time the complaint was handed to the producer; p50/p95/p99 over the
     complaints that reach a lead (non-environmental and malformed ones never do);
@@ -16,9 +18,12 @@ CPU is user + system seconds, of the stream process (this one; getrusage), of th
 process and of the broker (psutil), next to wall time: the machine is shared, so wall time and
 latency are noisy. Nothing is extrapolated: a run shorter than asked prints what it measured.
 
-    .venv/bin/python bench/bench_stream.py [--rate 200] [--seconds 60]
-    .venv/bin/python bench/bench_stream.py --backfill 20000
-        [--max-round-events 2000] [--partitions 1] [--seed 11]
+    .venv/bin/python bench/bench_stream.py [--rate 200] [--seconds 120]
+    .venv/bin/python bench/bench_stream.py --backfill 1000000
+        [--engine local|beam] [--max-round-events 2000] [--round-wait 0.25] [--partitions 1] [--seed 11]
+
+The backfill's events are generated and produced by a child process (streamed, never held in
+the stream's process), so the stream's peak RSS is its own.
 
 Prints a table and writes bench/results/stream.json (live) or bench/results/stream_backfill.json.
 """
@@ -67,6 +72,7 @@ class PeakSampler(threading.Thread):
         self._stop_event = threading.Event()
         self.peak_rss = dict.fromkeys(pids, 0)
         self.cpu_s = dict.fromkeys(pids, 0.0)
+        self._child_cpu: Dict[int, float] = {}
 
     def run(self) -> None:
         while not self._stop_event.is_set():
@@ -76,6 +82,19 @@ class PeakSampler(threading.Thread):
                         self.peak_rss[name] = max(self.peak_rss[name], process.memory_info().rss)
                         times = process.cpu_times()
                         self.cpu_s[name] = times.user + times.system
+                    if name == "stream":
+                        # the enrichment workers: their RSS adds to the stream's (sum of the family)
+                        # (not the other watched processes, such as the producer/watcher child)
+                        others = {p.pid for n, p in self._processes.items() if n != "stream"}
+                        children = [child for child in process.children(recursive=True) if child.pid not in others]
+                        rss = sum(child.memory_info().rss for child in children)
+                        self.peak_rss["stream_workers"] = max(self.peak_rss.get("stream_workers", 0), rss)
+                        self.peak_rss["stream_total"] = max(self.peak_rss.get("stream_total", 0),
+                                                            rss + process.memory_info().rss)
+                        for child in children:
+                            times = child.cpu_times()
+                            self._child_cpu[child.pid] = times.user + times.system
+                        self.cpu_s["stream_workers"] = sum(self._child_cpu.values())
                 except self._psutil.Error:
                     continue
             self._stop_event.wait(self._interval_s)
@@ -297,10 +316,20 @@ def run_live(args, broker, workdir: str) -> Dict[str, object]:
     broker_cpu0 = sampler.cpu_s["broker"]
     print(f"producing {count} events at {args.rate:g}/s for {args.seconds:g} s; stream running ...", flush=True)
     cpu0, wall0, started_at = _self_cpu_s(), time.perf_counter(), time.time()
-    go.set()
+    clock = {"started_at": started_at}
+
+    def start_production() -> None:
+        clock["started_at"] = time.time()
+        go.set()
+
+    if args.include_startup:
+        go.set()  # the stream's set-up time counts in the first events' latency
     totals = run_stream(broker.bootstrap_servers, _stream_topics(topics), BEAM_ARGS, group_id="bench-stream",
                         max_round_events=args.max_round_events, poll_wait_s=args.poll_wait,
-                        stop_when_idle_s=args.idle_stop, status_every_s=0)
+                        stop_when_idle_s=args.idle_stop, status_every_s=0, engine=args.engine,
+                        round_wait_s=args.round_wait, enrich_workers=args.enrich_workers,
+                        on_ready=None if args.include_startup else start_production)
+    started_at = clock["started_at"]
     stream_wall, stream_cpu = time.perf_counter() - wall0, _self_cpu_s() - cpu0
     done.set()
     child.join(120)
@@ -336,6 +365,7 @@ def run_live(args, broker, workdir: str) -> Dict[str, object]:
         "rate_inside_rounds": round(totals["events"] / max(in_rounds_s, 1e-9), 1),
         "stream_wall_s": round(stream_wall, 2), "idle_stop_s": args.idle_stop,
         "stream_cpu_s": round(stream_cpu, 2),
+        "stream_workers_cpu_s": round(sampler.cpu_s.get("stream_workers", 0.0), 2),
         "broker_cpu_s": round(sampler.cpu_s["broker"] - broker_cpu0, 2),
         "producer_watcher_cpu_s": round(observed["cpu_s"], 2),
         "peak_rss_mb": {name: round(v / 2**20, 1) for name, v in sampler.peak_rss.items()},
@@ -348,16 +378,51 @@ def run_live(args, broker, workdir: str) -> Dict[str, object]:
 
 
 # -------------------------------------------------------------------------------------- backfill
-def run_backfill(args, broker) -> Dict[str, object]:
-    from envleads.pipelines.stream import produce_lines, run_stream
+def backfill_producer(bootstrap: str, topic: str, count: int, seed: int, result_path: str) -> None:
+    """Child process: generates ``count`` complaints and produces them as Avro, streaming."""
+    from kafka import KafkaProducer
 
-    payload, malformed = generated_payload(args.backfill, args.seed)
+    from envleads.generator import generate_events
+    from envleads.ops.kafka_config import client_kwargs
+    from envleads.pipelines.stream import raw_event_bytes
+
+    producer = KafkaProducer(**client_kwargs(bootstrap, None, role="producer", linger_ms=20,
+                                             batch_size=256 * 1024))
+    started, produced, malformed, pending = time.perf_counter(), 0, 0, []
+    for event in generate_events(count, seed):
+        malformed += bool(event.truth.get("malformed"))
+        pending.append(producer.send(topic, value=raw_event_bytes(event.line)))
+        produced += 1
+        if len(pending) >= 20000:
+            producer.flush()
+            for future in pending:
+                future.get(timeout=60)
+            pending = []
+    producer.flush()
+    for future in pending:
+        future.get(timeout=60)
+    producer.close()
+    with open(result_path, "w", encoding="utf-8") as handle:
+        json.dump({"produced": produced, "malformed": malformed, "produce_s": time.perf_counter() - started}, handle)
+
+
+def run_backfill(args, broker) -> Dict[str, object]:
+    from envleads.pipelines.stream import run_stream
+
     topics = make_topics(broker.bootstrap_servers, args.partitions)
     rounds = _quiet_logging()
-    print(f"producing {args.backfill} events ...", flush=True)
-    started = time.perf_counter()
-    produced = produce_lines(broker.bootstrap_servers, topics["raw"], (line for _, line in payload))
-    produce_s = time.perf_counter() - started
+    print(f"generating and producing {args.backfill} events (child process) ...", flush=True)
+    result_path = os.path.join(tempfile.mkdtemp(prefix="envleads-bench-backfill-"), "producer.json")
+    context = multiprocessing.get_context("spawn")
+    child = context.Process(target=backfill_producer,
+                            args=(broker.bootstrap_servers, topics["raw"], args.backfill, args.seed, result_path))
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise RuntimeError(f"the producer process failed with exit code {child.exitcode}")
+    with open(result_path, encoding="utf-8") as handle:
+        production = json.load(handle)
+    produced, malformed, produce_s = production["produced"], production["malformed"], production["produce_s"]
     sampler = PeakSampler({"stream": os.getpid(), "broker": broker.pid})
     sampler.start()
     time.sleep(0.2)
@@ -366,7 +431,8 @@ def run_backfill(args, broker) -> Dict[str, object]:
     cpu0, wall0, started_at = _self_cpu_s(), time.perf_counter(), time.time()
     totals = run_stream(broker.bootstrap_servers, _stream_topics(topics), BEAM_ARGS, group_id="bench-backfill",
                         max_round_events=args.max_round_events, poll_wait_s=args.poll_wait,
-                        stop_when_idle_s=args.idle_stop, status_every_s=0)
+                        stop_when_idle_s=args.idle_stop, status_every_s=0, engine=args.engine,
+                        round_wait_s=args.round_wait, enrich_workers=args.enrich_workers)
     wall, cpu = time.perf_counter() - wall0, _self_cpu_s() - cpu0
     sampler.stop()
     drained_s = (max(r["ended_at"] for r in rounds.rounds) - started_at) if rounds.rounds else wall
@@ -376,7 +442,9 @@ def run_backfill(args, broker) -> Dict[str, object]:
         "events_processed": totals["events"], "rounds": totals["rounds"], "leads_in_view": totals["leads"],
         "drain_wall_s": round(drained_s, 2), "drain_rate": round(totals["events"] / max(drained_s, 1e-9), 1),
         "stream_wall_s_incl_idle_stop": round(wall, 2), "idle_stop_s": args.idle_stop,
-        "stream_cpu_s": round(cpu, 2), "per_cpu_s": round(totals["events"] / max(cpu, 1e-9), 1),
+        "stream_cpu_s": round(cpu, 2),
+        "stream_workers_cpu_s": round(sampler.cpu_s.get("stream_workers", 0.0), 2),
+        "per_cpu_s": round(totals["events"] / max(cpu + sampler.cpu_s.get("stream_workers", 0.0), 1e-9), 1),
         "broker_cpu_s": round(sampler.cpu_s["broker"] - broker_cpu0, 2),
         "peak_rss_mb": {name: round(v / 2**20, 1) for name, v in sampler.peak_rss.items()},
         "round_fit": round_cost_fit(rounds.rounds), "round_log": rounds.rounds,
@@ -416,7 +484,8 @@ def _print_backfill(r: Dict[str, object]) -> None:
 
 
 def _print_common(r: Dict[str, object]) -> None:
-    cpu = f"CPU s: stream {r['stream_cpu_s']:.1f}, broker {r['broker_cpu_s']:.1f}"
+    cpu = (f"CPU s: stream {r['stream_cpu_s']:.1f} + enrichment workers {r.get('stream_workers_cpu_s', 0):.1f}, "
+           f"broker {r['broker_cpu_s']:.1f}")
     if "producer_watcher_cpu_s" in r:
         cpu += f", producer+watcher {r['producer_watcher_cpu_s']:.1f}"
     print(cpu)
@@ -436,7 +505,16 @@ def _print_common(r: Dict[str, object]) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=200.0, help="target events/s in live mode (default 200)")
-    parser.add_argument("--seconds", type=float, default=60.0, help="seconds of production in live mode (default 60)")
+    parser.add_argument("--seconds", type=float, default=120.0, help="seconds of production in live mode (default 120)")
+    parser.add_argument("--engine", choices=("local", "beam"), default="local",
+                        help="run_stream's round engine (local: long-lived in-process; beam: FnApiRunner per round)")
+    parser.add_argument("--include-startup", action="store_true",
+                        help="live mode: start producing before the stream is set up (as before 2026-11-29), so "
+                             "its start-up time is in the latencies; default: production starts when it is ready")
+    parser.add_argument("--enrich-workers", type=int, default=1,
+                        help="run_stream's enrich_workers (processes for the stateless stages; 0: none)")
+    parser.add_argument("--round-wait", type=float, default=0.25,
+                        help="run_stream's round_wait_s: a round closes this long after its first event")
     parser.add_argument("--backfill", type=int, default=0, help="backfill mode: produce N events first, then drain")
     parser.add_argument("--max-round-events", type=int, default=2000, help="run_stream's events per round at most")
     parser.add_argument("--poll-wait", type=float, default=2.0, help="run_stream's poll_wait_s")
@@ -465,7 +543,11 @@ def main(argv=None) -> int:
                 "params": {"rate": args.rate, "seconds": args.seconds, "backfill": args.backfill,
                            "max_round_events": args.max_round_events, "poll_wait_s": args.poll_wait,
                            "idle_stop_s": args.idle_stop, "partitions": args.partitions, "seed": args.seed,
-                           "beam_args": BEAM_ARGS, "model_version": model_version},
+                           "beam_args": BEAM_ARGS, "model_version": model_version, "engine": args.engine,
+                           "round_wait_s": args.round_wait, "enrich_workers": args.enrich_workers,
+                           "include_startup": args.include_startup},
+                "machine_note": "2 cores SHARED with other engineers' jobs while measured: wall time, latency "
+                                "and throughput are noisy (see loadavg); CPU seconds are the steadier figure",
                 "cpu_note": "CPU = user+system seconds: stream = this process (getrusage), broker and "
                             "producer/watcher measured separately",
                 "result": result}

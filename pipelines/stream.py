@@ -10,13 +10,15 @@ adding one). The same transforms run as one streaming job on runners that suppor
 
 Two round engines:
 
-* ``local`` (default): :class:`LocalRoundEngine`, one long-lived process: the stateless stages'
-  DoFns set up once, the matter indexes kept between rounds (seeded per block from a
-  :class:`LeadStore`, the lead topic materialised on local disk), one producer for all topics.
-  A round is closed after ``max_round_events`` or ``round_wait_s`` after its first event, so
-  latency stays bounded under load.
+* ``local`` (default): :class:`LocalRoundEngine` in one long-lived process: the stateless stages'
+  DoFns set up once (optionally in ``enrich_workers`` processes that enrich round k+1 while this
+  process runs the keyed stages of round k), the matter indexes kept between rounds as the
+  streaming form keeps them in keyed state (seeded per block from a :class:`LeadStore`, the lead
+  topic materialised on local disk), one producer for all topics. A round closes after
+  ``max_round_events`` or ``round_wait_s`` after its first event, so latency stays bounded.
 * ``beam``: every round is a FnApiRunner pipeline of :class:`ComplaintsToLeads` with all prior
-  leads as a side input (the reference form; ~0.8 s fixed cost per round and ~3x slower per event).
+  leads as a side input (the reference form: ~0.8 s fixed cost per round, pipeline construction
+  and DoFn setup every round, and about three times the CPU per event).
 
 Broker loss: any Kafka error in a round (or a broker that lost the group's committed offsets, as
 the in-memory embedded broker does on restart) closes the clients, drops in-memory matter state
@@ -33,7 +35,7 @@ import random
 import shutil
 import tempfile
 import time
-from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
@@ -46,7 +48,8 @@ from envleads.pipelines.kafka_io import (LeadView, TopicNotFound, WriteToKafka, 
 from envleads.pipelines.options import StageSettings, pipeline_options, settings_from_options
 from envleads.pipelines.transforms import ComplaintsToLeads, RawEvent
 from envleads.records import DeadLetter, EnrichedComplaint, Lead
-from envleads.repeats import MatterIndex
+from envleads.repeats import MatterIndex, matter_features, signature_to_list
+from envleads.scoring import complaint_signals
 from envleads.serialize import dead_letter_to_avro_dict, enriched_to_avro_dict
 
 LOG = logging.getLogger(__name__)
@@ -93,11 +96,11 @@ def run_round(events: List[RawEvent], prior_leads: Iterable[Lead], bootstrap_ser
 class LeadStore:
     """The compacted lead view on local disk (SQLite): the last lead per ``lead_id``, by block.
 
-    The matter index of a block is rebuilt from the leads of that block only, and a lead is
+    The matter index of a block is seeded from that block's in-window leads only, and a lead is
     decoded only when its matter appears in a round, so memory does not grow with the number of
-    leads (a dict of every lead with its 256-slot signature grew past 2 GB). It is a cache of the
-    lead topic: filled from the topic at start, then from the leads this process has written and
-    the broker acknowledged; a temporary file removed by :meth:`close`.
+    leads ever written (each carries a 256-slot signature). It is a cache of the lead topic:
+    filled from the topic at start, then from the leads this process has written and the broker
+    acknowledged; a temporary file removed by :meth:`close`.
     """
 
     def __init__(self, path: Optional[str] = None):
@@ -114,6 +117,9 @@ class LeadStore:
         self._db.execute("CREATE TABLE IF NOT EXISTS leads (lead_id TEXT PRIMARY KEY, block TEXT NOT NULL, "
                          "last_seen_ms INTEGER NOT NULL, value BLOB NOT NULL)")
         self._db.execute("CREATE INDEX IF NOT EXISTS leads_by_block ON leads (block, last_seen_ms)")
+        # complaint id -> its lead: a replayed or redelivered complaint keeps its matter even when
+        # the lead lives under another blocking key than the complaint (see ``known_leads``)
+        self._db.execute("CREATE TABLE IF NOT EXISTS members (complaint_id TEXT PRIMARY KEY, lead_id TEXT NOT NULL)")
 
     def put(self, rows: Iterable[Tuple[str, str, int, bytes]]) -> None:
         """``(lead_id, block, last_seen_ms, Avro value)`` rows; the last one per key wins."""
@@ -122,7 +128,31 @@ class LeadStore:
         self._db.execute("COMMIT")
 
     def put_leads(self, encoded: Iterable[Tuple[Lead, bytes]]) -> None:
+        encoded = list(encoded)
         self.put((lead.lead_id, block_of_lead(lead), int(lead.last_seen_ms), value) for lead, value in encoded)
+        self.put_members(lead for lead, _ in encoded)
+
+    def put_members(self, leads: Iterable[Lead]) -> None:
+        self._db.execute("BEGIN")
+        self._db.executemany("INSERT OR REPLACE INTO members VALUES (?, ?)",
+                             ((cid, lead.lead_id) for lead in leads for cid in lead.complaint_ids))
+        self._db.execute("COMMIT")
+
+    def known_leads(self, complaint_ids: Sequence[str]) -> Dict[str, Lead]:
+        """The current lead of each complaint id that already belongs to one."""
+        found: Dict[str, Lead] = {}
+        ids = list(dict.fromkeys(complaint_ids))
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            rows = self._db.execute(
+                f"SELECT m.complaint_id, l.value FROM members m JOIN leads l ON l.lead_id = m.lead_id "
+                f"WHERE m.complaint_id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+            decoded: Dict[bytes, Lead] = {}
+            for cid, value in rows:
+                lead = decoded.get(value) or decoded.setdefault(value, _decode_lead(value))
+                if cid in lead.complaint_ids:
+                    found[cid] = lead
+        return found
 
     def delete(self, lead_ids: Iterable[str]) -> None:
         self._db.executemany("DELETE FROM leads WHERE lead_id = ?", [(i,) for i in lead_ids])
@@ -151,7 +181,7 @@ class LeadStore:
             deadline = time.monotonic() + idle_s
             while time.monotonic() < deadline:
                 batch = consumer.poll(timeout_ms=200, max_records=5000)
-                rows, gone = [], []
+                rows, gone, leads = [], [], []
                 for records in batch.values():
                     for record in records:
                         read += 1
@@ -161,8 +191,10 @@ class LeadStore:
                             continue
                         lead = _decode_lead(record.value)
                         rows.append((lead.lead_id, block_of_lead(lead), int(lead.last_seen_ms), record.value))
+                        leads.append(lead)
                 if rows or gone:
                     self.put(rows)
+                    self.put_members(leads)
                     self.delete(gone)
                     deadline = time.monotonic() + idle_s
         finally:
@@ -195,28 +227,23 @@ class LocalRoundEngine:
     rounds, as the streaming form (``streaming.py``) keeps it in keyed state, seeded on first use
     from that block's in-window leads in the :class:`LeadStore`, with the shared per-complaint
     step :func:`report_matter` (so, as there, complaints of no known city are assigned against the
-    ``"unknown"`` key's own index); leads are merged
-    per matter with :func:`merge_lead` as of the round's newest event time, as in ``BuildLeads``. A FnApiRunner round cost ~0.8 s fixed plus ~2.5 ms
-    per event (pipeline construction, fusion, pickling, side inputs); this costs what the stages
-    cost.
+    ``"unknown"`` key's own index); a complaint already counted in a stored lead (a replay, a
+    redelivery) keeps that lead's matter; leads are merged per matter with :func:`merge_lead` as of
+    the round's newest event time, as in ``BuildLeads``. A FnApiRunner round costs ~0.8 s fixed
+    plus ~2-3 ms per event and re-seeds every index from all prior leads (pipeline construction,
+    fusion, DoFn setup, pickling, side inputs); this costs what the stages cost.
 
     :meth:`forget` drops the in-memory indexes (after a round whose outputs were not
     acknowledged), so they are rebuilt from the store, which holds acknowledged leads only.
     """
 
-    def __init__(self, settings: StageSettings, store: LeadStore, classify_batch_size: int = 512):
-        from envleads.pipelines.transforms import _ClassifyFn, _DecodeFn, _ResolveRegionFn, _SegmentFn
+    def __init__(self, settings: StageSettings, store: LeadStore, enricher: Optional["Enricher"] = None):
         from envleads.repeats import load_repeat_config
         from envleads.scoring import load_scoring_weights
 
         self._store = store
-        self._decode = _DecodeFn(settings)
-        self._segment = _SegmentFn()
-        self._classify = _ClassifyFn(settings)
-        self._resolve = _ResolveRegionFn()
-        for fn in (self._decode, self._segment, self._classify, self._resolve):
-            fn.setup()
-        self._batch = max(1, classify_batch_size)
+        self._enricher = enricher
+        self._settings = settings
         self._config = load_repeat_config()
         self._weights = load_scoring_weights()
         self._indexes: Dict[str, MatterIndex] = {}
@@ -233,20 +260,10 @@ class LocalRoundEngine:
         return sum(len(index) for index in self._indexes.values())
 
     def enrich(self, events: Sequence[RawEvent]) -> Tuple[List[EnrichedComplaint], List[DeadLetter]]:
-        """The stateless stages: decode, segment, classify (batched), resolve region and route."""
-        complaints, dead = [], []
-        for event in events:
-            for out in self._decode.process(event):
-                if isinstance(out, TaggedOutput):
-                    dead.append(out.value)
-                else:
-                    complaints.append(out)
-        segmented = [item for complaint in complaints for item in self._segment.process(complaint)]
-        enriched: List[EnrichedComplaint] = []
-        for start in range(0, len(segmented), self._batch):
-            for classified in self._classify.process(segmented[start:start + self._batch]):
-                enriched.extend(self._resolve.process(classified))
-        return enriched, dead
+        """The stateless stages in this process (set up on first use)."""
+        if self._enricher is None:
+            self._enricher = Enricher(self._settings)
+        return self._enricher.enrich(events)
 
     def _index_for(self, block: str, oldest_ms: int) -> MatterIndex:
         index = self._indexes.get(block)
@@ -276,16 +293,33 @@ class LocalRoundEngine:
         every city index of their province: a merge of state that grows with the window, which a
         long-lived round engine would repeat every round).
         """
+        known = self._store.known_leads([item.complaint.complaint_id for item in enriched])
+        reports: List[MatterReport] = []
         by_block: Dict[str, List[EnrichedComplaint]] = {}
         for item in enriched:
-            by_block.setdefault(block_of_complaint(item), []).append(item)
-        reports: List[MatterReport] = []
+            lead = known.get(item.complaint.complaint_id)
+            if lead is not None:
+                reports.append(self._known_report(item, lead))
+            else:
+                by_block.setdefault(block_of_complaint(item), []).append(item)
         for block, items in by_block.items():
             items.sort(key=lambda e: (e.complaint.received_at_ms, e.complaint.complaint_id))
             index = self._index_for(block, items[0].complaint.received_at_ms)
             reports.extend(report_matter(index, item, self._weights)[0] for item in items)
             self._expire(block, index, items[-1].complaint.received_at_ms)
         return reports
+
+    def _known_report(self, enriched: EnrichedComplaint, lead: Lead) -> MatterReport:
+        """The report of a complaint already counted in ``lead`` (a replay or redelivery): it keeps
+        that matter, whatever the index would say now, and leaves the index alone."""
+        complaint = enriched.complaint
+        features = matter_features(complaint.text, complaint.title, enriched.tokens, enriched.region.adcode,
+                                   enriched.types.labels, self._config)
+        signals = complaint_signals(f"{complaint.title}\n{complaint.text}", complaint.received_at_ms,
+                                    bool(features.entities), self._weights)
+        duplicate_of = None if lead.first_complaint_id == complaint.complaint_id else lead.first_complaint_id
+        return MatterReport(enriched._replace(cluster_id=lead.cluster_id, duplicate_of=duplicate_of),
+                            frozenset(signals), signature_to_list(features.signature), list(features.entities))
 
     def build_leads(self, reports: Sequence[MatterReport]) -> List[Lead]:
         """One new lead version per matter touched, merged into its stored lead (``BuildLeads``)."""
@@ -304,9 +338,119 @@ class LocalRoundEngine:
         return leads
 
     def run(self, events: Sequence[RawEvent]) -> RoundOutputs:
-        enriched, dead = self.enrich(events)
+        return self.finish(*self.enrich(events))
+
+    def finish(self, enriched: Sequence[EnrichedComplaint], dead: List[DeadLetter]) -> RoundOutputs:
+        """The keyed stages over a round's enriched complaints."""
         reports = self.assign(enriched)
         return RoundOutputs(reports, self.build_leads(reports), dead)
+
+
+class Enricher:
+    """The stateless stages: the DoFns of ``transforms.py``, set up once, called per round."""
+
+    def __init__(self, settings: StageSettings, classify_batch_size: int = 512):
+        from envleads.pipelines.transforms import _ClassifyFn, _DecodeFn, _ResolveRegionFn, _SegmentFn
+
+        self._decode = _DecodeFn(settings)
+        self._segment = _SegmentFn()
+        self._classify = _ClassifyFn(settings)
+        self._resolve = _ResolveRegionFn()
+        for fn in (self._decode, self._segment, self._classify, self._resolve):
+            fn.setup()
+        self._batch = max(1, classify_batch_size)
+
+    def enrich(self, events: Sequence[RawEvent]) -> Tuple[List[EnrichedComplaint], List[DeadLetter]]:
+        """Decode, segment, classify (batched), resolve region and route; invalid events to dead letters."""
+        complaints, dead = [], []
+        for event in events:
+            for out in self._decode.process(event):
+                if isinstance(out, TaggedOutput):
+                    dead.append(out.value)
+                else:
+                    complaints.append(out)
+        segmented = [item for complaint in complaints for item in self._segment.process(complaint)]
+        enriched: List[EnrichedComplaint] = []
+        for start in range(0, len(segmented), self._batch):
+            for classified in self._classify.process(segmented[start:start + self._batch]):
+                enriched.extend(self._resolve.process(classified))
+        return enriched, dead
+
+
+_WORKER_ENRICHER: Optional[Enricher] = None
+
+
+def _init_enrich_worker(settings: StageSettings, parent_pid: int) -> None:
+    import signal
+    import sys
+
+    global _WORKER_ENRICHER
+    # Ctrl-C is the parent's to handle; and a worker must not outlive a parent killed with -9
+    # (it would wait on its task queue forever)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    _WORKER_ENRICHER = Enricher(settings)
+
+
+def _enrich_in_worker(events: List[RawEvent]):
+    return _WORKER_ENRICHER.enrich(events)
+
+
+class EnrichmentPool:
+    """The stateless stages in worker processes, so that they overlap the keyed stages of the
+    previous round (and use a second core): ``submit(events)`` returns a handle whose
+    ``result()`` is ``(enriched, dead_letters)`` in event order. Workers set up once (spawned:
+    no fork of a process holding Kafka and Beam threads)."""
+
+    def __init__(self, settings: StageSettings, workers: int = 1):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self._workers = max(1, workers)
+        self._pool = ProcessPoolExecutor(self._workers, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_init_enrich_worker, initargs=(settings, os.getpid()))
+
+    def warm_up(self) -> None:
+        """Starts every worker and waits for its setup (model, tokenizer, division table), so that
+        the first rounds do not wait for it."""
+        for future in [self._pool.submit(_enrich_in_worker, []) for _ in range(self._workers)]:
+            future.result()
+
+    def submit(self, events: Sequence[RawEvent]) -> "_PooledRound":
+        size = max(1, -(-len(events) // self._workers))
+        return _PooledRound([self._pool.submit(_enrich_in_worker, list(events[i:i + size]))
+                             for i in range(0, len(events), size)])
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _PooledRound:
+    def __init__(self, futures):
+        self._futures = futures
+
+    def result(self) -> Tuple[List[EnrichedComplaint], List[DeadLetter]]:
+        enriched, dead = [], []
+        for future in self._futures:
+            part_enriched, part_dead = future.result()
+            enriched.extend(part_enriched)
+            dead.extend(part_dead)
+        return enriched, dead
+
+
+class _InlineRound:
+    """A round enriched in this process when its result is asked for (no overlap)."""
+
+    def __init__(self, engine: "LocalRoundEngine", events: Sequence[RawEvent]):
+        self._engine, self._events = engine, events
+
+    def result(self) -> Tuple[List[EnrichedComplaint], List[DeadLetter]]:
+        return self._engine.enrich(self._events)
 
 
 class Backoff:
@@ -323,6 +467,29 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+def write_outputs(producer, topics: Topics, outputs: RoundOutputs) -> List[Tuple[Lead, bytes]]:
+    """Sends a round's outputs to their topics and waits until the broker acknowledged every one
+    (a failed send raises: the round is not committed and its events are read again).
+
+    Returns ``(lead, Avro value)`` of the leads written, for the :class:`LeadStore`.
+    """
+    send, futures, written_leads = producer.send, [], []
+    for report in outputs.enriched:
+        futures.append(send(topics.enriched, key=report.enriched.complaint.complaint_id.encode("utf-8"),
+                            value=_encode_enriched(report)))
+    for lead in outputs.leads:
+        value = _encode_lead(lead)
+        written_leads.append((lead, value))
+        futures.append(send(topics.leads, key=lead.lead_id.encode("utf-8"), value=value))
+    for dead in outputs.dead_letters:
+        futures.append(send(topics.dead_letter, key=dead.event_id.encode("utf-8") if dead.event_id else None,
+                            value=_encode_dead_letter(dead)))
+    producer.flush()
+    for future in futures:
+        future.get(timeout=30)
+    return written_leads
 
 
 class KafkaSession:
@@ -349,26 +516,10 @@ class KafkaSession:
             raise
         self.committed: Dict[Tuple[str, int], int] = {}
 
-    def write(self, outputs: RoundOutputs) -> Dict[str, int]:
-        """Sends every output and waits for the broker's acknowledgement of each (raises if any
-        failed); ``written_leads`` then holds ``(lead, Avro value)`` for the local store."""
-        send, topics = self.producer.send, self._topics
-        futures = []
-        for report in outputs.enriched:
-            futures.append(send(topics.enriched, key=report.enriched.complaint.complaint_id.encode("utf-8"),
-                                value=_encode_enriched(report)))
-        self.written_leads = []
-        for lead in outputs.leads:
-            value = _encode_lead(lead)
-            self.written_leads.append((lead, value))
-            futures.append(send(topics.leads, key=lead.lead_id.encode("utf-8"), value=value))
-        for dead in outputs.dead_letters:
-            futures.append(send(topics.dead_letter, key=dead.event_id.encode("utf-8") if dead.event_id else None,
-                                value=_encode_dead_letter(dead)))
-        self.producer.flush()
-        for future in futures:
-            future.get(timeout=30)  # raises the send error: nothing is committed
-        return {"enriched": len(outputs.enriched), "leads": len(outputs.leads), "dead_letters": len(outputs.dead_letters)}
+    def write(self, outputs: RoundOutputs) -> None:
+        """Sends every output and waits for the broker's acknowledgements (raises if any failed);
+        ``written_leads`` then holds ``(lead, Avro value)`` for the local store."""
+        self.written_leads = write_outputs(self.producer, self._topics, outputs)
 
     def commit(self, events: Sequence[RawEvent]) -> None:
         self.committed.update(commit_events(self.consumer, events))
@@ -406,18 +557,23 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
                group_id: str = DEFAULT_GROUP, max_round_events: int = 2000, poll_wait_s: float = 2.0,
                stop_when_idle_s: Optional[float] = None, status_every_s: float = 10.0,
                max_rounds: Optional[int] = None, security=None, engine: str = "local",
-               round_wait_s: float = 0.25, backoff: Optional[Backoff] = None,
-               offset_check_s: float = 5.0) -> Dict[str, int]:
+               round_wait_s: Optional[float] = 0.25, enrich_workers: int = 0, backoff: Optional[Backoff] = None,
+               offset_check_s: float = 5.0, on_ready: Optional[Callable[[], None]] = None) -> Dict[str, int]:
     """Runs rounds until interrupted, or until no event arrived for ``stop_when_idle_s``.
 
     Args:
         engine: ``local`` (:class:`LocalRoundEngine`) or ``beam`` (a FnApiRunner pipeline per round).
         max_round_events: events per round at most.
         poll_wait_s: how long one poll for a round's first event waits.
-        round_wait_s: a round closes this long after its first event arrived (bounds latency).
+        round_wait_s: a round closes this long after its first event arrived (bounds latency);
+            None: only when ``max_round_events`` are read or the topic is quiet for 0.5 s.
+        enrich_workers: local engine: processes running the stateless stages, overlapping the
+            keyed stages of the previous round (0: in this process, no overlap).
         backoff: reconnection delays after a Kafka error (default 0.5 s doubling to 30 s).
         offset_check_s: while idle, how often to check that the broker still has the committed
             offsets (an in-memory broker restarted without its data has not).
+        on_ready: called once, when the stages are set up and the first Kafka session is open
+            (the moment from which latency is the steady state's).
 
     Returns totals: events read, rounds run, leads in the compacted view, Kafka retries.
     """
@@ -431,11 +587,44 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
     backoff = backoff or Backoff()
     store = LeadStore() if engine == "local" else None
     local = LocalRoundEngine(settings, store) if engine == "local" else None
+    pool = EnrichmentPool(settings, enrich_workers) if engine == "local" and enrich_workers > 0 else None
+    if pool is not None:
+        try:
+            pool.warm_up()
+        except BaseException:
+            pool.close()
+            raise
+    elif local is not None:
+        local.enrich([])  # sets the stages up now rather than in the first round
     lead_view = None
     session: Optional[KafkaSession] = None
+    pending = None  # local engine: (events, enrichment handle) of the round being enriched
     totals = {"events": 0, "rounds": 0, "retries": 0, "dead_letters": 0}
     idle_since = last_status = last_offset_check = time.monotonic()
     errors = _kafka_errors()
+
+    def finish_round(events: List[RawEvent], started: float, outputs_of) -> None:
+        nonlocal last_status, idle_since
+        if engine == "local":
+            outputs = local.finish(*outputs_of())
+            session.write(outputs)
+            store.put_leads(session.written_leads)
+            totals["dead_letters"] += len(outputs.dead_letters)
+        else:
+            run_round(events, lead_view.leads.values(), bootstrap_servers, topics, settings, options, security)
+            lead_view.refresh(wait_s=0.5)
+        session.commit(events)
+        totals["events"] += len(events)
+        totals["rounds"] += 1
+        idle_since = time.monotonic()
+        if time.monotonic() - last_status >= status_every_s or stop_when_idle_s is not None:
+            elapsed = time.monotonic() - started
+            known = len(store) if engine == "local" else len(lead_view.leads)
+            LOG.info("round %d: %d events in %.1fs (%.0f/s); %d events so far; %d leads in view",
+                     totals["rounds"], len(events), elapsed, len(events) / max(1e-6, elapsed),
+                     totals["events"], known)
+            last_status = time.monotonic()
+
     try:
         while max_rounds is None or totals["rounds"] < max_rounds:
             try:
@@ -447,39 +636,40 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
                         lead_view = lead_view or LeadView(bootstrap_servers, topics.leads, security)
                         lead_view.refresh()
                     backoff.reset()
-                events = poll_new_events(session.consumer, max_round_events, poll_wait_s, round_wait_s)
-                if not events:
-                    now = time.monotonic()
-                    if stop_when_idle_s is not None and now - idle_since >= stop_when_idle_s:
-                        break
-                    if session.committed and now - last_offset_check >= offset_check_s:
-                        last_offset_check = now
-                        _check_broker_state(session)
-                    continue
-                # a broker restarted without its data would hand out records at our old positions
-                # of recreated topics: check before processing (one offset fetch per round)
-                _check_broker_state(session)
+                    if on_ready is not None:
+                        on_ready()
+                        on_ready = None
+                # with a round being enriched, only a short look for the next one
+                wait = min(poll_wait_s, 0.05) if pending else poll_wait_s
+                limit = max_round_events if max_rounds is None or pending is None else 0
+                events = poll_new_events(session.consumer, max_round_events, wait, round_wait_s) if limit else []
+                if events:
+                    # a broker restarted without its data would hand out records at our old
+                    # positions of recreated topics: check before processing (one offset fetch)
+                    _check_broker_state(session)
                 started = time.monotonic()
-                if engine == "local":
-                    outputs = local.run(events)
-                    session.write(outputs)
-                    store.put_leads(session.written_leads)
-                    leads_known = len(store) if status_every_s is not None else 0
-                    totals["dead_letters"] += len(outputs.dead_letters)
+                if engine == "beam":
+                    if events:
+                        finish_round(events, started, None)
+                        continue
                 else:
-                    run_round(events, lead_view.leads.values(), bootstrap_servers, topics, settings, options, security)
-                    lead_view.refresh(wait_s=0.5)
-                    leads_known = len(lead_view.leads)
-                session.commit(events)
-                totals["events"] += len(events)
-                totals["rounds"] += 1
-                idle_since = time.monotonic()
-                if time.monotonic() - last_status >= status_every_s or stop_when_idle_s is not None:
-                    elapsed = time.monotonic() - started
-                    LOG.info("round %d: %d events in %.1fs (%.0f/s); %d events so far; %d leads in view",
-                             totals["rounds"], len(events), elapsed, len(events) / max(1e-6, elapsed),
-                             totals["events"], leads_known)
-                    last_status = time.monotonic()
+                    handle = None
+                    if events:
+                        handle = pool.submit(events) if pool else _InlineRound(local, events)
+                    if pending is not None:
+                        finish_round(pending[0], pending[2], pending[1].result)
+                    pending = (events, handle, started) if events else None
+                    if pending is not None and pool is None:
+                        finish_round(pending[0], pending[2], pending[1].result)
+                        pending = None
+                    if events or pending is not None:
+                        continue
+                now = time.monotonic()
+                if stop_when_idle_s is not None and now - idle_since >= stop_when_idle_s:
+                    break
+                if session.committed and now - last_offset_check >= offset_check_s:
+                    last_offset_check = now
+                    _check_broker_state(session)
             except KeyboardInterrupt:
                 # Ctrl-C or SIGTERM: a round not yet committed is read again by the next run
                 LOG.info("interrupted; stopping after %d rounds", totals["rounds"])
@@ -491,6 +681,7 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
                 # the class and the broker only: an error's text may quote a record
                 LOG.warning("Kafka unavailable at %s (%s); attempt %d, retrying in %.1f s",
                             bootstrap_servers, type(error).__name__, backoff.attempt, delay)
+                pending = None  # not committed: read again after reconnecting
                 if session is not None:
                     session.close()
                     session = None
@@ -502,6 +693,8 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
                 time.sleep(delay)
                 idle_since = time.monotonic()
     finally:
+        if pool is not None:
+            pool.close()
         if session is not None:
             session.close()
         if engine == "local":
@@ -560,7 +753,8 @@ def _run_command(args: argparse.Namespace, beam_args: List[str]) -> int:
     topics = Topics(args.raw_topic, args.enriched_topic, args.leads_topic, args.dead_letter_topic)
     totals = run_stream(args.bootstrap_servers, topics, beam_args, group_id=args.group_id,
                         max_round_events=args.max_round_events, stop_when_idle_s=args.stop_when_idle,
-                        security=security_from_args(args), engine=args.engine, round_wait_s=args.round_wait)
+                        security=security_from_args(args), engine=args.engine, round_wait_s=args.round_wait,
+                        enrich_workers=args.enrich_workers)
     print(json.dumps(totals))
     return 130 if totals.get("interrupted") else 0
 
@@ -585,6 +779,9 @@ def add_subcommand(subparsers) -> None:
     parser.add_argument("--max-round-events", type=int, default=2000, help="events per round at most")
     parser.add_argument("--round-wait", type=float, default=0.25,
                         help="seconds a round waits for more events after its first one (bounds latency)")
+    parser.add_argument("--enrich-workers", type=int, default=1,
+                        help="local engine: processes running the stateless stages, overlapping the keyed stages "
+                             "of the previous round (0: all in one process)")
     parser.add_argument("--engine", choices=("local", "beam"), default="local",
                         help="local: long-lived in-process rounds (default); beam: a FnApiRunner pipeline per round")
     parser.add_argument("--stop-when-idle", type=float, default=None,

@@ -16,6 +16,7 @@ from typing import List, Optional
 SUBCOMMAND_MODULES = (
     "envleads.pipelines.batch",
     "envleads.pipelines.stream",
+    "envleads.pipelines.replay",
     "envleads.demo",
     "envleads.generator",
     "envleads.ops.broker",

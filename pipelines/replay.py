@@ -1,0 +1,200 @@
+"""``envleads replay``: re-processes past complaints through the stream's stages into the same topics.
+
+Sources: an offset range or a time range of ``complaints.raw`` (read without a consumer group, so
+the stream's committed offsets are untouched), or a file archive: JSON lines in the batch
+contract's input format, or an Avro container file of ``raw_complaint`` records. The events run
+through :class:`~envleads.pipelines.stream.LocalRoundEngine` with the compacted lead topic as
+prior state, exactly as ``envleads stream`` runs them, and the outputs go to the same topics.
+
+Lead keys are derived from a matter's first complaint and restored matters know their complaint
+ids, so a replayed complaint that was processed before keeps its matter and is not counted again:
+its lead is updated (or left alone when nothing changed), never duplicated. Enriched records and
+dead letters of a replayed range are written again (``complaints.enriched`` is at-least-once).
+
+Run a replay while ``envleads stream`` is stopped, or accept that the stream's in-memory matter
+state does not see the replay's lead updates until its next start.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import time
+from typing import Dict, Iterable, Iterator, List, Optional
+
+from envleads.pipelines.kafka_io import open_consumer
+from envleads.pipelines.stream import (KafkaSession, LeadStore, LocalRoundEngine, Topics, add_topic_arguments,
+                                       write_outputs)
+from envleads.pipelines.transforms import RawEvent
+from envleads.records import KafkaCoordinates
+
+LOG = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------ sources
+def parse_time_ms(value: str) -> int:
+    """Epoch milliseconds from an ISO-8601 time (naive = UTC) or a number of epoch milliseconds."""
+    text = value.strip()
+    if text.isdigit():
+        return int(text)
+    moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return int(moment.timestamp() * 1000)
+
+
+def events_from_topic(bootstrap_servers: str, topic: str, security=None, from_offset: Optional[int] = None,
+                      to_offset: Optional[int] = None, from_ms: Optional[int] = None, to_ms: Optional[int] = None,
+                      partitions: Optional[List[int]] = None, idle_s: float = 2.0) -> Iterator[RawEvent]:
+    """Records of ``topic`` in ``[from_offset, to_offset)`` per partition and/or with a record
+    timestamp in ``[from_ms, to_ms)``; read until nothing arrives for ``idle_s`` (the embedded
+    broker under-reports end offsets, so the end is found by reading)."""
+    from kafka import TopicPartition
+
+    consumer = open_consumer(bootstrap_servers, topic, group_id=None, security=security)
+    try:
+        assignment = [tp for tp in consumer.assignment() if partitions is None or tp.partition in partitions]
+        consumer.assign(assignment)
+        starts: Dict[TopicPartition, int] = {tp: from_offset or 0 for tp in assignment}
+        if from_ms is not None:
+            found = consumer.offsets_for_times({tp: from_ms for tp in assignment})
+            # a partition without a record at or after from_ms has nothing to replay
+            assignment = [tp for tp in assignment if found.get(tp) is not None]
+            consumer.assign(assignment)
+            for tp in assignment:
+                starts[tp] = max(starts[tp], found[tp].offset)
+        for tp in assignment:
+            consumer.seek(tp, starts[tp])
+        done = set()
+        deadline = time.monotonic() + idle_s
+        while len(done) < len(assignment) and time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=200, max_records=2000)
+            for tp, records in batch.items():
+                deadline = time.monotonic() + idle_s
+                for record in records:
+                    if to_offset is not None and record.offset >= to_offset:
+                        done.add(tp)
+                        consumer.pause(tp)
+                        break
+                    if from_ms is not None and record.timestamp < from_ms:
+                        continue
+                    if to_ms is not None and record.timestamp >= to_ms:
+                        continue  # timestamps need not grow with offsets (CreateTime): keep reading
+                    yield RawEvent(record.value if record.value is not None else b"", "avro",
+                                   KafkaCoordinates(record.topic, record.partition, record.offset))
+    finally:
+        consumer.close()
+
+
+def events_from_file(path: str) -> Iterator[RawEvent]:
+    """A file archive: ``.avro`` = Avro container of ``raw_complaint`` records, else JSON lines."""
+    from envleads import schemas
+
+    if path.endswith(".avro"):
+        import fastavro
+
+        with open(path, "rb") as handle:
+            for record in fastavro.reader(handle):
+                yield RawEvent(schemas.encode(schemas.RAW, record), "avro")
+        return
+    with open(path, "rb") as handle:
+        for line in handle:
+            if line.strip():
+                yield RawEvent(line.rstrip(b"\r\n"), "json")
+
+
+def _chunks(events: Iterable[RawEvent], size: int) -> Iterator[List[RawEvent]]:
+    chunk: List[RawEvent] = []
+    for event in events:
+        chunk.append(event)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+# ------------------------------------------------------------------------------------------- replay
+def replay(bootstrap_servers: str, topics: Topics, events: Iterable[RawEvent], beam_args: Optional[List[str]] = None,
+           security=None, max_round_events: int = 2000) -> Dict[str, int]:
+    """Runs ``events`` through the stream's stages in rounds, writing to ``topics`` (acknowledged
+    round by round); returns totals (events, rounds, enriched, leads written, dead letters)."""
+    from kafka import KafkaProducer
+
+    from envleads.ops.kafka_config import client_kwargs
+    from envleads.pipelines.batch import prepare_worker_environment
+    from envleads.pipelines.options import pipeline_options, settings_from_options
+
+    settings = settings_from_options(pipeline_options(list(beam_args or [])))
+    settings = settings._replace(model_version=prepare_worker_environment(settings))
+    store = LeadStore()
+    producer = None
+    totals = {"events": 0, "rounds": 0, "enriched": 0, "leads_written": 0, "dead_letters": 0}
+    try:
+        store.load_topic(bootstrap_servers, topics.leads, security)
+        engine = LocalRoundEngine(settings, store)
+        producer = KafkaProducer(**client_kwargs(bootstrap_servers, security, role="producer",
+                                                 **KafkaSession.PRODUCER_OVERRIDES))
+        for chunk in _chunks(events, max_round_events):
+            outputs = engine.run(chunk)
+            store.put_leads(write_outputs(producer, topics, outputs))
+            totals["events"] += len(chunk)
+            totals["rounds"] += 1
+            totals["enriched"] += len(outputs.enriched)
+            totals["leads_written"] += len(outputs.leads)
+            totals["dead_letters"] += len(outputs.dead_letters)
+            LOG.info("replay round %d: %d events; %d so far", totals["rounds"], len(chunk), totals["events"])
+        totals["leads"] = len(store)
+    finally:
+        if producer is not None:
+            producer.close(timeout=10)
+        store.close()
+    return totals
+
+
+def _run_command(args: argparse.Namespace, beam_args: List[str]) -> int:
+    from envleads.ops.kafka_config import security_from_args
+
+    security = security_from_args(args)
+    topics = Topics(args.raw_topic, args.enriched_topic, args.leads_topic, args.dead_letter_topic)
+    if args.file:
+        if any(v is not None for v in (args.from_offset, args.to_offset, args.from_time, args.to_time)):
+            raise SystemExit("envleads replay: --file replays the whole file; offset and time ranges are for the topic")
+        events = events_from_file(args.file)
+    else:
+        if all(v is None for v in (args.from_offset, args.to_offset, args.from_time, args.to_time)):
+            raise SystemExit("envleads replay: give --file, or a range of the raw topic "
+                             "(--from-offset/--to-offset and/or --from-time/--to-time)")
+        events = events_from_topic(
+            args.bootstrap_servers, topics.raw, security, from_offset=args.from_offset, to_offset=args.to_offset,
+            from_ms=parse_time_ms(args.from_time) if args.from_time else None,
+            to_ms=parse_time_ms(args.to_time) if args.to_time else None, partitions=args.partition)
+    totals = replay(args.bootstrap_servers, topics, events, beam_args, security, args.max_round_events)
+    print(json.dumps(totals))
+    return 0
+
+
+def add_subcommand(subparsers) -> None:
+    from envleads.ops.kafka_config import add_kafka_arguments
+
+    parser = subparsers.add_parser(
+        "replay", help="re-process a range of complaints.raw (or a file archive) into the same topics",
+        description="Runs past complaints through the stream's stages with the lead topic as prior state and "
+                    "writes to the same topics: leads are updated, never duplicated (stable keys); enriched "
+                    "records and dead letters may repeat. Does not touch the stream's committed offsets. "
+                    "Unknown flags go to Beam (options such as --model_version).")
+    add_kafka_arguments(parser)
+    add_topic_arguments(parser)
+    parser.add_argument("--file", default=None,
+                        help="replay this archive instead of the topic: JSON lines (batch input format) or .avro "
+                             "(container of raw_complaint records)")
+    parser.add_argument("--from-offset", type=int, default=None, help="first offset (per partition, inclusive)")
+    parser.add_argument("--to-offset", type=int, default=None, help="end offset (per partition, exclusive)")
+    parser.add_argument("--from-time", default=None,
+                        help="first record time, ISO-8601 (UTC if no offset) or epoch ms (inclusive)")
+    parser.add_argument("--to-time", default=None, help="end record time (exclusive), as --from-time")
+    parser.add_argument("--partition", type=int, action="append", default=None,
+                        help="replay only this partition (repeatable; default: all)")
+    parser.add_argument("--max-round-events", type=int, default=2000, help="events per round at most")
+    parser.set_defaults(func=_run_command, accepts_pipeline_args=True)
