@@ -21,7 +21,9 @@ Defaults chosen for Tansu (see ``envleads.ops.broker`` for the measurements):
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
@@ -40,6 +42,44 @@ REQUEST_TIMEOUT_MS = 30_000
 PRODUCER_LINGER_MS = 5
 PRODUCER_RETRY_BACKOFF_MS = 200
 PRODUCER_DELIVERY_TIMEOUT_MS = 120_000
+
+
+# kafka-python 3 logs a client's whole configuration at DEBUG ("Starting KafkaAdminClient with
+# configuration: {...}"), SASL password included. The CLI keeps kafka-python's loggers at WARNING;
+# this filter also covers library use (notebooks, the dashboard, tests) with DEBUG logging on.
+SECRET_CONFIG_KEYS = ("sasl_plain_password", "ssl_password")
+CONFIG_LOGGING_LOGGERS = ("kafka.admin.client", "kafka.producer.kafka", "kafka.consumer.group",
+                          "kafka.client_async", "kafka.conn", "kafka.net.connection")
+REDACTED = "<redacted>"
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, Mapping) and any(value.get(key) for key in SECRET_CONFIG_KEYS):
+        return {k: (REDACTED if k in SECRET_CONFIG_KEYS and v else v) for k, v in value.items()}
+    return value
+
+
+class RedactKafkaSecrets(logging.Filter):
+    """Replaces secret values in configuration mappings passed as log arguments (copies, never the
+    client's own configuration)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, Mapping):
+            record.args = _redacted(record.args)
+        elif isinstance(record.args, tuple):
+            record.args = tuple(_redacted(arg) for arg in record.args)
+        return True
+
+
+def install_secret_redaction() -> None:
+    """Adds :class:`RedactKafkaSecrets` to the kafka-python loggers that log configurations (idempotent)."""
+    for name in CONFIG_LOGGING_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, RedactKafkaSecrets) for existing in logger.filters):
+            logger.addFilter(RedactKafkaSecrets())
+
+
+install_secret_redaction()
 
 
 class KafkaConfigError(ValueError):
@@ -141,20 +181,32 @@ class KafkaSecurity:
 PLAINTEXT = KafkaSecurity()
 
 
-def add_kafka_arguments(parser: argparse.ArgumentParser, bootstrap_default: Optional[str] = None) -> None:
+class _RefuseLiteralPassword(argparse.Action):
+    """``--sasl-password`` exists only to be refused, without echoing the value it was given."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error("--sasl-password is not accepted (a password on the command line shows in ps and "
+                     "shell history): use --sasl-password-env VAR or --sasl-password-file PATH")
+
+
+def add_kafka_arguments(parser: argparse.ArgumentParser, bootstrap_default: Optional[str] = None,
+                        with_bootstrap: bool = True) -> None:
     """Adds the shared Kafka connection flags to ``parser``.
 
     Args:
         parser: the (sub)command parser.
         bootstrap_default: default for ``--bootstrap-servers``; falls back to
             ``$ENVLEADS_KAFKA_BOOTSTRAP`` then ``127.0.0.1:9092``.
+        with_bootstrap: False for a command that defines ``--bootstrap-servers`` itself (``demo``:
+            no value there means "start the embedded broker") and needs only the security flags.
     """
     group = parser.add_argument_group("Kafka connection")
-    group.add_argument(
-        "--bootstrap-servers",
-        default=bootstrap_default or os.environ.get(BOOTSTRAP_ENV_VAR, DEFAULT_BOOTSTRAP_SERVERS),
-        help="comma-separated host:port list (default: $%s or %s)" % (BOOTSTRAP_ENV_VAR, DEFAULT_BOOTSTRAP_SERVERS),
-    )
+    if with_bootstrap:
+        group.add_argument(
+            "--bootstrap-servers",
+            default=bootstrap_default or os.environ.get(BOOTSTRAP_ENV_VAR, DEFAULT_BOOTSTRAP_SERVERS),
+            help="comma-separated host:port list (default: $%s or %s)" % (BOOTSTRAP_ENV_VAR, DEFAULT_BOOTSTRAP_SERVERS),
+        )
     group.add_argument(
         "--security-protocol", default="PLAINTEXT", choices=SECURITY_PROTOCOLS, type=str.upper,
         help="Kafka security protocol (default PLAINTEXT)",
@@ -173,6 +225,10 @@ def add_kafka_arguments(parser: argparse.ArgumentParser, bootstrap_default: Opti
         "--sasl-password-file", default=None, metavar="PATH",
         help="file whose content is the SASL password",
     )
+    # A literal password flag is refused by name: without it, argparse would call
+    # --sasl-password=VALUE an ambiguous abbreviation and print VALUE in its error message.
+    group.add_argument("--sasl-password", action=_RefuseLiteralPassword, default=argparse.SUPPRESS,
+                       help=argparse.SUPPRESS)
     group.add_argument("--ssl-cafile", default=None, help="CA bundle (PEM) to verify the brokers")
     group.add_argument("--ssl-certfile", default=None, help="client certificate (PEM) for mutual TLS")
     group.add_argument("--ssl-keyfile", default=None, help="client private key (PEM) for mutual TLS")
