@@ -41,7 +41,7 @@ SECRET = "Pa55-s3cret-never-shown"
 # Commands that take --bootstrap-servers without the security flags. Each is a gap to close
 # (see the helper report: add_kafka_arguments(parser) and pass security_from_args(args) through);
 # the test fails when one is closed and still listed, so this list can only shrink.
-KNOWN_GAPS = {"demo", "generate"}
+KNOWN_GAPS = set()
 
 
 # ------------------------------------------------------------------------------------- audit

@@ -41,7 +41,8 @@ def format_lead_table(leads: List[Lead], top: int = 10) -> str:
         return pd.DataFrame(rows).to_string(index=False)
 
 
-def run_demo(count: int, seed: int, bootstrap_servers: str = None, beam_args: List[str] = None) -> Dict:
+def run_demo(count: int, seed: int, bootstrap_servers: str = None, beam_args: List[str] = None,
+             security=None) -> Dict:
     from envleads.generator import generate_events
     from envleads.ops.broker import DEFAULT_TOPICS, EmbeddedBroker, create_topics
     from envleads.pipelines.kafka_io import LeadView
@@ -55,11 +56,12 @@ def run_demo(count: int, seed: int, bootstrap_servers: str = None, beam_args: Li
             broker = stack.enter_context(EmbeddedBroker())
             bootstrap_servers = broker.bootstrap_servers
             print(f"embedded Kafka broker (Tansu) at {bootstrap_servers}")
-        create_topics(bootstrap_servers, list(DEFAULT_TOPICS.values()))
-        produced = produce_lines(bootstrap_servers, topics.raw, (event.line for event in generate_events(count, seed)))
+        create_topics(bootstrap_servers, list(DEFAULT_TOPICS.values()), security=security)
+        produced = produce_lines(bootstrap_servers, topics.raw, (event.line for event in generate_events(count, seed)),
+                                 security=security)
         print(f"produced {produced} generated complaints to {topics.raw}")
-        totals = run_stream(bootstrap_servers, topics, beam_args, stop_when_idle_s=3.0)
-        view = LeadView(bootstrap_servers, topics.leads)
+        totals = run_stream(bootstrap_servers, topics, beam_args, stop_when_idle_s=3.0, security=security)
+        view = LeadView(bootstrap_servers, topics.leads, security)
         view.refresh()
         view.close()
         print(f"processed {totals['events']} events in {totals['rounds']} rounds; "
@@ -71,7 +73,10 @@ def run_demo(count: int, seed: int, bootstrap_servers: str = None, beam_args: Li
 
 
 def _run_command(args: argparse.Namespace, beam_args: List[str]) -> int:
-    run_demo(args.count, args.seed, args.bootstrap_servers, beam_args)
+    from envleads.ops.kafka_config import security_from_args
+
+    security = security_from_args(args) if args.bootstrap_servers else None
+    run_demo(args.count, args.seed, args.bootstrap_servers, beam_args, security)
     return 0
 
 
@@ -81,4 +86,7 @@ def add_subcommand(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=7, help="generator seed")
     parser.add_argument("--bootstrap-servers", default=None,
                         help="use this Kafka cluster instead of starting the embedded broker")
+    from envleads.ops.kafka_config import add_kafka_arguments
+
+    add_kafka_arguments(parser, with_bootstrap=False)  # security options for --bootstrap-servers
     parser.set_defaults(func=_run_command, accepts_pipeline_args=True)

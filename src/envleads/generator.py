@@ -863,10 +863,12 @@ def _run(args: argparse.Namespace) -> int:
     print(format_summary(summary))
     print(f"wrote {summary['output']} and {summary['truth']}")
     if args.topic:
+        from envleads.ops.kafka_config import security_from_args
         from envleads.pipelines.stream import produce_lines
 
         with open(args.output, "rb") as handle:
-            produced = produce_lines(args.bootstrap_servers, args.topic, (line.rstrip(b"\n") for line in handle))
+            produced = produce_lines(args.bootstrap_servers, args.topic, (line.rstrip(b"\n") for line in handle),
+                                     security=security_from_args(args))
         print(f"produced {produced} events to {args.topic} at {args.bootstrap_servers} (Avro; malformed ones as raw bytes)")
     return 0
 
@@ -880,5 +882,7 @@ def add_subcommand(subparsers) -> None:
     parser.add_argument("--output", default="complaints.jsonl", help="events file (JSON Lines)")
     parser.add_argument("--truth", default=None, help="truth file (default: <output stem>.truth.jsonl)")
     parser.add_argument("--topic", default=None, help="also produce the events to this Kafka topic")
-    parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092", help="Kafka cluster for --topic")
+    from envleads.ops.kafka_config import add_kafka_arguments
+
+    add_kafka_arguments(parser)  # the cluster and its security options, for --topic
     parser.set_defaults(func=_run)
