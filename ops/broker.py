@@ -386,8 +386,32 @@ def wait_for_kafka(
 ) -> None:
     """Blocks until the cluster answers a metadata request, or raises ``TimeoutError``.
 
-    Uses a real kafka-python client so TLS/SASL settings are exercised too.
+    Uses a real kafka-python client so TLS/SASL settings are exercised too. The probe runs in a
+    daemon thread bounded by the deadline: kafka-python waits forever for a TLS reply from a
+    plaintext port, and that must end in ``TimeoutError``, not a hang.
     """
+    outcome: Dict[str, BaseException] = {}
+
+    def probe() -> None:
+        try:
+            _wait_for_kafka(bootstrap_servers, timeout_s, security)
+        except BaseException as error:  # noqa: BLE001 - handed to the caller below
+            outcome["error"] = error
+        else:
+            outcome["ok"] = None  # type: ignore[assignment]
+
+    thread = threading.Thread(target=probe, name="wait-for-kafka", daemon=True)
+    thread.start()
+    thread.join(timeout_s + 5.0)
+    if "ok" in outcome:
+        return
+    if "error" in outcome:
+        raise outcome["error"]
+    raise TimeoutError(f"Kafka at {bootstrap_servers} not reachable within {timeout_s:.0f} s: the client hung "
+                       f"(a TLS client against a plaintext port does)")
+
+
+def _wait_for_kafka(bootstrap_servers: str, timeout_s: float, security: Optional[KafkaSecurity]) -> None:
     from kafka.admin import KafkaAdminClient
 
     deadline = time.monotonic() + timeout_s

@@ -307,3 +307,15 @@ def test_security_flags_without_a_bootstrap_flag_for_commands_that_define_their_
     args = parser.parse_args(["--security-protocol", "SSL", "--ssl-cafile", "/etc/ca.pem"])
     assert args.bootstrap_servers is None
     assert security_from_args(args) == KafkaSecurity("SSL", ssl_cafile="/etc/ca.pem")
+
+
+def test_waiting_for_a_tls_cluster_behind_a_silent_port_times_out_instead_of_hanging():
+    """kafka-python waits forever for a TLS reply; ``wait_for_kafka`` must still keep its deadline."""
+    from envleads.ops.broker import wait_for_kafka
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)  # accepts connections (the kernel does) and never says a word
+        port = listener.getsockname()[1]
+        with pytest.raises(TimeoutError):
+            wait_for_kafka(f"127.0.0.1:{port}", timeout_s=3, security=KafkaSecurity("SSL"))
