@@ -7,7 +7,10 @@ SegmentedDoc), and classification including segmentation (raw ``(title, text)`` 
 headline number). Input: the shared pollution_dev.jsonl texts when present, else the project's
 training rows. Prints a table and writes bench/results/classify.json.
 
-    .venv/bin/python bench/bench_classify.py [--batch 64] [--repeat 3] [--compare]
+    .venv/bin/python bench/bench_classify.py [--batch 64] [--repeat 3] [--compare [NAME ...]]
+
+``--compare`` with names cross-validates only those candidates and keeps the other rows of the
+last comparison table (each row says when and with which cue-term version it was measured).
 
 Pin to one core for a per-core number: ``taskset -c 0 .venv/bin/python bench/bench_classify.py``.
 """
@@ -36,6 +39,10 @@ CANDIDATES = {
     "svc_words_chars_cues+rule_view": {"model": "svc", "rule_view": True},
     "lr_words_chars_cues+rule_view": {"rule_view": True},
     "lr_words_chars_cues_no_gate": {"gate": False},
+    "lr + stacker over probabilities": {"stack": True},
+    "lr + stacker over probabilities+cues": {"stack": True, "stack_cues": True, "stack_min": 8,
+                                             "stack_C": 0.5},
+    "svc + stacker": {"model": "svc", "stack": True},
     "default: lr_words_chars_cues": {},
 }
 
@@ -71,8 +78,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--compare", action="store_true",
-                        help="also 5-fold CV each candidate model on the shared data (minutes)")
+    parser.add_argument("--compare", nargs="*", default=None, metavar="NAME",
+                        help="also 5-fold CV candidate models on the shared data (minutes each); "
+                             "no names: all of them")
     args = parser.parse_args(argv)
     docs, source = _docs()
     n = len(docs)
@@ -101,15 +109,20 @@ def main(argv=None) -> int:
         _batched(model.predict, docs, args.batch), n, args.repeat)
 
     quality = {}
-    if args.compare:
+    if args.compare is not None:
         shared = pollution.shared_data_dir()
         gold_path = os.path.join(shared, "pollution_dev.jsonl") if shared else None
         if not gold_path or not os.path.exists(gold_path):
             parser.error("--compare needs the shared pollution_dev.jsonl")
         gold = [dict(r, synthetic=False) for r in pollution.read_jsonl(gold_path)]
         extra = pollution.load_project_training()
+        unknown = [name for name in args.compare if name not in CANDIDATES]
+        if unknown:
+            parser.error(f"unknown candidates {unknown}; choose from {list(CANDIDATES)}")
+        terms_version = str(pollution.load_type_terms()["version"])
         with tempfile.TemporaryDirectory():
-            for name, hyper in CANDIDATES.items():
+            for name in args.compare or list(CANDIDATES):
+                hyper = CANDIDATES[name]
                 report = pollution.cross_validate(gold, folds=5, seed=0, extra_train=extra,
                                                   **hyper)
                 quality[name] = {k: report[k] for k in ("micro_f1", "macro_f1_frequent",
@@ -121,6 +134,8 @@ def main(argv=None) -> int:
                 quality[name]["complaints_per_s"] = round(_best_rate(
                     _batched(candidate.predict, docs, args.batch), n, 1), 1)
                 quality[name]["cv_seconds"] = report["cv"]["seconds"]
+                quality[name]["measured"] = time.strftime("%Y-%m-%d", time.gmtime())
+                quality[name]["type_terms_version"] = terms_version
                 print(f"  {name}: micro {report['micro_f1']:.3f}", flush=True)
 
     print(f"input: {n} complaints ({source}), mean {chars / n:.0f} chars, batch {args.batch}, "
@@ -138,16 +153,18 @@ def main(argv=None) -> int:
 
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     previous = {}
-    if os.path.exists(RESULTS) and not quality:
+    if os.path.exists(RESULTS):
         with open(RESULTS, encoding="utf-8") as handle:
-            previous = json.load(handle).get("comparison", {})  # keep the last --compare table
+            previous = json.load(handle).get("comparison", {})  # keep the last --compare rows
     with open(RESULTS, "w", encoding="utf-8") as handle:
         json.dump({"input": source, "n": n, "mean_chars": round(chars / n),
                    "batch": args.batch, "model": version, "segmenter": segmenter_engine(),
                    "complaints_per_s": {k: round(v, 1) for k, v in rates.items()},
                    "ensure_default_model_s": round(ensure_seconds, 1),
-                   "comparison": quality or previous, "python": platform.python_version(),
-                   "cpu_affinity": len(os.sched_getaffinity(0)), "argv": sys.argv},
+                   "comparison": {**previous, **quality}, "python": platform.python_version(),
+                   "cpu_affinity": len(os.sched_getaffinity(0)), "argv": sys.argv,
+                   "note": "measured on a 2-core machine shared with other jobs at the same "
+                           "time: rates are lower bounds and vary between runs"},
                   handle, indent=2, ensure_ascii=False)
     print(f"\nwrote {RESULTS}")
     return 0

@@ -7,8 +7,11 @@ saved and loaded as a unit:
 through, so a pipeline that segmented upstream with :func:`segment_for_model` segments once) ->
 ``features`` (word TF-IDF over jieba tokens, character 1-3-gram TF-IDF, clause-level cue features
 from ``type_terms.json``) -> ``classify`` (per label, a lexical logistic regression over all
-features averaged with a small rule-view regression over the cue features, combined with an
-environmental-or-not gate; per-label decision thresholds tuned on out-of-fold probabilities).
+features, optionally averaged with a small rule-view regression over the cue features, combined
+with an environmental-or-not gate; optionally (``stack=True``, off by default: it did not beat
+the single stage in cross-validation) a second-stage :class:`LabelStacker` reading every label's
+out-of-fold probability, so that rules linking labels can be learned; per-label thresholds and
+the confidence calibration are tuned on out-of-fold probabilities).
 
 The real labelled rows are few and rare labels (soil, radiation, other) have around ten examples,
 so the learner is helped twice: by the clause cue features (domain knowledge as data) and by the
@@ -29,6 +32,7 @@ import os
 import re
 import sys
 import time
+from bisect import bisect_right
 from collections import Counter
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -60,7 +64,7 @@ TRAINING_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "trainin
 DEFAULT_REVIEW_THRESHOLD = 0.5
 # Bumped when the saved pipeline's classes change shape, so that old artefacts are refused (and
 # retrained by ensure_default_model) instead of failing inside joblib.load.
-PIPELINE_FORMAT = 2
+PIPELINE_FORMAT = 3
 DEFAULT_HYPER: Dict[str, Any] = {
     "model": "lr",  # lexical view: "lr" | "svc" | "nb"
     "C": 8.0,
@@ -70,10 +74,14 @@ DEFAULT_HYPER: Dict[str, Any] = {
     "rule_view": False,
     "rule_weight": 0.5,
     "rule_C": 0.3,
-    "synthetic_weight": 0.5,
+    "synthetic_weight": 1.0,  # 5-fold CV: 1.0 beat 0.5, 1.5 and 2.0 (bench/results/classify.json)
     "threshold_folds": 4,
     "default_threshold": 0.4,
     "gate": True,
+    "stack": False,  # measured: no gain over the single stage on the shared rows (see bench)
+    "stack_C": 1.0,
+    "stack_min": 12,
+    "stack_cues": False,
     "seed": 0,
 }
 
@@ -231,6 +239,8 @@ def load_type_terms(path: Optional[str] = None) -> Dict[str, Any]:
     for key in ("grievance", "not_environmental"):
         if not isinstance(document[key], list) or not document[key]:
             raise ConfigError(f"{path}: {key} must be a non-empty list of terms")
+    if not isinstance(document.get("masked", []), list):
+        raise ConfigError(f"{path}: masked must be a list of terms")
     return document
 
 
@@ -248,6 +258,8 @@ class ClauseCueFeatures(BaseEstimator, TransformerMixin):
     with a cue; a cue in the first two clauses (main concern first); log number of clauses with a
     cue *and* a grievance word (a reported harm, not a mention); log number of distinct cue hits.
     Then non-environmental cues in text and title, grievance clauses, clauses and length.
+    ``masked`` phrases of the terms file (豆腐渣工程, 垃圾短信, 抽烟, 生态示范县) are blanked
+    before the label cues are matched: they contain a cue but report no such problem.
 
     Cue lists come from ``type_terms.json`` at fit time and are kept in the fitted state, so a
     saved model always applies the rules it was trained with.
@@ -272,6 +284,8 @@ class ClauseCueFeatures(BaseEstimator, TransformerMixin):
         self.grievance_pattern_ = _alternation(document["grievance"])
         self.not_environmental_pattern_ = _alternation(document["not_environmental"])
         self.clause_pattern_ = "[" + re.escape(document["clause_separators"]) + "]+"
+        # Phrases that contain a cue but are no cue (豆腐渣工程, 垃圾短信, 抽烟): blanked first.
+        self.masked_pattern_ = _alternation(document.get("masked", []))
         self.terms_version_ = str(document["version"])
         self.n_features_out_ = self._PER_SET * len(patterns) + 5
         return self
@@ -279,10 +293,12 @@ class ClauseCueFeatures(BaseEstimator, TransformerMixin):
     def _compiled(self):
         compiled = getattr(self, "_compiled_cache", None)
         if compiled is None:
+            masked = getattr(self, "masked_pattern_", "")
             compiled = ([re.compile(p) for p in self.cue_patterns_],
                         re.compile(self.grievance_pattern_),
                         re.compile(self.not_environmental_pattern_),
-                        re.compile(self.clause_pattern_))
+                        re.compile(self.clause_pattern_),
+                        re.compile(masked) if masked else None)
             self._compiled_cache = compiled
         return compiled
 
@@ -292,27 +308,50 @@ class ClauseCueFeatures(BaseEstimator, TransformerMixin):
         return state
 
     def transform(self, X):
-        cues, grievance, not_env, splitter = self._compiled()
+        cues, grievance, not_env, splitter, masked = self._compiled()
         out = np.zeros((len(X), self.n_features_out_), dtype=np.float64)
         log1p = math.log1p
         for row, doc in enumerate(X):
-            clauses = [c for c in splitter.split(doc.text) if c.strip()] or [""]
-            n = len(clauses)
-            harmed = [grievance.search(c) is not None for c in clauses]
+            text, title = doc.text, doc.title
+            if masked is not None:
+                # The non-environmental cues still see the masked phrases (垃圾分类, 水费).
+                not_env_text, not_env_title = text, title
+                text, title = masked.sub("□", text), masked.sub("□", title)
+            else:
+                not_env_text, not_env_title = text, title
+            # Clause spans (non-blank clauses only). Cues never contain a separator, so matching
+            # the whole text once per pattern finds exactly the per-clause matches, at a
+            # fraction of the regex calls; each match is placed in its clause by its offset.
+            starts, ends, position = [], [], 0
+            for separator in splitter.finditer(text):
+                if text[position:separator.start()].strip():
+                    starts.append(position)
+                    ends.append(separator.start())
+                position = separator.end()
+            if text[position:].strip():
+                starts.append(position)
+                ends.append(len(text))
+            n = len(starts) or 1
+            harmed = [grievance.search(text, a, b) is not None for a, b in zip(starts, ends)]
             values = out[row]
             column = 0
             for pattern in cues:
-                hits = [len(set(pattern.findall(c))) for c in clauses]
-                with_cue = sum(1 for h in hits if h)
-                values[column] = 1.0 if pattern.search(doc.title) else 0.0
+                found: Dict[int, set] = {}
+                for match in pattern.finditer(text):
+                    index = bisect_right(starts, match.start()) - 1
+                    if index >= 0 and match.start() < ends[index]:
+                        found.setdefault(index, set()).add(match.group())
+                hits = [len(found.get(i, ())) for i in range(len(starts))] or [0]
+                with_cue = len(found)
+                values[column] = 1.0 if pattern.search(title) else 0.0
                 values[column + 1] = log1p(with_cue)
                 values[column + 2] = with_cue / n
                 values[column + 3] = 1.0 if any(hits[:2]) else 0.0
                 values[column + 4] = log1p(sum(1 for h, g in zip(hits, harmed) if h and g))
                 values[column + 5] = log1p(sum(hits))
                 column += self._PER_SET
-            values[column] = log1p(len(set(not_env.findall(doc.text))))
-            values[column + 1] = 1.0 if not_env.search(doc.title) else 0.0
+            values[column] = log1p(len(set(not_env.findall(not_env_text))))
+            values[column + 1] = 1.0 if not_env.search(not_env_title) else 0.0
             values[column + 2] = log1p(sum(harmed))
             values[column + 3] = log1p(n)
             values[column + 4] = log1p(len(doc.text))
@@ -367,11 +406,16 @@ class MultiLabelThresholdClassifier(BaseEstimator, ClassifierMixin):
         dense_C: inverse regularisation of the rule-view regressions.
         confidence_calibration: ``(slope, intercept)`` mapping raw to calibrated confidence, set
             by :func:`train_model`; read by :func:`decide`.
+        stacker: a fitted :class:`LabelStacker` over :meth:`base_proba`, set by
+            :func:`train_model` (``None``: the first-stage probabilities are the output).
+        cue_columns: how many trailing columns (the clause cues) :meth:`base_proba` passes on
+            to the stacker (0: probabilities only).
     """
 
     def __init__(self, estimator=None, thresholds=None, default_threshold: float = 0.5,
                  gate: bool = False, dense_columns: int = 0, dense_weight: float = 0.5,
-                 dense_C: float = 0.3, confidence_calibration=None):
+                 dense_C: float = 0.3, confidence_calibration=None, stacker=None,
+                 cue_columns: int = 0):
         self.estimator = estimator
         self.thresholds = thresholds
         self.default_threshold = default_threshold
@@ -380,6 +424,8 @@ class MultiLabelThresholdClassifier(BaseEstimator, ClassifierMixin):
         self.dense_weight = dense_weight
         self.dense_C = dense_C
         self.confidence_calibration = confidence_calibration
+        self.stacker = stacker
+        self.cue_columns = cue_columns
 
     def _dense(self, X) -> np.ndarray:
         block = X[:, X.shape[1] - self.dense_columns:]
@@ -424,18 +470,32 @@ class MultiLabelThresholdClassifier(BaseEstimator, ClassifierMixin):
             dense_models, list) else _binary_proba(dense_models, dense)
         return (1.0 - self.dense_weight) * out + self.dense_weight * other
 
-    def predict_proba(self, X):
+    def base_proba(self, X) -> np.ndarray:
+        """First-stage probabilities: per-label views (gated), then the gate (all ones without
+        a gate), then the last ``cue_columns`` feature columns. The stacker reads this matrix."""
         if sp.issparse(X):
             X = sp.csr_matrix(X)
+        cues = []
+        if getattr(self, "cue_columns", 0):
+            block = X[:, X.shape[1] - self.cue_columns:]
+            cues = [block.toarray() if sp.issparse(block) else np.asarray(block)]
         dense = None
         if self.dense_columns and self.scaler_ is not None:
             dense = self.scaler_.transform(self._dense(X))
         out = self._views(self.estimators_, self.dense_estimators_, X, dense)
+        gate = np.ones(out.shape[0])
         if self.gate_ is not None:
             gate = self._views(self.gate_, self.dense_gate_, X,
                                dense if self.dense_gate_ is not None else None)
             out = np.sqrt(out * gate[:, None])
-        return out
+        return np.column_stack([out, gate] + cues)
+
+    def predict_proba(self, X):
+        base = self.base_proba(X)
+        stacker = getattr(self, "stacker", None)
+        if stacker is not None:
+            return stacker.transform(base)
+        return base[:, :self.n_labels_]
 
     def thresholds_array(self) -> np.ndarray:
         if self.thresholds is None:
@@ -444,6 +504,68 @@ class MultiLabelThresholdClassifier(BaseEstimator, ClassifierMixin):
 
     def predict(self, X):
         return (self.predict_proba(X) >= self.thresholds_array()).astype(int)
+
+
+_CUES_PER_LABEL = 12  # ClauseCueFeatures: 6 per cue set, strong and strong-or-weak
+_CUES_GLOBAL = 5
+
+
+def _stack_features(base: np.ndarray, label: int, n_labels: int) -> np.ndarray:
+    """What the second stage sees for one label: the logits of every label's first-stage
+    probability and of the gate, the label's margin over the strongest other label, whether it
+    is the top label, and (when :meth:`base_proba` passes them) the label's own clause cues and
+    the global ones. So it can learn the annotation rules that link labels (``other`` only when
+    no medium is named; a secondary medium needs more evidence than the main concern)."""
+    Z = _logit(base[:, :n_labels + 1])
+    labels = Z[:, :n_labels]
+    others = np.delete(labels, label, axis=1)
+    margin = labels[:, label] - others.max(axis=1)
+    parts = [Z, margin, (margin > 0).astype(np.float64)]
+    cues = base[:, n_labels + 1:]
+    if cues.shape[1] >= _CUES_PER_LABEL * n_labels + _CUES_GLOBAL:
+        parts.append(cues[:, _CUES_PER_LABEL * label:_CUES_PER_LABEL * (label + 1)])
+        parts.append(cues[:, -_CUES_GLOBAL:])
+    return np.column_stack(parts)
+
+
+class LabelStacker(BaseEstimator):
+    """Second stage: per label a small logistic regression over :func:`_stack_features`.
+
+    Fitted on out-of-fold first-stage probabilities of the real rows (never on in-sample ones,
+    which are over-confident). Labels with fewer than ``min_positives`` positives keep their
+    first-stage probability: a dozen features need more than a handful of examples.
+
+    Args:
+        C: inverse regularisation of the per-label regressions.
+        min_positives: fewest positives for a label to be stacked.
+    """
+
+    def __init__(self, C: float = 1.0, min_positives: int = 12):
+        self.C = C
+        self.min_positives = min_positives
+
+    def fit(self, base: np.ndarray, Y: np.ndarray):
+        self.models_ = []
+        self.n_labels_ = Y.shape[1]
+        for label in range(Y.shape[1]):
+            y = Y[:, label]
+            if y.sum() < self.min_positives or y.sum() == len(y):
+                self.models_.append(None)
+                continue
+            features = _stack_features(base, label, self.n_labels_)
+            scaler = StandardScaler().fit(features)
+            model = LogisticRegression(C=self.C, max_iter=2000).fit(scaler.transform(features), y)
+            self.models_.append((scaler, model))
+        return self
+
+    def transform(self, base: np.ndarray) -> np.ndarray:
+        out = base[:, :self.n_labels_].copy()
+        for label, fitted in enumerate(self.models_):
+            if fitted is not None:
+                scaler, model = fitted
+                out[:, label] = model.predict_proba(
+                    scaler.transform(_stack_features(base, label, self.n_labels_)))[:, 1]
+        return out
 
 
 def _base_estimator(model: str, C: float, seed: int):
@@ -481,7 +603,8 @@ def build_pipeline(**hyper: Any) -> Pipeline:
             _base_estimator(h["model"], h["C"], h["seed"]),
             default_threshold=h["default_threshold"], gate=h["gate"],
             dense_columns=dense_columns if h["rule_view"] else 0,
-            dense_weight=h["rule_weight"], dense_C=h["rule_C"])),
+            dense_weight=h["rule_weight"], dense_C=h["rule_C"],
+            cue_columns=dense_columns if h["stack"] and h["stack_cues"] else 0)),
     ])
 
 
@@ -569,20 +692,39 @@ def train_model(records: List[dict], **hyper: Any) -> Pipeline:
     real = np.flatnonzero(~synthetic)
     thresholds = None
     calibration = None
+    stacker = None
     if h["threshold_folds"] and len(real) >= 5 * h["threshold_folds"]:
-        P = np.zeros((len(real), len(LABELS)))
+        B = None
         folds = StratifiedKFold(h["threshold_folds"], shuffle=True, random_state=h["seed"])
         for train_idx, test_idx in folds.split(real, _strata(Y[real])):
             train_rows = np.concatenate([real[train_idx], np.flatnonzero(synthetic)])
             fold_pipe = build_pipeline(**h)
             _fit_features_and_classifier(fold_pipe, [segmented[i] for i in train_rows],
                                          Y[train_rows], weights[train_rows])
-            P[test_idx] = fold_pipe[1:].predict_proba([segmented[i] for i in real[test_idx]])
+            features = fold_pipe.named_steps["features"].transform(
+                [segmented[i] for i in real[test_idx]])
+            fold_base = fold_pipe.named_steps["classify"].base_proba(features)
+            if B is None:
+                B = np.zeros((len(real), fold_base.shape[1]))
+            B[test_idx] = fold_base
+        P = B[:, :len(LABELS)]
+        if h["stack"]:
+            # Out-of-fold second-stage probabilities (cheap: the first stage is not refitted),
+            # so thresholds and calibration are tuned on what the stacked model will output.
+            P = np.zeros_like(P)
+            inner = StratifiedKFold(h["threshold_folds"], shuffle=True,
+                                    random_state=h["seed"] + 1)
+            for train_idx, test_idx in inner.split(real, _strata(Y[real])):
+                fold_stacker = LabelStacker(C=h["stack_C"], min_positives=h["stack_min"]).fit(
+                    B[train_idx], Y[real][train_idx])
+                P[test_idx] = fold_stacker.transform(B[test_idx])
+            stacker = LabelStacker(C=h["stack_C"], min_positives=h["stack_min"]).fit(B, Y[real])
         thresholds = tune_thresholds(Y[real], P, h["default_threshold"])
         calibration = fit_confidence_calibration(Y[real], P, np.asarray(thresholds))
     _fit_features_and_classifier(pipeline, segmented, Y, weights)
     pipeline.named_steps["classify"].set_params(thresholds=thresholds,
-                                                confidence_calibration=calibration)
+                                                confidence_calibration=calibration,
+                                                stacker=stacker)
     return pipeline
 
 

@@ -334,3 +334,76 @@ def test_generated_rows_are_reproducible_and_cover_every_label():
     assert committed == rows  # the committed file is what the script writes
     assert {label for row in rows for label in row["labels"]} == set(POLLUTION_LABELS)
     assert all(row["synthetic"] for row in rows)
+
+
+# ------------------------------------------------------------------ masked phrases and stacker
+def _terms_file(tmp_path, masked):
+    document = pollution.load_type_terms()
+    document["masked"] = masked
+    path = tmp_path / "terms.json"
+    path.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
+    return str(path)
+
+
+def test_masked_phrases_are_no_cues_but_still_count_as_not_environmental(tmp_path):
+    doc = _doc("", "这条路是豆腐渣工程，刚修好就坏了。请问垃圾分类怎么分？")
+    plain = pollution.ClauseCueFeatures(_terms_file(tmp_path, [])).fit([])
+    masked = pollution.ClauseCueFeatures(_terms_file(tmp_path, ["豆腐渣", "垃圾分类"])).fit([])
+    names = list(plain.get_feature_names_out())
+    before = dict(zip(names, plain.transform([doc])[0]))
+    after = dict(zip(names, masked.transform([doc])[0]))
+    assert before["cue_solid_waste_strong_clauses"] > 0        # 垃圾 inside 垃圾分类
+    assert after["cue_solid_waste_strong_clauses"] == 0.0
+    assert after["cue_solid_waste_any_hits"] == 0.0             # nor 渣 of 豆腐渣, if weak
+    assert after["not_env_text"] == before["not_env_text"] > 0  # 垃圾分类, 请问 still seen
+
+
+def test_masked_must_be_a_list(tmp_path):
+    path = _terms_file(tmp_path, "豆腐渣")
+    with pytest.raises(Exception, match="masked"):
+        pollution.load_type_terms(path)
+
+
+def test_label_stacker_learns_that_a_named_medium_excludes_other():
+    # First stage: "other" looks likely in every row; it is gold only where no medium is likely.
+    rng = np.random.default_rng(0)
+    n = 400
+    air = rng.uniform(0.02, 0.98, n)
+    other = rng.uniform(0.5, 0.9, n)
+    base = np.zeros((n, len(pollution.LABELS) + 1))
+    base[:, :len(pollution.LABELS)] = 0.05
+    base[:, pollution.LABELS.index("air")] = air
+    base[:, pollution.LABELS.index("other")] = other
+    base[:, -1] = 0.9  # the gate
+    Y = np.zeros((n, len(pollution.LABELS)), dtype=int)
+    Y[:, pollution.LABELS.index("air")] = air > 0.5
+    Y[:, pollution.LABELS.index("other")] = air < 0.5
+    stacker = pollution.LabelStacker(C=1.0, min_positives=12).fit(base, Y)
+    probe = np.tile(base[:1], (2, 1))
+    probe[:, pollution.LABELS.index("other")] = 0.7
+    probe[:, pollution.LABELS.index("air")] = [0.9, 0.1]
+    stacked = stacker.transform(probe)[:, pollution.LABELS.index("other")]
+    assert stacked[0] < 0.3 < 0.7 < stacked[1]
+    # Labels without enough positives keep the first-stage probability.
+    soil = pollution.LABELS.index("soil")
+    np.testing.assert_allclose(stacker.transform(probe)[:, soil], probe[:, soil])
+
+
+def test_stacked_training_round_trips_through_the_registry(tmp_path, project_rows):
+    rows = [dict(r, synthetic=not r["id"].startswith("hand")) for r in project_rows[::3]]
+    rows += [dict(r, synthetic=False) for r in project_rows if r["id"].startswith("hand")]
+    pipeline = pollution.train_model(rows, threshold_folds=2, stack=True, stack_cues=True,
+                                     stack_min=5)
+    classify = pipeline.named_steps["classify"]
+    assert classify.stacker is not None and classify.cue_columns > 0
+    version = registry.register(pipeline, {"training_fingerprint": "ab" * 32},
+                                registry_dir=str(tmp_path))
+    loaded = registry.load_model(version, str(tmp_path))
+    docs = [("", "河对岸的皮革厂晚上往河里偷排污水，河水又黑又臭。"), ("", "请问社保卡怎么补办？")]
+    probabilities = loaded.predict_proba(docs)
+    assert probabilities.shape == (2, len(pollution.LABELS))
+    assert ((0 <= probabilities) & (probabilities <= 1)).all()
+    np.testing.assert_allclose(probabilities, pollution.PollutionModel(pipeline).predict_proba(docs))
+    water, none = loaded.predict(docs)
+    assert water.primary == "water" and none.labels == []
+    assert 0.0 <= water.confidence <= 1.0
