@@ -47,6 +47,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.svm import LinearSVC
+from tqdm import tqdm
 
 from envleads.config import ConfigError, data_path, load_json_config
 from envleads.records import POLLUTION_LABELS, TypePrediction
@@ -954,6 +955,7 @@ def cross_validate(records: List[dict], folds: int = 5, seed: int = 0,
     fold_scores = []
     splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
     started = time.perf_counter()
+    progress = tqdm(total=folds, desc="cross-validation", unit="fold", disable=None, leave=False, file=sys.stderr)
     for fold, (train_idx, test_idx) in enumerate(splitter.split(records, _strata(Y))):
         pipeline = train_model([records[i] for i in train_idx] + extra, seed=seed, **hyper)
         model = PollutionModel(pipeline, version=f"cv-fold-{fold}")
@@ -966,6 +968,8 @@ def cross_validate(records: List[dict], folds: int = 5, seed: int = 0,
                             "macro_f1_frequent": fold_report["macro_f1_frequent"],
                             "env_accuracy": fold_report["env_accuracy"]})
         LOGGER.info("cv fold %d: micro_f1=%.3f", fold, fold_report["micro_f1"])
+        progress.update(1)
+    progress.close()
     report = score_predictions(records, predictions)
     report["folds"] = fold_scores
     report["cv"] = {"folds": folds, "seed": seed, "extra_train_rows": len(extra),
