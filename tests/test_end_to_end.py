@@ -14,23 +14,9 @@ from envleads import schemas
 from envleads.generator import generate_events
 from envleads.leads import lead_from_avro_dict
 from envleads.pipelines.stream import Topics, produce_lines, run_stream
+from kafka_scan import scan_topic
 
 pytestmark = pytest.mark.kafka
-
-
-def _scan(bootstrap_servers, topic, idle_s=2.0):
-    """Every record of a topic (the embedded broker under-reports end offsets: scan until idle)."""
-    from envleads.pipelines.kafka_io import open_consumer
-
-    consumer = open_consumer(bootstrap_servers, topic, group_id=None)
-    records, deadline = [], time.monotonic() + idle_s
-    while time.monotonic() < deadline:
-        batch = consumer.poll(timeout_ms=200)
-        for partition_records in batch.values():
-            records.extend(partition_records)
-            deadline = time.monotonic() + idle_s
-    consumer.close()
-    return records
 
 
 def _stream_command(bootstrap, names, group_id, *extra):
@@ -70,14 +56,14 @@ def _check_outputs(bootstrap, topics, truth, events):
     from envleads.pipelines.stream import raw_event_bytes
 
     valid_ids = {t["complaint_id"] for t in truth if not t["malformed"]}
-    enriched = [schemas.decode(schemas.ENRICHED, record.value) for record in _scan(bootstrap, topics.enriched)]
+    enriched = [schemas.decode(schemas.ENRICHED, record.value) for record in scan_topic(bootstrap, topics.enriched)]
     assert {record["complaint_id"] for record in enriched} == valid_ids
-    dead = [schemas.decode(schemas.DEAD_LETTER, record.value) for record in _scan(bootstrap, topics.dead_letter)]
+    dead = [schemas.decode(schemas.DEAD_LETTER, record.value) for record in scan_topic(bootstrap, topics.dead_letter)]
     malformed = {raw_event_bytes(event.line) for t, event in zip(truth, events) if t["malformed"]}
     assert malformed and {d["original"] for d in dead} == malformed
     assert all(d["reason"] for d in dead)
 
-    lead_records = _scan(bootstrap, topics.leads)
+    lead_records = scan_topic(bootstrap, topics.leads)
     compacted = {}
     for record in lead_records:
         compacted[record.key.decode()] = lead_from_avro_dict(schemas.decode(schemas.LEADS, record.value))
@@ -188,7 +174,7 @@ def test_no_identity_reaches_enriched_leads_or_logs(kafka_broker, tmp_topics, ge
                    and t["reporter_name"].encode() in other.line}
     assert len(identities) > 50 and any(t["pii_in_text"]["phone"] for t in truth)
     downstream = b"".join(record.value for topic in (names["enriched"], names["leads"])
-                          for record in _scan(bootstrap, topic)).decode("utf-8", "replace")
+                          for record in scan_topic(bootstrap, topic)).decode("utf-8", "replace")
     logs = log_path.read_text("utf-8", "replace")
     assert "round 1" in logs  # the log is really the stream's
     leaks = sorted(value for value in identities if value in downstream or value in logs)

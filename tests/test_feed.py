@@ -12,6 +12,7 @@ from envleads import feed, schemas
 from envleads.divisions import load_divisions
 from envleads.leads import lead_from_avro_dict, lead_to_avro_dict
 from envleads.records import Lead, ScoreReason
+from kafka_scan import scan_topic
 
 CST = timezone(timedelta(hours=8))
 TIERS = ("urgent", "high", "normal", "low")
@@ -183,16 +184,8 @@ COUNT = 300
 
 
 def _scan(bootstrap_servers, topic, idle_s=2.0):
-    from envleads.pipelines.kafka_io import open_consumer
-
-    consumer = open_consumer(bootstrap_servers, topic, group_id=None)
-    records, deadline = [], time.monotonic() + idle_s
-    while time.monotonic() < deadline:
-        for partition_records in consumer.poll(timeout_ms=200).values():
-            records.extend(partition_records)
-            deadline = time.monotonic() + idle_s
-    consumer.close()
-    return sorted(records, key=lambda r: (r.timestamp, r.partition, r.offset))
+    return sorted(scan_topic(bootstrap_servers, topic, idle_s),
+                  key=lambda r: (r.timestamp, r.partition, r.offset))
 
 
 @pytest.fixture(scope="module")

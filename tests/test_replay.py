@@ -13,26 +13,14 @@ from envleads.generator import generate_events
 from envleads.leads import lead_from_avro_dict
 from envleads.pipelines.replay import events_from_file, events_from_topic, parse_time_ms, replay
 from envleads.pipelines.stream import Topics, produce_lines, run_stream
+from kafka_scan import scan_topic
 
 pytestmark = pytest.mark.kafka
 
 
-def _scan(bootstrap_servers, topic, idle_s=2.0):
-    from envleads.pipelines.kafka_io import open_consumer
-
-    consumer = open_consumer(bootstrap_servers, topic, group_id=None)
-    records, deadline = [], time.monotonic() + idle_s
-    while time.monotonic() < deadline:
-        for partition_records in consumer.poll(timeout_ms=200).values():
-            records.extend(partition_records)
-            deadline = time.monotonic() + idle_s
-    consumer.close()
-    return records
-
-
 def _compacted(bootstrap, topic):
     view = {}
-    for record in _scan(bootstrap, topic):
+    for record in scan_topic(bootstrap, topic):
         view[record.key.decode()] = lead_from_avro_dict(schemas.decode(schemas.LEADS, record.value))
     return view
 
@@ -49,7 +37,7 @@ def _membership(view):
 
 
 def _enriched_ids(bootstrap, topic):
-    return [schemas.decode(schemas.ENRICHED, r.value)["complaint_id"] for r in _scan(bootstrap, topic)]
+    return [schemas.decode(schemas.ENRICHED, r.value)["complaint_id"] for r in scan_topic(bootstrap, topic)]
 
 
 def test_parse_time_ms():

@@ -1,0 +1,16 @@
+"""Reading a whole topic in tests: the embedded broker under-reports end offsets, so scan until idle."""
+import time
+
+
+def scan_topic(bootstrap_servers: str, topic: str, idle_s: float = 2.0) -> list:
+    """Every record of ``topic``, in poll order (offset order within a partition)."""
+    from envleads.pipelines.kafka_io import open_consumer
+
+    consumer = open_consumer(bootstrap_servers, topic, group_id=None)
+    records, deadline = [], time.monotonic() + idle_s
+    while time.monotonic() < deadline:
+        for partition_records in consumer.poll(timeout_ms=200).values():
+            records.extend(partition_records)
+            deadline = time.monotonic() + idle_s
+    consumer.close()
+    return records
