@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import apache_beam as beam
@@ -47,6 +48,34 @@ def ranked_lead_lines(keyed_lines: List[Tuple[tuple, str]]) -> Iterator[str]:
         yield f'{{"rank": {rank}, {line[1:]}'
 
 
+class _ProgressFn(beam.DoFn):
+    """Counts input lines on a terminal progress bar and passes them on unchanged.
+
+    Only added when stderr is a terminal (see :func:`build_batch_pipeline`); with several worker
+    processes each shows its own bar.
+    """
+
+    def __init__(self, total: int):
+        self._total = total
+
+    def setup(self):
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=self._total, desc="complaints", unit="line", disable=None, leave=False)
+
+    def process(self, line: bytes):
+        self._bar.update(1)
+        yield line
+
+    def teardown(self):
+        self._bar.close()
+
+
+def _count_lines(path: str) -> int:
+    with open(path, "rb") as handle:
+        return sum(1 for _ in handle)
+
+
 def _write_single_file(pcoll, path: str, label: str):
     return pcoll | label >> beam.io.WriteToText(path, shard_name_template="", num_shards=1)
 
@@ -54,9 +83,10 @@ def _write_single_file(pcoll, path: str, label: str):
 def build_batch_pipeline(pipeline: beam.Pipeline, input_path: str, output_path: str,
                          dead_letter_path: str, leads_path: Optional[str], settings: StageSettings) -> None:
     """Wires file source, :class:`ComplaintsToLeads` and file sinks onto ``pipeline``."""
-    events = (pipeline
-              | "ReadComplaints" >> beam.io.ReadFromText(input_path, coder=beam.coders.BytesCoder())
-              | "AsRawEvents" >> beam.Map(lambda line: RawEvent(line, "json")))
+    lines = pipeline | "ReadComplaints" >> beam.io.ReadFromText(input_path, coder=beam.coders.BytesCoder())
+    if sys.stderr.isatty() and os.path.isfile(input_path):  # a bar for people, nothing in logs or CI
+        lines = lines | "Progress" >> beam.ParDo(_ProgressFn(_count_lines(input_path)))
+    events = lines | "AsRawEvents" >> beam.Map(lambda line: RawEvent(line, "json"))
     outputs = events | "ComplaintsToLeads" >> ComplaintsToLeads(settings)
     _write_single_file(outputs["enriched"]
                        | "ToContract" >> beam.Map(lambda r: json.dumps(enriched_to_contract(r.enriched), ensure_ascii=False)),
@@ -104,11 +134,6 @@ def run_batch(input_path: str, output_path: str, leads_path: Optional[str] = Non
     if leads_path:
         counts["leads"] = _count_lines(leads_path)
     return counts
-
-
-def _count_lines(path: str) -> int:
-    with open(path, "rb") as handle:
-        return sum(1 for _ in handle)
 
 
 def _run_command(args: argparse.Namespace, beam_args: List[str]) -> int:
