@@ -275,6 +275,7 @@ class ClauseCueFeatures(BaseEstimator, TransformerMixin):
         self.terms_path = terms_path
 
     def fit(self, X, y=None):
+        self.__dict__.pop("_compiled_cache", None)  # a refit may read another terms file
         document = load_type_terms(self.terms_path)
         patterns = []
         for label in LABELS:

@@ -217,24 +217,11 @@ def load_model(version: str = "latest", registry_dir: Optional[str] = None,
         ModelNotFoundError: no such version (or an empty registry for ``"latest"``).
         ModelMismatchError: the model was trained with another scikit-learn version or label set.
     """
-    from envleads.models.pollution import (DEFAULT_REVIEW_THRESHOLD, LABELS, PIPELINE_FORMAT,
-                                           PollutionModel)
+    from envleads.models.pollution import DEFAULT_REVIEW_THRESHOLD, PollutionModel
 
     version = _resolve(version, registry_dir)
     metadata = read_metadata(version, registry_dir)
-    if metadata.get("pipeline_format") != PIPELINE_FORMAT:
-        raise ModelMismatchError(
-            f"{MODEL_KIND}/{version} has pipeline format {metadata.get('pipeline_format')} but this "
-            f"code reads format {PIPELINE_FORMAT}; retrain with `envleads train`")
-    if metadata.get("sklearn_version") != sklearn.__version__:
-        raise ModelMismatchError(
-            f"{MODEL_KIND}/{version} was trained with scikit-learn {metadata.get('sklearn_version')}"
-            f" but {sklearn.__version__} is installed; retrain with `envleads train` or install "
-            f"scikit-learn=={metadata.get('sklearn_version')}")
-    if tuple(metadata.get("labels") or ()) != tuple(LABELS):
-        raise ModelMismatchError(
-            f"{MODEL_KIND}/{version} predicts labels {metadata.get('labels')} but this code expects "
-            f"{list(LABELS)}; retrain with `envleads train`")
+    _check_compatible(version, metadata)
     pipeline = joblib.load(os.path.join(_kind_dir(registry_dir), version, MODEL_FILE))
     return PollutionModel(pipeline, version=version,
                           review_threshold=metadata.get("review_threshold", DEFAULT_REVIEW_THRESHOLD)
@@ -290,14 +277,32 @@ def default_training_records() -> List[dict]:
     return records
 
 
-def is_loadable(version: str, registry_dir: Optional[str] = None) -> bool:
-    """Whether :func:`load_model` would accept ``version`` (format, library and label checks)."""
+def _check_compatible(version: str, metadata: Dict) -> None:
+    """Raises :class:`ModelMismatchError` unless this code can use the model (format, library, labels)."""
     from envleads.models.pollution import LABELS, PIPELINE_FORMAT
 
-    metadata = read_metadata(version, registry_dir)
-    return (metadata.get("pipeline_format") == PIPELINE_FORMAT
-            and metadata.get("sklearn_version") == sklearn.__version__
-            and tuple(metadata.get("labels") or ()) == tuple(LABELS))
+    if metadata.get("pipeline_format") != PIPELINE_FORMAT:
+        raise ModelMismatchError(
+            f"{MODEL_KIND}/{version} has pipeline format {metadata.get('pipeline_format')} but this "
+            f"code reads format {PIPELINE_FORMAT}; retrain with `envleads train`")
+    if metadata.get("sklearn_version") != sklearn.__version__:
+        raise ModelMismatchError(
+            f"{MODEL_KIND}/{version} was trained with scikit-learn {metadata.get('sklearn_version')}"
+            f" but {sklearn.__version__} is installed; retrain with `envleads train` or install "
+            f"scikit-learn=={metadata.get('sklearn_version')}")
+    if tuple(metadata.get("labels") or ()) != tuple(LABELS):
+        raise ModelMismatchError(
+            f"{MODEL_KIND}/{version} predicts labels {metadata.get('labels')} but this code expects "
+            f"{list(LABELS)}; retrain with `envleads train`")
+
+
+def is_loadable(version: str, registry_dir: Optional[str] = None) -> bool:
+    """Whether :func:`load_model` would accept ``version`` (format, library and label checks)."""
+    try:
+        _check_compatible(version, read_metadata(version, registry_dir))
+    except ModelMismatchError:
+        return False
+    return True
 
 
 def ensure_default_model(registry_dir: Optional[str] = None) -> str:

@@ -66,14 +66,9 @@ import tempfile
 import threading
 import time
 import weakref
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Dict, Iterable, List, Mapping, Optional
 
-from envleads.ops.kafka_config import (
-    KafkaSecurity,
-    add_kafka_arguments,
-    client_kwargs,
-    security_from_args,
-)
+from envleads.ops.kafka_config import KafkaSecurity, client_kwargs
 
 logger = logging.getLogger(__name__)
 

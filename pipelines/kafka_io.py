@@ -171,6 +171,16 @@ def commit_events(consumer, events: Iterable[RawEvent]) -> Dict[Tuple[str, int],
     return next_offsets
 
 
+def decode_lead_record(record) -> Optional[Lead]:
+    """The lead in a lead-topic record, or None (logged with its coordinates) when it is unreadable:
+    one bad record must not stop a view, the stream's start or the feed."""
+    try:
+        return lead_from_avro_dict(schemas.decode(schemas.LEADS, record.value))
+    except Exception:  # noqa: BLE001 - any decoding failure means "unreadable"
+        LOG.warning("skipped an unreadable lead record at %s/%d@%d", record.topic, record.partition, record.offset)
+        return None
+
+
 class LeadView:
     """The compacted view of the lead topic: the last lead per key, refreshed incrementally."""
 
@@ -192,8 +202,9 @@ class LeadView:
                 if record.value is None:
                     self.leads.pop(key, None)  # tombstone
                     continue
-                lead = lead_from_avro_dict(schemas.decode(schemas.LEADS, record.value))
-                self.leads[lead.lead_id] = lead
+                lead = decode_lead_record(record)
+                if lead is not None:
+                    self.leads[lead.lead_id] = lead
 
     def close(self) -> None:
         self._consumer.close()

@@ -17,7 +17,6 @@ state does not see the replay's lead updates until its next start.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
 import time
@@ -34,14 +33,11 @@ LOG = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------------ sources
 def parse_time_ms(value: str) -> int:
-    """Epoch milliseconds from an ISO-8601 time (naive = UTC) or a number of epoch milliseconds."""
+    """Epoch milliseconds, or an ISO-8601 time read like ``tail --since`` (no offset: China Standard Time)."""
+    from envleads.feed import parse_since
+
     text = value.strip()
-    if text.isdigit():
-        return int(text)
-    moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
-    return int(moment.timestamp() * 1000)
+    return int(text) if text.isdigit() else parse_since(text)
 
 
 def events_from_topic(bootstrap_servers: str, topic: str, security=None, from_offset: Optional[int] = None,
@@ -96,12 +92,17 @@ def events_from_file(path: str) -> Iterator[RawEvent]:
 
         with open(path, "rb") as handle:
             for record in fastavro.reader(handle):
-                yield RawEvent(schemas.encode(schemas.RAW, record), "avro")
+                try:
+                    payload = schemas.encode(schemas.RAW, record)
+                except (ValueError, TypeError, KeyError):
+                    # not a raw_complaint: as JSON, decoding dead-letters it with its reason
+                    yield RawEvent(json.dumps(record, ensure_ascii=False, default=str).encode("utf-8"), "json")
+                    continue
+                yield RawEvent(payload, "avro")
         return
     with open(path, "rb") as handle:
-        for line in handle:
-            if line.strip():
-                yield RawEvent(line.rstrip(b"\r\n"), "json")
+        for line in handle:  # a blank line is an empty event (dead letter), as in ``envleads batch``
+            yield RawEvent(line.rstrip(b"\r\n"), "json")
 
 
 def _chunks(events: Iterable[RawEvent], size: int) -> Iterator[List[RawEvent]]:
@@ -192,7 +193,7 @@ def add_subcommand(subparsers) -> None:
     parser.add_argument("--from-offset", type=int, default=None, help="first offset (per partition, inclusive)")
     parser.add_argument("--to-offset", type=int, default=None, help="end offset (per partition, exclusive)")
     parser.add_argument("--from-time", default=None,
-                        help="first record time, ISO-8601 (UTC if no offset) or epoch ms (inclusive)")
+                        help="first record time, ISO-8601 (China Standard Time if no offset) or epoch ms (inclusive)")
     parser.add_argument("--to-time", default=None, help="end record time (exclusive), as --from-time")
     parser.add_argument("--partition", type=int, action="append", default=None,
                         help="replay only this partition (repeatable; default: all)")

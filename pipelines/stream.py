@@ -41,15 +41,15 @@ import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
 from envleads import schemas
-from envleads.leads import (MatterReport, block_of_complaint, block_of_lead, lead_from_avro_dict, lead_id_for,
-                            lead_to_avro_dict, merge_lead, report_matter, seed_index)
-from envleads.pipelines.kafka_io import (LeadView, TopicNotFound, WriteToKafka, commit_events, open_consumer,
-                                         poll_new_events)
+from envleads.leads import (MatterReport, assign_in_order, block_of_complaint, block_of_lead, complaint_features,
+                            lead_from_avro_dict, lead_id_for, lead_to_avro_dict, matter_report, merge_lead,
+                            seed_index)
+from envleads.pipelines.kafka_io import (LeadView, TopicNotFound, WriteToKafka, commit_events, decode_lead_record,
+                                         open_consumer, poll_new_events)
 from envleads.pipelines.options import StageSettings, pipeline_options, settings_from_options
 from envleads.pipelines.transforms import ComplaintsToLeads, RawEvent
 from envleads.records import DeadLetter, EnrichedComplaint, Lead
-from envleads.repeats import MatterIndex, matter_features, signature_to_list
-from envleads.scoring import complaint_signals
+from envleads.repeats import MatterIndex
 from envleads.serialize import dead_letter_to_avro_dict, enriched_to_avro_dict
 
 LOG = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ class LeadStore:
             deadline = time.monotonic() + idle_s
             while time.monotonic() < deadline:
                 batch = consumer.poll(timeout_ms=200, max_records=5000)
-                rows, gone, leads = [], [], []
+                encoded, gone = [], []
                 for records in batch.values():
                     for record in records:
                         read += 1
@@ -189,12 +189,11 @@ class LeadStore:
                             if record.key:
                                 gone.append(record.key.decode("utf-8"))
                             continue
-                        lead = _decode_lead(record.value)
-                        rows.append((lead.lead_id, block_of_lead(lead), int(lead.last_seen_ms), record.value))
-                        leads.append(lead)
-                if rows or gone:
-                    self.put(rows)
-                    self.put_members(leads)
+                        lead = decode_lead_record(record)
+                        if lead is not None:
+                            encoded.append((lead, record.value))
+                if batch:
+                    self.put_leads(encoded)
                     self.delete(gone)
                     deadline = time.monotonic() + idle_s
         finally:
@@ -303,23 +302,17 @@ class LocalRoundEngine:
             else:
                 by_block.setdefault(block_of_complaint(item), []).append(item)
         for block, items in by_block.items():
-            items.sort(key=lambda e: (e.complaint.received_at_ms, e.complaint.complaint_id))
-            index = self._index_for(block, items[0].complaint.received_at_ms)
-            reports.extend(report_matter(index, item, self._weights)[0] for item in items)
-            self._expire(block, index, items[-1].complaint.received_at_ms)
+            times = [item.complaint.received_at_ms for item in items]
+            index = self._index_for(block, min(times))
+            reports.extend(report for report, _ in assign_in_order(index, items, self._weights))
+            self._expire(block, index, max(times))
         return reports
 
     def _known_report(self, enriched: EnrichedComplaint, lead: Lead) -> MatterReport:
         """The report of a complaint already counted in ``lead`` (a replay or redelivery): it keeps
         that matter, whatever the index would say now, and leaves the index alone."""
-        complaint = enriched.complaint
-        features = matter_features(complaint.text, complaint.title, enriched.tokens, enriched.region.adcode,
-                                   enriched.types.labels, self._config)
-        signals = complaint_signals(f"{complaint.title}\n{complaint.text}", complaint.received_at_ms,
-                                    bool(features.entities), self._weights)
-        duplicate_of = None if lead.first_complaint_id == complaint.complaint_id else lead.first_complaint_id
-        return MatterReport(enriched._replace(cluster_id=lead.cluster_id, duplicate_of=duplicate_of),
-                            frozenset(signals), signature_to_list(features.signature), list(features.entities))
+        features = complaint_features(enriched, self._config)
+        return matter_report(enriched, features, lead.cluster_id, lead.first_complaint_id, self._weights)
 
     def build_leads(self, reports: Sequence[MatterReport]) -> List[Lead]:
         """One new lead version per matter touched, merged into its stored lead (``BuildLeads``)."""
@@ -516,10 +509,10 @@ class KafkaSession:
             raise
         self.committed: Dict[Tuple[str, int], int] = {}
 
-    def write(self, outputs: RoundOutputs) -> None:
+    def write(self, outputs: RoundOutputs) -> List[Tuple[Lead, bytes]]:
         """Sends every output and waits for the broker's acknowledgements (raises if any failed);
-        ``written_leads`` then holds ``(lead, Avro value)`` for the local store."""
-        self.written_leads = write_outputs(self.producer, self._topics, outputs)
+        returns ``(lead, Avro value)`` of the leads written, for the local store."""
+        return write_outputs(self.producer, self._topics, outputs)
 
     def commit(self, events: Sequence[RawEvent]) -> None:
         self.committed.update(commit_events(self.consumer, events))
@@ -607,8 +600,7 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
         nonlocal last_status, idle_since
         if engine == "local":
             outputs = local.finish(*outputs_of())
-            session.write(outputs)
-            store.put_leads(session.written_leads)
+            store.put_leads(session.write(outputs))
             totals["dead_letters"] += len(outputs.dead_letters)
         else:
             run_round(events, lead_view.leads.values(), bootstrap_servers, topics, settings, options, security)

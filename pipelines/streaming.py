@@ -35,7 +35,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from envleads.leads import (MatterReport, block_of_complaint, block_of_lead, lead_from_avro_dict, lead_id_for,
-                            lead_to_avro_dict, merge_lead, report_matter, restore_lead, seed_index)
+                            lead_to_avro_dict, merge_lead, report_matter, seed_index)
 from envleads.pipelines.options import StageSettings
 from envleads.pipelines.transforms import (DEAD_LETTER, MAIN, ClassifyPollutionType, DecodeComplaints,
                                            ResolveRegion, SegmentText)
@@ -44,13 +44,6 @@ from envleads.repeats import MatterIndex
 
 
 # ------------------------------------------------------------------------------ pure, shared logic
-# report_matter, restore_lead and the blocking keys are the domain steps both forms share; they
-# live in envleads.leads and are re-exported here for the callers that import them from this module.
-__all__ = ["report_matter", "restore_lead", "block_of_lead", "block_of_complaint", "next_expiry_ms",
-           "DeduplicatePetitionsStreaming", "BuildLeadsStreaming", "ComplaintsToLeadsStreaming",
-           "JsonStateCoder", "LeadStateCoder"]
-
-
 def next_expiry_ms(index_state: Dict[str, Any], window_ms: int) -> Optional[int]:
     """When the oldest matter of an index leaves the window: its last report + window + 1 ms.
 

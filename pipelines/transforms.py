@@ -19,7 +19,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsDict, AsList, AsSingleton, TaggedOutput
 
 from envleads.decode import decode_event
-from envleads.leads import MatterReport, lead_id_for, merge_lead
+from envleads.leads import lead_id_for, merge_lead
 from envleads.pipelines.options import StageSettings
 from envleads.records import (Complaint, DeadLetter, EnrichedComplaint, KafkaCoordinates, Lead,
                               SegmentedComplaint)
@@ -177,12 +177,6 @@ class ResolveRegion(beam.PTransform):
 
 # --------------------------------------------------------------------------------------- repeats
 INDEX_STATE = "index_state"
-
-
-def _block_of_lead(lead: Lead) -> str:
-    from envleads.leads import block_of_lead
-
-    return block_of_lead(lead)
 
 
 class _AssignMattersFn(beam.DoFn):

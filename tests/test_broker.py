@@ -11,6 +11,8 @@ import textwrap
 import time
 import uuid
 
+from pathlib import Path
+
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
@@ -478,5 +480,9 @@ def test_stream_survives_broker_loss_and_resumes(tmp_path):
     identities = {v for e in events for v in (e.truth.get("reporter_name"), e.truth.get("reporter_phone"),
                                               e.truth.get("reporter_id_number")) if v and len(v) >= 3}
     assert not [v for v in identities if v in logs]
-    assert "Traceback" not in logs
+    # kafka-python may log its own socket error with a traceback while the broker is down; no
+    # traceback may pass through envleads' code (that would be the stream failing, not retrying)
+    repo = str(Path(__file__).resolve().parent.parent)
+    assert not [line for line in logs.splitlines()
+                if line.strip().startswith(f'File "{repo}') and "site-packages" not in line]
     assert stream.returncode in (0, 130)

@@ -83,3 +83,13 @@ def test_event_size_limit_is_checked_before_parsing():
 def test_control_characters_are_removed_and_fullwidth_digits_folded():
     result = decode_event(_event(text="噪音\x07扰民，电话１３９１２３４５６７８"), "json", KEY)
     assert result.text == "噪音扰民，电话[电话]"
+
+
+def test_a_reporter_name_with_an_invisible_character_is_still_masked_in_the_text():
+    """The text loses zero-width characters when cleaned; the reporter's name must be cleaned the
+    same way, or masking looks for a name that is no longer there."""
+    name = "欧阳\u200b伟明"
+    event = _event(text=f"联系人{name}负责跟进，工厂偷排", reporter={"name": name, "phone": None, "id_number": None})
+    result = decode_event(event, "json", KEY)
+    assert isinstance(result, Complaint)
+    assert "欧阳伟明" not in result.text and "伟明" not in result.text

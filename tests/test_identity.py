@@ -72,7 +72,7 @@ def _extra_events() -> List[bytes]:
         events.append(schemas.encode(schemas.RAW, {**base, "complaint_id": f"idt-{n}-late",
                                                    "received_at": "2199-01-01T00:00:00+08:00"}))
         events.append(schemas.encode(schemas.RAW, {**base, "complaint_id": f"idt-{n}-blank",
-                                                   "text": f" \u200b\x00 ", "title": person["phone"]}))
+                                                   "text": " \u200b\x00 ", "title": person["phone"]}))
         events.append(schemas.encode(schemas.RAW, {**base, "complaint_id": f"idt-{n}-early",
                                                    "received_at": "1999-01-01T00:00:00"})[:-7])  # truncated
         events.append(json.dumps(base, ensure_ascii=False).encode("utf-8"))  # JSON where Avro is due

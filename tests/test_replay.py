@@ -44,7 +44,7 @@ def test_parse_time_ms():
     assert parse_time_ms("1700000000000") == 1_700_000_000_000
     assert parse_time_ms("2023-11-14T22:13:20Z") == 1_700_000_000_000
     assert parse_time_ms("2023-11-15T06:13:20+08:00") == 1_700_000_000_000
-    assert parse_time_ms("2023-11-14T22:13:20") == 1_700_000_000_000  # naive = UTC
+    assert parse_time_ms("2023-11-15T06:13:20") == 1_700_000_000_000  # naive = China Standard Time, as tail --since
 
 
 def test_events_from_file_reads_json_lines_and_avro_archives(tmp_path):

@@ -23,11 +23,10 @@ from apache_beam.utils import counters
 from apache_beam.utils.timestamp import Timestamp
 
 from envleads import schemas
-from envleads.leads import lead_from_avro_dict, lead_to_avro_dict, merge_lead
+from envleads.leads import lead_from_avro_dict, lead_to_avro_dict, merge_lead, report_matter
 from envleads.pipelines.streaming import (BuildLeadsStreaming, ComplaintsToLeadsStreaming,
                                           DeduplicatePetitionsStreaming, JsonStateCoder, LeadStateCoder,
-                                          _AssignMattersStreamingFn, _MergeLeadStreamingFn, next_expiry_ms,
-                                          report_matter)
+                                          _AssignMattersStreamingFn, _MergeLeadStreamingFn, next_expiry_ms)
 from envleads.pipelines.transforms import DeduplicatePetitions, RawEvent
 from envleads.records import Complaint, EnrichedComplaint, RegionResolution, TypePrediction
 from envleads.repeats import MatterIndex, load_repeat_config

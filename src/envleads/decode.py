@@ -99,10 +99,6 @@ def _is_clean_id(value: str) -> bool:
     return not any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value)
 
 
-def _drop_surrogates(value: str) -> str:
-    return "".join(ch for ch in value if not "\ud800" <= ch <= "\udfff")
-
-
 def _reporter(document: Dict[str, Any], event_id: Optional[str]) -> Optional[Dict[str, Optional[str]]]:
     reporter = document.get("reporter")
     if reporter is None:
@@ -114,8 +110,9 @@ def _reporter(document: Dict[str, Any], event_id: Optional[str]) -> Optional[Dic
         value = reporter.get(field)
         if value is not None and not isinstance(value, (str, int)):
             raise _Rejected("invalid_field_type", f"field reporter.{field} is {type(value).__name__}", event_id)
-        # A lone surrogate cannot be UTF-8 encoded for the HMAC: dropped, the complaint is kept.
-        cleaned[field] = None if value is None else _drop_surrogates(str(value))
+        # Cleaned exactly like the text (this also drops lone surrogates, which the HMAC could not
+        # encode), so that masking finds the reporter's name in the cleaned text.
+        cleaned[field] = None if value is None else _clean_text(str(value))
     return cleaned
 
 

@@ -13,7 +13,6 @@ import time
 from typing import Dict, List
 
 from envleads.records import Lead
-from envleads.scoring import rank_key
 
 LOG = logging.getLogger(__name__)
 
@@ -22,14 +21,15 @@ def format_lead_table(leads: List[Lead], top: int = 10) -> str:
     """The top leads as a terminal table (pandas aligns the double-width Chinese columns)."""
     import pandas as pd
 
-    ordered = sorted(leads, key=lambda lead: rank_key(lead.tier, lead.score, lead.last_seen_ms))[:top]
+    from envleads.feed import place_name, rank_leads
+
+    ordered = rank_leads(leads, int(time.time() * 1000))[:top]  # the feed's order: tail, export, dashboard
     rows = []
     for rank, lead in enumerate(ordered, start=1):
-        region = lead.region or {}
         rows.append({
             "rank": rank, "tier": lead.tier, "score": lead.score,
             "types": ",".join(lead.pollution_types),
-            "region": "".join(filter(None, (region.get("city"), region.get("county")))) or region.get("province") or "-",
+            "region": place_name(lead.region),
             "department": lead.department or "-",
             "reports": lead.report_count,
             "top reasons": ", ".join(f"{r.factor} +{r.points:g}" for r in lead.reasons[:3]),

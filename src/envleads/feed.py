@@ -44,7 +44,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, TextIO, Tuple
 
 from envleads.records import POLLUTION_LABELS, Lead
-from envleads.scoring import TIER_ORDER
+from envleads.scoring import rank_key
 
 LOG = logging.getLogger(__name__)
 
@@ -139,8 +139,8 @@ def matches(lead: Lead, lead_filter: LeadFilter, now_ms: int) -> bool:
 
 def feed_key(lead: Lead, now_ms: int) -> Tuple[int, int, float, int, str]:
     """Sort key of the feed order (see the module docstring): tier, overdue first, score, recency."""
-    tier = TIER_ORDER.index(lead.tier) if lead.tier in TIER_ORDER else len(TIER_ORDER)
-    return (tier, 0 if is_overdue(lead, now_ms) else 1, -lead.score, -lead.last_seen_ms, lead.lead_id)
+    tier, minus_score, minus_last_seen = rank_key(lead.tier, lead.score, lead.last_seen_ms)
+    return (tier, 0 if is_overdue(lead, now_ms) else 1, minus_score, minus_last_seen, lead.lead_id)
 
 
 def rank_leads(leads: Iterable[Lead], now_ms: int, lead_filter: LeadFilter = LeadFilter()) -> List[Lead]:
@@ -455,7 +455,7 @@ def parse_since(value: str) -> int:
     try:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
-        raise ValueError(f"--since: not an ISO-8601 time: {value!r} (e.g. 2025-01-10T08:00 or 2025-01-10)") from None
+        raise ValueError(f"not an ISO-8601 time: {value!r} (e.g. 2025-01-10T08:00 or 2025-01-10)") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=CST)
     return int(moment.timestamp() * 1000)
@@ -515,9 +515,7 @@ def tail_leads(bootstrap_servers: str, topic: str, emit: Callable[[str], None], 
         emit: called with each line (no newline).
         now_fn: the clock that decides ``overdue`` (epoch ms).
     """
-    from envleads import schemas
-    from envleads.leads import lead_from_avro_dict
-    from envleads.pipelines.kafka_io import open_consumer
+    from envleads.pipelines.kafka_io import decode_lead_record, open_consumer
 
     consumer = open_consumer(bootstrap_servers, topic, group_id, security, from_beginning=from_beginning)
     index = RankIndex()
@@ -551,12 +549,9 @@ def tail_leads(bootstrap_servers: str, topic: str, emit: Callable[[str], None], 
                     if key:
                         index.discard(key)  # tombstone: the lead was withdrawn
                     continue
-                try:
-                    lead = lead_from_avro_dict(schemas.decode(schemas.LEADS, record.value))
-                except Exception:  # noqa: BLE001 - one unreadable record must not stop the feed
+                lead = decode_lead_record(record)
+                if lead is None:
                     skipped += 1
-                    LOG.warning("skipped an unreadable lead record at %s/%d@%d", record.topic,
-                                record.partition, record.offset)
                     continue
                 now_ms = now_fn()
                 if not matches(lead, lead_filter, now_ms):

@@ -21,8 +21,8 @@ import numpy as np
 
 from envleads.config import data_path, load_json_config
 from envleads.records import EnrichedComplaint, Lead, ScoreReason
-from envleads.repeats import (UNKNOWN_BLOCK, Assignment, MatterIndex, blocking_key, in_scope, matter_features,
-                              signature_to_list, unplaced_scope)
+from envleads.repeats import (UNKNOWN_BLOCK, Assignment, MatterFeatures, MatterIndex, blocking_key, in_scope,
+                              is_sketch, matter_features, signature_from_list, signature_to_list, unplaced_scope)
 from envleads.scoring import ScoringWeights, complaint_signals, score_matter, signals_from_reasons
 
 SUMMARY_CHARS = 160
@@ -216,7 +216,7 @@ def restore_lead(index: MatterIndex, lead: Lead) -> bool:
     size) is restored by its names only. Returns False, leaving the index alone, for a lead with
     neither a comparable sketch nor names: it cannot be matched, only superseded.
     """
-    comparable = len(lead.matter_signature) == index.config.sketch_size
+    comparable = is_sketch(signature_from_list(lead.matter_signature), index.config.sketch_size)
     if not comparable and not lead.matter_entities:
         return False
     index.restore_matter(lead.cluster_id, lead.first_complaint_id, lead.last_seen_ms,
@@ -261,17 +261,32 @@ def report_matter(index: MatterIndex, enriched: EnrichedComplaint,
         The report (complaint with ``cluster_id`` and ``duplicate_of`` set) and the assignment.
     """
     complaint = enriched.complaint
-    features = matter_features(complaint.text, complaint.title, enriched.tokens, enriched.region.adcode,
-                               enriched.types.labels, index.config)
+    features = complaint_features(enriched, index.config)
     assignment = index.assign(complaint.complaint_id, complaint.received_at_ms, features, complaint.reporter_key)
+    return matter_report(enriched, features, assignment.cluster_id, assignment.duplicate_of, weights), assignment
+
+
+def complaint_features(enriched: EnrichedComplaint, config) -> MatterFeatures:
+    """The repeat-detection features of one complaint (sketch, names, place, types)."""
+    complaint = enriched.complaint
+    return matter_features(complaint.text, complaint.title, enriched.tokens, enriched.region.adcode,
+                           enriched.types.labels, config)
+
+
+def matter_report(enriched: EnrichedComplaint, features: MatterFeatures, cluster_id: str, duplicate_of: Optional[str],
+                  weights: ScoringWeights) -> MatterReport:
+    """A complaint's report to the matter ``cluster_id``, with its scoring signals.
+
+    A matter's first report is never a repeat of itself, whatever ``duplicate_of`` says (a
+    redelivered or replayed first report).
+    """
+    complaint = enriched.complaint
     signals = complaint_signals(f"{complaint.title}\n{complaint.text}", complaint.received_at_ms,
                                 bool(features.entities), weights)
-    # a matter's first report is never a repeat of itself, whatever the index says
-    duplicate_of = None if assignment.duplicate_of == complaint.complaint_id else assignment.duplicate_of
-    report = MatterReport(
-        enriched._replace(cluster_id=assignment.cluster_id, duplicate_of=duplicate_of),
-        frozenset(signals), signature_to_list(features.signature), list(features.entities))
-    return report, assignment
+    if duplicate_of == complaint.complaint_id:
+        duplicate_of = None
+    return MatterReport(enriched._replace(cluster_id=cluster_id, duplicate_of=duplicate_of),
+                        frozenset(signals), signature_to_list(features.signature), list(features.entities))
 
 
 def assign_in_order(index: MatterIndex, complaints: Iterable[EnrichedComplaint],

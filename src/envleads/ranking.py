@@ -28,6 +28,7 @@ import math
 from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence
 
 from envleads.config import ConfigError, data_path, load_json_config
+from envleads.divisions import MUNICIPALITY_CODES
 from envleads.records import Lead
 
 CONFIG_FILE = "ranking.json"
@@ -100,20 +101,17 @@ def quiet_areas(volumes: Dict[str, int], quantile: float) -> frozenset:
     return frozenset(area for area, volume in volumes.items() if volume <= threshold)
 
 
-def select_top(ranked: Sequence[Lead], quotas: Quotas, quiet: Optional[frozenset] = None,
-               config: Optional[RankingConfig] = None) -> List[Lead]:
+def select_top(ranked: Sequence[Lead], quotas: Quotas, config: Optional[RankingConfig] = None) -> List[Lead]:
     """The top ``quotas.top`` of ``ranked`` (already in feed order) under the quotas, in feed order.
 
     Args:
         ranked: candidate leads in feed order (``envleads.feed.rank_leads``).
         quotas: ``top``, ``per_county``, ``min_share`` (``group_by`` is ignored here; see
             :func:`select_for_campaign`).
-        quiet: the quiet areas; by default derived from ``ranked`` with the configured quantile.
         config: defaults to the packaged ``data/ranking.json``.
     """
     validate_quotas(quotas)
-    if quiet is None:
-        quiet = quiet_areas(area_volumes(ranked), (config or load_ranking_config()).quiet_quantile)
+    quiet = quiet_areas(area_volumes(ranked), (config or load_ranking_config()).quiet_quantile)
     cap = quotas.per_county
     taken: Dict[str, int] = {}
     chosen: List[int] = []
@@ -150,7 +148,7 @@ def _group_key(group_by: str) -> Callable[[Lead], str]:
             return UNKNOWN_AREA
         if group_by == "province":
             return code[:2] + "0000"
-        return code[:2] + "0000" if code[:2] in ("11", "12", "31", "50") else code[:4] + "00"
+        return code[:2] + "0000" if code[:2] + "0000" in MUNICIPALITY_CODES else code[:4] + "00"
 
     return key
 

@@ -55,6 +55,7 @@ from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Seq
 import numpy as np
 
 from envleads.config import ConfigError, data_path, load_json_config
+from envleads.divisions import MUNICIPALITY_CODES
 
 LOG = logging.getLogger(__name__)
 
@@ -64,7 +65,6 @@ STATE_FORMAT = 2
 _MS_PER_DAY = 86_400_000
 _MAX_HASH = np.uint64(0xFFFFFFFF)
 _EMPTY_SLOT = np.uint32(0xFFFFFFFF)  # pads a signature whose text has fewer shingles than slots
-_MUNICIPALITIES = ("11", "12", "31", "50")
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,11 +124,6 @@ class RepeatConfig:
     @property
     def window_ms(self) -> int:
         return self.window_days * _MS_PER_DAY
-
-    @property
-    def num_perm(self) -> int:
-        """Slots per signature (the name from when signatures were k-permutation MinHash)."""
-        return self.sketch_size
 
 
 _WEIGHT_KEYS = ("text", "shared_strong_entity", "shared_title_entity", "shared_weak_entity", "entity_conflict",
@@ -341,7 +336,7 @@ def _signature_from_b64(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype="<u4").astype(np.uint32)
 
 
-def _is_sketch(signature: np.ndarray, size: int) -> bool:
+def is_sketch(signature: np.ndarray, size: int) -> bool:
     """``size`` slots holding ascending, distinct hashes, then empty slots (MinHash slots are not
     ascending)."""
     sketch = _trim(signature)
@@ -602,7 +597,7 @@ def _city_key(region_adcode: Optional[str]) -> str:
     code = str(region_adcode).strip()
     if len(code) < 4 or not code[:6].isdigit():
         return UNKNOWN_BLOCK
-    if code[:2] in _MUNICIPALITIES:
+    if code[:2] + "0000" in MUNICIPALITY_CODES:
         return code[:2] + "0000"
     if code[2:4] == "00":
         return UNKNOWN_BLOCK
@@ -621,7 +616,7 @@ def region_relation(left: Optional[str], right: Optional[str]) -> str:
         return "compatible"
     if left[:2] != right[:2]:
         return "conflict"
-    municipal = left[:2] in _MUNICIPALITIES
+    municipal = left[:2] + "0000" in MUNICIPALITY_CODES
     if not municipal and left[2:4] != "00" and right[2:4] != "00" and left[2:4] != right[2:4]:
         return "conflict"
     if left[4:6] != "00" and right[4:6] != "00":
@@ -1203,11 +1198,13 @@ class MatterIndex:
                 that a redelivered report is recognised instead of counted again.
         """
         sig = signature_from_list(signature)
-        if _is_sketch(sig, self.config.sketch_size):
+        if is_sketch(sig, self.config.sketch_size):
             sig = _trim(sig)
-        else:
+        elif sig.size:
             LOG.warning("restored matter %s has a signature that is not a sketch of this configuration; "
                         "it will match on its names only", cluster_id)
+            sig = np.zeros(0, dtype=np.uint32)
+        else:  # restored by its names only (see leads.restore_lead)
             sig = np.zeros(0, dtype=np.uint32)
         if cluster_id in self._matters:
             self._drop(cluster_id)

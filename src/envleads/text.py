@@ -44,8 +44,6 @@ _IDEOGRAPHS_ONLY_RE = re.compile(r"[\u4e00-\u9fd5]+")
 _FINALSEG_HAN_RE = re.compile(r"([\u4e00-\u9fd5]+)")
 _FINALSEG_SKIP_RE = re.compile(r"([a-zA-Z0-9]+(?:\.\d+)?%?)")
 
-_LOGGER = logging.getLogger(__name__)
-
 
 def _read_header_version(path: str) -> str:
     with open(path, encoding="utf-8") as handle:

@@ -198,7 +198,7 @@ class DashboardHandler(BaseHTTPRequestHandler):
 
     def _leads(self, query: Dict[str, list]) -> None:
         lead_filter = filter_from_query(query)
-        limit = min(MAX_ROW_LIMIT, int((query.get("limit") or [api.DEFAULT_ROW_LIMIT])[0]))
+        limit = max(0, min(MAX_ROW_LIMIT, int((query.get("limit") or [api.DEFAULT_ROW_LIMIT])[0])))
         now_ms = self.now_ms()
         version, leads = self.store.snapshot()
         # The minute is part of the version: overdue flags change with the clock, not only with data.
