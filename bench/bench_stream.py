@@ -30,6 +30,7 @@ Prints a table and writes bench/results/stream.json (live) or bench/results/stre
 from __future__ import annotations
 
 import argparse
+import cProfile
 import datetime
 import json
 import logging
@@ -429,10 +430,17 @@ def run_backfill(args, broker) -> Dict[str, object]:
     broker_cpu0 = sampler.cpu_s["broker"]
     print(f"draining {produced} events with run_stream ...", flush=True)
     cpu0, wall0, started_at = _self_cpu_s(), time.perf_counter(), time.time()
+    profiler = cProfile.Profile(time.process_time) if args.profile else None
+    if profiler:
+        profiler.enable()
     totals = run_stream(broker.bootstrap_servers, _stream_topics(topics), BEAM_ARGS, group_id="bench-backfill",
                         max_round_events=args.max_round_events, poll_wait_s=args.poll_wait,
                         stop_when_idle_s=args.idle_stop, status_every_s=0, engine=args.engine,
                         round_wait_s=args.round_wait, enrich_workers=args.enrich_workers)
+    if profiler:
+        profiler.disable()
+        profiler.dump_stats(args.profile)
+        print(f"CPU profile of the stream process written to {args.profile}", flush=True)
     wall, cpu = time.perf_counter() - wall0, _self_cpu_s() - cpu0
     sampler.stop()
     drained_s = (max(r["ended_at"] for r in rounds.rounds) - started_at) if rounds.rounds else wall
@@ -523,6 +531,8 @@ def main(argv=None) -> int:
     parser.add_argument("--partitions", type=int, default=1, help="partitions of each topic")
     parser.add_argument("--seed", type=int, default=11, help="generator seed")
     parser.add_argument("--out", default=None, help="results JSON (default by mode, in bench/results/)")
+    parser.add_argument("--profile", default=None, metavar="FILE",
+                        help="backfill mode: cProfile (CPU clock) of the stream process to FILE (pstats format)")
     args = parser.parse_args(argv)
     os.environ.setdefault("ENVLEADS_PSEUDONYM_KEY", BENCH_KEY)
 

@@ -263,7 +263,7 @@ def test_expire_drops_old_matters_and_frees_state(config):
     assert index.expire(T0 + 200 * DAY_MS) == [R.cluster_id_for("c-002")]
     assert len(index) == 0
     assert index.to_state()["matters"] == []
-    assert index._postings == {} and index._entity_index == {}
+    assert len(index._postings) == 0 and index._entity_index == {}
 
 
 def test_state_round_trip_gives_same_assignments(config):

@@ -56,6 +56,7 @@ import numpy as np
 
 from envleads.config import ConfigError, data_path, load_json_config
 from envleads.divisions import MUNICIPALITY_CODES
+from envleads.postings import ShinglePostings
 
 LOG = logging.getLogger(__name__)
 
@@ -306,6 +307,14 @@ def signature_similarity(left: np.ndarray, right: np.ndarray) -> float:
         return 0.0
     inter = np.intersect1d(left, right, assume_unique=True).size
     return inter / (left.size + right.size - inter)
+
+
+def _sorted_membership(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """Which of ``values`` are in ``sorted_set`` (both ascending, distinct)."""
+    if sorted_set.size == 0:
+        return np.zeros(values.size, dtype=bool)
+    positions = np.minimum(np.searchsorted(sorted_set, values), sorted_set.size - 1)
+    return sorted_set[positions] == values
 
 
 def _below_cut(left: np.ndarray, right: np.ndarray, size: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -712,9 +721,8 @@ class MatterIndex:
         self._strong.add(self.config.address_class)
         self._matters: Dict[str, _Matter] = {}
         # shingle hash -> the clusters whose retained sketches hold it (their number is the shingle's
-        # document frequency); most shingles have one holder, stored as the cluster id itself
-        # (a set from two holders on) to keep the index small
-        self._postings: Dict[int, Union[str, set]] = {}
+        # document frequency), packed in numpy arrays: most of a live matter's memory otherwise
+        self._postings = ShinglePostings()
         # name tail -> clusters naming an entity with it (a superset of entity matches)
         self._entity_index: Dict[str, set] = {}
         # title entity tail -> clusters whose titles name it: a matter restated in other words is
@@ -743,34 +751,15 @@ class MatterIndex:
         union = np.unique(np.concatenate(members)) if members else np.zeros(0, dtype=np.uint32)
         union = union[:self.config.max_indexed_shingles]  # the smallest hashes: a bottom-k of the union
         old = matter.shingles
-        cid = matter.cluster_id
-        postings = self._postings
-        for h in np.setdiff1d(old, union, assume_unique=True).tolist():
-            holders = postings.get(h)
-            if holders is None:
-                continue
-            if isinstance(holders, str):
-                if holders == cid:
-                    del postings[h]
-                continue
-            holders.discard(cid)
-            if len(holders) == 1:
-                postings[h] = next(iter(holders))
-        for h in np.setdiff1d(union, old, assume_unique=True).tolist():
-            holders = postings.get(h)
-            if holders is None:
-                postings[h] = cid
-            elif isinstance(holders, str):
-                if holders != cid:
-                    postings[h] = {holders, cid}
-            else:
-                holders.add(cid)
+        self._postings.remove(matter.cluster_id, np.setdiff1d(old, union, assume_unique=True))
+        self._postings.add(matter.cluster_id, np.setdiff1d(union, old, assume_unique=True))
         matter.shingles = union
 
     def _drop(self, cluster_id: str) -> None:
         matter = self._matters.pop(cluster_id)
         matter.members = []
         self._set_shingles(matter)
+        self._postings.release(cluster_id)
         for entity in matter.entities:
             _unindex(self._entity_index, self._entity_key(entity), cluster_id)
         for entity in matter.title_entities:
@@ -867,37 +856,29 @@ class MatterIndex:
 
     # -- scoring -------------------------------------------------------------------------------
 
-    def _weights(self, hashes: np.ndarray) -> np.ndarray:
+    def _weights(self, hashes: np.ndarray, df: Optional[np.ndarray] = None) -> np.ndarray:
         """IDF weight of each shingle among the live matters (smoothed; a floor keeps all > 0)."""
         n = len(self._matters)
-        df = np.fromiter((self._df(h) for h in hashes.tolist()), dtype=np.float64, count=hashes.size)
-        return np.log((n + 1.0) / (df + 1.0)) + self.config.idf_floor
+        if df is None:
+            df = self._postings.document_frequency(hashes)
+        return np.log((n + 1.0) / (df.astype(np.float64) + 1.0)) + self.config.idf_floor
 
-    def _df(self, shingle: int) -> int:
-        """How many live matters hold the shingle."""
-        holders = self._postings.get(shingle)
-        return 0 if holders is None else 1 if isinstance(holders, str) else len(holders)
+    def _candidates(self, signature: np.ndarray, weights: np.ndarray, df: np.ndarray) -> List[str]:
+        """The ``max_candidates`` matters sharing the most weight of rare shingles, among those that
+        could still reach the lowest text-only threshold.
 
-    def _candidates(self, signature: np.ndarray, weights: np.ndarray) -> Tuple[Dict[str, float], float]:
-        """Matters sharing rare shingles, with the weight they share, and the weight of the common
-        shingles skipped (so ``(shared + skipped) / total`` bounds the similarity from above)."""
-        n = len(self._matters)
-        cap = max(4.0, self.config.common_share * n)
-        acc: Dict[str, float] = {}
-        skipped = 0.0
-        postings = self._postings
-        for h, w in zip(signature.tolist(), weights.tolist()):
-            holders = postings.get(h)
-            if holders is None:
-                continue
-            if isinstance(holders, str):
-                acc[holders] = acc.get(holders, 0.0) + w
-            elif len(holders) > cap:
-                skipped += w
-            else:
-                for cid in holders:
-                    acc[cid] = acc.get(cid, 0.0) + w
-        return acc, skipped
+        Shingles held by more than ``common_share`` of the matters are skipped; their weight counts
+        as shared for the threshold, so ``(shared + skipped) / total`` bounds the similarity from
+        above and a matter below the floor can only join by a shared name or reporter.
+        """
+        cfg = self.config
+        cap = max(4.0, cfg.common_share * len(self._matters))
+        clusters, shared, skipped = self._postings.shared_weight(signature, weights, df, cap)
+        total = float(weights.sum()) or 1.0
+        floor = min(cfg.text_only_similarity, cfg.conflict_text_similarity) * total - skipped
+        kept = np.flatnonzero(shared >= floor).tolist()
+        kept.sort(key=lambda i: (-shared[i], clusters[i]))
+        return [clusters[i] for i in kept[:cfg.max_candidates]]
 
     def _text_similarity(self, signature: np.ndarray, weights: np.ndarray, matter: _Matter) -> float:
         """Best weighted Jaccard similarity between the complaint and the matter's retained reports."""
@@ -908,11 +889,11 @@ class MatterIndex:
                 continue
             left, right = _below_cut(signature, member, size)
             lw = weights[:left.size]
-            inter, li, _ = np.intersect1d(left, right, assume_unique=True, return_indices=True)
-            w_inter = float(lw[li].sum())
+            in_right = _sorted_membership(left, right)
+            w_inter = float(lw[in_right].sum())
             if w_inter <= 0.0:
                 continue
-            only_right = np.setdiff1d(right, inter, assume_unique=True)
+            only_right = right[~_sorted_membership(right, left)]
             w_union = float(lw.sum()) + float(self._weights(only_right).sum())
             best = max(best, w_inter / w_union)
         return best
@@ -1012,11 +993,11 @@ class MatterIndex:
             return False
         core = _split(entity)[1].partition("#")[0]
         k = self.config.shingle_chars
-        if len(core) < k or not self._postings:
+        if len(core) < k or not len(self._postings):
             return True
         cap = max(float(self.config.generic_matters), self.config.common_share * len(self._matters))
         hashes = shingle_hashes(core, k, self.config.seed)
-        return any(self._df(h) < cap for h in hashes.tolist())
+        return bool((self._postings.document_frequency(hashes) < cap).any())
 
     def _matters_naming(self, entity: str, holders: Iterable[str], scan: int = 256) -> int:
         """How many of ``holders`` (the matters under the entity's index key) name the entity itself,
@@ -1101,15 +1082,9 @@ class MatterIndex:
         best: Optional[_Candidate] = None
         self._specific_cache = {}
         if self._matters:
-            weights = self._weights(signature)
-            shared, skipped = self._candidates(signature, weights)
-            # text alone can only join above the lowest text-only threshold: matters sharing less
-            # weight than that cannot reach it and need a shared name or reporter instead
-            total = float(weights.sum()) or 1.0
-            floor = min(cfg.text_only_similarity, cfg.conflict_text_similarity) * total - skipped
-            ranked = sorted((cid for cid in shared if shared[cid] >= floor),
-                            key=lambda cid: (-shared[cid], cid))[:cfg.max_candidates]
-            candidates = set(ranked)
+            df = self._postings.document_frequency(signature)
+            weights = self._weights(signature, df)
+            candidates = set(self._candidates(signature, weights, df))
             candidates |= self._entity_holders(features.entities, self._entity_index)
             candidates |= self._entity_holders(features.title_entities, self._title_index)
             for reporter in reporters:

@@ -1,0 +1,193 @@
+"""Shingle postings of a matter index in sorted numpy arrays instead of a Python dict.
+
+A posting is one (shingle hash, matter) pair, packed as ``hash << 32 | slot`` in a uint64, where
+the slot is a small integer standing for the matter. A dict of Python ints costs ~80 bytes per
+posting and was most of the memory a live matter held (~12 of its ~16 KB); a packed posting costs
+8. Lookups are vectorised over a complaint's whole sketch: document frequencies are range counts
+(``searchsorted``), and the weight a complaint shares with each matter is one ``bincount``.
+
+Layout: a large sorted ``base`` array, plus small sorted ``added`` and ``removed`` arrays of the
+changes since the last merge (``added`` never overlaps ``base``; ``removed`` is a subset of it).
+The changes are merged into ``base`` in one linear pass when they outgrow ``merge_at``, so an
+insert costs O(changes) and the merges cost O(base) once per ``merge_at`` changes.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+_SLOT_BITS = np.uint64(32)
+_SLOT_MASK = np.uint64(0xFFFFFFFF)
+_EMPTY = np.zeros(0, dtype=np.uint64)
+
+
+def _pack(hashes: np.ndarray, slot: int) -> np.ndarray:
+    return (np.asarray(hashes, dtype=np.uint64) << _SLOT_BITS) | np.uint64(slot)
+
+
+def _insert_sorted(array: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``array`` with ``values`` (sorted, none already in it) merged in, still sorted."""
+    if values.size == 0:
+        return array
+    if array.size == 0:
+        return values.copy()
+    return np.insert(array, np.searchsorted(array, values), values)
+
+
+def _remove_sorted(array: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``array`` without those of ``values`` it holds (both sorted)."""
+    if values.size == 0 or array.size == 0:
+        return array
+    positions = np.searchsorted(array, values[_contains(array, values)])
+    return np.delete(array, positions) if positions.size else array
+
+
+def _contains(array: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Which of ``values`` are in the sorted ``array``."""
+    if array.size == 0 or values.size == 0:
+        return np.zeros(values.size, dtype=bool)
+    positions = np.minimum(np.searchsorted(array, values), array.size - 1)
+    return array[positions] == values
+
+
+def _expand(starts: np.ndarray, ends: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Indices of all ``[start, end)`` ranges concatenated, and the range each index came from."""
+    lengths = ends - starts
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    owner = np.repeat(np.arange(lengths.size), lengths)
+    offsets = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return starts[owner] + offsets, owner
+
+
+class ShinglePostings:
+    """Which matters hold each shingle hash, for document frequencies and candidate search."""
+
+    def __init__(self, merge_at: int = 8192):
+        self._base = _EMPTY
+        self._added = _EMPTY
+        self._removed = _EMPTY
+        self._merge_at = merge_at
+        self._slot_of: Dict[str, int] = {}
+        self._cluster_of: List[str] = []
+        self._free: List[int] = []
+
+    def __len__(self) -> int:
+        """Number of postings."""
+        return self._base.size + self._added.size - self._removed.size
+
+    def nbytes(self) -> int:
+        return self._base.nbytes + self._added.nbytes + self._removed.nbytes
+
+    def _slot(self, cluster_id: str) -> int:
+        slot = self._slot_of.get(cluster_id)
+        if slot is None:
+            if self._free:
+                slot = self._free.pop()
+                self._cluster_of[slot] = cluster_id
+            else:
+                slot = len(self._cluster_of)
+                self._cluster_of.append(cluster_id)
+            self._slot_of[cluster_id] = slot
+        return slot
+
+    def add(self, cluster_id: str, hashes: np.ndarray) -> None:
+        """Records that the matter holds ``hashes`` (sorted, distinct, none recorded yet)."""
+        if not len(hashes):
+            return
+        packed = _pack(hashes, self._slot(cluster_id))
+        in_removed = _contains(self._removed, packed)
+        if in_removed.any():  # back in base: the removal is undone
+            self._removed = _remove_sorted(self._removed, packed[in_removed])
+            packed = packed[~in_removed]
+        self._added = _insert_sorted(self._added, packed)
+        self._maybe_merge()
+
+    def remove(self, cluster_id: str, hashes: np.ndarray) -> None:
+        """Records that the matter no longer holds ``hashes`` (sorted, distinct)."""
+        slot = self._slot_of.get(cluster_id)
+        if slot is None or not len(hashes):
+            return
+        packed = _pack(hashes, slot)
+        in_added = _contains(self._added, packed)
+        if in_added.any():
+            self._added = _remove_sorted(self._added, packed[in_added])
+        rest = packed[~in_added]
+        rest = rest[_contains(self._base, rest)]
+        self._removed = _insert_sorted(self._removed, rest[~_contains(self._removed, rest)])
+        self._maybe_merge()
+
+    def release(self, cluster_id: str) -> None:
+        """Frees the matter's slot; call after all its hashes were removed."""
+        slot = self._slot_of.pop(cluster_id, None)
+        if slot is not None:
+            # postings of the slot may still be in ``removed``: a reuse that adds one of them back
+            # undoes that removal, which is right, since the packed pair means the new holder
+            self._free.append(slot)
+
+    def _maybe_merge(self) -> None:
+        if self._added.size + self._removed.size > self._merge_at:
+            self._merge()
+
+    def _merge(self) -> None:
+        if self._removed.size:
+            self._base = _remove_sorted(self._base, self._removed)
+            self._removed = _EMPTY
+        if self._added.size:
+            self._base = _insert_sorted(self._base, self._added)
+            self._added = _EMPTY
+
+    def _bounds(self, hashes: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        lows = np.asarray(hashes, dtype=np.uint64) << _SLOT_BITS
+        return lows, lows | _SLOT_MASK
+
+    def document_frequency(self, hashes: np.ndarray) -> np.ndarray:
+        """How many matters hold each of ``hashes`` (int64, one per hash)."""
+        lows, highs = self._bounds(hashes)
+        df = np.zeros(lows.size, dtype=np.int64)
+        for array, sign in ((self._base, 1), (self._added, 1), (self._removed, -1)):
+            if array.size:
+                starts, ends = np.searchsorted(array, lows), np.searchsorted(array, highs, side="right")
+                df += sign * (ends - starts)
+        return df
+
+    def shared_weight(self, hashes: np.ndarray, weights: np.ndarray, df: np.ndarray,
+                      cap: float) -> Tuple[List[str], np.ndarray, float]:
+        """The weight each matter shares with a complaint's ``hashes`` (``df``: their
+        :meth:`document_frequency`), over hashes held by at most ``cap`` matters, and the weight of
+        the hashes skipped as too common.
+
+        Returns the matters, the weight each shares (aligned), and the skipped weight. Sums run in
+        the order of ``hashes``, as a loop over them would, so results do not depend on how the
+        postings happen to be split between the arrays.
+        """
+        weights = np.asarray(weights, dtype=np.float64)
+        common = df > cap
+        skipped = float(sum(weights[common].tolist()))
+        rare = np.flatnonzero((df > 0) & ~common)
+        if rare.size == 0:
+            return [], np.zeros(0, dtype=np.float64), skipped
+        lows, highs = self._bounds(np.asarray(hashes)[rare])
+        packed_parts, owner_parts = [], []
+        for array in (self._base, self._added):
+            if array.size:
+                starts, ends = np.searchsorted(array, lows), np.searchsorted(array, highs, side="right")
+                index, owner = _expand(starts, ends)
+                packed_parts.append(array[index])
+                owner_parts.append(owner)
+        packed = np.concatenate(packed_parts)
+        owner = np.concatenate(owner_parts)
+        if self._removed.size:
+            keep = ~_contains(self._removed, packed)
+            packed, owner = packed[keep], owner[keep]
+        if len(packed_parts) > 1:
+            order = np.argsort(owner, kind="stable")
+            packed, owner = packed[order], owner[order]
+        slots = (packed & _SLOT_MASK).astype(np.int64)
+        # bincount adds in input order, so each matter's sum is the sequential sum in hash order
+        sums = np.bincount(slots, weights=weights[rare][owner])
+        present = np.flatnonzero(np.bincount(slots))
+        cluster_of = self._cluster_of
+        return [cluster_of[slot] for slot in present.tolist()], sums[present], skipped
