@@ -40,6 +40,7 @@ setup(
     install_requires=[
         "apache-beam>=2.60",
         "kafka-python>=2.0.2",
+        "crc32c>=2.4",  # native CRC-32C for kafka-python record batches (its pure-Python fallback is slow)
         "scikit-learn>=1.5",
         "jieba>=0.42.1",
         "rjieba>=0.2.2",

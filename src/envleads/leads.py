@@ -267,7 +267,10 @@ def report_matter(index: MatterIndex, enriched: EnrichedComplaint,
 
 
 def complaint_features(enriched: EnrichedComplaint, config) -> MatterFeatures:
-    """The repeat-detection features of one complaint (sketch, names, place, types)."""
+    """The repeat-detection features of one complaint (sketch, names, place, types), unless an
+    earlier stage computed them already."""
+    if enriched.matter_features is not None:
+        return enriched.matter_features
     complaint = enriched.complaint
     return matter_features(complaint.text, complaint.title, enriched.tokens, enriched.region.adcode,
                            enriched.types.labels, config)
@@ -285,7 +288,7 @@ def matter_report(enriched: EnrichedComplaint, features: MatterFeatures, cluster
                                 bool(features.entities), weights)
     if duplicate_of == complaint.complaint_id:
         duplicate_of = None
-    return MatterReport(enriched._replace(cluster_id=cluster_id, duplicate_of=duplicate_of),
+    return MatterReport(enriched._replace(cluster_id=cluster_id, duplicate_of=duplicate_of, matter_features=None),
                         frozenset(signals), signature_to_list(features.signature), list(features.entities))
 
 

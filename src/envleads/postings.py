@@ -128,7 +128,8 @@ class ShinglePostings:
             self._free.append(slot)
 
     def _maybe_merge(self) -> None:
-        if self._added.size + self._removed.size > self._merge_at:
+        # changes up to a 32nd of the base: a merge copies the base, an insert copies the changes
+        if self._added.size + self._removed.size > max(self._merge_at, self._base.size >> 5):
             self._merge()
 
     def _merge(self) -> None:

@@ -95,6 +95,9 @@ class EnrichedComplaint(NamedTuple):
     routing_rule: Optional[str] = None
     cluster_id: Optional[str] = None
     duplicate_of: Optional[str] = None
+    # repeat-detection features (``repeats.MatterFeatures``) when a stateless stage computed them
+    # ahead of the keyed one, as the local stream engine's enrichment workers do; never serialised
+    matter_features: Optional[object] = None
 
 
 class ScoreReason(NamedTuple):

@@ -404,7 +404,14 @@ def extract_entities(text: str, config: RepeatConfig, canonical: bool = False) -
     road followed by a house number gives an ``address`` entity as well ("建设路12号" ->
     ``address:建设#12``).
     """
-    norm = _entity_text(text, canonical)
+    return sorted({entity for _, entity in _entities_at(_entity_text(text, canonical), config)})
+
+
+_HOUSE_NUMBER = re.compile(r"(\d{1,5})号(?!楼|院|线|门)")
+
+
+def _entities_at(norm: str, config: RepeatConfig) -> List[Tuple[int, str]]:
+    """:func:`extract_entities` over normalised text, each entity with where its suffix ends."""
     # every suffix occurrence; where several end at one place, the longest is the one meant
     # ("中心广场" is a 广场, not a 场; "翠湖花园" a 花园, not a 园)
     longest: Dict[int, Tuple[int, str, EntityClass]] = {}
@@ -416,7 +423,7 @@ def extract_entities(text: str, config: RepeatConfig, canonical: bool = False) -
                 if end not in longest or len(suffix) > len(longest[end][1]):
                     longest[end] = (start, suffix, cls)
                 start = norm.find(suffix, start + 1)
-    found = set()
+    found: List[Tuple[int, str]] = []
     for end in sorted(longest):
         pos, suffix, cls = longest[end]
         banned = config.not_followed_by.get(suffix, "")
@@ -436,12 +443,12 @@ def extract_entities(text: str, config: RepeatConfig, canonical: bool = False) -
             continue  # "苏州工业园区", "七台河": a division, not a place or party in it
         if cls.keep_suffix:
             core += suffix
-        found.add(f"{cls.name}:{core}")
+        found.append((end, f"{cls.name}:{core}"))
         if cls.name == "road" or suffix in config.address_roads:
-            number = re.match(r"(\d{1,5})号(?!楼|院|线|门)", norm[end:end + 8])
+            number = _HOUSE_NUMBER.match(norm, end, end + 8)
             if number and len(core) >= 2:
-                found.add(f"{config.address_class}:{core}#{number.group(1)}")
-    return sorted(found)
+                found.append((end, f"{config.address_class}:{core}#{number.group(1)}"))
+    return found
 
 
 _ADMIN_SUFFIXES = ("特别行政区", "维吾尔自治区", "壮族自治区", "回族自治区", "自治区", "自治州", "自治县", "地区",
@@ -503,14 +510,24 @@ def _cut_at_boundary(window: str, boundaries: Tuple[str, ...], name_chars: str =
     荷和中路) does not cut when it would leave less than two characters: the name then runs back
     to the boundary before it.
     """
-    cut, by = 0, ""
-    for boundary in boundaries:
-        idx = window.rfind(boundary)
-        if idx >= 0 and idx + len(boundary) > cut:
-            cut, by = idx + len(boundary), boundary
+    # the first match in the reversed window is the boundary ending last; at one end, the first
+    # boundary of the list wins
+    match = _reversed_boundaries(boundaries).search(window[::-1])
+    cut, by = (len(window) - match.start(), match.group()[::-1]) if match else (0, "")
     if len(window) - cut < 2 and len(by) == 1 and by in name_chars:
         return _cut_at_boundary(window[:cut - 1], boundaries, name_chars) + window[cut - 1:]
     return window[cut:]
+
+
+_BOUNDARY_PATTERNS: Dict[Tuple[str, ...], "re.Pattern[str]"] = {}
+
+
+def _reversed_boundaries(boundaries: Tuple[str, ...]) -> "re.Pattern[str]":
+    pattern = _BOUNDARY_PATTERNS.get(boundaries)
+    if pattern is None:
+        pattern = _BOUNDARY_PATTERNS[boundaries] = re.compile(
+            "|".join(re.escape(b[::-1]) for b in boundaries if b))
+    return pattern
 
 
 def matter_features(text: str, title: str, tokens: Sequence[str], region_adcode: Optional[str],
@@ -532,14 +549,28 @@ def matter_features(text: str, title: str, tokens: Sequence[str], region_adcode:
     title = _canonical(title or "")
     full = f"{title}。{_canonical(text or '')}"
     hashes = shingle_hashes(normalise_text(full, canonical=True), config.shingle_chars, config.seed)
+    entities, title_entities = _full_and_title_entities(full, title, config)
     return MatterFeatures(
         signature=text_sketch(hashes, config.sketch_size),
-        entities=tuple(extract_entities(full, config, canonical=True)),
-        title_entities=tuple(extract_entities(title, config, canonical=True)),
+        entities=entities,
+        title_entities=title_entities,
         types=tuple(types or ()),
         region_adcode=_clean_adcode(region_adcode),
         shingle_count=int(hashes.size),
     )
+
+
+def _full_and_title_entities(full: str, title: str, config: RepeatConfig) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    """Entities of the whole text and of its title, from one scan when the normalised text starts
+    with the normalised title (an entity looks back only, so those ending inside the title are the
+    title's)."""
+    norm_full, norm_title = _entity_text(full, True), _entity_text(title, True)
+    spans = _entities_at(norm_full, config)
+    if norm_full.startswith(norm_title):
+        in_title = {entity for end, entity in spans if end <= len(norm_title)}
+    else:
+        in_title = {entity for _, entity in _entities_at(norm_title, config)}
+    return tuple(sorted({entity for _, entity in spans})), tuple(sorted(in_title))
 
 
 _DEFAULT_CONFIG: Optional[RepeatConfig] = None
@@ -748,11 +779,17 @@ class MatterIndex:
     def _set_shingles(self, matter: _Matter) -> None:
         """Re-derives the matter's shingle union from its members and updates the postings."""
         members = [m for m in matter.members if m.size]
-        union = np.unique(np.concatenate(members)) if members else np.zeros(0, dtype=np.uint32)
+        if len(members) > 1:
+            union = np.unique(np.concatenate(members))
+        else:  # a sketch is ascending and distinct already
+            union = members[0] if members else np.zeros(0, dtype=np.uint32)
         union = union[:self.config.max_indexed_shingles]  # the smallest hashes: a bottom-k of the union
         old = matter.shingles
-        self._postings.remove(matter.cluster_id, np.setdiff1d(old, union, assume_unique=True))
-        self._postings.add(matter.cluster_id, np.setdiff1d(union, old, assume_unique=True))
+        if old.size:
+            self._postings.remove(matter.cluster_id, old[~_sorted_membership(old, union)])
+            self._postings.add(matter.cluster_id, union[~_sorted_membership(union, old)])
+        else:
+            self._postings.add(matter.cluster_id, union)
         matter.shingles = union
 
     def _drop(self, cluster_id: str) -> None:
