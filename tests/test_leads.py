@@ -38,7 +38,7 @@ def test_a_lead_written_with_schema_v1_is_read_with_v2_defaults():
     buffer.write(b"\x00\x00\x00\x00\x15")  # frame with schema id 21 (lead.v1)
     fastavro.schemaless_writer(buffer, v1, record)
     decoded = schemas.decode(schemas.LEADS, buffer.getvalue())
-    assert decoded["channel"] is None and decoded["deadline_ms"] is None
+    assert decoded["channel"] is None and decoded["deadline_ms"] is None and decoded["jurisdiction_adcode"] is None
     assert lead_from_avro_dict(decoded).lead_id == "lead-m-1"
     assert schemas.check_compatibility(v1, schemas.schema_for(schemas.LEADS)) == []
 
@@ -100,6 +100,20 @@ def test_restore_lead_carries_region_reporters_and_complaint_ids():
     restore_lead(other, lead)
     report, assignment = report_matter(other, _enriched("n3", 2, NOISE_1, "330106", reporter="rk-1"), weights)
     assert assignment.is_new_matter
+
+
+def test_a_matter_placed_by_its_intake_jurisdiction_is_restored_under_the_same_key():
+    """The text names no place, the receiving office does: after a restart (lead read back from
+    the topic) the lead must be seeded into the key its repeats arrive under, not "unknown"."""
+    from envleads.leads import block_of_complaint, block_of_lead, lead_in_scope
+
+    first = _enriched("j1", 0, NOISE_1, None, jurisdiction="330110")
+    lead = _lead_of(first)
+    assert lead.jurisdiction_adcode == "330110"
+    assert block_of_lead(lead) == block_of_complaint(first) == "330100"
+    assert lead_in_scope(lead, "330000") and not lead_in_scope(lead, "320000")
+    # a lead written before lead.v3 (no jurisdiction) keeps its old key
+    assert block_of_lead(lead._replace(jurisdiction_adcode=None)) == "unknown"
 
 
 def test_seed_index_skips_matters_already_held_and_counts_unrestorable_leads():

@@ -253,7 +253,7 @@ def format_lead_line(lead: Lead, rank: int, now_ms: int, status: str = "") -> st
 
 def lead_to_feed_dict(lead: Lead, rank: int, now_ms: int) -> Dict:
     """The lead as JSON for piping and export: ``rank`` and ``overdue`` first, then the fields of
-    ``schemas/lead.v2.avsc`` without :data:`HIDDEN_FIELDS` (still readable by ``--input``)."""
+    ``schemas/lead.v3.avsc`` without :data:`HIDDEN_FIELDS` (still readable by ``--input``)."""
     record = {"rank": rank, "overdue": is_overdue(lead, now_ms)}
     for name, value in lead._asdict().items():
         if name in HIDDEN_FIELDS:

@@ -159,11 +159,12 @@ def merge_lead(previous: Optional[Lead], reports: List[MatterReport], as_of_ms: 
         deadline_ms=(previous.deadline_ms if previous and previous.deadline_ms else
                      assignment_deadline_ms(first_seen_ms, previous.channel if previous else first.complaint.channel,
                                             load_deadline_rules())),
+        jurisdiction_adcode=previous.jurisdiction_adcode if previous else first.complaint.jurisdiction_adcode,
     )
 
 
 def lead_to_avro_dict(lead: Lead) -> Dict:
-    """The lead as it leaves the process (schema ``lead.v1``); it holds no identity by construction."""
+    """The lead as it leaves the process (the newest lead schema); it holds no identity by construction."""
     record = lead._asdict()
     record["reasons"] = [reason._asdict() for reason in lead.reasons]
     return record
@@ -197,13 +198,15 @@ def _lead_adcode(lead: Lead) -> Optional[str]:
 
 
 def block_of_lead(lead: Lead) -> str:
-    """The blocking key a lead's matter lives under (its region's city-level code)."""
-    return blocking_key(_lead_adcode(lead))
+    """The blocking key a lead's matter lives under: as :func:`block_of_complaint` gives its first
+    report's (its region's city, or else its intake jurisdiction's; leads written before lead.v3
+    carry no jurisdiction)."""
+    return blocking_key(_lead_adcode(lead), lead.jurisdiction_adcode)
 
 
 def lead_in_scope(lead: Lead, scope: str) -> bool:
     """Whether an unplaced complaint of ``scope`` may report the lead's matter."""
-    return in_scope(_lead_adcode(lead), scope)
+    return in_scope(_lead_adcode(lead) or lead.jurisdiction_adcode, scope)
 
 
 def restore_lead(index: MatterIndex, lead: Lead) -> bool:

@@ -132,3 +132,4 @@ class Lead(NamedTuple):
     updated_at_ms: int
     channel: Optional[str] = None  # of the first report (lead.v2)
     deadline_ms: Optional[int] = None  # assignment deadline (lead.v2)
+    jurisdiction_adcode: Optional[str] = None  # intake office of the first report (lead.v3)
