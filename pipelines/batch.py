@@ -1,11 +1,23 @@
 """``envleads batch``: the whole pipeline over a JSON Lines file (the batch contract).
 
     envleads batch --input complaints.jsonl --output enriched.jsonl [--leads leads.jsonl]
-                   [--dead-letter PATH] [Beam options, e.g. --runner FnApiRunner]
+                   [--dead-letter PATH] [--engine beam|rounds] [Beam options, e.g. --runner FnApiRunner]
 
 One output line per valid input line (see the README for the fields); every invalid line goes to
 the dead-letter file (default: ``<output stem>.deadletter.jsonl`` beside the output) with its
 reason and original bytes, never into the output.
+
+Two engines run the same stages:
+
+* ``beam`` (default): :class:`ComplaintsToLeads` as one Beam pipeline on the runner named in the
+  options. On the local FnApiRunner every grouped collection is held in memory (about 40 KB per
+  complaint), so this suits files up to ~100,000 complaints, or a distributed runner.
+* ``rounds``: the stream's :class:`LocalRoundEngine` over the file in event-time order, in rounds
+  of ``--round-events``, with the stateless stages in a worker process: memory stays bounded
+  (matter indexes of the repeat window, leads in an on-disk store), for a year of complaints on
+  one machine. Complaints whose city is unknown are matched against other such complaints only
+  (``beam`` also tries every city of their province), and a lead's first report is its first
+  environmental one; everything else is equal (tested).
 """
 from __future__ import annotations
 
@@ -18,7 +30,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import apache_beam as beam
 
-from envleads.leads import lead_to_avro_dict
+from envleads.leads import lead_to_avro_dict, rescore_lead
 from envleads.pipelines.options import StageSettings, pipeline_options, settings_from_options
 from envleads.pipelines.transforms import ComplaintsToLeads, RawEvent
 from envleads.records import Lead
@@ -136,8 +148,102 @@ def run_batch(input_path: str, output_path: str, leads_path: Optional[str] = Non
     return counts
 
 
+def _event_time_order(input_path: str) -> List[Tuple[int, str, int]]:
+    """``(event time, complaint id, byte offset)`` of every line, in the order the bounded repeat
+    stage assigns complaints (event time, then id). A line that does not parse sorts first: it is
+    only dead-lettered."""
+    from envleads.decode import parse_event_time
+
+    order, offset = [], 0
+    with open(input_path, "rb") as handle:
+        for line in handle:
+            try:
+                document = json.loads(line)
+                key = (parse_event_time(document["received_at"]), str(document["complaint_id"]))
+            except Exception:  # noqa: BLE001 - any unreadable line: the decoder says why
+                key = (0, "")
+            order.append((key[0], key[1], offset))
+            offset += len(line)
+    order.sort()
+    return order
+
+
+def _read_line(handle, offset: int) -> bytes:
+    handle.seek(offset)
+    line = handle.readline()
+    return line[:-2] if line.endswith(b"\r\n") else line[:-1] if line.endswith(b"\n") else line
+
+
+def run_batch_rounds(input_path: str, output_path: str, leads_path: Optional[str] = None,
+                     dead_letter_path: Optional[str] = None, beam_args: Optional[List[str]] = None,
+                     round_events: int = 5000, enrich_workers: int = 1) -> Dict[str, int]:
+    """The ``rounds`` engine (see the module docstring); returns the counts of lines written."""
+    from envleads.pipelines.stream import EnrichmentPool, LeadStore, LocalRoundEngine, _encode_lead, _InlineRound
+    from envleads.scoring import load_scoring_weights
+
+    options = pipeline_options(list(beam_args or []))
+    settings = settings_from_options(options)
+    settings = settings._replace(model_version=prepare_worker_environment(settings))
+    dead_letter_path = dead_letter_path or default_dead_letter_path(output_path)
+    order = _event_time_order(input_path)
+    store = LeadStore()
+    engine = LocalRoundEngine(settings, store)
+    pool = EnrichmentPool(settings, enrich_workers) if enrich_workers > 0 else None
+    counts = {"enriched": 0, "dead_letters": 0}
+    newest_ms = 0
+    bar = _progress_bar(len(order))
+    try:
+        with open(input_path, "rb") as source, open(output_path, "w", encoding="utf-8") as out, \
+                open(dead_letter_path, "w", encoding="utf-8") as dead_out:
+            def finish(handle) -> None:
+                nonlocal newest_ms
+                outputs = engine.finish(*handle.result())
+                for report in outputs.enriched:
+                    out.write(json.dumps(enriched_to_contract(report.enriched), ensure_ascii=False) + "\n")
+                    newest_ms = max(newest_ms, report.enriched.complaint.received_at_ms)
+                for dead in outputs.dead_letters:
+                    dead_out.write(dead_letter_to_json(dead) + "\n")
+                store.put_leads((lead, _encode_lead(lead)) for lead in outputs.leads)
+                counts["enriched"] += len(outputs.enriched)
+                counts["dead_letters"] += len(outputs.dead_letters)
+                bar.update(len(outputs.enriched) + len(outputs.dead_letters))
+
+            pending = None
+            for start in range(0, len(order), round_events):
+                events = [RawEvent(_read_line(source, offset), "json") for _, _, offset in order[start:start + round_events]]
+                handle = pool.submit(events) if pool else _InlineRound(engine, events)
+                if pending is not None:
+                    finish(pending)  # while the worker enriches this round
+                pending = handle
+            if pending is not None:
+                finish(pending)
+        if leads_path:
+            weights = load_scoring_weights()
+            keyed = [lead_rank_line(rescore_lead(lead, newest_ms, weights)) for lead in store.all_leads()]
+            with open(leads_path, "w", encoding="utf-8") as handle:
+                for line in ranked_lead_lines(keyed):
+                    handle.write(line + "\n")
+            counts["leads"] = len(keyed)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.close()
+        store.close()
+    return counts
+
+
+def _progress_bar(total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="complaints", unit="line", disable=not sys.stderr.isatty(), leave=False)
+
+
 def _run_command(args: argparse.Namespace, beam_args: List[str]) -> int:
-    counts = run_batch(args.input, args.output, args.leads, args.dead_letter, beam_args)
+    if args.engine == "rounds":
+        counts = run_batch_rounds(args.input, args.output, args.leads, args.dead_letter, beam_args,
+                                  round_events=args.round_events, enrich_workers=args.enrich_workers)
+    else:
+        counts = run_batch(args.input, args.output, args.leads, args.dead_letter, beam_args)
     print(json.dumps(counts))
     return 0
 
@@ -152,4 +258,11 @@ def add_subcommand(subparsers) -> None:
     parser.add_argument("--leads", default=None, help="also write the ranked leads (JSON Lines) here")
     parser.add_argument("--dead-letter", default=None,
                         help="dead-letter file (default: <output stem>.deadletter.jsonl)")
+    parser.add_argument("--engine", choices=("beam", "rounds"), default="beam",
+                        help="beam (default): one Beam pipeline, everything grouped in memory on the local "
+                             "runner (files up to ~100,000 complaints); rounds: the stream engine over the file in "
+                             "event-time order, bounded memory (a year of complaints on one machine)")
+    parser.add_argument("--round-events", type=int, default=5000, help="rounds engine: complaints per round")
+    parser.add_argument("--enrich-workers", type=int, default=1,
+                        help="rounds engine: processes for the stateless stages (0: in this process)")
     parser.set_defaults(func=_run_command, accepts_pipeline_args=True)

@@ -173,6 +173,11 @@ class LeadStore:
     def __len__(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM leads").fetchone()[0])
 
+    def all_leads(self) -> Iterable[Lead]:
+        """Every stored lead, decoded one at a time."""
+        for (value,) in self._db.execute("SELECT value FROM leads"):
+            yield _decode_lead(value)
+
     def load_topic(self, bootstrap_servers: str, topic: str, security=None, idle_s: float = 1.0) -> int:
         """Reads the whole lead topic into the store (tombstones delete); returns records read."""
         consumer = open_consumer(bootstrap_servers, topic, group_id=None, security=security)

@@ -163,6 +163,14 @@ def merge_lead(previous: Optional[Lead], reports: List[MatterReport], as_of_ms: 
     )
 
 
+def rescore_lead(lead: Lead, as_of_ms: int, weights: ScoringWeights) -> Lead:
+    """The lead scored again as of ``as_of_ms`` (recency moves with it; its signals do not)."""
+    score, tier, reasons, campaigns = score_matter(
+        set(signals_from_reasons(lead.reasons)), lead.pollution_types, lead.region, lead.report_count,
+        lead.distinct_reporters, lead.first_seen_ms, lead.last_seen_ms, max(as_of_ms, lead.last_seen_ms), weights)
+    return lead._replace(score=score, tier=tier, reasons=reasons, campaigns=campaigns)
+
+
 def lead_to_avro_dict(lead: Lead) -> Dict:
     """The lead as it leaves the process (the newest lead schema); it holds no identity by construction."""
     record = lead._asdict()

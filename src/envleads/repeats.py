@@ -697,7 +697,7 @@ def _reporter_digests(reporter_key: Union[str, Iterable[str], None]) -> Tuple[st
     return tuple(sorted({_reporter_digest(k) for k in keys}))
 
 
-@dataclass
+@dataclass(slots=True)  # no per-matter __dict__: hundreds of thousands are live
 class _Matter:
     cluster_id: str
     first_complaint_id: str
