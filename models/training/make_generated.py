@@ -13,6 +13,10 @@ first); long letters that wrap the grievance in background, enforcement history 
 ``other`` complaints (no approval, idle treatment equipment, faked monitoring, a polluting
 enterprise in general terms); and non-environmental messages, many of which use environmental
 words (an environmental bureau's jobs, garbage-sorting policy, a water bill) without a grievance.
+Appended after those (so the earlier rows do not change): scenario letters whose labels co-occur
+the way real complaints do (quarry, sand mining, mine, farm, restaurant, site, landfill...), with
+generic phrases ("严重污染环境") that must not add ``other`` and context that mentions another
+medium without reporting it; ``other`` letters with no medium; long non-environmental letters.
 """
 from __future__ import annotations
 
@@ -227,6 +231,205 @@ class _Writer:
                 + "一是" + first + "二是" + second + self.pick(["盼回复。", "谢谢！", ""]))
         self.add(text, [], self.pick(NOT_ENV_TITLES))
 
+# Scenarios: a kind of source and what it typically does to each medium, so that multi-label
+# rows co-occur the way complaints do (quarry: ecological + dust + blasting noise; mine: water +
+# farmland; pig farm: stench + manure in the ditch), instead of random label pairs.
+# label -> phrases; {src} is the source's name.
+SCENARIOS: Dict[str, Tuple[Sequence[str], Dict[str, Sequence[str]]]] = {
+    "quarry": (["采石场", "碎石厂", "石料场", "页岩矿", "石灰石矿"], {
+        "ecological": ["{src}开山炸石，整座山被挖掉了一半，树木全毁了",
+                       "{src}越界开采，大片林地和植被被破坏，水土流失严重",
+                       "{src}把山头削平，原来的山林变成了光秃秃的石壁",
+                       "{src}挖山取石，山体滑坡的隐患越来越大，树林都没有了"],
+        "air": ["{src}粉尘漫天，屋前屋后一片灰白，白天都不能开窗",
+                "{src}的运石车扬尘滚滚，路边的庄稼叶子上全是灰",
+                "{src}破碎石头时灰尘飞扬，村民出门要戴口罩"],
+        "noise": ["{src}的碎石机日夜轰鸣，晚上根本睡不着",
+                  "{src}的机器噪声震耳欲聋，从早响到半夜"],
+        "water": ["{src}的洗石废水排进水塘，水渠被石粉堵死",
+                  "{src}开采后村里的井水断流，剩下的水也变得浑浊"],
+    }),
+    "sand": (["采砂船", "洗砂场", "砂石场", "挖沙老板"], {
+        "ecological": ["{src}在河道里非法采砂，河床被挖得坑坑洼洼",
+                       "{src}日夜挖沙，河堤被掏空，岸边的树都倒了",
+                       "{src}在禁采区挖砂，河道改道，鱼虾都没了"],
+        "water": ["{src}的洗砂污水直排河里，河水浑浊发黄",
+                  "{src}的泥浆水流进饮用水源，自来水都是黄的"],
+        "noise": ["{src}的机器通宵作业，轰鸣声吵得人睡不着"],
+        "air": ["{src}的运砂车一路扬尘，尘土飞扬"],
+    }),
+    "mine": (["选矿厂", "铅锌矿", "冶炼厂", "锰矿", "电镀厂", "尾矿库"], {
+        "water": ["{src}的选矿废水未经处理直接排进河里，饮用水源被污染",
+                  "{src}排出的废水把溪水染成了红色，井水也不能喝了",
+                  "{src}的含重金属污水流进灌溉渠和水塘"],
+        "soil": ["下游的农田被{src}污染，稻谷检测出镉超标",
+                 "{src}周边的田地已经种不出庄稼，土壤重金属严重超标",
+                 "{src}的污水灌进稻田，良田被荒废，无法耕种"],
+        "solid_waste": ["{src}的尾矿渣和废渣随意堆在山沟里",
+                        "{src}把冶炼废渣倒在河边，越堆越高"],
+        "air": ["{src}冶炼时冒出的烟气刺鼻，呛得人喘不过气"],
+    }),
+    "farm": (["养猪场", "养鸡场", "养牛场", "生猪屠宰场", "养鸭场"], {
+        "air": ["{src}臭气熏天，一年四季都是粪便的臭味",
+                "{src}的恶臭飘进家里，夏天窗户都不敢开",
+                "{src}散发的臭味让人作呕，苍蝇满天飞"],
+        "water": ["{src}的粪水直排到水渠，池塘发黑发臭",
+                  "{src}的污水流进河里，下游的水都不能用了",
+                  "{src}的养殖废水渗进地下，井水有一股臭味"],
+        "noise": ["{src}每天深夜杀猪，惨叫声和机器声吵得人睡不着"],
+        "solid_waste": ["{src}把病死猪和粪渣乱扔在路边"],
+    }),
+    "restaurant": (["烧烤店", "饭店", "夜宵摊", "火锅店", "小吃店", "酒楼"], {
+        "air": ["{src}的油烟直排到居民楼，满屋都是油烟味",
+                "{src}没有安装油烟净化器，油烟熏黑了楼上的窗户",
+                "{src}的烟道对着卧室，油烟呛得人咳嗽"],
+        "noise": ["{src}的排风机轰隆作响，吵到半夜",
+                  "{src}营业到凌晨，食客喧哗声不断，严重扰民",
+                  "{src}的空调外机和风机噪声很大，晚上无法休息"],
+        "water": ["{src}把泔水和油污直接倒进雨水井"],
+    }),
+    "site": (["工地", "楼盘项目", "地铁工地", "道路施工队", "房地产项目"], {
+        "noise": ["{src}夜间施工到凌晨，机器轰鸣，居民无法入睡",
+                  "{src}半夜打桩，震得窗户嗡嗡响",
+                  "{src}通宵浇筑混凝土，噪音扰民"],
+        "air": ["{src}没有围挡和洒水，扬尘漫天",
+                "{src}的土方车进出，灰尘飞扬，家里到处是灰"],
+        "solid_waste": ["{src}的渣土车乱倒建筑垃圾",
+                        "{src}把建筑垃圾和渣土堆在路边，一直不清运"],
+    }),
+    "workshop": (["石材加工厂", "木材加工厂", "板材厂", "五金加工作坊", "汽修厂"], {
+        "noise": ["{src}切割机的声音刺耳，从早上五点响到深夜",
+                  "{src}的机器噪声很大，已经严重扰民"],
+        "air": ["{src}加工时粉尘飞扬，周围一片灰白",
+                "{src}喷漆的气味刺鼻，闻了头晕"],
+        "water": ["{src}的加工废水随意排放，流得满地都是"],
+    }),
+    "landfill": (["垃圾填埋场", "垃圾中转站", "垃圾站", "垃圾焚烧厂"], {
+        "solid_waste": ["{src}的垃圾堆积如山，长期没有覆盖和清运",
+                        "{src}超负荷运行，垃圾堆得到处都是"],
+        "air": ["{src}四周臭气熏天，老远就能闻到",
+                "{src}焚烧垃圾冒出的黑烟和臭味让人受不了"],
+        "water": ["{src}的渗滤液流进水沟和池塘，水又黑又臭",
+                  "{src}周边的井水被污染，各项指标都不合格"],
+        "soil": ["{src}周边的菜地被污染，种的菜都不敢吃"],
+    }),
+    "factory": (["化工厂", "涂料厂", "皮革厂", "造纸厂", "印染厂", "制药厂", "橡胶厂"], {
+        "air": ["{src}排放的废气刺鼻难闻，村民经常头晕胸闷",
+                "{src}晚上偷偷排气，空气中全是化学品的味道",
+                "{src}的烟囱冒黑烟，附近的菜叶上落满灰"],
+        "water": ["{src}的废水未经处理直接排进河里，河水发黑",
+                  "{src}通过暗管偷排污水，下游的鱼都死了"],
+        "solid_waste": ["{src}的生产废渣和污泥到处乱堆",
+                        "{src}半夜偷运危险废物倒在山沟里"],
+        "noise": ["{src}的设备日夜运转，噪声扰得人无法休息"],
+    }),
+    "brickworks": (["砖厂", "机砖厂", "水泥厂", "石灰窑", "搅拌站"], {
+        "air": ["{src}的烟囱天天冒黑烟，周边灰尘很大",
+                "{src}烧窑时的烟气熏得人睁不开眼"],
+        "ecological": ["{src}挖山取土，毁掉了几十亩林地",
+                       "{src}占用基本农田和林地取土，山被挖得千疮百孔"],
+        "noise": ["{src}的机器和车辆整夜轰鸣"],
+        "water": ["{src}的废水流进附近的水库"],
+    }),
+    "substation": (["变电站", "移动基站", "高压电塔", "变压器", "通信铁塔"], {
+        "radiation": ["{src}离住户只有几米远，居民担心电磁辐射危害健康",
+                      "{src}建在学校旁边，家长担心辐射影响孩子",
+                      "小区楼顶装了{src}，住户担心长期受辐射"],
+        "noise": ["{src}日夜嗡嗡作响，噪声让人无法入睡"],
+    }),
+    "estate": (["小区", "安置小区", "老旧小区", "城中村"], {
+        "solid_waste": ["{src}里的生活垃圾到处堆放，长期没人清运",
+                        "{src}的垃圾站满溢，垃圾堆成了山"],
+        "air": ["{src}里的垃圾和污水臭气熏天，蚊蝇乱飞",
+                "{src}化粪池满了，臭味弥漫整栋楼"],
+        "water": ["{src}的化粪池满溢，粪水污水横流到街上",
+                  "{src}的生活污水直排到旁边的小河里"],
+        "noise": ["{src}里的作坊和商铺噪音不断，吵得人无法休息"],
+    }),
+}
+# Phrases every complainant adds that name no medium: they must not make a row ``other`` when
+# the row names a medium (LABELS.md: other only when no medium is named).
+GENERIC = ["严重污染环境，", "对周边环境造成了严重污染，", "环保部门监管不力，",
+           "当地环保部门视而不见，", "老百姓的身体健康受到严重威胁，", "污染非常严重，",
+           "环境问题一直得不到解决，", "我们多次向环保局投诉都没有用，",
+           "企业没有任何环保措施，", "希望环保部门严查，"]
+# An explicit regulatory violation reported alongside a medium: then ``other`` is added.
+VIOLATION = ["该企业没有办理环评手续就开工建设，", "{src}至今没有环评审批和排污许可，",
+             "{src}的环保设施形同虚设，从不运行，", "{src}被环保部门查封后又偷偷复产，",
+             "{src}未批先建，一直在违法生产，"]
+# Context that mentions a medium's words without reporting that medium as a problem.
+MENTIONS = {
+    "soil": ["附近有几百亩农田和一所小学，", "村民世代靠种田为生，"],
+    "water": ["旁边就是一条小河，", "我们村的自来水是去年才通的，", "附近有一个水库，"],
+    "noise": ["这里本来是一个很安静的地方，", "白天大家都出去干活，"],
+    "solid_waste": ["村里的垃圾都是统一收集的，", "环卫工人每天都来打扫，"],
+    "ecological": ["我们这里山清水秀，生态一直很好，", "村后是一片山林，"],
+    "radiation": ["村口有一座信号塔，", "小区旁边有一个变电站，"],
+    "air": ["以前这里空气很好，"],
+}
+# Long non-environmental letters: officials, money, housing, roads, trees on one's own plot.
+NOT_ENV_LONG = [
+    "我家自留山上的树被供电公司架线时砍了几十棵，至今没有按标准给我们补偿。",
+    "村里修路占了我家的承包地，补偿款被村干部截留了，请求调查。",
+    "环保局关停了我的企业，但一直没有给予合法的补偿，工人工资也发不出来。",
+    "我们小区的物业管理混乱，车位乱收费，门禁坏了也不修，业委会一直成立不起来。",
+    "我在环卫所工作了十年，单位单方面解除劳动合同，请求劳动部门主持公道。",
+    "我家房屋因山体滑坡受损，至今没有得到安置，请求政府帮助解决住房问题。",
+    "我们是污水处理厂的职工，改制以后社保一直没有缴纳，请求帮助。",
+    "开发商擅自调整规划，增加容积率，绿化率也降低了，严重损害业主权益。",
+    "小区门口的路烂了好几年，下雨天坑坑洼洼，车辆通行非常困难，请求修缮。",
+    "建议在公园里规划一个钓鱼区域，给市民提供休闲的地方。",
+    "环卫清扫车早高峰占道作业，造成拥堵，建议错峰清扫。",
+    "垃圾分类推行以后，小区垃圾桶的设置不合理，希望增设一些。",
+]
+
+
+def _scenario_rows(writer: "_Writer", count: int) -> None:
+    """Multi-medium letters from :data:`SCENARIOS`, with generic phrases and mentions."""
+    names = sorted(SCENARIOS)
+    for _ in range(count):
+        sources, media = SCENARIOS[writer.pick(names)]
+        src = writer.pick(sources)
+        available = list(media)
+        main = writer.pick(available)
+        extra = [label for label in available if label != main and writer.random.random() < 0.45]
+        labels = [main] + extra
+        parts = [writer.pick(ADDRESSEES), writer.pick(SELF) + writer.pick(PLACES) + "附近有一家" + src + "。"]
+        unlabeled = [l for l in MENTIONS if l not in labels]
+        if writer.random.random() < 0.5 and unlabeled:
+            parts.append(writer.pick(MENTIONS[writer.pick(unlabeled)]) + writer.pick(BACKGROUND))
+        for label in labels:
+            clause = writer.pick(media[label]).format(src=src)
+            if writer.random.random() < 0.4:
+                clause = writer.pick(GENERIC) + clause
+            parts.append(clause + "，" + writer.pick(HARM))
+        if writer.random.random() < 0.2:
+            parts.append(writer.pick(VIOLATION).format(src=src) + writer.pick(HARM))
+            labels.append("other")
+        elif writer.random.random() < 0.5:
+            parts.append(writer.pick(GENERIC) + writer.pick(HARM))
+        parts.append(writer.pick(HISTORY))
+        parts.append(writer.pick(CLOSERS) or "请领导督促解决。")
+        writer.add("".join(parts), labels, writer.title(labels))
+
+
+def _generic_other_rows(writer: "_Writer", count: int) -> None:
+    """``other``: a polluter in general terms, no medium named."""
+    for _ in range(count):
+        src = writer.pick(OTHER_SOURCES)
+        parts = [writer.pick(ADDRESSEES), writer.pick(SELF) + writer.pick(PLACES) + "有一家" + src + "，",
+                 writer.pick(GENERIC) + writer.pick(OTHER_PROBLEMS).format(src=src) + "。",
+                 writer.pick(HARM), writer.pick(HISTORY), writer.pick(CLOSERS)]
+        writer.add("".join(parts), ["other"], writer.title(["other"]))
+
+
+def _not_environmental_long(writer: "_Writer", count: int) -> None:
+    for _ in range(count):
+        first, second = writer.random.sample(NOT_ENV_LONG, 2)
+        text = (writer.pick(ADDRESSEES) + writer.pick(SELF) + writer.pick(PLACES) + "的情况如下。"
+                + first + writer.pick(HISTORY) + second + writer.pick(["盼回复。", "谢谢！", "请领导过问。"]))
+        writer.add(text, [], writer.pick(NOT_ENV_TITLES))
+
 
 def generate(seed: int = 7) -> List[dict]:
     """The generated rows, in a fixed order for ``seed``."""
@@ -245,6 +448,10 @@ def generate(seed: int = 7) -> List[dict]:
         writer.not_environmental()
     for _ in range(80):
         writer.not_environmental_letter()
+    # v3 rows, appended so that the rows above stay as they were.
+    _scenario_rows(writer, 500)
+    _generic_other_rows(writer, 60)
+    _not_environmental_long(writer, 150)
     return writer.rows
 
 
