@@ -755,14 +755,14 @@ class MatterIndex:
         # document frequency), packed in numpy arrays: most of a live matter's memory otherwise
         self._postings = ShinglePostings()
         # name tail -> clusters naming an entity with it (a superset of entity matches)
-        self._entity_index: Dict[str, set] = {}
+        self._entity_index: _Holders = {}
         # title entity tail -> clusters whose titles name it: a matter restated in other words is
         # still found when its texts share little
-        self._title_index: Dict[str, set] = {}
+        self._title_index: _Holders = {}
         # county code -> clusters with a report resolved to it
-        self._region_index: Dict[str, set] = {}
+        self._region_index: _Holders = {}
         # reporter digest -> clusters they reported to
-        self._reporter_index: Dict[str, set] = {}
+        self._reporter_index: _Holders = {}
         # complaint id -> its cluster (the ids each matter keeps): at-least-once delivery repeats
         # complaints, and a repeat delivery must neither count again nor match its own matter
         self._complaint_index: Dict[str, str] = {}
@@ -842,12 +842,10 @@ class MatterIndex:
         name = _strip_category(road, self.config)[0]
         return f"{cls}|{name[-2:]}#{number}" if number else f"{cls}|{name[-2:]}"
 
-    def _entity_holders(self, entities: Iterable[str], index: Mapping[str, set]) -> set:
+    def _entity_holders(self, entities: Iterable[str], index: "_Holders") -> set:
         out: set = set()
         for entity in entities:
-            key = self._entity_key(entity)
-            if key is not None:
-                out |= index.get(key, set())
+            out.update(_holders(index, self._entity_key(entity)))
         return out
 
     def _add_entities(self, matter: _Matter, entities: Iterable[str],
@@ -1006,7 +1004,7 @@ class MatterIndex:
     def _only_one_in_county(self, features: MatterFeatures, matter: _Matter) -> bool:
         """Whether ``matter`` is the only live matter of the complaint's county sharing a type."""
         types = set(features.types)
-        for cid in self._region_index.get(features.region_adcode, ()):
+        for cid in _holders(self._region_index, features.region_adcode):
             if cid != matter.cluster_id and types & set(self._matters[cid].types):
                 return False
         return True
@@ -1024,7 +1022,7 @@ class MatterIndex:
         busy road), nor when every shingle of its name is common among the live matters (a phrase
         the suffix rules mistook for a name, "客人散场" -> ``company:客人散``).
         """
-        holders = self._entity_index.get(self._entity_key(entity), ())
+        holders = _holders(self._entity_index, self._entity_key(entity))
         if len(holders) >= self.config.generic_matters and self._matters_naming(entity, holders) >= \
                 self.config.generic_matters:
             return False
@@ -1125,9 +1123,9 @@ class MatterIndex:
             candidates |= self._entity_holders(features.entities, self._entity_index)
             candidates |= self._entity_holders(features.title_entities, self._title_index)
             for reporter in reporters:
-                candidates |= self._reporter_index.get(reporter, set())
+                candidates.update(_holders(self._reporter_index, reporter))
             if cfg.county_alone and features.region_adcode and features.types:
-                candidates |= self._region_index.get(features.region_adcode, set())
+                candidates.update(_holders(self._region_index, features.region_adcode))
             for cluster_id in sorted(candidates):
                 matter = self._matters[cluster_id]
                 if (event_time_ms - matter.last_seen_ms > cfg.window_ms
@@ -1309,17 +1307,40 @@ class MatterIndex:
         return index
 
 
-def _index(index: Dict[str, set], key: Optional[str], cluster_id: str) -> None:
-    if key is not None:
-        index.setdefault(key, set()).add(cluster_id)
+# The name, region and reporter indexes map a key to the clusters holding it: the cluster id itself
+# while there is one (most keys: a set costs ~200 bytes per live matter), a set from two on.
+_Holders = Dict[str, Union[str, set]]
 
 
-def _unindex(index: Dict[str, set], key: Optional[str], cluster_id: str) -> None:
+def _index(index: _Holders, key: Optional[str], cluster_id: str) -> None:
+    if key is None:
+        return
+    holders = index.get(key)
+    if holders is None:
+        index[key] = cluster_id
+    elif isinstance(holders, str):
+        if holders != cluster_id:
+            index[key] = {holders, cluster_id}
+    else:
+        holders.add(cluster_id)
+
+
+def _unindex(index: _Holders, key: Optional[str], cluster_id: str) -> None:
     holders = index.get(key) if key is not None else None
-    if holders is not None:
-        holders.discard(cluster_id)
-        if not holders:
+    if holders is None:
+        return
+    if isinstance(holders, str):
+        if holders == cluster_id:
             del index[key]
+        return
+    holders.discard(cluster_id)
+    if len(holders) == 1:
+        index[key] = next(iter(holders))
+
+
+def _holders(index: _Holders, key: Optional[str]) -> Union[set, Tuple[str, ...]]:
+    holders = index.get(key) if key is not None else None
+    return () if holders is None else (holders,) if isinstance(holders, str) else holders
 
 
 def _split(entity: str) -> Tuple[str, str]:
