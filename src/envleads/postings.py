@@ -8,8 +8,9 @@ posting and was most of the memory a live matter held (~12 of its ~16 KB); a pac
 
 Layout: a large sorted ``base`` array, plus small sorted ``added`` and ``removed`` arrays of the
 changes since the last merge (``added`` never overlaps ``base``; ``removed`` is a subset of it).
-The changes are merged into ``base`` in one linear pass when they outgrow ``merge_at``, so an
-insert costs O(changes) and the merges cost O(base) once per ``merge_at`` changes.
+The changes are merged into ``base`` in one linear pass when they outgrow ``merge_at`` or a 32nd
+of the base, so an insert copies the (small) change arrays and a merge, which copies the base,
+comes once per that many changes.
 """
 from __future__ import annotations
 
