@@ -10,8 +10,9 @@ from ``type_terms.json``) -> ``classify`` (per label, a lexical logistic regress
 features, optionally averaged with a small rule-view regression over the cue features, combined
 with an environmental-or-not gate; optionally (``stack=True``, off by default: it did not beat
 the single stage in cross-validation) a second-stage :class:`LabelStacker` reading every label's
-out-of-fold probability, so that rules linking labels can be learned; per-label thresholds and
-the confidence calibration are tuned on out-of-fold probabilities).
+out-of-fold probability, so that rules linking labels can be learned; then the annotation rule
+that ``other`` is for complaints naming no medium (:func:`exclusive_rule`); per-label thresholds,
+that rule's keep level and the confidence calibration are tuned on out-of-fold probabilities).
 
 The real labelled rows are few and rare labels (soil, radiation, other) have around ten examples,
 so the learner is helped twice: by the clause cue features (domain knowledge as data) and by the
@@ -83,6 +84,7 @@ DEFAULT_HYPER: Dict[str, Any] = {
     "stack_C": 1.0,
     "stack_min": 12,
     "stack_cues": False,
+    "exclusive_other": True,  # `other` only beside a medium when sure (LABELS.md; tuned OOF)
     "seed": 0,
 }
 
@@ -412,12 +414,17 @@ class MultiLabelThresholdClassifier(BaseEstimator, ClassifierMixin):
             :func:`train_model` (``None``: the first-stage probabilities are the output).
         cue_columns: how many trailing columns (the clause cues) :meth:`base_proba` passes on
             to the stacker (0: probabilities only).
+        exclusive_label: index of a label given only when no other label is (``other``:
+            LABELS.md gives it when the text names no medium); ``None``: no such label.
+        exclusive_keep: the exclusive label's probability at or over which it stays beside
+            other labels (an explicit violation besides a medium), set by :func:`train_model`.
     """
 
     def __init__(self, estimator=None, thresholds=None, default_threshold: float = 0.5,
                  gate: bool = False, dense_columns: int = 0, dense_weight: float = 0.5,
                  dense_C: float = 0.3, confidence_calibration=None, stacker=None,
-                 cue_columns: int = 0):
+                 cue_columns: int = 0, exclusive_label: Optional[int] = None,
+                 exclusive_keep: float = 1.01):
         self.estimator = estimator
         self.thresholds = thresholds
         self.default_threshold = default_threshold
@@ -428,6 +435,8 @@ class MultiLabelThresholdClassifier(BaseEstimator, ClassifierMixin):
         self.confidence_calibration = confidence_calibration
         self.stacker = stacker
         self.cue_columns = cue_columns
+        self.exclusive_label = exclusive_label
+        self.exclusive_keep = exclusive_keep
 
     def _dense(self, X) -> np.ndarray:
         block = X[:, X.shape[1] - self.dense_columns:]
@@ -495,9 +504,9 @@ class MultiLabelThresholdClassifier(BaseEstimator, ClassifierMixin):
     def predict_proba(self, X):
         base = self.base_proba(X)
         stacker = getattr(self, "stacker", None)
-        if stacker is not None:
-            return stacker.transform(base)
-        return base[:, :self.n_labels_]
+        out = stacker.transform(base) if stacker is not None else base[:, :self.n_labels_]
+        return exclusive_rule(out, self.thresholds_array(), getattr(self, "exclusive_label", None),
+                              getattr(self, "exclusive_keep", 1.01))
 
     def thresholds_array(self) -> np.ndarray:
         if self.thresholds is None:
@@ -506,6 +515,37 @@ class MultiLabelThresholdClassifier(BaseEstimator, ClassifierMixin):
 
     def predict(self, X):
         return (self.predict_proba(X) >= self.thresholds_array()).astype(int)
+
+
+def exclusive_rule(P: np.ndarray, thresholds: np.ndarray, label: Optional[int], keep: float
+                   ) -> np.ndarray:
+    """Lowers ``label``'s probability under its threshold where another label is over its own
+    and ``label`` is under ``keep``: the learned models see "环评" or "严重污染环境" in many
+    medium complaints, but the annotation guide gives ``other`` only when no medium is named
+    (or, rarely, for an explicit violation besides one: kept when the model is sure)."""
+    if label is None or keep > 1.0 or not len(P):
+        return P
+    P = np.array(P, dtype=np.float64, copy=True)
+    others = np.delete(P >= thresholds, label, axis=1).any(axis=1)
+    drop = others & (P[:, label] < keep)
+    P[drop, label] *= thresholds[label] / max(keep, 1e-9) * 0.999
+    return P
+
+
+def tune_exclusive_keep(Y: np.ndarray, P: np.ndarray, thresholds: Sequence[float], label: int,
+                        grid: Sequence[float] = (0.85, 0.9, 0.95, 0.98, 1.01)) -> float:
+    """The ``keep`` level of :func:`exclusive_rule` maximising the label's F1 out of fold
+    (middle of the best plateau, like :func:`tune_thresholds`)."""
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    y = Y[:, label]
+    scores = []
+    for keep in grid:
+        pred = exclusive_rule(P, thresholds, label, keep)[:, label] >= thresholds[label]
+        denominator = pred.sum() + y.sum()
+        scores.append(2.0 * np.sum(pred & (y == 1)) / denominator if denominator else 0.0)
+    scores = np.asarray(scores)
+    best = np.flatnonzero(scores >= scores.max() - 0.005)
+    return float(grid[best[len(best) // 2]])
 
 
 _CUES_PER_LABEL = 12  # ClauseCueFeatures: 6 per cue set, strong and strong-or-weak
@@ -606,7 +646,8 @@ def build_pipeline(**hyper: Any) -> Pipeline:
             default_threshold=h["default_threshold"], gate=h["gate"],
             dense_columns=dense_columns if h["rule_view"] else 0,
             dense_weight=h["rule_weight"], dense_C=h["rule_C"],
-            cue_columns=dense_columns if h["stack"] and h["stack_cues"] else 0)),
+            cue_columns=dense_columns if h["stack"] and h["stack_cues"] else 0,
+            exclusive_label=LABELS.index("other") if h["exclusive_other"] else None)),
     ])
 
 
@@ -722,6 +763,11 @@ def train_model(records: List[dict], **hyper: Any) -> Pipeline:
                 P[test_idx] = fold_stacker.transform(B[test_idx])
             stacker = LabelStacker(C=h["stack_C"], min_positives=h["stack_min"]).fit(B, Y[real])
         thresholds = tune_thresholds(Y[real], P, h["default_threshold"])
+        if h["exclusive_other"]:
+            label = LABELS.index("other")
+            keep = tune_exclusive_keep(Y[real], P, thresholds, label)
+            pipeline.named_steps["classify"].set_params(exclusive_keep=keep)
+            P = exclusive_rule(P, np.asarray(thresholds), label, keep)
         calibration = fit_confidence_calibration(Y[real], P, np.asarray(thresholds))
     _fit_features_and_classifier(pipeline, segmented, Y, weights)
     pipeline.named_steps["classify"].set_params(thresholds=thresholds,

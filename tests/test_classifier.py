@@ -87,6 +87,20 @@ def test_tune_thresholds_separates_and_keeps_default_for_rare_labels():
     assert thresholds[1] == 0.42
 
 
+def test_exclusive_rule_drops_other_beside_a_medium_unless_sure():
+    thresholds = np.array([0.5, 0.4])  # columns: a medium, "other"
+    P = np.array([[0.9, 0.8],    # medium and other, other unsure: other dropped
+                  [0.9, 0.97],   # medium and a sure other: kept
+                  [0.2, 0.8],    # no medium: other kept
+                  [0.9, 0.3]])   # other under its threshold anyway
+    out = pollution.exclusive_rule(P, thresholds, label=1, keep=0.95)
+    assert list(out[:, 1] >= thresholds[1]) == [False, True, True, False]
+    assert np.array_equal(out[:, 0], P[:, 0])
+    assert np.array_equal(pollution.exclusive_rule(P, thresholds, 1, 1.01), P)  # 1.01: off
+    Y = np.array([[1, 0], [1, 1], [0, 1], [1, 0]])
+    assert pollution.tune_exclusive_keep(Y, P, thresholds, 1) < 1.0
+
+
 def test_score_predictions_by_hand():
     gold = [{"id": "a", "labels": ["air", "noise"]}, {"id": "b", "labels": []},
             {"id": "c", "labels": ["water"]}]
