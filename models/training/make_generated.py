@@ -346,6 +346,23 @@ SCENARIOS: Dict[str, Tuple[Sequence[str], Dict[str, Sequence[str]]]] = {
                   "{src}的生活污水直排到旁边的小河里"],
         "noise": ["{src}里的作坊和商铺噪音不断，吵得人无法休息"],
     }),
+    "market": (["马路市场", "农贸市场", "夜市", "批发市场", "流动摊贩"], {
+        "solid_waste": ["{src}收摊后垃圾遍地，烂菜叶和塑料袋堆成堆",
+                        "{src}的垃圾没人清运，整条街脏乱差"],
+        "noise": ["{src}从早到晚一片喧嚣，叫卖声和喇叭声吵得人不得安宁",
+                  "{src}凌晨就开始卸货吆喝，吵得居民无法休息"],
+        "water": ["{src}的污水横流，路面上全是脏水",
+                  "{src}杀鸡宰鱼的血水直接排到路边的水沟里"],
+        "air": ["{src}的垃圾和污水发出阵阵恶臭，夏天臭气熏天"],
+    }),
+    "street": (["这条街", "这段路", "小区周边道路", "河堤边的空地"], {
+        "solid_waste": ["{src}被人偷倒了几十车建筑垃圾和生活垃圾",
+                        "{src}到处是乱扔的垃圾，几个月都没人打扫"],
+        "water": ["{src}下水道堵塞，污水从井盖里冒出来，污水横流",
+                  "{src}的排污沟是明沟，黑水一直流进旁边的小河"],
+        "air": ["{src}的垃圾被人点火焚烧，浓烟呛人",
+                "{src}的臭水沟一到夏天就臭气冲天"],
+    }),
 }
 # Phrases every complainant adds that name no medium: they must not make a row ``other`` when
 # the row names a medium (LABELS.md: other only when no medium is named).
@@ -381,12 +398,24 @@ NOT_ENV_LONG = [
     "建议在公园里规划一个钓鱼区域，给市民提供休闲的地方。",
     "环卫清扫车早高峰占道作业，造成拥堵，建议错峰清扫。",
     "垃圾分类推行以后，小区垃圾桶的设置不合理，希望增设一些。",
+    "建议在路边的垃圾桶上加装烟灰缸，方便市民丢烟头。",
+    "我们是环卫工人，每天凌晨四点上班，工资却一直低于最低工资标准。",
+    "镇上的广场每天晚上很多人散步，却没有一个公厕，建议尽快建一个。",
+    "有商贩收购用硫磺熏过的竹笋，这种食品吃了有害健康，请市场监管部门查处。",
+    "卫生院打疫苗只推荐自费疫苗，不告知免费疫苗，收费不透明。",
+    "学生宿舍管理混乱，卫生条件差，学校也不管，家长很担心。",
+    "我们村的自来水管网改造工程拖了两年还没完工，村民用水不方便。",
+    "请问排污权交易的政策是什么？企业如何申请？",
+    "河道整治工程占用了我家的鱼塘，补偿标准太低，请求重新核定。",
+    "小区绿化带里的树被物业砍了，业主想知道是谁批准的。",
+    "我公司的环保设备已经验收合格，为什么还被列入限产名单？请给个说法。",
 ]
 
 
-def _scenario_rows(writer: "_Writer", count: int) -> None:
-    """Multi-medium letters from :data:`SCENARIOS`, with generic phrases and mentions."""
-    names = sorted(SCENARIOS)
+def _scenario_rows(writer: "_Writer", count: int, names: Sequence[str] = ()) -> None:
+    """Multi-medium letters from :data:`SCENARIOS` (all, or ``names``), with generic phrases
+    and mentions."""
+    names = list(names) or sorted(SCENARIOS)
     for _ in range(count):
         sources, media = SCENARIOS[writer.pick(names)]
         src = writer.pick(sources)
@@ -452,6 +481,8 @@ def generate(seed: int = 7) -> List[dict]:
     _scenario_rows(writer, 500)
     _generic_other_rows(writer, 60)
     _not_environmental_long(writer, 150)
+    _scenario_rows(writer, 150, ("market", "street", "estate", "farm", "factory", "mine"))
+    _not_environmental_long(writer, 100)
     return writer.rows
 
 
