@@ -915,22 +915,38 @@ class MatterIndex:
         kept.sort(key=lambda i: (-shared[i], clusters[i]))
         return [clusters[i] for i in kept[:cfg.max_candidates]]
 
-    def _text_similarity(self, signature: np.ndarray, weights: np.ndarray, matter: _Matter) -> float:
-        """Best weighted Jaccard similarity between the complaint and the matter's retained reports."""
-        best = 0.0
+    def _text_similarities(self, signature: np.ndarray, weights: np.ndarray, matters: Sequence[_Matter]) -> List[float]:
+        """Per matter, the best weighted Jaccard similarity between the complaint and the matter's
+        retained reports.
+
+        The shingles of the reports that the complaint lacks need their document frequencies: they
+        are looked up in one sorted batch for all matters, since in a large index each lookup is a
+        binary search through megabytes of postings and sorted keys keep it in cache.
+        """
         size = self.config.sketch_size
-        for member in matter.members:
-            if member.size == 0 or signature.size == 0:
-                continue
-            left, right = _below_cut(signature, member, size)
-            lw = weights[:left.size]
-            in_right = _sorted_membership(left, right)
+        pairs = []  # (matter position, complaint's weights below the cut, shared mask, report-only shingles)
+        for position, matter in enumerate(matters):
+            for member in matter.members:
+                if member.size == 0 or signature.size == 0:
+                    continue
+                left, right = _below_cut(signature, member, size)
+                in_right = _sorted_membership(left, right)
+                pairs.append((position, weights[:left.size], in_right, right[~_sorted_membership(right, left)]))
+        best = [0.0] * len(matters)
+        if not pairs:
+            return best
+        only_right = np.concatenate([pair[3] for pair in pairs])
+        unique, inverse = np.unique(only_right, return_inverse=True)
+        right_weights = self._weights(unique)[inverse]
+        start = 0
+        for position, lw, in_right, right_only in pairs:
+            w_right = right_weights[start:start + right_only.size]
+            start += right_only.size
             w_inter = float(lw[in_right].sum())
             if w_inter <= 0.0:
                 continue
-            only_right = right[~_sorted_membership(right, left)]
-            w_union = float(lw.sum()) + float(self._weights(only_right).sum())
-            best = max(best, w_inter / w_union)
+            w_union = float(lw.sum()) + float(w_right.sum())
+            best[position] = max(best[position], w_inter / w_union)
         return best
 
     def _evaluate(self, text_sim: float, features: MatterFeatures, matter: _Matter,
@@ -1126,15 +1142,17 @@ class MatterIndex:
                 candidates.update(_holders(self._reporter_index, reporter))
             if cfg.county_alone and features.region_adcode and features.types:
                 candidates.update(_holders(self._region_index, features.region_adcode))
+            comparable = []
             for cluster_id in sorted(candidates):
                 matter = self._matters[cluster_id]
                 if (event_time_ms - matter.last_seen_ms > cfg.window_ms
                         or matter.first_seen_ms - event_time_ms > cfg.window_ms):
                     continue
                 relation = self._relation(features.region_adcode, matter)
-                if relation == "conflict":
-                    continue
-                text_sim = self._text_similarity(signature, weights, matter)
+                if relation != "conflict":
+                    comparable.append((cluster_id, matter, relation))
+            similarities = self._text_similarities(signature, weights, [matter for _, matter, _ in comparable])
+            for (cluster_id, matter, relation), text_sim in zip(comparable, similarities):
                 judged = self._evaluate(text_sim, features, matter, reporters, relation)
                 if judged is None:
                     continue
