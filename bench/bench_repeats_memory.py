@@ -67,8 +67,13 @@ def deep_size(obj, seen=None) -> int:
             stack.extend(o.values())
         elif isinstance(o, (list, tuple, set, frozenset)):
             stack.extend(o)
-        elif hasattr(o, "__dict__") and not isinstance(o, type):
-            stack.append(o.__dict__)
+        elif not isinstance(o, type):
+            if hasattr(o, "__dict__"):
+                stack.append(o.__dict__)
+            for klass in type(o).__mro__:  # objects with __slots__ (the index's matters) have no __dict__
+                for name in getattr(klass, "__slots__", ()):
+                    if hasattr(o, name):
+                        stack.append(getattr(o, name))
     return total
 
 
