@@ -404,7 +404,7 @@ def test_label_stacker_learns_that_a_named_medium_excludes_other():
 
 
 def test_stacked_training_round_trips_through_the_registry(tmp_path, project_rows):
-    rows = [dict(r, synthetic=not r["id"].startswith("hand")) for r in project_rows[::3]]
+    rows = [dict(r, synthetic=not r["id"].startswith("hand")) for r in project_rows[::2]]
     rows += [dict(r, synthetic=False) for r in project_rows if r["id"].startswith("hand")]
     pipeline = pollution.train_model(rows, threshold_folds=2, stack=True, stack_cues=True,
                                      stack_min=5)
