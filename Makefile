@@ -28,7 +28,7 @@ bench: $(STAMP)
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
 
-# Long reliability runs (not part of `make test`): bench/soak.py through the batch pipeline
+# Long reliability runs (not part of `make test`): bench/soak.py through `envleads batch --engine rounds`
 # (default 1,000,000 complaints) and through `envleads stream` on the embedded broker (200,000),
 # peak RSS, events/s, complaints lost (must be 0). Smaller: make soak SOAK_COUNT=100000 SOAK_STREAM_COUNT=20000
 SOAK_COUNT ?= 1000000
