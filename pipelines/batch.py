@@ -10,7 +10,7 @@ reason and original bytes, never into the output.
 Two engines run the same stages:
 
 * ``beam`` (default): :class:`ComplaintsToLeads` as one Beam pipeline on the runner named in the
-  options. On the local FnApiRunner every grouped collection is held in memory (about 40 KB per
+  options. On the local FnApiRunner every grouped collection is held in memory (about 45 KB per
   complaint), so this suits files up to ~100,000 complaints, or a distributed runner.
 * ``rounds``: the stream's :class:`LocalRoundEngine` over the file in event-time order, in rounds
   of ``--round-events``, with the stateless stages in a worker process: memory stays bounded
