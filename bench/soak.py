@@ -153,6 +153,19 @@ def _account(events: int, truth: Dict[str, Counter], enriched_ids: Counter, dead
             "missing_examples": missing[:5]}
 
 
+def _run_child(command: List[str], log_path: str, sample_s: float):
+    """Runs an ``envleads`` command with the soak's key, output to ``log_path``, RSS of its process
+    tree sampled; returns (exit code, wall seconds, sampler)."""
+    env = {**os.environ, "ENVLEADS_PSEUDONYM_KEY": SOAK_KEY}
+    print("running", " ".join(command[2:]), flush=True)
+    started = time.monotonic()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        with TreeRssSampler(process.pid, sample_s) as sampler:
+            rc = process.wait()
+    return rc, time.monotonic() - started, sampler
+
+
 def run_batch_soak(count: int, seed: int, workdir: str, sample_s: float, beam_args: List[str],
                    engine: str = "rounds") -> Dict:
     source = os.path.join(workdir, "complaints.jsonl")
@@ -163,14 +176,7 @@ def run_batch_soak(count: int, seed: int, workdir: str, sample_s: float, beam_ar
     generated = _generate(count, seed, source)
     command = [sys.executable, "-m", "envleads.cli", "batch", "--input", source, "--output", output,
                "--leads", leads, "--dead-letter", dead, "--engine", engine, *beam_args]
-    env = {**os.environ, "ENVLEADS_PSEUDONYM_KEY": SOAK_KEY}
-    print("running", " ".join(command[2:]), flush=True)
-    started = time.monotonic()
-    with open(os.path.join(workdir, "batch.log"), "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        with TreeRssSampler(process.pid, sample_s) as sampler:
-            rc = process.wait()
-    wall = time.monotonic() - started
+    rc, wall, sampler = _run_child(command, os.path.join(workdir, "batch.log"), sample_s)
     cpu = resource.getrusage(resource.RUSAGE_CHILDREN)  # the waited child and its own children
     result = {"mode": "batch", "command": " ".join(command[2:]), "returncode": rc, "wall_s": round(wall, 1),
               "child_cpu_s": round(cpu.ru_utime + cpu.ru_stime, 1), "generate": generated,
@@ -236,14 +242,7 @@ def run_stream_soak(count: int, seed: int, workdir: str, sample_s: float, beam_a
         print(f"produced {produced:,} events in {result['produce_wall_s']} s", flush=True)
         command = [sys.executable, "-m", "envleads.cli", "stream", "--bootstrap-servers", bootstrap,
                    "--max-round-events", str(max_round_events), "--stop-when-idle", str(idle_s), *beam_args]
-        env = {**os.environ, "ENVLEADS_PSEUDONYM_KEY": SOAK_KEY}
-        print("running", " ".join(command[2:]), flush=True)
-        started = time.monotonic()
-        with open(os.path.join(workdir, "stream.log"), "wb") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-            with TreeRssSampler(process.pid, sample_s) as sampler:
-                rc = process.wait()
-        wall = time.monotonic() - started
+        rc, wall, sampler = _run_child(command, os.path.join(workdir, "stream.log"), sample_s)
         result.update(command=" ".join(command[2:]), returncode=rc, wall_s=round(wall, 1),
                       stream_wall_includes_idle_s=idle_s, peak_rss_mb=round(sampler.peak_mb, 1),
                       rss_curve_s_mb=sampler.curve(), events_per_s=round(count / max(wall - idle_s, 1e-9), 1))

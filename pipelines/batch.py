@@ -134,12 +134,18 @@ def prepare_worker_environment(settings: StageSettings) -> str:
     return settings.model_version
 
 
+def prepared_run(beam_args: Optional[List[str]]):
+    """The options and stage settings of a run, with its worker environment prepared (see
+    :func:`prepare_worker_environment`) and ``latest`` resolved to a model version."""
+    options = pipeline_options(list(beam_args or []))
+    settings = settings_from_options(options)
+    return options, settings._replace(model_version=prepare_worker_environment(settings))
+
+
 def run_batch(input_path: str, output_path: str, leads_path: Optional[str] = None,
               dead_letter_path: Optional[str] = None, beam_args: Optional[List[str]] = None) -> Dict[str, int]:
     """Runs the batch pipeline and returns the counts of lines written per output."""
-    options = pipeline_options(list(beam_args or []))
-    settings = settings_from_options(options)
-    settings = settings._replace(model_version=prepare_worker_environment(settings))
+    options, settings = prepared_run(beam_args)
     dead_letter_path = dead_letter_path or default_dead_letter_path(output_path)
     with beam.Pipeline(options=options) as pipeline:
         build_batch_pipeline(pipeline, input_path, output_path, dead_letter_path, leads_path, settings)
@@ -181,9 +187,7 @@ def run_batch_rounds(input_path: str, output_path: str, leads_path: Optional[str
     """The ``rounds`` engine (see the module docstring); returns the counts of lines written."""
     from envleads.pipelines.stream import EnrichmentPool, LeadStore, LocalRoundEngine, _encode_lead, _InlineRound
 
-    options = pipeline_options(list(beam_args or []))
-    settings = settings_from_options(options)
-    settings = settings._replace(model_version=prepare_worker_environment(settings))
+    _, settings = prepared_run(beam_args)
     dead_letter_path = dead_letter_path or default_dead_letter_path(output_path)
     order = _event_time_order(input_path)
     store = LeadStore()

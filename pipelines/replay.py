@@ -124,11 +124,9 @@ def replay(bootstrap_servers: str, topics: Topics, events: Iterable[RawEvent], b
     from kafka import KafkaProducer
 
     from envleads.ops.kafka_config import client_kwargs
-    from envleads.pipelines.batch import prepare_worker_environment
-    from envleads.pipelines.options import pipeline_options, settings_from_options
+    from envleads.pipelines.batch import prepared_run
 
-    settings = settings_from_options(pipeline_options(list(beam_args or [])))
-    settings = settings._replace(model_version=prepare_worker_environment(settings))
+    _, settings = prepared_run(beam_args)
     store = LeadStore()
     producer = None
     totals = {"events": 0, "rounds": 0, "enriched": 0, "leads_written": 0, "dead_letters": 0}

@@ -46,7 +46,7 @@ from envleads.leads import (MatterReport, assign_in_order, block_of_complaint, b
                             seed_index)
 from envleads.pipelines.kafka_io import (LeadView, TopicNotFound, WriteToKafka, commit_events, decode_lead_record,
                                          open_consumer, poll_new_events)
-from envleads.pipelines.options import StageSettings, pipeline_options, settings_from_options
+from envleads.pipelines.options import StageSettings
 from envleads.pipelines.transforms import ComplaintsToLeads, RawEvent
 from envleads.records import DeadLetter, EnrichedComplaint, Lead
 from envleads.repeats import MatterIndex
@@ -589,11 +589,9 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
     """
     if engine not in ("local", "beam"):
         raise ValueError(f"engine must be 'local' or 'beam', got {engine!r}")
-    from envleads.pipelines.batch import prepare_worker_environment
+    from envleads.pipelines.batch import prepared_run
 
-    options = pipeline_options(list(beam_args or []))
-    settings = settings_from_options(options)
-    settings = settings._replace(model_version=prepare_worker_environment(settings))
+    options, settings = prepared_run(beam_args)
     backoff = backoff or Backoff()
     store = LeadStore() if engine == "local" else None
     local = LocalRoundEngine(settings, store) if engine == "local" else None
