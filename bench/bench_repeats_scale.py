@@ -4,7 +4,9 @@ Repeat detection keys complaints by city; a busy city holds thousands of live ma
 ``MatterIndex``, and each assignment looks up document frequencies in that index's postings and
 compares the candidates it finds. This script assigns generated complaints (``envleads.generator``,
 decoded text, no region: one city key, no expiry) to a single index and reports the CPU time per
-assignment over the last ``--tail`` complaints of each size, so the trend is visible:
+assignment over the last ``--tail`` complaints of each size, so the trend is visible, and the
+clustering quality against the generator's true matters (pairwise precision/recall, B-cubed F1),
+so that a change making large indexes cheaper shows what it costs in quality:
 
     .venv/bin/python bench/bench_repeats_scale.py [--sizes 2000,6000,12000] [--tail 1500]
 
@@ -32,25 +34,30 @@ def _complaints(count: int, seed: int):
         if event.truth.get("malformed"):
             continue
         document = json.loads(event.line)
-        rows.append((document["complaint_id"], R._record_time(document), document.get("title") or "", document["text"]))
+        rows.append((document["complaint_id"], R._record_time(document), document.get("title") or "", document["text"],
+                     event.truth["matter_id"]))
     return rows
 
 
 def measure(count: int, tail: int, seed: int) -> dict:
     config = R.default_config()
     rows = _complaints(count, seed)
-    features = [R.matter_features(text, title, [], None, [], config) for _, _, title, text in rows]
+    features = [R.matter_features(text, title, [], None, [], config) for _, _, title, text, _ in rows]
     index = R.MatterIndex(config, "440100")
     start_tail = max(0, len(rows) - tail)
     tail_cpu = 0.0
-    for n, ((complaint_id, event_ms, _, _), feature) in enumerate(zip(rows, features)):
+    gold, predicted = {}, {}
+    for n, ((complaint_id, event_ms, _, _, matter_id), feature) in enumerate(zip(rows, features)):
         started = time.process_time()
-        index.assign(complaint_id, event_ms, feature)
+        assignment = index.assign(complaint_id, event_ms, feature)
         if n >= start_tail:
             tail_cpu += time.process_time() - started
+        gold[complaint_id], predicted[complaint_id] = matter_id, assignment.cluster_id
     measured = len(rows) - start_tail
+    scores = R.clustering_scores(gold, predicted)
     return {"complaints": len(rows), "live_matters": len(index), "postings": len(index._postings),
-            "tail_complaints": measured, "ms_per_assignment": round(1000 * tail_cpu / max(1, measured), 3)}
+            "tail_complaints": measured, "ms_per_assignment": round(1000 * tail_cpu / max(1, measured), 3),
+            **{k: round(scores[k], 4) for k in ("pairwise_precision", "pairwise_recall", "bcubed_f1")}}
 
 
 def main(argv=None) -> int:
@@ -61,9 +68,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args(argv)
     runs = [measure(int(size), args.tail, args.seed) for size in args.sizes.split(",")]
-    print(f"{'complaints':>10} {'live matters':>12} {'postings':>10} {'ms/assignment (CPU)':>20}")
+    print(f"{'complaints':>10} {'live matters':>12} {'postings':>10} {'ms/assignment (CPU)':>20} "
+          f"{'pair P':>7} {'pair R':>7} {'B3 F1':>7}")
     for run in runs:
-        print(f"{run['complaints']:>10} {run['live_matters']:>12} {run['postings']:>10} {run['ms_per_assignment']:>20}")
+        print(f"{run['complaints']:>10} {run['live_matters']:>12} {run['postings']:>10} {run['ms_per_assignment']:>20} "
+              f"{run['pairwise_precision']:>7} {run['pairwise_recall']:>7} {run['bcubed_f1']:>7}")
     document = {"name": "repeats_scale", "command": " ".join([os.path.relpath(sys.executable), *sys.argv]),
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "machine": {"nproc": os.cpu_count(), "python": platform.python_version(),

@@ -39,6 +39,9 @@ def _check(postings: ShinglePostings, model: dict) -> None:
     assert dict(zip(clusters, shared.tolist())) == expected  # exact: same order of additions
     common = [w for h, w in zip(queries.tolist(), weights.tolist()) if expected_df[h] > cap]
     assert skipped == sum(common)
+    floor = skipped + 2.0  # a matter is named when its shared weight plus the skipped reaches it
+    clusters, shared, _ = postings.shared_weight(queries, weights, df, cap, floor)
+    assert dict(zip(clusters, shared.tolist())) == {m: w for m, w in expected.items() if w >= floor - skipped}
 
 
 @settings(max_examples=300, deadline=None)

@@ -175,6 +175,8 @@ _FULLWIDTH_ALNUM[0x3000] = 0x20
 def _clean_text(value: str) -> str:
     """Folds full-width alphanumerics and drops control characters other than line breaks and tabs."""
     value = value.translate(_FULLWIDTH_ALNUM)
+    if value.isprintable():  # no character of category C (the usual case): skip the scan
+        return value
     return "".join(ch for ch in value if ch in "\n\t" or unicodedata.category(ch)[0] != "C")
 
 

@@ -156,14 +156,16 @@ class ShinglePostings:
         return df
 
     def shared_weight(self, hashes: np.ndarray, weights: np.ndarray, df: np.ndarray,
-                      cap: float) -> Tuple[List[str], np.ndarray, float]:
+                      cap: float, floor: float = float("-inf")) -> Tuple[List[str], np.ndarray, float]:
         """The weight each matter shares with a complaint's ``hashes`` (``df``: their
         :meth:`document_frequency`), over hashes held by at most ``cap`` matters, and the weight of
         the hashes skipped as too common.
 
-        Returns the matters, the weight each shares (aligned), and the skipped weight. Sums run in
-        the order of ``hashes``, as a loop over them would, so results do not depend on how the
-        postings happen to be split between the arrays.
+        Returns the matters whose shared weight plus the skipped weight reaches ``floor`` (in a
+        large index most sharers share a shingle or two, and naming them all was a cost linear in
+        its size), the weight each shares (aligned), and the skipped weight. Sums run in the order
+        of ``hashes``, as a loop over them would, so results do not depend on how the postings
+        happen to be split between the arrays.
         """
         weights = np.asarray(weights, dtype=np.float64)
         common = df > cap
@@ -191,5 +193,6 @@ class ShinglePostings:
         # bincount adds in input order, so each matter's sum is the sequential sum in hash order
         sums = np.bincount(slots, weights=weights[rare][owner])
         present = np.flatnonzero(np.bincount(slots))
+        present = present[sums[present] >= floor - skipped]
         cluster_of = self._cluster_of
         return [cluster_of[slot] for slot in present.tolist()], sums[present], skipped

@@ -50,7 +50,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Collection, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -66,6 +66,7 @@ STATE_FORMAT = 2
 _MS_PER_DAY = 86_400_000
 _MAX_HASH = np.uint64(0xFFFFFFFF)
 _EMPTY_SLOT = np.uint32(0xFFFFFFFF)  # pads a signature whose text has fewer shingles than slots
+_NAMING_SCAN = 256  # past this many matters under one entity key, its names count as generic
 
 
 # --------------------------------------------------------------------------------------------
@@ -121,6 +122,7 @@ class RepeatConfig:
     conflict_classes: frozenset = frozenset({"company"})
     max_ids_per_matter: int = 64
     name_boundary_chars: str = ""
+    max_rare_holders: int = 2048
 
     @property
     def window_ms(self) -> int:
@@ -185,6 +187,7 @@ def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
         idf_floor=float(need(idf, "floor", "idf.")),
         common_share=float(need(idf, "common_share", "idf.")),
         max_candidates=int(idf.get("max_candidates", 64)),
+        max_rare_holders=max(4, int(idf.get("max_rare_holders", 2048))),
         weights={key: float(weights.get(key, 0.0)) for key in _WEIGHT_KEYS},
         entity_classes=tuple(classes),
         max_name_chars=int(entities.get("max_name_chars", 8)),
@@ -843,9 +846,14 @@ class MatterIndex:
         return f"{cls}|{name[-2:]}#{number}" if number else f"{cls}|{name[-2:]}"
 
     def _entity_holders(self, entities: Iterable[str], index: "_Holders") -> set:
+        """Matters under the entities' index keys; a key held by more than :data:`_NAMING_SCAN`
+        matters is skipped, since its names are generic (:meth:`_matters_naming`) and give no
+        evidence: those matters can still join by text or reporter, found through those indexes."""
         out: set = set()
         for entity in entities:
-            out.update(_holders(index, self._entity_key(entity)))
+            holders = _holders(index, self._entity_key(entity))
+            if len(holders) <= _NAMING_SCAN:
+                out.update(holders)
         return out
 
     def _add_entities(self, matter: _Matter, entities: Iterable[str],
@@ -902,18 +910,19 @@ class MatterIndex:
         """The ``max_candidates`` matters sharing the most weight of rare shingles, among those that
         could still reach the lowest text-only threshold.
 
-        Shingles held by more than ``common_share`` of the matters are skipped; their weight counts
-        as shared for the threshold, so ``(shared + skipped) / total`` bounds the similarity from
-        above and a matter below the floor can only join by a shared name or reporter.
+        Shingles held by more than ``common_share`` of the matters, or by more than
+        ``max_rare_holders``, are skipped; their weight counts as shared for the threshold, so
+        ``(shared + skipped) / total`` bounds the similarity from above and a matter below the floor
+        can only join by a shared name or reporter. The absolute cap keeps the postings walked per
+        complaint bounded as a city's index grows (a share alone made the cost linear in its size).
         """
         cfg = self.config
-        cap = max(4.0, cfg.common_share * len(self._matters))
-        clusters, shared, skipped = self._postings.shared_weight(signature, weights, df, cap)
+        cap = min(max(4.0, cfg.common_share * len(self._matters)), float(cfg.max_rare_holders))
         total = float(weights.sum()) or 1.0
-        floor = min(cfg.text_only_similarity, cfg.conflict_text_similarity) * total - skipped
-        kept = np.flatnonzero(shared >= floor).tolist()
-        kept.sort(key=lambda i: (-shared[i], clusters[i]))
-        return [clusters[i] for i in kept[:cfg.max_candidates]]
+        floor = min(cfg.text_only_similarity, cfg.conflict_text_similarity) * total
+        clusters, shared, _ = self._postings.shared_weight(signature, weights, df, cap, floor)
+        ranked = sorted(range(len(clusters)), key=lambda i: (-shared[i], clusters[i]))
+        return [clusters[i] for i in ranked[:cfg.max_candidates]]
 
     def _text_similarities(self, signature: np.ndarray, weights: np.ndarray, matters: Sequence[_Matter]) -> List[float]:
         """Per matter, the best weighted Jaccard similarity between the complaint and the matter's
@@ -1050,18 +1059,18 @@ class MatterIndex:
         hashes = shingle_hashes(core, k, self.config.seed)
         return bool((self._postings.document_frequency(hashes) < cap).any())
 
-    def _matters_naming(self, entity: str, holders: Iterable[str], scan: int = 256) -> int:
+    def _matters_naming(self, entity: str, holders: Collection[str]) -> int:
         """How many of ``holders`` (the matters under the entity's index key) name the entity itself,
         counted up to ``generic_matters``. The key is the name's last two characters, so in a large
         index (a province's unplaced complaints, a big city) "锦松北路" and "龙松北路" share it; only
-        matters naming the same place make a name generic. Past ``scan`` holders the key itself is
-        taken as generic."""
+        matters naming the same place make a name generic. Past :data:`_NAMING_SCAN` holders the
+        key itself is taken as generic."""
         cfg = self.config
+        if len(holders) > _NAMING_SCAN:
+            return cfg.generic_matters
         cls, core = _split(entity)
         found = 0
-        for n, cid in enumerate(sorted(holders)):
-            if n >= scan:
-                return cfg.generic_matters
+        for cid in sorted(holders):
             if any(_split(e)[0] == cls and _cores_match(core, _split(e)[1], cfg) for e in self._matters[cid].entities):
                 found += 1
                 if found >= cfg.generic_matters:

@@ -115,12 +115,16 @@ def _lookalike_table() -> dict:
     return str.maketrans({k: v for k, v in document["map"].items() if k != v})
 
 
+@lru_cache(maxsize=256)
 def normalise(text: str) -> str:
     """Returns ``text`` in one canonical spelling: half-width, simplified, standard ideographs.
 
     NFKC folds full-width letters/digits and Kangxi radicals; radical-supplement look-alikes that
     NFKC leaves alone come from ``lookalikes.json``; OpenCC ``t2s`` converts traditional to
     simplified; runs of whitespace become one space.
+
+    Cached: segmentation, region resolution and repeat features each normalise the same
+    complaint (a sixth of the enrichment stage's CPU before), and a string keeps its hash.
     """
     if not text:
         return ""
