@@ -449,16 +449,6 @@ class _PooledRound:
         return enriched, dead
 
 
-class _InlineRound:
-    """A round enriched in this process when its result is asked for (no overlap)."""
-
-    def __init__(self, engine: "LocalRoundEngine", events: Sequence[RawEvent]):
-        self._engine, self._events = engine, events
-
-    def result(self) -> Tuple[List[EnrichedComplaint], List[DeadLetter]]:
-        return self._engine.enrich(self._events)
-
-
 class Backoff:
     """Exponential backoff with jitter: ``initial_s`` doubling up to ``max_s``; reset on success."""
 
@@ -648,8 +638,9 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
                         on_ready = None
                 # with a round being enriched, only a short look for the next one
                 wait = min(poll_wait_s, 0.05) if pending else poll_wait_s
-                limit = max_round_events if max_rounds is None or pending is None else 0
-                events = poll_new_events(session.consumer, max_round_events, wait, round_wait_s) if limit else []
+                # with max_rounds, no round is read while one is still being enriched
+                may_read = max_rounds is None or pending is None
+                events = poll_new_events(session.consumer, max_round_events, wait, round_wait_s) if may_read else []
                 if events:
                     # a broker restarted without its data would hand out records at our old
                     # positions of recreated topics: check before processing (one offset fetch)
@@ -659,17 +650,17 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
                     if events:
                         finish_round(events, started, None)
                         continue
-                else:
-                    handle = None
+                elif pool is None:
                     if events:
-                        handle = pool.submit(events) if pool else _InlineRound(local, events)
+                        finish_round(events, started, lambda: local.enrich(events))
+                        continue
+                else:
+                    # this round is enriched in the workers while the previous one is finished here
+                    handle = pool.submit(events) if events else None
                     if pending is not None:
                         finish_round(pending[0], pending[2], pending[1].result)
                     pending = (events, handle, started) if events else None
-                    if pending is not None and pool is None:
-                        finish_round(pending[0], pending[2], pending[1].result)
-                        pending = None
-                    if events or pending is not None:
+                    if pending is not None:
                         continue
                 now = time.monotonic()
                 if stop_when_idle_s is not None and now - idle_since >= stop_when_idle_s:

@@ -56,6 +56,11 @@ def load_deadline_rules(path: Optional[str] = None) -> DeadlineRules:
                          tuple(doc["holidays"]))
 
 
+@functools.lru_cache(maxsize=8)
+def _calendar(holidays: Tuple[str, ...]) -> np.busdaycalendar:
+    return np.busdaycalendar(holidays=np.array(holidays, dtype="datetime64[D]"))
+
+
 def assignment_deadline_ms(received_at_ms: int, channel: Optional[str], rules: DeadlineRules) -> int:
     """End of the last working day for assigning a complaint (China Standard Time).
 
@@ -64,8 +69,7 @@ def assignment_deadline_ms(received_at_ms: int, channel: Optional[str], rules: D
     """
     days = rules.working_days.get(channel or "", rules.default_working_days)
     received = datetime.fromtimestamp(received_at_ms / 1000, _CST).date()
-    due = np.busday_offset(np.datetime64(received), days, roll="backward",
-                           holidays=np.array(rules.holidays, dtype="datetime64[D]"))
+    due = np.busday_offset(np.datetime64(received), days, roll="backward", busdaycal=_calendar(rules.holidays))
     end_of_day = datetime.fromisoformat(str(due)).replace(hour=23, minute=59, second=59, tzinfo=_CST)
     return int(end_of_day.timestamp() * 1000)
 

@@ -333,7 +333,7 @@ def _below_cut(left: np.ndarray, right: np.ndarray, size: int) -> Tuple[np.ndarr
 
 def signature_to_list(signature: np.ndarray) -> List[int]:
     """Plain ints for a lead record or JSON."""
-    return [int(v) for v in signature]
+    return np.asarray(signature).tolist()
 
 
 def signature_from_list(values: Sequence[int]) -> np.ndarray:
@@ -1411,21 +1411,21 @@ def _record_time(record: Mapping[str, Any]) -> int:
     return _event_ms(record.get("received_at"))
 
 
-def _assign_all(index: MatterIndex, records: Sequence[Mapping[str, Any]], config: RepeatConfig,
-                tokenize) -> List[Tuple[str, Assignment]]:
+def _assign_all(index: MatterIndex, records: Sequence[Mapping[str, Any]],
+                config: RepeatConfig) -> List[Tuple[str, Assignment]]:
     out = []
     for rec in sorted(records, key=lambda r: (_record_time(r), str(r["id"]))):
         now = _record_time(rec)
         index.expire(now)
         feats = matter_features(rec.get("text") or "", rec.get("title") or "",
-                                tokenize(rec.get("text") or ""), rec.get("region_adcode"),
+                                (), rec.get("region_adcode"),
                                 rec.get("types") or (), config)
         out.append((str(rec["id"]), index.assign(str(rec["id"]), now, feats, rec.get("reporter_key"))))
     return out
 
 
 def cluster_records(records: Sequence[Mapping[str, Any]], config: Optional[RepeatConfig] = None,
-                    tokenize=None, block: Optional[str] = "one-city") -> List[Tuple[str, Assignment]]:
+                    block: Optional[str] = "one-city") -> List[Tuple[str, Assignment]]:
     """Runs one index over records (``id``, ``title``, ``text``, ``received_at``) in event order.
 
     Optional per record: ``received_at_ms`` (instead of ``received_at``), ``region_adcode``,
@@ -1434,11 +1434,11 @@ def cluster_records(records: Sequence[Mapping[str, Any]], config: Optional[Repea
     ``None`` when they may come from anywhere.
     """
     config = config or default_config()
-    return _assign_all(MatterIndex(config, block), records, config, tokenize or (lambda text: []))
+    return _assign_all(MatterIndex(config, block), records, config)
 
 
-def assign_in_blocks(records: Sequence[Mapping[str, Any]], config: Optional[RepeatConfig] = None,
-                     tokenize=None) -> List[Tuple[str, Assignment]]:
+def assign_in_blocks(records: Sequence[Mapping[str, Any]],
+                     config: Optional[RepeatConfig] = None) -> List[Tuple[str, Assignment]]:
     """The deduplication stage in bounded form: city keys first, then the ``"unknown"`` key.
 
     Records are grouped by :func:`blocking_key` of their ``region_adcode`` (or else their
@@ -1449,7 +1449,6 @@ def assign_in_blocks(records: Sequence[Mapping[str, Any]], config: Optional[Repe
     Returns ``(id, Assignment)`` per record, city keys first.
     """
     config = config or default_config()
-    tokenize = tokenize or (lambda text: [])
     blocks: Dict[str, List[Mapping[str, Any]]] = {}
     for rec in records:
         key = blocking_key(rec.get("region_adcode"), rec.get("jurisdiction_adcode"))
@@ -1458,7 +1457,7 @@ def assign_in_blocks(records: Sequence[Mapping[str, Any]], config: Optional[Repe
     states: Dict[str, Dict[str, Any]] = {}
     for key in sorted(k for k in blocks if k != UNKNOWN_BLOCK):
         index = MatterIndex(config, key)
-        out.extend(_assign_all(index, blocks[key], config, tokenize))
+        out.extend(_assign_all(index, blocks[key], config))
         states[key] = index.to_state()
     scopes: Dict[str, List[Mapping[str, Any]]] = {}
     for rec in blocks.get(UNKNOWN_BLOCK, ()):
@@ -1468,7 +1467,7 @@ def assign_in_blocks(records: Sequence[Mapping[str, Any]], config: Optional[Repe
         for key in sorted(states):
             if in_scope(key, scope):
                 index.merge_state(states[key])
-        out.extend(_assign_all(index, scopes[scope], config, tokenize))
+        out.extend(_assign_all(index, scopes[scope], config))
     return out
 
 

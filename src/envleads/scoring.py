@@ -122,9 +122,9 @@ def complaint_signals(text: str, event_time_ms: int, has_named_target: bool,
     Signals are keys of the weights file (``severity.covert_discharge``); the matter's signals are
     the union over its reports, so a lead rebuilt from its stored reasons keeps them.
     """
-    signals = {factor.key for factor in weights.severity + weights.receptors
-               if any(term in text for term in factor.terms)}
-    if _is_night(event_time_ms, weights) or any(term in text for term in weights.night_terms):
+    contains = text.__contains__  # map over a bound method: a third of a generator's cost per term
+    signals = {factor.key for factor in weights.severity + weights.receptors if any(map(contains, factor.terms))}
+    if _is_night(event_time_ms, weights) or any(map(contains, weights.night_terms)):
         signals.add("night_time")
     if has_named_target:
         signals.add("verifiability.named_target")
