@@ -906,9 +906,12 @@ class MatterIndex:
             df = self._postings.document_frequency(hashes)
         return np.log((n + 1.0) / (df.astype(np.float64) + 1.0)) + self.config.idf_floor
 
-    def _candidates(self, signature: np.ndarray, weights: np.ndarray, df: np.ndarray) -> List[str]:
+    def _candidates(self, signature: np.ndarray, weights: np.ndarray, df: np.ndarray,
+                    region_adcode: Optional[str]) -> List[str]:
         """The ``max_candidates`` matters sharing the most weight of rare shingles, among those that
-        could still reach the lowest text-only threshold.
+        could still reach the lowest text-only threshold: ``text_only_unplaced`` for a complaint
+        with no region in an index of no one city, which :meth:`_evaluate` never takes as placed
+        (most of the ``"unknown"`` key's complaints: its index is the largest of all).
 
         Shingles held by more than ``common_share`` of the matters, or by more than
         ``max_rare_holders``, are skipped; their weight counts as shared for the threshold, so
@@ -919,7 +922,8 @@ class MatterIndex:
         cfg = self.config
         cap = min(max(4.0, cfg.common_share * len(self._matters)), float(cfg.max_rare_holders))
         total = float(weights.sum()) or 1.0
-        floor = min(cfg.text_only_similarity, cfg.conflict_text_similarity) * total
+        text_only = cfg.text_only_similarity if self._one_city or region_adcode else cfg.text_only_unplaced
+        floor = min(text_only, cfg.conflict_text_similarity) * total
         clusters, shared, _ = self._postings.shared_weight(signature, weights, df, cap, floor)
         ranked = sorted(range(len(clusters)), key=lambda i: (-shared[i], clusters[i]))
         return [clusters[i] for i in ranked[:cfg.max_candidates]]
@@ -1144,7 +1148,7 @@ class MatterIndex:
         if self._matters:
             df = self._postings.document_frequency(signature)
             weights = self._weights(signature, df)
-            candidates = set(self._candidates(signature, weights, df))
+            candidates = set(self._candidates(signature, weights, df, features.region_adcode))
             candidates |= self._entity_holders(features.entities, self._entity_index)
             candidates |= self._entity_holders(features.title_entities, self._title_index)
             for reporter in reporters:
