@@ -266,6 +266,51 @@ def test_clause_cues_survive_pickling():
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(cues)).transform(docs), before)
 
 
+def _clause_evidence():
+    water = ["河水发黑发臭。", "工厂偷排废水进河里。", "污水直排河道。", "河里漂着死鱼，水很臭。"]
+    air = ["饭店油烟呛人。", "烟囱冒黑烟。", "工厂废气刺鼻。", "油烟熏黑了窗户。"]
+    docs = [_doc("", text) for text in water + air]
+    Y = np.array([[1, 0]] * len(water) + [[0, 1]] * len(air))
+    return pollution.ClauseEvidence(folds=2, weight=1.0).fit(docs, Y)
+
+
+def test_clause_evidence_is_the_strongest_clause():
+    evidence = _clause_evidence()
+    alone = evidence.transform([_doc("", "污水直排河道")])
+    # Five air sentences and one water sentence: the water evidence is that sentence's own.
+    letter = _doc("", "饭店油烟呛人。烟囱冒黑烟！油烟熏黑了窗户。污水直排河道；废气刺鼻。油烟很大。")
+    [row] = evidence.transform([letter])
+    assert row[0] == pytest.approx(alone[0, 0])
+    assert row[0] > 0.5 and row[1] > 0.5
+
+
+def test_clause_evidence_is_the_same_in_any_batch():
+    import pickle
+
+    evidence = _clause_evidence()
+    docs = [_doc("投诉油烟", "饭店油烟呛人。河水发臭。"), _doc("", ""), _doc("河水发黑", ""),
+            _doc("", "。；。"), _doc("", "污水直排河道")]
+    batch = evidence.transform(docs)
+    assert batch.shape == (5, 2) and np.all((batch >= 0) & (batch <= 1))
+    for doc, row in zip(docs, batch):
+        np.testing.assert_allclose(evidence.transform([doc])[0], row)
+    # No known n-gram (empty, or separators only): no evidence at all.
+    assert batch[1].tolist() == batch[3].tolist() == pytest.approx([0.0, 0.0])
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(evidence)).transform(docs), batch)
+
+
+def test_clause_evidence_training_scores_are_cross_fitted():
+    evidence = _clause_evidence()
+    docs = [_doc("", t) for t in ["河水发黑发臭。", "工厂偷排废水进河里。", "污水直排河道。",
+                                  "河里漂着死鱼，水很臭。", "饭店油烟呛人。", "烟囱冒黑烟。",
+                                  "工厂废气刺鼻。", "油烟熏黑了窗户。"]]
+    Y = np.array([[1, 0]] * 4 + [[0, 1]] * 4)
+    crossed = pollution.ClauseEvidence(folds=2, weight=1.0).fit_transform(docs, Y)
+    # Rows scored by a model that saw them look more certain than rows it did not see.
+    in_sample = evidence.transform(docs)
+    assert np.mean(np.abs(in_sample - Y)) < np.mean(np.abs(crossed - Y))
+
+
 def test_type_terms_validation(tmp_path):
     path = tmp_path / "terms.json"
     path.write_text(json.dumps({"version": "x", "labels": {"air": {"strong": ["臭"]}},
