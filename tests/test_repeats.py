@@ -542,3 +542,14 @@ def test_names_sharing_only_their_last_two_characters_are_not_one_generic_name(c
     index.assign("a-1", T0 + 10, feats(config, ("", "锦松北路边上的施工工地凌晨施工敲敲打打。"), ["noise"], region="411082"))
     got = index.assign("a-2", T0 + DAY_MS, feats(config, ("", "锦松北路中华家园边上的工地晚上还在浇筑混凝土。"), ["noise"]))
     assert got.duplicate_of == "a-1" and got.matched_on == "text+place"
+
+
+@pytest.mark.parametrize("block, joins", [("440100", True), (R.UNKNOWN_BLOCK, False)])
+def test_a_shared_name_alone_joins_within_a_city_but_not_across_the_unplaced_index(config, block, joins):
+    """Compound names recur from city to city (幸福小区): in one city's index a shared name with
+    little text in common is one matter, in the index of complaints of no known place it needs some
+    text in common too (``min_text_with_name_unplaced``)."""
+    index = R.MatterIndex(config, block)
+    index.assign("a-1", T0, feats(config, ("", "幸福小区楼下的烧烤店每天晚上油烟很大，熏得家里没法开窗。"), ["air"]))
+    got = index.assign("a-2", T0 + DAY_MS, feats(config, ("", "幸福小区门口的工地夜间施工，凌晨两点还在打桩。"), ["noise"]))
+    assert (got.duplicate_of == "a-1") is joins, got

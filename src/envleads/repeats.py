@@ -123,6 +123,7 @@ class RepeatConfig:
     max_ids_per_matter: int = 64
     name_boundary_chars: str = ""
     max_rare_holders: int = 2048
+    min_text_with_name_unplaced: float = 0.0
 
     @property
     def window_ms(self) -> int:
@@ -188,6 +189,7 @@ def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
         common_share=float(need(idf, "common_share", "idf.")),
         max_candidates=int(idf.get("max_candidates", 64)),
         max_rare_holders=max(4, int(idf.get("max_rare_holders", 2048))),
+        min_text_with_name_unplaced=float(thresholds.get("min_text_with_name_unplaced", with_entity)),
         weights={key: float(weights.get(key, 0.0)) for key in _WEIGHT_KEYS},
         entity_classes=tuple(classes),
         max_name_chars=int(entities.get("max_name_chars", 8)),
@@ -984,11 +986,14 @@ class MatterIndex:
         shared_type = bool(set(features.types) & set(matter.types))
         # a matter restored without a comparable sketch can only be recognised by its names
         textless = not any(member.size for member in matter.members)
+        # unplaced (an index of no one city, no shared city): the same name is often another
+        # place of that name elsewhere (幸福小区), so a name needs some text in common too
+        name_floor = 0.0 if placed else cfg.min_text_with_name_unplaced
         if conflict:
             evidence = "text" if text_sim >= cfg.conflict_text_similarity else None
-        elif shared_title and (textless or text_sim >= cfg.min_text_with_title_entity):
+        elif shared_title and (textless or text_sim >= max(cfg.min_text_with_title_entity, name_floor)):
             evidence = "title_entity"
-        elif shared_strong and (textless or text_sim >= cfg.min_text_with_entity):
+        elif shared_strong and (textless or text_sim >= max(cfg.min_text_with_entity, name_floor)):
             evidence = "entity"
         elif shared_weak and ((placed or shared_type) and text_sim >= cfg.min_text_with_place
                               or placed and shared_type
