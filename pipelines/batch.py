@@ -22,6 +22,7 @@ Two engines run the same stages:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -185,7 +186,7 @@ def run_batch_rounds(input_path: str, output_path: str, leads_path: Optional[str
                      dead_letter_path: Optional[str] = None, beam_args: Optional[List[str]] = None,
                      round_events: int = 5000, enrich_workers: int = 1) -> Dict[str, int]:
     """The ``rounds`` engine (see the module docstring); returns the counts of lines written."""
-    from envleads.pipelines.stream import EnrichmentPool, LeadStore, LocalRoundEngine, _encode_lead, _InlineRound
+    from envleads.pipelines.stream import EnrichmentPool, LeadStore, LocalRoundEngine, _encode_lead
 
     _, settings = prepared_run(beam_args)
     dead_letter_path = dead_letter_path or default_dead_letter_path(output_path)
@@ -199,9 +200,9 @@ def run_batch_rounds(input_path: str, output_path: str, leads_path: Optional[str
     try:
         with open(input_path, "rb") as source, open(output_path, "w", encoding="utf-8") as out, \
                 open(dead_letter_path, "w", encoding="utf-8") as dead_out:
-            def finish(handle) -> None:
+            def finish(enriched_of) -> None:
                 nonlocal newest_ms
-                outputs = engine.finish(*handle.result())
+                outputs = engine.finish(*enriched_of())
                 for report in outputs.enriched:
                     out.write(json.dumps(enriched_to_contract(report.enriched), ensure_ascii=False) + "\n")
                     newest_ms = max(newest_ms, report.enriched.complaint.received_at_ms)
@@ -215,10 +216,11 @@ def run_batch_rounds(input_path: str, output_path: str, leads_path: Optional[str
             pending = None
             for start in range(0, len(order), round_events):
                 events = [RawEvent(_read_line(source, offset), "json") for _, _, offset in order[start:start + round_events]]
-                handle = pool.submit(events) if pool else _InlineRound(engine, events)
+                # with a pool, this round is enriched in the worker while the previous one is finished
+                enriched_of = pool.submit(events).result if pool else functools.partial(engine.enrich, events)
                 if pending is not None:
-                    finish(pending)  # while the worker enriches this round
-                pending = handle
+                    finish(pending)
+                pending = enriched_of
             if pending is not None:
                 finish(pending)
         if leads_path:
