@@ -137,16 +137,17 @@ def _ngram_keys(text: str, min_n: int, max_n: int) -> np.ndarray:
     sorted array of keys can serve as the vocabulary for all lengths.
     """
     codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    parts = []
-    for n in range(min_n, max_n + 1):
-        count = codes.size - n + 1
-        if count <= 0:
-            continue
-        keys = codes[:count].copy()
-        for offset in range(1, n):
-            keys = (keys << np.uint64(_CODE_BITS)) | codes[offset:offset + count]
-        parts.append(keys)
+    parts = [_packed_ngrams(codes, n) for n in range(min_n, max_n + 1)]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
+
+
+def _packed_ngrams(codes: np.ndarray, n: int) -> np.ndarray:
+    """Keys of the ``n``-grams of ``codes`` (uint64 code points), one per start position."""
+    count = max(0, codes.size - n + 1)
+    keys = codes[:count].copy()
+    for offset in range(1, n):
+        keys = (keys << np.uint64(_CODE_BITS)) | codes[offset:offset + count]
+    return keys
 
 
 def _key_text(key: int) -> str:
@@ -208,28 +209,32 @@ class CharNgramTfidf(BaseEstimator, TransformerMixin):
         return self._transform_keys(self._doc_keys(X))
 
     def _transform_keys(self, doc_keys: List[np.ndarray]) -> sp.csr_matrix:
-        vocabulary = self.vocabulary_
-        n_features = vocabulary.size
-        shape = (len(doc_keys), n_features)
         sizes = [keys.size for keys in doc_keys]
-        if not n_features or not sum(sizes):
-            return sp.csr_matrix(shape)
-        # One lookup for the whole batch, keys sorted first: searchsorted is about four times
-        # faster on sorted keys, and the entries' order does not matter to the sparse matrix.
-        keys = np.concatenate(doc_keys)
-        rows = np.repeat(np.arange(len(doc_keys)), sizes)
-        order = np.argsort(keys)
-        keys, rows = keys[order], rows[order]
-        position = np.searchsorted(vocabulary, keys)
-        position[position == n_features] = 0
-        hit = vocabulary[position] == keys
-        counts = sp.csr_matrix((np.ones(int(hit.sum())), (rows[hit], position[hit])),
-                               shape=shape)
-        counts.sum_duplicates()
-        counts.data = (1.0 + np.log(counts.data)) * self.idf_[counts.indices]
-        norms = np.sqrt(np.asarray(counts.multiply(counts).sum(axis=1)).ravel())
+        keys = np.concatenate(doc_keys) if doc_keys else np.zeros(0, dtype=np.uint64)
+        counts, norms = self.weighted_counts(np.repeat(np.arange(len(doc_keys)), sizes), keys, len(doc_keys))
         norms[norms == 0] = 1.0
         return sp.csr_matrix(sp.diags(1.0 / norms) @ counts)
+
+    def weighted_counts(self, rows: np.ndarray, keys: np.ndarray, n_rows: int
+                        ) -> Tuple[sp.csr_matrix, np.ndarray]:
+        """Sublinear TF-IDF of the n-gram ``keys`` counted into ``rows``, not yet normalised, and
+        each row's L2 norm (0 for a row with no known n-gram)."""
+        vocabulary = self.vocabulary_
+        counts = sp.csr_matrix((n_rows, vocabulary.size))
+        if vocabulary.size and keys.size:
+            # One lookup for the whole batch, keys sorted first: searchsorted is about four times
+            # faster on sorted keys, and the entries' order does not matter to the sparse matrix.
+            order = np.argsort(keys)
+            keys, rows = keys[order], rows[order]
+            position = np.searchsorted(vocabulary, keys)
+            position[position == vocabulary.size] = 0
+            hit = vocabulary[position] == keys
+            counts = sp.csr_matrix((np.ones(int(hit.sum())), (rows[hit], position[hit])),
+                                   shape=(n_rows, vocabulary.size))
+            counts.sum_duplicates()
+            counts.data = (1.0 + np.log(counts.data)) * self.idf_[counts.indices]
+        norms = np.sqrt(np.asarray(counts.multiply(counts).sum(axis=1)).ravel())
+        return counts, norms
 
     def get_feature_names_out(self, input_features=None):
         return np.array([f"char_{_key_text(int(k))}" for k in self.vocabulary_], dtype=object)
@@ -476,33 +481,11 @@ class ClauseEvidence(BaseEstimator, TransformerMixin):
         low, high = vectoriser.ngram_range
         keys, clauses = [], []
         for n in range(low, high + 1):
-            count = wide.size - n + 1
-            if count <= 0:
-                continue
-            gram = wide[:count].copy()
-            for offset in range(1, n):
-                gram = (gram << np.uint64(_CODE_BITS)) | wide[offset:offset + count]
-            inside = before[n:n + count] == before[:count]
+            gram = _packed_ngrams(wide, n)
+            inside = before[n:n + gram.size] == before[:gram.size]
             keys.append(gram[inside])
-            clauses.append(before[:count][inside])
-        keys, clauses = np.concatenate(keys), np.concatenate(clauses)
-        # Sorted keys make searchsorted about four times faster (cache-friendly bisection), and
-        # the entries' order does not matter to the sparse matrix.
-        order = np.argsort(keys)
-        keys, clauses = keys[order], clauses[order]
-        vocabulary = vectoriser.vocabulary_
-        n_clauses = int(before[-1])
-        if vocabulary.size and keys.size:
-            position = np.searchsorted(vocabulary, keys)
-            position[position == vocabulary.size] = 0
-            hit = vocabulary[position] == keys
-            counts = sp.csr_matrix((np.ones(int(hit.sum())), (clauses[hit], position[hit])),
-                                   shape=(n_clauses, vocabulary.size))
-        else:
-            counts = sp.csr_matrix((n_clauses, vocabulary.size))
-        counts.sum_duplicates()
-        counts.data = (1.0 + np.log(counts.data)) * vectoriser.idf_[counts.indices]
-        norms = np.sqrt(np.asarray(counts.multiply(counts).sum(axis=1)).ravel())
+            clauses.append(before[:gram.size][inside])
+        counts, norms = vectoriser.weighted_counts(np.concatenate(clauses), np.concatenate(keys), int(before[-1]))
         scores = np.asarray(counts @ coef.T) / np.where(norms > 0, norms, 1.0)[:, None] + intercept
         scores[norms == 0] = -np.inf  # blank clauses (and empty titles) are no evidence
         # Every document ends two clauses (text, title), so its clause range is never empty.
