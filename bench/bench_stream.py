@@ -20,7 +20,8 @@ latency are noisy. Nothing is extrapolated: a run shorter than asked prints what
 
     .venv/bin/python bench/bench_stream.py [--rate 200] [--seconds 120]
     .venv/bin/python bench/bench_stream.py --backfill 1000000
-        [--engine local|beam] [--max-round-events 2000] [--round-wait 0.25] [--partitions 1] [--seed 11]
+        [--engine local|beam] [--kafka-client auto|native|python] [--max-round-events 2000] [--round-wait 0.25]
+        [--partitions 1] [--seed 11]
 
 The backfill's events are generated and produced by a child process (streamed, never held in
 the stream's process), so the stream's peak RSS is its own.
@@ -329,7 +330,7 @@ def run_live(args, broker, workdir: str) -> Dict[str, object]:
                         max_round_events=args.max_round_events, poll_wait_s=args.poll_wait,
                         stop_when_idle_s=args.idle_stop, status_every_s=0, engine=args.engine,
                         round_wait_s=args.round_wait, enrich_workers=args.enrich_workers,
-                        on_ready=None if args.include_startup else start_production)
+                        on_ready=None if args.include_startup else start_production, kafka_client=args.kafka_client)
     started_at = clock["started_at"]
     stream_wall, stream_cpu = time.perf_counter() - wall0, _self_cpu_s() - cpu0
     done.set()
@@ -436,7 +437,8 @@ def run_backfill(args, broker) -> Dict[str, object]:
     totals = run_stream(broker.bootstrap_servers, _stream_topics(topics), BEAM_ARGS, group_id="bench-backfill",
                         max_round_events=args.max_round_events, poll_wait_s=args.poll_wait,
                         stop_when_idle_s=args.idle_stop, status_every_s=0, engine=args.engine,
-                        round_wait_s=args.round_wait, enrich_workers=args.enrich_workers)
+                        round_wait_s=args.round_wait, enrich_workers=args.enrich_workers,
+                        kafka_client=args.kafka_client)
     if profiler:
         profiler.disable()
         profiler.dump_stats(args.profile)
@@ -523,6 +525,8 @@ def main(argv=None) -> int:
                         help="run_stream's enrich_workers (processes for the stateless stages; 0: none)")
     parser.add_argument("--round-wait", type=float, default=0.25,
                         help="run_stream's round_wait_s: a round closes this long after its first event")
+    parser.add_argument("--kafka-client", choices=("auto", "native", "python"), default="auto",
+                        help="run_stream's Kafka client (default auto: confluent-kafka when installed)")
     parser.add_argument("--backfill", type=int, default=0, help="backfill mode: produce N events first, then drain")
     parser.add_argument("--max-round-events", type=int, default=2000, help="run_stream's events per round at most")
     parser.add_argument("--poll-wait", type=float, default=2.0, help="run_stream's poll_wait_s")
@@ -555,7 +559,7 @@ def main(argv=None) -> int:
                            "idle_stop_s": args.idle_stop, "partitions": args.partitions, "seed": args.seed,
                            "beam_args": BEAM_ARGS, "model_version": model_version, "engine": args.engine,
                            "round_wait_s": args.round_wait, "enrich_workers": args.enrich_workers,
-                           "include_startup": args.include_startup},
+                           "include_startup": args.include_startup, "kafka_client": args.kafka_client},
                 "machine_note": "2 cores SHARED with other engineers' jobs while measured: wall time, latency "
                                 "and throughput are noisy (see loadavg); CPU seconds are the steadier figure",
                 "cpu_note": "CPU = user+system seconds: stream = this process (getrusage), broker and "

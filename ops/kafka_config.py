@@ -315,3 +315,43 @@ def client_kwargs(
         )
     kwargs.update(overrides)
     return kwargs
+
+
+def librdkafka_config(bootstrap_servers: str, security: Optional[KafkaSecurity] = None,
+                      role: str = "producer", **overrides: Any) -> Dict[str, Any]:
+    """The same settings as :func:`client_kwargs`, for a confluent-kafka (librdkafka) client.
+
+    The producer partitions keys with ``murmur2_random``, the partitioner of kafka-python and the
+    Java client, so a lead key lands in the same partition whichever client wrote it (librdkafka's
+    own default would split a compacted key's versions across partitions). Like
+    :func:`client_kwargs`, the result holds the SASL password in clear: never log it.
+    """
+    if role not in ROLES:
+        raise KafkaConfigError(f"role must be one of {ROLES}, got {role!r}")
+    security = security or PLAINTEXT
+    config: Dict[str, Any] = {
+        "bootstrap.servers": ",".join(s.strip() for s in bootstrap_servers.split(",") if s.strip()),
+        "security.protocol": security.security_protocol,
+        "socket.timeout.ms": REQUEST_TIMEOUT_MS,
+        "reconnect.backoff.max.ms": 5_000,
+        "retry.backoff.ms": PRODUCER_RETRY_BACKOFF_MS,
+    }
+    if security.uses_ssl:
+        for ours, theirs in (("ssl_cafile", "ssl.ca.location"), ("ssl_certfile", "ssl.certificate.location"),
+                             ("ssl_keyfile", "ssl.key.location")):
+            if getattr(security, ours):
+                config[theirs] = getattr(security, ours)
+        config["ssl.endpoint.identification.algorithm"] = "https" if security.ssl_check_hostname else "none"
+    if security.uses_sasl:
+        config.update({"sasl.mechanisms": security.sasl_mechanism, "sasl.username": security.sasl_username,
+                       "sasl.password": security.password()})
+    if role == "producer":
+        config.update({"acks": "all", "linger.ms": PRODUCER_LINGER_MS, "partitioner": "murmur2_random",
+                       "message.timeout.ms": PRODUCER_DELIVERY_TIMEOUT_MS})
+    elif role == "consumer":
+        config.update({"enable.auto.commit": False, "enable.auto.offset.store": False,
+                       "auto.offset.reset": "earliest", "max.poll.interval.ms": CONSUMER_MAX_POLL_INTERVAL_MS,
+                       "session.timeout.ms": CONSUMER_SESSION_TIMEOUT_MS,
+                       "heartbeat.interval.ms": CONSUMER_HEARTBEAT_INTERVAL_MS})
+    config.update(overrides)
+    return config

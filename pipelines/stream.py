@@ -46,6 +46,7 @@ from envleads.leads import (MatterReport, assign_in_order, block_of_complaint, b
                             seed_index)
 from envleads.pipelines.kafka_io import (LeadView, TopicNotFound, WriteToKafka, commit_events, decode_lead_record,
                                          open_consumer, poll_new_events)
+from envleads.pipelines.kafka_native import NativeKafkaError, NativeKafkaSession, OutputRecord, native_client_available
 from envleads.pipelines.options import StageSettings
 from envleads.pipelines.transforms import ComplaintsToLeads, RawEvent
 from envleads.records import DeadLetter, EnrichedComplaint, Lead
@@ -465,32 +466,46 @@ class Backoff:
         self.attempt = 0
 
 
-def write_outputs(producer, topics: Topics, outputs: RoundOutputs) -> List[Tuple[Lead, bytes]]:
-    """Sends a round's outputs to their topics and waits until the broker acknowledged every one
-    (a failed send raises: the round is not committed and its events are read again).
-
-    Returns ``(lead, Avro value)`` of the leads written, for the :class:`LeadStore`.
-    """
-    send, futures, written_leads = producer.send, [], []
+def output_records(topics: Topics, outputs: RoundOutputs) -> Tuple[List[OutputRecord], List[Tuple[Lead, bytes]]]:
+    """A round's outputs as ``(topic, key, Avro value)`` records, and ``(lead, Avro value)`` of its
+    leads (for the :class:`LeadStore`, once the broker acknowledged them)."""
+    records: List[OutputRecord] = []
+    written_leads = []
     for report in outputs.enriched:
-        futures.append(send(topics.enriched, key=report.enriched.complaint.complaint_id.encode("utf-8"),
-                            value=_encode_enriched(report)))
+        records.append((topics.enriched, report.enriched.complaint.complaint_id.encode("utf-8"),
+                        _encode_enriched(report)))
     for lead in outputs.leads:
         value = _encode_lead(lead)
         written_leads.append((lead, value))
-        futures.append(send(topics.leads, key=lead.lead_id.encode("utf-8"), value=value))
+        records.append((topics.leads, lead.lead_id.encode("utf-8"), value))
     for dead in outputs.dead_letters:
-        futures.append(send(topics.dead_letter, key=dead.event_id.encode("utf-8") if dead.event_id else None,
-                            value=_encode_dead_letter(dead)))
+        records.append((topics.dead_letter, dead.event_id.encode("utf-8") if dead.event_id else None,
+                        _encode_dead_letter(dead)))
+    return records, written_leads
+
+
+def send_acknowledged(producer, records: Iterable[OutputRecord]) -> None:
+    """Sends records with a kafka-python producer and waits until the broker acknowledged every
+    one (a failed send raises: the round is not committed and its events are read again)."""
+    send = producer.send
+    futures = [send(topic, key=key, value=value) for topic, key, value in records]
     producer.flush()
     for future in futures:
         future.get(timeout=30)
+
+
+def write_outputs(producer, topics: Topics, outputs: RoundOutputs) -> List[Tuple[Lead, bytes]]:
+    """Sends a round's outputs to their topics (kafka-python) and waits for the acknowledgements;
+    returns ``(lead, Avro value)`` of the leads written, for the :class:`LeadStore`."""
+    records, written_leads = output_records(topics, outputs)
+    send_acknowledged(producer, records)
     return written_leads
 
 
 class KafkaSession:
     """The raw topic's consumer (explicit assignment at the group's committed offsets) and one
-    producer for the three output topics; rebuilt whole after a Kafka error."""
+    producer for the three output topics, on kafka-python; rebuilt whole after a Kafka error.
+    :class:`~envleads.pipelines.kafka_native.NativeKafkaSession` is the same on librdkafka."""
 
     # Timeouts short enough that a lost broker surfaces within seconds, not the library's minutes.
     # Batches of 512 KiB: a round's records go out in a few requests, and kafka-python wakes its
@@ -499,16 +514,15 @@ class KafkaSession:
     PRODUCER_OVERRIDES = dict(max_block_ms=10_000, request_timeout_ms=10_000, delivery_timeout_ms=30_000,
                               batch_size=512 * 1024)
 
-    def __init__(self, bootstrap_servers: str, topics: Topics, group_id: str, security=None):
+    def __init__(self, bootstrap_servers: str, raw_topic: str, group_id: str, security=None):
         from kafka import KafkaProducer
 
         from envleads.ops.kafka_config import client_kwargs
 
-        self._topics = topics
         self.consumer = None
         self.producer = None
         try:
-            self.consumer = open_consumer(bootstrap_servers, topics.raw, group_id, security)
+            self.consumer = open_consumer(bootstrap_servers, raw_topic, group_id, security)
             self.producer = KafkaProducer(**client_kwargs(bootstrap_servers, security, role="producer",
                                                           **self.PRODUCER_OVERRIDES))
         except BaseException:
@@ -516,10 +530,11 @@ class KafkaSession:
             raise
         self.committed: Dict[Tuple[str, int], int] = {}
 
-    def write(self, outputs: RoundOutputs) -> List[Tuple[Lead, bytes]]:
-        """Sends every output and waits for the broker's acknowledgements (raises if any failed);
-        returns ``(lead, Avro value)`` of the leads written, for the local store."""
-        return write_outputs(self.producer, self._topics, outputs)
+    def poll(self, max_records: int, wait_s: float, round_wait_s: Optional[float] = None) -> List[RawEvent]:
+        return poll_new_events(self.consumer, max_records, wait_s, round_wait_s)
+
+    def send(self, records: Iterable[OutputRecord]) -> None:
+        send_acknowledged(self.producer, records)
 
     def commit(self, events: Sequence[RawEvent]) -> None:
         self.committed.update(commit_events(self.consumer, events))
@@ -550,7 +565,25 @@ def _kafka_errors() -> Tuple[type, ...]:
     from kafka.errors import KafkaError
 
     # TopicNotFound: a broker back without its topics (they are recreated by whoever owns them)
-    return (KafkaError, OSError, TopicNotFound, _BrokerLostState)
+    errors: Tuple[type, ...] = (KafkaError, OSError, TopicNotFound, _BrokerLostState, NativeKafkaError)
+    if native_client_available():
+        from confluent_kafka import KafkaException
+
+        errors += (KafkaException,)
+    return errors
+
+
+KAFKA_CLIENTS = ("auto", "native", "python")
+
+
+def open_session(kafka_client: str, bootstrap_servers: str, raw_topic: str, group_id: str, security=None):
+    """A :class:`KafkaSession` (kafka-python) or :class:`NativeKafkaSession` (librdkafka; ``auto``
+    picks it when confluent-kafka is installed)."""
+    if kafka_client not in KAFKA_CLIENTS:
+        raise ValueError(f"kafka_client must be one of {KAFKA_CLIENTS}, got {kafka_client!r}")
+    if kafka_client == "native" or kafka_client == "auto" and native_client_available():
+        return NativeKafkaSession(bootstrap_servers, raw_topic, group_id, security)
+    return KafkaSession(bootstrap_servers, raw_topic, group_id, security)
 
 
 def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[str]] = None,
@@ -558,7 +591,8 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
                stop_when_idle_s: Optional[float] = None, status_every_s: float = 10.0,
                max_rounds: Optional[int] = None, security=None, engine: str = "local",
                round_wait_s: Optional[float] = 0.25, enrich_workers: int = 0, backoff: Optional[Backoff] = None,
-               offset_check_s: float = 5.0, on_ready: Optional[Callable[[], None]] = None) -> Dict[str, int]:
+               offset_check_s: float = 5.0, on_ready: Optional[Callable[[], None]] = None,
+               kafka_client: str = "auto") -> Dict[str, int]:
     """Runs rounds until interrupted, or until no event arrived for ``stop_when_idle_s``.
 
     Args:
@@ -574,6 +608,8 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
             offsets (an in-memory broker restarted without its data has not).
         on_ready: called once, when the stages are set up and the first Kafka session is open
             (the moment from which latency is the steady state's).
+        kafka_client: the raw topic's consumer and the local engine's producer: ``native``
+            (confluent-kafka), ``python`` (kafka-python), or ``auto`` (native when installed).
 
     Returns totals: events read, rounds run, leads in the compacted view, Kafka retries.
     """
@@ -605,7 +641,9 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
         nonlocal last_status, idle_since
         if engine == "local":
             outputs = local.finish(*outputs_of())
-            store.put_leads(session.write(outputs))
+            records, written_leads = output_records(topics, outputs)
+            session.send(records)
+            store.put_leads(written_leads)
             totals["dead_letters"] += len(outputs.dead_letters)
         else:
             run_round(events, lead_view.leads.values(), bootstrap_servers, topics, settings, options, security)
@@ -626,7 +664,7 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
         while max_rounds is None or totals["rounds"] < max_rounds:
             try:
                 if session is None:
-                    session = KafkaSession(bootstrap_servers, topics, group_id, security)
+                    session = open_session(kafka_client, bootstrap_servers, topics.raw, group_id, security)
                     if engine == "local":
                         store.load_topic(bootstrap_servers, topics.leads, security)
                     else:
@@ -640,7 +678,7 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
                 wait = min(poll_wait_s, 0.05) if pending else poll_wait_s
                 # with max_rounds, no round is read while one is still being enriched
                 may_read = max_rounds is None or pending is None
-                events = poll_new_events(session.consumer, max_round_events, wait, round_wait_s) if may_read else []
+                events = session.poll(max_round_events, wait, round_wait_s) if may_read else []
                 if events:
                     # a broker restarted without its data would hand out records at our old
                     # positions of recreated topics: check before processing (one offset fetch)
@@ -709,7 +747,7 @@ class _BrokerLostState(RuntimeError):
     """The broker no longer knows what this process committed (restarted without its data)."""
 
 
-def _check_broker_state(session: KafkaSession) -> None:
+def _check_broker_state(session) -> None:
     if session.committed and session.lost_committed_offsets():
         raise _BrokerLostState("the broker lost the committed offsets (restarted without its data)")
 
@@ -752,7 +790,7 @@ def _run_command(args: argparse.Namespace, beam_args: List[str]) -> int:
     totals = run_stream(args.bootstrap_servers, topics, beam_args, group_id=args.group_id,
                         max_round_events=args.max_round_events, stop_when_idle_s=args.stop_when_idle,
                         security=security_from_args(args), engine=args.engine, round_wait_s=args.round_wait,
-                        enrich_workers=args.enrich_workers)
+                        enrich_workers=args.enrich_workers, kafka_client=args.kafka_client)
     print(json.dumps(totals))
     return 130 if totals.get("interrupted") else 0
 
@@ -784,4 +822,7 @@ def add_subcommand(subparsers) -> None:
                         help="local: long-lived in-process rounds (default); beam: a FnApiRunner pipeline per round")
     parser.add_argument("--stop-when-idle", type=float, default=None,
                         help="stop after this many seconds without new events (default: run until Ctrl-C)")
+    parser.add_argument("--kafka-client", choices=KAFKA_CLIENTS, default="auto",
+                        help="client of the raw consumer and the output producer: native (confluent-kafka, "
+                             "librdkafka), python (kafka-python); auto: native when installed")
     parser.set_defaults(func=_run_command, accepts_pipeline_args=True)

@@ -243,6 +243,92 @@ def test_commit_without_joining_group(kafka_broker, tmp_topics):
     reader.close()
 
 
+# -- the native (librdkafka) session -------------------------------------------------------------
+@pytest.mark.kafka
+def test_native_producer_puts_a_key_in_the_partition_kafka_python_would(kafka_broker, tmp_topics):
+    """A compacted lead key must land in one partition whichever client wrote it: librdkafka's
+    default partitioner (CRC32) would put versions of one lead in different partitions."""
+    from confluent_kafka import Producer
+
+    from envleads.ops.kafka_config import librdkafka_config
+
+    topic = tmp_topics("leads", partitions=4)["leads"]
+    bootstrap = kafka_broker.bootstrap_servers
+    keys = [f"lead-{i:04d}".encode() for i in range(40)]
+    native = Producer(librdkafka_config(bootstrap, role="producer"))
+    for key in keys:
+        native.produce(topic, b"native", key)
+    assert native.flush(10) == 0
+    python = KafkaProducer(**client_kwargs(bootstrap, role="producer"))
+    for key in keys:
+        python.send(topic, key=key, value=b"python")
+    python.flush(10)
+    python.close()
+
+    consumer = KafkaConsumer(**client_kwargs(bootstrap, role="consumer"))
+    consumer.assign([TopicPartition(topic, p) for p in range(4)])
+    consumer.seek_to_beginning()
+    partitions = {}
+    for record in _scan(consumer, 2 * len(keys)):
+        partitions.setdefault(record.key, set()).add(record.partition)
+    consumer.close()
+    assert set(partitions) == set(keys)
+    assert all(len(found) == 1 for found in partitions.values())
+    assert len({p for found in partitions.values() for p in found}) > 1  # the keys do spread
+
+
+@pytest.mark.kafka
+def test_native_session_resumes_at_its_committed_offsets(kafka_broker, tmp_topics):
+    from envleads.pipelines.kafka_native import NativeKafkaSession
+
+    names = tmp_topics("raw", "out", partitions=2)
+    bootstrap = kafka_broker.bootstrap_servers
+    group = f"native-{uuid.uuid4().hex[:8]}"
+    producer = KafkaProducer(**client_kwargs(bootstrap, role="producer"))
+    for i in range(10):
+        producer.send(names["raw"], value=b"%d" % i, partition=i % 2)
+    producer.flush(10)
+    producer.close()
+
+    first = NativeKafkaSession(bootstrap, names["raw"], group)
+    events = first.poll(6, wait_s=5.0)
+    assert len(events) == 6 and all(e.source.topic == names["raw"] for e in events)
+    first.send([(names["out"], b"k", e.payload) for e in events])
+    first.commit(events)
+    assert not first.lost_committed_offsets()
+    first.close()
+
+    second = NativeKafkaSession(bootstrap, names["raw"], group)
+    rest = second.poll(100, wait_s=5.0)
+    second.close()
+    assert sorted(e.payload for e in events + rest) == sorted(b"%d" % i for i in range(10))
+    assert not {(e.source.partition, e.source.offset) for e in events} & \
+        {(e.source.partition, e.source.offset) for e in rest}
+    written = KafkaConsumer(**client_kwargs(bootstrap, role="consumer"))
+    written.assign([TopicPartition(names["out"], p) for p in (0, 1)])
+    written.seek_to_beginning()
+    assert sorted(r.value for r in _scan(written, 6)) == sorted(e.payload for e in events)
+    written.close()
+
+
+def test_librdkafka_config_carries_the_security_settings(monkeypatch):
+    from envleads.ops.kafka_config import librdkafka_config
+
+    monkeypatch.setenv("NATIVE_TEST_PASSWORD", "s3cret")
+    security = KafkaSecurity(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username="u",
+                             sasl_password_env="NATIVE_TEST_PASSWORD", ssl_cafile="/ca.pem",
+                             ssl_check_hostname=False)
+    config = librdkafka_config("a:1, b:2", security, role="producer")
+    assert config["bootstrap.servers"] == "a:1,b:2"
+    assert config["security.protocol"] == "SASL_SSL" and config["sasl.mechanisms"] == "SCRAM-SHA-512"
+    assert (config["sasl.username"], config["sasl.password"]) == ("u", "s3cret")
+    assert config["ssl.ca.location"] == "/ca.pem" and config["ssl.endpoint.identification.algorithm"] == "none"
+    assert config["acks"] == "all" and config["partitioner"] == "murmur2_random"
+    plain = librdkafka_config("a:1", role="consumer", **{"group.id": "g"})
+    assert plain["enable.auto.commit"] is False and plain["group.id"] == "g"
+    assert not any(key.startswith(("ssl.", "sasl.")) for key in plain)
+
+
 # -- TLS -------------------------------------------------------------------------------------
 def _self_signed(tmp_path):
     from cryptography import x509
