@@ -52,6 +52,18 @@ def _registry() -> Dict[int, Dict[str, Any]]:
             for schema_id, entry in entries.items()}
 
 
+@functools.lru_cache(maxsize=None)
+def _codec_schema(schema_id: int) -> Dict[str, Any]:
+    """The schema of an id parsed once for fastavro's writer and reader: a schema without
+    fastavro's parse mark is parsed again on every record (half of an enriched record's encoding
+    time). Kept apart from the registry's copy, which stays plain for display and comparison."""
+    with open(os.path.join(SCHEMA_DIR, "registry.json"), encoding="utf-8") as handle:
+        entry = json.load(handle)["schemas"][str(schema_id)]
+    with open(os.path.join(SCHEMA_DIR, entry["file"]), encoding="utf-8") as handle:
+        return fastavro.parse_schema(json.load(handle))
+
+
+@functools.lru_cache(maxsize=None)
 def latest_schema_id(subject: str) -> int:
     ids = [schema_id for schema_id, entry in _registry().items() if entry["subject"] == subject]
     if not ids:
@@ -69,7 +81,7 @@ def encode(subject: str, record: Dict[str, Any]) -> bytes:
     schema_id = latest_schema_id(subject)
     buffer = io.BytesIO()
     buffer.write(_HEADER.pack(MAGIC_BYTE, schema_id))
-    fastavro.schemaless_writer(buffer, _registry()[schema_id]["schema"], record)
+    fastavro.schemaless_writer(buffer, _codec_schema(schema_id), record)
     return buffer.getvalue()
 
 
@@ -90,7 +102,7 @@ def decode(subject: str, payload: bytes) -> Dict[str, Any]:
         raise AvroDecodeError("wrong_subject", f"schema id {schema_id} belongs to {entry['subject']}")
     body = io.BytesIO(payload[_HEADER.size:])
     try:
-        record = fastavro.schemaless_reader(body, entry["schema"], schema_for(subject))
+        record = fastavro.schemaless_reader(body, _codec_schema(schema_id), _codec_schema(latest_schema_id(subject)))
     except (EOFError, ValueError, TypeError, IndexError, UnicodeDecodeError, OverflowError, MemoryError,
             fastavro.read.SchemaResolutionError) as error:
         raise AvroDecodeError("avro_decode_error", type(error).__name__) from None
