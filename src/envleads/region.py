@@ -35,6 +35,8 @@ import unicodedata
 from collections import defaultdict
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
+import ahocorasick
+
 from envleads.config import ConfigError, data_path, load_json_config
 from envleads.divisions import (CITY, COUNTY, MUNICIPALITY_CODES, PROVINCE, DivisionTable, TownshipTable,
                                  load_divisions, load_townships)
@@ -156,12 +158,13 @@ class RegionResolver:
         self._build_aliases(config)
         self._build_towns(towns)
         self._build_townships(towns, townships)
-        self._lengths: Dict[str, List[int]] = defaultdict(list)
-        for alias in list(self._aliases) + list(self._bureaus) + list(self._not_places):
-            if len(alias) >= 2 and alias[0] and len(alias) not in self._lengths[alias[0]]:
-                self._lengths[alias[0]].append(len(alias))
-        for lengths in self._lengths.values():
-            lengths.sort(reverse=True)
+        # every name a mention can start with, in one Aho-Corasick automaton (a scan in C instead
+        # of a dictionary probe per character and name length: a third of resolving a complaint)
+        self._names = ahocorasick.Automaton()
+        for name in {*self._aliases, *self._bureaus, *self._not_places}:
+            if len(name) >= 2:
+                self._names.add_word(name, len(name))
+        self._names.make_automaton()
         self._alias_lengths = sorted({len(alias) for alias in self._aliases})
 
     # -- building the gazetteer -------------------------------------------------------------
@@ -331,15 +334,13 @@ class RegionResolver:
                                          {division.adcode: self._weights["document_code"] * scale},
                                          "document_code"))
         # Longest names first, then leftmost: 安居区 must not lose its first character to 和安.
-        found = []
+        longest: Dict[int, int] = {}  # start -> length of the longest name starting there
+        for end, length in self._names.iter(text):
+            start = end - length + 1
+            if length > longest.get(start, 0):
+                longest[start] = length
+        found = [(-length, start, text[start:start + length]) for start, length in longest.items()]
         n = len(text)
-        for i in range(n):
-            for length in self._lengths.get(text[i], ()):
-                if i + length <= n:
-                    piece = text[i:i + length]
-                    if piece in self._aliases or piece in self._bureaus or piece in self._not_places:
-                        found.append((-length, i, piece))
-                        break
         taken = [False] * n
         for negative_length, i, piece in sorted(found):
             if any(taken[i:i - negative_length]):
