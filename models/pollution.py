@@ -359,9 +359,12 @@ class ClauseCueFeatures(BaseEstimator, TransformerMixin):
                     index = bisect_right(starts, match.start()) - 1
                     if index >= 0 and match.start() < ends[index]:
                         found.setdefault(index, set()).add(match.group())
-                hits = [len(found.get(i, ())) for i in range(len(starts))] or [0]
-                with_cue = len(found)
                 values[column] = 1.0 if pattern.search(title) else 0.0
+                if not found:  # most labels' cues are absent: their clause features stay 0
+                    column += self._PER_SET
+                    continue
+                hits = [len(found.get(i, ())) for i in range(len(starts))]
+                with_cue = len(found)
                 values[column + 1] = log1p(with_cue)
                 values[column + 2] = with_cue / n
                 values[column + 3] = 1.0 if any(hits[:2]) else 0.0
