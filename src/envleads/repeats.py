@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Collection, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
+import ahocorasick
 import numpy as np
 
 from envleads.config import ConfigError, data_path, load_json_config
@@ -413,6 +414,26 @@ def extract_entities(text: str, config: RepeatConfig, canonical: bool = False) -
 
 
 _HOUSE_NUMBER = re.compile(r"(\d{1,5})号(?!楼|院|线|门)")
+_SUFFIX_AUTOMATA: Dict[int, Tuple[RepeatConfig, "ahocorasick.Automaton"]] = {}
+
+
+def _suffix_automaton(config: RepeatConfig) -> "ahocorasick.Automaton":
+    """Every entity suffix in one Aho-Corasick automaton: one scan finds all their occurrences
+    (a ``str.find`` loop per suffix was most of extracting entities). A suffix listed by several
+    classes belongs to the first, as in a loop over the classes in order."""
+    cached = _SUFFIX_AUTOMATA.get(id(config))
+    if cached is not None and cached[0] is config:
+        return cached[1]
+    automaton = ahocorasick.Automaton()
+    for cls in config.entity_classes:
+        for suffix in cls.suffixes:
+            if suffix and suffix not in automaton:
+                automaton.add_word(suffix, (suffix, cls))
+    automaton.make_automaton()
+    if len(_SUFFIX_AUTOMATA) >= 64:  # configurations made by tests and tuning runs
+        _SUFFIX_AUTOMATA.clear()
+    _SUFFIX_AUTOMATA[id(config)] = (config, automaton)
+    return automaton
 
 
 def _entities_at(norm: str, config: RepeatConfig) -> List[Tuple[int, str]]:
@@ -420,14 +441,10 @@ def _entities_at(norm: str, config: RepeatConfig) -> List[Tuple[int, str]]:
     # every suffix occurrence; where several end at one place, the longest is the one meant
     # ("中心广场" is a 广场, not a 场; "翠湖花园" a 花园, not a 园)
     longest: Dict[int, Tuple[int, str, EntityClass]] = {}
-    for cls in config.entity_classes:
-        for suffix in cls.suffixes:
-            start = norm.find(suffix)
-            while start >= 0:
-                end = start + len(suffix)
-                if end not in longest or len(suffix) > len(longest[end][1]):
-                    longest[end] = (start, suffix, cls)
-                start = norm.find(suffix, start + 1)
+    for last, (suffix, cls) in _suffix_automaton(config).iter(norm):
+        end = last + 1
+        if end not in longest or len(suffix) > len(longest[end][1]):
+            longest[end] = (end - len(suffix), suffix, cls)
     found: List[Tuple[int, str]] = []
     for end in sorted(longest):
         pos, suffix, cls = longest[end]
