@@ -103,11 +103,15 @@ class NativeKafkaSession:
         round_deadline = None
         while len(events) < max_records:
             now = time.monotonic()
-            # librdkafka's batch call waits for its count or its timeout: short waits once records flow
-            timeout = 0.2 if not events else 0.02
+            # librdkafka's batch call returns at its count or its timeout, not at the first record:
+            # wait for one record, then take what has arrived in short waits
+            if events:
+                count, timeout = min(max_records - len(events), 1000), 0.02
+            else:
+                count, timeout = 1, 0.2
             if round_deadline is not None:
                 timeout = max(0.0, min(timeout, round_deadline - now))
-            messages = self.consumer.consume(min(max_records - len(events), 1000), timeout)
+            messages = self.consumer.consume(count, timeout)
             for message in messages:
                 error = message.error()
                 if error is not None:
