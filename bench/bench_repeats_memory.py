@@ -18,6 +18,8 @@ bench/results/repeats_memory.json.
     .venv/bin/python bench/bench_repeats_memory.py --events 1000000
     .venv/bin/python bench/bench_repeats_memory.py --events 200000 --out bench/results/repeats_memory_200000.json
     .venv/bin/python bench/bench_repeats_memory.py --summary   # repeats_memory_*.json -> repeats_memory.json
+    .venv/bin/python bench/bench_repeats_memory.py --events 1000000 --stop-after 300000 --checkpoints 1 \
+        --profile /tmp/assign.prof --out /tmp/assign.json   # where assignment's time goes at scale
 
 ``--summary`` collects the runs of several sizes (``bench/results/repeats_memory_<events>.json``)
 into one table of memory against stream length and against event rate, to show how the state
@@ -28,7 +30,9 @@ the last ``window_days``.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import gc
+import itertools
 import json
 import os
 import platform
@@ -162,6 +166,10 @@ def main() -> None:
     parser.add_argument("--days", type=float, default=365.0, help="event-time span to rescale the stream to")
     parser.add_argument("--checkpoints", type=int, default=10)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "repeats_memory.json"))
+    parser.add_argument("--stop-after", type=int, default=None, metavar="N",
+                        help="process only the first N events of the --events stream (its density stays that of --events)")
+    parser.add_argument("--profile", default=None, metavar="FILE",
+                        help="cProfile (CPU clock) of the assignments only, to FILE (pstats format)")
     parser.add_argument("--summary", action="store_true",
                         help="only collect bench/results/repeats_memory_<events>.json into --out")
     args = parser.parse_args()
@@ -173,7 +181,8 @@ def main() -> None:
     key = b"bench-key"
     span_ms = generator_span_days(args.events) * DAY_MS
     scale = args.days * DAY_MS / span_ms
-    every = max(1, args.events // max(1, args.checkpoints))
+    last = min(args.events, args.stop_after or args.events)
+    every = max(1, last // max(1, args.checkpoints))
     indexes = {}
     t0_ms = None
     day = None
@@ -184,7 +193,8 @@ def main() -> None:
     started = time.perf_counter()
     cpu_started = time.process_time()
     rss_start = rss_mb()
-    for n, event in enumerate(generate_events(args.events, args.seed), 1):
+    profiler = cProfile.Profile(time.process_time) if args.profile else None
+    for n, event in enumerate(itertools.islice(generate_events(args.events, args.seed), last), 1):
         complaint = decode_event(event.line, "json", key)
         if isinstance(complaint, Complaint) and not event.truth.get("malformed"):
             truth = event.truth
@@ -205,7 +215,11 @@ def main() -> None:
                 index = indexes[block] = R.MatterIndex(config, block)
             features = R.matter_features(complaint.text, complaint.title, [], region, truth.get("labels") or [],
                                          config)
+            if profiler is not None:
+                profiler.enable()
             assignment = index.assign(complaint.complaint_id, ms, features, complaint.reporter_key)
+            if profiler is not None:
+                profiler.disable()
             stats["complaints"] += 1
             stats["new_matters" if assignment.is_new_matter else "repeats"] += 1
             stats["true_repeats"] += truth.get("duplicate_of") is not None
@@ -214,13 +228,16 @@ def main() -> None:
                 predicted[complaint.complaint_id] = assignment.cluster_id
         else:
             stats["dead_letters"] += 1
-        if n % every == 0 or n == args.events:
+        if n % every == 0 or n == last:
             point = {"events": n, "event_days": round(((ms if t0_ms is not None else 0) - (t0_ms or 0)) / DAY_MS, 1),
                      "wall_s": round(time.perf_counter() - started, 1), **measure(indexes, config)}
             point["held_bytes_per_live_matter"] = round(point["held_bytes"] / max(1, point["live_matters"]), 1)
             checkpoints.append(point)
             print(json.dumps(point), flush=True)
     wall = time.perf_counter() - started
+    if profiler is not None:
+        profiler.dump_stats(args.profile)
+        print(f"CPU profile of the assignments written to {args.profile}")
     result = {
         "name": "repeats_memory",
         "command": " ".join([os.path.relpath(sys.executable)] + sys.argv),
@@ -229,7 +246,7 @@ def main() -> None:
                     "note": "SHARED machine: other helpers ran tests and benchmarks at the same time; "
                             "wall times are indicative only"},
         "config_version": config.version, "window_days": config.window_days, "sketch_size": config.sketch_size,
-        "params": {"events": args.events, "seed": args.seed, "days": args.days,
+        "params": {"events": args.events, "stop_after": args.stop_after, "seed": args.seed, "days": args.days,
                    "time_scale": round(scale, 4)},
         "stand_ins": "region = generator truth region (resolver not run); types = truth labels (classifier not run)",
         **stats,
