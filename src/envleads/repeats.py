@@ -369,6 +369,7 @@ def _entity_text(text: str, canonical: bool = False) -> str:
 
 
 _CATEGORY_CACHE: Dict[Tuple[str, ...], Tuple[frozenset, Tuple[int, ...], Dict[str, Tuple[str, str]]]] = {}
+_CATEGORY_BY_ID: Dict[int, Tuple[Tuple[str, ...], Tuple[frozenset, Tuple[int, ...], Dict[str, Tuple[str, str]]]]] = {}
 
 
 def _strip_category(core: str, config: RepeatConfig) -> Tuple[str, str]:
@@ -388,12 +389,19 @@ def _strip_category(core: str, config: RepeatConfig) -> Tuple[str, str]:
 
 
 def _category_table(config: RepeatConfig):
-    table = _CATEGORY_CACHE.get(config.category_words)
-    if table is None:
-        words = frozenset(config.category_words)
-        table = (words, tuple(sorted({len(w) for w in words}, reverse=True)), {})
-        _CATEGORY_CACHE[config.category_words] = table
-    return table
+    # found by the word tuple's identity first: hashing the tuple again for every pair of names
+    # compared was a third of comparing them
+    words = config.category_words
+    known = _CATEGORY_BY_ID.get(id(words))
+    if known is None or known[0] is not words:
+        table = _CATEGORY_CACHE.get(words)
+        if table is None:
+            unique = frozenset(words)
+            table = _CATEGORY_CACHE[words] = (unique, tuple(sorted({len(w) for w in unique}, reverse=True)), {})
+        if len(_CATEGORY_BY_ID) >= 64:  # configurations made by tests and tuning runs
+            _CATEGORY_BY_ID.clear()
+        known = _CATEGORY_BY_ID[id(words)] = (words, table)
+    return known[1]
 
 
 def extract_entities(text: str, config: RepeatConfig, canonical: bool = False) -> List[str]:
@@ -1039,9 +1047,9 @@ class MatterIndex:
         """Classes of the specific entities the complaint shares with the matter."""
         shared = set()
         cfg = self.config
-        known_split = [_split(e) for e in known]
+        known_split = [e.partition(":")[::2] for e in known]  # (class, core), as _split, without its call
         for entity in new:
-            cls, core = _split(entity)
+            cls, _, core = entity.partition(":")
             if not self._specific(entity):
                 continue
             if cls in shared:
@@ -1095,9 +1103,11 @@ class MatterIndex:
         if len(holders) > _NAMING_SCAN:
             return cfg.generic_matters
         cls, core = _split(entity)
+        prefix = cls + ":"
+        cut = len(prefix)
         found = 0
         for cid in sorted(holders):
-            if any(_split(e)[0] == cls and _cores_match(core, _split(e)[1], cfg) for e in self._matters[cid].entities):
+            if any(e.startswith(prefix) and _cores_match(core, e[cut:], cfg) for e in self._matters[cid].entities):
                 found += 1
                 if found >= cfg.generic_matters:
                     break
@@ -1114,13 +1124,17 @@ class MatterIndex:
         ``confirmed_only`` off, any name of the matter counts: the bar for text alone.
         """
         cfg = self.config
-        titled = set(matter.title_entities)
+        titled = None
         for kind in cfg.conflict_classes:
-            named = [_split(e)[1] for e in new if _split(e)[0] == kind and self._specific(e)]
+            prefix = kind + ":"  # "company:宏达" is of kind "company" (names are "class:core")
+            cut = len(prefix)
+            named = [e[cut:] for e in new if e.startswith(prefix) and self._specific(e)]
             if not named:
                 continue
-            known = [(_split(e)[1], n >= 2 or e in titled or not confirmed_only) for e, n in matter.entities.items()
-                     if _split(e)[0] == kind and self._specific(e)]
+            if titled is None:
+                titled = set(matter.title_entities)
+            known = [(e[cut:], n >= 2 or e in titled or not confirmed_only) for e, n in matter.entities.items()
+                     if e.startswith(prefix) and self._specific(e)]
             if not known:
                 continue
             new_unmatched = any(not any(_cores_match(c, k, cfg) for k, _ in known) for c in named)
