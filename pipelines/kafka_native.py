@@ -19,8 +19,6 @@ from envleads.pipelines.kafka_io import TopicNotFound
 from envleads.pipelines.transforms import KafkaCoordinates, RawEvent
 
 LOG = logging.getLogger(__name__)
-# librdkafka's own log lines (connection refused, broker down ...) at their levels, under this name
-LIBRDKAFKA_LOG = logging.getLogger("envleads.librdkafka")
 
 OutputRecord = Tuple[str, Optional[bytes], bytes]  # (topic, key, value)
 
@@ -39,8 +37,9 @@ def native_client_available() -> bool:
 
 def _log_client_error(error) -> None:
     # global client errors (all brokers down, a connection refused) are retried inside librdkafka;
-    # the stream notices through a failed operation and logs its own WARNING per attempt
-    LOG.debug("librdkafka: %s", error.name())
+    # the stream notices through a failed operation and logs its own WARNING per attempt. (The
+    # text is librdkafka's: broker addresses and causes, never a record.)
+    LOG.debug("librdkafka: %s", error)
 
 
 class NativeKafkaSession:
@@ -54,7 +53,10 @@ class NativeKafkaSession:
 
         from envleads.ops.kafka_config import librdkafka_config
 
-        common = {"logger": LIBRDKAFKA_LOG, "error_cb": _log_client_error}
+        # librdkafka's own log lines are off (it logged every failed reconnect, ~20 a second while
+        # a broker was down, against the stream's one WARNING per attempt); its errors still reach
+        # error_cb, at DEBUG
+        common = {"error_cb": _log_client_error, "log_level": 0}
         self._raw_topic = raw_topic
         self._partitions: List[int] = []
         self.committed: Dict[Tuple[str, int], int] = {}

@@ -50,6 +50,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any, Collection, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import ahocorasick
@@ -279,6 +280,15 @@ def shingle_hashes(normalised: str, k: int, seed: int = 0) -> np.ndarray:
     h &= _MAX_HASH
     h[h == _MAX_HASH] -= np.uint64(1)  # the empty-slot value is never a shingle
     return np.unique(h).astype(np.uint32)
+
+
+@lru_cache(maxsize=65536)
+def _name_hashes(core: str, k: int, seed: int) -> np.ndarray:
+    """:func:`shingle_hashes` of a name, cached: the same names are judged again and again.
+    Read-only, since the cache hands the same array to every caller."""
+    hashes = shingle_hashes(core, k, seed)
+    hashes.flags.writeable = False
+    return hashes
 
 
 def text_sketch(hashes: np.ndarray, size: int) -> np.ndarray:
@@ -1090,7 +1100,7 @@ class MatterIndex:
         if len(core) < k or not len(self._postings):
             return True
         cap = max(float(self.config.generic_matters), self.config.common_share * len(self._matters))
-        hashes = shingle_hashes(core, k, self.config.seed)
+        hashes = _name_hashes(core, k, self.config.seed)
         return bool((self._postings.document_frequency(hashes) < cap).any())
 
     def _matters_naming(self, entity: str, holders: Collection[str]) -> int:
