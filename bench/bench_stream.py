@@ -20,7 +20,7 @@ latency are noisy. Nothing is extrapolated: a run shorter than asked prints what
 
     .venv/bin/python bench/bench_stream.py [--rate 200] [--seconds 120]
     .venv/bin/python bench/bench_stream.py --backfill 1000000
-        [--engine local|beam] [--kafka-client auto|native|python] [--max-round-events 2000] [--round-wait 0.25]
+        [--engine local|beam] [--kafka-client native|python|auto] [--max-round-events 2000] [--round-wait 0.25]
         [--partitions 1] [--seed 11]
 
 The backfill's events are generated and produced by a child process (streamed, never held in
@@ -525,8 +525,8 @@ def main(argv=None) -> int:
                         help="run_stream's enrich_workers (processes for the stateless stages; 0: none)")
     parser.add_argument("--round-wait", type=float, default=0.25,
                         help="run_stream's round_wait_s: a round closes this long after its first event")
-    parser.add_argument("--kafka-client", choices=("auto", "native", "python"), default="auto",
-                        help="run_stream's Kafka client (default auto: confluent-kafka when installed)")
+    parser.add_argument("--kafka-client", choices=("auto", "native", "python"), default="native",
+                        help="run_stream's Kafka client (default native: confluent-kafka, the fast path)")
     parser.add_argument("--backfill", type=int, default=0, help="backfill mode: produce N events first, then drain")
     parser.add_argument("--max-round-events", type=int, default=2000, help="run_stream's events per round at most")
     parser.add_argument("--poll-wait", type=float, default=2.0, help="run_stream's poll_wait_s")
