@@ -98,7 +98,7 @@ class NativeKafkaSession:
         """As :func:`~envleads.pipelines.kafka_io.poll_new_events`: waits up to ``wait_s`` for a
         first record, then returns at ``max_records``, after ``min(wait_s, 0.5)`` s without a new
         record, or ``round_wait_s`` after the first record."""
-        from confluent_kafka import KafkaError
+        from confluent_kafka import KafkaError, KafkaException
 
         events: List[RawEvent] = []
         deadline = time.monotonic() + wait_s
@@ -113,7 +113,10 @@ class NativeKafkaSession:
                 count, timeout = 1, 0.2
             if round_deadline is not None:
                 timeout = max(0.0, min(timeout, round_deadline - now))
-            messages = self.consumer.consume(count, timeout)
+            try:
+                messages = self.consumer.consume(count, timeout)
+            except KafkaException as error:
+                raise NativeKafkaError(f"consume failed: {error.args[0].name()}") from None
             for message in messages:
                 error = message.error()
                 if error is not None:
@@ -143,15 +146,20 @@ class NativeKafkaSession:
             if error is not None:
                 failed.append(error.name())
 
+        from confluent_kafka import KafkaException
+
         produce, poll = self.producer.produce, self.producer.poll
-        for topic, key, value in records:
-            while True:
-                try:
-                    produce(topic, value, key, on_delivery=delivered)
-                    break
-                except BufferError:  # the local queue is full: let deliveries drain it
-                    poll(0.1)
-        remaining = self.producer.flush(self.ACK_TIMEOUT_S)
+        try:
+            for topic, key, value in records:
+                while True:
+                    try:
+                        produce(topic, value, key, on_delivery=delivered)
+                        break
+                    except BufferError:  # the local queue is full: let deliveries drain it
+                        poll(0.1)
+            remaining = self.producer.flush(self.ACK_TIMEOUT_S)
+        except KafkaException as error:
+            raise NativeKafkaError(f"produce failed: {error.args[0].name()}") from None
         if remaining or failed:
             raise NativeKafkaError(f"{len(failed)} records rejected ({', '.join(sorted(set(failed)))}), "
                                    f"{remaining} not acknowledged")

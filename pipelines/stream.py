@@ -565,12 +565,9 @@ def _kafka_errors() -> Tuple[type, ...]:
     from kafka.errors import KafkaError
 
     # TopicNotFound: a broker back without its topics (they are recreated by whoever owns them)
-    errors: Tuple[type, ...] = (KafkaError, OSError, TopicNotFound, _BrokerLostState, NativeKafkaError)
-    if native_client_available():
-        from confluent_kafka import KafkaException
-
-        errors += (KafkaException,)
-    return errors
+    # (the native session raises NativeKafkaError for librdkafka's exceptions, so confluent_kafka
+    # is imported only by a stream that uses it)
+    return (KafkaError, OSError, TopicNotFound, _BrokerLostState, NativeKafkaError)
 
 
 KAFKA_CLIENTS = ("auto", "native", "python")
@@ -592,7 +589,7 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
                max_rounds: Optional[int] = None, security=None, engine: str = "local",
                round_wait_s: Optional[float] = 0.25, enrich_workers: int = 0, backoff: Optional[Backoff] = None,
                offset_check_s: float = 5.0, on_ready: Optional[Callable[[], None]] = None,
-               kafka_client: str = "python") -> Dict[str, int]:
+               kafka_client: str = "auto") -> Dict[str, int]:
     """Runs rounds until interrupted, or until no event arrived for ``stop_when_idle_s``.
 
     Args:
@@ -608,9 +605,9 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
             offsets (an in-memory broker restarted without its data has not).
         on_ready: called once, when the stages are set up and the first Kafka session is open
             (the moment from which latency is the steady state's).
-        kafka_client: the raw topic's consumer and the local engine's producer: ``python``
-            (kafka-python, the default), ``native`` (confluent-kafka: a tenth of the CPU per record;
-            not yet the default, see the README's status), or ``auto`` (native when installed).
+        kafka_client: the raw topic's consumer and the local engine's producer: ``native``
+            (confluent-kafka: a tenth of kafka-python's CPU per record), ``python`` (kafka-python),
+            or ``auto`` (native when installed, the default).
 
     Returns totals: events read, rounds run, leads in the compacted view, Kafka retries.
     """
@@ -823,8 +820,8 @@ def add_subcommand(subparsers) -> None:
                         help="local: long-lived in-process rounds (default); beam: a FnApiRunner pipeline per round")
     parser.add_argument("--stop-when-idle", type=float, default=None,
                         help="stop after this many seconds without new events (default: run until Ctrl-C)")
-    parser.add_argument("--kafka-client", choices=KAFKA_CLIENTS, default="python",
-                        help="client of the raw consumer and the output producer: python (kafka-python, default), "
-                             "native (confluent-kafka, librdkafka: a tenth of the CPU per record), auto: native "
-                             "when installed")
+    parser.add_argument("--kafka-client", choices=KAFKA_CLIENTS, default="auto",
+                        help="client of the raw consumer and the output producer: native (confluent-kafka, "
+                             "librdkafka: a tenth of the CPU per record), python (kafka-python); auto (default): "
+                             "native when installed")
     parser.set_defaults(func=_run_command, accepts_pipeline_args=True)

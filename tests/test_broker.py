@@ -536,7 +536,10 @@ def test_stream_survives_broker_loss_and_resumes(tmp_path):
                  "--raw-topic", names["raw"], "--enriched-topic", names["enriched"],
                  "--leads-topic", names["leads"], "--dead-letter-topic", names["dead_letter"],
                  "--group-id", "loss", "--runner=FnApiRunner"],
-                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "ENVLEADS_PSEUDONYM_KEY": "loss-key"})
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "ENVLEADS_PSEUDONYM_KEY": "loss-key"},
+                # a test run started in the background (nohup make test &) ignores SIGINT, and a child
+                # inherits that: the stream must get Ctrl-C as an operator's terminal delivers it
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             ids = {e.truth["complaint_id"] for e in before}
             assert ids <= _wait_for_ids(bootstrap, names["enriched"], ids, stream, 180)
