@@ -137,23 +137,50 @@ def poll_new_events(consumer, max_records: int, wait_s: float,
     wait", not an offset comparison.
     """
     events: List[RawEvent] = []
-    deadline = time.monotonic() + wait_s
-    round_deadline = None
+    window = RoundWindow(wait_s, round_wait_s)
     while len(events) < max_records:
-        timeout_ms = 200 if round_deadline is None else max(0, min(200, int((round_deadline - time.monotonic()) * 1000)))
-        batch = consumer.poll(timeout_ms=timeout_ms, max_records=max_records - len(events))
+        batch = consumer.poll(timeout_ms=int(window.timeout(0.2) * 1000), max_records=max_records - len(events))
         records = [record for partition_records in batch.values() for record in partition_records]
         for record in records:
             events.append(RawEvent(record.value if record.value is not None else b"", "avro",
                                    KafkaCoordinates(record.topic, record.partition, record.offset)))
-        now = time.monotonic()
-        if records:
-            deadline = now + min(wait_s, 0.5)
-            if round_deadline is None and round_wait_s is not None:
-                round_deadline = now + round_wait_s
-        if now > deadline or (round_deadline is not None and now >= round_deadline):
+        if window.closed(bool(records)):
             break
     return events
+
+
+class RoundWindow:
+    """When a round stops reading: ``wait_s`` for a first record, then ``min(wait_s, 0.5)`` s
+    without a new one, or ``round_wait_s`` after the first (shared by both Kafka clients)."""
+
+    def __init__(self, wait_s: float, round_wait_s: Optional[float] = None):
+        self._wait_s, self._round_wait_s = wait_s, round_wait_s
+        self._deadline = time.monotonic() + wait_s
+        self._round_deadline: Optional[float] = None
+
+    def timeout(self, longest_s: float) -> float:
+        """How long the next poll may wait (at most ``longest_s``)."""
+        if self._round_deadline is None:
+            return longest_s
+        return max(0.0, min(longest_s, self._round_deadline - time.monotonic()))
+
+    def closed(self, arrived: bool) -> bool:
+        """Records whether the last poll brought records; True when the round should close."""
+        now = time.monotonic()
+        if arrived:
+            self._deadline = now + min(self._wait_s, 0.5)
+            if self._round_deadline is None and self._round_wait_s is not None:
+                self._round_deadline = now + self._round_wait_s
+        return now > self._deadline or (self._round_deadline is not None and now >= self._round_deadline)
+
+
+def next_offsets(events: Iterable[RawEvent]) -> Dict[Tuple[str, int], int]:
+    """Per partition, the offset after the last of ``events`` (the next to read)."""
+    offsets: Dict[Tuple[str, int], int] = {}
+    for event in events:
+        key = (event.source.topic, event.source.partition)
+        offsets[key] = max(offsets.get(key, 0), event.source.offset + 1)
+    return offsets
 
 
 def commit_events(consumer, events: Iterable[RawEvent]) -> Dict[Tuple[str, int], int]:
@@ -161,14 +188,11 @@ def commit_events(consumer, events: Iterable[RawEvent]) -> Dict[Tuple[str, int],
     from kafka import TopicPartition
     from kafka.structs import OffsetAndMetadata
 
-    next_offsets: Dict[Tuple[str, int], int] = {}
-    for event in events:
-        key = (event.source.topic, event.source.partition)
-        next_offsets[key] = max(next_offsets.get(key, 0), event.source.offset + 1)
-    if next_offsets:
+    offsets = next_offsets(events)
+    if offsets:
         consumer.commit({TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
-                         for (topic, partition), offset in next_offsets.items()})
-    return next_offsets
+                         for (topic, partition), offset in offsets.items()})
+    return offsets
 
 
 def decode_lead_record(record) -> Optional[Lead]:

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from envleads.pipelines.kafka_io import TopicNotFound
+from envleads.pipelines.kafka_io import RoundWindow, TopicNotFound, next_offsets
 from envleads.pipelines.transforms import KafkaCoordinates, RawEvent
 
 LOG = logging.getLogger(__name__)
@@ -101,20 +101,13 @@ class NativeKafkaSession:
         from confluent_kafka import KafkaError, KafkaException
 
         events: List[RawEvent] = []
-        deadline = time.monotonic() + wait_s
-        round_deadline = None
+        window = RoundWindow(wait_s, round_wait_s)
         while len(events) < max_records:
-            now = time.monotonic()
             # librdkafka's batch call returns at its count or its timeout, not at the first record:
             # wait for one record, then take what has arrived in short waits
-            if events:
-                count, timeout = min(max_records - len(events), 1000), 0.02
-            else:
-                count, timeout = 1, 0.2
-            if round_deadline is not None:
-                timeout = max(0.0, min(timeout, round_deadline - now))
+            count, longest = (min(max_records - len(events), 1000), 0.02) if events else (1, 0.2)
             try:
-                messages = self.consumer.consume(count, timeout)
+                messages = self.consumer.consume(count, window.timeout(longest))
             except KafkaException as error:
                 raise NativeKafkaError(f"consume failed: {error.args[0].name()}") from None
             for message in messages:
@@ -128,12 +121,7 @@ class NativeKafkaSession:
                 value = message.value()
                 events.append(RawEvent(value if value is not None else b"", "avro",
                                        KafkaCoordinates(message.topic(), message.partition(), message.offset())))
-            now = time.monotonic()
-            if messages:
-                deadline = now + min(wait_s, 0.5)
-                if round_deadline is None and round_wait_s is not None:
-                    round_deadline = now + round_wait_s
-            if now > deadline or (round_deadline is not None and now >= round_deadline):
+            if window.closed(bool(messages)):
                 break
         return events
 
@@ -168,18 +156,15 @@ class NativeKafkaSession:
         """Commits, per partition, the offset after the last event of ``events`` (synchronously)."""
         from confluent_kafka import KafkaException, TopicPartition
 
-        next_offsets: Dict[Tuple[str, int], int] = {}
-        for event in events:
-            key = (event.source.topic, event.source.partition)
-            next_offsets[key] = max(next_offsets.get(key, 0), event.source.offset + 1)
-        if not next_offsets:
+        offsets = next_offsets(events)
+        if not offsets:
             return
         try:
-            self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets.items()],
+            self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
                                  asynchronous=False)
         except KafkaException as error:
             raise NativeKafkaError(f"commit failed: {error.args[0].name()}") from None
-        self.committed.update(next_offsets)
+        self.committed.update(offsets)
 
     def lost_committed_offsets(self) -> bool:
         """True when the broker no longer has an offset this session committed (restarted without
