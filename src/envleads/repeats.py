@@ -944,11 +944,13 @@ class MatterIndex:
         return np.log((n + 1.0) / (df.astype(np.float64) + 1.0)) + self.config.idf_floor
 
     def _candidates(self, signature: np.ndarray, weights: np.ndarray, df: np.ndarray,
-                    region_adcode: Optional[str]) -> List[str]:
+                    region_adcode: Optional[str]) -> Tuple[List[str], set]:
         """The ``max_candidates`` matters sharing the most weight of rare shingles, among those that
         could still reach the lowest text-only threshold: ``text_only_unplaced`` for a complaint
         with no region in an index of no one city, which :meth:`_evaluate` never takes as placed
-        (most of the ``"unknown"`` key's complaints: its index is the largest of all).
+        (most of the ``"unknown"`` key's complaints: its index is the largest of all); and the set
+        of all matters that could reach it (a matter outside it can only join by a shared name or
+        reporter).
 
         Shingles held by more than ``common_share`` of the matters, or by more than
         ``max_rare_holders``, are skipped; their weight counts as shared for the threshold, so
@@ -963,7 +965,7 @@ class MatterIndex:
         floor = min(text_only, cfg.conflict_text_similarity) * total
         clusters, shared, _ = self._postings.shared_weight(signature, weights, df, cap, floor)
         ranked = sorted(range(len(clusters)), key=lambda i: (-shared[i], clusters[i]))
-        return [clusters[i] for i in ranked[:cfg.max_candidates]]
+        return [clusters[i] for i in ranked[:cfg.max_candidates]], set(clusters)
 
     def _text_similarities(self, signature: np.ndarray, weights: np.ndarray, matters: Sequence[_Matter]) -> List[float]:
         """Per matter, the best weighted Jaccard similarity between the complaint and the matter's
@@ -1000,15 +1002,17 @@ class MatterIndex:
         return best
 
     def _evaluate(self, text_sim: float, features: MatterFeatures, matter: _Matter,
-                  reporters: Sequence[str], relation: str) -> Optional[Tuple[float, str]]:
+                  reporters: Sequence[str], relation: str, shared: Optional[set] = None) -> Optional[Tuple[float, str]]:
         """The join score and its evidence, or None when nothing is strong enough.
 
         Evidence, strongest first: ``title_entity``, ``entity`` (a shared named place or party),
         ``place`` (a shared road, town or hamlet), ``reporter``, ``county`` (the only live matter
-        of the county with a shared type), ``text``. ``relation`` is :meth:`_relation`'s.
+        of the county with a shared type), ``text``. ``relation`` is :meth:`_relation`'s;
+        ``shared`` the :meth:`_shared_classes` of the complaint and the matter, when known.
         """
         cfg, w, strong = self.config, self.config.weights, self._strong
-        shared = self._shared_classes(features.entities, matter.entities)
+        if shared is None:
+            shared = self._shared_classes(features.entities, matter.entities)
         shared_strong, shared_weak = bool(shared & strong), bool(shared - strong)
         shared_title = shared_strong and bool(
             self._shared_classes(features.title_entities, matter.title_entities) & strong)
@@ -1194,13 +1198,23 @@ class MatterIndex:
         if self._matters:
             df = self._postings.document_frequency(signature)
             weights = self._weights(signature, df)
-            candidates = set(self._candidates(signature, weights, df, features.region_adcode))
-            candidates |= self._entity_holders(features.entities, self._entity_index)
-            candidates |= self._entity_holders(features.title_entities, self._title_index)
+            by_text, reachable = self._candidates(signature, weights, df, features.region_adcode)
+            candidates = set(by_text)
             for reporter in reporters:
                 candidates.update(_holders(self._reporter_index, reporter))
             if cfg.county_alone and features.region_adcode and features.types:
                 candidates.update(_holders(self._region_index, features.region_adcode))
+            # matters under the complaint's name keys: the keys are coarse (a name's last two
+            # characters), so most of them name something else; one that shares no name and whose
+            # text cannot reach a text-only threshold could not join, and is not compared
+            named = self._entity_holders(features.entities, self._entity_index)
+            named |= self._entity_holders(features.title_entities, self._title_index)
+            shared_of: Dict[str, set] = {}
+            for cluster_id in named - candidates:
+                shared = self._shared_classes(features.entities, self._matters[cluster_id].entities)
+                if shared or cluster_id in reachable:
+                    shared_of[cluster_id] = shared
+                    candidates.add(cluster_id)
             comparable = []
             for cluster_id in sorted(candidates):
                 matter = self._matters[cluster_id]
@@ -1212,7 +1226,7 @@ class MatterIndex:
                     comparable.append((cluster_id, matter, relation))
             similarities = self._text_similarities(signature, weights, [matter for _, matter, _ in comparable])
             for (cluster_id, matter, relation), text_sim in zip(comparable, similarities):
-                judged = self._evaluate(text_sim, features, matter, reporters, relation)
+                judged = self._evaluate(text_sim, features, matter, reporters, relation, shared_of.get(cluster_id))
                 if judged is None:
                     continue
                 found = _Candidate(judged[0], text_sim, judged[1], matter.first_seen_ms, cluster_id)
