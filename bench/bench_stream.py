@@ -330,7 +330,8 @@ def run_live(args, broker, workdir: str) -> Dict[str, object]:
                         max_round_events=args.max_round_events, poll_wait_s=args.poll_wait,
                         stop_when_idle_s=args.idle_stop, status_every_s=0, engine=args.engine,
                         round_wait_s=args.round_wait, enrich_workers=args.enrich_workers,
-                        on_ready=None if args.include_startup else start_production, kafka_client=args.kafka_client)
+                        on_ready=None if args.include_startup else start_production, kafka_client=args.kafka_client,
+                        unplaced_worker=args.unplaced_worker)
     started_at = clock["started_at"]
     stream_wall, stream_cpu = time.perf_counter() - wall0, _self_cpu_s() - cpu0
     done.set()
@@ -438,7 +439,7 @@ def run_backfill(args, broker) -> Dict[str, object]:
                         max_round_events=args.max_round_events, poll_wait_s=args.poll_wait,
                         stop_when_idle_s=args.idle_stop, status_every_s=0, engine=args.engine,
                         round_wait_s=args.round_wait, enrich_workers=args.enrich_workers,
-                        kafka_client=args.kafka_client)
+                        kafka_client=args.kafka_client, unplaced_worker=args.unplaced_worker)
     if profiler:
         profiler.disable()
         profiler.dump_stats(args.profile)
@@ -494,7 +495,7 @@ def _print_backfill(r: Dict[str, object]) -> None:
 
 
 def _print_common(r: Dict[str, object]) -> None:
-    cpu = (f"CPU s: stream {r['stream_cpu_s']:.1f} + enrichment workers {r.get('stream_workers_cpu_s', 0):.1f}, "
+    cpu = (f"CPU s: stream {r['stream_cpu_s']:.1f} + its worker processes {r.get('stream_workers_cpu_s', 0):.1f}, "
            f"broker {r['broker_cpu_s']:.1f}")
     if "producer_watcher_cpu_s" in r:
         cpu += f", producer+watcher {r['producer_watcher_cpu_s']:.1f}"
@@ -527,6 +528,9 @@ def main(argv=None) -> int:
                         help="run_stream's round_wait_s: a round closes this long after its first event")
     parser.add_argument("--kafka-client", choices=("auto", "native", "python"), default="native",
                         help="run_stream's Kafka client (default native: confluent-kafka, the fast path)")
+    parser.add_argument("--unplaced-worker", action=argparse.BooleanOptionalAction, default=True,
+                        help="run_stream's unplaced_worker: the unknown key's assignment in its own process "
+                             "(default on, as in envleads stream)")
     parser.add_argument("--backfill", type=int, default=0, help="backfill mode: produce N events first, then drain")
     parser.add_argument("--max-round-events", type=int, default=2000, help="run_stream's events per round at most")
     parser.add_argument("--poll-wait", type=float, default=2.0, help="run_stream's poll_wait_s")
@@ -559,7 +563,8 @@ def main(argv=None) -> int:
                            "idle_stop_s": args.idle_stop, "partitions": args.partitions, "seed": args.seed,
                            "beam_args": BEAM_ARGS, "model_version": model_version, "engine": args.engine,
                            "round_wait_s": args.round_wait, "enrich_workers": args.enrich_workers,
-                           "include_startup": args.include_startup, "kafka_client": args.kafka_client},
+                           "include_startup": args.include_startup, "kafka_client": args.kafka_client,
+                           "unplaced_worker": args.unplaced_worker},
                 "machine_note": "2 cores SHARED with other engineers' jobs while measured: wall time, latency "
                                 "and throughput are noisy (see loadavg); CPU seconds are the steadier figure",
                 "cpu_note": "CPU = user+system seconds: stream = this process (getrusage), broker and "

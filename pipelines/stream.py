@@ -35,14 +35,14 @@ import random
 import shutil
 import tempfile
 import time
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
 from envleads import schemas
 from envleads.leads import (MatterReport, assign_in_order, block_of_complaint, block_of_lead, complaint_features,
-                            lead_from_avro_dict, lead_id_for, lead_to_avro_dict, matter_report, merge_lead,
+                            event_order, lead_from_avro_dict, lead_id_for, lead_to_avro_dict, matter_report, merge_lead,
                             seed_index)
 from envleads.pipelines.kafka_io import (LeadView, TopicNotFound, WriteToKafka, commit_events, decode_lead_record,
                                          open_consumer, poll_new_events)
@@ -50,7 +50,7 @@ from envleads.pipelines.kafka_native import NativeKafkaError, NativeKafkaSession
 from envleads.pipelines.options import StageSettings
 from envleads.pipelines.transforms import ComplaintsToLeads, RawEvent
 from envleads.records import DeadLetter, EnrichedComplaint, Lead
-from envleads.repeats import MatterIndex
+from envleads.repeats import UNKNOWN_BLOCK, MatterIndex
 from envleads.serialize import dead_letter_to_avro_dict, enriched_to_avro_dict
 
 LOG = logging.getLogger(__name__)
@@ -242,7 +242,10 @@ class LocalRoundEngine:
     acknowledged), so they are rebuilt from the store, which holds acknowledged leads only.
     """
 
-    def __init__(self, settings: StageSettings, store: LeadStore, enricher: Optional["Enricher"] = None):
+    def __init__(self, settings: StageSettings, store: LeadStore, enricher: Optional["Enricher"] = None,
+                 unplaced: Optional["UnplacedAssigner"] = None):
+        """``unplaced``: assigns the ``"unknown"`` key's complaints in a process of its own, while
+        this one assigns the city keys' (None: all here)."""
         from envleads.repeats import load_repeat_config
         from envleads.scoring import load_scoring_weights
 
@@ -255,14 +258,19 @@ class LocalRoundEngine:
         # per block: matters whose last report is at or after this were restored from the store
         self._restored_since: Dict[str, int] = {}
         self._newest_ms: Dict[str, int] = {}
+        self._unplaced = unplaced
+        self._unplaced_matters = 0
+        self._unplaced_forget = False
 
     def forget(self) -> None:
         self._indexes.clear()
         self._restored_since.clear()
         self._newest_ms.clear()
+        self._unplaced_forget = True
+        self._unplaced_matters = 0
 
     def matters_in_memory(self) -> int:
-        return sum(len(index) for index in self._indexes.values())
+        return sum(len(index) for index in self._indexes.values()) + self._unplaced_matters
 
     def enrich(self, events: Sequence[RawEvent]) -> Tuple[List[EnrichedComplaint], List[DeadLetter]]:
         """The stateless stages in this process (set up on first use)."""
@@ -274,21 +282,32 @@ class LocalRoundEngine:
         index = self._indexes.get(block)
         if index is None:
             index = self._indexes[block] = MatterIndex(self._config, block)
+        seed_index(index, self._leads_to_restore(block, oldest_ms))
+        return index
+
+    def _leads_to_restore(self, block: str, oldest_ms: int) -> List[Lead]:
+        """The block's stored leads its index lacks for an event at ``oldest_ms``: all in its
+        window on first use, older ones when an older event arrives."""
         since = oldest_ms - self._config.window_ms
         restored_since = self._restored_since.get(block)
         if restored_since is None or since < restored_since:
-            # seed (or extend back in time, for an older event) from the block's stored leads
-            seed_index(index, self._store.in_block(block, since, restored_since))
             self._restored_since[block] = since
-        return index
+            return self._store.in_block(block, since, restored_since)
+        return []
+
+    def _newest(self, block: str, newest_ms: int) -> int:
+        newest_ms = self._newest_ms[block] = max(self._newest_ms.get(block, 0), newest_ms)
+        return newest_ms
+
+    def _expired(self, block: str, newest_ms: int) -> None:
+        # matters out of the window of the block's newest event went; an older event arriving
+        # later brings them back from the store (``_leads_to_restore``)
+        self._restored_since[block] = max(self._restored_since[block], newest_ms - self._config.window_ms)
 
     def _expire(self, block: str, index: MatterIndex, newest_ms: int) -> None:
-        newest_ms = max(self._newest_ms.get(block, 0), newest_ms)
-        self._newest_ms[block] = newest_ms
-        # matters out of the window of the block's newest event go; an older event arriving
-        # later brings them back from the store (``_index_for``)
+        newest_ms = self._newest(block, newest_ms)
         if index.expire(newest_ms):
-            self._restored_since[block] = max(self._restored_since[block], newest_ms - self._config.window_ms)
+            self._expired(block, newest_ms)
 
     def assign(self, enriched: Sequence[EnrichedComplaint]) -> List[MatterReport]:
         """Repeat detection per blocking key, in event-time order within the round.
@@ -307,11 +326,43 @@ class LocalRoundEngine:
                 reports.append(self._known_report(item, lead))
             else:
                 by_block.setdefault(block_of_complaint(item), []).append(item)
+        unplaced = by_block.get(UNKNOWN_BLOCK) if self._unplaced is not None else None
+        pending = self._submit_unplaced(unplaced) if unplaced else None  # assigned there meanwhile
+        by_block_reports: Dict[str, List[MatterReport]] = {}
         for block, items in by_block.items():
+            if items is unplaced:
+                continue
             times = [item.complaint.received_at_ms for item in items]
             index = self._index_for(block, min(times))
-            reports.extend(report for report, _ in assign_in_order(index, items, self._weights))
+            by_block_reports[block] = [report for report, _ in assign_in_order(index, items, self._weights)]
             self._expire(block, index, max(times))
+        if pending is not None:
+            by_block_reports[UNKNOWN_BLOCK] = self._unplaced_reports(unplaced, *pending)
+        for block in by_block:
+            reports.extend(by_block_reports[block])
+        return reports
+
+    def _submit_unplaced(self, items: List[EnrichedComplaint]):
+        """Sends the round's complaints of the ``"unknown"`` key to its process, with the stored
+        leads its index lacks; the bookkeeping of what was restored stays here, with the store."""
+        times = [item.complaint.received_at_ms for item in items]
+        seeds = self._leads_to_restore(UNKNOWN_BLOCK, min(times))
+        newest_ms = self._newest(UNKNOWN_BLOCK, max(times))
+        forget, self._unplaced_forget = self._unplaced_forget, False
+        complaints = [(item.complaint.complaint_id, item.complaint.received_at_ms,
+                       complaint_features(item, self._config), item.complaint.reporter_key)
+                      for item in event_order(items)]
+        return self._unplaced.submit(forget, seeds, complaints, newest_ms), newest_ms
+
+    def _unplaced_reports(self, items: List[EnrichedComplaint], handle, newest_ms: int) -> List[MatterReport]:
+        assigned, expired, self._unplaced_matters = handle.result()
+        if expired:
+            self._expired(UNKNOWN_BLOCK, newest_ms)
+        reports = []
+        for item in event_order(items):
+            cluster_id, duplicate_of = assigned[item.complaint.complaint_id]
+            reports.append(matter_report(item, complaint_features(item, self._config), cluster_id, duplicate_of,
+                                         self._weights))
         return reports
 
     def _known_report(self, enriched: EnrichedComplaint, lead: Lead) -> MatterReport:
@@ -343,6 +394,55 @@ class LocalRoundEngine:
         """The keyed stages over a round's enriched complaints."""
         reports = self.assign(enriched)
         return RoundOutputs(reports, self.build_leads(reports), dead)
+
+
+_UNPLACED_INDEX: Optional[MatterIndex] = None
+
+
+def _init_unplaced_worker(parent_pid: int) -> None:
+    _detach_from_parent(parent_pid)
+
+
+def _assign_unplaced(forget: bool, seeds: List[Lead], complaints: List[Tuple[str, int, Any, Any]],
+                     newest_ms: int) -> Tuple[Dict[str, Tuple[str, Optional[str]]], bool, int]:
+    """One round of the ``"unknown"`` key in its process: restore ``seeds``, assign ``complaints``
+    (``(id, event ms, matter features, reporter key)`` in event order), expire. Returns
+    ``({complaint id: (cluster id, duplicate of)}, whether matters expired, live matters)``."""
+    from envleads.repeats import load_repeat_config
+
+    global _UNPLACED_INDEX
+    if forget or _UNPLACED_INDEX is None:
+        _UNPLACED_INDEX = MatterIndex(load_repeat_config(), UNKNOWN_BLOCK)
+    index = _UNPLACED_INDEX
+    seed_index(index, seeds)
+    assigned = {}
+    for complaint_id, event_ms, features, reporter_key in complaints:
+        assignment = index.assign(complaint_id, event_ms, features, reporter_key)
+        assigned[complaint_id] = (assignment.cluster_id, assignment.duplicate_of)
+    return assigned, bool(index.expire(newest_ms)), len(index)
+
+
+class UnplacedAssigner:
+    """Repeat detection of the ``"unknown"`` key (complaints of no known city) in a process of its
+    own. Its index is the largest of all (every province's unplaced complaints of the window) and
+    about half the assignment time of a backfill, so it runs beside the city keys' assignment
+    instead of after it. One worker, so its rounds run in order; its state is the same index the
+    in-process engine would keep, restored from the same stored leads, and dropped with
+    :meth:`LocalRoundEngine.forget`."""
+
+    def __init__(self):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_init_unplaced_worker, initargs=(os.getpid(),))
+
+    def submit(self, forget: bool, seeds: List[Lead], complaints: List[Tuple[str, int, Any, Any]], newest_ms: int):
+        """Runs :func:`_assign_unplaced` in the process; returns its future."""
+        return self._pool.submit(_assign_unplaced, forget, seeds, complaints, newest_ms)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class Enricher:
@@ -387,13 +487,12 @@ class Enricher:
 _WORKER_ENRICHER: Optional[Enricher] = None
 
 
-def _init_enrich_worker(settings: StageSettings, parent_pid: int) -> None:
+def _detach_from_parent(parent_pid: int) -> None:
+    """In a worker process: Ctrl-C is the parent's to handle; and a worker must not outlive a
+    parent killed with -9 (it would wait on its task queue forever)."""
     import signal
     import sys
 
-    global _WORKER_ENRICHER
-    # Ctrl-C is the parent's to handle; and a worker must not outlive a parent killed with -9
-    # (it would wait on its task queue forever)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         import ctypes
@@ -401,6 +500,11 @@ def _init_enrich_worker(settings: StageSettings, parent_pid: int) -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent_pid:
         os._exit(1)
+
+
+def _init_enrich_worker(settings: StageSettings, parent_pid: int) -> None:
+    global _WORKER_ENRICHER
+    _detach_from_parent(parent_pid)
     _WORKER_ENRICHER = Enricher(settings)
 
 
@@ -589,7 +693,7 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
                max_rounds: Optional[int] = None, security=None, engine: str = "local",
                round_wait_s: Optional[float] = 0.25, enrich_workers: int = 0, backoff: Optional[Backoff] = None,
                offset_check_s: float = 5.0, on_ready: Optional[Callable[[], None]] = None,
-               kafka_client: str = "auto") -> Dict[str, int]:
+               kafka_client: str = "auto", unplaced_worker: bool = False) -> Dict[str, int]:
     """Runs rounds until interrupted, or until no event arrived for ``stop_when_idle_s``.
 
     Args:
@@ -608,6 +712,8 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
         kafka_client: the raw topic's consumer and the local engine's producer: ``native``
             (confluent-kafka: a tenth of kafka-python's CPU per record), ``python`` (kafka-python),
             or ``auto`` (native when installed, the default).
+        unplaced_worker: local engine: assign the complaints of no known city (the ``"unknown"``
+            key, the largest index) in a process of their own (:class:`UnplacedAssigner`).
 
     Returns totals: events read, rounds run, leads in the compacted view, Kafka retries.
     """
@@ -618,7 +724,6 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
     options, settings = prepared_run(beam_args)
     backoff = backoff or Backoff()
     store = LeadStore() if engine == "local" else None
-    local = LocalRoundEngine(settings, store) if engine == "local" else None
     pool = EnrichmentPool(settings, enrich_workers) if engine == "local" and enrich_workers > 0 else None
     if pool is not None:
         try:
@@ -626,7 +731,9 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
         except BaseException:
             pool.close()
             raise
-    elif local is not None:
+    unplaced = UnplacedAssigner() if engine == "local" and unplaced_worker else None
+    local = LocalRoundEngine(settings, store, unplaced=unplaced) if engine == "local" else None
+    if pool is None and local is not None:
         local.enrich([])  # sets the stages up now rather than in the first round
     lead_view = None
     session: Optional[KafkaSession] = None
@@ -729,6 +836,8 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
     finally:
         if pool is not None:
             pool.close()
+        if unplaced is not None:
+            unplaced.close()
         if session is not None:
             session.close()
         if engine == "local":
@@ -788,7 +897,8 @@ def _run_command(args: argparse.Namespace, beam_args: List[str]) -> int:
     totals = run_stream(args.bootstrap_servers, topics, beam_args, group_id=args.group_id,
                         max_round_events=args.max_round_events, stop_when_idle_s=args.stop_when_idle,
                         security=security_from_args(args), engine=args.engine, round_wait_s=args.round_wait,
-                        enrich_workers=args.enrich_workers, kafka_client=args.kafka_client)
+                        enrich_workers=args.enrich_workers, kafka_client=args.kafka_client,
+                        unplaced_worker=args.unplaced_worker)
     print(json.dumps(totals))
     return 130 if totals.get("interrupted") else 0
 
@@ -818,6 +928,10 @@ def add_subcommand(subparsers) -> None:
                              "of the previous round (0: all in one process)")
     parser.add_argument("--engine", choices=("local", "beam"), default="local",
                         help="local: long-lived in-process rounds (default); beam: a FnApiRunner pipeline per round")
+    parser.add_argument("--unplaced-worker", action=argparse.BooleanOptionalAction, default=True,
+                        help="local engine: assign complaints of no known city (the largest matter index) in a "
+                             "process of their own, beside the city keys' assignment (default on; "
+                             "--no-unplaced-worker: all keys in the stream process)")
     parser.add_argument("--stop-when-idle", type=float, default=None,
                         help="stop after this many seconds without new events (default: run until Ctrl-C)")
     parser.add_argument("--kafka-client", choices=KAFKA_CLIENTS, default="auto",

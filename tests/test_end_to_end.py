@@ -89,9 +89,11 @@ def generated():
     return events, truth
 
 
-@pytest.mark.parametrize("engine, kafka_client", [("local", "native"), ("beam", "native"), ("local", "python")])
+@pytest.mark.parametrize("engine, kafka_client, unplaced_worker",
+                         [("local", "native", True), ("beam", "native", False), ("local", "python", False)])
 def test_stream_with_a_restart_keeps_every_complaint_and_one_lead_per_matter(kafka_broker, tmp_topics, generated,
-                                                                              monkeypatch, engine, kafka_client):
+                                                                              monkeypatch, engine, kafka_client,
+                                                                              unplaced_worker):
     monkeypatch.setenv("ENVLEADS_PSEUDONYM_KEY", "e2e-key")
     events, truth = generated
     names = tmp_topics("raw", "enriched", "leads", "dead_letter", partitions=2)
@@ -101,11 +103,13 @@ def test_stream_with_a_restart_keeps_every_complaint_and_one_lead_per_matter(kaf
 
     beam_args = ["--runner=FnApiRunner"]
     first = run_stream(bootstrap, topics, beam_args, group_id="e2e", max_round_events=150, max_rounds=1,
-                       poll_wait_s=1.0, engine=engine, round_wait_s=None, kafka_client=kafka_client)
+                       poll_wait_s=1.0, engine=engine, round_wait_s=None, kafka_client=kafka_client,
+                       unplaced_worker=unplaced_worker)
     assert first["events"] == 150
     # A new process: nothing survives but the committed offsets and the topics.
     second = run_stream(bootstrap, topics, beam_args, group_id="e2e", max_round_events=150,
-                        stop_when_idle_s=2.0, poll_wait_s=1.0, engine=engine, kafka_client=kafka_client)
+                        stop_when_idle_s=2.0, poll_wait_s=1.0, engine=engine, kafka_client=kafka_client,
+                        unplaced_worker=unplaced_worker)
     assert first["events"] + second["events"] == 400
 
     _check_outputs(bootstrap, topics, truth, events)

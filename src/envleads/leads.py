@@ -307,12 +307,17 @@ def matter_report(enriched: EnrichedComplaint, features: MatterFeatures, cluster
                         frozenset(signals), signature_to_list(features.signature), list(features.entities))
 
 
+def event_order(complaints: Iterable[EnrichedComplaint]) -> List[EnrichedComplaint]:
+    """Complaints in event-time order, ties by complaint id: the order a blocking key's complaints
+    are assigned in, so that a rerun assigns the same matters."""
+    return sorted(complaints, key=lambda e: (e.complaint.received_at_ms, e.complaint.complaint_id))
+
+
 def assign_in_order(index: MatterIndex, complaints: Iterable[EnrichedComplaint],
                     weights: ScoringWeights) -> List[Tuple[MatterReport, Assignment]]:
-    """:func:`report_matter` over complaints in event-time order (ties by complaint id), as the
-    bounded stage runs one blocking key, so that a rerun assigns the same matters."""
-    ordered = sorted(complaints, key=lambda e: (e.complaint.received_at_ms, e.complaint.complaint_id))
-    return [report_matter(index, enriched, weights) for enriched in ordered]
+    """:func:`report_matter` over complaints in :func:`event_order`, as the bounded stage runs
+    one blocking key."""
+    return [report_matter(index, enriched, weights) for enriched in event_order(complaints)]
 
 
 def unplaced_index(scope: str, city_states: Iterable[Tuple[str, dict]], prior_by_block: Dict[str, List[Lead]],
