@@ -8,6 +8,7 @@ text or the identity, only sizes, field names and positions.
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, NamedTuple, Optional, Union
@@ -93,10 +94,14 @@ def _string_field(document: Dict[str, Any], name: str, required: bool, event_id:
     return value
 
 
+# Unicode's Cc (control) and Cs (surrogate) categories, as code point ranges
+_UNCLEAN_ID = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 def _is_clean_id(value: str) -> bool:
     """No control characters and no lone surrogates (JSON ``\\ud800`` escapes): such an id could not
     be written to a UTF-8 file or an Avro string later, and would stop the pipeline there."""
-    return not any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value)
+    return _UNCLEAN_ID.search(value) is None
 
 
 def _reporter(document: Dict[str, Any], event_id: Optional[str]) -> Optional[Dict[str, Optional[str]]]:
