@@ -63,6 +63,15 @@ def test_blue_sky_key_region_matches_air_only(weights):
     assert matching_campaigns(["air"], beijing, ms(2022, 3, 1), set(), weights) == []
 
 
+def test_a_key_region_listed_by_city_takes_that_city_only(weights):
+    in_list = {"province": "河北省", "city": "石家庄市", "county": None, "adcode": "130100", "level": "city"}
+    not_listed = {"province": "河北省", "city": "雄安新区", "county": None, "adcode": "133100", "level": "city"}
+    province_only = {"province": "河北省", "city": None, "county": None, "adcode": "130000", "level": "province"}
+    assert matching_campaigns(["air"], in_list, ms(2026, 3, 1), set(), weights) == ["blue_sky.jing_jin_ji"]
+    assert matching_campaigns(["air"], not_listed, ms(2026, 3, 1), set(), weights) == []
+    assert matching_campaigns(["air"], province_only, ms(2026, 3, 1), set(), weights) == []
+
+
 def test_recency_decays_with_half_life(weights):
     _, _, reasons, _ = score_matter(set(), ["air"], None, 1, 1, 0, 0, 14 * 86_400_000, weights)
     assert {r.factor: r.points for r in reasons}["recency"] == 3

@@ -144,8 +144,9 @@ def matching_campaigns(types: Iterable[str], region: Optional[dict], first_seen_
         if campaign.regions:
             if not region:
                 continue
-            if not any(region.get("province") == province and (city is None or region.get("city") == city)
-                       for province, city in campaign.regions):
+            # a (province, None) entry covers the whole province
+            province = region.get("province")
+            if (province, None) not in campaign.regions and (province, region.get("city")) not in campaign.regions:
                 continue
         matched.append(campaign.campaign_id)
     return matched
