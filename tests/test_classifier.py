@@ -87,6 +87,40 @@ def test_tune_thresholds_separates_and_keeps_default_for_rare_labels():
     assert thresholds[1] == 0.42
 
 
+def test_tune_thresholds_shrinks_rare_labels_toward_the_common_threshold():
+    rng = np.random.default_rng(0)
+    frequent = (rng.random(400) < 0.4).astype(int)
+    p_frequent = np.clip(0.5 * frequent + 0.45 * rng.random(400), 0, 1)
+    rare = np.zeros(400, dtype=int)
+    rare[:6] = 1
+    # Six positives, negatives up to 0.7: the rare label's own F1 optimum sits far up.
+    p_rare = np.where(rare == 1, 0.78, 0.7 * rng.random(400))
+    Y, P = np.c_[frequent, rare], np.c_[p_frequent, p_rare]
+    own = pollution.tune_thresholds(Y, P, default=0.4)
+    shrunk = pollution.tune_thresholds(Y, P, default=0.4, shrink=20.0)
+    assert pollution.tune_thresholds(Y, P, default=0.4, shrink=0.0) == own
+    # Both move toward one common threshold, each by shrink / (positives + shrink) of the way:
+    # the rare label most of the way, the frequent one barely.
+    counts = Y.sum(axis=0)
+    common = [o + (t - o) * (n + 20.0) / 20.0 for o, t, n in zip(own, shrunk, counts)]
+    assert common[0] == pytest.approx(common[1]) and 0.1 <= common[0] <= 0.8
+    assert 0 < abs(shrunk[0] - own[0]) < 0.5 * abs(shrunk[1] - own[1])
+
+
+def test_at_least_one_gives_the_closest_label_to_an_environmental_complaint():
+    thresholds = np.array([0.4, 0.6])
+    P = np.array([[0.30, 0.50],   # gate sure, nothing passes: label 1 (0.83 of its threshold)
+                  [0.30, 0.50],   # gate says not environmental: unchanged
+                  [0.10, 0.15],   # gate sure, but every label far under: unchanged
+                  [0.50, 0.10]])  # a label passes already: unchanged
+    gate = np.array([0.9, 0.2, 0.9, 0.9])
+    out = pollution.at_least_one(P, thresholds, gate, 0.5)
+    assert list((out >= thresholds).any(axis=1)) == [True, False, False, True]
+    assert out[0, 1] == thresholds[1] and out[0, 0] == P[0, 0]
+    assert np.array_equal(out[1:], P[1:])
+    assert np.array_equal(pollution.at_least_one(P, thresholds, gate, None), P)  # None: off
+
+
 def test_exclusive_rule_drops_other_beside_a_medium_unless_sure():
     thresholds = np.array([0.5, 0.4])  # columns: a medium, "other"
     P = np.array([[0.9, 0.8],    # medium and other, other unsure: other dropped
