@@ -21,6 +21,9 @@ bench/results/repeats_memory.json.
     .venv/bin/python bench/bench_repeats_memory.py --events 1000000 --stop-after 300000 --checkpoints 1 \
         --profile /tmp/assign.prof --out /tmp/assign.json   # where assignment's time goes at scale
 
+It also reports the assignment CPU per complaint for the city keys and for the ``"unknown"`` key
+(complaints of no known city, whose index is the largest).
+
 ``--summary`` collects the runs of several sizes (``bench/results/repeats_memory_<events>.json``)
 into one table of memory against stream length and against event rate, to show how the state
 grows: with the length of the stream it should not (it plateaus once the first window has
@@ -194,6 +197,9 @@ def main() -> None:
     cpu_started = time.process_time()
     rss_start = rss_mb()
     profiler = cProfile.Profile(time.process_time) if args.profile else None
+    # assignment CPU by kind of key: the "unknown" key's index (no known city) is the largest
+    assign_cpu = {"city_keys": 0.0, "unknown_key": 0.0}
+    assigned = {"city_keys": 0, "unknown_key": 0}
     for n, event in enumerate(itertools.islice(generate_events(args.events, args.seed), last), 1):
         complaint = decode_event(event.line, "json", key)
         if isinstance(complaint, Complaint) and not event.truth.get("malformed"):
@@ -217,7 +223,11 @@ def main() -> None:
                                          config)
             if profiler is not None:
                 profiler.enable()
+            cpu_before = time.process_time()
             assignment = index.assign(complaint.complaint_id, ms, features, complaint.reporter_key)
+            kind = "unknown_key" if block == R.UNKNOWN_BLOCK else "city_keys"
+            assign_cpu[kind] += time.process_time() - cpu_before
+            assigned[kind] += 1
             if profiler is not None:
                 profiler.disable()
             stats["complaints"] += 1
@@ -252,6 +262,9 @@ def main() -> None:
         **stats,
         "wall_s": round(wall, 1), "cpu_s": round(time.process_time() - cpu_started, 1),
         "complaints_per_s": round(stats["complaints"] / wall, 1),
+        "assign_cpu_ms_per_complaint": {kind: round(1000 * assign_cpu[kind] / max(1, assigned[kind]), 3)
+                                        for kind in assign_cpu},
+        "assigned_by_key_kind": assigned,
         "rss_mb_start": round(rss_start, 1),
         "checkpoints": checkpoints,
         "peak_held_bytes": max(c["held_bytes"] for c in checkpoints),
@@ -265,6 +278,8 @@ def main() -> None:
         print(f"{c['events']:>9} {c['event_days']:>6} {c['live_matters']:>8} {c['keys']:>5} "
               f"{c['held_bytes'] / 1e6:>9.1f} {c['state_json_bytes'] / 1e6:>9.1f} "
               f"{c['held_bytes_per_live_matter']:>9.0f} {c['rss_mb']:>8.1f}")
+    print("assignment CPU ms per complaint: " + ", ".join(
+        f"{kind} {ms} (n={assigned[kind]})" for kind, ms in result["assign_cpu_ms_per_complaint"].items()))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as handle:
         json.dump(result, handle, indent=2)
