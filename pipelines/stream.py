@@ -14,7 +14,8 @@ Two round engines:
   DoFns set up once (optionally in ``enrich_workers`` processes that enrich round k+1 while this
   process runs the keyed stages of round k), the matter indexes kept between rounds as the
   streaming form keeps them in keyed state (seeded per block from a :class:`LeadStore`, the lead
-  topic materialised on local disk), one producer for all topics. A round closes after
+  topic materialised on local disk; the ``"unknown"`` key's, the largest, optionally in a process
+  of its own: :class:`UnplacedAssigner`), one producer for all topics. A round closes after
   ``max_round_events`` or ``round_wait_s`` after its first event, so latency stays bounded.
 * ``beam``: every round is a FnApiRunner pipeline of :class:`ComplaintsToLeads` with all prior
   leads as a side input (the reference form: ~0.8 s fixed cost per round, pipeline construction
@@ -399,10 +400,6 @@ class LocalRoundEngine:
 _UNPLACED_INDEX: Optional[MatterIndex] = None
 
 
-def _init_unplaced_worker(parent_pid: int) -> None:
-    _detach_from_parent(parent_pid)
-
-
 def _assign_unplaced(forget: bool, seeds: List[Lead], complaints: List[Tuple[str, int, Any, Any]],
                      newest_ms: int) -> Tuple[Dict[str, Tuple[str, Optional[str]]], bool, int]:
     """One round of the ``"unknown"`` key in its process: restore ``seeds``, assign ``complaints``
@@ -435,7 +432,7 @@ class UnplacedAssigner:
         from concurrent.futures import ProcessPoolExecutor
 
         self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_init_unplaced_worker, initargs=(os.getpid(),))
+                                         initializer=_detach_from_parent, initargs=(os.getpid(),))
 
     def submit(self, forget: bool, seeds: List[Lead], complaints: List[Tuple[str, int, Any, Any]], newest_ms: int):
         """Runs :func:`_assign_unplaced` in the process; returns its future."""
