@@ -327,44 +327,41 @@ class LocalRoundEngine:
                 reports.append(self._known_report(item, lead))
             else:
                 by_block.setdefault(block_of_complaint(item), []).append(item)
-        unplaced = by_block.get(UNKNOWN_BLOCK) if self._unplaced is not None else None
-        pending = self._submit_unplaced(unplaced) if unplaced else None  # assigned there meanwhile
+        pending = None
+        if self._unplaced is not None and UNKNOWN_BLOCK in by_block:
+            pending = self._submit_unplaced(by_block[UNKNOWN_BLOCK])  # assigned there meanwhile
         by_block_reports: Dict[str, List[MatterReport]] = {}
         for block, items in by_block.items():
-            if items is unplaced:
+            if pending is not None and block == UNKNOWN_BLOCK:
                 continue
             times = [item.complaint.received_at_ms for item in items]
             index = self._index_for(block, min(times))
             by_block_reports[block] = [report for report, _ in assign_in_order(index, items, self._weights)]
             self._expire(block, index, max(times))
         if pending is not None:
-            by_block_reports[UNKNOWN_BLOCK] = self._unplaced_reports(unplaced, *pending)
+            by_block_reports[UNKNOWN_BLOCK] = self._unplaced_reports(*pending)
         for block in by_block:
             reports.extend(by_block_reports[block])
         return reports
 
     def _submit_unplaced(self, items: List[EnrichedComplaint]):
         """Sends the round's complaints of the ``"unknown"`` key to its process, with the stored
-        leads its index lacks; the bookkeeping of what was restored stays here, with the store."""
-        times = [item.complaint.received_at_ms for item in items]
-        seeds = self._leads_to_restore(UNKNOWN_BLOCK, min(times))
-        newest_ms = self._newest(UNKNOWN_BLOCK, max(times))
+        leads its index lacks; the bookkeeping of what was restored stays here, with the store.
+        Returns what :meth:`_unplaced_reports` takes."""
+        ordered = [(item, complaint_features(item, self._config)) for item in event_order(items)]
+        seeds = self._leads_to_restore(UNKNOWN_BLOCK, ordered[0][0].complaint.received_at_ms)
+        newest_ms = self._newest(UNKNOWN_BLOCK, ordered[-1][0].complaint.received_at_ms)
         forget, self._unplaced_forget = self._unplaced_forget, False
-        complaints = [(item.complaint.complaint_id, item.complaint.received_at_ms,
-                       complaint_features(item, self._config), item.complaint.reporter_key)
-                      for item in event_order(items)]
-        return self._unplaced.submit(forget, seeds, complaints, newest_ms), newest_ms
+        complaints = [(item.complaint.complaint_id, item.complaint.received_at_ms, features, item.complaint.reporter_key)
+                      for item, features in ordered]
+        return self._unplaced.submit(forget, seeds, complaints, newest_ms), ordered, newest_ms
 
-    def _unplaced_reports(self, items: List[EnrichedComplaint], handle, newest_ms: int) -> List[MatterReport]:
+    def _unplaced_reports(self, handle, ordered, newest_ms: int) -> List[MatterReport]:
         assigned, expired, self._unplaced_matters = handle.result()
         if expired:
             self._expired(UNKNOWN_BLOCK, newest_ms)
-        reports = []
-        for item in event_order(items):
-            cluster_id, duplicate_of = assigned[item.complaint.complaint_id]
-            reports.append(matter_report(item, complaint_features(item, self._config), cluster_id, duplicate_of,
-                                         self._weights))
-        return reports
+        return [matter_report(item, features, *assigned[item.complaint.complaint_id], self._weights)
+                for item, features in ordered]
 
     def _known_report(self, enriched: EnrichedComplaint, lead: Lead) -> MatterReport:
         """The report of a complaint already counted in ``lead`` (a replay or redelivery): it keeps
@@ -710,7 +707,9 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
             (confluent-kafka: a tenth of kafka-python's CPU per record), ``python`` (kafka-python),
             or ``auto`` (native when installed, the default).
         unplaced_worker: local engine: assign the complaints of no known city (the ``"unknown"``
-            key, the largest index) in a process of their own (:class:`UnplacedAssigner`).
+            key, the largest index) in a process of their own (:class:`UnplacedAssigner`). On in
+            ``envleads stream`` and the benchmark; off here, so a library caller gets no process
+            it did not ask for.
 
     Returns totals: events read, rounds run, leads in the compacted view, Kafka retries.
     """
