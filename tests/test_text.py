@@ -1,11 +1,19 @@
 """Normalisation and segmentation with the domain dictionary (envleads.text)."""
+import json
 import logging
+import os
+import random
+import re
+import unicodedata
+from pathlib import Path
 
 import jieba
 import pytest
 
 from envleads import text
 from envleads.config import data_path
+
+SHARED = Path(os.environ.get("ENVLEADS_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +172,43 @@ def test_normalise_leaves_simplified_text_alone():
 def test_segmenter_engine_names_a_version():
     name, _, version = text.segmenter_engine().partition(" ")
     assert name in ("rjieba", "jieba") and version
+
+
+def _normalise_every_step(value: str) -> str:
+    """The plain composition :func:`text.normalise` must equal (it skips the steps a text does
+    not need)."""
+    if not value:
+        return ""
+    value = unicodedata.normalize("NFKC", value)
+    value = value.translate(text._lookalike_table())
+    if not text._traditional_only().isdisjoint(value):
+        value = text._t2s()(value)
+    return re.sub(r"\s+", " ", value).strip()
+
+
+def _mixed_strings(count: int, seed: int):
+    """Random strings over the code points the shortcuts could get wrong: full-width forms,
+    combining marks, Hangul jamo, look-alikes, Kangxi radicals, traditional characters, spaces."""
+    rng = random.Random(seed)
+    pools = ["，：；！？（）　ＰＭ２５", "\u0301\u0308\u0327\u3099\u309a", "\u1100\u1161\u11a8가",
+             "".join(chr(c) for c in text._lookalike_table()), "\u2f54\u2ee2\u2f00\u2fa7",
+             "".join(sorted(text._traditional_only()))[:300], "水污染废气排放噪声河道", " \n\t\u00a0é",
+             "①㎡℃ﬁ\U0002f800\U0002f801"]
+    for _ in range(count):
+        yield "".join(rng.choice(rng.choice(pools)) for _ in range(rng.randint(1, 30)))
+
+
+def test_normalise_equals_every_step_applied():
+    samples = list(_mixed_strings(3000, seed=5))
+    samples += ["工廠，⻋", "\u2ed1期", "ＡＢ\u0301", "，\u0301", "가\u11a8，"]
+    for sample in samples:
+        assert text.normalise.__wrapped__(sample) == _normalise_every_step(sample), repr(sample)
+
+
+@pytest.mark.skipif(not (SHARED / "pollution_dev.jsonl").exists(), reason="shared data absent")
+def test_normalise_equals_every_step_applied_on_shared_texts():
+    with open(SHARED / "pollution_dev.jsonl", encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle if line.strip()]
+    for row in rows:
+        for value in (row.get("title") or "", row.get("text") or ""):
+            assert text.normalise.__wrapped__(value) == _normalise_every_step(value)
