@@ -443,10 +443,11 @@ class Enricher:
     """The stateless stages: the DoFns of ``transforms.py``, set up once, called per round.
 
     It also computes each complaint's repeat-detection features (a pure function of the enriched
-    complaint), so that in worker processes they are off the keyed stage's critical path.
+    complaint), so that in worker processes they are off the keyed stage's critical path;
+    ``keep_tokens=False`` then leaves the words out of the results (nothing after reads them).
     """
 
-    def __init__(self, settings: StageSettings, classify_batch_size: int = 512):
+    def __init__(self, settings: StageSettings, classify_batch_size: int = 512, keep_tokens: bool = True):
         from envleads.pipelines.transforms import _ClassifyFn, _DecodeFn, _ResolveRegionFn, _SegmentFn
         from envleads.repeats import load_repeat_config
 
@@ -459,6 +460,7 @@ class Enricher:
         for fn in (self._decode, self._segment, self._classify, self._resolve):
             fn.setup()
         self._batch = max(1, classify_batch_size)
+        self._keep_tokens = keep_tokens
 
     def enrich(self, events: Sequence[RawEvent]) -> Tuple[List[EnrichedComplaint], List[DeadLetter]]:
         """Decode, segment, classify (batched), resolve region and route; invalid events to dead letters."""
@@ -474,7 +476,8 @@ class Enricher:
         for start in range(0, len(segmented), self._batch):
             for classified in self._classify.process(segmented[start:start + self._batch]):
                 enriched.extend(self._resolve.process(classified))
-        enriched = [item._replace(matter_features=complaint_features(item, self._repeat_config)) for item in enriched]
+        enriched = [item._replace(matter_features=complaint_features(item, self._repeat_config),
+                                  tokens=item.tokens if self._keep_tokens else []) for item in enriched]
         return enriched, dead
 
 
@@ -499,7 +502,9 @@ def _detach_from_parent(parent_pid: int) -> None:
 def _init_enrich_worker(settings: StageSettings, parent_pid: int) -> None:
     global _WORKER_ENRICHER
     _detach_from_parent(parent_pid)
-    _WORKER_ENRICHER = Enricher(settings)
+    # tokens stay in the worker: the keyed stages read the features computed from them, and they
+    # were a fifth of the bytes pickled back per complaint
+    _WORKER_ENRICHER = Enricher(settings, keep_tokens=False)
 
 
 def _enrich_in_worker(events: List[RawEvent]):
