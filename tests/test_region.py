@@ -5,6 +5,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from envleads.config import data_path
 from envleads.divisions import TownshipTable, load_divisions, load_townships, parse_township_rows
@@ -128,6 +130,28 @@ def test_longer_names_capture_their_aliases(resolver):
     assert code(resolver, "铁岭县一家砖厂烟尘很大。") == "211221"
     assert code(resolver, "井陉矿区有人私挖煤矿。") == "130107"
     assert code(resolver, "黑龙江省有群众反映秸秆焚烧。") == "230000"
+
+
+def _text_of_names(resolver):
+    names = st.sampled_from(sorted(resolver._names))
+    pieces = st.one_of(names, names.map(lambda name: name[:-1]), names.map(lambda name: name[1:]),
+                       st.text("的在市县区镇1 ", max_size=2))
+    return st.lists(pieces, max_size=8).map("".join)
+
+
+def test_longest_names_are_what_probing_every_position_finds(resolver):
+    @settings(max_examples=300, deadline=None)
+    @given(_text_of_names(resolver))
+    def check(text):
+        expected = []
+        for start in range(len(text)):
+            lengths = [length for length in range(2, len(text) - start + 1)
+                       if text[start:start + length] in resolver._names]
+            if lengths:
+                expected.append((-max(lengths), start))
+        assert sorted(resolver._longest_names(text)) == sorted(expected)
+
+    check()
 
 
 def test_two_character_county_names_keep_their_suffix(resolver):
