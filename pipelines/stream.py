@@ -14,8 +14,8 @@ Two round engines:
   DoFns set up once (optionally in ``enrich_workers`` processes that enrich round k+1 while this
   process runs the keyed stages of round k), the matter indexes kept between rounds as the
   streaming form keeps them in keyed state (seeded per block from a :class:`LeadStore`, the lead
-  topic materialised on local disk; the ``"unknown"`` key's, the largest, optionally in a process
-  of its own: :class:`UnplacedAssigner`), one producer for all topics. A round closes after
+  topic materialised on local disk; the ``"unknown"`` key's, the largest, and a share of the city
+  keys' optionally in a process of its own: :class:`KeyedAssigner`), one producer for all topics. A round closes after
   ``max_round_events`` or ``round_wait_s`` after its first event, so latency stays bounded.
 * ``beam``: every round is a FnApiRunner pipeline of :class:`ComplaintsToLeads` with all prior
   leads as a side input (the reference form: ~0.8 s fixed cost per round, pipeline construction
@@ -36,6 +36,7 @@ import random
 import shutil
 import tempfile
 import time
+import zlib
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
@@ -244,9 +245,10 @@ class LocalRoundEngine:
     """
 
     def __init__(self, settings: StageSettings, store: LeadStore, enricher: Optional["Enricher"] = None,
-                 unplaced: Optional["UnplacedAssigner"] = None):
-        """``unplaced``: assigns the ``"unknown"`` key's complaints in a process of its own, while
-        this one assigns the city keys' (None: all here)."""
+                 keyed_worker: Optional["KeyedAssigner"] = None, worker_city_share: float = 0.0):
+        """``keyed_worker``: assigns the ``"unknown"`` key's complaints, and those of the share
+        ``worker_city_share`` of the city keys (by a stable hash of the key), in a process of its
+        own, while this one assigns the other keys' (None: all here)."""
         from envleads.repeats import load_repeat_config
         from envleads.scoring import load_scoring_weights
 
@@ -259,19 +261,20 @@ class LocalRoundEngine:
         # per block: matters whose last report is at or after this were restored from the store
         self._restored_since: Dict[str, int] = {}
         self._newest_ms: Dict[str, int] = {}
-        self._unplaced = unplaced
-        self._unplaced_matters = 0
-        self._unplaced_forget = False
+        self._keyed_worker = keyed_worker
+        self._worker_city_share = worker_city_share
+        self._worker_matters = 0
+        self._worker_forget = False
 
     def forget(self) -> None:
         self._indexes.clear()
         self._restored_since.clear()
         self._newest_ms.clear()
-        self._unplaced_forget = True
-        self._unplaced_matters = 0
+        self._worker_forget = True
+        self._worker_matters = 0
 
     def matters_in_memory(self) -> int:
-        return sum(len(index) for index in self._indexes.values()) + self._unplaced_matters
+        return sum(len(index) for index in self._indexes.values()) + self._worker_matters
 
     def enrich(self, events: Sequence[RawEvent]) -> Tuple[List[EnrichedComplaint], List[DeadLetter]]:
         """The stateless stages in this process (set up on first use)."""
@@ -327,41 +330,50 @@ class LocalRoundEngine:
                 reports.append(self._known_report(item, lead))
             else:
                 by_block.setdefault(block_of_complaint(item), []).append(item)
-        pending = None
-        if self._unplaced is not None and UNKNOWN_BLOCK in by_block:
-            pending = self._submit_unplaced(by_block[UNKNOWN_BLOCK])  # assigned there meanwhile
+        in_worker = {block: items for block, items in by_block.items() if self._in_worker(block)}
+        pending = self._submit_to_worker(in_worker) if in_worker else None  # assigned there meanwhile
         by_block_reports: Dict[str, List[MatterReport]] = {}
         for block, items in by_block.items():
-            if pending is not None and block == UNKNOWN_BLOCK:
+            if block in in_worker:
                 continue
             times = [item.complaint.received_at_ms for item in items]
             index = self._index_for(block, min(times))
             by_block_reports[block] = [report for report, _ in assign_in_order(index, items, self._weights)]
             self._expire(block, index, max(times))
         if pending is not None:
-            by_block_reports[UNKNOWN_BLOCK] = self._unplaced_reports(*pending)
+            by_block_reports.update(self._worker_reports(*pending))
         for block in by_block:
             reports.extend(by_block_reports[block])
         return reports
 
-    def _submit_unplaced(self, items: List[EnrichedComplaint]):
-        """Sends the round's complaints of the ``"unknown"`` key to its process, with the stored
-        leads its index lacks; the bookkeeping of what was restored stays here, with the store.
-        Returns what :meth:`_unplaced_reports` takes."""
-        ordered = [(item, complaint_features(item, self._config)) for item in event_order(items)]
-        seeds = self._leads_to_restore(UNKNOWN_BLOCK, ordered[0][0].complaint.received_at_ms)
-        newest_ms = self._newest(UNKNOWN_BLOCK, ordered[-1][0].complaint.received_at_ms)
-        forget, self._unplaced_forget = self._unplaced_forget, False
-        complaints = [(item.complaint.complaint_id, item.complaint.received_at_ms, features, item.complaint.reporter_key)
-                      for item, features in ordered]
-        return self._unplaced.submit(forget, seeds, complaints, newest_ms), ordered, newest_ms
+    def _in_worker(self, block: str) -> bool:
+        return self._keyed_worker is not None and assigned_in_worker(block, self._worker_city_share)
 
-    def _unplaced_reports(self, handle, ordered, newest_ms: int) -> List[MatterReport]:
-        assigned, expired, self._unplaced_matters = handle.result()
-        if expired:
-            self._expired(UNKNOWN_BLOCK, newest_ms)
-        return [matter_report(item, features, *assigned[item.complaint.complaint_id], self._weights)
-                for item, features in ordered]
+    def _submit_to_worker(self, by_block: Dict[str, List[EnrichedComplaint]]):
+        """Sends the round's complaints of the worker's keys to its process, with the stored leads
+        their indexes lack; the bookkeeping of what was restored stays here, with the store.
+        Returns what :meth:`_worker_reports` takes."""
+        rounds, ordered_by_block = {}, {}
+        for block, items in by_block.items():
+            ordered = [(item, complaint_features(item, self._config)) for item in event_order(items)]
+            seeds = self._leads_to_restore(block, ordered[0][0].complaint.received_at_ms)
+            newest_ms = self._newest(block, ordered[-1][0].complaint.received_at_ms)
+            rounds[block] = (seeds, [(item.complaint.complaint_id, item.complaint.received_at_ms, features,
+                                      item.complaint.reporter_key) for item, features in ordered], newest_ms)
+            ordered_by_block[block] = (ordered, newest_ms)
+        forget, self._worker_forget = self._worker_forget, False
+        return self._keyed_worker.submit(forget, rounds), ordered_by_block
+
+    def _worker_reports(self, handle, ordered_by_block) -> Dict[str, List[MatterReport]]:
+        results, self._worker_matters = handle.result()
+        reports = {}
+        for block, (ordered, newest_ms) in ordered_by_block.items():
+            assigned, expired = results[block]
+            if expired:
+                self._expired(block, newest_ms)
+            reports[block] = [matter_report(item, features, *assigned[item.complaint.complaint_id], self._weights)
+                              for item, features in ordered]
+        return reports
 
     def _known_report(self, enriched: EnrichedComplaint, lead: Lead) -> MatterReport:
         """The report of a complaint already counted in ``lead`` (a replay or redelivery): it keeps
@@ -394,35 +406,49 @@ class LocalRoundEngine:
         return RoundOutputs(reports, self.build_leads(reports), dead)
 
 
-_UNPLACED_INDEX: Optional[MatterIndex] = None
+_WORKER_INDEXES: Dict[str, MatterIndex] = {}
+# The city keys' share assigned beside the unknown key (see KeyedAssigner): measured to balance the
+# stream process against the workers in a backfill on two cores.
+DEFAULT_WORKER_CITY_SHARE = 0.2
 
 
-def _assign_unplaced(forget: bool, seeds: List[Lead], complaints: List[Tuple[str, int, Any, Any]],
-                     newest_ms: int) -> Tuple[Dict[str, Tuple[str, Optional[str]]], bool, int]:
-    """One round of the ``"unknown"`` key in its process: restore ``seeds``, assign ``complaints``
-    (``(id, event ms, matter features, reporter key)`` in event order), expire. Returns
-    ``({complaint id: (cluster id, duplicate of)}, whether matters expired, live matters)``."""
+def _assign_in_worker(forget: bool, rounds: Dict[str, Tuple[List[Lead], List[Tuple[str, int, Any, Any]], int]]
+                      ) -> Tuple[Dict[str, Tuple[Dict[str, Tuple[str, Optional[str]]], bool]], int]:
+    """One round of the worker's keys in its process: per key, restore the seed leads, assign the
+    complaints (``(id, event ms, matter features, reporter key)`` in event order), expire as of the
+    key's newest event. Returns ``({key: ({complaint id: (cluster id, duplicate of)}, whether
+    matters expired)}, live matters)``."""
     from envleads.repeats import load_repeat_config
 
-    global _UNPLACED_INDEX
-    if forget or _UNPLACED_INDEX is None:
-        _UNPLACED_INDEX = MatterIndex(load_repeat_config(), UNKNOWN_BLOCK)
-    index = _UNPLACED_INDEX
-    seed_index(index, seeds)
-    assigned = {}
-    for complaint_id, event_ms, features, reporter_key in complaints:
-        assignment = index.assign(complaint_id, event_ms, features, reporter_key)
-        assigned[complaint_id] = (assignment.cluster_id, assignment.duplicate_of)
-    return assigned, bool(index.expire(newest_ms)), len(index)
+    if forget:
+        _WORKER_INDEXES.clear()
+    results = {}
+    for block, (seeds, complaints, newest_ms) in rounds.items():
+        index = _WORKER_INDEXES.get(block)
+        if index is None:
+            index = _WORKER_INDEXES[block] = MatterIndex(load_repeat_config(), block)
+        seed_index(index, seeds)
+        assigned = {}
+        for complaint_id, event_ms, features, reporter_key in complaints:
+            assignment = index.assign(complaint_id, event_ms, features, reporter_key)
+            assigned[complaint_id] = (assignment.cluster_id, assignment.duplicate_of)
+        results[block] = (assigned, bool(index.expire(newest_ms)))
+    return results, sum(len(index) for index in _WORKER_INDEXES.values())
 
 
-class UnplacedAssigner:
-    """Repeat detection of the ``"unknown"`` key (complaints of no known city) in a process of its
-    own. Its index is the largest of all (every province's unplaced complaints of the window) and
-    about half the assignment time of a backfill, so it runs beside the city keys' assignment
-    instead of after it. One worker, so its rounds run in order; its state is the same index the
-    in-process engine would keep, restored from the same stored leads, and dropped with
-    :meth:`LocalRoundEngine.forget`."""
+def assigned_in_worker(block: str, city_share: float) -> bool:
+    """Whether a :class:`KeyedAssigner` assigns a blocking key: the ``"unknown"`` key always, a
+    city key when a stable hash of it falls in the first ``city_share`` of the range."""
+    return block == UNKNOWN_BLOCK or zlib.crc32(block.encode("utf-8")) < city_share * 2 ** 32
+
+
+class KeyedAssigner:
+    """Repeat detection of some blocking keys in a process of its own: the ``"unknown"`` key
+    (complaints of no known city; its index is the largest of all, every province's unplaced
+    complaints of the window) and, optionally, a share of the city keys, so that the stream
+    process, which bounds a backfill, keeps less of the assignment. One worker, so its rounds run
+    in order; its state is the same indexes the in-process engine would keep, restored from the
+    same stored leads, and dropped with :meth:`LocalRoundEngine.forget`."""
 
     def __init__(self):
         import multiprocessing
@@ -431,9 +457,9 @@ class UnplacedAssigner:
         self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_detach_from_parent, initargs=(os.getpid(),))
 
-    def submit(self, forget: bool, seeds: List[Lead], complaints: List[Tuple[str, int, Any, Any]], newest_ms: int):
-        """Runs :func:`_assign_unplaced` in the process; returns its future."""
-        return self._pool.submit(_assign_unplaced, forget, seeds, complaints, newest_ms)
+    def submit(self, forget: bool, rounds):
+        """Runs :func:`_assign_in_worker` in the process; returns its future."""
+        return self._pool.submit(_assign_in_worker, forget, rounds)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -692,7 +718,8 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
                max_rounds: Optional[int] = None, security=None, engine: str = "local",
                round_wait_s: Optional[float] = 0.25, enrich_workers: int = 0, backoff: Optional[Backoff] = None,
                offset_check_s: float = 5.0, on_ready: Optional[Callable[[], None]] = None,
-               kafka_client: str = "auto", unplaced_worker: bool = False) -> Dict[str, int]:
+               kafka_client: str = "auto", unplaced_worker: bool = False,
+               worker_city_share: float = DEFAULT_WORKER_CITY_SHARE) -> Dict[str, int]:
     """Runs rounds until interrupted, or until no event arrived for ``stop_when_idle_s``.
 
     Args:
@@ -712,9 +739,11 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
             (confluent-kafka: a tenth of kafka-python's CPU per record), ``python`` (kafka-python),
             or ``auto`` (native when installed, the default).
         unplaced_worker: local engine: assign the complaints of no known city (the ``"unknown"``
-            key, the largest index) in a process of their own (:class:`UnplacedAssigner`). On in
+            key, the largest index) in a process of their own (:class:`KeyedAssigner`). On in
             ``envleads stream`` and the benchmark; off here, so a library caller gets no process
             it did not ask for.
+        worker_city_share: with ``unplaced_worker``, the share of the city keys (by a stable hash)
+            assigned in that process too, so that this process, which bounds a backfill, keeps less.
 
     Returns totals: events read, rounds run, leads in the compacted view, Kafka retries.
     """
@@ -732,8 +761,9 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
         except BaseException:
             pool.close()
             raise
-    unplaced = UnplacedAssigner() if engine == "local" and unplaced_worker else None
-    local = LocalRoundEngine(settings, store, unplaced=unplaced) if engine == "local" else None
+    keyed_worker = KeyedAssigner() if engine == "local" and unplaced_worker else None
+    local = (LocalRoundEngine(settings, store, keyed_worker=keyed_worker, worker_city_share=worker_city_share)
+             if engine == "local" else None)
     if pool is None and local is not None:
         local.enrich([])  # sets the stages up now rather than in the first round
     lead_view = None
@@ -837,8 +867,8 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
     finally:
         if pool is not None:
             pool.close()
-        if unplaced is not None:
-            unplaced.close()
+        if keyed_worker is not None:
+            keyed_worker.close()
         if session is not None:
             session.close()
         if engine == "local":
@@ -899,7 +929,7 @@ def _run_command(args: argparse.Namespace, beam_args: List[str]) -> int:
                         max_round_events=args.max_round_events, stop_when_idle_s=args.stop_when_idle,
                         security=security_from_args(args), engine=args.engine, round_wait_s=args.round_wait,
                         enrich_workers=args.enrich_workers, kafka_client=args.kafka_client,
-                        unplaced_worker=args.unplaced_worker)
+                        unplaced_worker=args.unplaced_worker, worker_city_share=args.worker_city_share)
     print(json.dumps(totals))
     return 130 if totals.get("interrupted") else 0
 
@@ -930,9 +960,12 @@ def add_subcommand(subparsers) -> None:
     parser.add_argument("--engine", choices=("local", "beam"), default="local",
                         help="local: long-lived in-process rounds (default); beam: a FnApiRunner pipeline per round")
     parser.add_argument("--unplaced-worker", action=argparse.BooleanOptionalAction, default=True,
-                        help="local engine: assign complaints of no known city (the largest matter index) in a "
-                             "process of their own, beside the city keys' assignment (default on; "
-                             "--no-unplaced-worker: all keys in the stream process)")
+                        help="local engine: assign complaints of no known city (the largest matter index), and "
+                             "--worker-city-share of the city keys, in a process of their own, beside the other "
+                             "keys' assignment (default on; --no-unplaced-worker: all keys in the stream process)")
+    parser.add_argument("--worker-city-share", type=float, default=DEFAULT_WORKER_CITY_SHARE,
+                        help="with --unplaced-worker: the share of the city keys assigned in that process too "
+                             f"(default {DEFAULT_WORKER_CITY_SHARE})")
     parser.add_argument("--stop-when-idle", type=float, default=None,
                         help="stop after this many seconds without new events (default: run until Ctrl-C)")
     parser.add_argument("--kafka-client", choices=KAFKA_CLIENTS, default="auto",

@@ -1,12 +1,14 @@
-"""The local round engine with the ``"unknown"`` key's assignment in a process of its own
-(:class:`UnplacedAssigner`) gives the same matters, reports and leads as with all keys in one
-process, also across a :meth:`LocalRoundEngine.forget` (what a broker loss triggers)."""
+"""The local round engine with the ``"unknown"`` key's assignment, and a share of the city keys',
+in a process of its own (:class:`KeyedAssigner`) gives the same matters, reports and leads as with
+all keys in one process, also across a :meth:`LocalRoundEngine.forget` (what a broker loss
+triggers)."""
 import pytest
 
 from envleads.generator import generate_events
 from envleads.leads import block_of_complaint
 from envleads.pipelines.options import StageSettings
-from envleads.pipelines.stream import Enricher, LeadStore, LocalRoundEngine, UnplacedAssigner, _encode_lead
+from envleads.pipelines.stream import (Enricher, KeyedAssigner, LeadStore, LocalRoundEngine, _encode_lead,
+                                       assigned_in_worker)
 from envleads.pipelines.transforms import RawEvent
 from envleads.repeats import UNKNOWN_BLOCK
 
@@ -22,10 +24,10 @@ def enriched_rounds():
     return [enricher.enrich(events[start:start + ROUND]) for start in range(0, len(events), ROUND)]
 
 
-def _run(enriched_rounds, unplaced):
+def _run(enriched_rounds, keyed_worker, city_share=0.0):
     """Rounds through a fresh engine and store; the state is forgotten before the fourth round."""
     store = LeadStore()
-    engine = LocalRoundEngine(StageSettings(), store, unplaced=unplaced)
+    engine = LocalRoundEngine(StageSettings(), store, keyed_worker=keyed_worker, worker_city_share=city_share)
     rounds = []
     try:
         for number, (enriched, dead) in enumerate(enriched_rounds):
@@ -44,14 +46,19 @@ def _run(enriched_rounds, unplaced):
     return rounds
 
 
-def test_the_unknown_key_in_its_own_process_assigns_as_in_one_process(enriched_rounds):
+@pytest.mark.parametrize("city_share", [0.0, 0.5])
+def test_keys_in_their_own_process_assign_as_in_one_process(enriched_rounds, city_share):
     in_one = _run(enriched_rounds, None)
-    assigner = UnplacedAssigner()
+    assigner = KeyedAssigner()
     try:
-        beside = _run(enriched_rounds, assigner)
+        beside = _run(enriched_rounds, assigner, city_share)
     finally:
         assigner.close()
-    unplaced_repeats = [report for reports, _, _ in in_one for report in reports
-                        if report[3] == UNKNOWN_BLOCK and report[2] is not None]
-    assert unplaced_repeats, "the generated rounds must hold repeats of no known city to compare"
+    moved_repeats = [report for reports, _, _ in in_one for report in reports
+                     if assigned_in_worker(report[3], city_share) and report[2] is not None]
+    assert any(report[3] == UNKNOWN_BLOCK for report in moved_repeats), \
+        "the generated rounds must hold repeats of no known city to compare"
+    if city_share:
+        assert any(report[3] != UNKNOWN_BLOCK for report in moved_repeats), \
+            "the generated rounds must hold repeats of city keys assigned in the worker"
     assert beside == in_one
