@@ -15,8 +15,9 @@ Two round engines:
   process runs the keyed stages of round k), the matter indexes kept between rounds as the
   streaming form keeps them in keyed state (seeded per block from a :class:`LeadStore`, the lead
   topic materialised on local disk; the ``"unknown"`` key's, the largest, and a share of the city
-  keys' optionally in a process of its own: :class:`KeyedAssigner`), one producer for all topics. A round closes after
-  ``max_round_events`` or ``round_wait_s`` after its first event, so latency stays bounded.
+  keys' optionally in a process of its own: :class:`KeyedAssigner`), one producer for all topics.
+  A round closes after ``max_round_events`` or ``round_wait_s`` after its first event, so latency
+  stays bounded.
 * ``beam``: every round is a FnApiRunner pipeline of :class:`ComplaintsToLeads` with all prior
   leads as a side input (the reference form: ~0.8 s fixed cost per round, pipeline construction
   and DoFn setup every round, and about three times the CPU per event).
@@ -43,9 +44,8 @@ import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
 from envleads import schemas
-from envleads.leads import (MatterReport, assign_in_order, block_of_complaint, block_of_lead, complaint_features,
-                            event_order, lead_from_avro_dict, lead_id_for, lead_to_avro_dict, matter_report, merge_lead,
-                            seed_index)
+from envleads.leads import (MatterReport, block_of_complaint, block_of_lead, complaint_features, event_order,
+                            lead_from_avro_dict, lead_id_for, lead_to_avro_dict, matter_report, merge_lead, seed_index)
 from envleads.pipelines.kafka_io import (LeadView, TopicNotFound, WriteToKafka, commit_events, decode_lead_record,
                                          open_consumer, poll_new_events)
 from envleads.pipelines.kafka_native import NativeKafkaError, NativeKafkaSession, OutputRecord, native_client_available
@@ -282,13 +282,6 @@ class LocalRoundEngine:
             self._enricher = Enricher(self._settings)
         return self._enricher.enrich(events)
 
-    def _index_for(self, block: str, oldest_ms: int) -> MatterIndex:
-        index = self._indexes.get(block)
-        if index is None:
-            index = self._indexes[block] = MatterIndex(self._config, block)
-        seed_index(index, self._leads_to_restore(block, oldest_ms))
-        return index
-
     def _leads_to_restore(self, block: str, oldest_ms: int) -> List[Lead]:
         """The block's stored leads its index lacks for an event at ``oldest_ms``: all in its
         window on first use, older ones when an older event arrives."""
@@ -308,11 +301,6 @@ class LocalRoundEngine:
         # later brings them back from the store (``_leads_to_restore``)
         self._restored_since[block] = max(self._restored_since[block], newest_ms - self._config.window_ms)
 
-    def _expire(self, block: str, index: MatterIndex, newest_ms: int) -> None:
-        newest_ms = self._newest(block, newest_ms)
-        if index.expire(newest_ms):
-            self._expired(block, newest_ms)
-
     def assign(self, enriched: Sequence[EnrichedComplaint]) -> List[MatterReport]:
         """Repeat detection per blocking key, in event-time order within the round.
 
@@ -330,50 +318,38 @@ class LocalRoundEngine:
                 reports.append(self._known_report(item, lead))
             else:
                 by_block.setdefault(block_of_complaint(item), []).append(item)
-        in_worker = {block: items for block, items in by_block.items() if self._in_worker(block)}
-        pending = self._submit_to_worker(in_worker) if in_worker else None  # assigned there meanwhile
-        by_block_reports: Dict[str, List[MatterReport]] = {}
-        for block, items in by_block.items():
-            if block in in_worker:
-                continue
-            times = [item.complaint.received_at_ms for item in items]
-            index = self._index_for(block, min(times))
-            by_block_reports[block] = [report for report, _ in assign_in_order(index, items, self._weights)]
-            self._expire(block, index, max(times))
+        rounds = {block: self._key_round(block, items) for block, items in by_block.items()}
+        in_worker = {block for block in rounds if self._in_worker(block)}
+        pending = None
+        if in_worker:  # assigned there while the other keys are assigned here
+            forget, self._worker_forget = self._worker_forget, False
+            pending = self._keyed_worker.submit(forget, {block: rounds[block][0] for block in in_worker})
+        results = assign_key_rounds(self._indexes, {block: key_round for block, (key_round, _) in rounds.items()
+                                                    if block not in in_worker}, self._config)
         if pending is not None:
-            by_block_reports.update(self._worker_reports(*pending))
-        for block in by_block:
-            reports.extend(by_block_reports[block])
+            worker_results, self._worker_matters = pending.result()
+            results.update(worker_results)
+        for block, ((_, _, newest_ms), ordered) in rounds.items():
+            assigned, expired = results[block]
+            if expired:
+                self._expired(block, newest_ms)
+            reports.extend(matter_report(item, features, *assigned[item.complaint.complaint_id], self._weights)
+                           for item, features in ordered)
         return reports
 
     def _in_worker(self, block: str) -> bool:
         return self._keyed_worker is not None and assigned_in_worker(block, self._worker_city_share)
 
-    def _submit_to_worker(self, by_block: Dict[str, List[EnrichedComplaint]]):
-        """Sends the round's complaints of the worker's keys to its process, with the stored leads
-        their indexes lack; the bookkeeping of what was restored stays here, with the store.
-        Returns what :meth:`_worker_reports` takes."""
-        rounds, ordered_by_block = {}, {}
-        for block, items in by_block.items():
-            ordered = [(item, complaint_features(item, self._config)) for item in event_order(items)]
-            seeds = self._leads_to_restore(block, ordered[0][0].complaint.received_at_ms)
-            newest_ms = self._newest(block, ordered[-1][0].complaint.received_at_ms)
-            rounds[block] = (seeds, [(item.complaint.complaint_id, item.complaint.received_at_ms, features,
-                                      item.complaint.reporter_key) for item, features in ordered], newest_ms)
-            ordered_by_block[block] = (ordered, newest_ms)
-        forget, self._worker_forget = self._worker_forget, False
-        return self._keyed_worker.submit(forget, rounds), ordered_by_block
-
-    def _worker_reports(self, handle, ordered_by_block) -> Dict[str, List[MatterReport]]:
-        results, self._worker_matters = handle.result()
-        reports = {}
-        for block, (ordered, newest_ms) in ordered_by_block.items():
-            assigned, expired = results[block]
-            if expired:
-                self._expired(block, newest_ms)
-            reports[block] = [matter_report(item, features, *assigned[item.complaint.complaint_id], self._weights)
-                              for item, features in ordered]
-        return reports
+    def _key_round(self, block: str, items: List[EnrichedComplaint]):
+        """One key's part of the round for :func:`assign_key_rounds`: ``(seed leads, complaints,
+        newest event ms)``, with the restore bookkeeping done here, with the store; and the
+        complaints with their features in event order, to report the assignments."""
+        ordered = [(item, complaint_features(item, self._config)) for item in event_order(items)]
+        seeds = self._leads_to_restore(block, ordered[0][0].complaint.received_at_ms)
+        newest_ms = self._newest(block, ordered[-1][0].complaint.received_at_ms)
+        complaints = [(item.complaint.complaint_id, item.complaint.received_at_ms, features, item.complaint.reporter_key)
+                      for item, features in ordered]
+        return (seeds, complaints, newest_ms), ordered
 
     def _known_report(self, enriched: EnrichedComplaint, lead: Lead) -> MatterReport:
         """The report of a complaint already counted in ``lead`` (a replay or redelivery): it keeps
@@ -412,27 +388,36 @@ _WORKER_INDEXES: Dict[str, MatterIndex] = {}
 DEFAULT_WORKER_CITY_SHARE = 0.2
 
 
-def _assign_in_worker(forget: bool, rounds: Dict[str, Tuple[List[Lead], List[Tuple[str, int, Any, Any]], int]]
-                      ) -> Tuple[Dict[str, Tuple[Dict[str, Tuple[str, Optional[str]]], bool]], int]:
-    """One round of the worker's keys in its process: per key, restore the seed leads, assign the
-    complaints (``(id, event ms, matter features, reporter key)`` in event order), expire as of the
-    key's newest event. Returns ``({key: ({complaint id: (cluster id, duplicate of)}, whether
-    matters expired)}, live matters)``."""
-    from envleads.repeats import load_repeat_config
-
-    if forget:
-        _WORKER_INDEXES.clear()
+def assign_key_rounds(indexes: Dict[str, MatterIndex],
+                      rounds: Dict[str, Tuple[List[Lead], List[Tuple[str, int, Any, Any]], int]],
+                      config) -> Dict[str, Tuple[Dict[str, Tuple[str, Optional[str]]], bool]]:
+    """One round of some blocking keys over their ``indexes`` (created on first use): per key,
+    restore the seed leads, assign the complaints (``(id, event ms, matter features, reporter
+    key)`` in event order), expire as of the key's newest event. The same in the stream process
+    and in the :class:`KeyedAssigner`'s. Returns ``{key: ({complaint id: (cluster id, duplicate
+    of)}, whether matters expired)}``."""
     results = {}
     for block, (seeds, complaints, newest_ms) in rounds.items():
-        index = _WORKER_INDEXES.get(block)
+        index = indexes.get(block)
         if index is None:
-            index = _WORKER_INDEXES[block] = MatterIndex(load_repeat_config(), block)
+            index = indexes[block] = MatterIndex(config, block)
         seed_index(index, seeds)
         assigned = {}
         for complaint_id, event_ms, features, reporter_key in complaints:
             assignment = index.assign(complaint_id, event_ms, features, reporter_key)
             assigned[complaint_id] = (assignment.cluster_id, assignment.duplicate_of)
         results[block] = (assigned, bool(index.expire(newest_ms)))
+    return results
+
+
+def _assign_in_worker(forget: bool, rounds):
+    """:func:`assign_key_rounds` in the keyed worker's process, over its own indexes; also returns
+    how many matters they hold."""
+    from envleads.repeats import load_repeat_config
+
+    if forget:
+        _WORKER_INDEXES.clear()
+    results = assign_key_rounds(_WORKER_INDEXES, rounds, load_repeat_config())
     return results, sum(len(index) for index in _WORKER_INDEXES.values())
 
 

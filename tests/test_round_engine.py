@@ -62,3 +62,13 @@ def test_keys_in_their_own_process_assign_as_in_one_process(enriched_rounds, cit
         assert any(report[3] != UNKNOWN_BLOCK for report in moved_repeats), \
             "the generated rounds must hold repeats of city keys assigned in the worker"
     assert beside == in_one
+
+
+def test_after_forget_repeats_join_the_matters_restored_from_the_store(enriched_rounds):
+    """The indexes dropped by ``forget`` come back from the stored leads: complaints after it
+    still join matters that began before it (without the restore none could)."""
+    rounds = _run(enriched_rounds, None)
+    before = {cluster for reports, _, _ in rounds[:3] for _, cluster, _, _ in reports}
+    joined_after = [report for reports, _, _ in rounds[3:] for report in reports
+                    if report[1] in before and report[2] is not None]
+    assert len(joined_after) >= 5
