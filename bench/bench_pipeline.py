@@ -12,6 +12,10 @@ Each pipeline run is also repeated on the first ``--small`` lines to estimate it
 (imports, DoFn setup, graph construction), so a setup-free "marginal" rate can be compared with
 the bare loop's loop-only rate.
 
+Runs are interleaved (bare loop, each pipeline, again ``--repeat`` times): the lowest CPU of each
+configuration gives the table's ratio, and each round's bare/pipeline pair gives a paired ratio,
+whose median is the figure least moved by the shared host's drifting speed.
+
 Speed is reported as complaints per CPU-second ("per core"), with CPU = user + system of the run's
 processes (getrusage of the waited child, which includes its own waited children), next to wall
 time: the machine is shared, so wall time is noisy and CPU time is the figure to compare. Peak
@@ -39,6 +43,7 @@ import platform
 import pstats
 import resource
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -431,57 +436,66 @@ def main(argv=None) -> int:
     print(f"input: {args.count} generated complaints (seed {args.seed}; {summary['malformed']} malformed), "
           f"model {model_version}; work dir {workdir}", flush=True)
 
-    def best_of(make_command, label):
-        runs = []
-        for attempt in range(args.repeat):
-            print(f"  running {label} ({attempt + 1}/{args.repeat}) ...", flush=True)
-            runs.append(run_measured(make_command(), log_path, env))
-        return min(runs, key=lambda r: r["cpu_s"]), runs
+    def bare_command():
+        return [sys.executable, os.path.abspath(__file__), "--child", "bare", "--input", input_path,
+                "--model-version", model_version, "--child-json", bare_json]
 
-    rows = []
+    def pipeline_command(mode: str, path: str, tag: str):
+        out = os.path.join(workdir, f"{tag}-{os.path.basename(path)}")
+        return [sys.executable, "-m", "envleads.cli", "--log-level", "WARNING", "batch", "--input", path,
+                "--output", out, "--leads", out + ".leads", *MODES[mode][1], f"--model_version={model_version}"]
+
+    # Interleaved (bare, each mode, each mode's small run; again ...), so that every pipeline run
+    # has a bare run measured next to it: the host's speed drifts by ±10% within minutes.
     bare_json = os.path.join(workdir, "bare.json")
-    bare_run, bare_runs = best_of(lambda: [sys.executable, os.path.abspath(__file__), "--child", "bare", "--input",
-                                           input_path, "--model-version", model_version, "--child-json", bare_json],
-                                  "bare loop")
+    bare_runs: List[Dict] = []
+    runs: Dict[str, List[Dict]] = defaultdict(list)
+    failed: Dict[str, str] = {}
+    for attempt in range(args.repeat):
+        print(f"  round {attempt + 1}/{args.repeat}: bare loop ...", flush=True)
+        bare_runs.append(run_measured(bare_command(), log_path, env))
+        for mode in modes:
+            if mode in failed:
+                continue
+            print(f"  round {attempt + 1}/{args.repeat}: {MODES[mode][0]} ...", flush=True)
+            try:
+                runs[mode].append(run_measured(pipeline_command(mode, input_path, mode), log_path, env))
+                if args.small:
+                    runs[f"{mode}-small"].append(
+                        run_measured(pipeline_command(mode, small_path, f"{mode}-small"), log_path, env))
+            except RuntimeError as error:
+                print(f"  FAILED: {error}", flush=True)
+                failed[mode] = str(error)
+
     with open(bare_json, encoding="utf-8") as handle:
         bare = json.load(handle)
+    bare_run = min(bare_runs, key=lambda r: r["cpu_s"])
     bare_row = {"name": "bare loop (one process, no Beam)", "mode": "bare", **bare_run, "inner": bare,
                 "per_cpu_s": _rate(args.count, bare_run["cpu_s"]), "per_wall_s": _rate(args.count, bare_run["wall_s"]),
                 "marginal_per_cpu_s": _rate(args.count, bare["loop_cpu_s"]),
                 "marginal_per_wall_s": _rate(args.count, bare["loop_wall_s"]), "all_runs": bare_runs}
-    rows.append(bare_row)
-
+    rows = [bare_row]
     for mode in modes:
         name, beam_args = MODES[mode]
-
-        def command(path=input_path, tag=mode):
-            out = os.path.join(workdir, f"{tag}-{os.path.basename(path)}")
-            return [sys.executable, "-m", "envleads.cli", "--log-level", "WARNING", "batch", "--input", path,
-                    "--output", out, "--leads", out + ".leads", *beam_args, f"--model_version={model_version}"]
-
-        try:
-            run, runs = best_of(command, name)
-            small = best_of(lambda: command(small_path, f"{mode}-small"), f"{name}, {args.small} lines")[0] \
-                if args.small else None
-        except RuntimeError as error:
-            print(f"  FAILED: {error}", flush=True)
-            rows.append({"name": name, "mode": mode, "error": str(error)})
+        if mode in failed:
+            rows.append({"name": name, "mode": mode, "error": failed[mode]})
             continue
+        run = min(runs[mode], key=lambda r: r["cpu_s"])
         row = {"name": name, "mode": mode, "beam_args": beam_args, **run,
                "per_cpu_s": _rate(args.count, run["cpu_s"]), "per_wall_s": _rate(args.count, run["wall_s"]),
-               "all_runs": runs}
-        if small:
+               "all_runs": runs[mode]}
+        if args.small:
+            small = min(runs[f"{mode}-small"], key=lambda r: r["cpu_s"])
             row["small_run"] = small
             row["marginal_per_cpu_s"] = _rate(args.count - args.small, run["cpu_s"] - small["cpu_s"])
             row["marginal_per_wall_s"] = _rate(args.count - args.small, run["wall_s"] - small["wall_s"])
-        rows.append(row)
-
-    for row in rows[1:]:
-        if "error" in row:
-            continue
+        # per round: the bare loop's CPU over this run's, both measured minutes apart at most
+        row["paired_ratios"] = [round(b["cpu_s"] / r["cpu_s"], 3) for b, r in zip(bare_runs, runs[mode])]
+        row["ratio_paired_median"] = round(statistics.median(row["paired_ratios"]), 3)
         row["ratio_to_bare_whole_run"] = round(row["per_cpu_s"] / bare_row["per_cpu_s"], 3)
         if row.get("marginal_per_cpu_s"):
             row["ratio_to_bare_marginal"] = round(row["marginal_per_cpu_s"] / bare_row["marginal_per_cpu_s"], 3)
+        rows.append(row)
 
     profiles = {}
     if args.profile:
@@ -530,6 +544,10 @@ def _print_report(args, rows, bare, profiles) -> None:
               f"{row['peak_tree_rss_mb']:>12.0f}")
     print("marg = after subtracting fixed cost: bare = loop only (setup excluded); pipeline = "
           f"(N - {args.small}) / (CPU(N) - CPU({args.small} lines)). 'x bare' = rate / bare loop's rate.")
+    for row in rows:
+        if row.get("paired_ratios"):
+            print(f"x bare per round (bare CPU / this run's CPU, run side by side), {row['name']}: "
+                  f"{row['paired_ratios']}, median {row['ratio_paired_median']:.2f}")
     for row in rows:
         if row.get("mode", "").startswith("2") and "cpu_by_process" in row:
             parts = ", ".join(f"{p['name']} {p['cpu_s']:.1f}s" for p in row["cpu_by_process"]

@@ -110,7 +110,7 @@ def build_batch_pipeline(pipeline: beam.Pipeline, input_path: str, output_path: 
     if leads_path:
         _write_single_file(outputs["leads"]
                            | "LeadToKeyedJson" >> beam.Map(lead_rank_line)
-                           | "CollectLeads" >> beam.combiners.ToList()
+                           | "CollectLeads" >> beam.CombineGlobally(beam.combiners.ToListCombineFn()).without_defaults()
                            | "RankLeads" >> beam.FlatMap(ranked_lead_lines),
                            leads_path, "WriteLeads")
 

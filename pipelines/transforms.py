@@ -257,43 +257,40 @@ class DeduplicatePetitions(beam.PTransform):
         self._prior_leads = prior_leads
 
     def expand(self, enriched):
-        pipeline = enriched.pipeline
-        prior = self._prior_leads if self._prior_leads is not None else pipeline | "NoPriorLeads" >> beam.Create([])
-        prior_by_block = (prior
-                          | "CollectPriorLeads" >> beam.combiners.ToList()
-                          | "GroupPriorByBlock" >> beam.Map(_group_prior_leads))
-        placed, unplaced = (enriched
-                            | "KeyByBlock" >> beam.Map(lambda e: (_blocking_key_of(e), e))
-                            | "SplitUnplaced" >> beam.Partition(_unplaced_partition, 2))
-        assigned = (placed
+        # no prior leads (a fresh batch): an empty dict, not a side input of an empty collection,
+        # which would add a global combine and four bundles to every run
+        prior_by_block = {} if self._prior_leads is None else AsSingleton(
+            self._prior_leads
+            | "CollectPriorLeads" >> beam.combiners.ToList()
+            | "GroupPriorByBlock" >> beam.Map(_group_prior_leads))
+        keyed = enriched | "KeyByBlock" >> beam.ParDo(_KeyByBlockFn()).with_outputs(UNPLACED, main=MAIN)
+        assigned = (keyed[MAIN]
                     | "GroupByBlock" >> beam.GroupByKey()
-                    | "AssignMatters" >> beam.ParDo(_AssignMattersFn(), prior_leads=AsSingleton(prior_by_block))
+                    | "AssignMatters" >> beam.ParDo(_AssignMattersFn(), prior_leads=prior_by_block)
                     .with_outputs(INDEX_STATE, main=MAIN))
-        unplaced_reports = (unplaced
-                            | "KeyByScope" >> beam.Map(_scope_of)
+        unplaced_reports = (keyed[UNPLACED]
                             | "GroupByScope" >> beam.GroupByKey()
                             | "AssignUnplaced" >> beam.ParDo(_AssignUnplacedFn(),
-                                                             prior_leads=AsSingleton(prior_by_block),
+                                                             prior_leads=prior_by_block,
                                                              city_states=AsList(assigned[INDEX_STATE])))
         return (assigned[MAIN], unplaced_reports) | "MergeReports" >> beam.Flatten()
 
 
-def _blocking_key_of(enriched: EnrichedComplaint) -> str:
-    from envleads.leads import block_of_complaint
-
-    return block_of_complaint(enriched)
+UNPLACED = "unplaced"
 
 
-def _unplaced_partition(keyed, partitions: int) -> int:
-    from envleads.repeats import UNKNOWN_BLOCK
+class _KeyByBlockFn(beam.DoFn):
+    """Keys a complaint by its blocking key, or, with no known city, by its scope on ``unplaced``."""
 
-    return 1 if keyed[0] == UNKNOWN_BLOCK else 0
+    def process(self, enriched: EnrichedComplaint):
+        from envleads.leads import block_of_complaint, scope_of_complaint
+        from envleads.repeats import UNKNOWN_BLOCK
 
-
-def _scope_of(keyed):
-    from envleads.leads import scope_of_complaint
-
-    return scope_of_complaint(keyed[1]), keyed[1]
+        block = block_of_complaint(enriched)
+        if block == UNKNOWN_BLOCK:
+            yield TaggedOutput(UNPLACED, (scope_of_complaint(enriched), enriched))
+        else:
+            yield block, enriched
 
 
 # ------------------------------------------------------------------------------------------ leads
@@ -327,17 +324,30 @@ class BuildLeads(beam.PTransform):
         self._prior_leads = prior_leads
 
     def expand(self, reports):
-        pipeline = reports.pipeline
-        prior = self._prior_leads if self._prior_leads is not None else pipeline | "NoPriorLeads" >> beam.Create([])
-        prior_by_id = prior | "KeyPriorById" >> beam.Map(lambda lead: (lead.lead_id, lead))
-        as_of = (reports
-                 | "EventTimes" >> beam.Map(lambda r: r.enriched.complaint.received_at_ms)
-                 | "NewestEventTime" >> beam.CombineGlobally(lambda times: max(times, default=0)))
+        prior_by_id = {} if self._prior_leads is None else AsDict(
+            self._prior_leads | "KeyPriorById" >> beam.Map(lambda lead: (lead.lead_id, lead)))
+        as_of = reports | "NewestEventTime" >> beam.CombineGlobally(_NewestEventTime()).without_defaults()
         return (reports
                 | "KeyByMatter" >> beam.Map(lambda r: (r.enriched.cluster_id, r))
                 | "GroupByMatter" >> beam.GroupByKey()
-                | "MergeLead" >> beam.ParDo(_MergeLeadFn(), prior_leads=AsDict(prior_by_id),
-                                            as_of_ms=AsSingleton(as_of)))
+                | "MergeLead" >> beam.ParDo(_MergeLeadFn(), prior_leads=prior_by_id,
+                                            as_of_ms=AsSingleton(as_of, default_value=0)))
+
+
+class _NewestEventTime(beam.CombineFn):
+    """The newest event time (ms) of the reports: the time leads are scored as of."""
+
+    def create_accumulator(self) -> int:
+        return 0
+
+    def add_input(self, newest: int, report) -> int:
+        return max(newest, report.enriched.complaint.received_at_ms)
+
+    def merge_accumulators(self, accumulators: Iterable[int]) -> int:
+        return max(accumulators, default=0)
+
+    def extract_output(self, newest: int) -> int:
+        return newest
 
 
 # ----------------------------------------------------------------------------------------- whole
