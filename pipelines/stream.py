@@ -45,7 +45,7 @@ from apache_beam.pvalue import TaggedOutput
 
 from envleads import schemas
 from envleads.leads import (MatterReport, block_of_complaint, block_of_lead, complaint_features, event_order,
-                            lead_from_avro_dict, lead_id_for, lead_to_avro_dict, matter_report, merge_lead, seed_index)
+                            lead_from_avro_dict, lead_id_for, lead_to_wire_record, matter_report, merge_lead, seed_index)
 from envleads.pipelines.kafka_io import (LeadView, TopicNotFound, WriteToKafka, commit_events, decode_lead_record,
                                          open_consumer, poll_new_events)
 from envleads.pipelines.kafka_native import NativeKafkaError, NativeKafkaSession, OutputRecord, native_client_available
@@ -73,7 +73,7 @@ def _encode_enriched(report) -> bytes:
 
 
 def _encode_lead(lead: Lead) -> bytes:
-    return schemas.encode(schemas.LEADS, lead_to_avro_dict(lead))
+    return schemas.encode(schemas.LEADS, lead_to_wire_record(lead))
 
 
 def _encode_dead_letter(dead: DeadLetter) -> bytes:

@@ -35,7 +35,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from envleads.leads import (MatterReport, block_of_complaint, block_of_lead, lead_from_avro_dict, lead_id_for,
-                            lead_to_avro_dict, merge_lead, report_matter, seed_index)
+                            lead_to_wire_record, merge_lead, report_matter, seed_index)
 from envleads.pipelines.options import StageSettings
 from envleads.pipelines.transforms import (DEAD_LETTER, MAIN, ClassifyPollutionType, DecodeComplaints,
                                            ResolveRegion, SegmentText)
@@ -95,7 +95,7 @@ class LeadStateCoder(Coder):
     def encode(self, value: Lead) -> bytes:
         from envleads import schemas
 
-        return schemas.encode(schemas.LEADS, lead_to_avro_dict(value))
+        return schemas.encode(schemas.LEADS, lead_to_wire_record(value))
 
     def decode(self, encoded: bytes) -> Lead:
         from envleads import schemas

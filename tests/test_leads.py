@@ -43,6 +43,44 @@ def test_a_lead_written_with_schema_v1_is_read_with_v2_defaults():
     assert schemas.check_compatibility(v1, schemas.schema_for(schemas.LEADS)) == []
 
 
+def _framed(schema_id, schema, record):
+    buffer = io.BytesIO()
+    buffer.write(b"\x00" + schema_id.to_bytes(4, "big"))
+    fastavro.schemaless_writer(buffer, schema, record)
+    return buffer.getvalue()
+
+
+def test_lead_v4_carries_the_sketch_as_bytes_and_reads_v3_arrays_the_same():
+    from envleads.leads import lead_to_avro_dict, lead_to_wire_record
+
+    v3 = schemas.load_schema_file(os.path.join(schemas.SCHEMA_DIR, "lead.v3.avsc"))
+    assert schemas.check_compatibility(v3, schemas.schema_for(schemas.LEADS)) == []
+    lead = _lead_of(_enriched("c1", 0, DYEING_1, "330110"))
+    sketch = lead.matter_signature
+    assert len(sketch) == 256 and max(sketch) <= 0xFFFFFFFF
+
+    wire = lead_to_wire_record(lead)
+    assert wire["matter_signature"] == [] and len(wire["matter_sketch"]) == 4 * 256
+    v4_bytes = schemas.encode(schemas.LEADS, wire)
+    v3_bytes = _framed(23, v3, lead_to_avro_dict(lead))  # as a pipeline before v4 wrote it
+    assert len(v4_bytes) < len(v3_bytes)
+    from_v4 = lead_from_avro_dict(schemas.decode(schemas.LEADS, v4_bytes))
+    from_v3 = lead_from_avro_dict(schemas.decode(schemas.LEADS, v3_bytes))
+    assert from_v4 == from_v3 == lead
+    # the JSON form (batch --leads) keeps the list, and reads back the same
+    assert lead_from_avro_dict(lead_to_avro_dict(lead)) == lead
+
+
+def test_a_signature_of_the_older_minhash_kind_stays_in_the_array():
+    from envleads.leads import lead_to_wire_record
+
+    lead = _lead_of(_enriched("c1", 0, DYEING_1, "330110"))
+    minhash = lead._replace(matter_signature=[2 ** 40 + i for i in range(128)])
+    wire = lead_to_wire_record(minhash)
+    assert wire["matter_sketch"] is None and wire["matter_signature"] == minhash.matter_signature
+    assert lead_from_avro_dict(schemas.decode(schemas.LEADS, schemas.encode(schemas.LEADS, wire))) == minhash
+
+
 # ---- the repeat-detection steps both pipeline forms share -----------------------------------------
 
 def _enriched(complaint_id, day, text, adcode, reporter=None, jurisdiction=None):
@@ -74,9 +112,9 @@ def _lead_of(*enriched):
 
 
 def _to_avro(lead):
-    from envleads.leads import lead_to_avro_dict
+    from envleads.leads import lead_to_wire_record
 
-    return lead_to_avro_dict(lead)
+    return lead_to_wire_record(lead)
 
 
 def test_restore_lead_carries_region_reporters_and_complaint_ids():

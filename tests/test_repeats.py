@@ -266,6 +266,37 @@ def test_expire_drops_old_matters_and_frees_state(config):
     assert len(index._postings) == 0 and index._entity_index == {}
 
 
+def test_expire_drops_exactly_the_matters_a_full_scan_finds(config):
+    """Expiry pops a heap of last-seen times instead of walking every matter: over repeats, late
+    (out-of-order) reports, restores and state merges, it must drop exactly the matters whose
+    last report is older than the window, and keep the rest."""
+    import random
+
+    rng = random.Random(5)
+    texts = [PLANT_1, PLANT_2, PLANT_3, GARAGE, KTV]
+    index = R.MatterIndex(config, NANJING)
+    other = R.MatterIndex(config, NANJING)
+    now, dropped = T0, 0
+    for step in range(400):
+        now += rng.randrange(0, 3 * DAY_MS)
+        late = now - rng.randrange(0, 40 * DAY_MS) if rng.random() < 0.3 else now
+        title, text = rng.choice(texts)
+        noise = "".join(chr(rng.randrange(0x4E00, 0x9FA5)) for _ in range(rng.choice((0, 40))))
+        features = feats(config, (title, text + noise))  # noise: a new matter, mostly
+        if step % 50 == 49:  # a matter restored from its lead, or merged from another index
+            index.restore_matter(f"lead-{step}", f"r-{step}", late, features.signature.tolist(), [])
+            other.assign(f"o-{step}", late, features, None)
+            index.merge_state(other.to_state())
+        else:
+            index.assign(f"c-{step}", late, features, f"reporter-{rng.randrange(60)}")
+        if rng.random() < 0.2:
+            horizon = now - config.window_ms
+            expected = sorted(cid for cid, m in index._matters.items() if m.last_seen_ms < horizon)
+            assert index.expire(now) == expected
+            assert all(m.last_seen_ms >= horizon for m in index._matters.values())
+            dropped += len(expected)
+    assert dropped >= 10 and len(index) >= 3  # the walk both expired matters and kept some
+
 def test_state_round_trip_gives_same_assignments(config):
     index = R.MatterIndex(config, "320100")
     index.assign("c-001", T0, feats(config, PLANT_1), "r1")

@@ -188,11 +188,30 @@ def lead_to_avro_dict(lead: Lead) -> Dict:
     return record
 
 
+def lead_to_wire_record(lead: Lead) -> Dict:
+    """The lead as the lead topic's newest schema (``lead.v4``) carries it: the sketch packed in
+    ``matter_sketch`` (bytes) and ``matter_signature`` left empty, since an Avro array of 256 longs
+    cost ~30 times as much to encode and decode. A signature that is not one of 32-bit slots (the
+    older MinHash kind) stays in the array. :func:`lead_to_avro_dict` keeps the list form for JSON."""
+    record = lead_to_avro_dict(lead)
+    try:
+        record["matter_sketch"] = np.asarray(lead.matter_signature, dtype="<u4").tobytes()
+        record["matter_signature"] = []
+    except OverflowError:
+        record["matter_sketch"] = None
+    return record
+
+
 def lead_from_avro_dict(record: Dict) -> Lead:
+    """A lead from a decoded record of any lead schema version (or from a JSON line of
+    :func:`lead_to_avro_dict`)."""
     fields = {name: record.get(name) for name in Lead._fields}
     fields["reasons"] = [ScoreReason(r["factor"], r["points"], r["detail"]) for r in record.get("reasons", [])]
     for name in ("complaint_ids", "reporter_keys", "pollution_types", "campaigns", "matter_signature", "matter_entities"):
         fields[name] = list(fields[name] or [])
+    sketch = record.get("matter_sketch")
+    if sketch:
+        fields["matter_signature"] = np.frombuffer(sketch, dtype="<u4").tolist()
     return Lead(**fields)
 
 

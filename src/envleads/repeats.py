@@ -44,6 +44,7 @@ import argparse
 import base64
 import dataclasses
 import hashlib
+import heapq
 import json
 import logging
 import re
@@ -807,6 +808,10 @@ class MatterIndex:
         # complaints, and a repeat delivery must neither count again nor match its own matter
         self._complaint_index: Dict[str, str] = {}
         self._specific_cache: Dict[str, bool] = {}  # valid while the index does not change
+        # (last seen ms, cluster id) of every live matter's latest report, and stale entries of
+        # matters seen again or dropped since: a heap, so that expiry looks at the expired only
+        # instead of walking every live matter each round
+        self._by_last_seen: List[Tuple[int, str]] = []
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -831,6 +836,10 @@ class MatterIndex:
         else:
             self._postings.add(matter.cluster_id, union)
         matter.shingles = union
+
+    def _seen(self, matter: _Matter) -> None:
+        """Notes the matter's last-seen time for :meth:`expire`."""
+        heapq.heappush(self._by_last_seen, (matter.last_seen_ms, matter.cluster_id))
 
     def _drop(self, cluster_id: str) -> None:
         matter = self._matters.pop(cluster_id)
@@ -1238,12 +1247,15 @@ class MatterIndex:
             cluster_id = cluster_id_for(complaint_id)
             matter = _Matter(cluster_id, complaint_id, event_time_ms, event_time_ms, 1, [], {}, {}, [])
             self._matters[cluster_id] = matter
+            self._seen(matter)
             self._add_report(matter, features, reporters)
             self._add_complaint_ids(matter, [complaint_id])
             return Assignment(cluster_id, None, True, 0.0, "new")
         matter = self._matters[best.cluster_id]
         matter.report_count += 1
-        matter.last_seen_ms = max(matter.last_seen_ms, event_time_ms)
+        if event_time_ms > matter.last_seen_ms:
+            matter.last_seen_ms = event_time_ms
+            self._seen(matter)
         matter.first_seen_ms = min(matter.first_seen_ms, event_time_ms)
         self._add_report(matter, features, reporters)
         self._add_complaint_ids(matter, [complaint_id])
@@ -1270,7 +1282,13 @@ class MatterIndex:
     def expire(self, now_ms: int) -> List[str]:
         """Drops matters whose last report is older than the window; returns their cluster ids."""
         horizon = now_ms - self.config.window_ms
-        gone = sorted(cid for cid, m in self._matters.items() if m.last_seen_ms < horizon)
+        heap, expired = self._by_last_seen, set()
+        while heap and heap[0][0] < horizon:
+            cid = heapq.heappop(heap)[1]
+            matter = self._matters.get(cid)
+            if matter is not None and matter.last_seen_ms < horizon:  # else a stale entry
+                expired.add(cid)
+        gone = sorted(expired)
         for cid in gone:
             self._drop(cid)
         return gone
@@ -1316,6 +1334,7 @@ class MatterIndex:
         if region:
             matter.regions[region] = 1
         self._matters[cluster_id] = matter
+        self._seen(matter)
         self._add_member(matter, sig)
         self._add_entities(matter, entities, title_entities)
         for reporter in _reporter_digests(list(reporter_keys)):
@@ -1375,6 +1394,7 @@ class MatterIndex:
             matter = _Matter(cid, first, int(first_ms), int(last_ms), int(count), [], {}, dict(types),
                              list(reporters), [], dict(regions))
             self._matters[cid] = matter
+            self._seen(matter)
             for region in matter.regions:
                 _index(self._region_index, region, cid)
             matter.members = [_signature_from_b64(s) for s in sigs]
