@@ -9,18 +9,21 @@ clustering quality against the generator's true matters (pairwise precision/reca
 so that a change making large indexes cheaper shows what it costs in quality:
 
     .venv/bin/python bench/bench_repeats_scale.py [--sizes 2000,6000,12000] [--tail 1500]
+        [--block 440100|unknown] [--max-rare-holders 2048,512]
 
 Prints a table and writes bench/results/repeats_scale.json.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
 import platform
 import sys
 import time
+from typing import Optional
 
 from envleads import repeats as R
 from envleads.generator import generate_events
@@ -39,11 +42,19 @@ def _complaints(count: int, seed: int):
     return rows
 
 
-def measure(count: int, tail: int, seed: int) -> dict:
-    config = R.default_config()
+def _prepared(count: int, seed: int, config) -> tuple:
     rows = _complaints(count, seed)
-    features = [R.matter_features(text, title, [], None, [], config) for _, _, title, text, _ in rows]
-    index = R.MatterIndex(config, "440100")
+    return rows, [R.matter_features(text, title, [], None, [], config) for _, _, title, text, _ in rows]
+
+
+def measure(count: int, tail: int, seed: int, block: str = "440100", max_rare_holders: Optional[int] = None,
+            prepared: Optional[tuple] = None) -> dict:
+    config = R.default_config()
+    if max_rare_holders is not None:
+        config = dataclasses.replace(config, max_rare_holders=max_rare_holders,
+                                     max_rare_holders_unplaced=max_rare_holders)
+    rows, features = prepared or _prepared(count, seed, config)
+    index = R.MatterIndex(config, block)
     start_tail = max(0, len(rows) - tail)
     tail_cpu = 0.0
     gold, predicted = {}, {}
@@ -55,7 +66,9 @@ def measure(count: int, tail: int, seed: int) -> dict:
         gold[complaint_id], predicted[complaint_id] = matter_id, assignment.cluster_id
     measured = len(rows) - start_tail
     scores = R.clustering_scores(gold, predicted)
-    return {"complaints": len(rows), "live_matters": len(index), "postings": len(index._postings),
+    cap = config.max_rare_holders_unplaced if block == R.UNKNOWN_BLOCK else config.max_rare_holders
+    return {"complaints": len(rows), "block": block, "max_rare_holders": cap,
+            "live_matters": len(index), "postings": len(index._postings),
             "tail_complaints": measured, "ms_per_assignment": round(1000 * tail_cpu / max(1, measured), 3),
             **{k: round(scores[k], 4) for k in ("pairwise_precision", "pairwise_recall", "bcubed_f1")}}
 
@@ -65,13 +78,25 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default="2000,6000,12000", help="generated events per run (comma-separated)")
     parser.add_argument("--tail", type=int, default=1500, help="assignments timed at the end of each run")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--block", default="440100",
+                        help="the index's blocking key: a city code, or 'unknown' for the complaints of no known "
+                             "city (text-only joins need a higher similarity there)")
+    parser.add_argument("--max-rare-holders", default=None,
+                        help="comma-separated caps of rare-shingle holders to compare on the same complaints "
+                             "(idf.max_rare_holders, or idf.max_rare_holders_unplaced for --block unknown; "
+                             "default: the configured one)")
     parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args(argv)
-    runs = [measure(int(size), args.tail, args.seed) for size in args.sizes.split(",")]
-    print(f"{'complaints':>10} {'live matters':>12} {'postings':>10} {'ms/assignment (CPU)':>20} "
-          f"{'pair P':>7} {'pair R':>7} {'B3 F1':>7}")
+    caps = [int(c) for c in args.max_rare_holders.split(",")] if args.max_rare_holders else [None]
+    runs = []
+    for size in args.sizes.split(","):
+        prepared = _prepared(int(size), args.seed, R.default_config())
+        runs.extend(measure(int(size), args.tail, args.seed, args.block, cap, prepared) for cap in caps)
+    print(f"{'complaints':>10} {'block':>8} {'rare cap':>8} {'live matters':>12} {'postings':>10} "
+          f"{'ms/assignment (CPU)':>20} {'pair P':>7} {'pair R':>7} {'B3 F1':>7}")
     for run in runs:
-        print(f"{run['complaints']:>10} {run['live_matters']:>12} {run['postings']:>10} {run['ms_per_assignment']:>20} "
+        print(f"{run['complaints']:>10} {run['block']:>8} {run['max_rare_holders']:>8} {run['live_matters']:>12} "
+              f"{run['postings']:>10} {run['ms_per_assignment']:>20} "
               f"{run['pairwise_precision']:>7} {run['pairwise_recall']:>7} {run['bcubed_f1']:>7}")
     document = {"name": "repeats_scale", "command": " ".join([os.path.relpath(sys.executable), *sys.argv]),
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

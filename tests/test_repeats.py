@@ -64,6 +64,35 @@ def test_config_missing_key_names_file_and_key(tmp_path):
         R.load_repeat_config(str(bad))
 
 
+def test_an_unplaced_complaint_walks_postings_under_its_own_rare_holder_cap(config):
+    """The unknown key's complaints of no region use ``max_rare_holders_unplaced``; a complaint with
+    a region, or any complaint in a city's index, the general cap."""
+    small = dataclasses.replace(config, max_rare_holders=40, max_rare_holders_unplaced=6, common_share=1.0)
+    caps = []
+
+    def spy(index):
+        walk = index._postings.shared_weight
+
+        def recorded(hashes, weights, df, cap, floor=float("-inf")):
+            caps.append(cap)
+            return walk(hashes, weights, df, cap, floor)
+        index._postings.shared_weight = recorded
+        return index
+
+    unknown, city = spy(R.MatterIndex(small, R.UNKNOWN_BLOCK)), spy(R.MatterIndex(small, NANJING))
+    for n in range(60):  # enough matters that neither cap is bounded by the index's size
+        text = "".join(chr(0x4E00 + 97 * n + k) for k in range(40))  # nothing in common
+        for index in (unknown, city):
+            index.assign(f"c-{n}", T0 + n, feats(config, ("", text)), None)
+    assert len(unknown) == len(city) == 60
+    caps.clear()
+    unknown.assign("u-1", T0 + 99, feats(config, KTV), None)
+    unknown.assign("u-2", T0 + 99, feats(config, KTV, region=NANJING_GULOU), None)
+    city.assign("c-x", T0 + 99, feats(config, KTV), None)
+    assert caps == [6.0, 40.0, 40.0]
+    assert R.load_repeat_config().max_rare_holders_unplaced < R.load_repeat_config().max_rare_holders
+
+
 # -- features ---------------------------------------------------------------------------------
 
 def test_masked_placeholders_do_not_change_the_signature(config):

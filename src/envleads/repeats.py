@@ -127,6 +127,7 @@ class RepeatConfig:
     name_boundary_chars: str = ""
     max_rare_holders: int = 2048
     min_text_with_name_unplaced: float = 0.0
+    max_rare_holders_unplaced: int = 2048
 
     @property
     def window_ms(self) -> int:
@@ -192,6 +193,7 @@ def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
         common_share=float(need(idf, "common_share", "idf.")),
         max_candidates=int(idf.get("max_candidates", 64)),
         max_rare_holders=max(4, int(idf.get("max_rare_holders", 2048))),
+        max_rare_holders_unplaced=max(4, int(idf.get("max_rare_holders_unplaced", idf.get("max_rare_holders", 2048)))),
         min_text_with_name_unplaced=float(thresholds.get("min_text_with_name_unplaced", with_entity)),
         weights={key: float(weights.get(key, 0.0)) for key in _WEIGHT_KEYS},
         entity_classes=tuple(classes),
@@ -966,11 +968,16 @@ class MatterIndex:
         ``(shared + skipped) / total`` bounds the similarity from above and a matter below the floor
         can only join by a shared name or reporter. The absolute cap keeps the postings walked per
         complaint bounded as a city's index grows (a share alone made the cost linear in its size).
+        An unplaced complaint has a cap of its own (``max_rare_holders_unplaced``): its high
+        text-only threshold prunes almost every matter anyway, so a lower cap halves the walk in the
+        largest index at equal clustering quality (``bench/bench_repeats_scale.py --block unknown``).
         """
         cfg = self.config
-        cap = min(max(4.0, cfg.common_share * len(self._matters)), float(cfg.max_rare_holders))
+        placed = self._one_city or bool(region_adcode)
+        rare_cap = cfg.max_rare_holders if placed else cfg.max_rare_holders_unplaced
+        cap = min(max(4.0, cfg.common_share * len(self._matters)), float(rare_cap))
         total = float(weights.sum()) or 1.0
-        text_only = cfg.text_only_similarity if self._one_city or region_adcode else cfg.text_only_unplaced
+        text_only = cfg.text_only_similarity if placed else cfg.text_only_unplaced
         floor = min(text_only, cfg.conflict_text_similarity) * total
         clusters, shared, _ = self._postings.shared_weight(signature, weights, df, cap, floor)
         ranked = sorted(range(len(clusters)), key=lambda i: (-shared[i], clusters[i]))
