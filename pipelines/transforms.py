@@ -19,10 +19,11 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsDict, AsList, AsSingleton, TaggedOutput
 
 from envleads.decode import decode_event
-from envleads.leads import lead_id_for, merge_lead
+from envleads.leads import block_of_complaint, lead_id_for, merge_lead, scope_of_complaint
 from envleads.pipelines.options import StageSettings
 from envleads.records import (Complaint, DeadLetter, EnrichedComplaint, KafkaCoordinates, Lead,
                               SegmentedComplaint)
+from envleads.repeats import UNKNOWN_BLOCK
 
 LOG = logging.getLogger(__name__)
 
@@ -177,6 +178,7 @@ class ResolveRegion(beam.PTransform):
 
 # --------------------------------------------------------------------------------------- repeats
 INDEX_STATE = "index_state"
+UNPLACED = "unplaced"
 
 
 class _AssignMattersFn(beam.DoFn):
@@ -276,16 +278,10 @@ class DeduplicatePetitions(beam.PTransform):
         return (assigned[MAIN], unplaced_reports) | "MergeReports" >> beam.Flatten()
 
 
-UNPLACED = "unplaced"
-
-
 class _KeyByBlockFn(beam.DoFn):
     """Keys a complaint by its blocking key, or, with no known city, by its scope on ``unplaced``."""
 
     def process(self, enriched: EnrichedComplaint):
-        from envleads.leads import block_of_complaint, scope_of_complaint
-        from envleads.repeats import UNKNOWN_BLOCK
-
         block = block_of_complaint(enriched)
         if block == UNKNOWN_BLOCK:
             yield TaggedOutput(UNPLACED, (scope_of_complaint(enriched), enriched))

@@ -71,6 +71,15 @@ def test_lead_v4_carries_the_sketch_as_bytes_and_reads_v3_arrays_the_same():
     assert lead_from_avro_dict(lead_to_avro_dict(lead)) == lead
 
 
+def test_a_sketch_of_broken_length_leaves_the_lead_readable_without_a_signature():
+    from envleads.leads import lead_to_wire_record
+
+    wire = lead_to_wire_record(_lead_of(_enriched("c1", 0, DYEING_1, "330110")))
+    wire["matter_sketch"] = wire["matter_sketch"][:-1]
+    lead = lead_from_avro_dict(schemas.decode(schemas.LEADS, schemas.encode(schemas.LEADS, wire)))
+    assert lead.lead_id == wire["lead_id"] and lead.matter_signature == []
+
+
 def test_a_signature_of_the_older_minhash_kind_stays_in_the_array():
     from envleads.leads import lead_to_wire_record
 

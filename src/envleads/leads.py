@@ -182,7 +182,9 @@ def rescore_lead(lead: Lead, as_of_ms: int, weights: ScoringWeights) -> Lead:
 
 
 def lead_to_avro_dict(lead: Lead) -> Dict:
-    """The lead as it leaves the process (the newest lead schema); it holds no identity by construction."""
+    """The lead as a dict of its fields, the sketch as a list (the JSON of ``envleads batch
+    --leads``, and ``lead.v1``–``v3`` on Kafka; :func:`lead_to_wire_record` gives ``lead.v4``). It
+    holds no identity by construction."""
     record = lead._asdict()
     record["reasons"] = [reason._asdict() for reason in lead.reasons]
     return record
@@ -210,8 +212,10 @@ def lead_from_avro_dict(record: Dict) -> Lead:
     for name in ("complaint_ids", "reporter_keys", "pollution_types", "campaigns", "matter_signature", "matter_entities"):
         fields[name] = list(fields[name] or [])
     sketch = record.get("matter_sketch")
-    if sketch:
+    if sketch and len(sketch) % 4 == 0:
         fields["matter_signature"] = np.frombuffer(sketch, dtype="<u4").tolist()
+    # a sketch of broken length is left out: the matter is then restored by its names only
+    # (``restore_lead``), rather than the whole lead being skipped as unreadable
     return Lead(**fields)
 
 
