@@ -1,5 +1,6 @@
 """ShinglePostings against a plain dict of sets, over random sequences of changes."""
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,12 +25,14 @@ def _apply(postings: ShinglePostings, model: dict, matter: str, new: set) -> Non
 def _check(postings: ShinglePostings, model: dict) -> None:
     queries = np.arange(0, 45, dtype=np.uint32)
     expected_df = [sum(h in held for held in model.values()) for h in queries.tolist()]
-    df = postings.document_frequency(queries)
+    lookup = postings.lookup(queries)
+    df = lookup.df
     assert df.tolist() == expected_df
+    assert postings.document_frequency(queries).tolist() == expected_df
     assert len(postings) == sum(len(held) for held in model.values())
     weights = np.linspace(0.5, 2.0, queries.size)
     cap = 2
-    clusters, shared, skipped = postings.shared_weight(queries, weights, df, cap)
+    clusters, shared, skipped = postings.shared_weight(lookup, weights, cap)
     expected = {}
     for h, w in zip(queries.tolist(), weights.tolist()):
         holders = [m for m, held in model.items() if h in held]
@@ -40,7 +43,7 @@ def _check(postings: ShinglePostings, model: dict) -> None:
     common = [w for h, w in zip(queries.tolist(), weights.tolist()) if expected_df[h] > cap]
     assert skipped == sum(common)
     floor = skipped + 2.0  # a matter is named when its shared weight plus the skipped reaches it
-    clusters, shared, _ = postings.shared_weight(queries, weights, df, cap, floor)
+    clusters, shared, _ = postings.shared_weight(lookup, weights, cap, floor)
     assert dict(zip(clusters, shared.tolist())) == {m: w for m, w in expected.items() if w >= floor - skipped}
 
 
@@ -70,3 +73,13 @@ def test_memory_is_eight_bytes_per_posting_after_a_merge():
     postings._merge()
     assert len(postings) == 5000
     assert postings.nbytes() == 8 * 5000
+
+
+def test_a_lookup_is_refused_after_the_postings_changed():
+    """Its ranges point into arrays a change replaces: a stale one would name wrong matters."""
+    postings = ShinglePostings()
+    postings.add("a", np.array([1, 2], dtype=np.uint32))
+    lookup = postings.lookup(np.array([1, 2], dtype=np.uint32))
+    postings.add("b", np.array([2], dtype=np.uint32))
+    with pytest.raises(ValueError, match="changed"):
+        postings.shared_weight(lookup, np.ones(2), cap=5)

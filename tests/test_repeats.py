@@ -73,9 +73,9 @@ def test_an_unplaced_complaint_walks_postings_under_its_own_rare_holder_cap(conf
     def spy(index):
         walk = index._postings.shared_weight
 
-        def recorded(hashes, weights, df, cap, floor=float("-inf")):
+        def recorded(lookup, weights, cap, floor=float("-inf")):
             caps.append(cap)
-            return walk(hashes, weights, df, cap, floor)
+            return walk(lookup, weights, cap, floor)
         index._postings.shared_weight = recorded
         return index
 
@@ -111,6 +111,21 @@ def test_signature_is_an_ascending_sketch_and_round_trips_as_list(config):
     assert list(a) == list(feats(config, PLANT_1).signature)
     restored = R.signature_from_list(json.loads(json.dumps(R.signature_to_list(a))))
     assert list(restored) == list(a)
+
+
+def test_features_pickle_compactly_and_come_back_equal(config):
+    """The stream's processes pickle every complaint's features: a sketch travels without its
+    empty slots; anything that is not a padded sketch travels whole."""
+    features = feats(config, PLANT_1)
+    padded = pickle.dumps(features._replace(signature=features.signature.copy()), protocol=5)
+    back = pickle.loads(padded)
+    assert back._replace(signature=None) == features._replace(signature=None)
+    assert back.signature.dtype == np.uint32 and back.signature.tolist() == features.signature.tolist()
+    assert len(padded) < len(pickle.dumps(tuple(features), protocol=5)) - 200
+    unsorted = features._replace(signature=np.array([7, 0xFFFFFFFF, 3] + [0xFFFFFFFF] * 5, dtype=np.uint32))
+    assert pickle.loads(pickle.dumps(unsorted)).signature.tolist() == unsorted.signature.tolist()
+    listed = features._replace(signature=[1, 2, 3])
+    assert pickle.loads(pickle.dumps(listed)) == listed
 
 
 def test_short_texts_have_exact_jaccard_whatever_the_seed(config):

@@ -72,3 +72,27 @@ def test_after_forget_repeats_join_the_matters_restored_from_the_store(enriched_
     joined_after = [report for reports, _, _ in rounds[3:] for report in reports
                     if report[1] in before and report[2] is not None]
     assert len(joined_after) >= 5
+
+
+def test_enriched_records_spliced_from_the_workers_parts_equal_whole_encodings():
+    """An enrichment worker encodes all but the repeat stage's fields; the keyed stage splices those
+    in. The bytes must be those of encoding the whole record: with and without Kafka coordinates,
+    first reports and repeats, non-ASCII and long ids."""
+    from envleads import schemas
+    from envleads.leads import MatterReport
+    from envleads.pipelines.stream import _encode_enriched
+    from envleads.records import KafkaCoordinates
+    from envleads.serialize import enriched_to_avro_dict
+
+    enricher = Enricher(StageSettings(), keep_tokens=False, wire_parts=True)
+    events = [RawEvent(event.line, "json", KafkaCoordinates("complaints.raw", n % 3, 10 ** (n % 12)) if n % 2 else None)
+              for n, event in enumerate(generate_events(120, seed=8))]
+    enriched, _ = enricher.enrich(events)
+    assert enriched and all(item.wire_parts is not None for item in enriched)
+    for n, item in enumerate(enriched):
+        cluster = f"cl-{n:04d}" if n % 3 else "事项-" + "x" * (70 * n)
+        duplicate = None if n % 4 == 0 else f"WB-{n}-重复"
+        spliced = item._replace(cluster_id=cluster, duplicate_of=duplicate)
+        whole = schemas.encode(schemas.ENRICHED, enriched_to_avro_dict(spliced))
+        assert _encode_enriched(MatterReport(spliced, frozenset(), [], [])) == whole
+        assert schemas.decode(schemas.ENRICHED, whole)["cluster_id"] == cluster

@@ -80,3 +80,34 @@ def test_recency_decays_with_half_life(weights):
 def test_rank_key_orders_tier_then_score():
     ordered = sorted([("normal", 30.0, 5), ("urgent", 10.0, 1), ("normal", 35.0, 1)], key=lambda t: rank_key(*t))
     assert ordered == [("urgent", 10.0, 1), ("normal", 35.0, 1), ("normal", 30.0, 5)]
+
+
+def _signals_by_substring(text, event_time_ms, named, weights):
+    """The definition: a factor shows when any of its terms is a substring of the report."""
+    from envleads.scoring import _is_night
+
+    found = {f.key for f in weights.severity + weights.receptors if any(term in text for term in f.terms)}
+    if _is_night(event_time_ms, weights) or any(term in text for term in weights.night_terms):
+        found.add("night_time")
+    if named:
+        found.add("verifiability.named_target")
+    return found
+
+
+def test_signals_of_one_scan_equal_a_substring_search_per_term(weights):
+    """Terms overlapping, nested (one inside another) and shared between factors, and an empty
+    term (every report shows it), over random reports made of terms and filler."""
+    import random
+
+    from envleads.scoring import TermFactor
+
+    nested = weights._replace(
+        severity=weights.severity + (TermFactor("severity.nested", 1.0, ("偷排废", "排废水", "废")),),
+        receptors=weights.receptors + (TermFactor("receptor.shared", 1.0, (weights.receptors[0].terms[0], "")),))
+    terms = sorted({t for f in nested.severity + nested.receptors for t in f.terms} | set(nested.night_terms) - {""})
+    rng = random.Random(5)
+    for _ in range(400):
+        text = "".join(rng.choice(terms + list("的了水厂区夜，。")) for _ in range(rng.randrange(0, 12)))
+        at = ms(2026, 6, 1, rng.randrange(24), 0)
+        for w in (weights, nested):
+            assert complaint_signals(text, at, False, w) == _signals_by_substring(text, at, False, w), text

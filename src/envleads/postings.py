@@ -14,7 +14,7 @@ comes once per that many changes.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, NamedTuple, Tuple
 
 import numpy as np
 
@@ -81,6 +81,10 @@ class ShinglePostings:
         self._slot_of: Dict[str, int] = {}
         self._cluster_of: List[str] = []
         self._free: List[int] = []
+        # per slot: may have postings in ``removed`` (until the next merge applies them), so a walk
+        # checks only those postings against ``removed`` instead of all it found
+        self._dirty = np.zeros(1024, dtype=bool)
+        self._version = 0  # bumped by every change: a Lookup of an older version is stale
 
     def __len__(self) -> int:
         """Number of postings."""
@@ -98,6 +102,8 @@ class ShinglePostings:
             else:
                 slot = len(self._cluster_of)
                 self._cluster_of.append(cluster_id)
+                if slot >= self._dirty.size:
+                    self._dirty = np.concatenate((self._dirty, np.zeros(self._dirty.size, dtype=bool)))
             self._slot_of[cluster_id] = slot
         return slot
 
@@ -111,6 +117,7 @@ class ShinglePostings:
             self._removed = _remove_sorted(self._removed, packed[in_removed])
             packed = packed[~in_removed]
         self._added = _insert_sorted(self._added, packed)
+        self._version += 1
         self._maybe_merge()
 
     def remove(self, cluster_id: str, hashes: np.ndarray) -> None:
@@ -124,15 +131,19 @@ class ShinglePostings:
             self._added = _remove_sorted(self._added, packed[in_added])
         rest = packed[~in_added]
         rest = rest[_contains(self._base, rest)]
+        if rest.size:
+            self._dirty[slot] = True
         self._removed = _insert_sorted(self._removed, rest[~_contains(self._removed, rest)])
+        self._version += 1
         self._maybe_merge()
 
     def release(self, cluster_id: str) -> None:
         """Frees the matter's slot; call after all its hashes were removed."""
         slot = self._slot_of.pop(cluster_id, None)
         if slot is not None:
-            # postings of the slot may still be in ``removed``: a reuse that adds one of them back
-            # undoes that removal, which is right, since the packed pair means the new holder
+            # postings of the slot may still be in ``removed`` (it stays dirty until the merge): a
+            # reuse that adds one of them back undoes that removal, which is right, since the
+            # packed pair means the new holder
             self._free.append(slot)
 
     def _maybe_merge(self) -> None:
@@ -144,6 +155,7 @@ class ShinglePostings:
         if self._removed.size:
             self._base = _remove_sorted(self._base, self._removed)
             self._removed = _EMPTY
+            self._dirty[:] = False
         if self._added.size:
             self._base = _insert_sorted(self._base, self._added)
             self._added = _EMPTY
@@ -154,52 +166,75 @@ class ShinglePostings:
 
     def document_frequency(self, hashes: np.ndarray) -> np.ndarray:
         """How many matters hold each of ``hashes`` (int64, one per hash)."""
+        return self.lookup(hashes).df
+
+    def lookup(self, hashes: np.ndarray) -> "Lookup":
+        """The document frequency of each of ``hashes``, with where their postings lie, for
+        :meth:`shared_weight` (valid until the postings change): a complaint's candidate search
+        walks the very ranges its frequencies counted, and the binary searches through a large
+        index were half of that search's cost."""
         lows, highs = self._bounds(hashes)
         df = np.zeros(lows.size, dtype=np.int64)
+        ranges = []
         for array, sign in ((self._base, 1), (self._added, 1), (self._removed, -1)):
             if array.size:
                 starts, ends = array.searchsorted(lows), array.searchsorted(highs, side="right")
                 df += sign * (ends - starts)
-        return df
+                if sign > 0:
+                    ranges.append((array, starts, ends))
+        return Lookup(df, ranges, self._version)
 
-    def shared_weight(self, hashes: np.ndarray, weights: np.ndarray, df: np.ndarray,
-                      cap: float, floor: float = float("-inf")) -> Tuple[List[str], np.ndarray, float]:
-        """The weight each matter shares with a complaint's ``hashes`` (``df``: their
-        :meth:`document_frequency`), over hashes held by at most ``cap`` matters, and the weight of
-        the hashes skipped as too common.
+    def shared_weight(self, lookup: "Lookup", weights: np.ndarray, cap: float,
+                      floor: float = float("-inf")) -> Tuple[List[str], np.ndarray, float]:
+        """The weight each matter shares with a complaint's hashes (``lookup``: their
+        :meth:`lookup`, ``weights`` aligned with them), over hashes held by at most ``cap`` matters,
+        and the weight of the hashes skipped as too common.
 
         Returns the matters whose shared weight plus the skipped weight reaches ``floor`` (in a
         large index most sharers share a shingle or two, and naming them all was a cost linear in
         its size), the weight each shares (aligned), and the skipped weight. Sums run in the order
-        of ``hashes``, as a loop over them would, so results do not depend on how the postings
+        of the hashes, as a loop over them would, so results do not depend on how the postings
         happen to be split between the arrays.
         """
+        if lookup.version != self._version:
+            raise ValueError("the postings changed since this lookup")
         weights = np.asarray(weights, dtype=np.float64)
+        df = lookup.df
         common = df > cap
         skipped = float(sum(weights[common].tolist()))
         rare = np.flatnonzero((df > 0) & ~common)
         if rare.size == 0:
             return [], np.zeros(0, dtype=np.float64), skipped
-        lows, highs = self._bounds(np.asarray(hashes)[rare])
         packed_parts, owner_parts = [], []
-        for array in (self._base, self._added):
-            if array.size:
-                starts, ends = array.searchsorted(lows), array.searchsorted(highs, side="right")
-                index, owner = _expand(starts, ends)
-                packed_parts.append(array[index])
-                owner_parts.append(owner)
+        for array, starts, ends in lookup.ranges:
+            index, owner = _expand(starts[rare], ends[rare])
+            packed_parts.append(array[index])
+            owner_parts.append(owner)
         packed = np.concatenate(packed_parts)
         owner = np.concatenate(owner_parts)
+        slots = (packed & _SLOT_MASK).astype(np.int64)
         if self._removed.size:
-            keep = ~_contains(self._removed, packed)
-            packed, owner = packed[keep], owner[keep]
+            suspect = np.flatnonzero(self._dirty[slots])
+            if suspect.size:
+                gone = suspect[_contains(self._removed, packed[suspect])]
+                if gone.size:
+                    keep = np.ones(packed.size, dtype=bool)
+                    keep[gone] = False
+                    slots, owner = slots[keep], owner[keep]
         if len(packed_parts) > 1:
             order = np.argsort(owner, kind="stable")
-            packed, owner = packed[order], owner[order]
-        slots = (packed & _SLOT_MASK).astype(np.int64)
+            slots, owner = slots[order], owner[order]
         # bincount adds in input order, so each matter's sum is the sequential sum in hash order
         sums = np.bincount(slots, weights=weights[rare][owner])
         present = np.flatnonzero(np.bincount(slots))
         present = present[sums[present] >= floor - skipped]
         cluster_of = self._cluster_of
         return [cluster_of[slot] for slot in present.tolist()], sums[present], skipped
+
+
+class Lookup(NamedTuple):
+    """:meth:`ShinglePostings.lookup`: document frequencies and the postings' ranges per hash."""
+
+    df: np.ndarray
+    ranges: List[Tuple[np.ndarray, np.ndarray, np.ndarray]]  # (array, starts, ends) of base and added
+    version: int

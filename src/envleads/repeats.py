@@ -59,7 +59,7 @@ import numpy as np
 
 from envleads.config import ConfigError, data_path, load_json_config
 from envleads.divisions import MUNICIPALITY_CODES
-from envleads.postings import ShinglePostings
+from envleads.postings import Lookup, ShinglePostings
 
 LOG = logging.getLogger(__name__)
 
@@ -251,6 +251,23 @@ class MatterFeatures(NamedTuple):
     types: Tuple[str, ...]
     region_adcode: Optional[str]
     shingle_count: int
+
+    def __reduce__(self):
+        # Pickled between the stream's processes for every complaint: the sketch without its empty
+        # slots, as bytes, is half the bytes and a third of the time of the padded numpy array.
+        signature = self.signature
+        if isinstance(signature, np.ndarray) and signature.dtype == np.uint32 and signature.ndim == 1:
+            trimmed = _trim(signature)
+            if (signature[trimmed.size:] == _EMPTY_SLOT).all():  # else not a sketch: kept whole
+                return _features_from_sketch, (trimmed.tobytes(), signature.size, *self[1:])
+        return MatterFeatures, tuple(self)
+
+
+def _features_from_sketch(sketch: bytes, size: int, *rest) -> MatterFeatures:
+    signature = np.full(size, _EMPTY_SLOT, dtype=np.uint32)
+    filled = np.frombuffer(sketch, dtype=np.uint32)
+    signature[:filled.size] = filled
+    return MatterFeatures(signature, *rest)
 
 
 def _seed_mix(seed: int) -> np.uint64:
@@ -954,7 +971,7 @@ class MatterIndex:
             df = self._postings.document_frequency(hashes)
         return np.log((n + 1.0) / (df.astype(np.float64) + 1.0)) + self.config.idf_floor
 
-    def _candidates(self, signature: np.ndarray, weights: np.ndarray, df: np.ndarray,
+    def _candidates(self, lookup: Lookup, weights: np.ndarray,
                     region_adcode: Optional[str]) -> Tuple[List[str], set]:
         """The ``max_candidates`` matters sharing the most weight of rare shingles, among those that
         could still reach the lowest text-only threshold: ``text_only_unplaced`` for a complaint
@@ -979,7 +996,7 @@ class MatterIndex:
         total = float(weights.sum()) or 1.0
         text_only = cfg.text_only_similarity if placed else cfg.text_only_unplaced
         floor = min(text_only, cfg.conflict_text_similarity) * total
-        clusters, shared, _ = self._postings.shared_weight(signature, weights, df, cap, floor)
+        clusters, shared, _ = self._postings.shared_weight(lookup, weights, cap, floor)
         ranked = sorted(range(len(clusters)), key=lambda i: (-shared[i], clusters[i]))
         return [clusters[i] for i in ranked[:cfg.max_candidates]], set(clusters)
 
@@ -1212,9 +1229,9 @@ class MatterIndex:
         best: Optional[_Candidate] = None
         self._specific_cache = {}
         if self._matters:
-            df = self._postings.document_frequency(signature)
-            weights = self._weights(signature, df)
-            by_text, reachable = self._candidates(signature, weights, df, features.region_adcode)
+            lookup = self._postings.lookup(signature)
+            weights = self._weights(signature, lookup.df)
+            by_text, reachable = self._candidates(lookup, weights, features.region_adcode)
             candidates = set(by_text)
             for reporter in reporters:
                 candidates.update(_holders(self._reporter_index, reporter))
