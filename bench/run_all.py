@@ -42,6 +42,9 @@ JOBS: List[Tuple[str, str, List[str], List[str]]] = [
     ("repeats_memory", "bench_repeats_memory.py", ["--events", "20000", "--out", "bench/results/repeats_memory_20000.json"],
      ["--events", "2000", "--out", "/tmp/repeats_memory_quick.json"]),
     ("repeats_pipeline", "bench_repeats_pipeline.py", ["--count", "5000"], ["--count", "500", "--seeds", "5"]),
+    ("keyed_rounds", "bench_keyed_rounds.py", ["--events", "60000", "--tail", "20000",
+                                               "--out", "bench/results/keyed_rounds_60000.json"],
+     ["--events", "6000", "--tail", "2000", "--out", "/tmp/keyed_rounds_quick.json"]),
 ]
 
 
