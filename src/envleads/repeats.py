@@ -254,7 +254,7 @@ class MatterFeatures(NamedTuple):
 
     def __reduce__(self):
         # Pickled between the stream's processes for every complaint: the sketch without its empty
-        # slots, as bytes, is half the bytes and a third of the time of the padded numpy array.
+        # slots, as bytes, is half the bytes and about half the time to unpickle of the padded array.
         signature = self.signature
         if isinstance(signature, np.ndarray) and signature.dtype == np.uint32 and signature.ndim == 1:
             trimmed = _trim(signature)
