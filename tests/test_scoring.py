@@ -95,15 +95,15 @@ def _signals_by_substring(text, event_time_ms, named, weights):
 
 
 def test_signals_of_one_scan_equal_a_substring_search_per_term(weights):
-    """Terms overlapping, nested (one inside another) and shared between factors, and an empty
-    term (every report shows it), over random reports made of terms and filler."""
+    """Terms overlapping, nested (one inside another) and shared between factors, over random
+    reports made of terms and filler."""
     import random
 
     from envleads.scoring import TermFactor
 
     nested = weights._replace(
         severity=weights.severity + (TermFactor("severity.nested", 1.0, ("偷排废", "排废水", "废")),),
-        receptors=weights.receptors + (TermFactor("receptor.shared", 1.0, (weights.receptors[0].terms[0], "")),))
+        receptors=weights.receptors + (TermFactor("receptor.shared", 1.0, (weights.receptors[0].terms[0],)),))
     terms = sorted({t for f in nested.severity + nested.receptors for t in f.terms} | set(nested.night_terms) - {""})
     rng = random.Random(5)
     for _ in range(400):
@@ -111,3 +111,18 @@ def test_signals_of_one_scan_equal_a_substring_search_per_term(weights):
         at = ms(2026, 6, 1, rng.randrange(24), 0)
         for w in (weights, nested):
             assert complaint_signals(text, at, False, w) == _signals_by_substring(text, at, False, w), text
+
+
+def test_an_empty_signal_term_is_refused_at_load(tmp_path):
+    """It would match every report: the weights file is refused, naming the factor."""
+    import json
+
+    from envleads.config import ConfigError, data_path
+
+    document = json.loads(open(data_path("scoring.json"), encoding="utf-8").read())
+    name = next(key for key, spec in document["severity"].items() if isinstance(spec, dict))
+    document["severity"][name]["terms"].append("")
+    bad = tmp_path / "scoring.json"
+    bad.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(ConfigError, match=f"severity.{name}"):
+        load_scoring_weights(str(bad))

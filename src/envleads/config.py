@@ -6,9 +6,10 @@ at load time, naming the file and the key, never later per element.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
-from typing import Any, Dict, Iterable
+from typing import Any, Callable, Dict, Iterable, Tuple, TypeVar
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
@@ -32,3 +33,26 @@ def load_json_config(path: str, required: Iterable[str] = ("version",)) -> Dict[
         if key not in document:
             raise ConfigError(f"{path}: missing key {key!r}")
     return document
+
+
+_Built = TypeVar("_Built")
+
+
+def cached_per_config(build: Callable[[Any], _Built]) -> Callable[[Any], _Built]:
+    """Memoises ``build(config)`` by the configuration object's identity: configurations hold dicts,
+    so they cannot be hashed for ``lru_cache``, and what is built from one (an automaton) is costly.
+    Keeps at most 64 (tests and tuning runs make many configurations)."""
+    cache: Dict[int, Tuple[Any, _Built]] = {}
+
+    @functools.wraps(build)
+    def cached(config):
+        hit = cache.get(id(config))
+        if hit is not None and hit[0] is config:
+            return hit[1]
+        built = build(config)
+        if len(cache) >= 64:
+            cache.clear()
+        cache[id(config)] = (config, built)
+        return built
+
+    return cached

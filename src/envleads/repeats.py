@@ -57,7 +57,7 @@ from typing import Any, Collection, Dict, Iterable, List, Mapping, NamedTuple, O
 import ahocorasick
 import numpy as np
 
-from envleads.config import ConfigError, data_path, load_json_config
+from envleads.config import ConfigError, cached_per_config, data_path, load_json_config
 from envleads.divisions import MUNICIPALITY_CODES
 from envleads.postings import Lookup, ShinglePostings
 
@@ -452,25 +452,17 @@ def extract_entities(text: str, config: RepeatConfig, canonical: bool = False) -
 
 
 _HOUSE_NUMBER = re.compile(r"(\d{1,5})号(?!楼|院|线|门)")
-_SUFFIX_AUTOMATA: Dict[int, Tuple[RepeatConfig, "ahocorasick.Automaton"]] = {}
-
-
+@cached_per_config
 def _suffix_automaton(config: RepeatConfig) -> "ahocorasick.Automaton":
     """Every entity suffix in one Aho-Corasick automaton: one scan finds all their occurrences
     (a ``str.find`` loop per suffix was most of extracting entities). A suffix listed by several
     classes belongs to the first, as in a loop over the classes in order."""
-    cached = _SUFFIX_AUTOMATA.get(id(config))
-    if cached is not None and cached[0] is config:
-        return cached[1]
     automaton = ahocorasick.Automaton()
     for cls in config.entity_classes:
         for suffix in cls.suffixes:
             if suffix and suffix not in automaton:
                 automaton.add_word(suffix, (suffix, cls))
     automaton.make_automaton()
-    if len(_SUFFIX_AUTOMATA) >= 64:  # configurations made by tests and tuning runs
-        _SUFFIX_AUTOMATA.clear()
-    _SUFFIX_AUTOMATA[id(config)] = (config, automaton)
     return automaton
 
 

@@ -12,7 +12,7 @@ import math
 from datetime import date, datetime, timedelta, timezone
 from typing import Dict, FrozenSet, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
 
-from envleads.config import data_path, load_json_config
+from envleads.config import ConfigError, cached_per_config, data_path, load_json_config
 from envleads.records import ScoreReason
 
 TIER_ORDER = ("urgent", "high", "normal", "low")
@@ -65,8 +65,16 @@ def _date_ms(value: str) -> int:
     return int(datetime.combine(date.fromisoformat(value), datetime.min.time(), timezone.utc).timestamp() * 1000)
 
 
+def _terms(terms: Iterable[str], where: str) -> Tuple[str, ...]:
+    """A factor's terms; an empty one would match every report, so it is refused by name."""
+    terms = tuple(terms)
+    if not terms or not all(isinstance(term, str) and term for term in terms):
+        raise ConfigError(f"{where}: terms must be a non-empty list of non-empty strings")
+    return terms
+
+
 def _term_factors(prefix: str, section: dict) -> Tuple[TermFactor, ...]:
-    return tuple(TermFactor(f"{prefix}.{name}", float(spec["points"]), tuple(spec["terms"]))
+    return tuple(TermFactor(f"{prefix}.{name}", float(spec["points"]), _terms(spec["terms"], f"{prefix}.{name}"))
                  for name, spec in section.items() if isinstance(spec, dict))
 
 
@@ -89,7 +97,7 @@ def load_scoring_weights(path: Optional[str] = None, campaigns_path: Optional[st
         receptor_cap=float(doc["receptors"]["cap"]),
         night_points=float(night["points"]),
         night_hours=(int(night["start_hour"]), int(night["end_hour"])),
-        night_terms=tuple(night["terms"]),
+        night_terms=_terms(night["terms"], "night_time"),
         tz_offset_hours=int(night["timezone_offset_hours"]),
         repeats_per_doubling=float(doc["repeats"]["points_per_doubling"]),
         repeats_cap=float(doc["repeats"]["cap"]),
@@ -122,9 +130,9 @@ def complaint_signals(text: str, event_time_ms: int, has_named_target: bool,
     Signals are keys of the weights file (``severity.covert_discharge``); the matter's signals are
     the union over its reports, so a lead rebuilt from its stored reasons keeps them.
     """
-    always, automaton = _term_automaton(weights)
-    signals = set(always)
-    if automaton is not None:
+    signals = set()
+    automaton = _term_automaton(weights)
+    if automaton is not None:  # None: no terms configured
         for _, keys in automaton.iter(text):
             signals |= keys
     if _is_night(event_time_ms, weights):
@@ -134,16 +142,11 @@ def complaint_signals(text: str, event_time_ms: int, has_named_target: bool,
     return signals
 
 
-_TERM_AUTOMATA: Dict[int, Tuple[ScoringWeights, FrozenSet[str], Optional["ahocorasick.Automaton"]]] = {}
-
-
-def _term_automaton(weights: ScoringWeights) -> Tuple[FrozenSet[str], Optional["ahocorasick.Automaton"]]:
+@cached_per_config
+def _term_automaton(weights: ScoringWeights) -> Optional["ahocorasick.Automaton"]:
     """Every signal term in one Aho-Corasick automaton (term -> the signals it shows): one scan of
     a report instead of a substring search per term, which was a twentieth of the stream's keyed
-    stages. Also the signals an empty term shows (every report)."""
-    cached = _TERM_AUTOMATA.get(id(weights))
-    if cached is not None and cached[0] is weights:
-        return cached[1], cached[2]
+    stages."""
     import ahocorasick
 
     signals_of: Dict[str, Set[str]] = {}
@@ -152,17 +155,13 @@ def _term_automaton(weights: ScoringWeights) -> Tuple[FrozenSet[str], Optional["
             signals_of.setdefault(term, set()).add(factor.key)
     for term in weights.night_terms:
         signals_of.setdefault(term, set()).add("night_time")
-    always = frozenset(signals_of.pop("", ()))
-    automaton = None
-    if signals_of:
-        automaton = ahocorasick.Automaton()
-        for term, keys in signals_of.items():
-            automaton.add_word(term, frozenset(keys))
-        automaton.make_automaton()
-    if len(_TERM_AUTOMATA) >= 64:  # weights made by tests
-        _TERM_AUTOMATA.clear()
-    _TERM_AUTOMATA[id(weights)] = (weights, always, automaton)
-    return always, automaton
+    if not signals_of:
+        return None
+    automaton = ahocorasick.Automaton()
+    for term, keys in signals_of.items():
+        automaton.add_word(term, frozenset(keys))
+    automaton.make_automaton()
+    return automaton
 
 
 def matching_campaigns(types: Iterable[str], region: Optional[dict], first_seen_ms: int,
