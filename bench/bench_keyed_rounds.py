@@ -62,19 +62,21 @@ def enriched_rounds(events: int, seed: int, cache: str):
 
 def run(rounds, tail: int, profile: str = None) -> Dict[str, object]:
     from envleads.pipelines.batch import prepared_run
+    from envleads.pipelines.heap import RoundCollector
     from envleads.pipelines.stream import LeadStore, LocalRoundEngine, RoundOutputs, Topics, output_records
 
     _, settings = prepared_run(["--runner=FnApiRunner"])
     store = LeadStore()
     engine = LocalRoundEngine(settings, store)
     topics = Topics()
-    stages = ("assign", "build_leads", "encode", "store")
+    stages = ("assign", "build_leads", "encode", "store", "full_gc")
     cpu = {stage: 0.0 for stage in stages}
     counted, leads, seen = 0, 0, 0
     digest = hashlib.sha256()  # of every assignment and lead: two versions must agree on it
     total = sum(len(enriched) + len(dead) for enriched, dead in rounds)
     profiler = cProfile.Profile() if profile else None
     clock = time.process_time
+    collector = RoundCollector().start()  # as in the stream process; the cached rounds are frozen
     for enriched, dead in rounds:
         size = len(enriched) + len(dead)
         timed = seen + size > total - tail
@@ -89,6 +91,8 @@ def run(rounds, tail: int, profile: str = None) -> Dict[str, object]:
         t3 = clock()
         store.put_leads(written)
         t4 = clock()
+        collector.after_round()
+        t5 = clock()
         if profiler is not None:
             profiler.disable()
         for report in reports:
@@ -99,8 +103,9 @@ def run(rounds, tail: int, profile: str = None) -> Dict[str, object]:
         if timed:
             counted += size
             leads += len(built)
-            for stage, seconds in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            for stage, seconds in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
                 cpu[stage] += seconds
+    collector.stop()
     store.close()
     if profiler is not None:
         profiler.dump_stats(profile)

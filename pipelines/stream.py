@@ -52,6 +52,7 @@ from envleads.leads import (MatterReport, block_of_complaint, block_of_lead, com
                             lead_from_avro_dict, lead_id_for, lead_to_wire_record, matter_report, merge_lead, seed_index)
 from envleads.pipelines.kafka_io import (LeadView, TopicNotFound, WriteToKafka, commit_events, decode_lead_record,
                                          open_consumer, poll_new_events)
+from envleads.pipelines.heap import RoundCollector
 from envleads.pipelines.kafka_native import NativeKafkaError, NativeKafkaSession, OutputRecord, native_client_available
 from envleads.pipelines.options import StageSettings
 from envleads.pipelines.transforms import ComplaintsToLeads, RawEvent
@@ -97,34 +98,37 @@ _REPEAT_FIELDS = ("cluster_id", "duplicate_of")
 
 
 @functools.lru_cache(maxsize=None)
-def _enriched_tail_schema():
-    """The fields after the repeat stage's in the newest enriched schema, as a record schema."""
+def _enriched_part_schemas():
+    """The fields before and after the repeat stage's in the newest enriched schema, each as a
+    record schema with its field names (Avro encodes a record as its fields one after another)."""
     fields = schemas.schema_for(schemas.ENRICHED)["fields"]
     names = [field["name"] for field in fields]
     at = names.index(_REPEAT_FIELDS[0])
     if tuple(names[at:at + len(_REPEAT_FIELDS)]) != _REPEAT_FIELDS or \
             [field["type"] for field in fields[at:at + 2]] != ["string", ["null", "string"]]:
         return None  # a schema this splice does not know: records are encoded whole
-    tail = fields[at + len(_REPEAT_FIELDS):]
-    return fastavro.parse_schema({"type": "record", "name": "EnrichedTail", "fields": tail}), [f["name"] for f in tail]
+
+    def part(name: str, part_fields):
+        return (fastavro.parse_schema({"type": "record", "name": name, "fields": part_fields}),
+                [field["name"] for field in part_fields])
+
+    return part("EnrichedHead", fields[:at]), part("EnrichedTail", fields[at + len(_REPEAT_FIELDS):])
 
 
 def enriched_wire_parts(enriched: EnrichedComplaint) -> Optional[Tuple[bytes, bytes]]:
     """The framed Avro encoding of ``enriched`` before and after its repeat-stage fields (for
     :func:`_encode_enriched` to splice them in), or None when the schema does not allow it."""
-    tail_schema = _enriched_tail_schema()
-    if tail_schema is None:
+    parts = _enriched_part_schemas()
+    if parts is None:
         return None
-    schema, tail_names = tail_schema
-    record = enriched_to_avro_dict(enriched._replace(cluster_id="", duplicate_of=None))
-    whole = schemas.encode(schemas.ENRICHED, record)
-    buffer = io.BytesIO()
-    fastavro.schemaless_writer(buffer, schema, {name: record[name] for name in tail_names})
-    tail = buffer.getvalue()
-    head_size = len(whole) - len(tail) - 2  # "" and null are one byte each
-    if head_size < 0 or whole[head_size:head_size + 2] != b"\x00\x00" or not whole.endswith(tail):
-        return None
-    return whole[:head_size], tail
+    record = enriched_to_avro_dict(enriched)
+    encoded = []
+    for prefix, (schema, names) in zip((schemas.frame_header(schemas.ENRICHED), b""), parts):
+        buffer = io.BytesIO()
+        buffer.write(prefix)
+        fastavro.schemaless_writer(buffer, schema, {name: record[name] for name in names})
+        encoded.append(buffer.getvalue())
+    return encoded[0], encoded[1]
 
 
 def _encode_lead(lead: Lead) -> bytes:
@@ -438,6 +442,8 @@ class LocalRoundEngine:
 
 
 _WORKER_INDEXES: Dict[str, MatterIndex] = {}
+# a worker process's garbage collection (``heap.py``): started when its setup is done
+_WORKER_COLLECTOR = RoundCollector()
 # The city keys' share assigned beside the unknown key (see KeyedAssigner): measured to balance the
 # stream process against the workers in a backfill on two cores.
 DEFAULT_WORKER_CITY_SHARE = 0.2
@@ -473,6 +479,7 @@ def _assign_in_worker(forget: bool, rounds):
     if forget:
         _WORKER_INDEXES.clear()
     results = assign_key_rounds(_WORKER_INDEXES, rounds, load_repeat_config())
+    _WORKER_COLLECTOR.after_round()
     return results, sum(len(index) for index in _WORKER_INDEXES.values())
 
 
@@ -495,7 +502,7 @@ class KeyedAssigner:
         from concurrent.futures import ProcessPoolExecutor
 
         self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_detach_from_parent, initargs=(os.getpid(),))
+                                         initializer=_init_keyed_worker, initargs=(os.getpid(),))
 
     def submit(self, forget: bool, rounds):
         """Runs :func:`_assign_in_worker` in the process; returns its future."""
@@ -576,10 +583,21 @@ def _init_enrich_worker(settings: StageSettings, parent_pid: int) -> None:
     # tokens stay in the worker: the keyed stages read the features computed from them, and they
     # were a fifth of the bytes pickled back per complaint
     _WORKER_ENRICHER = Enricher(settings, keep_tokens=False, wire_parts=True)
+    _WORKER_COLLECTOR.start()
+
+
+def _init_keyed_worker(parent_pid: int) -> None:
+    from envleads.repeats import load_repeat_config
+
+    _detach_from_parent(parent_pid)
+    load_repeat_config()
+    _WORKER_COLLECTOR.start()
 
 
 def _enrich_in_worker(events: List[RawEvent]):
-    return _WORKER_ENRICHER.enrich(events)
+    enriched = _WORKER_ENRICHER.enrich(events)
+    _WORKER_COLLECTOR.after_round()
+    return enriched
 
 
 class EnrichmentPool:
@@ -811,6 +829,7 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
              if engine == "local" else None)
     if pool is None and local is not None:
         local.enrich([])  # sets the stages up now rather than in the first round
+    collector = RoundCollector()
     lead_view = None
     session: Optional[KafkaSession] = None
     pending = None  # local engine: (events, enrichment handle) of the round being enriched
@@ -832,6 +851,7 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
         session.commit(events)
         totals["events"] += len(events)
         totals["rounds"] += 1
+        collector.after_round()
         idle_since = time.monotonic()
         if time.monotonic() - last_status >= status_every_s or stop_when_idle_s is not None:
             elapsed = time.monotonic() - started
@@ -842,6 +862,7 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
             last_status = time.monotonic()
 
     try:
+        collector.start()  # setup done: what it built is frozen
         while max_rounds is None or totals["rounds"] < max_rounds:
             try:
                 if session is None:
@@ -910,6 +931,7 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
                 time.sleep(delay)
                 idle_since = time.monotonic()
     finally:
+        collector.stop()
         if pool is not None:
             pool.close()
         if keyed_worker is not None:

@@ -76,6 +76,11 @@ def schema_for(subject: str) -> Dict[str, Any]:
     return _registry()[latest_schema_id(subject)]["schema"]
 
 
+def frame_header(subject: str) -> bytes:
+    """The frame an encoded record of the subject's newest schema starts with (magic byte, id)."""
+    return _HEADER.pack(MAGIC_BYTE, latest_schema_id(subject))
+
+
 def encode(subject: str, record: Dict[str, Any]) -> bytes:
     """Avro-encodes a record with the subject's newest schema, framed with its id."""
     schema_id = latest_schema_id(subject)
