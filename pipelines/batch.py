@@ -186,6 +186,7 @@ def run_batch_rounds(input_path: str, output_path: str, leads_path: Optional[str
                      dead_letter_path: Optional[str] = None, beam_args: Optional[List[str]] = None,
                      round_events: int = 5000, enrich_workers: int = 1) -> Dict[str, int]:
     """The ``rounds`` engine (see the module docstring); returns the counts of lines written."""
+    from envleads.pipelines.heap import RoundCollector
     from envleads.pipelines.stream import EnrichmentPool, LeadStore, LocalRoundEngine, _encode_lead
 
     _, settings = prepared_run(beam_args)
@@ -197,7 +198,9 @@ def run_batch_rounds(input_path: str, output_path: str, leads_path: Optional[str
     counts = {"enriched": 0, "dead_letters": 0}
     newest_ms = 0
     bar = _progress_bar(len(order))
+    collector = RoundCollector()
     try:
+        collector.start()
         with open(input_path, "rb") as source, open(output_path, "w", encoding="utf-8") as out, \
                 open(dead_letter_path, "w", encoding="utf-8") as dead_out:
             def finish(enriched_of) -> None:
@@ -212,6 +215,7 @@ def run_batch_rounds(input_path: str, output_path: str, leads_path: Optional[str
                 counts["enriched"] += len(outputs.enriched)
                 counts["dead_letters"] += len(outputs.dead_letters)
                 bar.update(len(outputs.enriched) + len(outputs.dead_letters))
+                collector.after_round()
 
             pending = None
             for start in range(0, len(order), round_events):
@@ -226,6 +230,7 @@ def run_batch_rounds(input_path: str, output_path: str, leads_path: Optional[str
         if leads_path:
             counts["leads"] = _write_ranked_leads(store.all_leads(), newest_ms, leads_path)
     finally:
+        collector.stop()
         bar.close()
         if pool is not None:
             pool.close()

@@ -23,6 +23,7 @@ import time
 from typing import Dict, Iterable, Iterator, List, Optional
 
 from envleads.pipelines.kafka_io import open_consumer
+from envleads.pipelines.heap import RoundCollector
 from envleads.pipelines.stream import (KafkaSession, LeadStore, LocalRoundEngine, Topics, add_topic_arguments,
                                        write_outputs)
 from envleads.pipelines.transforms import RawEvent
@@ -130,9 +131,11 @@ def replay(bootstrap_servers: str, topics: Topics, events: Iterable[RawEvent], b
     store = LeadStore()
     producer = None
     totals = {"events": 0, "rounds": 0, "enriched": 0, "leads_written": 0, "dead_letters": 0}
+    collector = RoundCollector()
     try:
         store.load_topic(bootstrap_servers, topics.leads, security)
         engine = LocalRoundEngine(settings, store)
+        collector.start()
         producer = KafkaProducer(**client_kwargs(bootstrap_servers, security, role="producer",
                                                  **KafkaSession.PRODUCER_OVERRIDES))
         for chunk in _chunks(events, max_round_events):
@@ -143,9 +146,11 @@ def replay(bootstrap_servers: str, topics: Topics, events: Iterable[RawEvent], b
             totals["enriched"] += len(outputs.enriched)
             totals["leads_written"] += len(outputs.leads)
             totals["dead_letters"] += len(outputs.dead_letters)
+            collector.after_round()
             LOG.info("replay round %d: %d events; %d so far", totals["rounds"], len(chunk), totals["events"])
         totals["leads"] = len(store)
     finally:
+        collector.stop()
         if producer is not None:
             producer.close(timeout=10)
         store.close()
