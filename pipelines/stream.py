@@ -219,9 +219,16 @@ class LeadStore:
     def delete(self, lead_ids: Iterable[str]) -> None:
         self._db.executemany("DELETE FROM leads WHERE lead_id = ?", [(i,) for i in lead_ids])
 
-    def get(self, lead_id: str) -> Optional[Lead]:
-        row = self._db.execute("SELECT value FROM leads WHERE lead_id = ?", (lead_id,)).fetchone()
-        return _decode_lead(row[0]) if row else None
+    def get_many(self, lead_ids: Sequence[str]) -> Dict[str, Lead]:
+        """The stored lead of each id that has one (a query per 500 ids, not per id)."""
+        found: Dict[str, Lead] = {}
+        ids = list(dict.fromkeys(lead_ids))
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            rows = self._db.execute(f"SELECT lead_id, value FROM leads WHERE lead_id IN ({','.join('?' * len(chunk))})",
+                                    chunk)
+            found.update((lead_id, _decode_lead(value)) for lead_id, value in rows)
+        return found
 
     def in_block(self, block: str, since_ms: int, before_ms: Optional[int] = None) -> List[Lead]:
         """The block's leads whose last report is at or after ``since_ms`` (and before ``before_ms``)."""
@@ -424,9 +431,10 @@ class LocalRoundEngine:
         by_cluster: Dict[str, List[MatterReport]] = {}
         for report in reports:
             by_cluster.setdefault(report.enriched.cluster_id, []).append(report)
+        stored = self._store.get_many([lead_id_for(cluster_id) for cluster_id in by_cluster])
         leads = []
         for cluster_id, matter_reports in by_cluster.items():
-            previous = self._store.get(lead_id_for(cluster_id))
+            previous = stored.get(lead_id_for(cluster_id))
             lead = merge_lead(previous, matter_reports, as_of_ms, self._weights)
             if lead is not None and lead is not previous:
                 leads.append(lead)

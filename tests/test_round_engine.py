@@ -74,6 +74,29 @@ def test_after_forget_repeats_join_the_matters_restored_from_the_store(enriched_
     assert len(joined_after) >= 5
 
 
+def test_leads_grow_from_the_stored_versions_read_in_one_query_per_500(enriched_rounds):
+    store = LeadStore()
+    engine = LocalRoundEngine(StageSettings(), store)
+    written, grown = {}, 0
+    try:
+        for enriched, dead in enriched_rounds:
+            for lead in engine.finish(enriched, dead).leads:
+                before = written.get(lead.lead_id)
+                if before is not None:  # a matter of an earlier round: merged into its stored lead
+                    assert lead.report_count > before.report_count
+                    assert lead.complaint_ids[:before.report_count] == before.complaint_ids
+                    grown += 1
+                written[lead.lead_id] = lead
+            store.put_leads([(lead, _encode_lead(lead)) for lead in written.values()])
+        assert grown >= 5 and len(written) > 500
+        found = store.get_many(["lead-none", *written, *list(written)[:3]])
+        assert sorted(found) == sorted(written)
+        assert all((found[i].report_count, found[i].complaint_ids) == (lead.report_count, lead.complaint_ids)
+                   for i, lead in written.items())
+    finally:
+        store.close()
+
+
 def test_enriched_records_spliced_from_the_workers_parts_equal_whole_encodings():
     """An enrichment worker encodes all but the repeat stage's fields; the keyed stage splices those
     in. The bytes must be those of encoding the whole record: with and without Kafka coordinates,

@@ -121,7 +121,7 @@ class ShinglePostings:
         self._maybe_merge()
 
     def remove(self, cluster_id: str, hashes: np.ndarray) -> None:
-        """Records that the matter no longer holds ``hashes`` (sorted, distinct)."""
+        """Records that the matter no longer holds ``hashes`` (sorted, distinct, all held)."""
         slot = self._slot_of.get(cluster_id)
         if slot is None or not len(hashes):
             return
@@ -129,11 +129,12 @@ class ShinglePostings:
         in_added = _contains(self._added, packed)
         if in_added.any():
             self._added = _remove_sorted(self._added, packed[in_added])
+        # a held posting not in ``added`` is in ``base`` and not yet in ``removed``: no search of
+        # the base (millions of postings) is needed to know it
         rest = packed[~in_added]
-        rest = rest[_contains(self._base, rest)]
         if rest.size:
             self._dirty[slot] = True
-        self._removed = _insert_sorted(self._removed, rest[~_contains(self._removed, rest)])
+        self._removed = _insert_sorted(self._removed, rest)
         self._version += 1
         self._maybe_merge()
 
