@@ -5,7 +5,9 @@ output encoding and the lead store, round by round, as :class:`LocalRoundEngine`
 its wall time drifts with the host. This runs the same code over the first ``--events`` complaints
 of the 1,000,000-complaint generated stream (so they arrive as densely as there: the 90-day window
 fills after about 125,000), enriched once and cached, with no broker and all keys in this process,
-and reports CPU seconds per complaint per stage over the last ``--tail`` complaints (a full window).
+under the stream process's garbage collection (``pipelines/heap.py``: the loaded rounds are frozen
+with the setup), and reports CPU seconds per complaint per stage over the last ``--tail``
+complaints (a full window).
 Use it to compare two versions of the keyed code (run both at once, one per core: the host's speed
 drifts within minutes; both must print the same outputs digest); the backfill says what the whole
 system does. The cache holds pickled records: delete it when the enrichment's records change.

@@ -203,32 +203,29 @@ class LeadStore:
     def known_leads(self, complaint_ids: Sequence[str]) -> Dict[str, Lead]:
         """The current lead of each complaint id that already belongs to one."""
         found: Dict[str, Lead] = {}
-        ids = list(dict.fromkeys(complaint_ids))
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            rows = self._db.execute(
-                f"SELECT m.complaint_id, l.value FROM members m JOIN leads l ON l.lead_id = m.lead_id "
-                f"WHERE m.complaint_id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
-            decoded: Dict[bytes, Lead] = {}
-            for cid, value in rows:
-                lead = decoded.get(value) or decoded.setdefault(value, _decode_lead(value))
-                if cid in lead.complaint_ids:
-                    found[cid] = lead
+        decoded: Dict[bytes, Lead] = {}
+        for cid, value in self._rows_in("SELECT m.complaint_id, l.value FROM members m JOIN leads l "
+                                        "ON l.lead_id = m.lead_id WHERE m.complaint_id", complaint_ids):
+            lead = decoded.get(value) or decoded.setdefault(value, _decode_lead(value))
+            if cid in lead.complaint_ids:
+                found[cid] = lead
         return found
+
+    def _rows_in(self, query: str, keys: Sequence[str]) -> Iterable[tuple]:
+        """Rows of ``query`` (ending in the column compared) ``IN`` the distinct ``keys``, asked
+        500 at a time (SQLite's limit on parameters is 999 in older builds)."""
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start:start + 500]
+            yield from self._db.execute(f"{query} IN ({','.join('?' * len(chunk))})", chunk).fetchall()
 
     def delete(self, lead_ids: Iterable[str]) -> None:
         self._db.executemany("DELETE FROM leads WHERE lead_id = ?", [(i,) for i in lead_ids])
 
     def get_many(self, lead_ids: Sequence[str]) -> Dict[str, Lead]:
         """The stored lead of each id that has one (a query per 500 ids, not per id)."""
-        found: Dict[str, Lead] = {}
-        ids = list(dict.fromkeys(lead_ids))
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            rows = self._db.execute(f"SELECT lead_id, value FROM leads WHERE lead_id IN ({','.join('?' * len(chunk))})",
-                                    chunk)
-            found.update((lead_id, _decode_lead(value)) for lead_id, value in rows)
-        return found
+        return {lead_id: _decode_lead(value)
+                for lead_id, value in self._rows_in("SELECT lead_id, value FROM leads WHERE lead_id", lead_ids)}
 
     def in_block(self, block: str, since_ms: int, before_ms: Optional[int] = None) -> List[Lead]:
         """The block's leads whose last report is at or after ``since_ms`` (and before ``before_ms``)."""
@@ -598,7 +595,7 @@ def _init_keyed_worker(parent_pid: int) -> None:
     from envleads.repeats import load_repeat_config
 
     _detach_from_parent(parent_pid)
-    load_repeat_config()
+    load_repeat_config()  # before the freeze: it lives as long as the process
     _WORKER_COLLECTOR.start()
 
 
