@@ -37,6 +37,7 @@ class RoundCollector:
         self.full_every_s = full_every_s
         self._clock = clock
         self._saved: Optional[Tuple[int, ...]] = None
+        self._froze = False
         self._last_full = 0.0
         self.full_collections = 0
 
@@ -44,7 +45,10 @@ class RoundCollector:
         if self._saved is None:
             self._saved = gc.get_threshold()
             gc.collect()
-            gc.freeze()
+            # a process that froze objects itself (before forking, say) keeps its own freeze
+            self._froze = gc.get_freeze_count() == 0
+            if self._froze:
+                gc.freeze()
             gc.set_threshold(self._saved[0], self._saved[1], _NEVER)
             self._last_full = self._clock()
         return self
@@ -61,5 +65,6 @@ class RoundCollector:
     def stop(self) -> None:
         if self._saved is not None:
             gc.set_threshold(*self._saved)
-            gc.unfreeze()
+            if self._froze:
+                gc.unfreeze()
             self._saved = None

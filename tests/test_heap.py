@@ -65,6 +65,16 @@ def test_full_collection_runs_on_the_clock_and_frees_cycles(clock):
         collector.stop()
 
 
+def test_a_freeze_made_by_the_process_itself_is_left_alone(clock):
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        RoundCollector(clock=clock).start().stop()
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+
+
 def test_a_collector_not_started_never_collects(clock):
     collector = RoundCollector(full_every_s=0, clock=clock)
     clock.now = 1000.0
