@@ -100,7 +100,8 @@ _REPEAT_FIELDS = ("cluster_id", "duplicate_of")
 @functools.lru_cache(maxsize=None)
 def _enriched_part_schemas():
     """The fields before and after the repeat stage's in the newest enriched schema, each as a
-    record schema with its field names (Avro encodes a record as its fields one after another)."""
+    record schema with its field names (Avro encodes a record as its fields one after another),
+    and what each part's bytes start with (the frame, nothing)."""
     fields = schemas.schema_for(schemas.ENRICHED)["fields"]
     names = [field["name"] for field in fields]
     at = names.index(_REPEAT_FIELDS[0])
@@ -112,18 +113,20 @@ def _enriched_part_schemas():
         return (fastavro.parse_schema({"type": "record", "name": name, "fields": part_fields}),
                 [field["name"] for field in part_fields])
 
-    return part("EnrichedHead", fields[:at]), part("EnrichedTail", fields[at + len(_REPEAT_FIELDS):])
+    return (schemas.frame_header(schemas.ENRICHED), b""), \
+        (part("EnrichedHead", fields[:at]), part("EnrichedTail", fields[at + len(_REPEAT_FIELDS):]))
 
 
 def enriched_wire_parts(enriched: EnrichedComplaint) -> Optional[Tuple[bytes, bytes]]:
     """The framed Avro encoding of ``enriched`` before and after its repeat-stage fields (for
     :func:`_encode_enriched` to splice them in), or None when the schema does not allow it."""
-    parts = _enriched_part_schemas()
-    if parts is None:
+    split = _enriched_part_schemas()
+    if split is None:
         return None
+    prefixes, parts = split
     record = enriched_to_avro_dict(enriched)
     encoded = []
-    for prefix, (schema, names) in zip((schemas.frame_header(schemas.ENRICHED), b""), parts):
+    for prefix, (schema, names) in zip(prefixes, parts):
         buffer = io.BytesIO()
         buffer.write(prefix)
         fastavro.schemaless_writer(buffer, schema, {name: record[name] for name in names})
@@ -558,9 +561,9 @@ class Enricher:
             for classified in self._classify.process(segmented[start:start + self._batch]):
                 enriched.extend(self._resolve.process(classified))
         enriched = [item._replace(matter_features=complaint_features(item, self._repeat_config),
-                                  tokens=item.tokens if self._keep_tokens else []) for item in enriched]
-        if self._wire_parts:
-            enriched = [item._replace(wire_parts=enriched_wire_parts(item)) for item in enriched]
+                                  tokens=item.tokens if self._keep_tokens else [],
+                                  wire_parts=enriched_wire_parts(item) if self._wire_parts else None)
+                    for item in enriched]
         return enriched, dead
 
 

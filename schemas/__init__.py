@@ -83,10 +83,9 @@ def frame_header(subject: str) -> bytes:
 
 def encode(subject: str, record: Dict[str, Any]) -> bytes:
     """Avro-encodes a record with the subject's newest schema, framed with its id."""
-    schema_id = latest_schema_id(subject)
     buffer = io.BytesIO()
-    buffer.write(_HEADER.pack(MAGIC_BYTE, schema_id))
-    fastavro.schemaless_writer(buffer, _codec_schema(schema_id), record)
+    buffer.write(frame_header(subject))
+    fastavro.schemaless_writer(buffer, _codec_schema(latest_schema_id(subject)), record)
     return buffer.getvalue()
 
 

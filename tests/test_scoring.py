@@ -104,7 +104,7 @@ def test_signals_of_one_scan_equal_a_substring_search_per_term(weights):
     nested = weights._replace(
         severity=weights.severity + (TermFactor("severity.nested", 1.0, ("偷排废", "排废水", "废")),),
         receptors=weights.receptors + (TermFactor("receptor.shared", 1.0, (weights.receptors[0].terms[0],)),))
-    terms = sorted({t for f in nested.severity + nested.receptors for t in f.terms} | set(nested.night_terms) - {""})
+    terms = sorted({t for f in nested.severity + nested.receptors for t in f.terms} | set(nested.night_terms))
     rng = random.Random(5)
     for _ in range(400):
         text = "".join(rng.choice(terms + list("的了水厂区夜，。")) for _ in range(rng.randrange(0, 12)))
@@ -126,3 +126,17 @@ def test_an_empty_signal_term_is_refused_at_load(tmp_path):
     bad.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
     with pytest.raises(ConfigError, match=f"severity.{name}"):
         load_scoring_weights(str(bad))
+    # no terms at all is a choice, not a mistake: night time told by the hour alone
+    document["severity"][name]["terms"].pop()
+    document["night_time"]["terms"] = []
+    bad.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
+    assert load_scoring_weights(str(bad)).night_terms == ()
+
+
+def test_without_any_term_signals_come_from_the_hour_and_the_names(weights):
+    bare = weights._replace(severity=(), receptors=(), night_terms=())
+    night = next(ms(2026, 6, 1, hour, 0) for hour in range(24) if complaint_signals("", ms(2026, 6, 1, hour, 0), False, weights))
+    day = next(ms(2026, 6, 1, hour, 0) for hour in range(24) if not complaint_signals("", ms(2026, 6, 1, hour, 0), False, weights))
+    text = " ".join(t for f in weights.severity for t in f.terms)
+    assert complaint_signals(text, night, True, bare) == {"night_time", "verifiability.named_target"}
+    assert complaint_signals(text, day, False, bare) == set()

@@ -398,10 +398,6 @@ def _entity_text(text: str, canonical: bool = False) -> str:
     return _NOT_KEPT.sub(_SEPARATOR, text)
 
 
-_CATEGORY_CACHE: Dict[Tuple[str, ...], Tuple[frozenset, Tuple[int, ...], Dict[str, Tuple[str, str]]]] = {}
-_CATEGORY_BY_ID: Dict[int, Tuple[Tuple[str, ...], Tuple[frozenset, Tuple[int, ...], Dict[str, Tuple[str, str]]]]] = {}
-
-
 def _strip_category(core: str, config: RepeatConfig) -> Tuple[str, str]:
     """Splits "宏达化工" into the name "宏达" and the trade "化工" (name only if >= 2 chars remain)."""
     words, lengths, memo = _category_table(config)
@@ -418,20 +414,13 @@ def _strip_category(core: str, config: RepeatConfig) -> Tuple[str, str]:
     return hit
 
 
-def _category_table(config: RepeatConfig):
-    # found by the word tuple's identity first: hashing the tuple again for every pair of names
-    # compared was a third of comparing them
-    words = config.category_words
-    known = _CATEGORY_BY_ID.get(id(words))
-    if known is None or known[0] is not words:
-        table = _CATEGORY_CACHE.get(words)
-        if table is None:
-            unique = frozenset(words)
-            table = _CATEGORY_CACHE[words] = (unique, tuple(sorted({len(w) for w in unique}, reverse=True)), {})
-        if len(_CATEGORY_BY_ID) >= 64:  # configurations made by tests and tuning runs
-            _CATEGORY_BY_ID.clear()
-        known = _CATEGORY_BY_ID[id(words)] = (words, table)
-    return known[1]
+@cached_per_config
+def _category_table(config: RepeatConfig) -> Tuple[frozenset, Tuple[int, ...], Dict[str, Tuple[str, str]]]:
+    """The trade words, their lengths longest first, and a memo of split names. Found by the
+    configuration's identity: hashing the word tuple again for every pair of names compared was a
+    third of comparing them."""
+    words = frozenset(config.category_words)
+    return words, tuple(sorted({len(w) for w in words}, reverse=True)), {}
 
 
 def extract_entities(text: str, config: RepeatConfig, canonical: bool = False) -> List[str]:

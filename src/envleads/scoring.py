@@ -66,10 +66,11 @@ def _date_ms(value: str) -> int:
 
 
 def _terms(terms: Iterable[str], where: str) -> Tuple[str, ...]:
-    """A factor's terms; an empty one would match every report, so it is refused by name."""
+    """A factor's terms; an empty term would match every report, so it is refused by name (an
+    empty list is allowed: night time, say, may be told by the hour alone)."""
     terms = tuple(terms)
-    if not terms or not all(isinstance(term, str) and term for term in terms):
-        raise ConfigError(f"{where}: terms must be a non-empty list of non-empty strings")
+    if not all(isinstance(term, str) and term for term in terms):
+        raise ConfigError(f"{where}: terms must be non-empty strings")
     return terms
 
 
