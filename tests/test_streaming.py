@@ -268,7 +268,7 @@ def test_a_prior_lead_past_the_window_is_not_joined():
 
 
 # ----------------------------------------------------------------------------- lead-building rules
-def test_a_non_environmental_first_report_joins_the_lead_of_a_later_environmental_one():
+def test_a_non_environmental_first_report_neither_joins_nor_heads_a_later_environmental_lead():
     stream = (_stream()
               .add_elements(_stamped(_complaint("a1", 0, DYEING_1, labels=())))
               .advance_watermark_to(_watermark(1))
@@ -277,7 +277,7 @@ def test_a_non_environmental_first_report_joins_the_lead_of_a_later_environmenta
 
     def check(reports, leads):
         assert_that(leads | "Ids" >> beam.Map(lambda lead: (lead.lead_id, lead.first_complaint_id, lead.complaint_ids)),
-                    equal_to([(_lead("a1"), "a1", ["a1", "a2"])]), label="leads")
+                    equal_to([(_lead("a2"), "a2", ["a2"])]), label="leads")
 
     _run(stream, check)
 

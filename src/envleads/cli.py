@@ -23,7 +23,7 @@ SUBCOMMAND_MODULES = (
     "envleads.ops.status",
     "envleads.models.pollution",
     "envleads.region",
-    "envleads.repeats",
+    "envleads.repeats_evaluation",
     "envleads.evaluation",
     "envleads.feed",
     "envleads.dashboard.server",

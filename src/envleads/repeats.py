@@ -40,13 +40,12 @@ lists live in ``data/repeats.json``.
 """
 from __future__ import annotations
 
-import argparse
 import base64
-import dataclasses
 import hashlib
 import heapq
-import json
+import itertools
 import logging
+import os
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -56,6 +55,7 @@ from typing import Any, Collection, Dict, Iterable, List, Mapping, NamedTuple, O
 
 import ahocorasick
 import numpy as np
+from pypinyin import lazy_pinyin
 
 from envleads.config import ConfigError, cached_per_config, data_path, load_json_config
 from envleads.divisions import MUNICIPALITY_CODES
@@ -65,7 +65,7 @@ LOG = logging.getLogger(__name__)
 
 CONFIG_FILE = "repeats.json"
 UNKNOWN_BLOCK = "unknown"
-STATE_FORMAT = 2
+STATE_FORMAT = 3  # 3: each matter row ends with whether the matter is environmental
 _MS_PER_DAY = 86_400_000
 _MAX_HASH = np.uint64(0xFFFFFFFF)
 _EMPTY_SLOT = np.uint32(0xFFFFFFFF)  # pads a signature whose text has fewer shingles than slots
@@ -76,9 +76,15 @@ _NAMING_SCAN = 256  # past this many matters under one entity key, its names cou
 # Configuration
 # --------------------------------------------------------------------------------------------
 
+ROLES = ("source", "location", "area")
+
+
 class EntityClass(NamedTuple):
     name: str
-    strong: bool  # a shared strong entity identifies a matter; a road or town alone does not
+    # "source": a problem source (a company, a site): the same source is the same matter;
+    # "location": a precise place (a compound, an address, a river): the same problem there is one
+    # matter; "area": a road, town, village or park, which many sources share: never evidence alone
+    role: str
     min_core_chars: int
     suffixes: Tuple[str, ...]
     keep_suffix: bool = False  # "许家湾": a one-character core means nothing without its suffix
@@ -101,8 +107,8 @@ class RepeatConfig:
     text_only_unplaced: float
     min_text_with_entity: float
     min_text_with_title_entity: float
-    min_text_with_place: float
-    min_text_with_place_unplaced: float
+    min_text_with_location: float
+    min_text_with_location_beside_source: float
     min_text_with_reporter: float
     conflict_text_similarity: float
     idf_floor: float
@@ -118,15 +124,16 @@ class RepeatConfig:
     address_class: str = "address"
     address_roads: Tuple[str, ...] = ()
     generic_matters: int = 3
-    county_alone: bool = False
-    min_text_with_county: float = 0.0
+    address_role: str = "location"
+    common_word_min_frequency: int = 0  # 0: no dictionary check
+    common_word_tags: frozenset = frozenset()
+    boilerplate: Tuple[str, ...] = ()
     bound_words: frozenset = frozenset()
     phrase_initial: str = ""
     conflict_classes: frozenset = frozenset({"company"})
     max_ids_per_matter: int = 64
     name_boundary_chars: str = ""
     max_rare_holders: int = 2048
-    min_text_with_name_unplaced: float = 0.0
     max_rare_holders_unplaced: int = 2048
 
     @property
@@ -134,8 +141,8 @@ class RepeatConfig:
         return self.window_days * _MS_PER_DAY
 
 
-_WEIGHT_KEYS = ("text", "shared_strong_entity", "shared_title_entity", "shared_weak_entity", "entity_conflict",
-                "shared_type", "same_reporter", "same_county")
+_WEIGHT_KEYS = ("text", "shared_source", "shared_title_entity", "shared_location", "entity_conflict",
+                "shared_type", "same_reporter")
 
 
 def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
@@ -156,8 +163,11 @@ def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
     thresholds, weights, entities, idf = doc["thresholds"], doc["weights"], doc["entities"], doc["idf"]
     classes = []
     for name, spec in need(entities, "classes", "entities.").items():
+        role = need(spec, "role", f"entities.classes.{name}.")
+        if role not in ROLES:
+            raise ConfigError(f"{path}: entities.classes.{name}.role must be one of {ROLES}, got {role!r}")
         classes.append(EntityClass(
-            name=name, strong=bool(need(spec, "strong", f"entities.classes.{name}.")),
+            name=name, role=role,
             min_core_chars=int(spec.get("min_core_chars", 2)),
             keep_suffix=bool(spec.get("keep_suffix", False)),
             trades=bool(spec.get("trades", False)),
@@ -185,8 +195,9 @@ def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
         text_only_unplaced=float(thresholds.get("text_only_unplaced", text_only)),
         min_text_with_entity=with_entity,
         min_text_with_title_entity=float(thresholds.get("min_text_with_title_entity", with_entity)),
-        min_text_with_place=float(thresholds.get("min_text_with_place", text_only)),
-        min_text_with_place_unplaced=float(thresholds.get("min_text_with_place_unplaced", text_only)),
+        min_text_with_location=float(need(thresholds, "min_text_with_location", "thresholds.")),
+        min_text_with_location_beside_source=float(need(thresholds, "min_text_with_location_beside_source",
+                                                        "thresholds.")),
         min_text_with_reporter=float(thresholds.get("min_text_with_reporter", text_only)),
         conflict_text_similarity=float(thresholds.get("conflict_text_similarity", text_only)),
         idf_floor=float(need(idf, "floor", "idf.")),
@@ -194,7 +205,6 @@ def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
         max_candidates=int(idf.get("max_candidates", 64)),
         max_rare_holders=max(4, int(idf.get("max_rare_holders", 2048))),
         max_rare_holders_unplaced=max(4, int(idf.get("max_rare_holders_unplaced", idf.get("max_rare_holders", 2048)))),
-        min_text_with_name_unplaced=float(thresholds.get("min_text_with_name_unplaced", with_entity)),
         weights={key: float(weights.get(key, 0.0)) for key in _WEIGHT_KEYS},
         entity_classes=tuple(classes),
         max_name_chars=int(entities.get("max_name_chars", 8)),
@@ -205,8 +215,10 @@ def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
         address_class=str(address.get("class", "address")),
         address_roads=tuple(sorted(address.get("road_suffixes", []), key=len, reverse=True)),
         generic_matters=max(2, int(entities.get("generic_matters", 3))),
-        county_alone=bool(thresholds.get("county_alone", False)),
-        min_text_with_county=float(thresholds.get("min_text_with_county", 0.0)),
+        address_role=str(address.get("role", "location")),
+        common_word_min_frequency=int(entities.get("common_words", {}).get("min_frequency", 0)),
+        common_word_tags=frozenset(entities.get("common_words", {}).get("tags", ())),
+        boilerplate=tuple(sorted((normalise_text(p) for p in doc.get("boilerplate", []) if p), key=len, reverse=True)),
         bound_words=frozenset(entities.get("bound_words", [])),
         phrase_initial=str(entities.get("phrase_initial", "")),
         name_boundary_chars=str(entities.get("name_boundary_chars", "")),
@@ -473,12 +485,14 @@ def _entities_at(norm: str, config: RepeatConfig) -> List[Tuple[int, str]]:
         core = _core_before(norm, pos, config)
         if core is None:
             continue
-        if len(core) < cls.min_core_chars or core in config.generic_cores:
-            continue
+        if len(core) < cls.min_core_chars or core in config.generic_cores or "某" in core:
+            continue  # "某化工厂": the writer withholds the name, so it names a kind, not a party
         if core[0] in config.phrase_initial or core[-1] + suffix[0] in config.bound_words:
             continue  # "一刮风工地", "客人散场", "带泥上路": a phrase, the suffix is part of a word
-        if cls.trades and _strip_category(core, config)[0] in config.category_words:
-            continue
+        if cls.trades:
+            name = _strip_category(core, config)[0]
+            if name in config.category_words or name in config.generic_cores or name in _common_words(config):
+                continue  # "化工厂", "门面烧烤", "其他烧烤": a kind or a phrase, not a name
         admin = _admin_names()
         if core + suffix in admin or core + suffix[:1] in admin:
             continue  # "苏州工业园区", "七台河": a division, not a place or party in it
@@ -490,6 +504,28 @@ def _entities_at(norm: str, config: RepeatConfig) -> List[Tuple[int, str]]:
             if number and len(core) >= 2:
                 found.append((end, f"{config.address_class}:{core}#{number.group(1)}"))
     return found
+
+
+@cached_per_config
+def _common_words(config: RepeatConfig) -> frozenset:
+    """jieba's dictionary words of at least ``common_words.min_frequency`` with one of
+    ``common_words.tags``: a source's name that is one of them is an ordinary word."""
+    if config.common_word_min_frequency <= 0:
+        return frozenset()
+    words = set()
+    with open(_jieba_dictionary(), encoding="utf-8") as handle:
+        for line in handle:
+            parts = line.split()
+            if len(parts) >= 2 and int(parts[1]) >= config.common_word_min_frequency and len(parts[0]) >= 2 \
+                    and len(parts) >= 3 and parts[2] in config.common_word_tags:
+                words.add(parts[0])
+    return frozenset(words)
+
+
+def _jieba_dictionary() -> str:
+    import jieba
+
+    return os.path.join(os.path.dirname(jieba.__file__), "dict.txt")
 
 
 _ADMIN_SUFFIXES = ("特别行政区", "维吾尔自治区", "壮族自治区", "回族自治区", "自治区", "自治州", "自治县", "地区",
@@ -589,7 +625,8 @@ def matter_features(text: str, title: str, tokens: Sequence[str], region_adcode:
     del tokens  # see docstring: sketches must not change with the user dictionary
     title = _canonical(title or "")
     full = f"{title}。{_canonical(text or '')}"
-    hashes = shingle_hashes(normalise_text(full, canonical=True), config.shingle_chars, config.seed)
+    hashes = shingle_hashes(_without_boilerplate(normalise_text(full, canonical=True), config),
+                            config.shingle_chars, config.seed)
     entities, title_entities = _full_and_title_entities(full, title, config)
     return MatterFeatures(
         signature=text_sketch(hashes, config.sketch_size),
@@ -599,6 +636,20 @@ def matter_features(text: str, title: str, tokens: Sequence[str], region_adcode:
         region_adcode=_clean_adcode(region_adcode),
         shingle_count=int(hashes.size),
     )
+
+
+@cached_per_config
+def _boilerplate_pattern(config: RepeatConfig) -> Optional["re.Pattern[str]"]:
+    phrases = [re.escape(p) for p in config.boilerplate if p]
+    return re.compile("|".join(phrases)) if phrases else None
+
+
+def _without_boilerplate(normalised: str, config: RepeatConfig) -> str:
+    """The text without the phrases citizens use in any complaint (greetings, 请求处理, 严重扰民):
+    two reports must not look alike because both are polite or angry. Early in a stream the
+    document frequencies cannot know these phrases yet, so they are removed, not down-weighted."""
+    pattern = _boilerplate_pattern(config)
+    return pattern.sub("", normalised) if pattern is not None else normalised
 
 
 def _full_and_title_entities(full: str, title: str, config: RepeatConfig) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
@@ -754,6 +805,9 @@ class _Matter:
     shingles: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint32))
     # the first and the most recent complaint ids: a redelivered one is recognised, not re-counted
     complaint_ids: List[str] = field(default_factory=list)
+    # environmental and non-environmental complaints are never one matter (a matter restored from
+    # a lead is environmental: only environmental matters have leads)
+    environmental: bool = True
 
 
 class _Candidate(NamedTuple):
@@ -789,8 +843,10 @@ class MatterIndex:
         self.config = config or default_config()
         self.block = block
         self._one_city = block is not None and block != UNKNOWN_BLOCK
-        self._strong = {c.name for c in self.config.entity_classes if c.strong}
-        self._strong.add(self.config.address_class)
+        roles = {c.name: c.role for c in self.config.entity_classes}
+        roles[self.config.address_class] = self.config.address_role
+        self._sources = frozenset(name for name, role in roles.items() if role == "source")
+        self._locations = frozenset(name for name, role in roles.items() if role == "location")
         self._matters: Dict[str, _Matter] = {}
         # shingle hash -> the clusters whose retained sketches hold it (their number is the shingle's
         # document frequency), packed in numpy arrays: most of a live matter's memory otherwise
@@ -800,8 +856,6 @@ class MatterIndex:
         # title entity tail -> clusters whose titles name it: a matter restated in other words is
         # still found when its texts share little
         self._title_index: _Holders = {}
-        # county code -> clusters with a report resolved to it
-        self._region_index: _Holders = {}
         # reporter digest -> clusters they reported to
         self._reporter_index: _Holders = {}
         # complaint id -> its cluster (the ids each matter keeps): at-least-once delivery repeats
@@ -852,8 +906,6 @@ class MatterIndex:
             _unindex(self._title_index, self._entity_key(entity), cluster_id)
         for reporter in matter.reporters:
             _unindex(self._reporter_index, reporter, cluster_id)
-        for region in matter.regions:
-            _unindex(self._region_index, region, cluster_id)
         for complaint_id in matter.complaint_ids:
             if self._complaint_index.get(complaint_id) == cluster_id:
                 del self._complaint_index[complaint_id]
@@ -888,8 +940,8 @@ class MatterIndex:
         """
         cls, core = _split(entity)
         road, _, number = core.partition("#")
-        name = _strip_category(road, self.config)[0]
-        return f"{cls}|{name[-2:]}#{number}" if number else f"{cls}|{name[-2:]}"
+        tail = "".join(sound(_strip_category(road, self.config)[0][-2:]))
+        return f"{cls}|{tail}#{number}" if number else f"{cls}|{tail}"
 
     def _entity_holders(self, entities: Iterable[str], index: "_Holders") -> set:
         """Matters under the entities' index keys; a key held by more than :data:`_NAMING_SCAN`
@@ -930,13 +982,9 @@ class MatterIndex:
         for t in features.types:
             matter.types[t] = matter.types.get(t, 0) + 1
         if features.region_adcode:
-            if features.region_adcode not in matter.regions:
-                _index(self._region_index, features.region_adcode, matter.cluster_id)
             matter.regions[features.region_adcode] = matter.regions.get(features.region_adcode, 0) + 1
             if len(matter.regions) > 8:
                 ranked = sorted(matter.regions.items(), key=lambda kv: (-kv[1], kv[0]))
-                for region, _ in ranked[8:]:
-                    _unindex(self._region_index, region, matter.cluster_id)
                 matter.regions = dict(ranked[:8])
         for reporter in reporters:
             if reporter not in matter.reporters and len(matter.reporters) < 32:
@@ -1017,59 +1065,78 @@ class MatterIndex:
 
     def _evaluate(self, text_sim: float, features: MatterFeatures, matter: _Matter,
                   reporters: Sequence[str], relation: str, shared: Optional[set] = None) -> Optional[Tuple[float, str]]:
-        """The join score and its evidence, or None when nothing is strong enough.
+        """The join score and its evidence, or None when the complaint does not report this matter.
 
-        Evidence, strongest first: ``title_entity``, ``entity`` (a shared named place or party),
-        ``place`` (a shared road, town or hamlet), ``reporter``, ``county`` (the only live matter
-        of the county with a shared type), ``text``. ``relation`` is :meth:`_relation`'s;
-        ``shared`` the :meth:`_shared_classes` of the complaint and the matter, when known.
+        A matter is one problem source at one place. Evidence, strongest first:
+
+        * ``title_entity`` / ``entity``: both name the same source (a company, a site), with a
+          little text in common; the same source is the same matter whatever the problem;
+        * ``location``: both name the same precise place (a compound, an address, a river or a
+          school) and share a pollution type: a restaurant's fumes and a shop's noise in one
+          compound are two matters; when either names a source there (a KTV, a restaurant), the
+          place says less about the other, so some text must be shared too;
+        * ``reporter``: the same reporter writes again about the same type, or with text in common;
+        * ``text``: the same type and very similar text (boilerplate removed before shingling).
+
+        A road, town, village or park (role ``area``) is never evidence: many sources share one.
+        Two reports naming different sources of one kind join only with nearly identical text.
+        Environmental and non-environmental complaints (no types) share a matter only when one
+        restates the other (a shared name and ``text_only_unplaced`` text); non-environmental
+        ones join each other by text alone.
         """
-        cfg, w, strong = self.config, self.config.weights, self._strong
+        cfg, w = self.config, self.config.weights
         if shared is None:
             shared = self._shared_classes(features.entities, matter.entities)
-        shared_strong, shared_weak = bool(shared & strong), bool(shared - strong)
-        shared_title = shared_strong and bool(
-            self._shared_classes(features.title_entities, matter.title_entities) & strong)
-        # a shared named place (compound, village, address...) outweighs differently named shops
-        conflict = not (shared & strong - cfg.conflict_classes) and self._entity_conflict(features.entities, matter)
-        same_county = relation == "same_county"
+        shared_source, shared_location = bool(shared & self._sources), bool(shared & self._locations)
+        if bool(features.types) != matter.environmental and not (
+                (shared_source or shared_location) and text_sim >= cfg.text_only_unplaced):
+            return None  # the classifier may miss a repeat's type, never a restatement's
+        shared_title = shared_source and bool(
+            self._shared_classes(features.title_entities, matter.title_entities) & self._sources)
+        conflict = self._entity_conflict(features.entities, matter)
         # known to be in one city: by the index's key, or by both resolved regions
         placed = self._one_city or relation in ("same_county", "same_city")
         same_reporter = any(r in matter.reporters for r in reporters)
-        shared_type = bool(set(features.types) & set(matter.types))
+        # a restored matter whose lead names no type could be of any type
+        shared_type = bool(set(features.types) & set(matter.types)) or (
+            bool(features.types) and matter.environmental and not matter.types)
         # a matter restored without a comparable sketch can only be recognised by its names
         textless = not any(member.size for member in matter.members)
-        # unplaced (an index of no one city, no shared city): the same name is often another
-        # place of that name elsewhere (幸福小区), so a name needs some text in common too
-        name_floor = 0.0 if placed else cfg.min_text_with_name_unplaced
         if conflict:
-            evidence = "text" if text_sim >= cfg.conflict_text_similarity else None
-        elif shared_title and (textless or text_sim >= max(cfg.min_text_with_title_entity, name_floor)):
+            evidence = "text" if shared_type and text_sim >= cfg.conflict_text_similarity else None
+        elif not features.types:
+            # a non-environmental complaint names a company for a job, a wage or a subsidy: only
+            # the same letter again makes a matter of such complaints
+            evidence = "text" if text_sim >= (cfg.text_only_similarity if placed else cfg.text_only_unplaced) else None
+        elif shared_title and (textless or text_sim >= cfg.min_text_with_title_entity):
             evidence = "title_entity"
-        elif shared_strong and (textless or text_sim >= max(cfg.min_text_with_entity, name_floor)):
+        elif shared_source and (textless or text_sim >= cfg.min_text_with_entity):
             evidence = "entity"
-        elif shared_weak and ((placed or shared_type) and text_sim >= cfg.min_text_with_place
-                              or placed and shared_type
-                              or text_sim >= cfg.min_text_with_place_unplaced):
-            evidence = "place"
+        elif shared_location and shared_type and (textless or text_sim >= (
+                cfg.min_text_with_location_beside_source if self._names_source(features, matter)
+                else cfg.min_text_with_location)):
+            evidence = "location"
         elif same_reporter and (shared_type or text_sim >= cfg.min_text_with_reporter):
             evidence = "reporter"
-        elif (cfg.county_alone and same_county and shared_type and text_sim >= cfg.min_text_with_county
-              and self._only_one_in_county(features, matter)):
-            evidence = "county"
-        elif text_sim >= (cfg.conflict_text_similarity if self._entity_conflict(features.entities, matter, False)
-                          else cfg.text_only_similarity if placed else cfg.text_only_unplaced):
+        elif shared_type and text_sim >= (cfg.conflict_text_similarity
+                                          if self._entity_conflict(features.entities, matter, False)
+                                          else cfg.text_only_similarity if placed else cfg.text_only_unplaced):
             evidence = "text"
         else:
             evidence = None
         if evidence is None:
             return None
         score = w["text"] * text_sim
-        score += w["shared_strong_entity"] * shared_strong + w["shared_weak_entity"] * shared_weak
-        score += w["shared_title_entity"] * shared_title + w["same_county"] * same_county
+        score += w["shared_source"] * shared_source + w["shared_location"] * shared_location
+        score += w["shared_title_entity"] * shared_title
         score += w["shared_type"] * shared_type + w["same_reporter"] * same_reporter
         score -= w["entity_conflict"] * conflict
         return score, evidence
+
+    def _names_source(self, features: MatterFeatures, matter: _Matter) -> bool:
+        """Whether the complaint or the matter names a specific source (not necessarily a shared one)."""
+        return any(entity.partition(":")[0] in self._sources and self._specific(entity)
+                   for entity in itertools.chain(features.entities, matter.entities))
 
     def _shared_classes(self, new: Sequence[str], known: Iterable[str]) -> set:
         """Classes of the specific entities the complaint shares with the matter."""
@@ -1087,14 +1154,6 @@ class MatterIndex:
                     shared.add(cls)
                     break
         return shared
-
-    def _only_one_in_county(self, features: MatterFeatures, matter: _Matter) -> bool:
-        """Whether ``matter`` is the only live matter of the complaint's county sharing a type."""
-        types = set(features.types)
-        for cid in _holders(self._region_index, features.region_adcode):
-            if cid != matter.cluster_id and types & set(self._matters[cid].types):
-                return False
-        return True
 
     def _specific(self, entity: str) -> bool:
         cached = self._specific_cache.get(entity)
@@ -1216,8 +1275,6 @@ class MatterIndex:
             candidates = set(by_text)
             for reporter in reporters:
                 candidates.update(_holders(self._reporter_index, reporter))
-            if cfg.county_alone and features.region_adcode and features.types:
-                candidates.update(_holders(self._region_index, features.region_adcode))
             # matters under the complaint's name keys: the keys are coarse (a name's last two
             # characters), so most of them name something else; one that shares no name and whose
             # text cannot reach a text-only threshold could not join, and is not compared
@@ -1250,7 +1307,8 @@ class MatterIndex:
                     best = found
         if best is None:
             cluster_id = cluster_id_for(complaint_id)
-            matter = _Matter(cluster_id, complaint_id, event_time_ms, event_time_ms, 1, [], {}, {}, [])
+            matter = _Matter(cluster_id, complaint_id, event_time_ms, event_time_ms, 1, [], {}, {}, [],
+                             environmental=bool(features.types))
             self._matters[cluster_id] = matter
             self._seen(matter)
             self._add_report(matter, features, reporters)
@@ -1372,7 +1430,8 @@ class MatterIndex:
         for m in sorted(self._matters.values(), key=lambda m: (m.first_seen_ms, m.cluster_id)):
             matters.append([m.cluster_id, m.first_complaint_id, m.first_seen_ms, m.last_seen_ms,
                             m.report_count, [_signature_to_b64(s) for s in m.members],
-                            m.entities, m.types, m.reporters, m.title_entities, m.regions, m.complaint_ids])
+                            m.entities, m.types, m.reporters, m.title_entities, m.regions, m.complaint_ids,
+                            m.environmental])
         return {"format": STATE_FORMAT, "version": self.config.version, "block": self.block,
                 "sketch_size": self.config.sketch_size,
                 "shingle_chars": self.config.shingle_chars, "seed": self.config.seed, "matters": matters}
@@ -1391,17 +1450,14 @@ class MatterIndex:
                               "are not comparable (rebuild from leads instead)")
         added = 0
         for row in state["matters"]:
-            # rows of format 2 without the trailing complaint ids (written before they were kept) load too
-            cid, first, first_ms, last_ms, count, sigs, ents, types, reporters, titled, regions = row[:11]
-            complaint_ids = row[11] if len(row) > 11 else [first]
+            (cid, first, first_ms, last_ms, count, sigs, ents, types, reporters, titled, regions, complaint_ids,
+             environmental) = row
             if cid in self._matters:
                 continue
             matter = _Matter(cid, first, int(first_ms), int(last_ms), int(count), [], {}, dict(types),
-                             list(reporters), [], dict(regions))
+                             list(reporters), [], dict(regions), environmental=bool(environmental))
             self._matters[cid] = matter
             self._seen(matter)
-            for region in matter.regions:
-                _index(self._region_index, region, cid)
             matter.members = [_signature_from_b64(s) for s in sigs]
             self._set_shingles(matter)
             self._add_entities(matter, [], titled)
@@ -1464,7 +1520,24 @@ def _split(entity: str) -> Tuple[str, str]:
     return cls, core
 
 
+@lru_cache(maxsize=200_000)
+def sound(name: str) -> Tuple[str, ...]:
+    """The name as toneless pinyin syllables, one per character (each character's usual reading,
+    not a reading guessed from the phrase, so that one character always sounds the same).
+
+    Names reach the hotline by ear and are typed by whoever takes the call: 鸿锦 / 宏锦, 锦盛 /
+    锦胜 and 鑫源 / 新源 are one company written by sound."""
+    return tuple(lazy_pinyin(list(name), errors="default"))
+
+
 def _cores_match(a: str, b: str, config: RepeatConfig) -> bool:
+    """Whether two entity cores of one class name the same place or party.
+
+    Equal names; one name with and one without its trade ("宏达化工" / "宏达"); a name with a place
+    or developer prefix the rules did not cut off ("南海狮山鸿泰" / "鸿泰", two characters or more);
+    and the same names written with other characters of the same sound (:func:`sound`), when the
+    name has three characters, or two and a trade on either side. Trades must agree (equal, one missing, or
+    sharing a character: 铝材 / 铝业)."""
     if a == b:
         return True
     if "#" in a or "#" in b:
@@ -1473,12 +1546,47 @@ def _cores_match(a: str, b: str, config: RepeatConfig) -> bool:
         return number_a == number_b and _cores_match(road_a, road_b, config)
     name_a, trade_a = _strip_category(a, config)
     name_b, trade_b = _strip_category(b, config)
-    # "宏达化工" and "宏达": one name, one of them with its trade
-    if name_a == name_b and (not trade_a or not trade_b or trade_a == trade_b):
+    if trade_a and trade_b and trade_a != trade_b and not set(trade_a) & set(trade_b):
+        short, long_ = (a, b) if len(a) < len(b) else (b, a)
+        return len(short) >= 3 and long_.endswith(short)
+    if name_a == name_b:
         return True
-    short, long_ = (a, b) if len(a) < len(b) else (b, a)
-    # "翠湖" vs "某某翠湖": a name with a developer or place prefix the rules did not cut off
-    return len(short) >= 3 and long_.endswith(short)
+    short, long_ = (name_a, name_b) if len(name_a) < len(name_b) else (name_b, name_a)
+    if len(short) < 2:
+        return False
+    if not long_.endswith(short):
+        # by sound, only a name long enough to be one: three characters, or two beside a trade
+        # (鸿锦印染 / 宏锦印染); two bare characters sound alike too often (湾大 / 万大)
+        if sound(long_)[-len(short):] != sound(short) or not (len(short) >= 3 or trade_a or trade_b):
+            return False
+    return len(short) >= 3 or _is_place_prefix(long_[:-len(short)])
+
+
+@lru_cache(maxsize=100_000)
+def _is_place_prefix(prefix: str) -> bool:
+    """Whether ``prefix`` is nothing but place names ("", "南海狮山", "瑞安塘下"): what a reporter
+    writes before a source's name to say where it is, so "南海狮山鸿泰" is "鸿泰" while "天宸府楼盘"
+    is not "楼盘"."""
+    if not prefix:
+        return True
+    words = _place_words()
+    return any(prefix[:n] in words and _is_place_prefix(prefix[n:]) for n in range(min(len(prefix), 7), 1, -1))
+
+
+@lru_cache(maxsize=1)
+def _place_words() -> frozenset:
+    """Division and township names, full and without their level suffix (瑞安市 / 瑞安, 塘下镇 / 塘下)."""
+    from envleads.divisions import load_divisions, load_townships
+
+    names = [division.name for division in load_divisions()] + list(load_townships().by_name)
+    words = set()
+    for name in names:
+        words.add(name)
+        for suffix in _ADMIN_SUFFIXES + ("街道", "镇", "乡"):
+            if name.endswith(suffix) and len(name) - len(suffix) >= 2:
+                words.add(name[:-len(suffix)])
+                break
+    return frozenset(w for w in words if len(w) >= 2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1511,19 +1619,6 @@ def _assign_all(index: MatterIndex, records: Sequence[Mapping[str, Any]],
                                 rec.get("types") or (), config)
         out.append((str(rec["id"]), index.assign(str(rec["id"]), now, feats, rec.get("reporter_key"))))
     return out
-
-
-def cluster_records(records: Sequence[Mapping[str, Any]], config: Optional[RepeatConfig] = None,
-                    block: Optional[str] = "one-city") -> List[Tuple[str, Assignment]]:
-    """Runs one index over records (``id``, ``title``, ``text``, ``received_at``) in event order.
-
-    Optional per record: ``received_at_ms`` (instead of ``received_at``), ``region_adcode``,
-    ``types``, ``reporter_key``. ``block`` is passed to :class:`MatterIndex`: by default the
-    records are one city's messages (one message board), as a city blocking key would give them;
-    ``None`` when they may come from anywhere.
-    """
-    config = config or default_config()
-    return _assign_all(MatterIndex(config, block), records, config)
 
 
 def assign_in_blocks(records: Sequence[Mapping[str, Any]],
@@ -1594,89 +1689,3 @@ def clustering_scores(gold: Mapping[str, str], predicted: Mapping[str, str]) -> 
         "gold_pairs": tp + fn,
         "predicted_pairs": tp + fp,
     }
-
-
-def evaluate_repeats(records: Sequence[Mapping[str, Any]], config: Optional[RepeatConfig] = None
-                     ) -> Dict[str, Any]:
-    """Assigns every labelled message in ``received_at`` order and scores against ``cluster``."""
-    config = config or default_config()
-    assigned = cluster_records(records, config)
-    predicted = {cid: a.cluster_id for cid, a in assigned}
-    gold = {str(r["id"]): str(r["cluster"]) for r in records}
-    scores = clustering_scores(gold, predicted)
-    singletons = {cid: cid for cid in gold}
-    matched = {}
-    for _, a in assigned:
-        matched[a.matched_on] = matched.get(a.matched_on, 0) + 1
-    return {
-        "config_version": config.version,
-        "messages": len(records),
-        "gold_matters": len(set(gold.values())),
-        "predicted_matters": len(set(predicted.values())),
-        "window_days": config.window_days,
-        "sketch_size": config.sketch_size,
-        "seed": config.seed,
-        "matched_on": matched,
-        **scores,
-        "bcubed_f1_all_singletons": clustering_scores(gold, singletons)["bcubed_f1"],
-    }
-
-
-def format_repeats_report(result: Mapping[str, Any]) -> str:
-    lines = [f"repeat detection ({result['config_version']}, window {result['window_days']} d, "
-             f"sketch {result['sketch_size']}): {result['messages']} messages, "
-             f"{result['gold_matters']} gold matters, {result['predicted_matters']} predicted"]
-    for key in ("pairwise_precision", "pairwise_recall", "bcubed_precision", "bcubed_recall",
-                "bcubed_f1", "bcubed_f1_all_singletons"):
-        lines.append(f"  {key:<26} {result[key]:.3f}")
-    lines.append(f"  gold pairs {int(result['gold_pairs'])}, predicted pairs {int(result['predicted_pairs'])}, "
-                 f"matched on {result['matched_on']}")
-    return "\n".join(lines)
-
-
-def _read_jsonl(path: str) -> List[Dict[str, Any]]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
-_SCORE_KEYS = ("pairwise_precision", "pairwise_recall", "bcubed_precision", "bcubed_recall", "bcubed_f1")
-
-
-def evaluate_over_seeds(records: Sequence[Mapping[str, Any]], config: RepeatConfig, seeds: int) -> Dict[str, Any]:
-    """Mean and worst of the scores over ``seeds`` hash seeds (the configured one first).
-
-    Sketches are exact for texts shorter than the sketch, so only long texts depend on the seed;
-    this shows how much.
-    """
-    runs = [evaluate_repeats(records, dataclasses.replace(config, seed=config.seed + i)) for i in range(seeds)]
-    return {"seeds": [config.seed + i for i in range(seeds)],
-            "mean": {k: sum(r[k] for r in runs) / len(runs) for k in _SCORE_KEYS},
-            "worst": {k: min(r[k] for r in runs) for k in _SCORE_KEYS}}
-
-
-def _run_evaluate(args: argparse.Namespace) -> int:
-    config = load_repeat_config(args.config)
-    records = _read_jsonl(args.gold)
-    result = evaluate_repeats(records, config)
-    print(format_repeats_report(result))
-    if args.seeds > 1:
-        result["over_seeds"] = evaluate_over_seeds(records, config, args.seeds)
-        print(f"  over {args.seeds} hash seeds (mean / worst):")
-        for key in _SCORE_KEYS:
-            print(f"  {key:<26} {result['over_seeds']['mean'][key]:.3f} / {result['over_seeds']['worst'][key]:.3f}")
-    if args.json_out:
-        with open(args.json_out, "w", encoding="utf-8") as handle:
-            json.dump(result, handle, indent=2, ensure_ascii=False)
-    return 0
-
-
-def add_subcommand(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "evaluate-repeats", help="measure repeat-petition detection on messages labelled by matter")
-    parser.add_argument("--gold", required=True,
-                        help="JSON Lines with id, title, text, received_at, cluster")
-    parser.add_argument("--config", default=None, help="repeats.json to use (default: packaged)")
-    parser.add_argument("--seeds", type=int, default=1,
-                        help="also report mean and worst scores over this many hash seeds")
-    parser.add_argument("--json-out", default=None, help="also write the scores as JSON here")
-    parser.set_defaults(func=_run_evaluate)

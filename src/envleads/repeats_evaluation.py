@@ -1,0 +1,143 @@
+"""Repeat-petition quality measured through the product's own path: the batch contract.
+
+    envleads evaluate-repeats --gold repeats_dev.jsonl [--jurisdiction 430100] [--engine beam|rounds]
+    envleads evaluate-repeats --gold tests/data/confusable/dev_wa.jsonl [--gold ...] [--no-jurisdiction]
+
+A gold file is either a labelled message board (``id``, ``title``, ``text``, ``received_at``,
+``cluster``) or a batch input file with a ``<stem>.truth.jsonl`` beside it (``complaint_id``,
+``matter_id``, ``environmental``), as the project's confusable corpus is. The events are written as
+batch input, run through :func:`envleads.pipelines.batch.run_batch` (or the rounds engine) with
+default settings, and the ``cluster_id`` of the output is compared with the gold matters:
+pairwise precision/recall of "same matter", B-cubed F1, and how many gold non-environmental
+complaints ended in a matter of several reports. No other path is scored, so a figure here is
+what a user of ``envleads batch`` gets.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from envleads.repeats import clustering_scores
+
+Events = List[dict]
+Truth = Dict[str, dict]
+
+
+def _read_jsonl(path: str) -> List[dict]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def truth_path(events_path: str) -> str:
+    """``<stem>.truth.jsonl`` beside a batch input file."""
+    stem = events_path[:-len(".jsonl")] if events_path.endswith(".jsonl") else events_path
+    return stem + ".truth.jsonl"
+
+
+def board_gold(rows: Sequence[dict], jurisdiction: Optional[str] = None) -> Tuple[Events, Truth]:
+    """A labelled message board as batch input (the board's city as intake jurisdiction, if given)
+    and its truth (whether a message is environmental is not labelled there)."""
+    events, truth = [], {}
+    for row in rows:
+        event = {"complaint_id": str(row["id"]), "received_at": row["received_at"],
+                 "title": row.get("title") or "", "text": row["text"]}
+        if jurisdiction:
+            event["jurisdiction_adcode"] = jurisdiction
+        events.append(event)
+        truth[event["complaint_id"]] = {"matter_id": str(row["cluster"]), "environmental": None}
+    return events, truth
+
+
+def corpus_gold(paths: Sequence[str], with_jurisdiction: bool = True) -> Tuple[Events, Truth]:
+    """Batch input files with their truth files; ``with_jurisdiction`` off drops the intake
+    jurisdiction, so that only the texts place the complaints."""
+    events, truth = [], {}
+    for path in paths:
+        for event in _read_jsonl(path):
+            if not with_jurisdiction:
+                event.pop("jurisdiction_adcode", None)
+            events.append(event)
+        for row in _read_jsonl(truth_path(path)):
+            truth[row["complaint_id"]] = row
+    return events, truth
+
+
+def load_gold(paths: Sequence[str], jurisdiction: Optional[str] = None,
+              with_jurisdiction: bool = True) -> Tuple[Events, Truth]:
+    """Either kind of gold file (see the module docstring); kinds may not be mixed."""
+    boards = [p for p in paths if not os.path.exists(truth_path(p))]
+    if boards and len(boards) != len(paths):
+        raise ValueError("give either labelled boards or batch files with truth files, not both")
+    if boards:
+        rows = [row for path in paths for row in _read_jsonl(path)]
+        return board_gold(rows, jurisdiction if with_jurisdiction else None)
+    return corpus_gold(paths, with_jurisdiction)
+
+
+def run_product(events: Events, engine: str = "beam", folder: Optional[str] = None) -> Tuple[List[dict], List[dict]]:
+    """The enriched rows and leads ``envleads batch`` writes for ``events`` with default settings."""
+    from envleads.pipelines.batch import run_batch, run_batch_rounds
+
+    with tempfile.TemporaryDirectory(dir=folder) as work:
+        source, output, leads = (os.path.join(work, name) for name in ("in.jsonl", "out.jsonl", "leads.jsonl"))
+        with open(source, "w", encoding="utf-8") as handle:
+            for event in events:
+                handle.write(json.dumps(event, ensure_ascii=False) + "\n")
+        if engine == "rounds":
+            run_batch_rounds(source, output, leads, enrich_workers=0)
+        else:
+            run_batch(source, output, leads, beam_args=["--runner=FnApiRunner"])
+        return _read_jsonl(output), _read_jsonl(leads)
+
+
+def score_matters(rows: Sequence[dict], truth: Truth) -> Dict[str, float]:
+    """Clustering scores of the output's ``cluster_id`` against the gold matters, and the gold
+    non-environmental complaints that share a matter with another report."""
+    rows = [row for row in rows if row["complaint_id"] in truth]
+    gold = {row["complaint_id"]: str(truth[row["complaint_id"]]["matter_id"]) for row in rows}
+    predicted = {row["complaint_id"]: row["cluster_id"] for row in rows}
+    scores = clustering_scores(gold, predicted)
+    sizes: Dict[str, int] = {}
+    for cluster in predicted.values():
+        sizes[cluster] = sizes.get(cluster, 0) + 1
+    return {"rows": len(rows), "rows_missing": len(truth) - len(rows),
+            **{key: round(float(value), 4) for key, value in scores.items()},
+            "gold_matters": len(set(gold.values())), "predicted_matters": len(set(predicted.values())),
+            "non_environmental_in_multi_report_matters": sum(
+                1 for cid, cluster in predicted.items()
+                if truth[cid].get("environmental") is False and sizes[cluster] > 1)}
+
+
+def evaluate(paths: Sequence[str], jurisdiction: Optional[str] = None, with_jurisdiction: bool = True,
+             engine: str = "beam") -> Dict[str, float]:
+    """Loads the gold, runs the batch contract on it and scores its matters."""
+    events, truth = load_gold(paths, jurisdiction, with_jurisdiction)
+    rows, leads = run_product(events, engine)
+    return {**score_matters(rows, truth), "leads": len(leads), "engine": engine}
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    report = evaluate(args.gold, args.jurisdiction, not args.no_jurisdiction, args.engine)
+    print(json.dumps(report, ensure_ascii=False, indent=2))
+    if args.json_out:
+        with open(args.json_out, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, ensure_ascii=False, indent=2)
+    return 0
+
+
+def add_subcommand(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate-repeats", help="repeat-petition quality through envleads batch on labelled data")
+    parser.add_argument("--gold", required=True, nargs="+",
+                        help="labelled boards (id, title, text, received_at, cluster) or batch input files "
+                             "with <stem>.truth.jsonl beside them")
+    parser.add_argument("--jurisdiction", default=None,
+                        help="for a board: the intake jurisdiction (a city code) given to every message")
+    parser.add_argument("--no-jurisdiction", action="store_true",
+                        help="drop every intake jurisdiction: only the texts place the complaints")
+    parser.add_argument("--engine", choices=("beam", "rounds"), default="beam")
+    parser.add_argument("--json-out", default=None, help="also write the scores as JSON here")
+    parser.set_defaults(func=_run_command)

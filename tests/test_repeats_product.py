@@ -1,0 +1,84 @@
+"""Repeat-petition quality through the product's own path: ``envleads batch`` (the Beam engine and
+the rounds engine) with default settings, on the project's confusable corpus and on the shared real
+board. The thresholds sit a few points under the figures measured when the rules were chosen (on
+these development parts), so a change that merges other sources or loses repeats fails here.
+``locked_*`` files are never scored here: ``bench/bench_repeats_product.py`` reports them.
+"""
+import collections
+import glob
+import json
+import os
+from datetime import datetime
+
+import pytest
+
+from envleads import repeats_evaluation as E
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CORPUS = os.path.join(HERE, "data", "confusable")
+REAL = os.environ.get("ENVLEADS_SHARED_DATA") or os.path.join(HERE, "..", "..", "shared", "data")
+REAL_REPEATS = os.path.join(REAL, "repeats_dev.jsonl")
+
+
+def _files(part):
+    return sorted(p for p in glob.glob(os.path.join(CORPUS, f"{part}_*.jsonl")) if not p.endswith(".truth.jsonl"))
+
+
+def test_the_corpus_is_what_its_readme_says():
+    """At least 400 complaints, aligned truth, repeat matters spanning 60+ days, non-environmental
+    complaints naming the same places, a development and a locked part by other writers."""
+    dev, locked = _files("dev"), _files("locked")
+    assert len(dev) >= 3 and len(locked) >= 2
+    events, truth = E.corpus_gold(dev + locked)
+    assert len(events) >= 400 and len(truth) == len(events)
+    assert len({e["complaint_id"] for e in events}) == len(events)
+    by_matter = collections.defaultdict(list)
+    for event in events:
+        by_matter[truth[event["complaint_id"]]["matter_id"]].append(datetime.fromisoformat(event["received_at"]))
+    repeats = [times for times in by_matter.values() if len(times) > 1]
+    assert len(repeats) >= 40
+    assert sum(1 for times in repeats if (max(times) - min(times)).days >= 60) >= 20
+    non_env = [cid for cid, row in truth.items() if row["environmental"] is False]
+    assert len(non_env) >= 40 and all(len(by_matter[truth[cid]["matter_id"]]) == 1 for cid in non_env)
+
+
+@pytest.mark.parametrize("engine, precision, recall", [("beam", 0.95, 0.35), ("rounds", 0.95, 0.25)])
+def test_confusable_development_part_through_batch(engine, precision, recall):
+    report = E.evaluate(_files("dev"), engine=engine)
+    assert report["rows_missing"] == 0
+    assert report["pairwise_precision"] >= precision, report
+    assert report["pairwise_recall"] >= recall, report
+    assert report["non_environmental_in_multi_report_matters"] == 0, report
+
+
+@pytest.mark.skipif(not os.path.exists(REAL_REPEATS), reason="shared labelled data absent")
+@pytest.mark.parametrize("jurisdiction", [None, "430100"])
+def test_real_board_through_batch(jurisdiction):
+    report = E.evaluate([REAL_REPEATS], jurisdiction)
+    assert report["pairwise_precision"] >= 0.95, report
+    assert report["pairwise_recall"] >= 0.55, report
+    assert report["bcubed_f1"] >= 0.90, report
+
+
+def test_evaluate_repeats_command_scores_what_batch_wrote(tmp_path):
+    """The command on a small board written for this test: two reports of one plant (its name
+    written by sound once), another plant of the same trade on the same road, a job question."""
+    rows = [
+        {"id": "1", "title": "", "text": "延政西路上的恒丰电镀厂夜里偷排废水，河水发绿发臭，鱼都死了", "cluster": "a"},
+        {"id": "2", "title": "恒峰电镀偷排", "text": "恒峰电镀又在往河里排废水，一股酸味，请环保部门查处", "cluster": "a"},
+        {"id": "3", "title": "", "text": "延政西路东头的华宇电镀厂废水直排进河里，河水发黑，请查处", "cluster": "b"},
+        {"id": "4", "title": "", "text": "请问恒丰电镀厂招不招普工，工资待遇怎么样", "cluster": "c"},
+    ]
+    gold = tmp_path / "board.jsonl"
+    gold.write_text("\n".join(json.dumps({**r, "received_at": f"2026-03-0{r['id']}T09:00:00+08:00"},
+                                         ensure_ascii=False) for r in rows), encoding="utf-8")
+    out = tmp_path / "scores.json"
+    import argparse
+    parser = argparse.ArgumentParser()
+    E.add_subcommand(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["evaluate-repeats", "--gold", str(gold), "--jurisdiction", "320400",
+                              "--json-out", str(out)])
+    assert args.func(args) == 0
+    scores = json.loads(out.read_text(encoding="utf-8"))
+    assert scores["rows"] == 4 and scores["gold_pairs"] == 1
+    assert scores["pairwise_precision"] == 1.0 and scores["pairwise_recall"] == 1.0, scores
