@@ -42,7 +42,7 @@ def test_the_corpus_is_what_its_readme_says():
     assert len(non_env) >= 40 and all(len(by_matter[truth[cid]["matter_id"]]) == 1 for cid in non_env)
 
 
-@pytest.mark.parametrize("engine, precision, recall", [("beam", 0.95, 0.35), ("rounds", 0.95, 0.25)])
+@pytest.mark.parametrize("engine, precision, recall", [("beam", 0.92, 0.35), ("rounds", 0.92, 0.25)])
 def test_confusable_development_part_through_batch(engine, precision, recall):
     report = E.evaluate(_files("dev"), engine=engine)
     assert report["rows_missing"] == 0

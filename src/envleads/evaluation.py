@@ -66,14 +66,18 @@ def score_batch_output(output_rows: List[dict], truth_rows: List[dict],
     return report
 
 
-def _run_command(args: argparse.Namespace) -> int:
-    report = score_batch_output(_read_jsonl(args.output), _read_jsonl(args.truth),
-                                _read_jsonl(args.leads) if args.leads else None)
+def print_report(report: Dict, json_out: Optional[str] = None) -> int:
+    """Prints a scores report as JSON, and writes it to ``json_out`` too when given."""
     print(json.dumps(report, ensure_ascii=False, indent=2))
-    if args.json_out:
-        with open(args.json_out, "w", encoding="utf-8") as handle:
+    if json_out:
+        with open(json_out, "w", encoding="utf-8") as handle:
             json.dump(report, handle, ensure_ascii=False, indent=2)
     return 0
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    return print_report(score_batch_output(_read_jsonl(args.output), _read_jsonl(args.truth),
+                                           _read_jsonl(args.leads) if args.leads else None), args.json_out)
 
 
 def add_subcommand(subparsers) -> None:

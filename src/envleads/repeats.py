@@ -15,16 +15,18 @@ A complaint delivered again (at-least-once delivery, a replayed round) keeps its
 counted again: each matter remembers its first and most recent complaint ids
 (:meth:`MatterIndex.redelivery`).
 
-What joins a complaint to a live matter, strongest evidence first (:meth:`MatterIndex.assign`):
+A matter is one problem source at one place. What joins a complaint to a live matter, strongest
+evidence first (:meth:`MatterIndex._evaluate`):
 
-* both name the same place or party (compound, company, village, site, school, park, water body,
-  street address "X路12号"), in their titles or anywhere, with a little text in common;
-* both name the same road, town or hamlet, and lie in one city (or share a pollution type);
+* both name the same source (company, plant, site, shop), also written by sound (宏锦 / 鸿锦), with
+  or without its trade, district or town;
+* both name the same precise place (compound, street address "X路12号", river, school) and share a
+  pollution type (and some text when a source is named there);
 * the same reporter writes again, with a shared type or some text in common;
-* the matter is the only live one of the complaint's county with a shared type, and they share some
-  text (``county_alone``; in a busy county this never fires; off in the packaged configuration:
-  on generated traffic it joined distinct matters of quiet counties more often than repeats);
-* the text alone is very similar.
+* the text alone is very similar, with a shared type.
+
+A road, town, village or park alone never joins two complaints; environmental and
+non-environmental complaints never share a matter (unless one restates the other).
 
 Text similarity is a weighted Jaccard similarity of character-shingle sets: a shingle weighs by
 its rarity among the index's live matters (inverse document frequency learned online, so bounded
@@ -34,9 +36,10 @@ results do not hang on hash luck. A name that several live matters share, or who
 is common, identifies none of them.
 
 Never joined: complaints resolved to different counties (or cities, or provinces); reports more
-than ``window_days`` apart. Complaints that each name a different company (the source) join only
-when a named place ties them or their texts are nearly identical. Thresholds, weights and word
-lists live in ``data/repeats.json``.
+than ``window_days`` apart; complaints that each name a different source of one kind, unless
+their texts are nearly identical. Thresholds, weights and word lists live in
+``data/repeats.json``; quality is measured only through the batch contract
+(:mod:`envleads.repeats_evaluation`).
 """
 from __future__ import annotations
 
@@ -89,6 +92,9 @@ class EntityClass(NamedTuple):
     suffixes: Tuple[str, ...]
     keep_suffix: bool = False  # "许家湾": a one-character core means nothing without its suffix
     trades: bool = False  # names of this kind may end in a trade ("宏达化工"): category_words apply
+    # suffixes that say what kind of place a name is ("佳松便利店", "佳松电镀厂"): kept with the
+    # name as its trade, so that two kinds under one name are two sources
+    kind_suffixes: frozenset = frozenset()
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,7 @@ class RepeatConfig:
     min_text_with_title_entity: float
     min_text_with_location: float
     min_text_with_location_beside_source: float
+    min_text_with_location_unplaced: float
     min_text_with_reporter: float
     conflict_text_similarity: float
     idf_floor: float
@@ -130,6 +137,7 @@ class RepeatConfig:
     boilerplate: Tuple[str, ...] = ()
     bound_words: frozenset = frozenset()
     phrase_initial: str = ""
+    phrase_starts: Tuple[str, ...] = ()
     conflict_classes: frozenset = frozenset({"company"})
     max_ids_per_matter: int = 64
     name_boundary_chars: str = ""
@@ -171,6 +179,7 @@ def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
             min_core_chars=int(spec.get("min_core_chars", 2)),
             keep_suffix=bool(spec.get("keep_suffix", False)),
             trades=bool(spec.get("trades", False)),
+            kind_suffixes=frozenset(s.lower() for s in spec.get("kind_suffixes", ())),
             # longest first so that 有限公司 wins over 公司
             suffixes=tuple(sorted((s.lower() for s in need(spec, "suffixes", f"entities.classes.{name}.")),
                                   key=len, reverse=True))))
@@ -198,6 +207,7 @@ def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
         min_text_with_location=float(need(thresholds, "min_text_with_location", "thresholds.")),
         min_text_with_location_beside_source=float(need(thresholds, "min_text_with_location_beside_source",
                                                         "thresholds.")),
+        min_text_with_location_unplaced=float(need(thresholds, "min_text_with_location_unplaced", "thresholds.")),
         min_text_with_reporter=float(thresholds.get("min_text_with_reporter", text_only)),
         conflict_text_similarity=float(thresholds.get("conflict_text_similarity", text_only)),
         idf_floor=float(need(idf, "floor", "idf.")),
@@ -221,6 +231,7 @@ def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
         boilerplate=tuple(sorted((normalise_text(p) for p in doc.get("boilerplate", []) if p), key=len, reverse=True)),
         bound_words=frozenset(entities.get("bound_words", [])),
         phrase_initial=str(entities.get("phrase_initial", "")),
+        phrase_starts=tuple(entities.get("phrase_starts", ())),
         name_boundary_chars=str(entities.get("name_boundary_chars", "")),
         conflict_classes=frozenset(entities.get("conflict_classes", ("company",))),
         max_ids_per_matter=max(1, int(doc.get("max_ids_per_matter", 64))),
@@ -487,16 +498,17 @@ def _entities_at(norm: str, config: RepeatConfig) -> List[Tuple[int, str]]:
             continue
         if len(core) < cls.min_core_chars or core in config.generic_cores or "某" in core:
             continue  # "某化工厂": the writer withholds the name, so it names a kind, not a party
-        if core[0] in config.phrase_initial or core[-1] + suffix[0] in config.bound_words:
-            continue  # "一刮风工地", "客人散场", "带泥上路": a phrase, the suffix is part of a word
+        if core[0] in config.phrase_initial or core[-1] + suffix[0] in config.bound_words \
+                or core.startswith(config.phrase_starts):
+            continue  # "一刮风工地", "客人散场", "带泥上路", "晚上炭火烧烤": a phrase, not a name
         if cls.trades:
             name = _strip_category(core, config)[0]
             if name in config.category_words or name in config.generic_cores or name in _common_words(config):
                 continue  # "化工厂", "门面烧烤", "其他烧烤": a kind or a phrase, not a name
         admin = _admin_names()
-        if core + suffix in admin or core + suffix[:1] in admin:
-            continue  # "苏州工业园区", "七台河": a division, not a place or party in it
-        if cls.keep_suffix:
+        if core + suffix in admin or core + suffix[:1] in admin or any(core + suffix + s in admin for s in "区县市"):
+            continue  # "苏州工业园区", "七台河", "普兰店(区)": a division, not a place or party in it
+        if cls.keep_suffix or suffix in cls.kind_suffixes:
             core += suffix
         found.append((end, f"{cls.name}:{core}"))
         if cls.name == "road" or suffix in config.address_roads:
@@ -1085,8 +1097,10 @@ class MatterIndex:
         ones join each other by text alone.
         """
         cfg, w = self.config, self.config.weights
-        if shared is None:
-            shared = self._shared_classes(features.entities, matter.entities)
+        # known to be in one city: by the index's key, or by both resolved regions
+        placed = self._one_city or relation in ("same_county", "same_city")
+        if shared is None or placed:  # names sound alike more loosely within one city
+            shared = self._shared_classes(features.entities, matter.entities, near=placed)
         shared_source, shared_location = bool(shared & self._sources), bool(shared & self._locations)
         if bool(features.types) != matter.environmental and not (
                 (shared_source or shared_location) and text_sim >= cfg.text_only_unplaced):
@@ -1094,8 +1108,6 @@ class MatterIndex:
         shared_title = shared_source and bool(
             self._shared_classes(features.title_entities, matter.title_entities) & self._sources)
         conflict = self._entity_conflict(features.entities, matter)
-        # known to be in one city: by the index's key, or by both resolved regions
-        placed = self._one_city or relation in ("same_county", "same_city")
         same_reporter = any(r in matter.reporters for r in reporters)
         # a restored matter whose lead names no type could be of any type
         shared_type = bool(set(features.types) & set(matter.types)) or (
@@ -1112,9 +1124,10 @@ class MatterIndex:
             evidence = "title_entity"
         elif shared_source and (textless or text_sim >= cfg.min_text_with_entity):
             evidence = "entity"
-        elif shared_location and shared_type and (textless or text_sim >= (
+        elif shared_location and shared_type and (textless or text_sim >= max(
                 cfg.min_text_with_location_beside_source if self._names_source(features, matter)
-                else cfg.min_text_with_location)):
+                else cfg.min_text_with_location,
+                0.0 if placed or self._long_shared_location(features, matter) else cfg.min_text_with_location_unplaced)):
             evidence = "location"
         elif same_reporter and (shared_type or text_sim >= cfg.min_text_with_reporter):
             evidence = "reporter"
@@ -1133,13 +1146,26 @@ class MatterIndex:
         score -= w["entity_conflict"] * conflict
         return score, evidence
 
+    def _long_shared_location(self, features: MatterFeatures, matter: _Matter) -> bool:
+        """Whether a shared precise place has a name of three characters or more (魅力之城): a
+        two-character compound name (长虹苑, 河李小区) recurs from city to city, so where the two
+        reports are not known to be in one city it needs some text in common too."""
+        known = [e.partition(":") for e in matter.entities]
+        for entity in features.entities:
+            cls, _, core = entity.partition(":")
+            if cls in self._locations and len(core.partition("#")[0]) >= 3 and self._specific(entity) and any(
+                    kcls == cls and _cores_match(core, kcore, self.config) for kcls, _, kcore in known):
+                return True
+        return False
+
     def _names_source(self, features: MatterFeatures, matter: _Matter) -> bool:
         """Whether the complaint or the matter names a specific source (not necessarily a shared one)."""
         return any(entity.partition(":")[0] in self._sources and self._specific(entity)
                    for entity in itertools.chain(features.entities, matter.entities))
 
-    def _shared_classes(self, new: Sequence[str], known: Iterable[str]) -> set:
-        """Classes of the specific entities the complaint shares with the matter."""
+    def _shared_classes(self, new: Sequence[str], known: Iterable[str], near: bool = False) -> set:
+        """Classes of the specific entities the complaint shares with the matter (``near``: both
+        in one city, see :func:`_cores_match`)."""
         shared = set()
         cfg = self.config
         known_split = [e.partition(":")[::2] for e in known]  # (class, core), as _split, without its call
@@ -1150,7 +1176,7 @@ class MatterIndex:
             if cls in shared:
                 continue
             for kcls, kcore in known_split:
-                if kcls == cls and _cores_match(core, kcore, cfg):
+                if kcls == cls and _cores_match(core, kcore, cfg, near):
                     shared.add(cls)
                     break
         return shared
@@ -1530,20 +1556,21 @@ def sound(name: str) -> Tuple[str, ...]:
     return tuple(lazy_pinyin(list(name), errors="default"))
 
 
-def _cores_match(a: str, b: str, config: RepeatConfig) -> bool:
+def _cores_match(a: str, b: str, config: RepeatConfig, near: bool = False) -> bool:
     """Whether two entity cores of one class name the same place or party.
 
     Equal names; one name with and one without its trade ("宏达化工" / "宏达"); a name with a place
     or developer prefix the rules did not cut off ("南海狮山鸿泰" / "鸿泰", two characters or more);
     and the same names written with other characters of the same sound (:func:`sound`), when the
-    name has three characters, or two and a trade on either side. Trades must agree (equal, one missing, or
+    name has three characters, or two and a trade on both sides (on either side when ``near``: both
+    reports are known to be in one city). Trades must agree (equal, one missing, or
     sharing a character: 铝材 / 铝业)."""
     if a == b:
         return True
     if "#" in a or "#" in b:
         road_a, _, number_a = a.partition("#")
         road_b, _, number_b = b.partition("#")
-        return number_a == number_b and _cores_match(road_a, road_b, config)
+        return number_a == number_b and _cores_match(road_a, road_b, config, near)
     name_a, trade_a = _strip_category(a, config)
     name_b, trade_b = _strip_category(b, config)
     if trade_a and trade_b and trade_a != trade_b and not set(trade_a) & set(trade_b):
@@ -1555,9 +1582,11 @@ def _cores_match(a: str, b: str, config: RepeatConfig) -> bool:
     if len(short) < 2:
         return False
     if not long_.endswith(short):
-        # by sound, only a name long enough to be one: three characters, or two beside a trade
-        # (鸿锦印染 / 宏锦印染); two bare characters sound alike too often (湾大 / 万大)
-        if sound(long_)[-len(short):] != sound(short) or not (len(short) >= 3 or trade_a or trade_b):
+        # by sound, only a name long enough to be one: three characters, or two with a trade on
+        # both sides (鸿锦印染 / 宏锦印染), or on one side within one city (恒昌 / 恒倡印染); two
+        # bare characters sound alike too often (湾大 / 万大, 西明汽修 / 溪明烧烤 in two provinces)
+        if sound(long_)[-len(short):] != sound(short) or not (
+                len(short) >= 3 or trade_a and trade_b or near and (trade_a or trade_b)):
             return False
     return len(short) >= 3 or _is_place_prefix(long_[:-len(short)])
 

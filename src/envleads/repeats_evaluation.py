@@ -120,12 +120,9 @@ def evaluate(paths: Sequence[str], jurisdiction: Optional[str] = None, with_juri
 
 
 def _run_command(args: argparse.Namespace) -> int:
-    report = evaluate(args.gold, args.jurisdiction, not args.no_jurisdiction, args.engine)
-    print(json.dumps(report, ensure_ascii=False, indent=2))
-    if args.json_out:
-        with open(args.json_out, "w", encoding="utf-8") as handle:
-            json.dump(report, handle, ensure_ascii=False, indent=2)
-    return 0
+    from envleads.evaluation import print_report
+
+    return print_report(evaluate(args.gold, args.jurisdiction, not args.no_jurisdiction, args.engine), args.json_out)
 
 
 def add_subcommand(subparsers) -> None:
