@@ -49,14 +49,15 @@ from apache_beam.pvalue import TaggedOutput
 
 from envleads import schemas
 from envleads.leads import (MatterReport, block_of_complaint, block_of_lead, complaint_features, event_order,
-                            lead_from_avro_dict, lead_id_for, lead_to_wire_record, matter_report, merge_lead, seed_index)
+                            lead_from_avro_dict, lead_id_for, lead_to_wire_record, matter_report, merge_lead, report_join,
+                            seed_index)
 from envleads.pipelines.kafka_io import (LeadView, TopicNotFound, WriteToKafka, commit_events, decode_lead_record,
                                          open_consumer, poll_new_events)
 from envleads.pipelines.heap import RoundCollector
 from envleads.pipelines.kafka_native import NativeKafkaError, NativeKafkaSession, OutputRecord, native_client_available
 from envleads.pipelines.options import StageSettings
 from envleads.pipelines.transforms import ComplaintsToLeads, RawEvent
-from envleads.records import DeadLetter, EnrichedComplaint, Lead
+from envleads.records import DeadLetter, EnrichedComplaint, Lead, ReportJoin
 from envleads.repeats import UNKNOWN_BLOCK, MatterIndex
 from envleads.serialize import dead_letter_to_avro_dict, enriched_to_avro_dict
 
@@ -399,8 +400,9 @@ class LocalRoundEngine:
             assigned, expired = results[block]
             if expired:
                 self._expired(block, newest_ms)
-            reports.extend(matter_report(item, features, *assigned[item.complaint.complaint_id], self._weights)
-                           for item, features in ordered)
+            for item, features in ordered:
+                cluster_id, duplicate_of, join = assigned[item.complaint.complaint_id]
+                reports.append(matter_report(item, features, cluster_id, duplicate_of, self._weights, join))
         return reports
 
     def _in_worker(self, block: str) -> bool:
@@ -459,12 +461,12 @@ DEFAULT_WORKER_CITY_SHARE = 0.2
 
 def assign_key_rounds(indexes: Dict[str, MatterIndex],
                       rounds: Dict[str, Tuple[List[Lead], List[Tuple[str, int, Any, Any]], int]],
-                      config) -> Dict[str, Tuple[Dict[str, Tuple[str, Optional[str]]], bool]]:
+                      config) -> Dict[str, Tuple[Dict[str, Tuple[str, Optional[str], Optional[ReportJoin]]], bool]]:
     """One round of some blocking keys over their ``indexes`` (created on first use): per key,
     restore the seed leads, assign the complaints (``(id, event ms, matter features, reporter
     key)`` in event order), expire as of the key's newest event. The same in the stream process
     and in the :class:`KeyedAssigner`'s. Returns ``{key: ({complaint id: (cluster id, duplicate
-    of)}, whether matters expired)}``."""
+    of, why it joined)}, whether matters expired)}``."""
     results = {}
     for block, (seeds, complaints, newest_ms) in rounds.items():
         index = indexes.get(block)
@@ -474,7 +476,8 @@ def assign_key_rounds(indexes: Dict[str, MatterIndex],
         assigned = {}
         for complaint_id, event_ms, features, reporter_key in complaints:
             assignment = index.assign(complaint_id, event_ms, features, reporter_key)
-            assigned[complaint_id] = (assignment.cluster_id, assignment.duplicate_of)
+            assigned[complaint_id] = (assignment.cluster_id, assignment.duplicate_of,
+                                      report_join(complaint_id, assignment))
         results[block] = (assigned, bool(index.expire(newest_ms)))
     return results
 

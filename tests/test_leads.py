@@ -183,3 +183,36 @@ def test_blocking_keys_of_complaints_and_leads():
     assert block_of_complaint(_enriched("x", 0, NOISE_1, None)) == "unknown"
     assert scope_of_complaint(_enriched("x", 0, NOISE_1, None, jurisdiction="330000")) == "330000"
     assert block_of_lead(_lead_of(_enriched("d1", 0, DYEING_1, "330110"))) == "330100"
+
+
+def test_a_lead_says_why_each_repeat_joined_and_v4_records_read_with_none():
+    """lead.v5 ``joins``: the report, the evidence, the shared name and the text similarity, kept
+    through the wire format and the JSON form; a v4 record reads with no joins."""
+    from envleads.leads import lead_to_avro_dict
+
+    lead = _lead_of(_enriched("c1", 0, DYEING_1, "330110"), _enriched("c2", 3, DYEING_2, "330110"))
+    assert lead.complaint_ids == ["c1", "c2"]
+    (join,) = lead.joins
+    assert join.complaint_id == "c2" and join.evidence.startswith("text+") and 0 < join.similarity <= 1
+    assert join.shared and join.shared.startswith("company:") and "永盛" in join.shared
+    assert lead_from_avro_dict(lead_to_avro_dict(lead)) == lead
+    v4 = schemas.load_schema_file(os.path.join(schemas.SCHEMA_DIR, "lead.v4.avsc"))
+    assert schemas.check_compatibility(v4, schemas.schema_for(schemas.LEADS)) == []
+    v4_record = {k: v for k, v in _to_avro(lead).items() if k != "joins"}
+    assert lead_from_avro_dict(schemas.decode(schemas.LEADS, _framed(24, v4, v4_record))).joins == ()
+
+
+def test_joins_are_bounded_to_the_most_recent():
+    from envleads.leads import MAX_JOINS, merge_lead, report_matter
+    from envleads.repeats import MatterIndex, load_repeat_config
+    from envleads.scoring import load_scoring_weights
+
+    weights = load_scoring_weights()
+    index = MatterIndex(load_repeat_config(), "330100")
+    texts = [DYEING_1, DYEING_2] * (MAX_JOINS // 2 + 3)
+    reports = [report_matter(index, _enriched(f"c{i:03d}", i % 80, text, "330110"), weights)[0]
+               for i, text in enumerate(texts)]
+    lead = merge_lead(None, reports, ms(2026, 6, 1, 0, 0), weights)
+    assert len(lead.complaint_ids) == len(texts)
+    assert len(lead.joins) == MAX_JOINS
+    assert lead.joins[-1].complaint_id == reports[-1].enriched.complaint.complaint_id

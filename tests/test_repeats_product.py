@@ -82,3 +82,22 @@ def test_evaluate_repeats_command_scores_what_batch_wrote(tmp_path):
     scores = json.loads(out.read_text(encoding="utf-8"))
     assert scores["rows"] == 4 and scores["gold_pairs"] == 1
     assert scores["pairwise_precision"] == 1.0 and scores["pairwise_recall"] == 1.0, scores
+
+
+def test_every_merge_in_the_batch_leads_says_why():
+    """Issue 21 item 5: each repeat in a lead of ``envleads batch --leads`` lists its evidence,
+    the shared name when a name joined it, and its text similarity."""
+    events, _ = E.corpus_gold(_files("dev"))
+    rows, leads = E.run_product(events)
+    merged = [lead for lead in leads if lead["report_count"] > 1]
+    assert merged
+    for lead in merged:
+        joins = lead["joins"]
+        assert len(joins) == min(lead["report_count"] - 1, 50)
+        # every report but the matter's first (the first assigned: not always the earliest, since
+        # complaints of no known city are assigned after the cities')
+        assert {j["complaint_id"] for j in joins} <= set(lead["complaint_ids"])
+        for join in joins:
+            assert join["evidence"].startswith("text")
+            named = join["evidence"] in ("text+entity", "text+title_entity", "text+location")
+            assert (join["shared"] is not None) == named, join

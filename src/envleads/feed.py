@@ -58,12 +58,12 @@ CSV_COLUMNS = (
     "rank", "overdue", "tier", "score", "pollution_types", "province", "city", "county", "adcode",
     "region_level", "department", "report_count", "distinct_reporters", "first_seen_cst",
     "last_seen_cst", "deadline_cst", "channel", "campaigns", "reasons", "summary", "lead_id",
-    "first_complaint_id", "complaint_ids", "matter_entities", "routing_rule", "updated_at_cst",
+    "first_complaint_id", "complaint_ids", "matter_entities", "routing_rule", "updated_at_cst", "joins",
 )
 # Excel runs a cell that starts with one of these as a formula (CSV injection); citizen-written
 # text gets a leading apostrophe, which Excel shows as text and hides.
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-_FREE_TEXT_COLUMNS = ("summary", "matter_entities", "department")
+_FREE_TEXT_COLUMNS = ("summary", "matter_entities", "department", "joins")
 _LIST_SEPARATOR = ";"
 
 
@@ -232,6 +232,11 @@ def format_reason(reason) -> str:
     return f"{reason.factor} +{reason.points:g}"
 
 
+def format_join(join) -> str:
+    """Why one repeat joined its lead, for a reader: "c-12 text+entity company:恒丰电镀 0.12"."""
+    return " ".join(part for part in (join.complaint_id, join.evidence, join.shared, f"{join.similarity:.2f}") if part)
+
+
 def format_lead_line(lead: Lead, rank: int, now_ms: int, status: str = "") -> str:
     """One readable line: status, rank, tier, score, types, place, department, reports, OVERDUE,
     top three reasons and the lead key."""
@@ -258,7 +263,7 @@ def lead_to_feed_dict(lead: Lead, rank: int, now_ms: int) -> Dict:
     for name, value in lead._asdict().items():
         if name in HIDDEN_FIELDS:
             continue
-        record[name] = [reason._asdict() for reason in value] if name == "reasons" else value
+        record[name] = [item._asdict() for item in value] if name in ("reasons", "joins") else value
     return record
 
 
@@ -296,6 +301,7 @@ def lead_to_csv_row(lead: Lead, rank: int, now_ms: int) -> Dict[str, object]:
         "matter_entities": _LIST_SEPARATOR.join(lead.matter_entities),
         "routing_rule": lead.routing_rule or "",
         "updated_at_cst": format_time_ms(lead.updated_at_ms),
+        "joins": _LIST_SEPARATOR.join(format_join(join) for join in lead.joins),
     }
     for column in _FREE_TEXT_COLUMNS:
         row[column] = _excel_safe(str(row[column]))
@@ -564,7 +570,10 @@ def tail_leads(bootstrap_servers: str, topic: str, emit: Callable[[str], None], 
                     record_dict["status"] = status.lower()
                     emit(json.dumps(record_dict, ensure_ascii=False))
                 else:
-                    emit(format_lead_line(lead, rank, now_ms, status))
+                    line = format_lead_line(lead, rank, now_ms, status)
+                    if status == "UPD" and lead.joins:  # the repeat that updated it, and why it joined
+                        line += "\n      joined: " + format_join(lead.joins[-1])
+                    emit(line)
                 emitted += 1
             if group_id:
                 _commit(consumer, positions)

@@ -22,7 +22,7 @@ from typing import Dict, FrozenSet, Iterable, List, NamedTuple, Optional, Tuple
 import numpy as np
 
 from envleads.config import data_path, load_json_config
-from envleads.records import EnrichedComplaint, Lead, ScoreReason
+from envleads.records import EnrichedComplaint, Lead, ReportJoin, ScoreReason
 from envleads.repeats import (UNKNOWN_BLOCK, Assignment, MatterFeatures, MatterIndex, blocking_key, in_scope,
                               is_sketch, matter_features, signature_from_list, signature_to_list, unplaced_scope)
 from envleads.scoring import ScoringWeights, complaint_signals, score_matter, signals_from_reasons
@@ -38,6 +38,11 @@ class MatterReport(NamedTuple):
     signals: FrozenSet[str]
     signature: List[int]
     entities: List[str]
+    join: Optional[ReportJoin] = None  # why a repeat joined its matter (None for a first report)
+
+
+# a lead lists why its most recent repeats joined it (the list is for checking merges, not history)
+MAX_JOINS = 50
 
 
 _CST = timezone(timedelta(hours=8))
@@ -172,6 +177,7 @@ def merge_lead(previous: Optional[Lead], reports: List[MatterReport], as_of_ms: 
                      assignment_deadline_ms(first_seen_ms, previous.channel if previous else first.complaint.channel,
                                             load_deadline_rules())),
         jurisdiction_adcode=previous.jurisdiction_adcode if previous else first.complaint.jurisdiction_adcode,
+        joins=((tuple(previous.joins) if previous else ()) + tuple(r.join for r in unique if r.join))[-MAX_JOINS:],
     )
 
 
@@ -185,15 +191,17 @@ def rescore_lead(lead: Lead, as_of_ms: int, weights: ScoringWeights) -> Lead:
 
 def lead_to_avro_dict(lead: Lead) -> Dict:
     """The lead as a dict of its fields, the sketch as a list (the JSON of ``envleads batch
-    --leads``, and ``lead.v1``–``v3`` on Kafka; :func:`lead_to_wire_record` gives ``lead.v4``). It
+    --leads``, and ``lead.v1``–``v3`` on Kafka; :func:`lead_to_wire_record` gives ``lead.v4`` and
+    later). It
     holds no identity by construction."""
     record = lead._asdict()
     record["reasons"] = [reason._asdict() for reason in lead.reasons]
+    record["joins"] = [join._asdict() for join in lead.joins]
     return record
 
 
 def lead_to_wire_record(lead: Lead) -> Dict:
-    """The lead as the lead topic's newest schema (``lead.v4``) carries it: the sketch packed in
+    """The lead as the lead topic's newest schema (``lead.v5``) carries it: the sketch packed in
     ``matter_sketch`` (bytes) and ``matter_signature`` left empty, since an Avro array of 256 longs
     cost ~30 times as much to encode and decode. A signature that is not one of 32-bit slots (the
     older MinHash kind) stays in the array. :func:`lead_to_avro_dict` keeps the list form for JSON."""
@@ -222,6 +230,8 @@ def lead_from_avro_dict(record: Dict) -> Lead:
     :func:`lead_to_avro_dict`)."""
     fields = {name: record.get(name) for name in Lead._fields}
     fields["reasons"] = [ScoreReason(r["factor"], r["points"], r["detail"]) for r in record.get("reasons", [])]
+    fields["joins"] = tuple(ReportJoin(j["complaint_id"], j["evidence"], j.get("shared"), j["similarity"])
+                            for j in record.get("joins") or ())
     for name in ("complaint_ids", "reporter_keys", "pollution_types", "campaigns", "matter_signature", "matter_entities"):
         fields[name] = list(fields[name] or [])
     sketch = record.get("matter_sketch")
@@ -320,7 +330,15 @@ def report_matter(index: MatterIndex, enriched: EnrichedComplaint,
     complaint = enriched.complaint
     features = complaint_features(enriched, index.config)
     assignment = index.assign(complaint.complaint_id, complaint.received_at_ms, features, complaint.reporter_key)
-    return matter_report(enriched, features, assignment.cluster_id, assignment.duplicate_of, weights), assignment
+    return (matter_report(enriched, features, assignment.cluster_id, assignment.duplicate_of, weights,
+                          report_join(complaint.complaint_id, assignment)), assignment)
+
+
+def report_join(complaint_id: str, assignment: Assignment) -> Optional[ReportJoin]:
+    """Why the complaint joined its matter, for the lead; None for a new matter or a redelivery."""
+    if assignment.is_new_matter or assignment.duplicate_of is None or assignment.matched_on == "redelivery":
+        return None
+    return ReportJoin(complaint_id, assignment.matched_on, assignment.shared, float(assignment.similarity))
 
 
 def complaint_features(enriched: EnrichedComplaint, config) -> MatterFeatures:
@@ -334,7 +352,7 @@ def complaint_features(enriched: EnrichedComplaint, config) -> MatterFeatures:
 
 
 def matter_report(enriched: EnrichedComplaint, features: MatterFeatures, cluster_id: str, duplicate_of: Optional[str],
-                  weights: ScoringWeights) -> MatterReport:
+                  weights: ScoringWeights, join: Optional[ReportJoin] = None) -> MatterReport:
     """A complaint's report to the matter ``cluster_id``, with its scoring signals.
 
     A matter's first report is never a repeat of itself, whatever ``duplicate_of`` says (a
@@ -346,7 +364,8 @@ def matter_report(enriched: EnrichedComplaint, features: MatterFeatures, cluster
     if duplicate_of == complaint.complaint_id:
         duplicate_of = None
     return MatterReport(enriched._replace(cluster_id=cluster_id, duplicate_of=duplicate_of, matter_features=None),
-                        frozenset(signals), signature_to_list(features.signature), list(features.entities))
+                        frozenset(signals), signature_to_list(features.signature), list(features.entities),
+                        join if duplicate_of is not None else None)
 
 
 def event_order(complaints: Iterable[EnrichedComplaint]) -> List[EnrichedComplaint]:

@@ -109,6 +109,15 @@ class ScoreReason(NamedTuple):
     detail: str
 
 
+class ReportJoin(NamedTuple):
+    """Why a repeat joined its matter (``lead.v5`` ``joins``): an inspector checks the merge by it."""
+
+    complaint_id: str
+    evidence: str  # Assignment.matched_on: text+entity, text+location, text+reporter, text ...
+    shared: Optional[str]  # the shared name as "kind:name", or None when no name joined it
+    similarity: float
+
+
 class Lead(NamedTuple):
     """One lead per matter; re-emitted with the same ``lead_id`` when a repeat arrives."""
 
@@ -136,3 +145,4 @@ class Lead(NamedTuple):
     channel: Optional[str] = None  # of the first report (lead.v2)
     deadline_ms: Optional[int] = None  # assignment deadline (lead.v2)
     jurisdiction_adcode: Optional[str] = None  # intake office of the first report (lead.v3)
+    joins: Tuple[ReportJoin, ...] = ()  # why each repeat joined, the most recent MAX_JOINS (lead.v5)

@@ -779,8 +779,10 @@ class Assignment(NamedTuple):
     duplicate_of: Optional[str]  # first complaint of the matter; None when this one starts it
     is_new_matter: bool
     similarity: float  # weighted text similarity to the closest report of the matter
-    # "new", "redelivery", "text", or "text+" one of "title_entity", "entity", "place", "reporter", "county"
+    # "new", "redelivery", "text", or "text+" one of "title_entity", "entity", "location", "reporter"
     matched_on: str
+    # the name the complaint shares with the matter ("company:恒丰电镀"), when a name joined it
+    shared: Optional[str] = None
 
 
 def cluster_id_for(first_complaint_id: str) -> str:
@@ -828,6 +830,7 @@ class _Candidate(NamedTuple):
     evidence: str
     first_seen_ms: int
     cluster_id: str
+    shared: Optional[str]
 
 
 class MatterIndex:
@@ -1076,7 +1079,8 @@ class MatterIndex:
         return best
 
     def _evaluate(self, text_sim: float, features: MatterFeatures, matter: _Matter,
-                  reporters: Sequence[str], relation: str, shared: Optional[set] = None) -> Optional[Tuple[float, str]]:
+                  reporters: Sequence[str], relation: str, shared: Optional[set] = None
+                  ) -> Optional[Tuple[float, str, Optional[str]]]:
         """The join score and its evidence, or None when the complaint does not report this matter.
 
         A matter is one problem source at one place. Evidence, strongest first:
@@ -1144,7 +1148,9 @@ class MatterIndex:
         score += w["shared_title_entity"] * shared_title
         score += w["shared_type"] * shared_type + w["same_reporter"] * same_reporter
         score -= w["entity_conflict"] * conflict
-        return score, evidence
+        name_classes = {"title_entity": self._sources, "entity": self._sources, "location": self._locations}.get(evidence)
+        return score, evidence, self._shared_name(features.entities, matter.entities, name_classes, placed) \
+            if name_classes else None
 
     def _long_shared_location(self, features: MatterFeatures, matter: _Matter) -> bool:
         """Whether a shared precise place has a name of three characters or more (魅力之城): a
@@ -1162,6 +1168,17 @@ class MatterIndex:
         """Whether the complaint or the matter names a specific source (not necessarily a shared one)."""
         return any(entity.partition(":")[0] in self._sources and self._specific(entity)
                    for entity in itertools.chain(features.entities, matter.entities))
+
+    def _shared_name(self, new: Sequence[str], known: Iterable[str], classes: Collection[str], near: bool) -> Optional[str]:
+        """The first specific name of ``classes`` in ``new`` that matches one in ``known``: what an
+        inspector reads to check a merge."""
+        known_split = [e.partition(":")[::2] for e in known]
+        for entity in new:
+            cls, _, core = entity.partition(":")
+            if cls in classes and self._specific(entity) and any(
+                    kcls == cls and _cores_match(core, kcore, self.config, near) for kcls, kcore in known_split):
+                return entity
+        return None
 
     def _shared_classes(self, new: Sequence[str], known: Iterable[str], near: bool = False) -> set:
         """Classes of the specific entities the complaint shares with the matter (``near``: both
@@ -1326,7 +1343,7 @@ class MatterIndex:
                 judged = self._evaluate(text_sim, features, matter, reporters, relation, shared_of.get(cluster_id))
                 if judged is None:
                     continue
-                found = _Candidate(judged[0], text_sim, judged[1], matter.first_seen_ms, cluster_id)
+                found = _Candidate(judged[0], text_sim, judged[1], matter.first_seen_ms, cluster_id, judged[2])
                 # ties go to the older matter so that replays are deterministic
                 if best is None or (found.score, found.text, -found.first_seen_ms, found.cluster_id) > \
                         (best.score, best.text, -best.first_seen_ms, best.cluster_id):
@@ -1349,7 +1366,7 @@ class MatterIndex:
         self._add_report(matter, features, reporters)
         self._add_complaint_ids(matter, [complaint_id])
         return Assignment(matter.cluster_id, matter.first_complaint_id, False, round(best.text, 4),
-                          "text" if best.evidence == "text" else f"text+{best.evidence}")
+                          "text" if best.evidence == "text" else f"text+{best.evidence}", best.shared)
 
     def redelivery(self, complaint_id: str) -> Optional[Assignment]:
         """The assignment a complaint already got, if it is a live matter's known report.

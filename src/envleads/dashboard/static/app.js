@@ -290,6 +290,12 @@ function renderDetail(lead, rank) {
   const ids = el("ul", { id: "detail-complaints", class: "complaint-ids" });
   for (const id of lead.complaint_ids) ids.appendChild(el("li", {}, id));
   addField(fields, "投诉编号 complaint ids", ids);
+  const joins = el("ul", { id: "detail-joins", class: "complaint-ids" });
+  for (const join of lead.joins || []) {
+    const why = [join.complaint_id, join.evidence, join.shared, Number(join.similarity).toFixed(2)];
+    joins.appendChild(el("li", {}, why.filter((part) => part).join(" ")));
+  }
+  addField(fields, "合并依据 why each repeat joined (report, evidence, shared name, text similarity)", joins);
   addField(fields, "线索编号 lead id", lead.lead_id);
   node.appendChild(fields);
 }
