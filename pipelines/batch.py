@@ -125,8 +125,8 @@ def prepare_worker_environment(settings: StageSettings) -> str:
     from envleads.models.registry import ensure_default_model
     from envleads.privacy import KEY_ENV, KEY_FILE_ENV, load_pseudonym_key
 
+    key = load_pseudonym_key(settings.production)  # raises here, not in every worker, when unusable
     if not (os.environ.get(KEY_ENV) or os.environ.get(KEY_FILE_ENV)):
-        key = load_pseudonym_key(settings.production)  # raises in production mode
         os.environ[KEY_ENV] = key.hex()
         LOG.warning("no pseudonymisation key configured: generated one for this run only "
                     "(reporter keys are not comparable across runs; set %s in production)", KEY_ENV)
@@ -268,7 +268,24 @@ def _progress_bar(total: int):
     return tqdm(total=total, desc="complaints", unit="line", disable=not sys.stderr.isatty(), leave=False)
 
 
+def refused_paths(input_path: str, outputs: Iterable[Optional[str]]) -> Optional[str]:
+    """Why a batch run must not start, in one line, or None: a missing input, or an output that is
+    the input (writing it would destroy what is being read)."""
+    if not os.path.isfile(input_path):
+        return f"input file not found: {input_path}"
+    source = os.path.realpath(input_path)
+    for path in outputs:
+        if path and os.path.realpath(path) == source:
+            return f"an output is the input file ({path}): give another output path"
+    return None
+
+
 def _run_command(args: argparse.Namespace, beam_args: List[str]) -> int:
+    refusal = refused_paths(args.input, (args.output, args.leads,
+                                         args.dead_letter or default_dead_letter_path(args.output)))
+    if refusal:
+        print(f"envleads batch: {refusal}", file=sys.stderr)
+        return 2
     if args.engine == "rounds":
         counts = run_batch_rounds(args.input, args.output, args.leads, args.dead_letter, beam_args,
                                   round_events=args.round_events, enrich_workers=args.enrich_workers)

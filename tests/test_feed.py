@@ -156,6 +156,18 @@ def test_csv_rows_keep_excel_from_running_citizen_text_as_a_formula():
     assert list(row) == list(feed.CSV_COLUMNS)
 
 
+def test_no_csv_cell_starts_a_formula_whoever_chose_its_text():
+    """Channel and complaint ids come from the submitter too (issue 26: they came out as live
+    formulas); every text cell is neutralised, numbers stay numbers."""
+    lead = make_lead("lead-m-1", channel="=cmd|' /C calc'!A0", first_complaint_id="+HYPERLINK(\"http://x\")",
+                     complaint_ids=["@SUM(A1)", "c-2"], department="-2+3")
+    row = feed.lead_to_csv_row(lead, 1, NOW)
+    texts = [value for value in row.values() if isinstance(value, str)]
+    assert texts and not any(value.startswith(("=", "+", "-", "@", "\t", "\r")) for value in texts)
+    assert row["channel"] == "'=cmd|' /C calc'!A0" and row["complaint_ids"].startswith("'@SUM")
+    assert isinstance(row["score"], float) and isinstance(row["report_count"], int)
+
+
 def test_a_point_sits_at_the_division_centre_or_its_parents():
     table = load_divisions()
     gulou = feed.lead_location(NANJING_GULOU, table)

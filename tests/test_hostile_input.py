@@ -221,3 +221,34 @@ def test_any_unicode_in_any_field_never_raises_and_every_output_can_be_written(e
     result = decode_event(payload, "json", KEY)
     _check(result, payload)
     assert fuzz.check_outputs_serialise(result) is None
+
+
+@pytest.mark.parametrize("engine", ["beam", "rounds"])
+@pytest.mark.parametrize("role", ["--output", "--leads", "--dead-letter"])
+def test_batch_refuses_to_write_over_its_input(tmp_path, capsys, engine, role):
+    """Issue 26: ``--output F`` with ``--input F`` truncated the input before reading it. Any
+    output naming the input file (also through another spelling of the path) is refused in one
+    line, and the input is left as it was."""
+    from envleads.cli import main
+
+    source = tmp_path / "complaints.jsonl"
+    source.write_text('{"complaint_id": "c1", "received_at": "2026-03-01T08:00:00+08:00", "text": "工厂排污"}\n',
+                      encoding="utf-8")
+    before = source.read_bytes()
+    paths = {"--output": str(tmp_path / "out.jsonl"), "--leads": None, "--dead-letter": None}
+    paths[role] = str(tmp_path / "." / "complaints.jsonl")
+    argv = ["batch", "--input", str(source), "--engine", engine]
+    for flag, path in paths.items():
+        if path:
+            argv += [flag, path]
+    assert main(argv) == 2
+    assert "is the input file" in capsys.readouterr().err
+    assert source.read_bytes() == before
+
+
+def test_batch_says_so_when_the_input_is_missing(tmp_path, capsys):
+    from envleads.cli import main
+
+    assert main(["batch", "--input", str(tmp_path / "nowhere.jsonl"), "--output", str(tmp_path / "o.jsonl")]) == 2
+    assert "input file not found" in capsys.readouterr().err
+    assert not (tmp_path / "o.jsonl").exists()

@@ -36,11 +36,41 @@ def test_reporter_key_is_stable_per_key_and_unlinkable_across_keys():
     assert reporter_key(None, b"k1") is None
 
 
-def test_production_mode_requires_a_key():
+def test_production_mode_requires_a_key_of_32_bytes():
     with pytest.raises(MissingPseudonymKey):
         load_pseudonym_key(production=True, environ={})
-    assert load_pseudonym_key(production=True, environ={"ENVLEADS_PSEUDONYM_KEY": "abc"}) == b"abc"
+    with pytest.raises(MissingPseudonymKey, match="3 bytes"):  # issue 26: a 1-byte key was accepted
+        load_pseudonym_key(production=True, environ={"ENVLEADS_PSEUDONYM_KEY": "abc"})
+    strong = "k" * 32
+    assert load_pseudonym_key(production=True, environ={"ENVLEADS_PSEUDONYM_KEY": strong}) == strong.encode()
+    assert load_pseudonym_key(production=False, environ={"ENVLEADS_PSEUDONYM_KEY": "abc"}) == b"abc"
     assert len(load_pseudonym_key(production=False, environ={})) == 32
+
+
+@pytest.mark.parametrize("production", [False, True])
+def test_a_named_key_file_that_is_empty_or_missing_is_an_error_never_a_random_key(tmp_path, production):
+    """Issue 26: an empty key file gave each worker its own random key (one reporter, two reporter
+    keys); a missing one ended in a traceback from the worker pool. The message names the file,
+    never a key."""
+    empty = tmp_path / "empty.key"
+    empty.write_bytes(b"  \n")
+    for path, words in ((empty, "is empty"), (tmp_path / "absent.key", "cannot be read")):
+        with pytest.raises(MissingPseudonymKey, match=words):
+            load_pseudonym_key(production=production, environ={"ENVLEADS_PSEUDONYM_KEY_FILE": str(path)})
+
+
+def test_the_batch_command_reports_an_unusable_key_in_one_line(tmp_path, capsys, monkeypatch):
+    from envleads.cli import main
+
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"complaint_id": "c1", "received_at": "2026-03-01T08:00:00+08:00", "text": "x"}\n',
+                      encoding="utf-8")
+    (tmp_path / "empty.key").write_bytes(b"")
+    monkeypatch.delenv("ENVLEADS_PSEUDONYM_KEY", raising=False)
+    monkeypatch.setenv("ENVLEADS_PSEUDONYM_KEY_FILE", str(tmp_path / "empty.key"))
+    assert main(["batch", "--input", str(source), "--output", str(tmp_path / "out.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "is empty" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -82,9 +82,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     if extra and not getattr(args, "accepts_pipeline_args", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     configure_logging(args.log_level)
-    if getattr(args, "accepts_pipeline_args", False):
-        return int(args.func(args, extra) or 0)
-    return int(args.func(args) or 0)
+    from envleads.privacy import MissingPseudonymKey
+
+    try:
+        if getattr(args, "accepts_pipeline_args", False):
+            return int(args.func(args, extra) or 0)
+        return int(args.func(args) or 0)
+    except MissingPseudonymKey as error:  # an operator's mistake: one line, no traceback
+        print(f"envleads {args.command}: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

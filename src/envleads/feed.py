@@ -60,10 +60,10 @@ CSV_COLUMNS = (
     "last_seen_cst", "deadline_cst", "channel", "campaigns", "reasons", "summary", "lead_id",
     "first_complaint_id", "complaint_ids", "matter_entities", "routing_rule", "updated_at_cst", "joins",
 )
-# Excel runs a cell that starts with one of these as a formula (CSV injection); citizen-written
-# text gets a leading apostrophe, which Excel shows as text and hides.
+# Excel runs a cell that starts with one of these as a formula (CSV injection); every text cell
+# that does (a summary, but also a channel or a complaint id, which the submitter chose) gets a
+# leading apostrophe, which Excel shows as text and hides.
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-_FREE_TEXT_COLUMNS = ("summary", "matter_entities", "department", "joins")
 _LIST_SEPARATOR = ";"
 
 
@@ -303,9 +303,7 @@ def lead_to_csv_row(lead: Lead, rank: int, now_ms: int) -> Dict[str, object]:
         "updated_at_cst": format_time_ms(lead.updated_at_ms),
         "joins": _LIST_SEPARATOR.join(format_join(join) for join in lead.joins),
     }
-    for column in _FREE_TEXT_COLUMNS:
-        row[column] = _excel_safe(str(row[column]))
-    return row
+    return {column: _excel_safe(value) if isinstance(value, str) else value for column, value in row.items()}
 
 
 # ---- locations -----------------------------------------------------------------------------------

@@ -47,28 +47,48 @@ ROLE_WORDS = frozenset({"市民", "居民", "村民", "群众", "业主", "网�
                         "多名市民", "多位居民", "该市民", "该居民", "附近居民", "周边居民", "小区业主"})
 
 
+# HMAC-SHA256 keys shorter than its block's half are guessable from reporter keys and a phone book
+MIN_PRODUCTION_KEY_BYTES = 32
+
+
 class MissingPseudonymKey(RuntimeError):
-    """Production mode needs a pseudonymisation key and none was configured."""
+    """No usable pseudonymisation key: none configured in production mode, a key file that is
+    missing or empty, or a production key shorter than :data:`MIN_PRODUCTION_KEY_BYTES`."""
 
 
 def load_pseudonym_key(production: bool, environ: Optional[Mapping[str, str]] = None) -> bytes:
     """The HMAC key: ``$ENVLEADS_PSEUDONYM_KEY`` or the file named by ``$ENVLEADS_PSEUDONYM_KEY_FILE``.
 
     Without either, production mode fails; demo mode generates a random key for this run only
-    (reporter keys are then stable within the run, not across runs). The key is never logged.
+    (reporter keys are then stable within the run, not across runs). A key file that is named but
+    missing or empty is an error in either mode: falling back to a random key would give each
+    worker process its own, and one reporter several reporter keys. Production keys must have at
+    least :data:`MIN_PRODUCTION_KEY_BYTES` bytes. The key is never logged (errors name the file,
+    never its content).
     """
     environ = os.environ if environ is None else environ
+    key = None
     if environ.get(KEY_ENV):
-        return environ[KEY_ENV].encode("utf-8")
-    if environ.get(KEY_FILE_ENV):
-        with open(environ[KEY_FILE_ENV], "rb") as handle:
-            key = handle.read().strip()
-        if key:
-            return key
-    if production:
-        raise MissingPseudonymKey(
-            f"production mode needs a pseudonymisation key: set {KEY_ENV} or {KEY_FILE_ENV}")
-    return secrets.token_bytes(32)
+        key = environ[KEY_ENV].encode("utf-8")
+    elif environ.get(KEY_FILE_ENV):
+        path = environ[KEY_FILE_ENV]
+        try:
+            with open(path, "rb") as handle:
+                key = handle.read().strip()
+        except OSError as error:
+            raise MissingPseudonymKey(f"pseudonymisation key file {path} cannot be read ({error.strerror})") from None
+        if not key:
+            raise MissingPseudonymKey(f"pseudonymisation key file {path} is empty")
+    if key is None:
+        if production:
+            raise MissingPseudonymKey(
+                f"production mode needs a pseudonymisation key: set {KEY_ENV} or {KEY_FILE_ENV}")
+        return secrets.token_bytes(32)
+    if production and len(key) < MIN_PRODUCTION_KEY_BYTES:
+        raise MissingPseudonymKey(f"the pseudonymisation key has {len(key)} bytes; production needs at least "
+                                  f"{MIN_PRODUCTION_KEY_BYTES} (e.g. python -c 'import secrets; "
+                                  f"print(secrets.token_hex(32))')")
+    return key
 
 
 def _normalise_identity(value: str) -> str:
