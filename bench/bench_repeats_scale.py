@@ -38,13 +38,14 @@ def _complaints(count: int, seed: int):
             continue
         document = json.loads(event.line)
         rows.append((document["complaint_id"], R._record_time(document), document.get("title") or "", document["text"],
-                     event.truth["matter_id"]))
+                     event.truth["matter_id"], event.truth["labels"]))
     return rows
 
 
 def _prepared(count: int, seed: int, config) -> tuple:
     rows = _complaints(count, seed)
-    return rows, [R.matter_features(text, title, [], None, [], config) for _, _, title, text, _ in rows]
+    # the generator's true types stand in for the classifier's (a matter is environmental or not)
+    return rows, [R.matter_features(text, title, [], None, types, config) for _, _, title, text, _, types in rows]
 
 
 def measure(count: int, tail: int, seed: int, block: str = "440100", max_rare_holders: Optional[int] = None,
@@ -58,7 +59,7 @@ def measure(count: int, tail: int, seed: int, block: str = "440100", max_rare_ho
     start_tail = max(0, len(rows) - tail)
     tail_cpu = 0.0
     gold, predicted = {}, {}
-    for n, ((complaint_id, event_ms, _, _, matter_id), feature) in enumerate(zip(rows, features)):
+    for n, ((complaint_id, event_ms, _, _, matter_id, _), feature) in enumerate(zip(rows, features)):
         started = time.process_time()
         assignment = index.assign(complaint_id, event_ms, feature)
         if n >= start_tail:

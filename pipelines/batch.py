@@ -32,6 +32,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import apache_beam as beam
 
+from envleads.config import OperatorError
 from envleads.leads import lead_to_avro_dict, rescore_lead
 from envleads.pipelines.options import StageSettings, pipeline_options, settings_from_options
 from envleads.pipelines.transforms import ComplaintsToLeads, RawEvent
@@ -146,8 +147,9 @@ def prepared_run(beam_args: Optional[List[str]]):
 def run_batch(input_path: str, output_path: str, leads_path: Optional[str] = None,
               dead_letter_path: Optional[str] = None, beam_args: Optional[List[str]] = None) -> Dict[str, int]:
     """Runs the batch pipeline and returns the counts of lines written per output."""
-    options, settings = prepared_run(beam_args)
     dead_letter_path = dead_letter_path or default_dead_letter_path(output_path)
+    check_paths(input_path, output_path, leads_path, dead_letter_path)
+    options, settings = prepared_run(beam_args)
     with beam.Pipeline(options=options) as pipeline:
         build_batch_pipeline(pipeline, input_path, output_path, dead_letter_path, leads_path, settings)
     counts = {"enriched": _count_lines(output_path), "dead_letters": _count_lines(dead_letter_path)}
@@ -189,8 +191,9 @@ def run_batch_rounds(input_path: str, output_path: str, leads_path: Optional[str
     from envleads.pipelines.heap import RoundCollector
     from envleads.pipelines.stream import EnrichmentPool, LeadStore, LocalRoundEngine, _encode_lead
 
-    _, settings = prepared_run(beam_args)
     dead_letter_path = dead_letter_path or default_dead_letter_path(output_path)
+    check_paths(input_path, output_path, leads_path, dead_letter_path)
+    _, settings = prepared_run(beam_args)
     order = _event_time_order(input_path)
     store = LeadStore()
     engine = LocalRoundEngine(settings, store)
@@ -268,24 +271,22 @@ def _progress_bar(total: int):
     return tqdm(total=total, desc="complaints", unit="line", disable=not sys.stderr.isatty(), leave=False)
 
 
-def refused_paths(input_path: str, outputs: Iterable[Optional[str]]) -> Optional[str]:
-    """Why a batch run must not start, in one line, or None: a missing input, or an output that is
-    the input (writing it would destroy what is being read)."""
+def check_paths(input_path: str, *outputs: Optional[str]) -> None:
+    """Refuses a run that would read nothing or destroy what it reads: a missing input, or an
+    output (enriched, leads, dead letters) that is the input file, by any spelling of its path.
+
+    Raises:
+        OperatorError: with the one-line reason.
+    """
     if not os.path.isfile(input_path):
-        return f"input file not found: {input_path}"
+        raise OperatorError(f"input file not found: {input_path}")
     source = os.path.realpath(input_path)
     for path in outputs:
         if path and os.path.realpath(path) == source:
-            return f"an output is the input file ({path}): give another output path"
-    return None
+            raise OperatorError(f"an output is the input file ({path}): give another output path")
 
 
 def _run_command(args: argparse.Namespace, beam_args: List[str]) -> int:
-    refusal = refused_paths(args.input, (args.output, args.leads,
-                                         args.dead_letter or default_dead_letter_path(args.output)))
-    if refusal:
-        print(f"envleads batch: {refusal}", file=sys.stderr)
-        return 2
     if args.engine == "rounds":
         counts = run_batch_rounds(args.input, args.output, args.leads, args.dead_letter, beam_args,
                                   round_events=args.round_events, enrich_workers=args.enrich_workers)

@@ -82,13 +82,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     if extra and not getattr(args, "accepts_pipeline_args", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     configure_logging(args.log_level)
-    from envleads.privacy import MissingPseudonymKey
+    from envleads.config import OperatorError
 
     try:
         if getattr(args, "accepts_pipeline_args", False):
             return int(args.func(args, extra) or 0)
         return int(args.func(args) or 0)
-    except MissingPseudonymKey as error:  # an operator's mistake: one line, no traceback
+    except OperatorError as error:  # an operator's mistake: one line, no traceback
         print(f"envleads {args.command}: {error}", file=sys.stderr)
         return 2
 

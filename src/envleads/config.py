@@ -23,6 +23,11 @@ class ConfigError(ValueError):
     """A configuration file is missing a key or holds a value of the wrong kind."""
 
 
+class OperatorError(RuntimeError):
+    """A run that must not start as asked (a missing input, an output over the input, an unusable
+    key): the command line reports it in one line, without a traceback."""
+
+
 def load_json_config(path: str, required: Iterable[str] = ("version",)) -> Dict[str, Any]:
     """Reads a JSON configuration file and checks that its required top-level keys exist."""
     with open(path, encoding="utf-8") as handle:

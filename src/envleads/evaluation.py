@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 from envleads.records import TypePrediction
 
 
-def _read_jsonl(path: str) -> List[dict]:
+def read_jsonl(path: str) -> List[dict]:
     with open(path, encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
 
@@ -41,7 +41,7 @@ def score_batch_output(output_rows: List[dict], truth_rows: List[dict],
                        lead_rows: Optional[List[dict]] = None) -> Dict:
     """Compares the rows of ``envleads batch`` with the truth rows by ``complaint_id``."""
     from envleads.models.pollution import score_predictions
-    from envleads.repeats import clustering_scores
+    from envleads.repeats_evaluation import score_matters
 
     truth = {row["complaint_id"]: row for row in truth_rows if not row.get("malformed") and row.get("complaint_id")}
     rows = [row for row in output_rows if row["complaint_id"] in truth]
@@ -56,8 +56,7 @@ def score_batch_output(output_rows: List[dict], truth_rows: List[dict],
                   if key in types},
         "types_per_label": types.get("per_label"),
         "region": _region_scores([(row["region"], truth[row["complaint_id"]]["region"]) for row in rows]),
-        "repeats": clustering_scores({row["complaint_id"]: truth[row["complaint_id"]]["matter_id"] for row in rows},
-                                     {row["complaint_id"]: row["cluster_id"] for row in rows}),
+        "repeats": score_matters(rows, truth),
     }
     if lead_rows is not None:
         true_matters = {t["matter_id"] for t in truth.values() if t.get("environmental")}
@@ -76,8 +75,8 @@ def print_report(report: Dict, json_out: Optional[str] = None) -> int:
 
 
 def _run_command(args: argparse.Namespace) -> int:
-    return print_report(score_batch_output(_read_jsonl(args.output), _read_jsonl(args.truth),
-                                           _read_jsonl(args.leads) if args.leads else None), args.json_out)
+    return print_report(score_batch_output(read_jsonl(args.output), read_jsonl(args.truth),
+                                           read_jsonl(args.leads) if args.leads else None), args.json_out)
 
 
 def add_subcommand(subparsers) -> None:

@@ -16,6 +16,8 @@ import secrets
 import unicodedata
 from typing import Mapping, Optional
 
+from envleads.config import OperatorError
+
 KEY_ENV = "ENVLEADS_PSEUDONYM_KEY"
 KEY_FILE_ENV = "ENVLEADS_PSEUDONYM_KEY_FILE"
 
@@ -51,7 +53,7 @@ ROLE_WORDS = frozenset({"市民", "居民", "村民", "群众", "业主", "网�
 MIN_PRODUCTION_KEY_BYTES = 32
 
 
-class MissingPseudonymKey(RuntimeError):
+class MissingPseudonymKey(OperatorError):
     """No usable pseudonymisation key: none configured in production mode, a key file that is
     missing or empty, or a production key shorter than :data:`MIN_PRODUCTION_KEY_BYTES`."""
 

@@ -221,7 +221,9 @@ def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
         not_followed_by=dict(entities.get("not_followed_by", {})),
         boundaries=tuple(sorted(entities.get("boundaries", []), key=len, reverse=True)),
         generic_cores=frozenset(entities.get("generic_cores", [])),
-        category_words=tuple(sorted(entities.get("category_words", []), key=len, reverse=True)),
+        # a kind kept with a name is its trade, so every kind suffix is a trade word too
+        category_words=tuple(sorted(set(entities.get("category_words", []))
+                                    | {kind for cls in classes for kind in cls.kind_suffixes}, key=len, reverse=True)),
         address_class=str(address.get("class", "address")),
         address_roads=tuple(sorted(address.get("road_suffixes", []), key=len, reverse=True)),
         generic_matters=max(2, int(entities.get("generic_matters", 3))),
@@ -542,6 +544,7 @@ def _jieba_dictionary() -> str:
 
 _ADMIN_SUFFIXES = ("特别行政区", "维吾尔自治区", "壮族自治区", "回族自治区", "自治区", "自治州", "自治县", "地区",
                    "省", "市", "县", "区", "盟", "旗")
+_TOWNSHIP_SUFFIXES = ("街道", "镇", "乡")
 _ADMIN_NAMES: Optional[frozenset] = None
 
 
@@ -559,12 +562,8 @@ def _admin_names() -> frozenset:
         for division in load_divisions():
             name = division.name
             names.add(name)
-            if division.level not in ("province", "city"):
-                continue
-            for suffix in _ADMIN_SUFFIXES:
-                if name.endswith(suffix) and len(name) - len(suffix) >= 2:
-                    names.add(name[:-len(suffix)])
-                    break
+            if division.level in ("province", "city"):
+                names.add(_short_name(name, _ADMIN_SUFFIXES))
         _ADMIN_NAMES = frozenset(n for n in names if len(n) >= 2)
     return _ADMIN_NAMES
 
@@ -1079,7 +1078,7 @@ class MatterIndex:
         return best
 
     def _evaluate(self, text_sim: float, features: MatterFeatures, matter: _Matter,
-                  reporters: Sequence[str], relation: str, shared: Optional[set] = None
+                  reporters: Sequence[str], relation: str, shared: Optional[List[str]] = None
                   ) -> Optional[Tuple[float, str, Optional[str]]]:
         """The join score and its evidence, or None when the complaint does not report this matter.
 
@@ -1103,14 +1102,16 @@ class MatterIndex:
         cfg, w = self.config, self.config.weights
         # known to be in one city: by the index's key, or by both resolved regions
         placed = self._one_city or relation in ("same_county", "same_city")
-        if shared is None or placed:  # names sound alike more loosely within one city
-            shared = self._shared_classes(features.entities, matter.entities, near=placed)
-        shared_source, shared_location = bool(shared & self._sources), bool(shared & self._locations)
+        if shared is None or placed != self._one_city:  # names sound alike more loosely within one city
+            shared = self._shared_entities(features.entities, matter.entities, near=placed)
+        classes = {entity.partition(":")[0] for entity in shared}
+        shared_source, shared_location = bool(classes & self._sources), bool(classes & self._locations)
         if bool(features.types) != matter.environmental and not (
                 (shared_source or shared_location) and text_sim >= cfg.text_only_unplaced):
             return None  # the classifier may miss a repeat's type, never a restatement's
-        shared_title = shared_source and bool(
-            self._shared_classes(features.title_entities, matter.title_entities) & self._sources)
+        shared_title = shared_source and any(
+            entity.partition(":")[0] in self._sources
+            for entity in self._shared_entities(features.title_entities, matter.title_entities, near=placed))
         conflict = self._entity_conflict(features.entities, matter)
         same_reporter = any(r in matter.reporters for r in reporters)
         # a restored matter whose lead names no type could be of any type
@@ -1128,10 +1129,8 @@ class MatterIndex:
             evidence = "title_entity"
         elif shared_source and (textless or text_sim >= cfg.min_text_with_entity):
             evidence = "entity"
-        elif shared_location and shared_type and (textless or text_sim >= max(
-                cfg.min_text_with_location_beside_source if self._names_source(features, matter)
-                else cfg.min_text_with_location,
-                0.0 if placed or self._long_shared_location(features, matter) else cfg.min_text_with_location_unplaced)):
+        elif shared_location and shared_type and (textless or text_sim >= self._location_floor(
+                features, matter, shared, placed)):
             evidence = "location"
         elif same_reporter and (shared_type or text_sim >= cfg.min_text_with_reporter):
             evidence = "reporter"
@@ -1148,54 +1147,38 @@ class MatterIndex:
         score += w["shared_title_entity"] * shared_title
         score += w["shared_type"] * shared_type + w["same_reporter"] * same_reporter
         score -= w["entity_conflict"] * conflict
-        name_classes = {"title_entity": self._sources, "entity": self._sources, "location": self._locations}.get(evidence)
-        return score, evidence, self._shared_name(features.entities, matter.entities, name_classes, placed) \
-            if name_classes else None
+        # the name an inspector reads to check the merge
+        named_by = {"title_entity": self._sources, "entity": self._sources, "location": self._locations}.get(evidence, ())
+        return score, evidence, next((e for e in shared if e.partition(":")[0] in named_by), None)
 
-    def _long_shared_location(self, features: MatterFeatures, matter: _Matter) -> bool:
-        """Whether a shared precise place has a name of three characters or more (魅力之城): a
-        two-character compound name (长虹苑, 河李小区) recurs from city to city, so where the two
-        reports are not known to be in one city it needs some text in common too."""
-        known = [e.partition(":") for e in matter.entities]
-        for entity in features.entities:
-            cls, _, core = entity.partition(":")
-            if cls in self._locations and len(core.partition("#")[0]) >= 3 and self._specific(entity) and any(
-                    kcls == cls and _cores_match(core, kcore, self.config) for kcls, _, kcore in known):
-                return True
-        return False
+    def _location_floor(self, features: MatterFeatures, matter: _Matter, shared: Sequence[str], placed: bool) -> float:
+        """The text similarity a shared precise place needs besides a shared type: more when either
+        side names a source there (the place then says less about the other report), and when the
+        two are not known to be in one city and no shared place name has three characters or more
+        (a two-character compound name, 长虹苑 or 河李小区, recurs from city to city)."""
+        cfg = self.config
+        floor = cfg.min_text_with_location_beside_source if self._names_source(features, matter) \
+            else cfg.min_text_with_location
+        long_name = any(e.partition(":")[0] in self._locations and len(e.partition(":")[2].partition("#")[0]) >= 3
+                        for e in shared)
+        return floor if placed or long_name else max(floor, cfg.min_text_with_location_unplaced)
 
     def _names_source(self, features: MatterFeatures, matter: _Matter) -> bool:
         """Whether the complaint or the matter names a specific source (not necessarily a shared one)."""
         return any(entity.partition(":")[0] in self._sources and self._specific(entity)
                    for entity in itertools.chain(features.entities, matter.entities))
 
-    def _shared_name(self, new: Sequence[str], known: Iterable[str], classes: Collection[str], near: bool) -> Optional[str]:
-        """The first specific name of ``classes`` in ``new`` that matches one in ``known``: what an
-        inspector reads to check a merge."""
-        known_split = [e.partition(":")[::2] for e in known]
-        for entity in new:
-            cls, _, core = entity.partition(":")
-            if cls in classes and self._specific(entity) and any(
-                    kcls == cls and _cores_match(core, kcore, self.config, near) for kcls, kcore in known_split):
-                return entity
-        return None
-
-    def _shared_classes(self, new: Sequence[str], known: Iterable[str], near: bool = False) -> set:
-        """Classes of the specific entities the complaint shares with the matter (``near``: both
-        in one city, see :func:`_cores_match`)."""
-        shared = set()
+    def _shared_entities(self, new: Sequence[str], known: Iterable[str], near: bool = False) -> List[str]:
+        """The complaint's specific names that match one of the matter's (same kind, :func:`_cores_match`;
+        ``near``: both in one city), in the complaint's order."""
         cfg = self.config
         known_split = [e.partition(":")[::2] for e in known]  # (class, core), as _split, without its call
+        shared = []
         for entity in new:
             cls, _, core = entity.partition(":")
-            if not self._specific(entity):
-                continue
-            if cls in shared:
-                continue
-            for kcls, kcore in known_split:
-                if kcls == cls and _cores_match(core, kcore, cfg, near):
-                    shared.add(cls)
-                    break
+            if self._specific(entity) and any(kcls == cls and _cores_match(core, kcore, cfg, near)
+                                              for kcls, kcore in known_split):
+                shared.append(entity)
         return shared
 
     def _specific(self, entity: str) -> bool:
@@ -1323,9 +1306,9 @@ class MatterIndex:
             # text cannot reach a text-only threshold could not join, and is not compared
             named = self._entity_holders(features.entities, self._entity_index)
             named |= self._entity_holders(features.title_entities, self._title_index)
-            shared_of: Dict[str, set] = {}
+            shared_of: Dict[str, List[str]] = {}
             for cluster_id in named - candidates:
-                shared = self._shared_classes(features.entities, self._matters[cluster_id].entities)
+                shared = self._shared_entities(features.entities, self._matters[cluster_id].entities, self._one_city)
                 if shared or cluster_id in reachable:
                     shared_of[cluster_id] = shared
                     candidates.add(cluster_id)
@@ -1625,14 +1608,17 @@ def _place_words() -> frozenset:
     from envleads.divisions import load_divisions, load_townships
 
     names = [division.name for division in load_divisions()] + list(load_townships().by_name)
-    words = set()
-    for name in names:
-        words.add(name)
-        for suffix in _ADMIN_SUFFIXES + ("街道", "镇", "乡"):
-            if name.endswith(suffix) and len(name) - len(suffix) >= 2:
-                words.add(name[:-len(suffix)])
-                break
+    words = set(names) | {_short_name(name, _ADMIN_SUFFIXES + _TOWNSHIP_SUFFIXES) for name in names}
     return frozenset(w for w in words if len(w) >= 2)
+
+
+def _short_name(name: str, suffixes: Tuple[str, ...]) -> str:
+    """The name without the first of ``suffixes`` it ends with (长沙市 -> 长沙), when two or more
+    characters remain; else the name itself."""
+    for suffix in suffixes:
+        if name.endswith(suffix) and len(name) - len(suffix) >= 2:
+            return name[:-len(suffix)]
+    return name
 
 
 # --------------------------------------------------------------------------------------------

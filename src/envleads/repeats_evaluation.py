@@ -20,21 +20,12 @@ import os
 import tempfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from envleads.evaluation import print_report, read_jsonl
+from envleads.generator import default_truth_path as truth_path
 from envleads.repeats import clustering_scores
 
 Events = List[dict]
 Truth = Dict[str, dict]
-
-
-def _read_jsonl(path: str) -> List[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
-def truth_path(events_path: str) -> str:
-    """``<stem>.truth.jsonl`` beside a batch input file."""
-    stem = events_path[:-len(".jsonl")] if events_path.endswith(".jsonl") else events_path
-    return stem + ".truth.jsonl"
 
 
 def board_gold(rows: Sequence[dict], jurisdiction: Optional[str] = None) -> Tuple[Events, Truth]:
@@ -56,11 +47,11 @@ def corpus_gold(paths: Sequence[str], with_jurisdiction: bool = True) -> Tuple[E
     jurisdiction, so that only the texts place the complaints."""
     events, truth = [], {}
     for path in paths:
-        for event in _read_jsonl(path):
+        for event in read_jsonl(path):
             if not with_jurisdiction:
                 event.pop("jurisdiction_adcode", None)
             events.append(event)
-        for row in _read_jsonl(truth_path(path)):
+        for row in read_jsonl(truth_path(path)):
             truth[row["complaint_id"]] = row
     return events, truth
 
@@ -72,16 +63,16 @@ def load_gold(paths: Sequence[str], jurisdiction: Optional[str] = None,
     if boards and len(boards) != len(paths):
         raise ValueError("give either labelled boards or batch files with truth files, not both")
     if boards:
-        rows = [row for path in paths for row in _read_jsonl(path)]
+        rows = [row for path in paths for row in read_jsonl(path)]
         return board_gold(rows, jurisdiction if with_jurisdiction else None)
     return corpus_gold(paths, with_jurisdiction)
 
 
-def run_product(events: Events, engine: str = "beam", folder: Optional[str] = None) -> Tuple[List[dict], List[dict]]:
+def run_product(events: Events, engine: str = "beam") -> Tuple[List[dict], List[dict]]:
     """The enriched rows and leads ``envleads batch`` writes for ``events`` with default settings."""
     from envleads.pipelines.batch import run_batch, run_batch_rounds
 
-    with tempfile.TemporaryDirectory(dir=folder) as work:
+    with tempfile.TemporaryDirectory() as work:
         source, output, leads = (os.path.join(work, name) for name in ("in.jsonl", "out.jsonl", "leads.jsonl"))
         with open(source, "w", encoding="utf-8") as handle:
             for event in events:
@@ -90,25 +81,28 @@ def run_product(events: Events, engine: str = "beam", folder: Optional[str] = No
             run_batch_rounds(source, output, leads, enrich_workers=0)
         else:
             run_batch(source, output, leads, beam_args=["--runner=FnApiRunner"])
-        return _read_jsonl(output), _read_jsonl(leads)
+        return read_jsonl(output), read_jsonl(leads)
 
 
 def score_matters(rows: Sequence[dict], truth: Truth) -> Dict[str, float]:
-    """Clustering scores of the output's ``cluster_id`` against the gold matters, and the gold
-    non-environmental complaints that share a matter with another report."""
+    """Clustering scores of the output's ``cluster_id`` against the gold ``matter_id``; the gold
+    non-environmental complaints that share a matter with another report; and the output's
+    multi-report matters that hold reports of more than one gold matter."""
     rows = [row for row in rows if row["complaint_id"] in truth]
     gold = {row["complaint_id"]: str(truth[row["complaint_id"]]["matter_id"]) for row in rows}
     predicted = {row["complaint_id"]: row["cluster_id"] for row in rows}
     scores = clustering_scores(gold, predicted)
-    sizes: Dict[str, int] = {}
-    for cluster in predicted.values():
-        sizes[cluster] = sizes.get(cluster, 0) + 1
+    members: Dict[str, List[str]] = {}
+    for cid, cluster in predicted.items():
+        members.setdefault(cluster, []).append(cid)
+    multi = [cids for cids in members.values() if len(cids) > 1]
     return {"rows": len(rows), "rows_missing": len(truth) - len(rows),
             **{key: round(float(value), 4) for key, value in scores.items()},
-            "gold_matters": len(set(gold.values())), "predicted_matters": len(set(predicted.values())),
+            "gold_matters": len(set(gold.values())), "predicted_matters": len(members),
+            "multi_report_matters": len(multi),
+            "multi_report_matters_mixed": sum(1 for cids in multi if len({gold[cid] for cid in cids}) > 1),
             "non_environmental_in_multi_report_matters": sum(
-                1 for cid, cluster in predicted.items()
-                if truth[cid].get("environmental") is False and sizes[cluster] > 1)}
+                1 for cids in multi for cid in cids if truth[cid].get("environmental") is False)}
 
 
 def evaluate(paths: Sequence[str], jurisdiction: Optional[str] = None, with_jurisdiction: bool = True,
@@ -120,8 +114,6 @@ def evaluate(paths: Sequence[str], jurisdiction: Optional[str] = None, with_juri
 
 
 def _run_command(args: argparse.Namespace) -> int:
-    from envleads.evaluation import print_report
-
     return print_report(evaluate(args.gold, args.jurisdiction, not args.no_jurisdiction, args.engine), args.json_out)
 
 
