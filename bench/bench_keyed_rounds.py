@@ -69,7 +69,7 @@ def run(rounds, tail: int, profile: str = None) -> Dict[str, object]:
 
     _, settings = prepared_run(["--runner=FnApiRunner"])
     store = LeadStore()
-    engine = LocalRoundEngine(settings, store)
+    engine = LocalRoundEngine(settings, store, checkpoint=True)  # as the stream runs it
     topics = Topics()
     stages = ("assign", "build_leads", "encode", "store", "full_gc")
     cpu = {stage: 0.0 for stage in stages}
@@ -85,13 +85,14 @@ def run(rounds, tail: int, profile: str = None) -> Dict[str, object]:
         if timed and profiler is not None:
             profiler.enable()
         t0 = clock()
-        reports = engine.assign(enriched)
+        reports, _, state = engine.assign(enriched)
         t1 = clock()
         built = engine.build_leads(reports)
         t2 = clock()
-        _, written = output_records(topics, RoundOutputs(reports, built, dead))
+        _, written = output_records(topics, RoundOutputs(reports, built, dead, state))
         t3 = clock()
         store.put_leads(written)
+        store.put_state(state)
         t4 = clock()
         collector.after_round()
         t5 = clock()

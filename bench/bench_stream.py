@@ -2,8 +2,7 @@
 
 Live mode (default): a producer process sends generated complaints (Avro, as an intake system
 would) to the raw topic at ``--rate`` events/s for ``--seconds``; the same process watches the
-lead and enriched topics. The stream (:func:`envleads.pipelines.stream.run_stream`, local engine
-by default, ``--engine beam`` for a FnApiRunner pipeline per round) runs in this main process
+lead and enriched topics. The stream (:func:`envleads.pipelines.stream.run_stream`) runs in this main process
 until the backlog is drained; production starts when the stream reports it is ready (its
 ``on_ready``), unless ``--include-startup``. Reported:
   * latency produce -> lead: time the first lead record listing the complaint is readable on the
@@ -20,7 +19,7 @@ latency are noisy. Nothing is extrapolated: a run shorter than asked prints what
 
     .venv/bin/python bench/bench_stream.py [--rate 200] [--seconds 120]
     .venv/bin/python bench/bench_stream.py --backfill 1000000
-        [--engine local|beam] [--kafka-client native|python|auto] [--max-round-events 2000] [--round-wait 0.25]
+        [--kafka-client native|python|auto] [--max-round-events 2000] [--round-wait 0.25]
         [--partitions 1] [--seed 11]
 
 The backfill's events are generated and produced by a child process (streamed, never held in
@@ -346,7 +345,7 @@ def run_live(args, broker, workdir: str) -> Dict[str, object]:
         go.set()  # the stream's set-up time counts in the first events' latency
     totals = run_stream(broker.bootstrap_servers, _stream_topics(topics), BEAM_ARGS, group_id="bench-stream",
                         max_round_events=args.max_round_events, poll_wait_s=args.poll_wait,
-                        stop_when_idle_s=args.idle_stop, status_every_s=0, engine=args.engine,
+                        stop_when_idle_s=args.idle_stop, status_every_s=0,
                         round_wait_s=args.round_wait, enrich_workers=args.enrich_workers,
                         on_ready=None if args.include_startup else start_production, kafka_client=args.kafka_client,
                         unplaced_worker=args.unplaced_worker,
@@ -456,7 +455,7 @@ def run_backfill(args, broker) -> Dict[str, object]:
         profiler.enable()
     totals = run_stream(broker.bootstrap_servers, _stream_topics(topics), BEAM_ARGS, group_id="bench-backfill",
                         max_round_events=args.max_round_events, poll_wait_s=args.poll_wait,
-                        stop_when_idle_s=args.idle_stop, status_every_s=0, engine=args.engine,
+                        stop_when_idle_s=args.idle_stop, status_every_s=0,
                         round_wait_s=args.round_wait, enrich_workers=args.enrich_workers,
                         kafka_client=args.kafka_client, unplaced_worker=args.unplaced_worker,
                         worker_city_share=args.worker_city_share)
@@ -537,8 +536,6 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=200.0, help="target events/s in live mode (default 200)")
     parser.add_argument("--seconds", type=float, default=120.0, help="seconds of production in live mode (default 120)")
-    parser.add_argument("--engine", choices=("local", "beam"), default="local",
-                        help="run_stream's round engine (local: long-lived in-process; beam: FnApiRunner per round)")
     parser.add_argument("--include-startup", action="store_true",
                         help="live mode: start producing before the stream is set up (as before 2026-11-29), so "
                              "its start-up time is in the latencies; default: production starts when it is ready")
@@ -588,7 +585,7 @@ def main(argv=None) -> int:
                 "params": {"rate": args.rate, "seconds": args.seconds, "backfill": args.backfill,
                            "max_round_events": args.max_round_events, "poll_wait_s": args.poll_wait,
                            "idle_stop_s": args.idle_stop, "partitions": args.partitions, "seed": args.seed,
-                           "beam_args": BEAM_ARGS, "model_version": model_version, "engine": args.engine,
+                           "beam_args": BEAM_ARGS, "model_version": model_version,
                            "round_wait_s": args.round_wait, "enrich_workers": args.enrich_workers,
                            "include_startup": args.include_startup, "kafka_client": args.kafka_client,
                            "unplaced_worker": args.unplaced_worker, "worker_city_share": args.worker_city_share},

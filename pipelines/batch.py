@@ -11,30 +11,47 @@ Two engines run the same stages:
 
 * ``beam`` (default): :class:`ComplaintsToLeads` as one Beam pipeline on the runner named in the
   options. On the local FnApiRunner every grouped collection is held in memory (about 45 KB per
-  complaint), so this suits files up to ~100,000 complaints, or a distributed runner.
+  complaint, 0.7 MB for one with every field at its limit), so this suits files up to ~100,000
+  complaints, or a distributed runner.
 * ``rounds``: the stream's :class:`LocalRoundEngine` over the file in event-time order, in rounds
-  of ``--round-events``, with the stateless stages in a worker process: memory stays bounded
-  (matter indexes of the repeat window, leads in an on-disk store), for a year of complaints on
-  one machine. Complaints whose city is unknown are matched against other such complaints only
-  (``beam`` also tries every city of their province), and a lead's first report is its first
-  environmental one; everything else is equal (tested).
+  of ``--round-events`` and at most ``--round-bytes``, with the stateless stages in a worker
+  process: memory stays bounded (matter indexes of the repeat window, leads in an on-disk store,
+  one round's events), for a year of complaints on one machine. Complaints whose city is unknown
+  are matched against other such complaints only (``beam`` also tries every city of their
+  province), and a lead's first report is its first environmental one; everything else is equal
+  (tested).
+
+Both read the input as the user gives it, line for line the same: a UTF-8 BOM, CRLF or CR-only
+line ends and gzip (recognised by its first bytes, whatever the file's name) are accepted (see
+:func:`input_lines`). Outputs are written under temporary names beside their targets and renamed
+into place at the end; any previous file at a target is removed first and the temporary files are
+removed on failure, so a failed or killed run never leaves an output that looks complete (a run
+killed with SIGKILL may leave a hidden ``.envleads-*`` directory beside an output). Operator
+mistakes (a missing or unreadable input, an output that is the input, a missing or unwritable
+output directory) end the run with a one-line :class:`OperatorError`, before any output is touched.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import gzip
 import json
 import logging
 import os
+import re
+import shutil
 import sys
 import tempfile
+import zlib
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
 
 from envleads.config import OperatorError
 from envleads.leads import lead_to_avro_dict, rescore_lead
-from envleads.pipelines.options import StageSettings, pipeline_options, settings_from_options
+from envleads.pipelines.options import DEFAULT_ROUND_BYTES, StageSettings, pipeline_options, settings_from_options
 from envleads.pipelines.transforms import ComplaintsToLeads, RawEvent
 from envleads.records import Lead
 from envleads.scoring import rank_key
@@ -46,6 +63,63 @@ LOG = logging.getLogger(__name__)
 def default_dead_letter_path(output: str) -> str:
     stem, _ = os.path.splitext(output)
     return f"{stem}.deadletter.jsonl"
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def is_gzip(path: str) -> bool:
+    """Whether a file is gzip-compressed, by its first bytes: a name without ``.gz`` is common."""
+    with open(path, "rb") as handle:
+        return handle.read(len(GZIP_MAGIC)) == GZIP_MAGIC
+
+
+def _without_bom(line: bytes) -> bytes:
+    return line[len(UTF8_BOM):] if line.startswith(UTF8_BOM) else line
+
+
+def input_lines(record: bytes) -> List[bytes]:
+    """The input lines of one record of Beam's text source (split at ``\\n`` or ``\\r\\n``,
+    without them): split again at each lone ``\\r`` (CR-only line ends), a ``\\r`` at the
+    record's end adding no empty line, each without a leading UTF-8 BOM (Windows editors write
+    one). The rounds engine's :func:`_line_spans` finds the same lines."""
+    pieces = record.split(b"\r")
+    if len(pieces) > 1 and not pieces[-1]:
+        pieces.pop()
+    return [_without_bom(piece) for piece in pieces]
+
+
+_LINE_END = re.compile(rb"\r\n|\n|\r")
+
+
+def _line_spans(handle, keep: int, block_size: int = 1 << 20) -> Iterator[Tuple[int, int, bytes]]:
+    """``(offset, length, head)`` of every line of a binary file as :func:`input_lines` splits it
+    (BOM not removed), ``head`` being its first ``keep`` bytes. Read in blocks, so that a file of
+    CR-only line ends (one record to a reader that splits at ``\\n``) is never held whole."""
+    base = start = 0  # file offsets of data[0] and of the current line
+    head, separated = b"", False  # a lone CR ended a line since the last LF
+    data = b""
+    while True:
+        block = handle.read(block_size)
+        data += block
+        # a CR at the end waits for the next block: it may be the first half of a CRLF
+        scan_end = len(data) - 1 if block and data.endswith(b"\r") else len(data)
+        position = 0
+        for match in _LINE_END.finditer(data, 0, scan_end):
+            head += data[position:match.start()][:keep - len(head)]
+            length = base + match.start() - start
+            lone = match.group() == b"\r"
+            if lone or length or not separated:  # CR CR LF ends one line, as in input_lines
+                yield start, length, head
+            separated = lone
+            start, head, position = base + match.end(), b"", match.end()
+        head += data[position:scan_end][:keep - len(head)]
+        data, base = data[scan_end:], base + scan_end
+        if not block:
+            break
+    if base > start:
+        yield start, base - start, head
 
 
 def lead_rank_line(lead: Lead) -> Tuple[tuple, str]:
@@ -91,6 +165,11 @@ def _count_lines(path: str) -> int:
         return sum(1 for _ in handle)
 
 
+def _count_input_lines(path: str) -> int:
+    with (gzip.open if is_gzip(path) else open)(path, "rb") as handle:
+        return sum(1 for _ in _line_spans(handle, 0))
+
+
 def _write_single_file(pcoll, path: str, label: str):
     return pcoll | label >> beam.io.WriteToText(path, shard_name_template="", num_shards=1)
 
@@ -98,9 +177,13 @@ def _write_single_file(pcoll, path: str, label: str):
 def build_batch_pipeline(pipeline: beam.Pipeline, input_path: str, output_path: str,
                          dead_letter_path: str, leads_path: Optional[str], settings: StageSettings) -> None:
     """Wires file source, :class:`ComplaintsToLeads` and file sinks onto ``pipeline``."""
-    lines = pipeline | "ReadComplaints" >> beam.io.ReadFromText(input_path, coder=beam.coders.BytesCoder())
+    compression = CompressionTypes.GZIP if is_gzip(input_path) else CompressionTypes.UNCOMPRESSED
+    lines = (pipeline
+             | "ReadComplaints" >> beam.io.ReadFromText(input_path, coder=beam.coders.BytesCoder(),
+                                                        compression_type=compression)
+             | "InputLines" >> beam.FlatMap(input_lines))
     if sys.stderr.isatty() and os.path.isfile(input_path):  # a bar for people, nothing in logs or CI
-        lines = lines | "Progress" >> beam.ParDo(_ProgressFn(_count_lines(input_path)))
+        lines = lines | "Progress" >> beam.ParDo(_ProgressFn(_count_input_lines(input_path)))
     events = lines | "AsRawEvents" >> beam.Map(lambda line: RawEvent(line, "json"))
     outputs = events | "ComplaintsToLeads" >> ComplaintsToLeads(settings)
     _write_single_file(outputs["enriched"]
@@ -150,51 +233,128 @@ def run_batch(input_path: str, output_path: str, leads_path: Optional[str] = Non
     dead_letter_path = dead_letter_path or default_dead_letter_path(output_path)
     check_paths(input_path, output_path, leads_path, dead_letter_path)
     options, settings = prepared_run(beam_args)
-    with beam.Pipeline(options=options) as pipeline:
-        build_batch_pipeline(pipeline, input_path, output_path, dead_letter_path, leads_path, settings)
-    counts = {"enriched": _count_lines(output_path), "dead_letters": _count_lines(dead_letter_path)}
-    if leads_path:
-        counts["leads"] = _count_lines(leads_path)
+    with staged_outputs(output_path, dead_letter_path, leads_path) as (output, dead_letters, leads):
+        with beam.Pipeline(options=options) as pipeline:
+            build_batch_pipeline(pipeline, input_path, output, dead_letters, leads, settings)
+        counts = {"enriched": _count_lines(output), "dead_letters": _count_lines(dead_letters)}
+        if leads:
+            counts["leads"] = _count_lines(leads)
     return counts
 
 
-def _event_time_order(input_path: str) -> List[Tuple[int, str, int]]:
-    """``(event time, complaint id, byte offset)`` of every line, in the order the bounded repeat
-    stage assigns complaints (event time, then id). A line that does not parse sorts first: it is
-    only dead-lettered."""
+@contextlib.contextmanager
+def staged_outputs(*paths: Optional[str]) -> Iterator[List[Optional[str]]]:
+    """Temporary paths for the outputs ``paths`` (None: no such output), renamed into place when
+    the block ends without an error and removed when it raises.
+
+    Previous files at ``paths`` are removed first: a failed or killed run must not leave the last
+    run's output looking like its own. Each temporary path is in a hidden directory beside its
+    target (a rename within one file system is atomic), where Beam's sinks put their own
+    temporary files too.
+
+    Raises:
+        OperatorError: an output that cannot be removed or written beside.
+    """
+    staging: List[str] = []
+    try:
+        temporary: List[Optional[str]] = []
+        for path in paths:
+            if path is None:
+                temporary.append(None)
+                continue
+            directory = os.path.dirname(os.path.abspath(path))
+            try:
+                if os.path.lexists(path):
+                    os.remove(path)
+                staging.append(tempfile.mkdtemp(prefix=".envleads-", dir=directory))
+            except OSError as error:
+                raise OperatorError(f"cannot write the output {path}: {error.strerror}") from None
+            temporary.append(os.path.join(staging[-1], os.path.basename(path)))
+        yield temporary
+        for staged, path in zip(temporary, paths):
+            if staged is not None:
+                os.replace(staged, path)
+    finally:
+        for directory in staging:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _event_time_order(input_path: str, keep: int) -> List[Tuple[int, str, int, int]]:
+    """``(event time, complaint id, byte offset, length)`` of every line, in the order the bounded
+    repeat stage assigns complaints (event time, then id). A line that does not parse (or is longer
+    than ``keep`` bytes, the event limit) sorts first: it is only dead-lettered."""
     from envleads.decode import parse_event_time
 
-    order, offset = [], 0
+    order = []
     with open(input_path, "rb") as handle:
-        for line in handle:
+        for offset, length, head in _line_spans(handle, keep):
             try:
-                document = json.loads(line)
+                document = json.loads(_without_bom(head))
                 key = (parse_event_time(document["received_at"]), str(document["complaint_id"]))
             except Exception:  # noqa: BLE001 - any unreadable line: the decoder says why
                 key = (0, "")
-            order.append((key[0], key[1], offset))
-            offset += len(line)
+            order.append((key[0], key[1], offset, length))
     order.sort()
     return order
 
 
-def _read_line(handle, offset: int) -> bytes:
+def _read_line(handle, offset: int, length: int) -> bytes:
     handle.seek(offset)
-    line = handle.readline()
-    return line[:-2] if line.endswith(b"\r\n") else line[:-1] if line.endswith(b"\n") else line
+    return _without_bom(handle.read(length))
+
+
+def _rounds(order: List[Tuple[int, str, int, int]], round_events: int,
+            round_bytes: int) -> Iterator[List[Tuple[int, int]]]:
+    """``(offset, length)`` of the lines of each round: at most ``round_events`` lines and
+    ``round_bytes`` bytes (a longer line is a round of its own)."""
+    lines: List[Tuple[int, int]] = []
+    size = 0
+    for _, _, offset, length in order:
+        if lines and (len(lines) >= round_events or size + length > round_bytes):
+            yield lines
+            lines, size = [], 0
+        lines.append((offset, length))
+        size += length
+    if lines:
+        yield lines
+
+
+def _uncompressed(input_path: str, directory: str) -> str:
+    """The input's path, or for gzip input that of a decompressed copy in ``directory``: the rounds
+    engine reads lines by their offsets, which a compressed stream has not."""
+    if not is_gzip(input_path):
+        return input_path
+    copy = os.path.join(directory, "input.jsonl")
+    try:
+        with gzip.open(input_path, "rb") as source, open(copy, "wb") as target:
+            shutil.copyfileobj(source, target, 1 << 20)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+        raise OperatorError(f"the gzip input {input_path} is damaged: {error}") from None
+    return copy
 
 
 def run_batch_rounds(input_path: str, output_path: str, leads_path: Optional[str] = None,
                      dead_letter_path: Optional[str] = None, beam_args: Optional[List[str]] = None,
-                     round_events: int = 5000, enrich_workers: int = 1) -> Dict[str, int]:
-    """The ``rounds`` engine (see the module docstring); returns the counts of lines written."""
-    from envleads.pipelines.heap import RoundCollector
-    from envleads.pipelines.stream import EnrichmentPool, LeadStore, LocalRoundEngine, _encode_lead
+                     round_events: int = 5000, enrich_workers: int = 1,
+                     round_bytes: int = DEFAULT_ROUND_BYTES) -> Dict[str, int]:
+    """The ``rounds`` engine (see the module docstring); returns the counts of lines written.
 
+    A round is at most ``round_events`` lines and ``round_bytes`` bytes of them: memory per round
+    is bounded by the bytes (an event at the field limits costs ~100 times its size at the peak)."""
     dead_letter_path = dead_letter_path or default_dead_letter_path(output_path)
     check_paths(input_path, output_path, leads_path, dead_letter_path)
     _, settings = prepared_run(beam_args)
-    order = _event_time_order(input_path)
+    with staged_outputs(output_path, dead_letter_path, leads_path) as (output, dead_letters, leads):
+        source = _uncompressed(input_path, os.path.dirname(output))
+        return _run_rounds(source, output, dead_letters, leads, settings, round_events, round_bytes, enrich_workers)
+
+
+def _run_rounds(input_path: str, output_path: str, dead_letter_path: str, leads_path: Optional[str],
+                settings: StageSettings, round_events: int, round_bytes: int, enrich_workers: int) -> Dict[str, int]:
+    from envleads.pipelines.heap import RoundCollector
+    from envleads.pipelines.stream import EnrichmentPool, LeadStore, LocalRoundEngine, _encode_lead
+
+    order = _event_time_order(input_path, settings.limits.max_event_bytes + len(UTF8_BOM))
     store = LeadStore()
     engine = LocalRoundEngine(settings, store)
     pool = EnrichmentPool(settings, enrich_workers) if enrich_workers > 0 else None
@@ -206,30 +366,31 @@ def run_batch_rounds(input_path: str, output_path: str, leads_path: Optional[str
         collector.start()
         with open(input_path, "rb") as source, open(output_path, "w", encoding="utf-8") as out, \
                 open(dead_letter_path, "w", encoding="utf-8") as dead_out:
-            def finish(enriched_of) -> None:
+            def finish(enriched_of, events) -> None:
                 nonlocal newest_ms
-                outputs = engine.finish(*enriched_of())
+                outputs = engine.finish(*enriched_of(), events)
                 for report in outputs.enriched:
                     out.write(json.dumps(enriched_to_contract(report.enriched), ensure_ascii=False) + "\n")
                     newest_ms = max(newest_ms, report.enriched.complaint.received_at_ms)
                 for dead in outputs.dead_letters:
                     dead_out.write(dead_letter_to_json(dead) + "\n")
                 store.put_leads((lead, _encode_lead(lead)) for lead in outputs.leads)
+                store.put_state(outputs.state)
                 counts["enriched"] += len(outputs.enriched)
                 counts["dead_letters"] += len(outputs.dead_letters)
                 bar.update(len(outputs.enriched) + len(outputs.dead_letters))
                 collector.after_round()
 
             pending = None
-            for start in range(0, len(order), round_events):
-                events = [RawEvent(_read_line(source, offset), "json") for _, _, offset in order[start:start + round_events]]
+            for lines in _rounds(order, round_events, round_bytes):
+                events = [RawEvent(_read_line(source, offset, length), "json") for offset, length in lines]
                 # with a pool, this round is enriched in the worker while the previous one is finished
                 enriched_of = pool.submit(events).result if pool else functools.partial(engine.enrich, events)
                 if pending is not None:
-                    finish(pending)
-                pending = enriched_of
+                    finish(*pending)
+                pending = enriched_of, events
             if pending is not None:
-                finish(pending)
+                finish(*pending)
         if leads_path:
             counts["leads"] = _write_ranked_leads(store.all_leads(), newest_ms, leads_path)
     finally:
@@ -272,24 +433,38 @@ def _progress_bar(total: int):
 
 
 def check_paths(input_path: str, *outputs: Optional[str]) -> None:
-    """Refuses a run that would read nothing or destroy what it reads: a missing input, or an
-    output (enriched, leads, dead letters) that is the input file, by any spelling of its path.
+    """Refuses a run that would read nothing, destroy what it reads or fail only at its end: a
+    missing or unreadable input; an output (enriched, leads, dead letters) that is the input file
+    or another output, by any spelling of its path; an output directory that is missing or not
+    writable, or an output that is a directory.
 
     Raises:
         OperatorError: with the one-line reason.
     """
     if not os.path.isfile(input_path):
         raise OperatorError(f"input file not found: {input_path}")
-    source = os.path.realpath(input_path)
-    for path in outputs:
-        if path and os.path.realpath(path) == source:
-            raise OperatorError(f"an output is the input file ({path}): give another output path")
+    if not os.access(input_path, os.R_OK):
+        raise OperatorError(f"input file not readable: {input_path}")
+    seen = {os.path.realpath(input_path): "the input file"}
+    for path in filter(None, outputs):
+        real = os.path.realpath(path)
+        if real in seen:
+            raise OperatorError(f"an output is {seen[real]} ({path}): give another output path")
+        seen[real] = "another output"
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise OperatorError(f"output directory not found: {directory}")
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise OperatorError(f"output directory not writable: {directory}")
+        if os.path.isdir(path):
+            raise OperatorError(f"an output is a directory: {path}")
 
 
 def _run_command(args: argparse.Namespace, beam_args: List[str]) -> int:
     if args.engine == "rounds":
         counts = run_batch_rounds(args.input, args.output, args.leads, args.dead_letter, beam_args,
-                                  round_events=args.round_events, enrich_workers=args.enrich_workers)
+                                  round_events=args.round_events, enrich_workers=args.enrich_workers,
+                                  round_bytes=args.round_bytes)
     else:
         counts = run_batch(args.input, args.output, args.leads, args.dead_letter, beam_args)
     print(json.dumps(counts))
@@ -311,6 +486,9 @@ def add_subcommand(subparsers) -> None:
                              "runner (files up to ~100,000 complaints); rounds: the stream engine over the file in "
                              "event-time order, bounded memory (a year of complaints on one machine)")
     parser.add_argument("--round-events", type=int, default=5000, help="rounds engine: complaints per round")
+    parser.add_argument("--round-bytes", type=int, default=DEFAULT_ROUND_BYTES,
+                        help="rounds engine: input bytes per round at most (default 8 MiB: a round of events "
+                             "at the field limits stays near 1.3 GB)")
     parser.add_argument("--enrich-workers", type=int, default=1,
                         help="rounds engine: processes for the stateless stages (0: in this process)")
     parser.set_defaults(func=_run_command, accepts_pipeline_args=True)

@@ -4,9 +4,10 @@ downloaded offline, so reading and writing are done here.
 * :class:`WriteToKafka` is the sink: its producer lives in ``setup()``, every send's future is kept
   and checked in ``finish_bundle()`` after ``flush()``, so a send error fails the bundle (and the
   runner retries it) instead of losing a record silently.
-* :func:`poll_new_events` reads the next records of a topic for a bounded round, starting from the
-  consumer group's committed offsets; offsets are committed by :func:`commit_events` only after the
-  round's outputs were acknowledged by the broker (at-least-once).
+* :func:`poll_new_events` reads the next records of a topic for a round bounded in records and
+  bytes, starting from the consumer group's committed offsets; offsets are committed by
+  :func:`commit_events` only after the round's outputs were acknowledged by the broker
+  (at-least-once).
 * :class:`LeadView` keeps the compacted view of the lead topic (last record per key), which is
   the state a restarted pipeline rebuilds its matter index from.
 
@@ -25,6 +26,7 @@ from apache_beam.metrics import Metrics
 
 from envleads import schemas
 from envleads.leads import lead_from_avro_dict
+from envleads.pipelines.options import DEFAULT_ROUND_BYTES
 from envleads.pipelines.transforms import RawEvent
 from envleads.records import KafkaCoordinates, Lead
 
@@ -126,27 +128,69 @@ def _partitions_for(consumer, topic: str, timeout_s: float = 10.0) -> List[int]:
         time.sleep(0.2)
 
 
-def poll_new_events(consumer, max_records: int, wait_s: float,
-                    round_wait_s: Optional[float] = None) -> List[RawEvent]:
-    """Up to ``max_records`` next records as Avro :class:`RawEvent` with their coordinates.
+def poll_new_events(consumer, max_records: int, wait_s: float, round_wait_s: Optional[float] = None,
+                    max_bytes: int = DEFAULT_ROUND_BYTES) -> List[RawEvent]:
+    """Up to ``max_records`` next records, of ``max_bytes`` at most together (one larger record is
+    a round of its own), as Avro :class:`RawEvent` with their coordinates.
 
-    Waits up to ``wait_s`` for the first record. Then returns when ``max_records`` were read, when
-    a poll comes back empty for ``min(wait_s, 0.5)`` s, or (with ``round_wait_s``) that long after
-    the first record arrived, so that under a steady flow a round does not wait to fill up. The
-    embedded broker under-reports end offsets, so "caught up" means "nothing arrived within the
-    wait", not an offset comparison.
+    Waits up to ``wait_s`` for the first record. Then returns when ``max_records`` or ``max_bytes``
+    were read, when a poll comes back empty for ``min(wait_s, 0.5)`` s, or (with ``round_wait_s``)
+    that long after the first record arrived, so that under a steady flow a round does not wait to
+    fill up. The embedded broker under-reports end offsets, so "caught up" means "nothing arrived
+    within the wait", not an offset comparison. Records polled past the byte budget are given back
+    (see :func:`seek_back`).
     """
+    from kafka import TopicPartition
+
     events: List[RawEvent] = []
+    budget = RoundBudget(max_records, max_bytes)
     window = RoundWindow(wait_s, round_wait_s)
-    while len(events) < max_records:
+    while not budget.full():
         batch = consumer.poll(timeout_ms=int(window.timeout(0.2) * 1000), max_records=max_records - len(events))
         records = [record for partition_records in batch.values() for record in partition_records]
-        for record in records:
-            events.append(RawEvent(record.value if record.value is not None else b"", "avro",
-                                   KafkaCoordinates(record.topic, record.partition, record.offset)))
+        for position, record in enumerate(records):
+            value = record.value or b""
+            if not budget.take(len(value)):
+                seek_back(((r.topic, r.partition, r.offset) for r in records[position:]),
+                          lambda topic, partition, offset: consumer.seek(TopicPartition(topic, partition), offset))
+                return events
+            events.append(RawEvent(value, "avro", KafkaCoordinates(record.topic, record.partition, record.offset)))
         if window.closed(bool(records)):
             break
     return events
+
+
+class RoundBudget:
+    """A round's records and bytes so far against its limits (shared by both Kafka clients): a
+    round of limit-size events costs ~100 times their bytes at its peak, so a round is bounded by
+    bytes as well as by count."""
+
+    def __init__(self, max_records: int, max_bytes: int):
+        self._max_records, self._max_bytes = max_records, max_bytes
+        self.records = self.bytes = 0
+
+    def take(self, size: int) -> bool:
+        """Counts a record of ``size`` bytes in, unless the round is full or it would take the
+        round over its bytes (the first record is always taken)."""
+        if self.full() or self.records and self.bytes + size > self._max_bytes:
+            return False
+        self.records += 1
+        self.bytes += size
+        return True
+
+    def full(self) -> bool:
+        return self.records >= self._max_records or self.bytes >= self._max_bytes
+
+
+def seek_back(coordinates: Iterable[Tuple[str, int, int]], seek: Callable[[str, int, int], None]) -> None:
+    """Gives back records read past a round's budget, ``(topic, partition, offset)`` in the order
+    they were read: each partition is sought back to its first such record, so the next round
+    reads them (nothing skipped, nothing read twice)."""
+    first: Dict[Tuple[str, int], int] = {}
+    for topic, partition, offset in coordinates:
+        first.setdefault((topic, partition), offset)
+    for (topic, partition), offset in first.items():
+        seek(topic, partition, offset)
 
 
 class RoundWindow:

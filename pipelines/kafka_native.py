@@ -15,7 +15,8 @@ import logging
 import time
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from envleads.pipelines.kafka_io import RoundWindow, TopicNotFound, next_offsets
+from envleads.pipelines.kafka_io import RoundBudget, RoundWindow, TopicNotFound, next_offsets, seek_back
+from envleads.pipelines.options import DEFAULT_ROUND_BYTES
 from envleads.pipelines.transforms import KafkaCoordinates, RawEvent
 
 LOG = logging.getLogger(__name__)
@@ -94,15 +95,17 @@ class NativeKafkaSession:
         # OFFSET_STORED: the group's committed offset, else auto.offset.reset (earliest)
         self.consumer.assign([TopicPartition(self._raw_topic, p, OFFSET_STORED) for p in self._partitions])
 
-    def poll(self, max_records: int, wait_s: float, round_wait_s: Optional[float] = None) -> List[RawEvent]:
+    def poll(self, max_records: int, wait_s: float, round_wait_s: Optional[float] = None,
+             max_bytes: int = DEFAULT_ROUND_BYTES) -> List[RawEvent]:
         """As :func:`~envleads.pipelines.kafka_io.poll_new_events`: waits up to ``wait_s`` for a
-        first record, then returns at ``max_records``, after ``min(wait_s, 0.5)`` s without a new
-        record, or ``round_wait_s`` after the first record."""
-        from confluent_kafka import KafkaError, KafkaException
+        first record, then returns at ``max_records`` or ``max_bytes``, after ``min(wait_s, 0.5)`` s
+        without a new record, or ``round_wait_s`` after the first record."""
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
         events: List[RawEvent] = []
+        budget = RoundBudget(max_records, max_bytes)
         window = RoundWindow(wait_s, round_wait_s)
-        while len(events) < max_records:
+        while not budget.full():
             # librdkafka's batch call returns at its count or its timeout, not at the first record:
             # wait for one record, then take what has arrived in short waits
             count, longest = (min(max_records - len(events), 1000), 0.02) if events else (1, 0.2)
@@ -110,7 +113,7 @@ class NativeKafkaSession:
                 messages = self.consumer.consume(count, window.timeout(longest))
             except KafkaException as error:
                 raise NativeKafkaError(f"consume failed: {error.args[0].name()}") from None
-            for message in messages:
+            for position, message in enumerate(messages):
                 error = message.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
@@ -118,8 +121,17 @@ class NativeKafkaSession:
                     if error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                         raise TopicNotFound(f"topic {self._raw_topic!r} is gone")
                     raise NativeKafkaError(f"consume failed: {error.name()}")
-                value = message.value()
-                events.append(RawEvent(value if value is not None else b"", "avro",
+                value = message.value() or b""
+                if not budget.take(len(value)):
+                    try:
+                        seek_back(((m.topic(), m.partition(), m.offset()) for m in messages[position:]
+                                   if m.error() is None),
+                                  lambda topic, partition, offset: self.consumer.seek(
+                                      TopicPartition(topic, partition, offset)))
+                    except KafkaException as error:
+                        raise NativeKafkaError(f"seek failed: {error.args[0].name()}") from None
+                    return events
+                events.append(RawEvent(value, "avro",
                                        KafkaCoordinates(message.topic(), message.partition(), message.offset())))
             if window.closed(bool(messages)):
                 break

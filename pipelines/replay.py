@@ -3,16 +3,17 @@
 Sources: an offset range or a time range of ``complaints.raw`` (read without a consumer group, so
 the stream's committed offsets are untouched), or a file archive: JSON lines in the batch
 contract's input format, or an Avro container file of ``raw_complaint`` records. The events run
-through :class:`~envleads.pipelines.stream.LocalRoundEngine` with the compacted lead topic as
-prior state, exactly as ``envleads stream`` runs them, and the outputs go to the same topics.
+through :class:`~envleads.pipelines.stream.LocalRoundEngine` with the compacted lead topic and
+the keyed state's changelog as prior state, exactly as ``envleads stream`` runs them, and the
+outputs (state changes included) go to the same topics.
 
 Lead keys are derived from a matter's first complaint and restored matters know their complaint
 ids, so a replayed complaint that was processed before keeps its matter and is not counted again:
 its lead is updated (or left alone when nothing changed), never duplicated. Enriched records and
 dead letters of a replayed range are written again (``complaints.enriched`` is at-least-once).
 
-Run a replay while ``envleads stream`` is stopped, or accept that the stream's in-memory matter
-state does not see the replay's lead updates until its next start.
+A replay takes the stream group's writer fence, so it runs while ``envleads stream`` is
+stopped (it refuses to start beside it, or waits with ``--wait-for-fence``).
 """
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ from typing import Dict, Iterable, Iterator, List, Optional
 
 from envleads.pipelines.kafka_io import open_consumer
 from envleads.pipelines.heap import RoundCollector
-from envleads.pipelines.stream import (KafkaSession, LeadStore, LocalRoundEngine, Topics, add_topic_arguments,
-                                       write_outputs)
+from envleads.pipelines.stream import (DEFAULT_GROUP, KafkaSession, LeadStore, LocalRoundEngine, Topics,
+                                       add_topic_arguments, write_outputs)
 from envleads.pipelines.transforms import RawEvent
 from envleads.records import KafkaCoordinates
 
@@ -119,9 +120,16 @@ def _chunks(events: Iterable[RawEvent], size: int) -> Iterator[List[RawEvent]]:
 
 # ------------------------------------------------------------------------------------------- replay
 def replay(bootstrap_servers: str, topics: Topics, events: Iterable[RawEvent], beam_args: Optional[List[str]] = None,
-           security=None, max_round_events: int = 2000) -> Dict[str, int]:
+           security=None, max_round_events: int = 2000, group_id: str = DEFAULT_GROUP,
+           wait_for_fence: bool = False) -> Dict[str, int]:
     """Runs ``events`` through the stream's stages in rounds, writing to ``topics`` (acknowledged
-    round by round); returns totals (events, rounds, enriched, leads written, dead letters)."""
+    round by round); returns totals (events, rounds, enriched, leads written, dead letters).
+
+    It writes the state a stream of ``group_id`` continues from, so it takes that group's writer
+    fence first (:class:`~envleads.pipelines.writer_fence.WriterFence`: refuses while the stream
+    runs, or waits with ``wait_for_fence``) and confirms it before each round's outputs."""
+    from envleads.pipelines.writer_fence import WriterFence
+
     from kafka import KafkaProducer
 
     from envleads.ops.kafka_config import client_kwargs
@@ -132,15 +140,19 @@ def replay(bootstrap_servers: str, topics: Topics, events: Iterable[RawEvent], b
     producer = None
     totals = {"events": 0, "rounds": 0, "enriched": 0, "leads_written": 0, "dead_letters": 0}
     collector = RoundCollector()
+    fence = WriterFence(bootstrap_servers, topics.raw, group_id, security, wait=wait_for_fence)
     try:
-        store.load_topic(bootstrap_servers, topics.leads, security)
-        engine = LocalRoundEngine(settings, store)
+        fence.acquire()
+        store.load_topics(bootstrap_servers, topics, security)
+        engine = LocalRoundEngine(settings, store, checkpoint=True)  # continues the stream's state
         collector.start()
         producer = KafkaProducer(**client_kwargs(bootstrap_servers, security, role="producer",
                                                  **KafkaSession.PRODUCER_OVERRIDES))
         for chunk in _chunks(events, max_round_events):
             outputs = engine.run(chunk)
+            fence.confirm()
             store.put_leads(write_outputs(producer, topics, outputs))
+            store.put_state(outputs.state)
             totals["events"] += len(chunk)
             totals["rounds"] += 1
             totals["enriched"] += len(outputs.enriched)
@@ -153,6 +165,7 @@ def replay(bootstrap_servers: str, topics: Topics, events: Iterable[RawEvent], b
         collector.stop()
         if producer is not None:
             producer.close(timeout=10)
+        fence.close()
         store.close()
     return totals
 
@@ -174,7 +187,8 @@ def _run_command(args: argparse.Namespace, beam_args: List[str]) -> int:
             args.bootstrap_servers, topics.raw, security, from_offset=args.from_offset, to_offset=args.to_offset,
             from_ms=parse_time_ms(args.from_time) if args.from_time else None,
             to_ms=parse_time_ms(args.to_time) if args.to_time else None, partitions=args.partition)
-    totals = replay(args.bootstrap_servers, topics, events, beam_args, security, args.max_round_events)
+    totals = replay(args.bootstrap_servers, topics, events, beam_args, security, args.max_round_events,
+                    group_id=args.group_id, wait_for_fence=args.wait_for_fence)
     print(json.dumps(totals))
     return 0
 
@@ -201,4 +215,9 @@ def add_subcommand(subparsers) -> None:
     parser.add_argument("--partition", type=int, action="append", default=None,
                         help="replay only this partition (repeatable; default: all)")
     parser.add_argument("--max-round-events", type=int, default=2000, help="events per round at most")
+    parser.add_argument("--group-id", default=DEFAULT_GROUP,
+                        help="the stream's consumer group: the replay takes its writer fence (refuses while that "
+                             "stream runs)")
+    parser.add_argument("--wait-for-fence", action="store_true",
+                        help="wait for the group's writer fence instead of refusing to start")
     parser.set_defaults(func=_run_command, accepts_pipeline_args=True)

@@ -1,26 +1,19 @@
 """``envleads stream``: continuous operation over Kafka as bounded rounds.
 
 Beam's local Python runners cannot emit from a grouping or stateful stage behind an unbounded
-source, so on one machine the pipeline runs as short bounded rounds: each round reads the raw
-events that arrived since the committed offsets, runs the stages of :class:`ComplaintsToLeads`
-over them with the compacted lead topic as the prior state, writes enriched complaints, leads and
-dead letters to their topics, waits for the broker's acknowledgements, and only then commits the
-offsets (at-least-once; lead keys are stable, so a re-processed event updates its lead instead of
-adding one). The same transforms run as one streaming job on runners that support it.
-
-Two round engines:
-
-* ``local`` (default): :class:`LocalRoundEngine` in one long-lived process: the stateless stages'
-  DoFns set up once (optionally in ``enrich_workers`` processes that enrich round k+1 while this
-  process runs the keyed stages of round k), the matter indexes kept between rounds as the
-  streaming form keeps them in keyed state (seeded per block from a :class:`LeadStore`, the lead
-  topic materialised on local disk; the ``"unknown"`` key's, the largest, and a share of the city
-  keys' optionally in a process of its own: :class:`KeyedAssigner`), one producer for all topics.
-  A round closes after ``max_round_events`` or ``round_wait_s`` after its first event, so latency
-  stays bounded.
-* ``beam``: every round is a FnApiRunner pipeline of :class:`ComplaintsToLeads` with all prior
-  leads as a side input (the reference form: ~0.8 s fixed cost per round, pipeline construction
-  and DoFn setup every round, and about three times the CPU per event).
+source, so on one machine the pipeline runs as short bounded rounds in one long-lived process
+(:class:`LocalRoundEngine`): each round reads the raw events that arrived since the committed
+offsets, runs the stages of :class:`ComplaintsToLeads` over them (the stateless stages' DoFns set
+up once, optionally in ``enrich_workers`` processes that enrich round k+1 while this process runs
+the keyed stages of round k; the matter indexes kept between rounds as the streaming form keeps
+them in keyed state, the ``"unknown"`` key's and a share of the city keys' optionally in a process
+of their own: :class:`KeyedAssigner`), writes enriched complaints, leads, dead letters and the
+keyed state's changes to their topics, waits for the broker's acknowledgements, and only then
+commits the offsets (at-least-once; lead keys are stable, so a re-processed event updates its lead
+instead of adding one). At start, the lead topic and the state changelog are read into a
+:class:`LeadStore` on local disk, from which each key's index is rebuilt exactly. A round closes
+after ``max_round_events`` or ``round_wait_s`` after its first event, so latency stays bounded.
+The same transforms run as one streaming job on runners that support it.
 
 Broker loss: any Kafka error in a round (or a broker that lost the group's committed offsets, as
 the in-memory embedded broker does on restart) closes the clients, drops in-memory matter state
@@ -42,22 +35,22 @@ import time
 import zlib
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
-import apache_beam as beam
 import fastavro
 from fastavro.io.binary_encoder import BinaryEncoder
 from apache_beam.pvalue import TaggedOutput
 
 from envleads import schemas
+from envleads.decode import content_digest
 from envleads.leads import (MatterReport, block_of_complaint, block_of_lead, complaint_features, event_order,
                             lead_from_avro_dict, lead_id_for, lead_to_wire_record, matter_report, merge_lead, report_join,
                             seed_index)
-from envleads.pipelines.kafka_io import (LeadView, TopicNotFound, WriteToKafka, commit_events, decode_lead_record,
-                                         open_consumer, poll_new_events)
+from envleads.pipelines.kafka_io import (TopicNotFound, commit_events, decode_lead_record, open_consumer,
+                                         poll_new_events)
 from envleads.pipelines.heap import RoundCollector
 from envleads.pipelines.kafka_native import NativeKafkaError, NativeKafkaSession, OutputRecord, native_client_available
-from envleads.pipelines.options import StageSettings
-from envleads.pipelines.transforms import ComplaintsToLeads, RawEvent
-from envleads.records import DeadLetter, EnrichedComplaint, Lead, ReportJoin
+from envleads.pipelines.options import DEFAULT_ROUND_BYTES, StageSettings
+from envleads.pipelines.transforms import RawEvent, reused_id_dead_letter
+from envleads.records import DeadLetter, EnrichedComplaint, Lead
 from envleads.repeats import UNKNOWN_BLOCK, MatterIndex
 from envleads.serialize import dead_letter_to_avro_dict, enriched_to_avro_dict
 
@@ -70,8 +63,10 @@ class Topics:
     """Topic names of one deployment (defaults match the embedded broker's)."""
 
     def __init__(self, raw: str = "complaints.raw", enriched: str = "complaints.enriched",
-                 leads: str = "leads", dead_letter: str = "complaints.deadletter"):
+                 leads: str = "leads", dead_letter: str = "complaints.deadletter", state: Optional[str] = None):
         self.raw, self.enriched, self.leads, self.dead_letter = raw, enriched, leads, dead_letter
+        # the keyed state's changelog (:class:`StateChanges`), beside the leads it belongs to
+        self.state = state or f"{leads}.state"
 
 
 def _encode_enriched(report) -> bytes:
@@ -143,21 +138,6 @@ def _encode_dead_letter(dead: DeadLetter) -> bytes:
     return schemas.encode(schemas.DEAD_LETTER, dead_letter_to_avro_dict(dead, int(time.time() * 1000)))
 
 
-def run_round(events: List[RawEvent], prior_leads: Iterable[Lead], bootstrap_servers: str, topics: Topics,
-              settings: StageSettings, options, security=None) -> None:
-    """One bounded round: the events through every stage, outputs written and acknowledged."""
-    with beam.Pipeline(options=options) as pipeline:
-        raw = pipeline | "RoundEvents" >> beam.Create(events, reshuffle=False)
-        prior = pipeline | "PriorLeads" >> beam.Create(list(prior_leads), reshuffle=False)
-        outputs = raw | "ComplaintsToLeads" >> ComplaintsToLeads(settings, prior_leads=prior)
-        outputs["enriched"] | "WriteEnriched" >> WriteToKafka(
-            bootstrap_servers, topics.enriched, lambda r: r.enriched.complaint.complaint_id, _encode_enriched, security)
-        outputs["leads"] | "WriteLeads" >> WriteToKafka(
-            bootstrap_servers, topics.leads, lambda lead: lead.lead_id, _encode_lead, security)
-        outputs["dead_letters"] | "WriteDeadLetters" >> WriteToKafka(
-            bootstrap_servers, topics.dead_letter, lambda d: d.event_id, _encode_dead_letter, security)
-
-
 # ---------------------------------------------------------------------------------- local state
 class LeadStore:
     """The compacted lead view on local disk (SQLite): the last lead per ``lead_id``, by block.
@@ -186,6 +166,13 @@ class LeadStore:
         # complaint id -> its lead: a replayed or redelivered complaint keeps its matter even when
         # the lead lives under another blocking key than the complaint (see ``known_leads``)
         self._db.execute("CREATE TABLE IF NOT EXISTS members (complaint_id TEXT PRIMARY KEY, lead_id TEXT NOT NULL)")
+        # the keyed state's changelog (StateChanges): live matters per block, each block's restore
+        # bookkeeping, and the content digest of every complaint id seen
+        self._db.execute("CREATE TABLE IF NOT EXISTS matters (block TEXT NOT NULL, cluster_id TEXT NOT NULL, "
+                         "row TEXT NOT NULL, PRIMARY KEY (block, cluster_id))")
+        self._db.execute("CREATE TABLE IF NOT EXISTS blocks (block TEXT PRIMARY KEY, restored_since INTEGER NOT NULL, "
+                         "newest_ms INTEGER NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS seen (complaint_id TEXT PRIMARY KEY, digest TEXT NOT NULL)")
 
     def put(self, rows: Iterable[Tuple[str, str, int, bytes]]) -> None:
         """``(lead_id, block, last_seen_ms, Avro value)`` rows; the last one per key wins."""
@@ -223,6 +210,31 @@ class LeadStore:
             chunk = unique[start:start + 500]
             yield from self._db.execute(f"{query} IN ({','.join('?' * len(chunk))})", chunk).fetchall()
 
+    def put_state(self, changes: "StateChanges") -> None:
+        """Applies a round's state changes (after the broker acknowledged them, as leads)."""
+        self._db.execute("BEGIN")
+        self._db.executemany("DELETE FROM matters WHERE block = ? AND cluster_id = ?",
+                             [(block, cid) for block, cid, row in changes.matters if row is None])
+        self._db.executemany("INSERT OR REPLACE INTO matters VALUES (?, ?, ?)",
+                             [(block, cid, row) for block, cid, row in changes.matters if row is not None])
+        self._db.executemany("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?)",
+                             [(block, since, newest) for block, (since, newest) in changes.blocks])
+        self._db.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?)", changes.seen)
+        self._db.execute("COMMIT")
+
+    def saved_block(self, block: str) -> Optional[Tuple[int, int, List[list]]]:
+        """A block's state as the last acknowledged round left it: ``(restored since, newest
+        event ms, matter rows)``, or None when no round with the changelog on touched it."""
+        found = self._db.execute("SELECT restored_since, newest_ms FROM blocks WHERE block = ?", (block,)).fetchone()
+        if found is None:
+            return None
+        rows = [json.loads(row) for (row,) in self._db.execute("SELECT row FROM matters WHERE block = ?", (block,))]
+        return int(found[0]), int(found[1]), rows
+
+    def seen_digests(self, complaint_ids: Sequence[str]) -> Dict[str, str]:
+        """The content digest of each complaint id already processed."""
+        return dict(self._rows_in("SELECT complaint_id, digest FROM seen WHERE complaint_id", complaint_ids))
+
     def delete(self, lead_ids: Iterable[str]) -> None:
         self._db.executemany("DELETE FROM leads WHERE lead_id = ?", [(i,) for i in lead_ids])
 
@@ -250,30 +262,31 @@ class LeadStore:
 
     def load_topic(self, bootstrap_servers: str, topic: str, security=None, idle_s: float = 1.0) -> int:
         """Reads the whole lead topic into the store (tombstones delete); returns records read."""
-        consumer = open_consumer(bootstrap_servers, topic, group_id=None, security=security)
-        read = 0
-        try:
-            deadline = time.monotonic() + idle_s
-            while time.monotonic() < deadline:
-                batch = consumer.poll(timeout_ms=200, max_records=5000)
-                encoded, gone = [], []
-                for records in batch.values():
-                    for record in records:
-                        read += 1
-                        if record.value is None:
-                            if record.key:
-                                gone.append(record.key.decode("utf-8"))
-                            continue
-                        lead = decode_lead_record(record)
-                        if lead is not None:
-                            encoded.append((lead, record.value))
-                if batch:
-                    self.put_leads(encoded)
-                    self.delete(gone)
-                    deadline = time.monotonic() + idle_s
-        finally:
-            consumer.close()
-        return read
+        def store(records) -> None:
+            encoded, gone = [], []
+            for record in records:
+                if record.value is None:
+                    if record.key:
+                        gone.append(record.key.decode("utf-8"))
+                    continue
+                lead = decode_lead_record(record)
+                if lead is not None:
+                    encoded.append((lead, record.value))
+            self.put_leads(encoded)
+            self.delete(gone)
+
+        return read_whole_topic(bootstrap_servers, topic, store, security, idle_s)
+
+    def load_topics(self, bootstrap_servers: str, topics: "Topics", security=None) -> None:
+        """Fills the store from the lead topic and the keyed state's changelog (created compacted
+        when missing: the first start of a deployment, or one that predates it)."""
+        from envleads.ops.broker import create_topics
+
+        create_topics(bootstrap_servers, [topics.state], partitions=1, config={"cleanup.policy": "compact"},
+                      security=security)
+        self.load_topic(bootstrap_servers, topics.leads, security)
+        read_whole_topic(bootstrap_servers, topics.state, lambda records: self.put_state(state_from_records(records)),
+                         security)
 
     def close(self) -> None:
         self._db.close()
@@ -281,16 +294,80 @@ class LeadStore:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
 
 
+def read_whole_topic(bootstrap_servers: str, topic: str, handle: Callable[[list], None], security=None,
+                     idle_s: float = 1.0) -> int:
+    """Reads a topic from its start until it is quiet for ``idle_s``, handing each poll's records
+    to ``handle`` in order; returns the records read."""
+    consumer = open_consumer(bootstrap_servers, topic, group_id=None, security=security)
+    read = 0
+    try:
+        deadline = time.monotonic() + idle_s
+        while time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=200, max_records=5000)
+            if batch:
+                records = [record for part in batch.values() for record in part]
+                read += len(records)
+                handle(records)
+                deadline = time.monotonic() + idle_s
+    finally:
+        consumer.close()
+    return read
+
+
 def _decode_lead(value: bytes) -> Lead:
     return lead_from_avro_dict(schemas.decode(schemas.LEADS, value))
 
 
+class StateChanges(NamedTuple):
+    """A round's changes to the keyed state, from which a restart rebuilds exactly the state this
+    process holds (leads alone cannot: they keep one sketch of a matter's reports, no counts, and no
+    non-environmental matter). Written after the round's other outputs, before its offsets."""
+
+    # (block, cluster id, the matter's JSON row, or None when it left the window)
+    matters: Sequence[Tuple[str, str, Optional[str]]] = ()
+    # (block, (restored since ms, newest event ms)): what of the lead store the block's index holds
+    blocks: Sequence[Tuple[str, Tuple[int, int]]] = ()
+    # (complaint id, content digest) of the round's complaints
+    seen: Sequence[Tuple[str, str]] = ()
+
+
+_STATE_SEPARATOR = "\x1f"
+
+
+def state_records(topic: str, changes: StateChanges) -> List[OutputRecord]:
+    """The changelog topic's records: keyed so that the newest per key is the state (compaction)."""
+    sep = _STATE_SEPARATOR
+    records = [(topic, f"m{sep}{block}{sep}{cid}".encode("utf-8"), None if row is None else row.encode("utf-8"))
+               for block, cid, row in changes.matters]
+    records += [(topic, f"b{sep}{block}".encode("utf-8"), json.dumps(meta).encode("ascii"))
+                for block, meta in changes.blocks]
+    records += [(topic, f"i{sep}{cid}".encode("utf-8"), digest.encode("ascii")) for cid, digest in changes.seen]
+    return records
+
+
+def state_from_records(records) -> StateChanges:
+    """The changes read back from changelog records (Kafka records with ``key`` and ``value``)."""
+    changes = StateChanges([], [], [])
+    for record in records:
+        kind, _, rest = record.key.decode("utf-8").partition(_STATE_SEPARATOR)
+        if kind == "m":
+            block, _, cid = rest.partition(_STATE_SEPARATOR)
+            changes.matters.append((block, cid, None if record.value is None else record.value.decode("utf-8")))
+        elif kind == "b" and record.value is not None:
+            since, newest = json.loads(record.value)
+            changes.blocks.append((rest, (int(since), int(newest))))
+        elif kind == "i" and record.value is not None:
+            changes.seen.append((rest, record.value.decode("ascii")))
+    return changes
+
+
 class RoundOutputs(NamedTuple):
-    """What one round writes: enriched reports, new lead versions, dead letters."""
+    """What one round writes: enriched reports, new lead versions, dead letters, state changes."""
 
     enriched: List[MatterReport]
     leads: List[Lead]
     dead_letters: List[DeadLetter]
+    state: StateChanges = StateChanges()
 
 
 class LocalRoundEngine:
@@ -308,11 +385,20 @@ class LocalRoundEngine:
     fusion, DoFn setup, pickling, side inputs); this costs what the stages cost.
 
     :meth:`forget` drops the in-memory indexes (after a round whose outputs were not
-    acknowledged), so they are rebuilt from the store, which holds acknowledged leads only.
+    acknowledged, or at a restart), so they are rebuilt from the store, which holds acknowledged
+    outputs only. With ``checkpoint``, each round also returns the changes of the keyed state
+    (:class:`StateChanges`), and an index is rebuilt from the saved changes, which makes a restart
+    assign exactly as no restart would; without, from the leads (one sketch and the names of
+    each environmental matter: close, not equal).
+
+    A complaint id already used by an event with other content (another content digest) is a
+    dead letter ``duplicate_id_conflict``: the first by event time (then digest) is kept, never
+    folded into its matter as if it were a redelivery.
     """
 
     def __init__(self, settings: StageSettings, store: LeadStore, enricher: Optional["Enricher"] = None,
-                 keyed_worker: Optional["KeyedAssigner"] = None, worker_city_share: float = 0.0):
+                 keyed_worker: Optional["KeyedAssigner"] = None, worker_city_share: float = 0.0,
+                 checkpoint: bool = False):
         """``keyed_worker``: assigns the ``"unknown"`` key's complaints, and those of the share
         ``worker_city_share`` of the city keys (by a stable hash of the key), in a process of its
         own, while this one assigns the other keys' (None: all here)."""
@@ -332,6 +418,7 @@ class LocalRoundEngine:
         self._worker_city_share = worker_city_share
         self._worker_matters = 0
         self._worker_forget = False
+        self._checkpoint = checkpoint
 
     def forget(self) -> None:
         self._indexes.clear()
@@ -368,14 +455,17 @@ class LocalRoundEngine:
         # later brings them back from the store (``_leads_to_restore``)
         self._restored_since[block] = max(self._restored_since[block], newest_ms - self._config.window_ms)
 
-    def assign(self, enriched: Sequence[EnrichedComplaint]) -> List[MatterReport]:
-        """Repeat detection per blocking key, in event-time order within the round.
+    def assign(self, enriched: Sequence[EnrichedComplaint], events: Sequence[RawEvent] = ()
+               ) -> Tuple[List[MatterReport], List[DeadLetter], StateChanges]:
+        """Repeat detection per blocking key, in event-time order within the round: the reports,
+        the dead letters of reused ids (their bytes found among ``events``) and the state changes.
 
         As in the streaming form, complaints of no known city are assigned against the
         ``"unknown"`` key's own index (the bounded ``DeduplicatePetitions`` assigns them against
         every city index of their province: a merge of state that grows with the window, which a
         long-lived round engine would repeat every round).
         """
+        enriched, conflicts, seen = self._without_reused_ids(enriched, events)
         known = self._store.known_leads([item.complaint.complaint_id for item in enriched])
         reports: List[MatterReport] = []
         by_block: Dict[str, List[EnrichedComplaint]] = {}
@@ -390,30 +480,61 @@ class LocalRoundEngine:
         pending = None
         if in_worker:  # assigned there while the other keys are assigned here
             forget, self._worker_forget = self._worker_forget, False
-            pending = self._keyed_worker.submit(forget, {block: rounds[block][0] for block in in_worker})
+            pending = self._keyed_worker.submit(forget, {block: rounds[block][0] for block in in_worker},
+                                                self._checkpoint)
         results = assign_key_rounds(self._indexes, {block: key_round for block, (key_round, _) in rounds.items()
-                                                    if block not in in_worker}, self._config)
+                                                    if block not in in_worker}, self._config, self._checkpoint)
         if pending is not None:
             worker_results, self._worker_matters = pending.result()
             results.update(worker_results)
+        matters = []
         for block, ((_, _, newest_ms), ordered) in rounds.items():
-            assigned, expired = results[block]
+            assigned, expired, changed = results[block]
             if expired:
                 self._expired(block, newest_ms)
+            matters.extend((block, cluster_id, row) for cluster_id, row in changed)
             for item, features in ordered:
                 cluster_id, duplicate_of, join = assigned[item.complaint.complaint_id]
                 reports.append(matter_report(item, features, cluster_id, duplicate_of, self._weights, join))
-        return reports
+        blocks = [(block, (self._restored_since[block], self._newest_ms[block]))
+                  for block in rounds] if self._checkpoint else []
+        return reports, conflicts, StateChanges(matters, blocks, seen)
+
+    def _without_reused_ids(self, enriched: Sequence[EnrichedComplaint], events: Sequence[RawEvent]
+                            ) -> Tuple[List[EnrichedComplaint], List[DeadLetter], List[Tuple[str, str]]]:
+        """The complaints whose id is new or a redelivery (same content digest), the dead letters
+        of those reusing an id with other content, and the round's new ``(id, digest)`` pairs."""
+        seen = self._store.seen_digests([item.complaint.complaint_id for item in enriched])
+        chosen = dict(seen)
+        reused = set()
+        for position, item in sorted(enumerate(enriched), key=lambda p: (
+                p[1].complaint.received_at_ms, p[1].complaint.complaint_id, p[1].complaint.content_digest)):
+            complaint = item.complaint
+            if complaint.content_digest and \
+                    chosen.setdefault(complaint.complaint_id, complaint.content_digest) != complaint.content_digest:
+                reused.add(position)
+        new = [(cid, digest) for cid, digest in chosen.items() if cid not in seen]
+        if not reused:
+            return list(enriched), [], new
+        originals = {content_digest(event.payload): event.payload for event in events}
+        dead = [reused_id_dead_letter(item.complaint, originals.get(item.complaint.content_digest, b""))
+                for position, item in enumerate(enriched) if position in reused]
+        return [item for position, item in enumerate(enriched) if position not in reused], dead, new
 
     def _in_worker(self, block: str) -> bool:
         return self._keyed_worker is not None and assigned_in_worker(block, self._worker_city_share)
 
     def _key_round(self, block: str, items: List[EnrichedComplaint]):
-        """One key's part of the round for :func:`assign_key_rounds`: ``(seed leads, complaints,
-        newest event ms)``, with the restore bookkeeping done here, with the store; and the
-        complaints with their features in event order, to report the assignments."""
+        """One key's part of the round for :func:`assign_key_rounds`: ``((saved matter rows, seed
+        leads), complaints, newest event ms)``, with the restore bookkeeping done here, with the
+        store; and the complaints with their features in event order, to report the assignments."""
         ordered = [(item, complaint_features(item, self._config)) for item in event_order(items)]
-        seeds = self._leads_to_restore(block, ordered[0][0].complaint.received_at_ms)
+        rows: List[list] = []
+        if self._checkpoint and block not in self._restored_since:
+            saved = self._store.saved_block(block)
+            if saved is not None:  # exactly the state the last acknowledged round left
+                self._restored_since[block], self._newest_ms[block], rows = saved
+        seeds = (rows, self._leads_to_restore(block, ordered[0][0].complaint.received_at_ms))
         newest_ms = self._newest(block, ordered[-1][0].complaint.received_at_ms)
         complaints = [(item.complaint.complaint_id, item.complaint.received_at_ms, features, item.complaint.reporter_key)
                       for item, features in ordered]
@@ -443,12 +564,14 @@ class LocalRoundEngine:
         return leads
 
     def run(self, events: Sequence[RawEvent]) -> RoundOutputs:
-        return self.finish(*self.enrich(events))
+        return self.finish(*self.enrich(events), events)
 
-    def finish(self, enriched: Sequence[EnrichedComplaint], dead: List[DeadLetter]) -> RoundOutputs:
-        """The keyed stages over a round's enriched complaints."""
-        reports = self.assign(enriched)
-        return RoundOutputs(reports, self.build_leads(reports), dead)
+    def finish(self, enriched: Sequence[EnrichedComplaint], dead: List[DeadLetter],
+               events: Sequence[RawEvent] = ()) -> RoundOutputs:
+        """The keyed stages over a round's enriched complaints (``events``: the round's raw events,
+        whose bytes a dead letter of a reused id carries)."""
+        reports, reused, state = self.assign(enriched, events)
+        return RoundOutputs(reports, self.build_leads(reports), list(dead) + reused, state)
 
 
 _WORKER_INDEXES: Dict[str, MatterIndex] = {}
@@ -460,36 +583,42 @@ DEFAULT_WORKER_CITY_SHARE = 0.2
 
 
 def assign_key_rounds(indexes: Dict[str, MatterIndex],
-                      rounds: Dict[str, Tuple[List[Lead], List[Tuple[str, int, Any, Any]], int]],
-                      config) -> Dict[str, Tuple[Dict[str, Tuple[str, Optional[str], Optional[ReportJoin]]], bool]]:
+                      rounds: Dict[str, Tuple[Tuple[List[list], List[Lead]], List[Tuple[str, int, Any, Any]], int]],
+                      config, checkpoint: bool = False):
     """One round of some blocking keys over their ``indexes`` (created on first use): per key,
-    restore the seed leads, assign the complaints (``(id, event ms, matter features, reporter
-    key)`` in event order), expire as of the key's newest event. The same in the stream process
-    and in the :class:`KeyedAssigner`'s. Returns ``{key: ({complaint id: (cluster id, duplicate
-    of, why it joined)}, whether matters expired)}``."""
+    load the saved matter rows and restore the seed leads, assign the complaints (``(id, event
+    ms, matter features, reporter key)`` in event order), expire as of the key's newest event.
+    The same in the stream process and in the :class:`KeyedAssigner`'s. Returns ``{key:
+    ({complaint id: (cluster id, duplicate of, why it joined)}, whether matters expired, changed
+    matters as (cluster id, JSON row or None when dropped) when ``checkpoint``)}``."""
     results = {}
-    for block, (seeds, complaints, newest_ms) in rounds.items():
+    for block, ((rows, seeds), complaints, newest_ms) in rounds.items():
         index = indexes.get(block)
         if index is None:
             index = indexes[block] = MatterIndex(config, block)
+        index.load_changes(rows)
         seed_index(index, seeds)
         assigned = {}
         for complaint_id, event_ms, features, reporter_key in complaints:
             assignment = index.assign(complaint_id, event_ms, features, reporter_key)
             assigned[complaint_id] = (assignment.cluster_id, assignment.duplicate_of,
                                       report_join(complaint_id, assignment))
-        results[block] = (assigned, bool(index.expire(newest_ms)))
+        expired = bool(index.expire(newest_ms))
+        changed, dropped = index.take_changes()
+        changes = [(row[0], json.dumps(row, ensure_ascii=False, separators=(",", ":")))
+                   for row in index.matter_rows(changed)] + [(cid, None) for cid in dropped] if checkpoint else []
+        results[block] = (assigned, expired, changes)
     return results
 
 
-def _assign_in_worker(forget: bool, rounds):
+def _assign_in_worker(forget: bool, rounds, checkpoint: bool = False):
     """:func:`assign_key_rounds` in the keyed worker's process, over its own indexes; also returns
     how many matters they hold."""
     from envleads.repeats import load_repeat_config
 
     if forget:
         _WORKER_INDEXES.clear()
-    results = assign_key_rounds(_WORKER_INDEXES, rounds, load_repeat_config())
+    results = assign_key_rounds(_WORKER_INDEXES, rounds, load_repeat_config(), checkpoint)
     _WORKER_COLLECTOR.after_round()
     return results, sum(len(index) for index in _WORKER_INDEXES.values())
 
@@ -515,9 +644,9 @@ class KeyedAssigner:
         self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_init_keyed_worker, initargs=(os.getpid(),))
 
-    def submit(self, forget: bool, rounds):
+    def submit(self, forget: bool, rounds, checkpoint: bool = False):
         """Runs :func:`_assign_in_worker` in the process; returns its future."""
-        return self._pool.submit(_assign_in_worker, forget, rounds)
+        return self._pool.submit(_assign_in_worker, forget, rounds, checkpoint)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -684,6 +813,7 @@ def output_records(topics: Topics, outputs: RoundOutputs) -> Tuple[List[OutputRe
     for dead in outputs.dead_letters:
         records.append((topics.dead_letter, dead.event_id.encode("utf-8") if dead.event_id else None,
                         _encode_dead_letter(dead)))
+    records += state_records(topics.state, outputs.state)  # last: a restart finds the state of sent outputs
     return records, written_leads
 
 
@@ -733,8 +863,9 @@ class KafkaSession:
             raise
         self.committed: Dict[Tuple[str, int], int] = {}
 
-    def poll(self, max_records: int, wait_s: float, round_wait_s: Optional[float] = None) -> List[RawEvent]:
-        return poll_new_events(self.consumer, max_records, wait_s, round_wait_s)
+    def poll(self, max_records: int, wait_s: float, round_wait_s: Optional[float] = None,
+             max_bytes: int = DEFAULT_ROUND_BYTES) -> List[RawEvent]:
+        return poll_new_events(self.consumer, max_records, wait_s, round_wait_s, max_bytes)
 
     def send(self, records: Iterable[OutputRecord]) -> None:
         send_acknowledged(self.producer, records)
@@ -789,76 +920,84 @@ def open_session(kafka_client: str, bootstrap_servers: str, raw_topic: str, grou
 def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[str]] = None,
                group_id: str = DEFAULT_GROUP, max_round_events: int = 2000, poll_wait_s: float = 2.0,
                stop_when_idle_s: Optional[float] = None, status_every_s: float = 10.0,
-               max_rounds: Optional[int] = None, security=None, engine: str = "local",
+               max_rounds: Optional[int] = None, security=None,
                round_wait_s: Optional[float] = 0.25, enrich_workers: int = 0, backoff: Optional[Backoff] = None,
                offset_check_s: float = 5.0, on_ready: Optional[Callable[[], None]] = None,
                kafka_client: str = "auto", unplaced_worker: bool = False,
-               worker_city_share: float = DEFAULT_WORKER_CITY_SHARE) -> Dict[str, int]:
+               worker_city_share: float = DEFAULT_WORKER_CITY_SHARE, wait_for_fence: bool = False,
+               max_round_bytes: int = DEFAULT_ROUND_BYTES) -> Dict[str, int]:
     """Runs rounds until interrupted, or until no event arrived for ``stop_when_idle_s``.
 
+    One writer per raw topic and group (:mod:`~envleads.pipelines.writer_fence`): before its first
+    session the stream takes the group's writer fence through the broker, or raises
+    :class:`~envleads.pipelines.writer_fence.WriterFenceHeld` (one line) while another stream holds
+    it (``wait_for_fence``: waits for it instead); every round's outputs and offsets are written
+    only after the broker confirmed the fence is still held.
+
     Args:
-        engine: ``local`` (:class:`LocalRoundEngine`) or ``beam`` (a FnApiRunner pipeline per round).
         max_round_events: events per round at most.
+        max_round_bytes: event bytes per round at most (one larger event makes a round of its own):
+            bounds a round's memory when events are large (about 2 MB per limit-size event).
         poll_wait_s: how long one poll for a round's first event waits.
         round_wait_s: a round closes this long after its first event arrived (bounds latency);
             None: only when ``max_round_events`` are read or the topic is quiet for 0.5 s.
-        enrich_workers: local engine: processes running the stateless stages, overlapping the
+        enrich_workers: processes running the stateless stages, overlapping the
             keyed stages of the previous round (0: in this process, no overlap).
         backoff: reconnection delays after a Kafka error (default 0.5 s doubling to 30 s).
         offset_check_s: while idle, how often to check that the broker still has the committed
             offsets (an in-memory broker restarted without its data has not).
         on_ready: called once, when the stages are set up and the first Kafka session is open
             (the moment from which latency is the steady state's).
-        kafka_client: the raw topic's consumer and the local engine's producer: ``native``
+        kafka_client: the raw topic's consumer and the producer: ``native``
             (confluent-kafka: a tenth of kafka-python's CPU per record), ``python`` (kafka-python),
             or ``auto`` (native when installed, the default).
-        unplaced_worker: local engine: assign the complaints of no known city (the ``"unknown"``
+        unplaced_worker: assign the complaints of no known city (the ``"unknown"``
             key, the largest index) in a process of their own (:class:`KeyedAssigner`). On in
             ``envleads stream`` and the benchmark; off here, so a library caller gets no process
             it did not ask for.
         worker_city_share: with ``unplaced_worker``, the share of the city keys (by a stable hash)
             assigned in that process too, so that this process, which bounds a backfill, keeps less.
+        wait_for_fence: wait while another stream of the group holds the writer fence (default:
+            refuse to start).
 
     Returns totals: events read, rounds run, leads in the compacted view, Kafka retries.
     """
-    if engine not in ("local", "beam"):
-        raise ValueError(f"engine must be 'local' or 'beam', got {engine!r}")
     from envleads.pipelines.batch import prepared_run
+    from envleads.pipelines.writer_fence import WriterFence
 
-    options, settings = prepared_run(beam_args)
+    _, settings = prepared_run(beam_args)
     backoff = backoff or Backoff()
-    store = LeadStore() if engine == "local" else None
-    pool = EnrichmentPool(settings, enrich_workers) if engine == "local" and enrich_workers > 0 else None
+    store = LeadStore()
+    pool = EnrichmentPool(settings, enrich_workers) if enrich_workers > 0 else None
     if pool is not None:
         try:
             pool.warm_up()
         except BaseException:
             pool.close()
             raise
-    keyed_worker = KeyedAssigner() if engine == "local" and unplaced_worker else None
-    local = (LocalRoundEngine(settings, store, keyed_worker=keyed_worker, worker_city_share=worker_city_share)
-             if engine == "local" else None)
-    if pool is None and local is not None:
+    keyed_worker = KeyedAssigner() if unplaced_worker else None
+    local = LocalRoundEngine(settings, store, keyed_worker=keyed_worker, worker_city_share=worker_city_share,
+                             checkpoint=True)
+    if pool is None:
         local.enrich([])  # sets the stages up now rather than in the first round
     collector = RoundCollector()
-    lead_view = None
     session: Optional[KafkaSession] = None
-    pending = None  # local engine: (events, enrichment handle) of the round being enriched
+    fence: Optional[WriterFence] = None  # one writer per group, kept for the whole run
+    pending = None  # (events, enrichment handle) of the round being enriched
     totals = {"events": 0, "rounds": 0, "retries": 0, "dead_letters": 0}
     idle_since = last_status = last_offset_check = time.monotonic()
     errors = _kafka_errors()
 
     def finish_round(events: List[RawEvent], started: float, outputs_of) -> None:
         nonlocal last_status, idle_since
-        if engine == "local":
-            outputs = local.finish(*outputs_of())
-            records, written_leads = output_records(topics, outputs)
-            session.send(records)
-            store.put_leads(written_leads)
-            totals["dead_letters"] += len(outputs.dead_letters)
-        else:
-            run_round(events, lead_view.leads.values(), bootstrap_servers, topics, settings, options, security)
-            lead_view.refresh(wait_s=0.5)
+        outputs = local.finish(*outputs_of(), events)
+        records, written_leads = output_records(topics, outputs)
+        fence.confirm()  # still the group's writer (else WriterFenceLost: nothing written)
+        session.send(records)
+        store.put_leads(written_leads)
+        store.put_state(outputs.state)
+        totals["dead_letters"] += len(outputs.dead_letters)
+        fence.confirm()  # and still the writer when its offsets are committed
         session.commit(events)
         totals["events"] += len(events)
         totals["rounds"] += 1
@@ -866,7 +1005,7 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
         idle_since = time.monotonic()
         if time.monotonic() - last_status >= status_every_s or stop_when_idle_s is not None:
             elapsed = time.monotonic() - started
-            known = len(store) if engine == "local" else len(lead_view.leads)
+            known = len(store)
             LOG.info("round %d: %d events in %.1fs (%.0f/s); %d events so far; %d leads in view",
                      totals["rounds"], len(events), elapsed, len(events) / max(1e-6, elapsed),
                      totals["events"], known)
@@ -877,12 +1016,13 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
         while max_rounds is None or totals["rounds"] < max_rounds:
             try:
                 if session is None:
+                    # the writer fence first: refuses (WriterFenceHeld) or waits while another
+                    # stream of the group holds it; after WriterFenceLost, takes it again or refuses
+                    fence = fence or WriterFence(bootstrap_servers, topics.raw, group_id, security, wait=wait_for_fence)
+                    fence.acquire()
+                    idle_since = time.monotonic()  # waiting for the fence is not idling
                     session = open_session(kafka_client, bootstrap_servers, topics.raw, group_id, security)
-                    if engine == "local":
-                        store.load_topic(bootstrap_servers, topics.leads, security)
-                    else:
-                        lead_view = lead_view or LeadView(bootstrap_servers, topics.leads, security)
-                        lead_view.refresh()
+                    store.load_topics(bootstrap_servers, topics, security)
                     backoff.reset()
                     if on_ready is not None:
                         on_ready()
@@ -891,17 +1031,13 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
                 wait = min(poll_wait_s, 0.05) if pending else poll_wait_s
                 # with max_rounds, no round is read while one is still being enriched
                 may_read = max_rounds is None or pending is None
-                events = session.poll(max_round_events, wait, round_wait_s) if may_read else []
+                events = session.poll(max_round_events, wait, round_wait_s, max_round_bytes) if may_read else []
                 if events:
                     # a broker restarted without its data would hand out records at our old
                     # positions of recreated topics: check before processing (one offset fetch)
                     _check_broker_state(session)
                 started = time.monotonic()
-                if engine == "beam":
-                    if events:
-                        finish_round(events, started, None)
-                        continue
-                elif pool is None:
+                if pool is None:
                     if events:
                         finish_round(events, started, lambda: local.enrich(events))
                         continue
@@ -934,11 +1070,7 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
                 if session is not None:
                     session.close()
                     session = None
-                if local is not None:
-                    local.forget()  # rebuilt from the store, which holds acknowledged leads only
-                if lead_view is not None:
-                    lead_view.close()
-                    lead_view = None
+                local.forget()  # rebuilt from the store, which holds acknowledged outputs only
                 time.sleep(delay)
                 idle_since = time.monotonic()
     finally:
@@ -949,13 +1081,10 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
             keyed_worker.close()
         if session is not None:
             session.close()
-        if engine == "local":
-            totals["leads"] = len(store)
-            store.close()
-        else:
-            totals["leads"] = len(lead_view.leads) if lead_view else 0
-            if lead_view is not None:
-                lead_view.close()
+        if fence is not None:
+            fence.close()  # after the last commit: the fence passes to the next stream
+        totals["leads"] = len(store)
+        store.close()
     return totals
 
 
@@ -1005,9 +1134,10 @@ def _run_command(args: argparse.Namespace, beam_args: List[str]) -> int:
     topics = Topics(args.raw_topic, args.enriched_topic, args.leads_topic, args.dead_letter_topic)
     totals = run_stream(args.bootstrap_servers, topics, beam_args, group_id=args.group_id,
                         max_round_events=args.max_round_events, stop_when_idle_s=args.stop_when_idle,
-                        security=security_from_args(args), engine=args.engine, round_wait_s=args.round_wait,
+                        security=security_from_args(args), round_wait_s=args.round_wait,
                         enrich_workers=args.enrich_workers, kafka_client=args.kafka_client,
-                        unplaced_worker=args.unplaced_worker, worker_city_share=args.worker_city_share)
+                        unplaced_worker=args.unplaced_worker, worker_city_share=args.worker_city_share,
+                        wait_for_fence=args.wait_for_fence, max_round_bytes=args.round_bytes)
     print(json.dumps(totals))
     return 130 if totals.get("interrupted") else 0
 
@@ -1030,15 +1160,15 @@ def add_subcommand(subparsers) -> None:
     add_topic_arguments(parser)
     parser.add_argument("--group-id", default=DEFAULT_GROUP, help="consumer group whose offsets record progress")
     parser.add_argument("--max-round-events", type=int, default=2000, help="events per round at most")
+    parser.add_argument("--round-bytes", type=int, default=DEFAULT_ROUND_BYTES,
+                        help=f"event bytes per round at most (default {DEFAULT_ROUND_BYTES:,}: bounds a round's memory)")
     parser.add_argument("--round-wait", type=float, default=0.25,
                         help="seconds a round waits for more events after its first one (bounds latency)")
     parser.add_argument("--enrich-workers", type=int, default=1,
-                        help="local engine: processes running the stateless stages, overlapping the keyed stages "
+                        help="processes running the stateless stages, overlapping the keyed stages "
                              "of the previous round (0: all in one process)")
-    parser.add_argument("--engine", choices=("local", "beam"), default="local",
-                        help="local: long-lived in-process rounds (default); beam: a FnApiRunner pipeline per round")
     parser.add_argument("--unplaced-worker", action=argparse.BooleanOptionalAction, default=True,
-                        help="local engine: assign complaints of no known city (the largest matter index), and "
+                        help="assign complaints of no known city (the largest matter index), and "
                              "--worker-city-share of the city keys, in a process of their own, beside the other "
                              "keys' assignment (default on; --no-unplaced-worker: all keys in the stream process)")
     parser.add_argument("--worker-city-share", type=float, default=DEFAULT_WORKER_CITY_SHARE,
@@ -1046,6 +1176,9 @@ def add_subcommand(subparsers) -> None:
                              f"(default {DEFAULT_WORKER_CITY_SHARE})")
     parser.add_argument("--stop-when-idle", type=float, default=None,
                         help="stop after this many seconds without new events (default: run until Ctrl-C)")
+    parser.add_argument("--wait-for-fence", action="store_true",
+                        help="wait while another envleads stream of the same raw topic and group holds the writer "
+                             "fence (default: refuse to start, exit status 2)")
     parser.add_argument("--kafka-client", choices=KAFKA_CLIENTS, default="auto",
                         help="client of the raw consumer and the output producer: native (confluent-kafka, "
                              "librdkafka: a tenth of the CPU per record), python (kafka-python); auto (default): "

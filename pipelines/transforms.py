@@ -41,8 +41,9 @@ class RawEvent(NamedTuple):
 
 # ------------------------------------------------------------------------------------------ decode
 class _DecodeFn(beam.DoFn):
-    def __init__(self, settings: StageSettings):
+    def __init__(self, settings: StageSettings, keep_original: bool = False):
         self._settings = settings
+        self._keep_original = keep_original
 
     def setup(self):
         from envleads.privacy import load_pseudonym_key
@@ -60,7 +61,7 @@ class _DecodeFn(beam.DoFn):
             yield TaggedOutput(DEAD_LETTER, result)
         else:
             self._decoded.inc()
-            yield result
+            yield (result, event.payload) if self._keep_original else result
 
 
 class DecodeComplaints(beam.PTransform):
@@ -73,12 +74,56 @@ class DecodeComplaints(beam.PTransform):
     is masked here, before any other stage sees it.
     """
 
-    def __init__(self, settings: StageSettings):
+    def __init__(self, settings: StageSettings, keep_original: bool = False):
+        """``keep_original``: the main output is ``(complaint, original bytes)`` pairs, for
+        :class:`RejectReusedIds`."""
         super().__init__()
         self._settings = settings
+        self._keep_original = keep_original
 
     def expand(self, events):
-        return events | "Decode" >> beam.ParDo(_DecodeFn(self._settings)).with_outputs(DEAD_LETTER, main=MAIN)
+        return events | "Decode" >> beam.ParDo(_DecodeFn(self._settings, self._keep_original)).with_outputs(
+            DEAD_LETTER, main=MAIN)
+
+
+DEDUPLICATE_STAGE = "DeduplicatePetitions"
+REUSED_ID = "duplicate_id_conflict"
+REUSED_ID_DETAIL = "complaint id already used by an event with other content; the first is kept"
+
+
+def reused_id_dead_letter(complaint: Complaint, original: bytes) -> DeadLetter:
+    """The dead letter of a complaint whose id an earlier event with other content holds."""
+    return DeadLetter(DEDUPLICATE_STAGE, REUSED_ID, REUSED_ID_DETAIL, complaint.complaint_id, original,
+                      complaint.source)
+
+
+class _FirstContentOfIdFn(beam.DoFn):
+    def process(self, element):
+        _, copies = element
+        copies = sorted(copies, key=lambda pair: (pair[0].received_at_ms, pair[0].content_digest))
+        first = copies[0][0].content_digest
+        for complaint, original in copies:
+            if complaint.content_digest == first:
+                yield complaint
+            else:
+                Metrics.counter(DEDUPLICATE_STAGE, f"dead_letter.{REUSED_ID}").inc()
+                yield TaggedOutput(DEAD_LETTER, reused_id_dead_letter(complaint, original))
+
+
+class RejectReusedIds(beam.PTransform):
+    """``(complaint, original bytes)`` pairs to complaints, one content per complaint id.
+
+    Events with one id and the same bytes are deliveries of one complaint and all pass (the repeat
+    stage recognises the redelivery); an id carried by events of different content keeps the first
+    by event time (then content digest), and the others go to ``dead_letter`` as
+    ``duplicate_id_conflict``, never folded into the first one's matter.
+    """
+
+    def expand(self, pairs):
+        return (pairs
+                | "KeyById" >> beam.Map(lambda pair: (pair[0].complaint_id, pair))
+                | "GroupById" >> beam.GroupByKey()
+                | "FirstContentOfId" >> beam.ParDo(_FirstContentOfIdFn()).with_outputs(DEAD_LETTER, main=MAIN))
 
 
 # ----------------------------------------------------------------------------------------- segment
@@ -360,11 +405,13 @@ class ComplaintsToLeads(beam.PTransform):
         self._prior_leads = prior_leads
 
     def expand(self, events):
-        decoded = events | "DecodeComplaints" >> DecodeComplaints(self._settings)
-        enriched = (decoded[MAIN]
+        decoded = events | "DecodeComplaints" >> DecodeComplaints(self._settings, keep_original=True)
+        unique = decoded[MAIN] | "RejectReusedIds" >> RejectReusedIds()
+        enriched = (unique[MAIN]
                     | "SegmentText" >> SegmentText()
                     | "ClassifyPollutionType" >> ClassifyPollutionType(self._settings)
                     | "ResolveRegion" >> ResolveRegion())
         reports = enriched | "DeduplicatePetitions" >> DeduplicatePetitions(self._prior_leads)
         leads = reports | "BuildLeads" >> BuildLeads(self._prior_leads)
-        return {"enriched": reports, "leads": leads, "dead_letters": decoded[DEAD_LETTER]}
+        dead_letters = (decoded[DEAD_LETTER], unique[DEAD_LETTER]) | "DeadLetters" >> beam.Flatten()
+        return {"enriched": reports, "leads": leads, "dead_letters": dead_letters}

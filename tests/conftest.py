@@ -58,3 +58,60 @@ def tmp_topics(
         return names
 
     return make
+
+
+# ------------------------------------------------------------------------------------------- Prism
+PRISM_BIN_ENV_VAR = "ENVLEADS_PRISM_BIN"
+
+
+@pytest.fixture(scope="session")
+def prism_location() -> str:
+    """The Prism binary for ``PrismRunner``'s ``--prism_location``: the one ``make`` (target ``prism``)
+    builds from Beam's Go module at the installed SDK's version, ``.cache/prism/v<version>/prism``,
+    or the file named by ``$ENVLEADS_PRISM_BIN``.
+
+    Skips only when Go is not installed (Prism cannot be built on this machine); a missing binary
+    where Go is installed is a failure: run make.
+    """
+    import importlib.metadata
+    import shutil
+    from pathlib import Path
+
+    version = "v" + importlib.metadata.version("apache-beam").replace("rc", "-RC")
+    override = os.environ.get(PRISM_BIN_ENV_VAR)
+    path = Path(override) if override else Path(__file__).resolve().parents[1] / ".cache" / "prism" / version / "prism"
+    if path.is_file() and os.access(path, os.X_OK):
+        return str(path)
+    if shutil.which("go") is None:
+        pytest.skip(f"Go is not installed, so Prism {version} cannot be built from Beam's Go module "
+                    "(install Go, then run make)")
+    pytest.fail(f"no Prism binary at {path}: run make (`make prism` builds Prism {version} from Beam's Go module)",
+                pytrace=False)
+
+
+# ------------------------------------------------------------------------------------ Apache Kafka
+APACHE_KAFKA_USER = "envleads"
+APACHE_KAFKA_PASSWORD = "test-only-scram-password"
+
+
+@pytest.fixture(scope="session")
+def apache_kafka(tmp_path_factory):
+    """Apache Kafka itself (:class:`envleads.ops.apache_kafka.ApacheKafkaBroker`, single-node KRaft) for
+    the session, for what Tansu cannot do: listeners PLAINTEXT, SASL_PLAINTEXT, SSL and SASL_SSL, SCRAM
+    user ``APACHE_KAFKA_USER``, a CA made by keytool (``.ca_file``), data on disk (``.restart()``
+    keeps it). Its folder (server.log, data, CA) stays under pytest's temporary directory.
+
+    Skips only when Java is not installed; jars that were not fetched are a failure: run make.
+    """
+    from envleads.ops.apache_kafka import ApacheKafkaBroker, KafkaJarsMissing, check_libs, find_java_tool
+
+    if find_java_tool("java") is None:
+        pytest.skip("Java is not installed, so Apache Kafka cannot run (install Java 17+, then run make)")
+    try:
+        check_libs()
+    except KafkaJarsMissing as error:
+        pytest.fail(str(error), pytrace=False)
+    broker = ApacheKafkaBroker(directory=tmp_path_factory.mktemp("apache-kafka"),
+                               scram_users={APACHE_KAFKA_USER: APACHE_KAFKA_PASSWORD}, tls=True)
+    with broker:
+        yield broker

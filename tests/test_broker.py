@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import signal
 import subprocess
@@ -330,61 +329,8 @@ def test_librdkafka_config_carries_the_security_settings(monkeypatch):
 
 
 # -- TLS -------------------------------------------------------------------------------------
-def _self_signed(tmp_path):
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-    import ipaddress
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return str(cert_path), str(key_path)
-
-
-@pytest.mark.kafka
-def test_tls_round_trip(tmp_path):
-    cert_path, key_path = _self_signed(tmp_path)
-    broker = EmbeddedBroker(cert_file=cert_path, key_file=key_path, start_timeout_s=5)
-    try:
-        broker.start()
-    except BrokerStartError as error:
-        if "cannot be used with" in str(error):
-            pytest.xfail("Tansu v0.6.0-510f3e2 rejects --cert together with --key (CLI conflict)")
-        raise
-    with broker:
-        security = KafkaSecurity(security_protocol="SSL", ssl_cafile=cert_path)
-        bootstrap = broker.bootstrap_servers
-        create_topics(bootstrap, ["tls"], security=security)
-        producer = KafkaProducer(**client_kwargs(bootstrap, security, role="producer"))
-        producer.send("tls", value=b"secret-free payload").get(10)
-        producer.close()
-        consumer = KafkaConsumer(**client_kwargs(bootstrap, security, role="consumer"))
-        consumer.assign([TopicPartition("tls", 0)])
-        assert [r.value for r in _scan(consumer, 1)] == [b"secret-free payload"]
-        consumer.close()
+# Tansu v0.6.0-510f3e2 cannot serve TLS (see envleads.ops.broker): the TLS round trip, with the stream
+# over it, runs against Apache Kafka in tests/test_apache_kafka.py.
 
 
 # -- client configuration --------------------------------------------------------------------

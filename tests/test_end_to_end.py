@@ -89,10 +89,9 @@ def generated():
     return events, truth
 
 
-@pytest.mark.parametrize("engine, kafka_client, unplaced_worker",
-                         [("local", "native", True), ("beam", "native", False), ("local", "python", False)])
+@pytest.mark.parametrize("kafka_client, unplaced_worker", [("native", True), ("python", False)])
 def test_stream_with_a_restart_keeps_every_complaint_and_one_lead_per_matter(kafka_broker, tmp_topics, generated,
-                                                                              monkeypatch, engine, kafka_client,
+                                                                              monkeypatch, kafka_client,
                                                                               unplaced_worker):
     monkeypatch.setenv("ENVLEADS_PSEUDONYM_KEY", "e2e-key")
     events, truth = generated
@@ -103,12 +102,12 @@ def test_stream_with_a_restart_keeps_every_complaint_and_one_lead_per_matter(kaf
 
     beam_args = ["--runner=FnApiRunner"]
     first = run_stream(bootstrap, topics, beam_args, group_id="e2e", max_round_events=150, max_rounds=1,
-                       poll_wait_s=1.0, engine=engine, round_wait_s=None, kafka_client=kafka_client,
+                       poll_wait_s=1.0, round_wait_s=None, kafka_client=kafka_client,
                        unplaced_worker=unplaced_worker)
     assert first["events"] == 150
     # A new process: nothing survives but the committed offsets and the topics.
     second = run_stream(bootstrap, topics, beam_args, group_id="e2e", max_round_events=150,
-                        stop_when_idle_s=2.0, poll_wait_s=1.0, engine=engine, kafka_client=kafka_client,
+                        stop_when_idle_s=2.0, poll_wait_s=1.0, kafka_client=kafka_client,
                         unplaced_worker=unplaced_worker)
     assert first["events"] + second["events"] == 400
 

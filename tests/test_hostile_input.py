@@ -186,6 +186,13 @@ def test_channel_with_lone_surrogate_is_cleaned_not_passed_on():
     assert fuzz.check_outputs_serialise(result) is None
 
 
+@pytest.mark.parametrize("value, read", [(320106, "320106"), (3201.06, None), (True, None), ([320106], None),
+                                         ({"code": "320106"}, None)])
+def test_a_jurisdiction_code_of_another_type_is_read_or_ignored_never_a_rejection(value, read):
+    complaint = decode_event(_event(jurisdiction_adcode=value), "json", KEY)
+    assert not isinstance(complaint, DeadLetter) and complaint.jurisdiction_adcode == read
+
+
 def test_non_ascii_digits_are_not_a_jurisdiction_code():
     assert decode_event(_event(jurisdiction_adcode="１１０１０１"), "json", KEY).jurisdiction_adcode is None
     assert decode_event(_event(jurisdiction_adcode="110101"), "json", KEY).jurisdiction_adcode == "110101"

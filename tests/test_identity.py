@@ -38,6 +38,7 @@ import pytest
 
 from envleads import schemas
 from envleads.generator import generate_events
+import test_identity_corpus
 
 
 
@@ -48,6 +49,9 @@ def _demo_test(test):
 
 COUNT, SEED = 400, 7
 ROOT = Path(__file__).resolve().parent.parent
+
+# Every third row of the project's adversarial identity corpus (tests/data/identity/) with identity in it.
+CORPUS_ON_KAFKA = [row for row in test_identity_corpus.CORPUS if row["must_not_contain"]][::3]
 
 # Identities of the extra hostile events (not from the generator's banks, so they occur nowhere else).
 EXTRA_PEOPLE = [
@@ -79,6 +83,10 @@ def _extra_events() -> List[bytes]:
         framed = bytearray(schemas.encode(schemas.RAW, base))
         framed[1:5] = (7).to_bytes(4, "big")
         events.append(bytes(framed))  # unknown schema id
+    for n, row in enumerate(CORPUS_ON_KAFKA):  # the adversarial corpus's variants, through the topics
+        events.append(schemas.encode(schemas.RAW, {
+            "complaint_id": f"idc-{row['id']}", "received_at": f"2026-03-03T{8 + n // 60:02d}:{n % 60:02d}:00+08:00",
+            "text": row["text"], "reporter": row["reporter"], "channel": "web"}))
     return events
 
 
@@ -316,6 +324,14 @@ def test_enriched_leads_and_dead_letter_topics_carry_no_identity(demo_run, scann
                                                             ("dead letters", dead))
              for text in texts if scanner.hits(text)}
     assert leaks == {}
+    # the corpus's variants: none in any topic but the restricted raw one, though they were there
+    assert len(CORPUS_ON_KAFKA) >= 30
+    assert test_identity_corpus.leaks("\n".join(record.value.decode("utf-8", "replace")
+                                                for record in topics["raw"]))
+    assert [hit for text in enriched + leads + dead for hit in test_identity_corpus.leaks(text)] == []
+    corpus_in_leads = {cid for text in leads if text.startswith("{")
+                       for cid in json.loads(text)["complaint_ids"] if cid.startswith("idc-")}
+    assert len(corpus_in_leads) >= 15, "the corpus's complaints reached the leads"
 
 
 @_demo_test

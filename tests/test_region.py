@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from envleads.config import data_path
 from envleads.divisions import TownshipTable, load_divisions, load_townships, parse_township_rows
-from envleads.region import RegionResolver, evaluate_regions, format_region_report, read_gold
+from envleads.region import RegionResolver, _holds_in, evaluate_regions, format_region_report, read_gold
 
 SHARED = Path(os.environ.get("ENVLEADS_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
@@ -417,3 +417,142 @@ def test_gazetteer_renamed_town_stays_ambiguous(resolver):
 def test_gazetteer_named_county_wins(resolver):
     assert code(resolver, "上海市松江区朱家角镇一家饭店油烟扰民。") == "310117"
     assert code(resolver, "朱家角镇路上一家饭店油烟扰民。") is None
+
+
+# -- issue 23: same-named districts settled by context ------------------------------------------------
+# Invented townships in real same-named districts: 鼓楼区 is in 南京 (320106), 徐州 (320302), 福州
+# (350102) and 开封 (410204).
+
+DISTRICT_TOWNSHIPS = TownshipTable([
+    ("望月坊街道", "350102"),  # only in Fuzhou's 鼓楼区 among the candidates ...
+    ("望月坊镇", "330106"),    # ... though Hangzhou's 西湖区 has one too
+    ("青柳街道", "320106"),    # in two candidates of 鼓楼区
+    ("青柳镇", "320302"),
+    ("石湾街道", "410204"),    # a two-character name
+], "fake-districts-1")
+
+
+@pytest.fixture(scope="module")
+def districts():
+    return RegionResolver(townships=DISTRICT_TOWNSHIPS)
+
+
+def test_township_without_suffix_settles_a_same_named_district(districts):
+    result = districts.resolve("鼓楼区望月坊一家面馆的油烟管道直通居民楼。")
+    assert (result.adcode, result.level, result.evidence) == ("350102", "county", "望月坊")
+    assert result.confidence < districts.resolve("福州市鼓楼区一家面馆油烟扰民。").confidence
+
+
+def test_township_in_several_candidates_or_glued_settles_nothing(districts):
+    assert code(districts, "鼓楼区青柳一家面馆油烟扰民。") is None
+    assert code(districts, "鼓楼区石湾一家面馆油烟扰民。") == "410204"
+    assert code(districts, "鼓楼区老石湾一家面馆油烟扰民。") is None  # 石湾 glued to 老: no township
+    # a district with one candidate needs no township; a township never overrides it
+    assert code(districts, "玄武区望月坊一家面馆油烟扰民。") == "320102"
+
+
+@needs_townships
+def test_gazetteer_subdistrict_settles_a_same_named_district(resolver):
+    assert code(resolver, "朝阳区潘家园附近一家石材加工点切割粉尘大。") == "110105"
+    assert code(resolver, "河东区唐家口一家洗车店的污水流到路上。") == "120102"
+    assert code(resolver, "普陀区长风新村一家饭店油烟大。") == "310107"
+
+
+def test_common_word_district_unique_in_the_settled_province(resolver):
+    # 新城区 is Xi'an's and Hohhot's (and a word); a provincial agency leaves one
+    result = resolver.resolve("内蒙古自治区生态环境厅通报,新城区一家洗煤厂煤堆未苫盖。")
+    assert (result.adcode, result.level, result.evidence) == ("150102", "county", "新城区")
+    assert result.confidence <= 0.8
+    # 山东 holds two 市中区 (济南, 枣庄): the province only
+    assert code(resolver, "山东省生态环境厅通报,市中区一家砖厂脱硫设施停运。") == "370000"
+    # the short form 新城 is a word, not the district
+    assert code(resolver, "本报呼和浩特讯 新城一家洗煤厂煤堆未苫盖。") == "150100"
+    # nothing settled: nothing
+    assert code(resolver, "新城区一家洗煤厂煤堆未苫盖。") is None
+
+
+# -- issue 23: which of several places is the polluter's -------------------------------------------
+
+def test_registered_office_gives_way_to_the_site(resolver):
+    assert code(resolver, "一家注册在合肥市蜀山区的公司，在六安市金寨县有个采石场。") == "341524"
+
+
+def test_workplace_and_plate_give_way_to_the_site(resolver):
+    assert code(resolver, "我在浙江省宁波市鄞州区上班，老家上饶市铅山县有人往河里倒农药瓶。") == "361124"
+    assert code(resolver, "在台州市路桥区倾倒垃圾的货车挂的是福建省福州市的牌照。") == "331004"
+
+
+def test_discounted_place_alone_still_counts(resolver):
+    assert code(resolver, "家住合肥市蜀山区的居民反映楼下餐馆油烟扰民。") == "340104"
+
+
+def test_branch_plant_outweighs_the_company_seat(resolver):
+    assert code(resolver, "江苏省常州市一家企业在安徽省宣城市设有分厂，污水偷排。") == "341800"
+    # without a role the two places tie: no answer
+    assert code(resolver, "江苏省常州市一家企业和安徽省宣城市一家企业都有人举报。") is None
+
+
+def test_roles_file_is_versioned(resolver):
+    with open(data_path("region_roles.json"), encoding="utf-8") as handle:
+        document = json.load(handle)
+    assert f"+roles-{document['version']}" in resolver.version
+    assert document["boost_factor"] > 1
+
+
+# -- issue 23: spellings ---------------------------------------------------------------------------
+
+def test_name_with_one_confusable_character(resolver):
+    assert code(resolver, "陨阳区一处石料厂粉尘很大。") == "420304"  # 郧阳区
+    assert code(resolver, "琢州市一家家具厂喷漆。") == "130681"  # 涿州市
+    # without its suffix only right after its province or city
+    assert code(resolver, "河北琢州一家家具厂喷漆。") == "130681"
+    assert code(resolver, "琢州一家家具厂喷漆。") is None
+
+
+def test_confusable_variants_are_never_real_names(resolver):
+    table = load_divisions()
+    variants = [alias for alias, entries in resolver._aliases.items()
+                if any(kind in ("variant", "variant_bare") for _, kind in entries.values())]
+    assert variants and all(len(resolver._aliases[alias]) == 1 and not table.named(alias) for alias in variants)
+
+
+def test_variant_ideograph_is_normalised(resolver):
+    assert code(resolver, "楡林市一家煤化工企业冒黄烟。") == "610800"
+
+
+# -- issue 23: bare names --------------------------------------------------------------------------
+
+def test_unique_bare_county_before_a_locative_cue(resolver):
+    assert code(resolver, "德清一家化工厂夜里偷排。") == "330521"
+    assert code(resolver, "德清某企业夜里偷排。") == "330521"
+    assert code(resolver, "德清的一家化工厂夜里偷排。") == "330521"
+
+
+def test_unique_bare_county_cue_needs_a_word_at_a_boundary(resolver):
+    assert code(resolver, "合作一家企业夜里偷排。") is None  # 合作县, but a frequent word
+    assert code(resolver, "村里准备新建一家养猪场。") is None  # 新建区, glued to 准备
+
+
+def test_bare_city_must_hold_up_as_a_word(resolver):
+    assert code(resolver, "前几天水库边有人烧秸秆。") is None  # 几天|水库, no 天水
+    assert code(resolver, "仓库里的普通化学品堆在露天。") is None  # 普通|化学品, no 通化
+    assert code(resolver, "天水一家铸造厂冒黑烟。") == "620500"
+
+
+def test_holds_in_segmentation():
+    assert _holds_in(["前", "几天", "水库"], 2, 4) is False
+    assert _holds_in(["天水", "一家"], 0, 2) is True
+    assert _holds_in(["向", "北京晨报"], 1, 3) is True  # the head of a longer word
+    assert _holds_in(["普通", "化学品"], 1, 3) is False
+
+
+# -- issue 23: Chongqing's 江北区 and 渝北区 (now 两江新区 500157) ------------------------------------
+
+def test_chongqing_former_districts_resolve_with_a_chongqing_cue(resolver):
+    assert code(resolver, "重庆江北区鱼嘴一家化工厂异味大。") == "500157"  # 重庆江 is no river here
+    assert code(resolver, "渝北区两路一家砖厂粉尘大。") == "500157"
+    assert code(resolver, "宁波江北区一家电镀厂偷排。") == "330205"
+
+
+def test_jiangbei_without_a_cue_is_ambiguous(resolver):
+    assert code(resolver, "江北区某小区楼下的烧烤摊油烟扰民。") is None

@@ -54,13 +54,16 @@ IDENTITY_BEARING_LOGGERS = ("kafka",)
 
 
 def configure_logging(level: str) -> None:
+    """The CLI's logging: ``level`` for envleads, never a level at which a library logs identity."""
     # force: importing Beam already installed a root handler, which would make this a no-op.
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     for name in IDENTITY_BEARING_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-    if logging.getLogger().level > logging.DEBUG:
-        # Beam's INFO lines (runner internals, batch-size statistics) drown envleads' own status.
-        logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    # Beam's INFO lines (runner internals, batch-size statistics) drown envleads' own status; at
+    # DEBUG its workers log every element they process ("Processing [...]": whole lead records and
+    # complaints), which would put anything masking missed into the logs: never below INFO.
+    beam_level = logging.WARNING if logging.getLogger().level > logging.DEBUG else logging.INFO
+    logging.getLogger("apache_beam").setLevel(beam_level)
     import jieba
 
     jieba.setLogLevel(logging.WARNING)

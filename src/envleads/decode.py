@@ -7,6 +7,7 @@ text or the identity, only sizes, field names and positions.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import unicodedata
@@ -29,10 +30,24 @@ CHINA_TZ = timezone(timedelta(hours=8))
 
 
 class DecodeLimits(NamedTuple):
+    """A bound on every field, so that the memory an event costs downstream is bounded by design
+    (an unbounded ``address``, appended to the text, once cost 70 MB per event in enrichment).
+
+    Each is far above what a real value needs: an address is a few dozen characters (2,000 bytes
+    leave room for directions such as "往北200米路口东侧"); a channel is a short code; a reporter's
+    name, phone or ID number is under 60 bytes even for long transliterated names; an adcode is six
+    digits (32 bytes still lets a 12-digit statistical code through, to be ignored). A field over
+    its limit dead-letters the event with its own reason (``<field>_too_large``), never truncated.
+    """
+
     max_event_bytes: int = 1_048_576
     max_text_bytes: int = 20_000
     max_title_bytes: int = 1_000
     max_id_chars: int = 128
+    max_address_bytes: int = 2_000
+    max_channel_bytes: int = 64
+    max_reporter_field_bytes: int = 128
+    max_adcode_bytes: int = 32
 
 
 class _Rejected(Exception):
@@ -104,7 +119,19 @@ def _is_clean_id(value: str) -> bool:
     return _UNCLEAN_ID.search(value) is None
 
 
-def _reporter(document: Dict[str, Any], event_id: Optional[str]) -> Optional[Dict[str, Optional[str]]]:
+def _utf8_size(value: str) -> int:
+    return len(value.encode("utf-8", "surrogatepass"))
+
+
+def _check_size(value: Optional[str], limit: int, reason: str, field: str, event_id: Optional[str]) -> None:
+    """Rejects ``value`` over ``limit`` UTF-8 bytes; the detail names the field and sizes only."""
+    size = 0 if value is None else _utf8_size(value)
+    if size > limit:
+        raise _Rejected(reason, f"field {field}: {size} bytes > {limit}", event_id)
+
+
+def _reporter(document: Dict[str, Any], limits: DecodeLimits,
+              event_id: Optional[str]) -> Optional[Dict[str, Optional[str]]]:
     reporter = document.get("reporter")
     if reporter is None:
         return None
@@ -115,9 +142,12 @@ def _reporter(document: Dict[str, Any], event_id: Optional[str]) -> Optional[Dic
         value = reporter.get(field)
         if value is not None and not isinstance(value, (str, int)):
             raise _Rejected("invalid_field_type", f"field reporter.{field} is {type(value).__name__}", event_id)
+        value = None if value is None else str(value)  # an integer counts by its digits
+        _check_size(value, limits.max_reporter_field_bytes, "reporter_field_too_large", f"reporter.{field}",
+                    event_id)
         # Cleaned exactly like the text (this also drops lone surrogates, which the HMAC could not
         # encode), so that masking finds the reporter's name in the cleaned text.
-        cleaned[field] = None if value is None else _clean_text(str(value))
+        cleaned[field] = None if value is None else _clean_text(value)
     return cleaned
 
 
@@ -132,11 +162,11 @@ def _validate(document: Dict[str, Any], limits: DecodeLimits, key: bytes,
     if not _is_clean_id(complaint_id):
         raise _Rejected("invalid_complaint_id", "control or lone surrogate characters")
     text = _string_field(document, "text", True, event_id)
-    text_bytes = len(text.encode("utf-8", "surrogatepass"))
+    text_bytes = _utf8_size(text)
     if text_bytes > limits.max_text_bytes:
         raise _Rejected("text_too_large", f"{text_bytes} bytes > {limits.max_text_bytes}", event_id)
     title = _string_field(document, "title", False, event_id) or ""
-    if len(title.encode("utf-8", "surrogatepass")) > limits.max_title_bytes:
+    if _utf8_size(title) > limits.max_title_bytes:
         raise _Rejected("title_too_large", f"title over {limits.max_title_bytes} bytes", event_id)
     text = _clean_text(text)
     title = _clean_text(title)
@@ -148,13 +178,21 @@ def _validate(document: Dict[str, Any], limits: DecodeLimits, key: bytes,
     except _Rejected as rejected:
         rejected.event_id = event_id
         raise
+    # every other field is bounded before any work is done on it
     channel = _string_field(document, "channel", False, event_id)
+    _check_size(channel, limits.max_channel_bytes, "channel_too_large", "channel", event_id)
+    # a hint, not content: a code given as a JSON number is read as its digits, any other type ignored
+    jurisdiction = document.get("jurisdiction_adcode")
+    if isinstance(jurisdiction, int) and not isinstance(jurisdiction, bool):
+        jurisdiction = str(jurisdiction)
+    jurisdiction = jurisdiction if isinstance(jurisdiction, str) else None
+    _check_size(jurisdiction, limits.max_adcode_bytes, "jurisdiction_too_large", "jurisdiction_adcode", event_id)
+    address = _string_field(document, "address", False, event_id)
+    _check_size(address, limits.max_address_bytes, "address_too_large", "address", event_id)
+    reporter = _reporter(document, limits, event_id)
     channel = (_clean_text(channel) or None) if channel is not None else None
-    jurisdiction = _string_field(document, "jurisdiction_adcode", False, event_id)
     if jurisdiction is not None and not (len(jurisdiction) == 6 and jurisdiction.isascii() and jurisdiction.isdigit()):
         jurisdiction = None
-    address = _string_field(document, "address", False, event_id)
-    reporter = _reporter(document, event_id)
     masked_text = mask_identity(text, reporter)
     if address:
         masked_text = f"{masked_text}\n地址：{mask_identity(_clean_text(address), reporter)}"
@@ -185,6 +223,11 @@ def _clean_text(value: str) -> str:
     return "".join(ch for ch in value if ch in "\n\t" or unicodedata.category(ch)[0] != "C")
 
 
+def content_digest(payload: bytes) -> str:
+    """A short digest of an event's bytes (:attr:`Complaint.content_digest`)."""
+    return hashlib.blake2b(payload, digest_size=8).hexdigest()
+
+
 def decode_event(payload: bytes, fmt: str, key: bytes, limits: DecodeLimits = DecodeLimits(),
                  source: Optional[KafkaCoordinates] = None) -> Union[Complaint, DeadLetter]:
     """Turns one raw event into a validated, identity-free :class:`Complaint`, or a dead letter.
@@ -202,6 +245,6 @@ def decode_event(payload: bytes, fmt: str, key: bytes, limits: DecodeLimits = De
         if len(payload) > limits.max_event_bytes:
             raise _Rejected("event_too_large", f"{len(payload)} bytes > {limits.max_event_bytes}")
         document = _parse_avro(payload) if fmt == AVRO else _parse_json(payload)
-        return _validate(document, limits, key, source)
+        return _validate(document, limits, key, source)._replace(content_digest=content_digest(payload))
     except _Rejected as rejected:
         return DeadLetter(STAGE, rejected.reason, rejected.detail, rejected.event_id, bytes(payload or b""), source)

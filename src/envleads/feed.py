@@ -62,7 +62,9 @@ CSV_COLUMNS = (
 )
 # Excel runs a cell that starts with one of these as a formula (CSV injection); every text cell
 # that does (a summary, but also a channel or a complaint id, which the submitter chose) gets a
-# leading apostrophe, which Excel shows as text and hides.
+# leading apostrophe, which Excel shows as text and hides. Also caught: the sign after leading
+# white space (readers that trim cells would see it first) and in its full-width or small form
+# (＝＋－＠, ﹦﹢﹣﹫, which some spreadsheets take as the sign), by the character's NFKC form.
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 _LIST_SEPARATOR = ";"
 
@@ -268,7 +270,8 @@ def lead_to_feed_dict(lead: Lead, rank: int, now_ms: int) -> Dict:
 
 
 def _excel_safe(text: str) -> str:
-    return "'" + text if text.startswith(_FORMULA_PREFIXES) else text
+    first = unicodedata.normalize("NFKC", text.lstrip()[:1])
+    return "'" + text if text.startswith(_FORMULA_PREFIXES) or first.startswith(_FORMULA_PREFIXES) else text
 
 
 def lead_to_csv_row(lead: Lead, rank: int, now_ms: int) -> Dict[str, object]:

@@ -44,6 +44,9 @@ class Complaint(NamedTuple):
     reporter_key: Optional[str]
     jurisdiction_adcode: Optional[str] = None
     source: Optional[KafkaCoordinates] = None
+    # digest of the event's bytes: a redelivery has the same, another complaint under a used id
+    # another (dead letter ``duplicate_id_conflict``); never serialised
+    content_digest: str = ""
 
 
 class SegmentedComplaint(NamedTuple):

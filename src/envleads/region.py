@@ -20,8 +20,22 @@ confidence than a named county. A township never overrides a county the text nam
 name shared by several counties (城关镇 is in more than eighty) gives nothing. Written without its
 suffix (小板 for 小板镇) a township counts only right before a village or community (小板罗黄村).
 
+When a same-named district stops the answer (朝阳区 alone), a township written without its
+suffix (三里屯) settles it if it lies in exactly one of that district's candidates: the name is looked
+for only among their townships, so that a short name is no risk elsewhere. A full name that is also
+a common word (新城区, 市中区) counts once the text has settled a province or city holding exactly one
+division of that name (陕西省生态环境厅 ... 新城区).
+
+When several places are named, the words around each chain of names (江苏省南京市江宁区) give it a
+role (``region_roles.json``): a registered office, a mailing address, the writer's home or workplace
+or a vehicle's plate is left out when another place remains; the place reported, a site, a branch
+plant weighs more. Names written with one commonly confused character (汩罗市, 陨西县) count when
+they name one division only; bare city and province names count only when they hold up as words
+(这几天水面上 holds no 天水).
+
 All names, suffixes, context patterns and weights are data (``region_aliases.json``,
-``region_towns.json``, ``former_divisions.json``); this module holds only the procedure.
+``region_towns.json``, ``region_roles.json``, ``former_divisions.json``); this module holds only the
+procedure.
 """
 from __future__ import annotations
 
@@ -31,7 +45,6 @@ import json
 import logging
 import os
 import re
-import unicodedata
 from collections import defaultdict
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -39,29 +52,16 @@ from envleads.config import ConfigError, data_path, load_json_config
 from envleads.divisions import (CITY, COUNTY, MUNICIPALITY_CODES, PROVINCE, DivisionTable, TownshipTable,
                                  load_divisions, load_townships)
 from envleads.records import RegionResolution
+from envleads.text import normalise as _normalise, shared_tokenizer
 
 ALIASES_FILE = "region_aliases.json"
 TOWNS_FILE = "region_towns.json"
+ROLES_FILE = "region_roles.json"
 
 _LOGGER = logging.getLogger(__name__)
 
 _LEVEL_DEPTH = {PROVINCE: 0, CITY: 1, COUNTY: 2}
 _CJK_RE = re.compile(r"[\u4e00-\u9fff]")
-
-
-def _fallback_normalise(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text)
-    try:
-        from opencc import OpenCC
-    except ImportError:  # pragma: no cover - opencc is a dependency
-        return text
-    return OpenCC("t2s").convert(text)
-
-
-try:  # the shared normaliser (look-alikes, traditional characters) when the text module exists
-    from envleads.text import normalise as _normalise
-except ImportError:  # pragma: no cover
-    _normalise = _fallback_normalise
 
 
 def _char_class(chars: Iterable[str]) -> str:
@@ -77,27 +77,52 @@ def _lengths_by_ending(names: Iterable[str]) -> Dict[str, Tuple[int, ...]]:
     return {ending: tuple(sorted(found, reverse=True)) for ending, found in lengths.items()}
 
 
-def _common_words(names: set, min_freq: int) -> set:
-    """Those of ``names`` that jieba's general dictionary lists as ordinary words (not place names).
+def _ordinary_words(names: set) -> Dict[str, int]:
+    """Those of ``names`` that jieba's general dictionary lists as ordinary words (part of speech
+    not ns), with their frequency.
 
     The dictionary file is read, not imported through jieba (whose global tokenizer we never
-    touch); only its lines for ``names`` are split. Without jieba nothing is excluded.
+    touch); only its lines for ``names`` are split. Without jieba nothing is listed.
     """
     if not names:
-        return set()
+        return {}
     spec = importlib.util.find_spec("jieba")
     if spec is None or not spec.submodule_search_locations:  # pragma: no cover - jieba is a dependency
-        _LOGGER.warning("jieba not installed: township names are not checked against common words")
-        return set()
-    words = set()
+        _LOGGER.warning("jieba not installed: names are not checked against common words")
+        return {}
+    words: Dict[str, int] = {}
     with open(os.path.join(list(spec.submodule_search_locations)[0], "dict.txt"), encoding="utf-8") as handle:
         for line in handle:
             word = line[:line.find(" ")]
             if word in names:
                 _, freq, pos = line.split()
-                if int(freq) >= min_freq and not pos.startswith("ns"):
-                    words.add(word)
+                if not pos.startswith("ns"):
+                    words[word] = max(words.get(word, 0), int(freq))
     return words
+
+
+def _common_words(names: set, min_freq: int) -> set:
+    """Those of ``names`` that jieba lists as ordinary words with frequency ``min_freq`` or more."""
+    return {word for word, freq in _ordinary_words(names).items() if freq >= min_freq}
+
+
+def _one_character_variants(name: str, wrong_for: Dict[str, Tuple[str, ...]]) -> List[str]:
+    """``name`` with one character replaced by a character commonly written for it (汨罗市 -> 汩罗市)."""
+    return [name[:index] + wrong + name[index + 1:]
+            for index, char in enumerate(name) for wrong in wrong_for.get(char, ())]
+
+
+def _holds_in(tokens: Iterable[str], start: int, end: int) -> bool:
+    """True when, in the segmentation ``tokens``, a word starts at ``start`` and a word ends at
+    ``end`` or the word starting at ``start`` runs past it: the name is a word, words, or a word's
+    head (北京晨报), not the tail of one word and the head of the next (几天|水面 around 天水)."""
+    bounds, offset, head_end = {0}, 0, -1
+    for token in tokens:
+        if offset == start:
+            head_end = offset + len(token)
+        offset += len(token)
+        bounds.add(offset)
+    return start in bounds and (end in bounds or head_end >= end)
 
 
 class _Mention(NamedTuple):
@@ -127,12 +152,14 @@ class _Kinds(NamedTuple):
     bare_county: bool  # some entry is a bare county name
 
 
+_WEAK_KINDS = frozenset({"bare_county", "organisation", "common_word", "variant_bare"})
+_BARE_KINDS = _WEAK_KINDS | {"bare_province", "bare_city"}
+
+
 def _kinds(entries: Dict[str, Tuple[float, str]]) -> _Kinds:
     """The :class:`_Kinds` of one alias's entries (adcode -> (weight, kind))."""
     kinds = {kind for _, kind in entries.values()}
-    return _Kinds(max(entries.values())[1],
-                  kinds <= {"bare_province", "bare_city", "bare_county", "organisation", "common_word"},
-                  kinds <= {"bare_county", "organisation", "common_word"}, "bare_county" in kinds)
+    return _Kinds(max(entries.values())[1], kinds <= _BARE_KINDS, kinds <= _WEAK_KINDS, "bare_county" in kinds)
 
 
 class RegionResolver:
@@ -144,15 +171,20 @@ class RegionResolver:
         towns_path: township rules, supplements and bureau branches (``region_towns.json``).
         townships: township names; defaults to :func:`envleads.divisions.load_townships`, or to
             none (with a warning, and ``townships-none`` in the version) when its package is absent.
+        roles_path: cues for the role of a place among several (``region_roles.json``).
     """
 
     def __init__(self, table: Optional[DivisionTable] = None, aliases_path: Optional[str] = None,
-                 towns_path: Optional[str] = None, townships: Optional[TownshipTable] = None):
+                 towns_path: Optional[str] = None, townships: Optional[TownshipTable] = None,
+                 roles_path: Optional[str] = None):
         self._table = table or load_divisions()
         config = load_json_config(aliases_path or data_path(ALIASES_FILE),
                                   required=("version", "weights", "context", "decision"))
         towns = load_json_config(towns_path or data_path(TOWNS_FILE),
                                  required=("version", "bureau_branches", "towns", "township_rules"))
+        roles = load_json_config(roles_path or data_path(ROLES_FILE),
+                                 required=("version", "window", "chain_gap", "discount_before", "discount_after",
+                                           "boost_before", "boost_after", "boost_factor"))
         if townships is None:
             try:
                 townships = load_townships()
@@ -160,7 +192,7 @@ class RegionResolver:
                 _LOGGER.warning("township names unavailable: %s", error)
                 townships = TownshipTable([], "none")
         self.version = (f"{self._table.version}+townships-{townships.version}"
-                        f"+aliases-{config['version']}+towns-{towns['version']}")
+                        f"+aliases-{config['version']}+towns-{towns['version']}+roles-{roles['version']}")
         try:
             self._weights: Dict[str, float] = {k: float(v) for k, v in config["weights"].items()
                                                if k != "about"}
@@ -168,8 +200,9 @@ class RegionResolver:
             self._re = {key: re.compile(context[key]) for key in (
                 "after_road", "after_feature_bare", "after_dateline", "before_dateline",
                 "after_organisation", "after_premises_bare", "after_agency", "document_code",
-                "after_locative_bare", "before_locative_bare")}
+                "after_locative_bare", "before_locative_bare", "after_locative_unique_bare")}
             decision = config["decision"]
+            self._common_full_min = int(decision["common_full_name_min_chars"])
             self._min_support = float(decision["min_support"])
             self._margin = float(decision["margin"])
             self._ratio = {level: float(decision["ratio"][level]) for level in (PROVINCE, CITY, COUNTY)}
@@ -178,14 +211,33 @@ class RegionResolver:
             self._common = set(config["common_word_names"]["names"])
             self._common_full = re.compile(config["common_word_full_name_pattern"])
             self._not_places = set(config["not_places"]["names"])
+            wrong_for: Dict[str, List[str]] = defaultdict(list)
+            for wrong, right in sorted(config["confusable_characters"]["map"].items()):
+                wrong_for[right].append(wrong)
+            self._wrong_for = {right: tuple(wrongs) for right, wrongs in wrong_for.items()}
+            self._ordinary_min = int(config["unique_bare_county"]["ordinary_word_min_freq"])
+            self._word_check_kinds = frozenset(config["bare_word_check"]["kinds"])
+            self._word_window = int(config["bare_word_check"]["window"])
+            self._role_window = int(roles["window"])
+            self._role_re = {key: re.compile(roles[key]) for key in (
+                "chain_gap", "discount_before", "discount_after", "boost_before", "boost_after")}
+            self._boost = float(roles["boost_factor"])
         except KeyError as error:
-            raise ConfigError(f"{ALIASES_FILE}: missing key {error}") from error
+            raise ConfigError(f"{ALIASES_FILE}/{ROLES_FILE}: missing key {error}") from error
         self._divisions = {d.adcode: d for d in self._table if d.province_code not in self._excluded}
         # alias -> {adcode: (weight, kind)}; the kind of the strongest entry decides context rules.
         self._aliases: Dict[str, Dict[str, Tuple[float, str]]] = {}
         self._bureaus: Dict[str, str] = {}
         self._build_aliases(config)
+        self._build_variants()
         self._alias_kinds = {alias: _kinds(entries) for alias, entries in self._aliases.items()}
+        self._build_unique_bare()
+        # full names that are common words, long enough to be a district's name (新城区, not 城区)
+        self._common_full_names = frozenset(name for name in self._common
+                                            if len(name) >= self._common_full_min and self._table.named(name))
+        # bare names must hold up as words (bare_word_check): the process's segmenter, shared with
+        # the classifier (about 0.2 s to build once)
+        self._segmenter = shared_tokenizer()
         self._build_towns(towns)
         self._build_townships(towns, townships)
         # Every name a mention can start with, indexed by its first two characters. One regex scan
@@ -292,6 +344,35 @@ class RegionResolver:
                     if short and short not in self._aliases:
                         self._add(short, former.current_adcode, "bare_county")
 
+    def _build_variants(self) -> None:
+        """Names with one confusable character (``confusable_characters``): 汩罗市 for 汨罗市.
+
+        Only a variant that names one division and is no other name counts: with its suffix it
+        is sure, without it (荣阳 for 荥阳) it is weak and needs its province or city right before it.
+        """
+        found: Dict[str, Dict[str, str]] = defaultdict(dict)  # variant -> {adcode: kind}
+        for alias, entries in self._aliases.items():
+            for code, (_, kind) in entries.items():
+                variant_kind = ("variant" if kind in ("full", "former", "suffix_variant") else
+                                "variant_bare" if kind in ("bare_province", "bare_city", "bare_county") else None)
+                if variant_kind is None:
+                    continue
+                for variant in _one_character_variants(alias, self._wrong_for):
+                    if found[variant].get(code) != "variant":
+                        found[variant][code] = variant_kind
+        for variant, codes in sorted(found.items()):
+            if len(codes) == 1 and variant not in self._aliases and variant not in self._not_places:
+                (code, kind), = codes.items()
+                self._add(variant, code, kind)
+
+    def _build_unique_bare(self) -> None:
+        """Bare county names that may count before 一家/一处/某: those of one division only that
+        jieba does not list as frequent ordinary words (合作, 资源 are)."""
+        unique = {alias for alias, entries in self._aliases.items()
+                  if len(entries) == 1 and next(iter(entries.values()))[1] == "bare_county"}
+        ordinary = _ordinary_words(unique)
+        self._unique_bare = frozenset(a for a in unique if ordinary.get(a, 0) < self._ordinary_min)
+
     def _build_towns(self, towns: dict) -> None:
         for branch in towns["bureau_branches"]:
             for name in branch["names"]:
@@ -356,6 +437,18 @@ class RegionResolver:
             return interned.setdefault(key, key)
 
         self._town_full = {name: frozen(bare[base]) for name, base in full.items()}
+        # County -> its township names without suffix, for settling a same-named district
+        # (三里屯 in 朝阳区): looked for only among a few candidates, so a name of three characters
+        # or more counts even when it is a word (相国寺) or ends like a village (曹杨新村).
+        names_too = set(self._aliases) | set(self._bureaus) | self._common | self._not_places | stop
+        two_char_words = _common_words({base for base in bare if len(base) == 2}, min_freq)
+        by_county: Dict[str, List[str]] = defaultdict(list)
+        for base, codes in bare.items():
+            if base in names_too or len(base) == 2 and base in two_char_words:
+                continue
+            for code in codes:
+                by_county[code].append(base)
+        self._district_towns = {code: tuple(sorted(bases)) for code, bases in by_county.items()}
         self._town_bare = {base: frozen(codes) for base, codes in bare.items()
                            if base not in excluded and not base.endswith(bad_endings)}
         # Lengths of the names by their last two characters, longest first: at a suffix or before a
@@ -444,6 +537,30 @@ class RegionResolver:
                     break
         return found
 
+    def _full_name_at(self, text: str, start: int) -> bool:
+        """True when a division's full name starts at ``start``: 重庆江北区 is 重庆 and 江北区, not a
+        river 重庆江 (a bare name before 江, 河, 湖 ... is otherwise a feature)."""
+        for length in self._alias_lengths:
+            name = text[start:start + length]
+            if len(name) == length and name in self._alias_kinds and not self._alias_kinds[name].bare:
+                return True
+        return False
+
+    def _unique_bare_cue(self, text: str, start: int, surface: str, after: str) -> bool:
+        """True for a bare county name of one division before 一家/一处/某 (桐庐一家造纸厂) that starts
+        at a boundary and holds up as a word there: 准备新建一家 and 胡龙海某 are no places."""
+        return (surface in self._unique_bare and bool(self._re["after_locative_unique_bare"].match(after))
+                and self._after_boundary(text, start) and self._holds_as_word(text, start, start + len(surface)))
+
+    def _holds_as_word(self, text: str, start: int, end: int) -> bool:
+        """True when segmenting the text around ``text[start:end]`` cuts before and after it.
+
+        Only a few characters either side are segmented (``bare_word_check.window``): enough for
+        the words that could swallow an edge of the name (几天|水面 around 天水).
+        """
+        low = max(0, start - self._word_window)
+        return _holds_in(self._segmenter.lcut(text[low:end + self._word_window], HMM=False), start - low, end - low)
+
     def _adjacent(self, mentions: List[_Mention]) -> List[_Mention]:
         """A weak county name right after its own province or city (浙江萧山, 杭州萧山) is sure."""
         for index in range(1, len(mentions)):
@@ -474,14 +591,17 @@ class RegionResolver:
                             "agency")
         entries = self._aliases[surface]
         kind, is_bare, weak_alone, bare_county = self._alias_kinds[surface]
-        if is_bare and self._re["after_feature_bare"].match(after):
+        if is_bare and self._re["after_feature_bare"].match(after) and not self._full_name_at(text, end):
+            return None
+        if is_bare and kind in self._word_check_kinds and not self._holds_as_word(text, start, end):
             return None
         if agency and surface in self._bureaus:
             return _Mention(start, end, surface, {self._bureaus[surface]: self._weights["agency"] * scale},
                             "agency")
         cap = None
         locative = bare_county and bool(self._re["after_locative_bare"].match(after)
-                                        or self._re["before_locative_bare"].search(before))
+                                        or self._re["before_locative_bare"].search(before)
+                                        or self._unique_bare_cue(text, start, surface, after))
         if agency:
             kind = "agency"
             weak_alone = False
@@ -575,7 +695,8 @@ class RegionResolver:
             mentions += self._mentions(address, 2.0)
             towns += self._towns(address)
         body = _normalise(f"{title}\n{text}" if title else text or "")
-        mentions += self._mentions(body, 1.0)
+        body_mentions = self._by_role(body, self._mentions(body, 1.0))
+        mentions += body_mentions
         towns += self._towns(body)
         if all(mention.needs_support for mention in mentions):
             return self._by_town(towns, None, 1.0, [], jurisdiction_adcode) or self._empty()
@@ -602,14 +723,109 @@ class RegionResolver:
             if not level_mentions:
                 break
         if chosen is None or self._divisions[chosen].level != COUNTY:
-            # Stopped above county: a township may settle it inside what the text already says.
-            sure = [m for m in (level_mentions if chosen else mentions) if not m.needs_support]
+            # Stopped above county: a common-word district name unique inside what the text settled,
+            # or a township inside what the text already says, may settle it.
+            left = level_mentions if chosen else mentions
+            common = self._common_full_in_scope(left) if chosen else None
+            if common is not None:
+                return self._resolution(common, round(min(confidence, 0.5 + 0.5 * self._weights[
+                    "common_full_in_scope"]), 2), mentions)
+            sure = [m for m in left if not m.needs_support]
+            towns = towns + self._towns_in_districts(body, sure, chosen, body_mentions)
             by_town = self._by_town(towns, chosen, confidence if chosen else 1.0, sure, jurisdiction_adcode)
             if by_town is not None:
                 return by_town
         if chosen is None:
             return self._empty()
         return self._resolution(chosen, round(confidence, 2), mentions)
+
+    def _common_full_in_scope(self, left: List[_Mention]) -> Optional[str]:
+        """The one county that common-word full names (新城区) leave inside the settled division.
+
+        ``left`` are the mentions narrowed to the province or city the vote settled. 新城区 alone is
+        in two provinces and a word besides; once 陕西省 is settled it is Xi'an's. A sure mention of
+        a county there (a tie between two named counties) leaves it undecided.
+        """
+        codes = set()
+        for mention in left:
+            counties = {c for c in mention.candidates if self._divisions[c].level == COUNTY}
+            if counties and not mention.needs_support:
+                return None
+            if mention.kind == "common_word" and mention.surface in self._common_full_names:
+                codes |= counties
+        return codes.pop() if len(codes) == 1 else None
+
+    def _towns_in_districts(self, text: str, sure: List[_Mention], scope: Optional[str],
+                            spans: List[_Mention]) -> List[_Town]:
+        """Townships written without suffix (三里屯) among those of a same-named district's candidates.
+
+        Only when a sure mention leaves two counties or more (朝阳区: Beijing's and Changchun's)
+        are their townships looked for, anywhere in ``text`` outside the names in ``spans``;
+        each found is a :class:`_Town` of the candidates that hold it, for :meth:`_by_town`. A
+        two-character name must follow a boundary, as a bare township does.
+        """
+        candidates = set()
+        for mention in sure:
+            counties = {c for c in mention.candidates if self._divisions[c].level == COUNTY
+                        and (scope is None or self._within(c, scope))}
+            if len(counties) > 1:
+                candidates |= counties
+        if not candidates:
+            return []
+        holders: Dict[str, set] = defaultdict(set)
+        for code in candidates:
+            for base in self._district_towns.get(code, ()):
+                holders[base].add(code)
+        taken = bytearray(len(text))
+        for mention in spans:
+            taken[mention.start:mention.end] = b"\1" * (mention.end - mention.start)
+        found = []
+        for base in sorted(holders):
+            start = text.find(base)
+            while start >= 0:
+                end = start + len(base)
+                if taken.find(1, start, end) < 0 and (len(base) > self._town_min_base
+                                                      or self._after_boundary(text, start)):
+                    found.append(_Town(start, end, base, tuple(sorted(holders[base])),
+                                       self._weights["town_in_district"]))
+                    break
+                start = text.find(base, start + 1)
+        return found
+
+    def _by_role(self, text: str, mentions: List[_Mention]) -> List[_Mention]:
+        """The mentions with the roles of their places applied (``region_roles.json``).
+
+        Consecutive names form a chain (江苏省南京市江宁区). A chain after 注册地 or before 的牌照 is
+        not the polluter's site: it is left out when another chain with a sure name remains. A
+        chain after 被举报地点 or before 设有 is: its support is multiplied when another chain
+        competes. One chain, or no sure name outside the discounted ones, leaves all as they are.
+        """
+        chains: List[List[_Mention]] = []
+        for mention in mentions:
+            if chains and self._role_re["chain_gap"].fullmatch(text[chains[-1][-1].end:mention.start]):
+                chains[-1].append(mention)
+            else:
+                chains.append([mention])
+        if len(chains) < 2:
+            return mentions
+        roles = [self._role(text, chain[0].start, chain[-1].end) for chain in chains]
+        kept = [(chain, role) for chain, role in zip(chains, roles) if role != "discount"]
+        if not any(not mention.needs_support for chain, _ in kept for mention in chain):
+            return mentions
+        boost = len({role for _, role in kept}) > 1  # boosted chains and others compete
+        return [mention._replace(candidates={c: w * self._boost for c, w in mention.candidates.items()})
+                if boost and role == "boost" else mention
+                for chain, role in kept for mention in chain]
+
+    def _role(self, text: str, start: int, end: int) -> str:
+        """``discount``, ``boost`` or ``""`` for the chain of names at ``text[start:end]``."""
+        before = text[max(0, start - self._role_window):start]
+        after = text[end:end + self._role_window]
+        if self._role_re["discount_before"].search(before) or self._role_re["discount_after"].match(after):
+            return "discount"
+        if self._role_re["boost_before"].search(before) or self._role_re["boost_after"].match(after):
+            return "boost"
+        return ""
 
     def _by_town(self, towns: List[_Town], scope: Optional[str], confidence: float,
                  sure: List[_Mention], jurisdiction: Optional[str]) -> Optional[RegionResolution]:

@@ -880,6 +880,9 @@ class MatterIndex:
         # matters seen again or dropped since: a heap, so that expiry looks at the expired only
         # instead of walking every live matter each round
         self._by_last_seen: List[Tuple[int, str]] = []
+        # matters changed and dropped since the last :meth:`take_changes` (the state changelog)
+        self._changed: set = set()
+        self._dropped: set = set()
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -911,6 +914,8 @@ class MatterIndex:
 
     def _drop(self, cluster_id: str) -> None:
         matter = self._matters.pop(cluster_id)
+        self._changed.discard(cluster_id)
+        self._dropped.add(cluster_id)
         matter.members = []
         self._set_shingles(matter)
         self._postings.release(cluster_id)
@@ -1339,6 +1344,7 @@ class MatterIndex:
             self._seen(matter)
             self._add_report(matter, features, reporters)
             self._add_complaint_ids(matter, [complaint_id])
+            self._changed.add(cluster_id)
             return Assignment(cluster_id, None, True, 0.0, "new")
         matter = self._matters[best.cluster_id]
         matter.report_count += 1
@@ -1348,6 +1354,7 @@ class MatterIndex:
         matter.first_seen_ms = min(matter.first_seen_ms, event_time_ms)
         self._add_report(matter, features, reporters)
         self._add_complaint_ids(matter, [complaint_id])
+        self._changed.add(matter.cluster_id)
         return Assignment(matter.cluster_id, matter.first_complaint_id, False, round(best.text, 4),
                           "text" if best.evidence == "text" else f"text+{best.evidence}", best.shared)
 
@@ -1431,6 +1438,7 @@ class MatterIndex:
                 matter.reporters.append(reporter)
                 _index(self._reporter_index, reporter, cluster_id)
         self._add_complaint_ids(matter, [first_complaint_id] + [c for c in complaint_ids if c != first_complaint_id])
+        self._changed.add(cluster_id)
 
     def matter_summary(self, cluster_id: str) -> Dict[str, Any]:
         """What a lead should carry so that :meth:`restore_matter` can rebuild the matter."""
@@ -1450,14 +1458,35 @@ class MatterIndex:
             "complaint_ids": list(m.complaint_ids),
         }
 
+    @staticmethod
+    def _row(m: _Matter) -> list:
+        return [m.cluster_id, m.first_complaint_id, m.first_seen_ms, m.last_seen_ms,
+                m.report_count, [_signature_to_b64(s) for s in m.members],
+                m.entities, m.types, m.reporters, m.title_entities, m.regions, m.complaint_ids,
+                m.environmental]
+
+    def _load_row(self, row: Sequence[Any]) -> None:
+        (cid, first, first_ms, last_ms, count, sigs, ents, types, reporters, titled, regions, complaint_ids,
+         environmental) = row
+        if cid in self._matters:
+            self._drop(cid)
+        matter = _Matter(cid, first, int(first_ms), int(last_ms), int(count), [], {}, dict(types),
+                         list(reporters), [], dict(regions), environmental=bool(environmental))
+        self._matters[cid] = matter
+        self._seen(matter)
+        matter.members = [_signature_from_b64(s) for s in sigs]
+        self._set_shingles(matter)
+        self._add_entities(matter, [], titled)
+        for entity, n in ents.items():
+            matter.entities[entity] = int(n)
+            _index(self._entity_index, self._entity_key(entity), cid)
+        for reporter in matter.reporters:
+            _index(self._reporter_index, reporter, cid)
+        self._add_complaint_ids(matter, complaint_ids)
+
     def to_state(self) -> Dict[str, Any]:
         """Compact JSON-able state (sketches as base64 little-endian uint32)."""
-        matters = []
-        for m in sorted(self._matters.values(), key=lambda m: (m.first_seen_ms, m.cluster_id)):
-            matters.append([m.cluster_id, m.first_complaint_id, m.first_seen_ms, m.last_seen_ms,
-                            m.report_count, [_signature_to_b64(s) for s in m.members],
-                            m.entities, m.types, m.reporters, m.title_entities, m.regions, m.complaint_ids,
-                            m.environmental])
+        matters = [self._row(m) for m in sorted(self._matters.values(), key=lambda m: (m.first_seen_ms, m.cluster_id))]
         return {"format": STATE_FORMAT, "version": self.config.version, "block": self.block,
                 "sketch_size": self.config.sketch_size,
                 "shingle_chars": self.config.shingle_chars, "seed": self.config.seed, "matters": matters}
@@ -1476,25 +1505,28 @@ class MatterIndex:
                               "are not comparable (rebuild from leads instead)")
         added = 0
         for row in state["matters"]:
-            (cid, first, first_ms, last_ms, count, sigs, ents, types, reporters, titled, regions, complaint_ids,
-             environmental) = row
-            if cid in self._matters:
-                continue
-            matter = _Matter(cid, first, int(first_ms), int(last_ms), int(count), [], {}, dict(types),
-                             list(reporters), [], dict(regions), environmental=bool(environmental))
-            self._matters[cid] = matter
-            self._seen(matter)
-            matter.members = [_signature_from_b64(s) for s in sigs]
-            self._set_shingles(matter)
-            self._add_entities(matter, [], titled)
-            for entity, n in ents.items():
-                matter.entities[entity] = int(n)
-                _index(self._entity_index, self._entity_key(entity), cid)
-            for reporter in matter.reporters:
-                _index(self._reporter_index, reporter, cid)
-            self._add_complaint_ids(matter, complaint_ids)
-            added += 1
+            if row[0] not in self._matters:
+                self._load_row(row)
+                added += 1
         return added
+
+    def take_changes(self) -> Tuple[List[str], List[str]]:
+        """The ids of the matters changed and of those dropped since the last call: with
+        :meth:`matter_rows`, a changelog from which :meth:`load_changes` rebuilds exactly this
+        index (as a restart must)."""
+        changed, dropped = sorted(self._changed), sorted(self._dropped - self._changed)
+        self._changed, self._dropped = set(), set()
+        return changed, dropped
+
+    def matter_rows(self, cluster_ids: Iterable[str]) -> List[list]:
+        """JSON-able rows of live matters (as in :meth:`to_state`)."""
+        return [self._row(self._matters[cid]) for cid in cluster_ids]
+
+    def load_changes(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Loads changelog rows (:meth:`matter_rows`) of live matters; they are not changes."""
+        for row in rows:
+            self._load_row(row)
+        self._changed, self._dropped = set(), set()
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], config: Optional[RepeatConfig] = None,

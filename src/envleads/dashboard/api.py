@@ -2,7 +2,9 @@
 
 Every lead goes through :func:`envleads.feed.lead_to_feed_dict` or :func:`lead_row`, which never
 carry ``reporter_keys``: the page has no way to show an identity or a pseudonym. Filters and order
-are the feed's (:mod:`envleads.feed`), so the page, ``tail`` and ``export`` agree on what rank 3 is.
+are the feed's (:mod:`envleads.feed`), so the page, ``tail`` and ``export`` agree on what rank 3 is;
+the page's filter is matched by :func:`lead_matcher`, which decides as ``feed.matches`` does but
+through sets, because its values come from any web client (tested to agree).
 
 Counts over time count new leads by the event time of their first report (China Standard Time): by
 day when the leads span at most 62 days, by week (from Monday) up to two years, else by month. A
@@ -21,6 +23,8 @@ from envleads.feed import (
     CST, LeadFilter, format_reason, format_time_ms, is_overdue, lead_location, lead_to_feed_dict, place_name,
     rank_leads,
 )
+
+_REGION_LEVELS = ("province", "city", "county")
 from envleads.records import POLLUTION_LABELS, Lead
 from envleads.scoring import TIER_ORDER
 
@@ -189,12 +193,71 @@ def region_grouping(leads: Sequence[Lead]) -> Callable[[Lead], str]:
     return group_of
 
 
+def lead_matcher(lead_filter: LeadFilter, now_ms: int) -> Callable[[Lead], bool]:
+    """``lambda lead: feed.matches(lead, lead_filter, now_ms)``, at a cost per lead that does not
+    grow with the number of filter values (the dashboard's filters come from any web client).
+
+    The values go into sets: an adcode query matches when one of the lead's adcode prefixes (of the
+    queries' lengths) is in the set; a campaign query when the campaign or one of its dotted prefixes
+    is; a name query (a substring of the province, city or county) is looked up among the name's
+    substrings of the queries' lengths, once per distinct name.
+    """
+    codes = frozenset(q for q in lead_filter.regions if q.isdigit())
+    names = frozenset(q for q in lead_filter.regions if not q.isdigit())
+    code_lengths = sorted({len(q) for q in codes})
+    name_lengths = sorted({len(q) for q in names})
+    types = frozenset(lead_filter.types)
+    campaigns = frozenset(lead_filter.campaigns)
+    name_hits: Dict[str, bool] = {}
+
+    def name_matches(name: str) -> bool:
+        hit = name_hits.get(name)
+        if hit is None:
+            hit = name_hits[name] = any(name[i:i + n] in names for n in name_lengths
+                                        for i in range(len(name) - n + 1))
+        return hit
+
+    def region_matches(region: Optional[dict]) -> bool:
+        if not region:
+            return False
+        if codes:
+            adcode = region.get("adcode") or ""
+            if any(adcode[:n] in codes for n in code_lengths if n <= len(adcode)):
+                return True
+        return bool(names) and any(name_matches(region.get(level) or "") for level in _REGION_LEVELS)
+
+    def campaign_matches(campaign: str) -> bool:
+        if campaign in campaigns:
+            return True
+        dot = campaign.find(".")
+        while dot >= 0:
+            if campaign[:dot] in campaigns:
+                return True
+            dot = campaign.find(".", dot + 1)
+        return False
+
+    def matches(lead: Lead) -> bool:
+        if lead_filter.regions and not region_matches(lead.region):
+            return False
+        if types and types.isdisjoint(lead.pollution_types):
+            return False
+        if lead_filter.min_score is not None and lead.score < lead_filter.min_score:
+            return False
+        if campaigns and not any(campaign_matches(c) for c in lead.campaigns):
+            return False
+        if lead_filter.overdue_only and not is_overdue(lead, now_ms):
+            return False
+        return True
+
+    return matches
+
+
 def leads_payload(leads: Iterable[Lead], lead_filter: LeadFilter, now_ms: int,
                   limit: int = DEFAULT_ROW_LIMIT, table=None) -> Dict:
     """The page's main payload: ranked rows (the first ``limit``), counts, map points and charts,
-    all over the leads passing ``lead_filter``."""
+    all over the leads passing ``lead_filter`` (matched by :func:`lead_matcher`, ordered by the feed)."""
     leads = list(leads)
-    ranked = rank_leads(leads, now_ms, lead_filter)
+    ranked = rank_leads(filter(lead_matcher(lead_filter, now_ms), leads), now_ms)
     return {
         "total": len(leads),
         "matched": len(ranked),

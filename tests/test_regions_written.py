@@ -1,0 +1,105 @@
+"""Shape of the project's written region corpus (tests/data/regions_written, issue 23).
+
+Checks only that the corpus is well formed: row counts, fields, gold codes that exist in envleads's
+division table and agree with each other, every class present in both parts. No quality threshold:
+how well envleads does on it is measured by bench/bench_regions_libraries.py.
+"""
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from envleads.divisions import CITY, COUNTY, MUNICIPALITY_CODES, PROVINCE, load_divisions
+
+CORPUS = Path(__file__).resolve().parent / "data" / "regions_written"
+PARTS = ("dev", "locked")
+MIN_ROWS = 110
+CLASSES = {"easy", "city_and_district", "ethnic_short", "variant_character", "county_without_suffix",
+           "same_name_with_cue", "same_name_no_cue", "traditional", "several_places", "no_place"}
+LEVELS = (PROVINCE, CITY, COUNTY)
+
+
+def _rows(part):
+    with open(CORPUS / f"{part}.jsonl", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def table():
+    return load_divisions()
+
+
+@pytest.fixture(scope="module", params=PARTS)
+def part(request):
+    return request.param, _rows(request.param)
+
+
+def test_row_counts_and_fields(part):
+    name, rows = part
+    assert len(rows) >= MIN_ROWS, f"{name}: {len(rows)} rows"
+    for row in rows:
+        assert {"id", "text", "gold", "class"} <= set(row), row.get("id")
+        assert set(row) <= {"id", "text", "gold", "class", "note"}, row["id"]
+        assert set(row["gold"]) == {"province", "city", "county", "adcode", "level"}, row["id"]
+        assert isinstance(row["text"], str) and row["text"].strip(), row["id"]
+        assert row["class"] in CLASSES, row["id"]
+
+
+def test_ids_and_texts_unique_across_parts():
+    rows = [row for part in PARTS for row in _rows(part)]
+    assert len({row["id"] for row in rows}) == len(rows)
+    assert len({row["text"] for row in rows}) == len(rows)
+
+
+def test_every_class_in_both_parts_with_similar_counts():
+    counts = {part: Counter(row["class"] for row in _rows(part)) for part in PARTS}
+    for cls in CLASSES:
+        dev, locked = counts["dev"][cls], counts["locked"][cls]
+        assert dev > 0 and locked > 0, cls
+        assert abs(dev - locked) <= max(2, (dev + locked) // 5), (cls, dev, locked)
+
+
+def test_gold_codes_exist_and_agree(part, table):
+    name, rows = part
+    for row in rows:
+        gold, rid = row["gold"], row["id"]
+        if gold["level"] is None:
+            assert all(gold[level] is None for level in LEVELS) and gold["adcode"] is None, rid
+            continue
+        assert gold["level"] in LEVELS, rid
+        assert gold[gold["level"]] == gold["adcode"], rid
+        for level in LEVELS:
+            code = gold[level]
+            if code is not None:
+                assert table.get(code) is not None, f"{rid}: {code} not in the division table"
+        division = table.get(gold["adcode"])
+        assert division.level == gold["level"], rid
+        province = gold["province"]
+        assert province is not None and table.get(province).level == PROVINCE, rid
+        assert gold["adcode"][:2] == province[:2], rid
+        if gold["level"] == PROVINCE:
+            assert gold["city"] is None and gold["county"] is None, rid
+        elif gold["level"] == CITY:
+            assert gold["county"] is None, rid
+            assert gold["city"] == gold["adcode"] and gold["city"][:2] + "0000" == province, rid
+        else:
+            county, city = gold["county"], gold["city"]
+            if province in MUNICIPALITY_CODES:
+                assert city == province, f"{rid}: a municipality's city repeats it"
+            elif division.city_code is None:  # county-level city directly under its province
+                assert city is None, rid
+            else:
+                assert city == county[:4] + "00" == division.city_code, rid
+                assert table.get(city).level == CITY, rid
+
+
+def test_class_gold_levels():
+    for part in PARTS:
+        for row in _rows(part):
+            if row["class"] == "no_place":
+                assert row["gold"]["level"] is None, row["id"]
+            if row["class"] in ("same_name_with_cue", "city_and_district", "county_without_suffix"):
+                assert row["gold"]["level"] == COUNTY, row["id"]
+            if row["class"] == "same_name_no_cue":
+                assert row["gold"]["level"] in (None, PROVINCE), row["id"]
