@@ -198,13 +198,14 @@ ROLE_WORDS = frozenset({"市民", "居民", "村民", "群众", "业主", "网�
 # The reporter's own number may be written with anything but letters, digits and ideographs (up
 # to three characters) between its digits: a run of such digits is compared digit by digit. No
 # number under 7 digits is compared, so runs of fewer are not even collected (a run's tail ends
-# where the run ends, so it is shorter still).
+# where the run ends, so it is shorter still). The digits of every ID number, mobile and landline
+# (but an area code in brackets) are in one such run too: the number rules search only around
+# runs (_regions).
 _NUMBER_RUN_RE = re.compile(r"[0-9](?:[^0-9A-Za-z\u3400-\u9fff]{0,3}[0-9Xx]){6,}")
 _NOT_DIGIT_RE = re.compile("[^0-9]")
 _NOT_ID_CHAR_RE = re.compile("[^0-9Xx]")
 _ID_CHARS = "0123456789Xx"
 _NOT_ID_UPPER_RE = re.compile("[^0-9X]")
-_SPACES_RE = re.compile(r"\s+")
 
 # Hints: cheap necessary conditions of the rules above, each checked before its rule runs, so
 # that a text holding none of what a rule needs costs one scan, not the rule's. Each hint is the
@@ -248,14 +249,17 @@ class _Folded(dict):
 
 
 _FOLDED = _Folded()
+# up to this many different characters to fold (or longer forms), one str.replace (str.find) each
+_FEW_OTHERS = 16
 
 
 def _digits_of_numerals(match: "re.Match[str]") -> str:
     return match.group(0).translate(_NUMERAL_DIGITS)
 
 
-# Characters that NFKC keeps as they are, whatever the Unicode version (ASCII, CJK ideographs and
-# punctuation, dashes, quotes): only the others are looked up.
+# Characters that NFKC keeps as they are (ASCII, CJK ideographs and punctuation, dashes, quotes; all
+# of them assigned since Unicode 13 at the latest, and the normalization of an assigned character
+# never changes): only the others are looked up.
 _NOT_STABLE_RE = re.compile("[^\x00-\x7f\u00b7\u2010\u2012-\u2016\u2018-\u2023\u2027\u3001-\u3035\u3037"
                             "\u303b-\u303f\u3400-\u4dbf\u4e00-\u9fff]")
 
@@ -266,21 +270,33 @@ def _view(text: str) -> Tuple[str, Sequence[int]]:
     numerals in runs of phone length as digits."""
     if text.isascii():  # NFKC keeps ASCII, which holds no Chinese numerals
         return text, range(len(text))
-    view: str = text
-    for char in set(_NOT_STABLE_RE.findall(text)):
-        form = _FOLDED[ord(char)]
-        if len(form) != 1:  # no character's form is empty: a longer one moves the positions after it
-            return _NUMERAL_RUN_RE.sub(_digits_of_numerals, text.translate(_FOLDED)), _origin(text)
-        if form != char:  # the usual case (，：（）): one for one, and a form is its own form
-            view = view.replace(char, form)
-    # numerals become digits one for one: positions stay valid
-    return _NUMERAL_RUN_RE.sub(_digits_of_numerals, view), range(len(text))
+    others = set(_NOT_STABLE_RE.findall(text))
+    if len(others) > _FEW_OTHERS:  # one pass, not one per character
+        view = text.translate(_FOLDED)
+    else:
+        view = text
+        for char in others:
+            form = _FOLDED[ord(char)]
+            if len(form) != 1:
+                view = text.translate(_FOLDED)
+                break
+            if form != char:  # the usual case (，：（）): one for one, and a form is its own form
+                view = view.replace(char, form)
+    # no character's form is empty: a longer one moves the positions after it; numerals become
+    # digits one for one
+    origin = range(len(text)) if len(view) == len(text) else _origin(text)
+    return _NUMERAL_RUN_RE.sub(_digits_of_numerals, view), origin
 
 
 def _origin(text: str) -> List[int]:
     """The original index of every view character, when some characters' forms are longer (㎡,
     ½): the characters in between keep their place."""
     longer = {char: len(_FOLDED[ord(char)]) for char in set(text) if len(_FOLDED[ord(char)]) != 1}
+    if len(longer) > _FEW_OTHERS:  # one pass, not one per character
+        origin_of: List[int] = []
+        for index, char in enumerate(text):
+            origin_of.extend([index] * longer.get(char, 1))
+        return origin_of
     places = []
     for char in longer:
         index = text.find(char)
@@ -576,7 +592,6 @@ def _script_sources() -> Mapping[str, str]:
     return {char: "".join(codes) for char, codes in sources.items()}
 
 
-@lru_cache(maxsize=8)
 def _name_hint(name: str) -> Tuple[str, ...]:
     """For each character of ``name`` in one script, the characters of a text that would give it:
     a text holding the name holds one of each."""
@@ -585,8 +600,9 @@ def _name_hint(name: str) -> Tuple[str, ...]:
                  for char in set(name.translate(table)))
 
 
-def _may_hold_the_name(view: str, name: str) -> bool:
-    for givers in _name_hint(name):
+def _may_hold_the_name(view: str, hint: Tuple[str, ...]) -> bool:
+    """Whether ``view`` holds one of each string of characters in ``hint`` (see :func:`_name_hint`)."""
+    for givers in hint:
         for char in givers:
             if char in view:
                 break
@@ -615,16 +631,11 @@ def _name_spans_of(view: str, name: str) -> Iterator[Span]:
         found = compact.find(name, found + 1)
 
 
-def _is_plain(value: object) -> bool:
-    return value is None or type(value) is str
-
-
-# the reporter's own values are masked in a complaint's title, text and address one after the other:
-# a few reporters are kept, not more (they are someone's)
-@lru_cache(maxsize=8)
-def _own_numbers_of(phone_value: Optional[str], id_value: Optional[str]) -> Tuple[Tuple[str, str], ...]:
+def _own_numbers(phone_value: object, id_value: object) -> Tuple[Tuple[str, str], ...]:
+    """The reporter's phone (without country code; a landline also without its area code) and ID
+    number as bare digits, each with its mask; numbers under 7 digits identify no one."""
     phone = str(phone_value or "")
-    if not (phone.isascii() and phone.isdigit()):
+    if not (phone.isascii() and phone.isdigit()):  # NFKC keeps ASCII
         phone = _NOT_DIGIT_RE.sub("", unicodedata.normalize("NFKC", phone).translate(_NUMERAL_DIGITS))
     digits = phone
     digits = digits[4:] if digits.startswith("0086") else digits[2:] if len(digits) == 13 and digits.startswith("86") \
@@ -632,27 +643,25 @@ def _own_numbers_of(phone_value: Optional[str], id_value: Optional[str]) -> Tupl
     numbers = [(digits, PHONE_MASK)]
     if digits.startswith("0") and len(digits) >= 10:
         numbers.append((digits[3:] if digits[1] in "12" else digits[4:], PHONE_MASK))
-    numbers.append((_NOT_ID_UPPER_RE.sub("", unicodedata.normalize("NFKC", str(id_value or "")).upper()), ID_MASK))
+    id_number = str(id_value or "")
+    numbers.append((_NOT_ID_UPPER_RE.sub("", (id_number if id_number.isascii() else
+                                              unicodedata.normalize("NFKC", id_number)).upper()), ID_MASK))
     return tuple((number, mask) for number, mask in numbers if len(number) >= 7)
 
 
-def _own_numbers(reporter: Mapping[str, Optional[str]]) -> Tuple[Tuple[str, str], ...]:
-    """The reporter's phone (without country code; a landline also without its area code) and ID
-    number as bare digits, each with its mask; numbers under 7 digits identify no one."""
-    phone, id_number = reporter.get("phone"), reporter.get("id_number")
-    if _is_plain(phone) and _is_plain(id_number):
-        return _own_numbers_of(phone, id_number)
-    return _own_numbers_of.__wrapped__(phone, id_number)
-
-
+# A complaint's title, text and address are masked one after the other with one reporter block:
+# what is drawn from it is kept for a few reporters, not more (they are someone's).
 @lru_cache(maxsize=8)
-def _own_name_of(value: Optional[str]) -> str:
-    return _SPACES_RE.sub("", unicodedata.normalize("NFKC", str(value or "")))
+def _reporter_values(name_value: object, phone_value: object, id_value: object) \
+        -> Tuple[Tuple[Tuple[str, str], ...], str, Tuple[str, ...]]:
+    """The reporter's own numbers (:func:`_own_numbers`), name (NFKC, no whitespace) and the
+    name's hint (:func:`_name_hint`, for names of two characters or more)."""
+    name = "".join(unicodedata.normalize("NFKC", str(name_value or "")).split())  # str.split: what \s is
+    return _own_numbers(phone_value, id_value), name, _name_hint(name) if len(name) >= 2 else ()
 
 
-def _own_name(reporter: Mapping[str, Optional[str]]) -> str:
-    value = reporter.get("name")
-    return _own_name_of(value) if _is_plain(value) else _own_name_of.__wrapped__(value)
+def _is_plain(value: object) -> bool:
+    return value is None or type(value) is str
 
 
 def _own_number_spans(view: str, numbers: Sequence[Tuple[str, str]], runs: Sequence["re.Match[str]"]) -> Iterator[Span]:
@@ -682,11 +691,12 @@ def _reporter_spans(view: str, reporter: Optional[Mapping[str, Optional[str]]],
     spans: List[Span] = []
     if not reporter:
         return spans
-    numbers = _own_numbers(reporter)
+    values = reporter.get("name"), reporter.get("phone"), reporter.get("id_number")
+    numbers, name, hint = _reporter_values(*values) if all(map(_is_plain, values)) \
+        else _reporter_values.__wrapped__(*values)  # values that are not strings: not kept
     if numbers and runs:
         spans += _own_number_spans(view, numbers, runs)
-    name = _own_name(reporter)
-    if len(name) >= 2 and _may_hold_the_name(view, name):
+    if len(name) >= 2 and _may_hold_the_name(view, hint):
         spans += _name_spans_of(view, name)
     return spans
 
