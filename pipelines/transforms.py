@@ -69,7 +69,8 @@ class DecodeComplaints(beam.PTransform):
 
     Reasons: empty_event, event_too_large, invalid_utf8, invalid_json, json_too_deep, not_an_object,
     not_avro, unknown_schema_id, avro_decode_error, missing_<field>, invalid_field_type,
-    invalid_complaint_id, empty_text, text_too_large, title_too_large, invalid_timestamp,
+    invalid_complaint_id, empty_text, text_too_large, title_too_large, address_too_large,
+    channel_too_large, reporter_field_too_large, jurisdiction_too_large, invalid_timestamp,
     timestamp_out_of_range. Reporter identity becomes ``reporter_key`` here; identity in the text
     is masked here, before any other stage sees it.
     """
