@@ -48,7 +48,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import atexit
 import base64
 import os
 import shutil
@@ -59,12 +58,11 @@ import tempfile
 import threading
 import time
 import uuid
-import weakref
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional
 
-from envleads.ops.broker import (BrokerStartError, _api_versions_probe, _pdeathsig_preexec, create_topics, free_port,
-                                 port_is_free, wait_for_kafka)
+from envleads.ops.broker import (LIVE_BROKERS, BrokerStartError, _api_versions_probe, _pdeathsig_preexec, create_topics,
+                                 free_port, port_is_free, signal_group, wait_for_kafka)
 from envleads.ops.kafka_config import KafkaSecurity
 
 LIBS_ENV_VAR = "ENVLEADS_KAFKA_LIBS"
@@ -118,15 +116,6 @@ def kafka_version(libs_dir: Optional[os.PathLike] = None) -> str:
     """The version of the fetched ``kafka_2.13`` jar, e.g. ``4.4.0``."""
     jar = sorted(check_libs(libs_dir).glob("kafka_2.13-*.jar"))[-1]
     return jar.name[len("kafka_2.13-"):-len(".jar")]
-
-
-_LIVE: "weakref.WeakSet[ApacheKafkaBroker]" = weakref.WeakSet()
-
-
-@atexit.register
-def _stop_live_brokers() -> None:
-    for broker in list(_LIVE):
-        broker.stop()
 
 
 class ApacheKafkaBroker:
@@ -447,7 +436,7 @@ class ApacheKafkaBroker:
                                          stderr=subprocess.STDOUT, start_new_session=True,
                                          preexec_fn=_pdeathsig_preexec(os.getpid()), close_fds=True,
                                          cwd=str(self.directory))
-        _LIVE.add(self)
+        LIVE_BROKERS.add(self)
         deadline = started + self.start_timeout_s
         plaintext = self.ports["PLAINTEXT"]
         while True:
@@ -498,17 +487,17 @@ class ApacheKafkaBroker:
         if process is None:
             return
         if process.poll() is None:
-            _signal_group(process, sig)
+            signal_group(process, sig)
             try:
                 process.wait(self.stop_timeout_s)
             except subprocess.TimeoutExpired:
-                _signal_group(process, signal.SIGKILL)
+                signal_group(process, signal.SIGKILL)
                 process.wait(10)
-        _signal_group(process, signal.SIGKILL)
+        signal_group(process, signal.SIGKILL)
         self._after_exit()
 
     def _after_exit(self) -> None:
-        _LIVE.discard(self)
+        LIVE_BROKERS.discard(self)
         self._process = None
         if self._stdout is not None:
             self._stdout.close()
@@ -545,13 +534,6 @@ class ApacheKafkaBroker:
         run("-importcert", "-noprompt", "-alias", "broker", "-file", str(tls / "chain.pem"), *broker)
         (tls / "ca.pem").write_bytes(ca_pem)
         self.ca_file = str(tls / "ca.pem")
-
-
-def _signal_group(process: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(process.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _log4j_config(log_path: Path) -> str:

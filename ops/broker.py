@@ -140,12 +140,21 @@ def _pdeathsig_preexec(parent_pid: int):
     return preexec
 
 
-_LIVE_BROKERS: "weakref.WeakSet[EmbeddedBroker]" = weakref.WeakSet()
+# every broker process this interpreter started (Tansu's and Apache Kafka's), stopped at exit
+LIVE_BROKERS: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def signal_group(process: subprocess.Popen, sig: int) -> None:
+    """Signals a broker's process group (the broker and anything it forked), if still there."""
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 @atexit.register
 def _stop_live_brokers() -> None:
-    for broker in list(_LIVE_BROKERS):
+    for broker in list(LIVE_BROKERS):
         broker.stop()
 
 
@@ -268,7 +277,7 @@ class EmbeddedBroker:
             close_fds=True,
         )
         self.port = port
-        _LIVE_BROKERS.add(self)
+        LIVE_BROKERS.add(self)
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -293,16 +302,16 @@ class EmbeddedBroker:
         if process is None:
             return
         if process.poll() is None:
-            self._signal_group(process, signal.SIGTERM)
+            signal_group(process, signal.SIGTERM)
             try:
                 process.wait(self.stop_timeout_s)
             except subprocess.TimeoutExpired:
                 # Expected while clients are connected: Tansu drains connections first.
                 logger.info("Tansu pid %s still draining after SIGTERM; killing it", process.pid)
-                self._signal_group(process, signal.SIGKILL)
+                signal_group(process, signal.SIGKILL)
                 process.wait(self.stop_timeout_s)
         # Tansu forks no children today; reap any stragglers of its group anyway.
-        self._signal_group(process, signal.SIGKILL)
+        signal_group(process, signal.SIGKILL)
         self._cleanup_after_exit()
 
     def restart(self, port_timeout_s: float = 10.0) -> "EmbeddedBroker":
@@ -326,15 +335,8 @@ class EmbeddedBroker:
         finally:
             self._requested_port = requested
 
-    @staticmethod
-    def _signal_group(process: subprocess.Popen, sig: int) -> None:
-        try:
-            os.killpg(process.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
     def _cleanup_after_exit(self) -> None:
-        _LIVE_BROKERS.discard(self)
+        LIVE_BROKERS.discard(self)
         self._process = None
         if self._log_handle is not None:
             self._log_handle.close()

@@ -233,6 +233,8 @@ def run_batch(input_path: str, output_path: str, leads_path: Optional[str] = Non
     dead_letter_path = dead_letter_path or default_dead_letter_path(output_path)
     check_paths(input_path, output_path, leads_path, dead_letter_path)
     options, settings = prepared_run(beam_args)
+    if is_gzip(input_path):
+        _decompress(input_path, None)  # a damaged file fails here in one line, not silently halfway
     with staged_outputs(output_path, dead_letter_path, leads_path) as (output, dead_letters, leads):
         with beam.Pipeline(options=options) as pipeline:
             build_batch_pipeline(pipeline, input_path, output, dead_letters, leads, settings)
@@ -319,17 +321,27 @@ def _rounds(order: List[Tuple[int, str, int, int]], round_events: int,
         yield lines
 
 
+def _decompress(input_path: str, target) -> None:
+    """Writes the gzip input's content to ``target`` (a binary file, or None to only check it);
+    a damaged or truncated file is a one-line OperatorError in both engines (Beam's reader would
+    silently stop at a truncation and lose the rest)."""
+    try:
+        with gzip.open(input_path, "rb") as source:
+            while chunk := source.read(1 << 20):
+                if target is not None:
+                    target.write(chunk)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+        raise OperatorError(f"the gzip input {input_path} is damaged: {error}") from None
+
+
 def _uncompressed(input_path: str, directory: str) -> str:
     """The input's path, or for gzip input that of a decompressed copy in ``directory``: the rounds
     engine reads lines by their offsets, which a compressed stream has not."""
     if not is_gzip(input_path):
         return input_path
     copy = os.path.join(directory, "input.jsonl")
-    try:
-        with gzip.open(input_path, "rb") as source, open(copy, "wb") as target:
-            shutil.copyfileobj(source, target, 1 << 20)
-    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
-        raise OperatorError(f"the gzip input {input_path} is damaged: {error}") from None
+    with open(copy, "wb") as target:
+        _decompress(input_path, target)
     return copy
 
 

@@ -8,8 +8,8 @@ downloaded offline, so reading and writing are done here.
   bytes, starting from the consumer group's committed offsets; offsets are committed by
   :func:`commit_events` only after the round's outputs were acknowledged by the broker
   (at-least-once).
-* :class:`LeadView` keeps the compacted view of the lead topic (last record per key), which is
-  the state a restarted pipeline rebuilds its matter index from.
+* :class:`LeadView` keeps the compacted view of the lead topic (last record per key), for the
+  demo, `tail` and the dashboard (the stream restores from its LeadStore and state changelog).
 
 Partitions are assigned explicitly rather than joining a consumer group: a group join on the
 embedded broker waits for the full rebalance timeout, and one local process owns all partitions

@@ -321,7 +321,13 @@ def _decode_lead(value: bytes) -> Lead:
 class StateChanges(NamedTuple):
     """A round's changes to the keyed state, from which a restart rebuilds exactly the state this
     process holds (leads alone cannot: they keep one sketch of a matter's reports, no counts, and no
-    non-environmental matter). Written after the round's other outputs, before its offsets."""
+    non-environmental matter). Written after the round's other outputs, before its offsets.
+
+    Exact at round boundaries. The records of one round are not written atomically: when a send
+    fails halfway, part of that round's changes may already be on the topic, and the round read
+    again then treats those complaints as redeliveries (same matters, not counted twice; the
+    other matters' similarities may differ). A round marker or a Kafka transaction would close
+    this (not built)."""
 
     # (block, cluster id, the matter's JSON row, or None when it left the window)
     matters: Sequence[Tuple[str, str, Optional[str]]] = ()
@@ -392,8 +398,9 @@ class LocalRoundEngine:
     each environmental matter: close, not equal).
 
     A complaint id already used by an event with other content (another content digest) is a
-    dead letter ``duplicate_id_conflict``: the first by event time (then digest) is kept, never
-    folded into its matter as if it were a redelivery.
+    dead letter ``duplicate_id_conflict``, never folded into its matter as if it were a
+    redelivery: within a round the first by event time (then digest) is kept, across rounds the
+    one processed first.
     """
 
     def __init__(self, settings: StageSettings, store: LeadStore, enricher: Optional["Enricher"] = None,
@@ -605,8 +612,10 @@ def assign_key_rounds(indexes: Dict[str, MatterIndex],
                                       report_join(complaint_id, assignment))
         expired = bool(index.expire(newest_ms))
         changed, dropped = index.take_changes()
-        changes = [(row[0], json.dumps(row, ensure_ascii=False, separators=(",", ":")))
-                   for row in index.matter_rows(changed)] + [(cid, None) for cid in dropped] if checkpoint else []
+        changes = []
+        if checkpoint:
+            changes = [(row[0], json.dumps(row, ensure_ascii=False, separators=(",", ":")))
+                       for row in index.matter_rows(changed)] + [(cid, None) for cid in dropped]
         results[block] = (assigned, expired, changes)
     return results
 

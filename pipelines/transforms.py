@@ -99,6 +99,9 @@ def reused_id_dead_letter(complaint: Complaint, original: bytes) -> DeadLetter:
 
 
 class _FirstContentOfIdFn(beam.DoFn):
+    def setup(self):
+        self._rejected = Metrics.counter(DEDUPLICATE_STAGE, f"dead_letter.{REUSED_ID}")
+
     def process(self, element):
         _, copies = element
         copies = sorted(copies, key=lambda pair: (pair[0].received_at_ms, pair[0].content_digest))
@@ -107,7 +110,7 @@ class _FirstContentOfIdFn(beam.DoFn):
             if complaint.content_digest == first:
                 yield complaint
             else:
-                Metrics.counter(DEDUPLICATE_STAGE, f"dead_letter.{REUSED_ID}").inc()
+                self._rejected.inc()
                 yield TaggedOutput(DEAD_LETTER, reused_id_dead_letter(complaint, original))
 
 
@@ -117,7 +120,9 @@ class RejectReusedIds(beam.PTransform):
     Events with one id and the same bytes are deliveries of one complaint and all pass (the repeat
     stage recognises the redelivery); an id carried by events of different content keeps the first
     by event time (then content digest), and the others go to ``dead_letter`` as
-    ``duplicate_id_conflict``, never folded into the first one's matter.
+    ``duplicate_id_conflict``, never folded into the first one's matter. Bounded input only (a
+    GroupByKey in the global window); the stream's round engine checks the ids it has seen, and
+    the Beam streaming form (``streaming.py``) recognises a repeated id as a redelivery only.
     """
 
     def expand(self, pairs):

@@ -162,12 +162,9 @@ def _validate(document: Dict[str, Any], limits: DecodeLimits, key: bytes,
     if not _is_clean_id(complaint_id):
         raise _Rejected("invalid_complaint_id", "control or lone surrogate characters")
     text = _string_field(document, "text", True, event_id)
-    text_bytes = _utf8_size(text)
-    if text_bytes > limits.max_text_bytes:
-        raise _Rejected("text_too_large", f"{text_bytes} bytes > {limits.max_text_bytes}", event_id)
+    _check_size(text, limits.max_text_bytes, "text_too_large", "text", event_id)
     title = _string_field(document, "title", False, event_id) or ""
-    if _utf8_size(title) > limits.max_title_bytes:
-        raise _Rejected("title_too_large", f"title over {limits.max_title_bytes} bytes", event_id)
+    _check_size(title, limits.max_title_bytes, "title_too_large", "title", event_id)
     text = _clean_text(text)
     title = _clean_text(title)
     if not text.strip():
