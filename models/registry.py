@@ -265,16 +265,15 @@ def train_and_register(records: List[dict], registry_dir: Optional[str] = None,
 
 
 def default_training_records() -> List[dict]:
-    """The default training set: project rows plus the shared ``pollution_dev.jsonl`` if present."""
-    from envleads.models import pollution
+    """The default training set: the project's own rows plus the **development part** of the real
+    labelled messages when ``../shared/data`` is present (see :mod:`envleads.models.protocol`).
 
-    records = pollution.load_project_training()
-    shared = pollution.shared_data_dir()
-    if shared:
-        path = os.path.join(shared, "pollution_dev.jsonl")
-        if os.path.exists(path):
-            records = [dict(r, synthetic=False) for r in pollution.read_jsonl(path)] + records
-    return records
+    The locked part is never trained on, so the default model can be scored on it through
+    ``envleads batch`` (``bench/bench_pollution_locked.py``) and that figure is a result."""
+    from envleads.models import pollution, protocol
+
+    development, _ = protocol.real_parts(pollution.shared_data_dir())
+    return [dict(r, synthetic=False) for r in development] + pollution.load_project_training()
 
 
 def _check_compatible(version: str, metadata: Dict) -> None:
