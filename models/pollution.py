@@ -1426,8 +1426,10 @@ def _write_json(path: Optional[str], report: Dict[str, Any]) -> None:
 
 def _run_train(args: argparse.Namespace) -> int:
     from envleads.models import registry
+    from envleads.models.registry_cli import after_train
 
     records: List[dict] = []
+    files: List[str] = list(args.data or [])
     for path in args.data or []:
         records.extend(dict(r, synthetic=False) for r in read_jsonl(path))
     if args.include_shared:
@@ -1436,12 +1438,15 @@ def _run_train(args: argparse.Namespace) -> int:
             path = os.path.join(shared, "pollution_dev.jsonl")
             if os.path.exists(path):
                 records.extend(dict(r, synthetic=False) for r in read_jsonl(path))
+                files.append(path)
     records.extend(load_project_training())
-    version = registry.train_and_register(records, registry_dir=args.out,
-                                          command=" ".join(["envleads"] + sys.argv[1:]),
-                                          cv_folds=args.cv)
+    files.extend(training_files())
+    command = " ".join(["envleads"] + sys.argv[1:])
+    version = registry.train_and_register(records, registry_dir=args.out, command=command,
+                                          cv_folds=args.cv, data_files=files)
     metadata = registry.read_metadata(version, args.out)
     print(f"registered pollution_type/{version}")
+    print(after_train(version, args.out, command))
     if metadata.get("metrics"):
         print(format_report(metadata["metrics"]))
     _write_json(args.json_out, {"version": version, **metadata})
@@ -1450,14 +1455,22 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     gold = read_jsonl(args.gold)
+    warning = None
     if args.cv:
         report = cross_validate(gold, folds=args.cv, seed=args.seed,
                                 extra_train=load_project_training())
     else:
         from envleads.models import registry
 
-        report = evaluate(registry.load_model(args.model, args.registry), gold)
+        model = registry.load_model(args.model, args.registry)
+        report = evaluate(model, gold)
+        report["training_overlap"] = registry.training_overlap(model.version, gold, args.registry)
+        warning = registry.overlap_warning(model.version, report["training_overlap"])
+        if warning:  # before and after the table: a long report must not scroll it away
+            print(warning, file=sys.stderr)
     print(format_report(report))
+    if warning:
+        print(warning, file=sys.stderr)
     _write_json(args.json_out, report)
     return 0
 
@@ -1478,7 +1491,8 @@ def add_subcommand(subparsers) -> None:
 
     evaluate_parser = subparsers.add_parser(
         "evaluate", help="score a registered model on gold data, or cross-validate on it")
-    evaluate_parser.add_argument("--model", default="latest", help="VERSION or 'latest'")
+    evaluate_parser.add_argument("--model", default="production",
+                                 help="VERSION, 'production' or 'latest'")
     evaluate_parser.add_argument("--registry", default=None, metavar="REGISTRY_DIR",
                                  help="model registry folder")
     evaluate_parser.add_argument("--gold", required=True, metavar="FILE",
