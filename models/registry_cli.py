@@ -98,7 +98,7 @@ def format_versions(rows: Sequence[Dict[str, Any]], aliases: Dict[str, Any]) -> 
     lines.append(f"production: {production or 'none (run `envleads models promote VERSION`)'}")
     for entry in history[-5:]:
         lines.append(f"  {entry['at']}  {entry['action']:<8} {entry['version']}  (was "
-                     f"{entry.get('previous')}) by {entry['by']}: {entry['command']}")
+                     f"{entry.get('previous') or 'none'}) by {entry['by']}: {entry['command']}")
     return "\n".join(lines)
 
 
