@@ -413,9 +413,10 @@ def overlap_warning(version: str, overlap: Optional[Dict[str, int]]) -> Optional
     bar = "!" * 78
     return (f"{bar}\nWARNING: {overlap['overlap']} of {overlap['rows']} rows ({share:.0%}) were "
             f"TRAINING ROWS of {version} ({overlap['by_id']} by id, {overlap['by_text']} by text).\n"
-            "The figure below is NOT A RESULT: it measures what the model memorised, not how it "
-            "does on messages it has never seen.\nScore on the locked part "
-            "(`envleads models compare`) or on a file the model was not trained on.\n" + bar)
+            f"Figures of {version} on these rows are NOT A RESULT: they measure what the model "
+            "memorised, not how it does on messages it has never seen.\nScore it on rows it was "
+            "not trained on (the locked part, for a model trained on the development part).\n"
+            + bar)
 
 
 def compact_metrics(report: Dict[str, Any]) -> Dict[str, Any]:

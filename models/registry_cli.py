@@ -47,13 +47,19 @@ def after_train(version: str, registry_dir: Optional[str], command: Optional[str
     """What ``envleads train`` says after registering ``version``; promotes it only when the
     registry has no production model at all (a fresh clone), so a retrain never replaces a model
     an analyst promoted."""
+    locked = registry.read_metadata(version, registry_dir).get("locked_metrics")
+    figures = "" if not locked else (
+        f"locked part (n={locked['n']}): micro F1 {locked['micro_f1']:.3f}, macro F1 (>=10 rows) "
+        f"{locked['macro_f1_frequent']:.3f}, env/not accuracy {locked['env_accuracy']:.3f}"
+        + (f"; trained on {locked['training_overlap']} of these rows: NOT A RESULT"
+           if locked["training_overlap"] else "") + "\n")
     current = registry.production_version(registry_dir)
     if current is None:
         registry.promote(version, registry_dir, command=command or _command(),
                          note="first model of a registry without a production model")
-        return f"no production model existed: promoted {version} to production"
-    return (f"not promoted: production is still {current}. Compare with `envleads models compare "
-            f"{current} {version}`, then `envleads models promote {version}`")
+        return f"{figures}no production model existed: promoted {version} to production"
+    return (f"{figures}not promoted: production is still {current}. Compare with `envleads models "
+            f"compare {current} {version}`, then `envleads models promote {version}`")
 
 
 # --------------------------------------------------------------------------------------- list
@@ -210,11 +216,9 @@ def format_comparison(name: str, result: Dict[str, Any]) -> str:
         lines.append(f"  {figure:<22}{row['support']:>8}{row['old']:>8.3f}{row['new']:>8.3f}"
                      f"{row['diff']:>+8.3f}   [{row['low']:+.3f}, {row['high']:+.3f}]  "
                      f"{_verdict(row)}")
-    for role in ("old", "new"):
-        warning = registry.overlap_warning(result[role], result["overlap"][role])
-        if warning:
-            lines.append(warning)
-    return "\n".join(lines)
+    warnings = [registry.overlap_warning(result[role], result["overlap"][role])
+                for role in ("old", "new")]
+    return "\n".join([w for w in warnings if w] + lines)
 
 
 def compare_on(name: str, records: Sequence[dict], models: Tuple[Any, Any],
