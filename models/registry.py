@@ -350,6 +350,15 @@ def _check_compatible(version: str, metadata: Dict) -> None:
             f"{list(LABELS)}; {_RETRAIN}")
 
 
+def unusable_reason(version: str, registry_dir: Optional[str] = None) -> Optional[str]:
+    """Why :func:`load_model` would refuse ``version`` (the mismatch, not the fix), or ``None``."""
+    try:
+        _check_compatible(version, read_metadata(version, registry_dir))
+    except ModelMismatchError as error:
+        return str(error).split(";")[0]
+    return None
+
+
 def is_loadable(version: str, registry_dir: Optional[str] = None) -> bool:
     """Whether :func:`load_model` would accept ``version`` (format, library and label checks)."""
     try:
@@ -412,7 +421,8 @@ def overlap_warning(version: str, overlap: Optional[Dict[str, int]]) -> Optional
     share = overlap["overlap"] / max(overlap["rows"], 1)
     bar = "!" * 78
     return (f"{bar}\nWARNING: {overlap['overlap']} of {overlap['rows']} rows ({share:.0%}) were "
-            f"TRAINING ROWS of {version} ({overlap['by_id']} by id, {overlap['by_text']} by text).\n"
+            f"TRAINING ROWS of {version} ({overlap['by_id']} by id, "
+            f"{overlap['by_text']} by text).\n"
             f"Figures of {version} on these rows are NOT A RESULT: they measure what the model "
             "memorised, not how it does on messages it has never seen.\nScore it on rows it was "
             "not trained on (the locked part, for a model trained on the development part).\n"

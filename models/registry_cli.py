@@ -64,11 +64,8 @@ def after_train(version: str, registry_dir: Optional[str], command: Optional[str
 
 # --------------------------------------------------------------------------------------- list
 def _loadable(version: str, registry_dir: Optional[str]) -> str:
-    try:
-        registry._check_compatible(version, registry.read_metadata(version, registry_dir))
-    except registry.ModelMismatchError as error:
-        return "no: " + str(error).split(";")[0].split(" ", 1)[1]
-    return "yes"
+    reason = registry.unusable_reason(version, registry_dir)
+    return "yes" if reason is None else "no: " + reason.split(" ", 1)[1]  # without the version
 
 
 def version_rows(registry_dir: Optional[str]) -> List[Dict[str, Any]]:
@@ -113,7 +110,8 @@ def _run_list(args: argparse.Namespace) -> int:
     """Prints the registered versions, which is production, and the recent promotions."""
     rows = version_rows(args.registry)
     aliases = registry.read_aliases(args.registry)
-    print(f"{registry.MODEL_KIND} models in {registry._kind_dir(args.registry)} "
+    print(f"{registry.MODEL_KIND} models in "
+          f"{os.path.join(args.registry or registry.default_registry_dir(), registry.MODEL_KIND)} "
           "(* production; locked: figures on the locked part of the real labels, from training)")
     print(format_versions(rows, aliases))
     _write_json(args.json_out, {"versions": rows, **aliases})
