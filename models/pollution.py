@@ -1425,11 +1425,9 @@ def _write_json(path: Optional[str], report: Dict[str, Any]) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from envleads.models import registry
-    from envleads.models.registry_cli import after_train
+    from envleads.models import registry, registry_cli
 
     records: List[dict] = []
-    files: List[str] = list(args.data or [])
     for path in args.data or []:
         records.extend(dict(r, synthetic=False) for r in read_jsonl(path))
     if args.include_shared:
@@ -1438,15 +1436,14 @@ def _run_train(args: argparse.Namespace) -> int:
             path = os.path.join(shared, "pollution_dev.jsonl")
             if os.path.exists(path):
                 records.extend(dict(r, synthetic=False) for r in read_jsonl(path))
-                files.append(path)
     records.extend(load_project_training())
-    files.extend(training_files())
-    command = " ".join(["envleads"] + sys.argv[1:])
-    version = registry.train_and_register(records, registry_dir=args.out, command=command,
-                                          cv_folds=args.cv, data_files=files)
+    version = registry.train_and_register(records, registry_dir=args.out,
+                                          command=" ".join(["envleads"] + sys.argv[1:]),
+                                          cv_folds=args.cv, data_files=registry.training_files_for(
+                                              args.data, args.include_shared))
     metadata = registry.read_metadata(version, args.out)
     print(f"registered pollution_type/{version}")
-    print(after_train(version, args.out, command))
+    print(registry_cli.after_train(version, args.out))
     if metadata.get("metrics"):
         print(format_report(metadata["metrics"]))
     _write_json(args.json_out, {"version": version, **metadata})
@@ -1454,22 +1451,19 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
+    from envleads.models.registry_cli import training_rows_warning
+
     gold = read_jsonl(args.gold)
-    warning = None
+    warning = None if args.cv else training_rows_warning(args.model, args.registry, gold)
     if args.cv:
         report = cross_validate(gold, folds=args.cv, seed=args.seed,
                                 extra_train=load_project_training())
     else:
         from envleads.models import registry
 
-        model = registry.load_model(args.model, args.registry)
-        report = evaluate(model, gold)
-        report["training_overlap"] = registry.training_overlap(model.version, gold, args.registry)
-        warning = registry.overlap_warning(model.version, report["training_overlap"])
-        if warning:  # before and after the table: a long report must not scroll it away
-            print(warning, file=sys.stderr)
+        report = evaluate(registry.load_model(args.model, args.registry), gold)
     print(format_report(report))
-    if warning:
+    if warning:  # printed before and after the table: a long report must not scroll it away
         print(warning, file=sys.stderr)
     _write_json(args.json_out, report)
     return 0

@@ -144,6 +144,15 @@ def _resolve(version: str, registry_dir: Optional[str]) -> str:
     return version
 
 
+def resolve(version: str, registry_dir: Optional[str] = None) -> str:
+    """The registered version ``version`` names (``production`` and ``latest`` resolved).
+
+    Raises:
+        ModelNotFoundError: no such version, no alias, or an empty registry.
+    """
+    return _resolve(version, registry_dir)
+
+
 def read_metadata(version: str = LATEST, registry_dir: Optional[str] = None) -> Dict[str, Any]:
     """The ``metadata.json`` of a registered model."""
     version = _resolve(version, registry_dir)
@@ -631,10 +640,16 @@ def resolve_for_run(version: str, registry_dir: Optional[str] = None) -> str:
 
 def default_training_files() -> List[str]:
     """The files :func:`default_training_records` reads (recorded with their sha256)."""
+    return training_files_for([], include_shared=True)
+
+
+def training_files_for(extra: Sequence[str], include_shared: bool) -> List[str]:
+    """The data files a training reads: ``extra`` labelled files, the project's rows and, with
+    ``include_shared``, the shared real labels of :mod:`envleads.models.protocol` when present."""
     from envleads.models import pollution, protocol
 
-    files = list(pollution.training_files())
-    shared = pollution.shared_data_dir()
+    files = list(extra) + list(pollution.training_files())
+    shared = pollution.shared_data_dir() if include_shared else None
     if shared:
         files += [os.path.join(shared, name) for name in ("pollution_dev.jsonl",
                                                           "unlabelled_real.jsonl")]

@@ -62,6 +62,21 @@ def after_train(version: str, registry_dir: Optional[str], command: Optional[str
             f"compare {current} {version}`, then `envleads models promote {version}`")
 
 
+def training_rows_warning(model: str, registry_dir: Optional[str], gold: Sequence[dict]
+                          ) -> Optional[str]:
+    """Prints (to stderr) and returns the loud warning of :func:`registry.overlap_warning` when
+    ``gold`` holds training rows of ``model`` (a version, ``production`` or ``latest``)."""
+    try:
+        version = registry.resolve(model, registry_dir)
+    except registry.ModelNotFoundError:
+        return None  # the evaluation itself reports the missing model
+    warning = registry.overlap_warning(version,
+                                       registry.training_overlap(version, gold, registry_dir))
+    if warning:
+        print(warning, file=sys.stderr)
+    return warning
+
+
 # --------------------------------------------------------------------------------------- list
 def _loadable(version: str, registry_dir: Optional[str]) -> str:
     reason = registry.unusable_reason(version, registry_dir)
