@@ -1429,7 +1429,7 @@ def _labelled_files(paths: Sequence[str]) -> List[dict]:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from envleads.models import protocol, registry
+    from envleads.models import protocol, registry, registry_cli
 
     records = _labelled_files(args.extra)
     if args.include_shared:
@@ -1438,9 +1438,11 @@ def _run_train(args: argparse.Namespace) -> int:
     records.extend(load_project_training())
     version = registry.train_and_register(records, registry_dir=args.out,
                                           command=" ".join(["envleads"] + sys.argv[1:]),
-                                          cv_folds=args.cv)
+                                          cv_folds=args.cv, data_files=registry.training_files_for(
+                                              args.extra, args.include_shared))
     metadata = registry.read_metadata(version, args.out)
     print(f"registered pollution_type/{version}")
+    print(registry_cli.after_train(version, args.out))
     if metadata.get("metrics"):
         print(format_report(metadata["metrics"]))
     _write_json(args.json_out, {"version": version, **metadata})
@@ -1462,12 +1464,14 @@ def _gold_rows(args: argparse.Namespace) -> List[dict]:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from envleads.models import evaluation, protocol
+    from envleads.models.registry_cli import training_rows_warning
 
     if bool(args.part) == bool(args.gold):
         raise SystemExit("give --part or --gold (one of them)")
     if args.cv and args.part == protocol.LOCKED:
         raise SystemExit("the locked part is only scored, never cross-validated on: use --part development")
     gold = _gold_rows(args)
+    warning = None if args.cv else training_rows_warning(args.model, args.registry, gold)
     if args.cv:
         report = cross_validate(gold, folds=args.cv, seed=args.seed,
                                 extra_train=load_project_training() + _labelled_files(args.extra))
@@ -1477,6 +1481,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             beam_args += ["--model_registry", args.registry]
         report = evaluation.evaluate_through_batch(gold, beam_args=beam_args)
     print(format_report(report))
+    if warning:  # printed before and after the table: a long report must not scroll it away
+        print(warning, file=sys.stderr)
     _write_json(args.json_out, report)
     return 0
 
@@ -1499,7 +1505,8 @@ def add_subcommand(subparsers) -> None:
 
     evaluate_parser = subparsers.add_parser(
         "evaluate", help="score a model through envleads batch on labelled data, or cross-validate")
-    evaluate_parser.add_argument("--model", default="latest", help="VERSION or 'latest'")
+    evaluate_parser.add_argument("--model", default="production",
+                                 help="VERSION, 'production' or 'latest'")
     evaluate_parser.add_argument("--registry", default=None, metavar="REGISTRY_DIR",
                                  help="model registry folder")
     evaluate_parser.add_argument("--part", choices=("development", "locked"), default=None,

@@ -204,9 +204,11 @@ def prepare_worker_environment(settings: StageSettings) -> str:
 
     In demo mode (no --production) a missing key is generated once here and put in the
     environment, so every local worker process pseudonymises with the same key. Returns the model
-    version the run will use.
+    version the run will use: ``production`` resolved through the registry's alias (an empty
+    registry gets the default model trained and promoted; a production model that cannot be
+    loaded fails here, with the fix, never silently retrained), ``latest`` the newest version.
     """
-    from envleads.models.registry import ensure_default_model
+    from envleads.models.registry import resolve_for_run
     from envleads.privacy import KEY_ENV, KEY_FILE_ENV, load_pseudonym_key
 
     key = load_pseudonym_key(settings.production)  # raises here, not in every worker, when unusable
@@ -214,14 +216,12 @@ def prepare_worker_environment(settings: StageSettings) -> str:
         os.environ[KEY_ENV] = key.hex()
         LOG.warning("no pseudonymisation key configured: generated one for this run only "
                     "(reporter keys are not comparable across runs; set %s in production)", KEY_ENV)
-    if settings.model_version == "latest":
-        return ensure_default_model(settings.model_registry)
-    return settings.model_version
+    return resolve_for_run(settings.model_version, settings.model_registry)
 
 
 def prepared_run(beam_args: Optional[List[str]]):
     """The options and stage settings of a run, with its worker environment prepared (see
-    :func:`prepare_worker_environment`) and ``latest`` resolved to a model version."""
+    :func:`prepare_worker_environment`) and ``production``/``latest`` resolved to a version."""
     options = pipeline_options(list(beam_args or []))
     settings = settings_from_options(options)
     return options, settings._replace(model_version=prepare_worker_environment(settings))

@@ -22,6 +22,7 @@ SUBCOMMAND_MODULES = (
     "envleads.ops.broker",
     "envleads.ops.status",
     "envleads.models.pollution",
+    "envleads.models.registry_cli",
     "envleads.region",
     "envleads.repeats_evaluation",
     "envleads.evaluation",
