@@ -5,7 +5,8 @@
 
 One output line per valid input line (see the README for the fields); every invalid line goes to
 the dead-letter file (default: ``<output stem>.deadletter.jsonl`` beside the output) with its
-reason and original bytes, never into the output.
+reason and original bytes, never into the output, and so does a line that makes a stage raise
+(``internal_error``, :mod:`envleads.failures`): the run goes on without it.
 
 Two engines run the same stages:
 

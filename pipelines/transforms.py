@@ -406,7 +406,7 @@ class _KeyByBlockFn(beam.DoFn):
         except Exception as error:  # noqa: BLE001 - one record must not stop the stream
             yield failed(DEDUPLICATE_STAGE, error, enriched.complaint)
             return
-        if scope is not None:
+        if block == UNKNOWN_BLOCK:
             yield TaggedOutput(UNPLACED, (scope, enriched))
         else:
             yield block, enriched
