@@ -549,7 +549,7 @@ class ClauseEvidence(BaseEstimator, TransformerMixin):
                 intercept[label] = 10.0 if y[0] else -10.0
                 continue
             model = LogisticRegression(C=self.C, max_iter=3000, class_weight="balanced",
-                                       solver="liblinear", random_state=self.seed).fit(D, y)
+                                       solver="liblinear", dual=True, random_state=self.seed).fit(D, y)
             coef[label] = model.coef_[0]
             intercept[label] = model.intercept_[0]
         return vectoriser, coef, intercept
@@ -897,8 +897,9 @@ class LabelStacker(BaseEstimator):
 
 def _base_estimator(model: str, C: float, seed: int):
     if model == "lr":
+        # dual: the same L2 objective, solved 2-4 times faster when features outnumber rows
         return LogisticRegression(C=C, max_iter=3000, class_weight="balanced", solver="liblinear",
-                                  random_state=seed)
+                                  dual=True, random_state=seed)
     if model == "svc":
         return CalibratedClassifierCV(LinearSVC(C=C / 10.0, class_weight="balanced",
                                                 random_state=seed), method="sigmoid", cv=3)
