@@ -69,10 +69,12 @@ def load_aliases(path: Optional[str] = None) -> Dict[str, Optional[str]]:
 
 
 def _shown(value: Any) -> str:
-    """A choice name fit for a report: short names as they are; a long value (a wrong column
-    could hold a complainant's text) only by its length."""
+    """A choice name fit for a report: short names as they are; a longer value (a wrong column
+    could hold a complainant's text, and a dozen Chinese characters can name a person) only by
+    its length. Chinese label names have 2-6 characters."""
     text = str(value)
-    return repr(text) if len(text) <= 20 else f"<a value of {len(text)} characters>"
+    short = len(text) <= (24 if text.isascii() else 6)
+    return repr(text) if short else f"<a value of {len(text)} characters>"
 
 
 def map_choices(choices: Any, aliases: Dict[str, Optional[str]]
@@ -199,7 +201,10 @@ def read_flat(records: Iterable[Any], id_key: str, from_name: Optional[str],
         if reason:
             yield Parsed(where, message_id, None, reason, "give --from-name")
             continue
-        labels, reason, detail = map_choices(choices, aliases)
+        if choices == [] and (from_name or "labels") == "labels" and "labels" in record:
+            labels, reason, detail = [], "", ""  # the project's own format: [] is a label set
+        else:
+            labels, reason, detail = map_choices(choices, aliases)
         yield Parsed(where, message_id, labels, reason, detail,
                      str(record.get("updated_at") or record.get("created_at") or ""))
 
