@@ -56,7 +56,8 @@ def test_label_studio_json_export_takes_the_latest_non_cancelled_annotation(tmp_
         _task("m5", []),
         _task("m6", [_annotation(_choices("噪声"), cancelled=True)]),
         _task("m7", [_annotation(_choices("光污染"))]),
-        _task("m8", [_annotation({"type": "textarea", "from_name": "note", "value": {"text": ["x"]}})]),
+        _task("m8", [_annotation({"type": "textarea", "from_name": "note",
+                                  "value": {"text": ["x"]}})]),
         {"id": 9, "data": {"text": SECRET}, "annotations": [_annotation(_choices("水"))]},
     ]
     result = labels_cli.import_labels(_write_json(tmp_path / "export.json", tasks))
@@ -73,7 +74,8 @@ def test_label_studio_json_export_takes_the_latest_non_cancelled_annotation(tmp_
 
 def test_label_studio_id_key_and_from_name(tmp_path):
     tasks = [{"data": {"message_id": "m1", "id": 99, "text": SECRET},
-              "annotations": [_annotation(_choices("water"), _choices("noise", from_name="other"))]}]
+              "annotations": [_annotation(_choices("water"),
+                                          _choices("noise", from_name="other"))]}]
     path = _write_json(tmp_path / "export.json", tasks)
     result = labels_cli.import_labels(path, id_key="message_id", from_name="pollution")
     assert result.rows == [{"id": "m1", "labels": ["water"]}]
