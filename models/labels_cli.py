@@ -89,7 +89,7 @@ def map_choices(choices: Any, aliases: Dict[str, Optional[str]]
     if unknown:
         return None, "unknown_label", ", ".join(_shown(c) for c in unknown)
     mapped = [aliases[normalise_name(c)] for c in choices]
-    if None in mapped:  # the labelling guide: "not environmental" wins over any medium ticked
+    if None in mapped:  # a "not environmental" tick means [], whatever else was ticked
         return [], "", ""
     return list(dict.fromkeys(mapped)), "", ""
 
