@@ -1426,7 +1426,11 @@ def _write_json(path: Optional[str], report: Dict[str, Any]) -> None:
 
 
 def _labelled_files(paths: Sequence[str]) -> List[dict]:
-    return [dict(r, synthetic=False) for path in paths for r in read_jsonl(path)]
+    # id + labels rows (envleads labels import) are joined with the shared texts
+    from envleads.models import protocol
+
+    return [dict(r, synthetic=False) for path in paths
+            for r in protocol.read_labelled(path, shared_data_dir())]
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -1492,8 +1496,9 @@ def add_subcommand(subparsers) -> None:
     """Registers ``envleads train`` and ``envleads evaluate``."""
     train = subparsers.add_parser("train", help="train the pollution-type classifier and register it")
     train.add_argument("--extra", "--data", nargs="*", default=[], metavar="FILE", dest="extra",
-                       help="labelled JSON Lines files (title, text, labels) to train on besides the "
-                            "project's rows and the development part of the shared labels")
+                       help="labelled JSON Lines files (title, text, labels; or id + labels, joined "
+                            "with the shared texts) to train on besides the project's rows and "
+                            "the development part of the shared labels")
     train.add_argument("--out", default=None, metavar="REGISTRY_DIR",
                        help="model registry folder (default: $ENVLEADS_REGISTRY or models/registry)")
     train.add_argument("--include-shared", action=argparse.BooleanOptionalAction, default=True,
@@ -1514,7 +1519,7 @@ def add_subcommand(subparsers) -> None:
                                  help="a part of the shared real labels (models/protocol.py): "
                                       "'locked' is the reported result, 'development' is for choices")
     evaluate_parser.add_argument("--gold", nargs="*", default=[], metavar="FILE",
-                                 help="gold JSON Lines files (id, title, text, labels)")
+                                 help="gold JSON Lines files (id, title, text, labels; or id + labels)")
     evaluate_parser.add_argument("--cv", type=int, default=0, metavar="K",
                                  help="run K-fold cross-validation on the gold rows instead")
     evaluate_parser.add_argument("--extra", nargs="*", default=[], metavar="FILE",

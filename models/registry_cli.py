@@ -264,7 +264,7 @@ def comparison_data(gold_files: Sequence[str], locked: bool) -> Tuple[List[Tuple
             skipped.append("locked part skipped: no shared labelled data (../shared/data or "
                            "$ENVLEADS_SHARED_DATA) beside this checkout")
     for path in gold_files:
-        sets.append((path, pollution.read_jsonl(path)))
+        sets.append((path, protocol.read_labelled(path, pollution.shared_data_dir())))
     return sets, skipped
 
 

@@ -23,6 +23,7 @@ SUBCOMMAND_MODULES = (
     "envleads.ops.status",
     "envleads.models.pollution",
     "envleads.models.registry_cli",
+    "envleads.models.labels_cli",
     "envleads.region",
     "envleads.repeats_evaluation",
     "envleads.evaluation",
