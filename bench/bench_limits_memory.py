@@ -148,7 +148,7 @@ def trace_stages(count: int, filler: str) -> dict:
     classified = stage("classify", lambda: list(enricher._classify.process(segmented)))
     enriched = stage("resolve region", lambda: [e for item in classified for e in enricher._resolve.process(item)])
     stage("repeat features", lambda: [complaint_features(item, enricher._repeat_config) for item in enriched])
-    features = enricher._classify._model.pipeline.named_steps["features"]
+    features = enricher._classify._model.estimator.features_
     docs = segment_docs([item.doc for item in segmented])
     for name, transformer in features.transformer_list:
         stage(f"classify: {name}", lambda: transformer.transform(docs))

@@ -7,13 +7,31 @@ Labelled rows are written as batch input, run through ``envleads batch`` with de
 (the production model unless ``--model_version``/``--model_registry`` say otherwise), and the
 ``pollution_types`` of its enriched output are scored against the gold labels. No other path is
 scored, so a figure here is what a user of ``envleads batch`` gets.
+
+The scorer (:func:`score_predictions`) is shared by every figure: ``envleads evaluate``,
+``envleads models compare``, :func:`cross_validate` (choices on the development part) and the
+notebook.
 """
 from __future__ import annotations
 
+import logging
 import os
-from typing import Any, Dict, List, Sequence
+import sys
+import time
+from collections import Counter
+from typing import Any, Dict, List, Optional, Sequence
 
+import numpy as np
+from sklearn.model_selection import StratifiedKFold
+from tqdm import tqdm
+
+from envleads.models.estimator import DEFAULT_HYPER
+from envleads.models.features import LABELS, fold_strata
+from envleads.models.prediction import PollutionModel
+from envleads.models.train import label_matrix, read_jsonl, record_docs, train_model
 from envleads.records import TypePrediction
+
+LOGGER = logging.getLogger(__name__)
 
 # Real board messages without a date still need one in the batch contract; it does not affect types.
 UNDATED = "2020-01-01T00:00:00+08:00"
@@ -39,7 +57,6 @@ def evaluate_through_batch(records: Sequence[dict], beam_args: Sequence[str] = (
                            engine: str = "beam") -> Dict[str, Any]:
     """Runs ``records`` through ``envleads batch`` and scores its types; a row the batch rejected
     counts as predicted not environmental and is counted in ``rows_missing``."""
-    from envleads.models.pollution import score_predictions
     from envleads.repeats_evaluation import run_product
 
     rows, _ = run_product(batch_events(records), engine=engine, beam_args=beam_args)
@@ -57,8 +74,6 @@ def evaluate_through_batch(records: Sequence[dict], beam_args: Sequence[str] = (
 
 def _by_origin(records: Sequence[dict], predictions: Sequence[TypePrediction]) -> Dict[str, Any]:
     """Headline scores per ``origin`` of the rows (e.g. the shared set vs the project's labels)."""
-    from envleads.models.pollution import score_predictions
-
     origins = sorted({r.get("origin") for r in records if r.get("origin")})
     out = {}
     for origin in origins if len(origins) > 1 else ():
@@ -71,7 +86,197 @@ def _by_origin(records: Sequence[dict], predictions: Sequence[TypePrediction]) -
 def hard_set(name: str) -> List[dict]:
     """A project-written hard set of ``tests/data/pollution_hard/`` (``hard_cases``,
     ``rare_labels``, ``new_categories``); empty when the file is absent."""
-    from envleads.models.pollution import read_jsonl
-
     path = os.path.join(HARD_DIR, f"{name}.jsonl")
     return read_jsonl(path) if os.path.exists(path) else []
+
+
+# --------------------------------------------------------------------------- scoring
+def _f1(p: float, r: float) -> float:
+    return 2 * p * r / (p + r) if p + r else 0.0
+
+
+def score_predictions(gold_records: Sequence[dict], predictions: Sequence[TypePrediction]
+                      ) -> Dict[str, Any]:
+    """The evaluation report for predictions aligned with gold records (see :func:`evaluate`)."""
+    Y = label_matrix(gold_records)
+    Yp = np.zeros_like(Y)
+    for row, prediction in enumerate(predictions):
+        for label in prediction.labels:
+            Yp[row, LABELS.index(label)] = 1
+    per_label = {}
+    for i, label in enumerate(LABELS):
+        tp = int(np.sum((Y[:, i] == 1) & (Yp[:, i] == 1)))
+        fp = int(np.sum((Y[:, i] == 0) & (Yp[:, i] == 1)))
+        fn = int(np.sum((Y[:, i] == 1) & (Yp[:, i] == 0)))
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        per_label[label] = {"precision": round(precision, 4), "recall": round(recall, 4),
+                            "f1": round(_f1(precision, recall), 4), "support": int(Y[:, i].sum()),
+                            "predicted": int(Yp[:, i].sum())}
+    tp = int(np.sum((Y == 1) & (Yp == 1)))
+    micro_p = tp / Yp.sum() if Yp.sum() else 0.0
+    micro_r = tp / Y.sum() if Y.sum() else 0.0
+    frequent = [l for l in LABELS if per_label[l]["support"] >= 10]
+    env_gold = Y.sum(axis=1) > 0
+    env_pred = Yp.sum(axis=1) > 0
+    confusion: Dict[str, Dict[str, int]] = {}
+    errors = []
+    pairs: Counter = Counter()
+    for record, prediction, gold_row, pred_row in zip(gold_records, predictions, Y, Yp):
+        gold_labels = list(record.get("labels") or [])
+        gold_primary = gold_labels[0] if gold_labels else "none"
+        pred_primary = prediction.primary or "none"
+        confusion.setdefault(gold_primary, Counter())[pred_primary] += 1
+        missed = [LABELS[i] for i in np.flatnonzero((gold_row == 1) & (pred_row == 0))]
+        extra = [LABELS[i] for i in np.flatnonzero((gold_row == 0) & (pred_row == 1))]
+        for label in missed:
+            for other in extra or ["-"]:
+                pairs[(label, other)] += 1
+        if not missed:
+            for other in extra:
+                pairs[("none" if not gold_labels else "-", other)] += 1
+        wrong = int(np.sum(gold_row != pred_row))
+        if wrong:
+            errors.append({"id": record.get("id"), "gold": gold_labels,
+                           "predicted": list(prediction.labels),
+                           "confidence": prediction.confidence, "_wrong": wrong})
+    # Worst first: most wrong labels, then the most confident mistakes.
+    errors.sort(key=lambda e: (-e["_wrong"], -e["confidence"]))
+    for error in errors:
+        del error["_wrong"]
+    return {
+        "n": len(gold_records),
+        "per_label": per_label,
+        "micro_f1": round(_f1(micro_p, micro_r), 4),
+        "micro_precision": round(micro_p, 4),
+        "micro_recall": round(micro_r, 4),
+        "macro_f1_frequent": round(float(np.mean([per_label[l]["f1"] for l in frequent])), 4)
+        if frequent else 0.0,
+        "frequent_labels": frequent,
+        "macro_f1_all": round(float(np.mean([per_label[l]["f1"] for l in LABELS])), 4),
+        "env_accuracy": round(float(np.mean(env_gold == env_pred)), 4) if len(Y) else 0.0,
+        "needs_review_rate": round(float(np.mean([p.needs_review for p in predictions])), 4)
+        if predictions else 0.0,
+        "exact_match": round(float(np.mean(np.all(Y == Yp, axis=1))), 4) if len(Y) else 0.0,
+        "mean_confidence": round(float(np.mean([p.confidence for p in predictions])), 4)
+        if predictions else 0.0,
+        "reliability": _reliability(Y, Yp, predictions),
+        "confusion": {g: dict(c) for g, c in sorted(confusion.items())},
+        # (gold label missed or "-"/"none", predicted label not in gold or "-"): counts.
+        "error_pairs": [[g, p, n] for (g, p), n in pairs.most_common(15)],
+        "worst_errors": errors[:20],
+    }
+
+
+def _reliability(Y: np.ndarray, Yp: np.ndarray, predictions: Sequence[TypePrediction]
+                 ) -> List[Dict[str, Any]]:
+    """Calibration table: per confidence bin, how many, mean confidence, share fully right."""
+    if not len(predictions):
+        return []
+    confidence = np.array([p.confidence for p in predictions])
+    right = np.all(Y == Yp, axis=1)
+    table = []
+    edges = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0001]
+    for low, high in zip(edges[:-1], edges[1:]):
+        inside = (confidence >= low) & (confidence < high)
+        if inside.any():
+            table.append({"bin": f"{low:.1f}-{min(high, 1.0):.1f}", "n": int(inside.sum()),
+                          "mean_confidence": round(float(confidence[inside].mean()), 3),
+                          "exact_match": round(float(right[inside].mean()), 3)})
+    return table
+
+
+def evaluate(model: PollutionModel, gold_records: Sequence[dict], batch_size: int = 64
+             ) -> Dict[str, Any]:
+    """Scores ``model`` on gold records.
+
+    Returns per-label precision/recall/F1/support, micro F1, macro F1 over labels with at least 10
+    gold rows and over all labels, environmental-or-not accuracy, a primary-label confusion table
+    (``"none"`` = not environmental) and the 20 worst errors (ids and labels only, never text).
+    """
+    docs = record_docs(gold_records)
+    predictions: List[TypePrediction] = []
+    for start in range(0, len(docs), batch_size):
+        predictions.extend(model.predict(docs[start:start + batch_size]))
+    report = score_predictions(gold_records, predictions)
+    report["model_version"] = model.version
+    return report
+
+
+def cross_validate(records: List[dict], folds: int = 5, seed: int = 0,
+                   extra_train: Optional[List[dict]] = None, **hyper: Any) -> Dict[str, Any]:
+    """K-fold cross-validation on real rows; ``extra_train`` joins every training side only.
+
+    The report pools the out-of-fold predictions of all folds (so every real row is scored once,
+    by a model that never saw it) and adds each fold's micro and macro F1.
+    """
+    extra = [dict(r, synthetic=True) for r in (extra_train or [])]
+    records = [dict(r, synthetic=False) for r in records]
+    Y = label_matrix(records)
+    predictions: List[Optional[TypePrediction]] = [None] * len(records)
+    fold_scores = []
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    started = time.perf_counter()
+    progress = tqdm(total=folds, desc="cross-validation", unit="fold", disable=None, leave=False, file=sys.stderr)
+    for fold, (train_idx, test_idx) in enumerate(splitter.split(records, fold_strata(Y))):
+        estimator = train_model([records[i] for i in train_idx] + extra, seed=seed, **hyper)
+        model = PollutionModel(estimator, version=f"cv-fold-{fold}")
+        held_out = [records[i] for i in test_idx]
+        fold_predictions = model.predict(record_docs(held_out))
+        for i, prediction in zip(test_idx, fold_predictions):
+            predictions[i] = prediction
+        fold_report = score_predictions(held_out, fold_predictions)
+        fold_scores.append({"micro_f1": fold_report["micro_f1"],
+                            "macro_f1_frequent": fold_report["macro_f1_frequent"],
+                            "env_accuracy": fold_report["env_accuracy"]})
+        LOGGER.info("cv fold %d: micro_f1=%.3f", fold, fold_report["micro_f1"])
+        progress.update(1)
+    progress.close()
+    report = score_predictions(records, predictions)
+    report["folds"] = fold_scores
+    report["cv"] = {"folds": folds, "seed": seed, "extra_train_rows": len(extra),
+                    "hyper": {**DEFAULT_HYPER, **hyper},
+                    "seconds": round(time.perf_counter() - started, 1)}
+    return report
+
+
+def format_report(report: Dict[str, Any]) -> str:
+    """A readable table of an evaluation or cross-validation report."""
+    lines = []
+    title = report.get("model_version") or (f"{report['cv']['folds']}-fold CV" if "cv" in report
+                                             else "evaluation")
+    lines.append(f"Pollution-type classifier: {title}  (n={report['n']})")
+    lines.append(f"{'label':<12}{'prec':>7}{'rec':>7}{'f1':>7}{'support':>9}{'pred':>7}")
+    for label, m in report["per_label"].items():
+        lines.append(f"{label:<12}{m['precision']:>7.3f}{m['recall']:>7.3f}{m['f1']:>7.3f}"
+                     f"{m['support']:>9d}{m['predicted']:>7d}")
+    lines.append(f"micro F1 {report['micro_f1']:.3f}   macro F1 (support>=10: "
+                 f"{','.join(report['frequent_labels'])}) {report['macro_f1_frequent']:.3f}   "
+                 f"macro F1 (all) {report['macro_f1_all']:.3f}")
+    lines.append(f"environmental/not accuracy {report['env_accuracy']:.3f}   "
+                 f"needs_review rate {report['needs_review_rate']:.3f}")
+    if "exact_match" in report:
+        lines.append(f"exact label-set match {report['exact_match']:.3f}   mean confidence "
+                     f"{report['mean_confidence']:.3f}   calibration: " + "  ".join(
+                         f"[{b['bin']}: n={b['n']} conf {b['mean_confidence']:.2f} "
+                         f"right {b['exact_match']:.2f}]" for b in report.get("reliability", [])))
+    columns = ["none"] + list(LABELS)
+    lines.append("confusion (rows gold primary, columns predicted primary):")
+    lines.append(" " * 12 + "".join(f"{c[:6]:>7}" for c in columns))
+    for gold in columns:
+        row = report["confusion"].get(gold)
+        if row:
+            lines.append(f"{gold:<12}" + "".join(f"{row.get(c, 0):>7d}" for c in columns))
+    if report.get("folds"):
+        lines.append("folds: " + "  ".join(
+            f"[micro {f['micro_f1']:.3f} macro {f['macro_f1_frequent']:.3f}]"
+            for f in report["folds"]))
+    if report.get("error_pairs"):
+        lines.append("most common errors (gold missed -> predicted extra; '-' none, 'none' not "
+                     "environmental): " + ", ".join(f"{g}->{p} {n}" for g, p, n in
+                                                    report["error_pairs"][:10]))
+    if report["worst_errors"]:
+        lines.append("worst errors (id: gold -> predicted @confidence):")
+        for e in report["worst_errors"]:
+            lines.append(f"  {e['id']}: {e['gold']} -> {e['predicted']} @{e['confidence']:.2f}")
+    return "\n".join(lines)

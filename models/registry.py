@@ -210,8 +210,8 @@ def _model_card(version: str, metadata: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def register(pipeline, metadata: Dict[str, Any], registry_dir: Optional[str] = None) -> str:
-    """Saves a fitted pipeline with its metadata and model card; returns the new version.
+def register(estimator, metadata: Dict[str, Any], registry_dir: Optional[str] = None) -> str:
+    """Saves a fitted estimator with its metadata and model card; returns the new version.
 
     ``metadata`` must hold ``training_fingerprint``; library versions, label set and created_at
     are filled in here. The folder is written under a temporary name and renamed, so a reader
@@ -247,7 +247,7 @@ def register(pipeline, metadata: Dict[str, Any], registry_dir: Optional[str] = N
         **metadata,
     }
     staging = tempfile.mkdtemp(prefix=f".{version}.", dir=root)
-    joblib.dump(pipeline, os.path.join(staging, MODEL_FILE), compress=3)
+    joblib.dump(estimator, os.path.join(staging, MODEL_FILE), compress=3)
     with open(os.path.join(staging, METADATA_FILE), "w", encoding="utf-8") as handle:
         json.dump(full, handle, ensure_ascii=False, indent=2)
     with open(os.path.join(staging, CARD_FILE), "w", encoding="utf-8") as handle:
@@ -277,8 +277,8 @@ def load_model(version: str = PRODUCTION, registry_dir: Optional[str] = None,
     version = _resolve(version, registry_dir)
     metadata = read_metadata(version, registry_dir)
     _check_compatible(version, metadata)
-    pipeline = joblib.load(os.path.join(_kind_dir(registry_dir), version, MODEL_FILE))
-    return PollutionModel(pipeline, version=version,
+    estimator = joblib.load(os.path.join(_kind_dir(registry_dir), version, MODEL_FILE))
+    return PollutionModel(estimator, version=version,
                           review_threshold=metadata.get("review_threshold", DEFAULT_REVIEW_THRESHOLD)
                           if review_threshold is None else review_threshold)
 
@@ -299,32 +299,29 @@ def train_and_register(records: List[dict], registry_dir: Optional[str] = None,
     from envleads.models import pollution
 
     started = time.perf_counter()
-    pipeline = pollution.train_model(records, **hyper)
+    estimator = pollution.train_model(records, **hyper)
     seconds = round(time.perf_counter() - started, 1)
     metrics = None
     if cv_folds:
         real = [r for r in records if not r.get("synthetic")]
         synthetic = [r for r in records if r.get("synthetic")]
         metrics = pollution.cross_validate(real, folds=cv_folds, extra_train=synthetic, **hyper)
-    classify = pipeline.named_steps["classify"]
-    cues = pipeline.named_steps["features"].transformer_list
-    terms_version = next((step.terms_version_ for name, step in cues if name == "cues"), None)
     metadata = {
         "training_fingerprint": training_fingerprint(records),
         "training_rows": len(records),
         "synthetic_rows": sum(1 for r in records if r.get("synthetic")),
         "hyper": {**pollution.DEFAULT_HYPER, **hyper},
-        "thresholds": [round(float(t), 3) for t in classify.thresholds_array()],
+        "thresholds": [round(float(t), 3) for t in estimator.thresholds_],
         "review_threshold": pollution.DEFAULT_REVIEW_THRESHOLD,
-        "type_terms_version": terms_version,
+        "type_terms_version": estimator.type_terms_version(),
         "training_seconds": seconds,
         "metrics": metrics,
-        "locked_metrics": locked_metrics(pipeline, records) if locked_part else None,
+        "locked_metrics": locked_metrics(estimator, records) if locked_part else None,
         "data_files": file_digests(data_files) if data_files is not None else None,
         "training_row_index": training_row_index(records),
         "command": command or " ".join(shlex.quote(a) for a in sys.argv),
     }
-    return register(pipeline, metadata, registry_dir)
+    return register(estimator, metadata, registry_dir)
 
 
 def default_training_records() -> List[dict]:
@@ -445,8 +442,8 @@ def compact_metrics(report: Dict[str, Any]) -> Dict[str, Any]:
                           for label, m in report.get("per_label", {}).items()}}
 
 
-def locked_metrics(pipeline, records: Sequence[dict]) -> Optional[Dict[str, Any]]:
-    """The fitted ``pipeline`` scored on the locked part of the real labels, or ``None`` when the
+def locked_metrics(estimator, records: Sequence[dict]) -> Optional[Dict[str, Any]]:
+    """The fitted ``estimator`` scored on the locked part of the real labels, or ``None`` when the
     shared data is absent. ``training_overlap`` counts locked rows among ``records`` (0 when the
     protocol was followed; otherwise the figure is not a result)."""
     from envleads.models import pollution, protocol
@@ -455,7 +452,7 @@ def locked_metrics(pipeline, records: Sequence[dict]) -> Optional[Dict[str, Any]
     if not locked:
         return None
     started = time.perf_counter()
-    report = pollution.evaluate(pollution.PollutionModel(pipeline, version="unregistered"), locked)
+    report = pollution.evaluate(pollution.PollutionModel(estimator, version="unregistered"), locked)
     return {**compact_metrics(report),
             "training_overlap": _overlap(training_row_index(records), locked)["overlap"],
             "split": {"locked_percent": protocol.LOCKED_PERCENT,

@@ -168,9 +168,9 @@ def figures(report: Dict[str, Any]) -> Dict[str, float]:
 
 def predict_all(model, records: Sequence[dict], batch_size: int = 64) -> list:
     """The model's predictions for ``records``, in order (batched as in ``evaluate``)."""
-    from envleads.models.pollution import _docs
+    from envleads.models.pollution import record_docs
 
-    docs = _docs(records)
+    docs = record_docs(records)
     predictions: list = []
     for start in range(0, len(docs), batch_size):
         predictions.extend(model.predict(docs[start:start + batch_size]))

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from envleads.models import pollution, registry
+from envleads.models import features, pollution, registry
 from envleads.records import POLLUTION_LABELS, TypePrediction
 
 SHARED = Path(os.environ.get("ENVLEADS_SHARED_DATA")
@@ -27,8 +27,8 @@ def project_rows():
 
 @pytest.fixture(scope="module")
 def model(project_rows):
-    pipeline = pollution.train_model(project_rows, threshold_folds=0)
-    return pollution.PollutionModel(pipeline, version="test")
+    estimator = pollution.train_model(project_rows, threshold_folds=0)
+    return pollution.PollutionModel(estimator, version="test")
 
 
 def test_restaurant_fumes_and_noise_get_air_and_noise(model):
@@ -172,7 +172,7 @@ def test_training_rows_cover_every_label(project_rows):
 
 
 def test_registry_round_trip(tmp_path, model, project_rows):
-    version = registry.register(model.pipeline, {
+    version = registry.register(model.estimator, {
         "training_fingerprint": registry.training_fingerprint(project_rows[:3]),
         "metrics": None}, registry_dir=str(tmp_path))
     assert version.startswith("pt-") and len(version.split("-")[-1]) == 6
@@ -197,7 +197,7 @@ def test_training_fingerprint_depends_on_rows():
 @pytest.mark.parametrize("key, value", [("sklearn_version", "0.0.1"),
                                         ("labels", ["air", "water"])])
 def test_registry_refuses_mismatch(tmp_path, model, key, value):
-    version = registry.register(model.pipeline, {"training_fingerprint": "ab" * 32},
+    version = registry.register(model.estimator, {"training_fingerprint": "ab" * 32},
                                 registry_dir=str(tmp_path))
     path = tmp_path / "pollution_type" / version / "metadata.json"
     metadata = json.loads(path.read_text(encoding="utf-8"))
@@ -263,7 +263,7 @@ def test_char_ngrams_match_sklearn():
     docs = [_doc("投诉", "工厂废水直排河道，河水发黑发臭。"), _doc("", "夜间施工噪音大，吵得睡不着。"),
             _doc("噪音", "广场舞音响太吵，噪音扰民。"), _doc("", "河道里有人偷排废水。")]
     ours = pollution.CharNgramTfidf(min_df=2, max_features=None).fit(docs[:3])
-    reference = TfidfVectorizer(analyzer="char", preprocessor=pollution.full_text,
+    reference = TfidfVectorizer(analyzer="char", preprocessor=features.full_text,
                                 lowercase=False, ngram_range=(1, 3), sublinear_tf=True,
                                 min_df=2).fit(docs[:3])
     columns = [reference.vocabulary_[name[len("char_"):]] for name in ours.get_feature_names_out()]
@@ -311,8 +311,8 @@ _CUE_CHARS = "ab.|\\污染水"  # overlapping terms, and characters that regex e
                 min_size=1, max_size=3),
        st.text(_CUE_CHARS + "。 ", max_size=30))
 def test_cue_scan_matches_what_each_alternation_matches(term_lists, text):
-    patterns = [pollution._alternation(terms) for terms in term_lists]
-    scan = pollution._CueScan(patterns)
+    patterns = [features._alternation(terms) for terms in term_lists]
+    scan = features._CueScan(patterns)
     occurrences, present = scan.find(text)
     for index, pattern in enumerate(patterns):
         expected = [(match.start(), match.group()) for match in re.finditer(pattern, text)]
@@ -323,7 +323,7 @@ def test_cue_scan_matches_what_each_alternation_matches(term_lists, text):
 def test_cue_scan_refuses_a_pattern_that_is_not_literal_terms():
     for pattern in ("", "a|b+", "(a)"):
         with pytest.raises(ValueError, match="literal"):
-            pollution._CueScan([pattern])
+            features._CueScan([pattern])
 
 
 def _clause_evidence():
@@ -408,7 +408,7 @@ def test_confidence_calibration_learns_overconfidence():
 
 # ------------------------------------------------------------------ registry compatibility
 def test_registry_refuses_old_pipeline_format(tmp_path, model):
-    version = registry.register(model.pipeline, {"training_fingerprint": "cd" * 32},
+    version = registry.register(model.estimator, {"training_fingerprint": "cd" * 32},
                                 registry_dir=str(tmp_path))
     path = tmp_path / "pollution_type" / version / "metadata.json"
     metadata = json.loads(path.read_text(encoding="utf-8"))
@@ -424,7 +424,7 @@ def test_registry_refuses_old_pipeline_format(tmp_path, model):
 
 def test_ensure_default_model_never_retrains_over_an_unloadable_production_model(
         tmp_path, model, monkeypatch):
-    version = registry.register(model.pipeline, {"training_fingerprint": "ef" * 32},
+    version = registry.register(model.estimator, {"training_fingerprint": "ef" * 32},
                                 registry_dir=str(tmp_path))
     assert registry.ensure_default_model(str(tmp_path)) == version  # adopted as production
     assert registry.production_version(str(tmp_path)) == version
@@ -514,18 +514,17 @@ def test_label_stacker_learns_that_a_named_medium_excludes_other():
 def test_stacked_training_round_trips_through_the_registry(tmp_path, project_rows):
     rows = [dict(r, synthetic=not r["id"].startswith("hand")) for r in project_rows[::2]]
     rows += [dict(r, synthetic=False) for r in project_rows if r["id"].startswith("hand")]
-    pipeline = pollution.train_model(rows, threshold_folds=2, stack=True, stack_cues=True,
-                                     stack_min=5)
-    classify = pipeline.named_steps["classify"]
-    assert classify.stacker is not None and classify.cue_columns > 0
-    version = registry.register(pipeline, {"training_fingerprint": "ab" * 32},
+    estimator = pollution.train_model(rows, threshold_folds=2, stack=True, stack_cues=True,
+                                      stack_min=5)
+    assert estimator.stacker_ is not None and estimator.views_.cue_columns > 0
+    version = registry.register(estimator, {"training_fingerprint": "ab" * 32},
                                 registry_dir=str(tmp_path))
     loaded = registry.load_model(version, str(tmp_path))
     docs = [("", "河对岸的皮革厂晚上往河里偷排污水，河水又黑又臭。"), ("", "请问社保卡怎么补办？")]
     probabilities = loaded.predict_proba(docs)
     assert probabilities.shape == (2, len(pollution.LABELS))
     assert ((0 <= probabilities) & (probabilities <= 1)).all()
-    np.testing.assert_allclose(probabilities, pollution.PollutionModel(pipeline).predict_proba(docs))
+    np.testing.assert_allclose(probabilities, pollution.PollutionModel(estimator).predict_proba(docs))
     water, none = loaded.predict(docs)
     assert water.primary == "water" and none.labels == []
     assert 0.0 <= water.confidence <= 1.0
