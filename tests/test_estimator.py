@@ -6,6 +6,7 @@ of clones, pickling, and that fitting depends on the rows and the seed but not o
 Small data (a few hundred of the project's rows), so each fit takes seconds.
 """
 import pickle
+import random
 
 import joblib
 import numpy as np
@@ -132,3 +133,17 @@ def test_pickle_and_joblib_round_trips_predict_the_same(fitted, split, tmp_path)
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(fitted)).predict_proba(X), expected)
     joblib.dump(fitted, tmp_path / "model.joblib", compress=3)
     np.testing.assert_array_equal(joblib.load(tmp_path / "model.joblib").predict_proba(X), expected)
+
+
+def _label_sets(rows, X):
+    X_train, Y, synthetic = _xy(rows)
+    return PollutionTypeClassifier(**FAST).fit(X_train, Y, synthetic=synthetic).predict(X)
+
+
+def test_row_order_changes_at_most_0_3_percent_of_label_sets(split):
+    train, held_out = split
+    X = pollution.record_docs(held_out)
+    shuffled = random.Random(1).sample(train, len(train))
+    first, second = _label_sets(train, X), _label_sets(shuffled, X)
+    differing = int(np.sum(np.any(first != second, axis=1)))
+    assert differing <= 0.003 * len(X), f"{differing} of {len(X)} label sets differ"
