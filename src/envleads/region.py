@@ -619,7 +619,11 @@ class RegionResolver:
         if self._re["after_road"].match(after):
             return None
         if self._re["after_dateline"].match(after) or self._re["before_dateline"].search(before):
-            return None
+            # where the news was filed, not where the matter is: it only helps to choose among places
+            # that other mentions name (新华社南京5月3日电 鼓楼区 ...)
+            cap = self._weights["dateline"] * scale
+            return _Mention(start, end, surface, {code: min(weight * scale, cap) for code, (weight, _)
+                                                  in self._aliases.get(surface, {}).items()}, "dateline", True)
         agency = bool(self._re["after_agency"].match(after))
         if surface in self._bureaus and surface not in self._aliases:
             if not agency:
