@@ -25,7 +25,7 @@ HARD_SETS = ("hard_cases", "rare_labels", "new_categories")
 
 def summary(report: dict) -> dict:
     keys = ("n", "rows_missing", "micro_f1", "macro_f1_frequent", "macro_f1_all", "env_accuracy",
-            "exact_match", "needs_review_rate", "model_version", "by_origin")
+            "exact_match", "needs_review_rate", "review", "model_version", "by_origin")
     return {**{k: report.get(k) for k in keys},
             "per_label": {l: {"f1": m["f1"], "support": m["support"]} for l, m in report["per_label"].items()}}
 

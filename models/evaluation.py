@@ -69,7 +69,20 @@ def evaluate_through_batch(records: Sequence[dict], beam_args: Sequence[str] = (
     report["rows_missing"] = sum(1 for r in records if str(r["id"]) not in by_id)
     report["model_version"] = next((p.model_version for p in predictions if p.model_version), None)
     report["by_origin"] = _by_origin(records, predictions)
+    report["review"] = review_figures(records, predictions)
     return report
+
+
+def review_figures(records: Sequence[dict], predictions: Sequence[TypePrediction]) -> Dict[str, Any]:
+    """How well ``needs_review`` points a reviewer at the wrong label sets: the share of wrong
+    decisions it flags (what a reviewer catches) and of right ones (what it costs them)."""
+    wrong = [set(r.get("labels") or []) != set(p.labels) for r, p in zip(records, predictions)]
+    flagged = [p.needs_review for p in predictions]
+    n_wrong = sum(wrong)
+    n_right = len(wrong) - n_wrong
+    return {"wrong": n_wrong,
+            "wrong_flagged": round(sum(f for f, w in zip(flagged, wrong) if w) / n_wrong, 4) if n_wrong else None,
+            "right_flagged": round(sum(f for f, w in zip(flagged, wrong) if not w) / n_right, 4) if n_right else None}
 
 
 def _by_origin(records: Sequence[dict], predictions: Sequence[TypePrediction]) -> Dict[str, Any]:

@@ -556,3 +556,51 @@ def test_chongqing_former_districts_resolve_with_a_chongqing_cue(resolver):
 
 def test_jiangbei_without_a_cue_is_ambiguous(resolver):
     assert code(resolver, "江北区某小区楼下的烧烤摊油烟扰民。") is None
+
+
+# -- issue 23: short forms derived from the division table, cues that settle a same-named district --
+
+def test_ethnic_district_without_its_people(resolver):
+    assert code(resolver, "管城区一家汽修店把废机油倒进了下水井。") == "410104"  # 管城回族区
+    assert code(resolver, "河南开封顺河一家皮革作坊偷排废水。") == "410203"  # 顺河回族区
+    assert code(resolver, "梅里斯区一家粮库烘干塔冒黑烟。") == "230208"  # 梅里斯达斡尔族区
+
+
+def test_several_peoples_county_without_ge_zu(resolver):
+    assert code(resolver, "隆林县一家锰矿的尾矿水流进了河里。") == "451031"  # 隆林各族自治县
+    assert code(resolver, "广西桂林龙胜一家采石场粉尘很大。") == "450328"  # 龙胜各族自治县
+
+
+def test_banner_named_by_its_people(resolver):
+    assert code(resolver, "鄂伦春旗一家木材加工厂锅炉冒黑烟。") == "150723"
+    assert code(resolver, "鄂温克旗一处煤矿的矸石乱堆乱放。") == "150724"
+
+
+def test_people_named_county_that_is_also_a_former_name_needs_a_cue(resolver):
+    # 东乡县: Gansu's 东乡族自治县, and Jiangxi's 东乡区 until it became a district
+    assert code(resolver, "东乡县一家化工厂夜里偷排。") is None
+    assert code(resolver, "甘肃临夏东乡县一家养殖场粪污直排。") == "622926"
+    assert code(resolver, "江西抚州东乡县一家化工厂偷排。") == "361003"
+
+
+def test_guessed_former_name_of_a_district_gives_way_to_a_name_in_force(resolver):
+    assert code(resolver, "宽城县一家铁矿的尾矿库渗水。") == "130827"  # not Changchun's 宽城区
+    assert code(resolver, "大通县一家洗煤厂的煤泥水外溢。") == "630121"  # not Huainan's 大通区
+
+
+def test_common_word_city_touching_its_county_settles_both(resolver):
+    assert code(resolver, "长治长子一家焦化厂夜里冒黄烟。") == "140428"
+    assert code(resolver, "普洱孟连一家咖啡厂的废水倒进了河。") == "530827"
+    assert code(resolver, "常德石门有家水泥厂粉尘扰民。") == "430726"
+    assert code(resolver, "长治久安是大家的心愿,长子说话要算数。") is None
+
+
+def test_township_whose_suffix_starts_a_county_name_is_dropped(resolver):
+    assert code(resolver, "普洱镇沅有家糖厂废水漫进农田。") == "530825"  # not 盐津县's 普洱镇
+    assert code(resolver, "普洱镇一家茶厂的锅炉冒黑烟。") == "530623"
+
+
+def test_dateline_settles_a_same_named_district_but_not_alone(resolver):
+    assert code(resolver, "新华社南京5月3日电 鼓楼区一家饭馆油烟直排。") == "320106"
+    assert code(resolver, "新华社福州5月3日电 鼓楼区一家饭馆油烟直排。") == "350102"
+    assert code(resolver, "新华社南京5月3日电 一家化工厂偷排废水被查处。") is None

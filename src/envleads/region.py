@@ -288,10 +288,17 @@ class RegionResolver:
                     break
         return base if base != name and len(base) >= 2 else None
 
+    @staticmethod
+    def _people_only(stem: str, ethnic: Sequence[str]) -> bool:
+        """True when the stem of an autonomous name is only a people's name (东乡族, 鄂伦春)."""
+        return len(stem.removesuffix("族")) >= 2 and stem.removesuffix("族") in ethnic
+
     def _build_aliases(self, config: dict) -> None:
         ethnic = sorted(config["ethnic_groups"], key=len, reverse=True)
         self._ethnic = ethnic
         bare: Dict[str, List[Tuple[str, str]]] = defaultdict(list)  # short form -> [(adcode, level)]
+        former_forms: List[Tuple[str, str]] = []  # 宽城县 for 宽城区: a district's possible former name
+        people_forms: List[Tuple[str, str]] = []  # 东乡县 for 东乡族自治县
         for division in self._divisions.values():
             name, code, level = division.name, division.adcode, division.level
             common = name in self._common or self._common_full.match(name)
@@ -299,10 +306,14 @@ class RegionResolver:
             short = None
             for long_suffix, short_suffix in config["autonomous_suffixes"].items():
                 if name.endswith(long_suffix):
-                    base = self._strip_ethnic(name[: -len(long_suffix)], ethnic)
+                    stem = name[: -len(long_suffix)]
+                    base = self._strip_ethnic(stem, ethnic)
                     if base:
                         self._add(base + short_suffix, code, "suffix_variant")
                         short = base
+                    elif self._people_only(stem, ethnic):  # 东乡族自治县 -> 东乡县, no bare 东乡
+                        people_forms.append((stem.removesuffix("族") + short_suffix, code))
+                    break
             if short is None:
                 suffixes = {PROVINCE: config["province_suffixes"], CITY: config["city_suffixes"],
                             COUNTY: config["county_suffixes"]}[level]
@@ -310,12 +321,19 @@ class RegionResolver:
             if level == COUNTY and name.endswith("区"):
                 base = self._strip(name, ["区"])
                 if base:
-                    for suffix in config["district_former_suffixes"]:
-                        variant = base + suffix
-                        if not self._table.named(variant):
-                            self._add(variant, code, "suffix_variant")
+                    former_forms += [(base + suffix, code) for suffix in config["district_former_suffixes"]]
             if short and division.province_code not in self._no_short:
                 bare[short].append((code, level))
+        # A district's guessed former name never shadows a name in force: 宽城县 is the short form of
+        # 宽城满族自治县 (Hebei), not a former 宽城区 (Changchun).
+        in_force = set(self._aliases)
+        for variant, code in former_forms:
+            if not self._table.named(variant) and variant not in in_force:
+                self._add(variant, code, "suffix_variant")
+        # ... but a people's name is no short form that a district's former name gives way to:
+        # 东乡县 is Gansu's 东乡族自治县 and Jiangxi's 东乡区 (a 县 until 2017), so it needs a cue.
+        for variant, code in people_forms:
+            self._add(variant, code, "suffix_variant")
         province_shorts = {s for s, items in bare.items() if any(lv == PROVINCE for _, lv in items)}
         city_shorts = {s for s, items in bare.items() if any(lv == CITY for _, lv in items)}
         for short, items in bare.items():
@@ -546,6 +564,15 @@ class RegionResolver:
                 return True
         return False
 
+    def _nested_name_at(self, text: str, start: int, parents: Iterable[str]) -> bool:
+        """True when a name of a division inside one of ``parents`` starts at ``start``: 常德石门 is
+        常德 and 石门 (a county of Changde), not a stone of Changde, nor 普洱镇 a township."""
+        for length in self._alias_lengths:
+            entries = self._aliases.get(text[start:start + length])
+            if entries and any(self._within(code, parent) for code in entries for parent in parents):
+                return True
+        return False
+
     def _unique_bare_cue(self, text: str, start: int, surface: str, after: str) -> bool:
         """True for a bare county name of one division before 一家/一处/某 (桐庐一家造纸厂) that starts
         at a boundary and holds up as a word there: 准备新建一家 and 胡龙海某 are no places."""
@@ -562,16 +589,26 @@ class RegionResolver:
         return _holds_in(self._segmenter.lcut(text[low:end + self._word_window], HMM=False), start - low, end - low)
 
     def _adjacent(self, mentions: List[_Mention]) -> List[_Mention]:
-        """A weak county name right after its own province or city (浙江萧山, 杭州萧山) is sure."""
+        """A weak county name right after its own province or city (浙江萧山, 杭州萧山) is sure.
+
+        So is the pair when the city name is itself weak, a common word (普洱孟连, 长治长子): two
+        names that nest and touch are seldom two words by chance. The city then counts as a bare city.
+        """
         for index in range(1, len(mentions)):
             previous, mention = mentions[index - 1], mentions[index]
-            if not mention.needs_support or previous.needs_support or previous.end != mention.start:
+            if not mention.needs_support or previous.end != mention.start:
                 continue
             inside = {code: max(weight, self._weights["bare_county"])
                       for code, weight in mention.candidates.items()
                       if any(self._within(code, parent) for parent in previous.candidates)}
-            if inside:
-                mentions[index] = mention._replace(candidates=inside, needs_support=False)
+            if not inside:
+                continue
+            mentions[index] = mention._replace(candidates=inside, needs_support=False)
+            if previous.needs_support:
+                parents = {parent: max(weight, self._weights["bare_city"])
+                           for parent, weight in previous.candidates.items()
+                           if any(self._within(code, parent) for code in inside)}
+                mentions[index - 1] = previous._replace(candidates=parents, needs_support=False)
         return mentions
 
     def _weigh(self, text: str, start: int, surface: str, scale: float) -> Optional[_Mention]:
@@ -582,7 +619,11 @@ class RegionResolver:
         if self._re["after_road"].match(after):
             return None
         if self._re["after_dateline"].match(after) or self._re["before_dateline"].search(before):
-            return None
+            # where the news was filed, not where the matter is: it only helps to choose among places
+            # that other mentions name (新华社南京5月3日电 鼓楼区 ...)
+            cap = self._weights["dateline"] * scale
+            return _Mention(start, end, surface, {code: min(weight * scale, cap) for code, (weight, _)
+                                                  in self._aliases.get(surface, {}).items()}, "dateline", True)
         agency = bool(self._re["after_agency"].match(after))
         if surface in self._bureaus and surface not in self._aliases:
             if not agency:
@@ -591,7 +632,8 @@ class RegionResolver:
                             "agency")
         entries = self._aliases[surface]
         kind, is_bare, weak_alone, bare_county = self._alias_kinds[surface]
-        if is_bare and self._re["after_feature_bare"].match(after) and not self._full_name_at(text, end):
+        if (is_bare and self._re["after_feature_bare"].match(after) and not self._full_name_at(text, end)
+                and not self._nested_name_at(text, end, entries)):
             return None
         if is_bare and kind in self._word_check_kinds and not self._holds_as_word(text, start, end):
             return None
@@ -695,9 +737,11 @@ class RegionResolver:
             mentions += self._mentions(address, 2.0)
             towns += self._towns(address)
         body = _normalise(f"{title}\n{text}" if title else text or "")
-        body_mentions = self._by_role(body, self._mentions(body, 1.0))
+        found = self._mentions(body, 1.0)
+        body_mentions = self._by_role(body, found)
         mentions += body_mentions
-        towns += self._towns(body)
+        # a township whose suffix starts a division's name is no township: 普洱镇沅 is 普洱 and 镇沅
+        towns += [town for town in self._towns(body) if not any(m.start < town.end < m.end for m in found)]
         if all(mention.needs_support for mention in mentions):
             return self._by_town(towns, None, 1.0, [], jurisdiction_adcode) or self._empty()
         helper = []
