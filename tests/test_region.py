@@ -604,3 +604,48 @@ def test_dateline_settles_a_same_named_district_but_not_alone(resolver):
     assert code(resolver, "新华社南京5月3日电 鼓楼区一家饭馆油烟直排。") == "320106"
     assert code(resolver, "新华社福州5月3日电 鼓楼区一家饭馆油烟直排。") == "350102"
     assert code(resolver, "新华社南京5月3日电 一家化工厂偷排废水被查处。") is None
+
+
+def test_province_short_form_in_a_document_code(resolver):
+    assert code(resolver, "浙环罚〔2026〕3号 普陀区一家冷库的制冷剂泄漏。") == "330903"  # Zhoushan's
+    assert code(resolver, "沪环罚〔2026〕7号 普陀区一家洗衣房锅炉超标。") == "310107"
+    assert code(resolver, "冀环执法〔2026〕2号 长安区一家洗涤厂偷排。") == "130102"
+    assert code(resolver, "苏环办〔2026〕5号 鼓楼区一家印刷厂VOCs超标。") == "320000"  # two in Jiangsu
+    assert code(resolver, "这家店的新环保设备还没装好。") is None
+
+
+def test_part_of_a_province_names_the_province(resolver):
+    assert code(resolver, "苏北一家化工厂的废水把河染红了。") == "320000"
+    assert code(resolver, "鲁西南某县的一家造纸厂夜里偷排。") == "370000"
+    assert code(resolver, "湘西一家锰矿的尾矿库渗漏。") == "433100"  # a prefecture, not a part
+
+
+def test_landmark_or_river_settles_a_same_named_district_but_not_alone(resolver):
+    assert code(resolver, "铁西区一家机修厂就在鞍钢的老厂区边上,焦味不断。") == "210303"
+    assert code(resolver, "西湖区一家沙场在赣江边上堆砂,扬尘很大。") == "360103"
+    assert code(resolver, "鞍钢家属区附近一家锅炉房冒黑烟。") is None
+
+
+def test_university_city_settles_a_same_named_district(resolver):
+    assert code(resolver, "福州大学的志愿者发现,鼓楼区一条内河飘着油污。") == "350102"
+    assert code(resolver, "南京大学一位老师反映,有家化工厂偷排。") is None
+
+
+def test_destination_of_dumped_waste_and_site_beat_origin_and_office(resolver):
+    assert code(resolver, "渣土车从西安市雁塔区装了一车废料,倒在了咸阳市泾阳县的河滩上。") == "610423"
+    assert code(resolver, "公司在长沙市芙蓉区办公,养殖场却建在益阳市桃江县的山里。") == "430922"
+    assert code(resolver, "回信请寄至合肥市蜀山区。举报内容:六安市舒城县一家石料厂扬尘。") == "341523"
+
+
+def test_renamed_county_gives_the_current_district(resolver):
+    assert code(resolver, "户县一家砂场的运输车撒漏严重。") == "610118"
+    assert code(resolver, "开县一家屠宰场的废水直排。") == "500154"
+    assert code(resolver, "郫县一家泡菜厂的盐水直排。") == "510117"
+    assert code(resolver, "江干区一家洗车店的污水直排,杭州市民投诉。") == "330102"
+    assert code(resolver, "大会召开县域经济座谈。") is None
+
+
+def test_new_area_named_with_its_county_and_a_new_area_across_cities(resolver):
+    assert code(resolver, "雄安新区雄县一家塑料厂偷偷开工。") == "130638"
+    assert code(resolver, "贵安新区一家砖厂粉尘很大。") == "520000"
+    assert code(resolver, "张家港保税区一家仓库的化学品泄漏。") == "320582"

@@ -17,6 +17,9 @@ PARTS = ("dev", "locked")
 MIN_ROWS = 110
 CLASSES = {"easy", "city_and_district", "ethnic_short", "variant_character", "county_without_suffix",
            "same_name_with_cue", "same_name_no_cue", "traditional", "several_places", "no_place"}
+# written later for development only (wd-137 on): no locked counterpart
+DEV_ONLY_CLASSES = {"province_short", "zone_or_county_city", "renamed"}
+DEALT = 124  # wd-001 .. wd-124 were dealt alternately with the locked part
 LEVELS = (PROVINCE, CITY, COUNTY)
 
 
@@ -43,7 +46,7 @@ def test_row_counts_and_fields(part):
         assert set(row) <= {"id", "text", "gold", "class", "note"}, row["id"]
         assert set(row["gold"]) == {"province", "city", "county", "adcode", "level"}, row["id"]
         assert isinstance(row["text"], str) and row["text"].strip(), row["id"]
-        assert row["class"] in CLASSES, row["id"]
+        assert row["class"] in CLASSES | (DEV_ONLY_CLASSES if name == "dev" else set()), row["id"]
 
 
 def test_ids_and_texts_unique_across_parts():
@@ -53,7 +56,7 @@ def test_ids_and_texts_unique_across_parts():
 
 
 def test_every_class_in_both_parts_with_similar_counts():
-    counts = {part: Counter(row["class"] for row in _rows(part)) for part in PARTS}
+    counts = {part: Counter(row["class"] for row in _rows(part) if int(row["id"][3:]) <= DEALT) for part in PARTS}
     for cls in CLASSES:
         dev, locked = counts["dev"][cls], counts["locked"][cls]
         assert dev > 0 and locked > 0, cls

@@ -153,7 +153,7 @@ class _Kinds(NamedTuple):
 
 
 _WEAK_KINDS = frozenset({"bare_county", "organisation", "common_word", "variant_bare"})
-_BARE_KINDS = _WEAK_KINDS | {"bare_province", "bare_city"}
+_BARE_KINDS = _WEAK_KINDS | {"bare_province", "bare_city", "province_region"}
 
 
 def _kinds(entries: Dict[str, Tuple[float, str]]) -> _Kinds:
@@ -200,7 +200,8 @@ class RegionResolver:
             self._re = {key: re.compile(context[key]) for key in (
                 "after_road", "after_feature_bare", "after_dateline", "before_dateline",
                 "after_organisation", "after_premises_bare", "after_agency", "document_code",
-                "after_locative_bare", "before_locative_bare", "after_locative_unique_bare")}
+                "after_locative_bare", "before_locative_bare", "after_locative_unique_bare",
+                "after_cue_bare", "province_document")}
             decision = config["decision"]
             self._common_full_min = int(decision["common_full_name_min_chars"])
             self._min_support = float(decision["min_support"])
@@ -229,6 +230,7 @@ class RegionResolver:
         self._aliases: Dict[str, Dict[str, Tuple[float, str]]] = {}
         self._bureaus: Dict[str, str] = {}
         self._build_aliases(config)
+        self._build_extra_names(config)
         self._build_variants()
         self._alias_kinds = {alias: _kinds(entries) for alias, entries in self._aliases.items()}
         self._build_unique_bare()
@@ -245,7 +247,7 @@ class RegionResolver:
         # where a name may start, one in eight to ten; only there are names probed. It replaced an
         # Aho-Corasick scan (pyahocorasick), which searches a node's children one by one: with
         # about a thousand first characters at its root it cost some 0.3 us a character.
-        self._names = frozenset(name for name in {*self._aliases, *self._bureaus, *self._not_places}
+        self._names = frozenset(name for name in {*self._aliases, *self._bureaus, *self._not_places, *self._cues}
                                 if len(name) >= 2)
         lengths: Dict[str, set] = defaultdict(set)
         for name in self._names:
@@ -361,6 +363,26 @@ class RegionResolver:
                     short = self._strip(former.name, config["county_suffixes"] + config["city_suffixes"])
                     if short and short not in self._aliases:
                         self._add(short, former.current_adcode, "bare_county")
+
+    def _build_extra_names(self, config: dict) -> None:
+        """Names that are no division's: parts of a province (苏北, 鲁西南), new areas that span
+        divisions (贵安新区), province short forms in document codes (浙环函), place cues (鞍钢, 赣江)
+        and the counties of a city-level new area that the table lists under their old city (雄安新区)."""
+        try:
+            for name, code in config["province_regions"]["names"].items():
+                if name not in self._aliases and code in self._divisions:
+                    self._add(name, code, "province_region")
+            for name, code in config["area_names"]["names"].items():
+                if name not in self._aliases and code in self._divisions:
+                    self._add(name, code, "full")
+            self._province_short = {short: code for short, code in config["province_short_forms"]["forms"].items()
+                                    if code in self._divisions}
+            self._cues = {name: code for name, code in config["place_cues"]["names"].items()
+                          if code in self._divisions and name not in self._aliases}
+            self._area_counties = {code: frozenset(counties)
+                                   for code, counties in config["area_counties"]["areas"].items()}
+        except KeyError as error:
+            raise ConfigError(f"{ALIASES_FILE}: missing key {error}") from error
 
     def _build_variants(self) -> None:
         """Names with one confusable character (``confusable_characters``): 汩罗市 for 汨罗市.
@@ -484,6 +506,11 @@ class RegionResolver:
                 mentions.append(_Mention(match.start(1), match.end(1), match.group(1),
                                          {division.adcode: self._weights["document_code"] * scale},
                                          "document_code"))
+        for match in self._re["province_document"].finditer(text):  # 浙环函〔2025〕: Zhejiang's
+            code = self._province_short.get(match.group(1))
+            if code is not None:
+                mentions.append(_Mention(match.start(1), match.end(1), match.group(1),
+                                         {code: self._weights["province_document"] * scale}, "agency"))
         # Longest names first, then leftmost: 安居区 must not lose its first character to 和安.
         taken = bytearray(len(text))  # characters of the names kept so far, places or not
         for negative_length, start in sorted(self._longest_names(text)):
@@ -494,11 +521,15 @@ class RegionResolver:
             piece = text[start:end]
             if piece in self._not_places:
                 continue
+            if piece in self._cues:  # a landmark or river: only helps to choose (鞍钢 ... 铁西区)
+                mentions.append(_Mention(start, end, piece, {self._cues[piece]: self._weights["cue"] * scale},
+                                         "cue", True))
+                continue
             mention = self._weigh(text, start, piece, scale)
             if mention is not None:
                 mentions.append(mention)
         mentions.sort(key=lambda m: m.start)
-        return self._adjacent(mentions)
+        return self._adjacent(self._in_areas(mentions))
 
     def _longest_names(self, text: str) -> List[Tuple[int, int]]:
         """``(-length, start)`` of the longest name starting at each position where one starts."""
@@ -588,6 +619,23 @@ class RegionResolver:
         low = max(0, start - self._word_window)
         return _holds_in(self._segmenter.lcut(text[low:end + self._word_window], HMM=False), start - low, end - low)
 
+    def _in_areas(self, mentions: List[_Mention]) -> List[_Mention]:
+        """A city-level new area the table lists without counties (雄安新区) named with a county it
+        holds (容城县, listed under 保定市) votes for that county's city, not against it."""
+        named = {code for mention in mentions if not mention.needs_support for code in mention.candidates}
+        for index, mention in enumerate(mentions):
+            areas = [code for code in mention.candidates if code in self._area_counties]
+            for area in areas:
+                held = self._area_counties[area] & named
+                if not held:
+                    continue
+                weight = mention.candidates[area]
+                candidates = {c: w for c, w in mention.candidates.items() if c != area}
+                for county in held:
+                    candidates[self._key(county, CITY)] = weight
+                mentions[index] = mention = mention._replace(candidates=candidates)
+        return mentions
+
     def _adjacent(self, mentions: List[_Mention]) -> List[_Mention]:
         """A weak county name right after its own province or city (浙江萧山, 杭州萧山) is sure.
 
@@ -618,9 +666,11 @@ class RegionResolver:
         before = text[max(0, start - 4):start]
         if self._re["after_road"].match(after):
             return None
-        if self._re["after_dateline"].match(after) or self._re["before_dateline"].search(before):
-            # where the news was filed, not where the matter is: it only helps to choose among places
-            # that other mentions name (新华社南京5月3日电 鼓楼区 ...)
+        cue = (surface in self._alias_kinds and self._alias_kinds[surface].bare
+               and self._re["after_cue_bare"].match(after))
+        if cue or self._re["after_dateline"].match(after) or self._re["before_dateline"].search(before):
+            # where the news was filed (新华社南京5月3日电 鼓楼区 ...) or a university's city (南京大学),
+            # not where the matter is: it only helps to choose among places that other mentions name
             cap = self._weights["dateline"] * scale
             return _Mention(start, end, surface, {code: min(weight * scale, cap) for code, (weight, _)
                                                   in self._aliases.get(surface, {}).items()}, "dateline", True)
