@@ -4,7 +4,10 @@ Every candidate is scored on the same folds (seed 0) of the development part
 (``models/protocol.py``), the project's training rows on every training side; the locked part is
 never read. Writes bench/results/cv_development.json (one entry per candidate, kept across runs).
 
-    .venv/bin/python bench/cv_development.py default no_rare_rows synthetic_half [--folds 5]
+    .venv/bin/python bench/cv_development.py default synthetic_half [--folds 5]
+
+Results of candidates no longer in the code (e.g. 2026-12-07's project-written rare-label rows,
+which lowered every label) stay in the results file with a note.
 """
 from __future__ import annotations
 
@@ -17,12 +20,9 @@ from datetime import datetime, timezone
 from envleads.models import pollution, protocol
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "cv_development.json")
-RARE_FILE = "handwritten_rare_v1.jsonl"
-
 # name -> (hyper-parameter overrides, training files left out)
 CANDIDATES = {
     "default": ({}, ()),
-    "no_rare_rows": ({}, (RARE_FILE,)),
     "synthetic_half": ({"synthetic_weight": 0.5}, ()),
     "C4": ({"C": 4.0}, ()),
 }
