@@ -96,7 +96,7 @@ def measure_iterate(count: int, seed: int) -> Dict[str, object]:
 
 
 def measure_write(count: int, seed: int, directory: str) -> Dict[str, object]:
-    from envleads.generator import write_dataset
+    from envleads.generate_dataset import write_dataset
 
     path = os.path.join(directory, "complaints.jsonl")
     cpu0, wall0 = _cpu_s(), time.perf_counter()

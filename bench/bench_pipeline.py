@@ -415,7 +415,7 @@ def main(argv=None) -> int:
     if args.child:
         return _child(args)
 
-    from envleads.generator import write_dataset
+    from envleads.generate_dataset import write_dataset
     from envleads.models.registry import ensure_default_model
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]

@@ -107,7 +107,7 @@ def _machine() -> Dict:
 
 
 def _generate(count: int, seed: int, path: str) -> Dict:
-    from envleads.generator import write_dataset
+    from envleads.generate_dataset import write_dataset
 
     started = time.monotonic()
     summary = write_dataset(count, seed, path)

@@ -14,7 +14,8 @@ import pytest
 
 from envleads.config import data_path
 from envleads.divisions import PROVINCE, CITY, load_divisions
-from envleads.generator import generate_events, id_check_digit, short_name, write_dataset
+from envleads.generate_dataset import write_dataset
+from envleads.generator import generate_events, id_check_digit, short_name
 
 CONTRACT_KEYS = {"complaint_id", "received_at", "text", "title", "channel", "reporter", "address",
                  "jurisdiction_adcode"}

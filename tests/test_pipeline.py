@@ -204,7 +204,7 @@ def test_build_leads_stage_skips_matters_without_an_environmental_report():
 
 
 def test_batch_over_generated_complaints_dead_letters_exactly_the_malformed(tmp_path, trained_model):
-    from envleads.generator import write_dataset
+    from envleads.generate_dataset import write_dataset
     from envleads.pipelines.batch import run_batch
 
     source, truth = tmp_path / "generated.jsonl", tmp_path / "generated.truth.jsonl"
@@ -225,7 +225,7 @@ def test_batch_over_generated_complaints_dead_letters_exactly_the_malformed(tmp_
 def test_batch_rounds_engine_matches_the_beam_engine(tmp_path, trained_model):
     """``--engine rounds`` (bounded memory) writes what the Beam engine writes, except where the
     module docstring says: complaints of no known city, matched against each other only."""
-    from envleads.generator import write_dataset
+    from envleads.generate_dataset import write_dataset
     from envleads.pipelines.batch import run_batch, run_batch_rounds
     from envleads.repeats import UNKNOWN_BLOCK, blocking_key
 

@@ -18,7 +18,7 @@ SUBCOMMAND_MODULES = (
     "envleads.pipelines.stream",
     "envleads.pipelines.replay",
     "envleads.demo",
-    "envleads.generator",
+    "envleads.generate_dataset",
     "envleads.ops.broker",
     "envleads.ops.status",
     "envleads.models.pollution",

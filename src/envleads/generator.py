@@ -1,6 +1,6 @@
 """A realistic, deterministic generator of citizen complaint traffic with ground truth.
 
-``envleads generate`` writes JSON Lines events in the batch contract's input shape
+``envleads generate`` (:mod:`envleads.generate_dataset`) writes JSON Lines events in the batch contract's input shape
 (``complaint_id, received_at, text, title, channel, reporter``, sometimes ``address`` and
 ``jurisdiction_adcode``) and a truth file with one line per event. Texts are composed from phrase
 banks in ``data/generator/*.json`` (sources, aspects, channel styles, typos), never from the shared
@@ -19,22 +19,17 @@ so the same ``count`` and ``seed`` give the same bytes whatever ``PYTHONHASHSEED
 """
 from __future__ import annotations
 
-import argparse
 import bisect
 import datetime as _dt
 import itertools
 import json
-import logging
-import os
 import random
 import re
-from collections import Counter
 from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from envleads.config import ConfigError, data_path, load_json_config
 from envleads.divisions import CITY, COUNTY, MUNICIPALITY_CODES, PROVINCE, DivisionTable, load_divisions, load_townships
 
-LOG = logging.getLogger(__name__)
 
 MALFORMED_REASONS = ("invalid_json", "truncated", "empty_text", "missing_id", "oversize_text",
                      "invalid_utf8", "bad_timestamp", "not_object")
@@ -83,6 +78,24 @@ class _Matter(NamedTuple):
     first_id: Optional[str]
     first_ms: int
     reporter: _Person
+
+
+class _Message(NamedTuple):
+    """What one rendered message says, shared by the channel renderers (``pii`` is filled in)."""
+
+    matter: "_Matter"
+    person: "_Person"
+    date: _dt.datetime
+    loc: str
+    loc_short: str
+    src: str
+    short: str
+    head: str
+    body: List[str]
+    marker: str
+    noisy_now: bool
+    leak: bool
+    pii: Dict[str, bool]
 
 
 def short_name(name: str, level: str) -> str:
@@ -474,7 +487,7 @@ class _Generator:
                 date: _dt.datetime) -> Tuple[str, str, Optional[str], Optional[dict], Optional[dict], Dict[str, bool]]:
         """Title, text, address, region (with address), region (text only), PII flags."""
         rng, b = self.rng, self.b
-        phr, ch = b.phr, b.phr["channels"][channel]
+        phr = b.phr
         modes, cum = b.modes[channel]
         mode = rng.choices(modes, cum_weights=cum)[0]
         admin, admin_short, named_p, named_c, named_k = self._admin(matter.adcode, mode)
@@ -483,7 +496,6 @@ class _Generator:
         loc_short = admin_short or sub
         if not loc:
             loc = rng.choice(("我们这里", "我家附近", "我们这边", "本地"))
-        pii = {"name": False, "phone": False, "id_number": False}
         near = rng.choice(phr["place"]["nearby"])
         short = self._short(matter)
         if matter.environmental:
@@ -505,108 +517,127 @@ class _Generator:
             body = [rng.choice(topic["clauses"])]
         marker = rng.choice(phr["details"]["repeat_markers"]) if repeat and rng.random() < 0.5 else ""
         noisy_now = night and "noise" in matter.labels and rng.random() < 0.5
-        title = ""
-
-        def pii_phrase(kind: str) -> str:
-            s = rng.choice(phr["intro_pii"][kind])
-            if "{name}" in s:
-                pii["name"] = True
-            if "{phone}" in s:
-                pii["phone"] = True
-            if "{id}" in s:
-                pii["id_number"] = True
-            return s.format(name=person.name, phone=self._format_phone(person.phone), id=person.id_number,
-                            surname=person.surname)
-
-        leak = rng.random() < b.mix["pii_in_text"][channel]
-        if channel == "phone":
-            opening = rng.choice(ch["openings"])
-            if "{caller}" in opening:
-                caller = rng.choice(phr["intro_pii"]["caller"])
-                if "{name}" in caller:
-                    pii["name"] = True
-                if "{phone}" in caller:
-                    pii["phone"] = True
-                opening = opening.replace("{caller}", caller.format(
-                    name=person.name, surname=person.surname, phone=self._format_phone(person.phone))
-                    .replace("先生", person.gender).replace("女士", person.gender))
-            pieces = [marker]
-            if noisy_now:
-                pieces.append(rng.choice(phr["details"]["night_now"]))
-            if rng.random() < 0.3:
-                pieces.append(rng.choice(ch["fillers"]))
-            pieces.append(head + "，" + "，".join(body))
-            details = self._details(matter, 0, 2)
-            if matter.environmental and rng.random() < 0.5:
-                details.append(rng.choice(ch["mood"]))
-            text = opening + "".join(pieces) + ("，" + "，".join(details) if details else "") + "。"
-            if leak and not pii["phone"]:
-                text += pii_phrase("phone" if rng.random() < 0.6 else "name_phone")
-            text += rng.choice(ch["demands"] if matter.environmental else phr["non_environmental"]["demands"])
-        elif channel == "wechat":
-            core = (head + " " if rng.random() < 0.3 else head + "，") + "，".join(body)
-            text = rng.choice(ch["openings"]) + marker + core + ("，" if rng.random() < 0.6 else " ") \
-                + rng.choice(ch["demands"]) + rng.choice(ch["tails"])
-            if leak:
-                text += " " + pii_phrase("phone")
-            if rng.random() < 0.35:
-                title = short
-        elif channel == "web":
-            title = rng.choice(ch["titles"]).format(loc_short=loc_short if rng.random() < 0.6 else "",
-                                                    src=(src if rng.random() < 0.5 else matter.noun), short=short)
-            parts = [rng.choice(ch["openings"])]
-            if leak:
-                parts.append(pii_phrase("name_phone" if rng.random() < 0.7 else "full"))
-            det = phr["details"]
-            if matter.environmental and rng.random() < 0.4:
-                parts.append(rng.choice(det["background"]) + "。")
-            parts.append(marker + head + "，" + "，".join(body) + "。")
-            details = self._details(matter, 1, 4, rich=0.3)
-            if details:
-                parts.append("，".join(details) + "。")
-            if matter.environmental and rng.random() < 0.3:
-                parts.append(rng.choice(det["questions"]))
-            if not matter.environmental and rng.random() < 0.5:
-                parts.append(rng.choice(phr["details"]["prior"]) + "。")
-            parts.append(rng.choice(ch["demands"] if matter.environmental else phr["non_environmental"]["demands"]))
-            text = "".join(parts)
-        else:
-            title = (rng.choice(ch["titles"]).format(src=src, short=short) if matter.environmental
-                     else rng.choice(("", "关于" + short + "的来信")))
-            intros = ch["intros"] if matter.environmental else ch["intros_other"]
-            intro = rng.choice(intros).format(loc=loc, src=src, short=short)
-            parts = [rng.choice(ch["openings"]), intro, marker + head + "，" + "，".join(body) + "。"]
-            details = self._details(matter, 2, 4, rich=0.3)
-            if matter.environmental and rng.random() < 0.5:
-                details.insert(0, rng.choice(phr["details"]["background"]))
-            if details:
-                parts.append("，".join(details) + "。")
-            parts.append(rng.choice(ch["demands"]))
-            parts.append(rng.choice(ch["closings"]))
-            signature = "\n举报人：" + (person.name if leak or rng.random() < 0.5 else "一群受害的群众")
-            if "举报人：" + person.name in signature:
-                pii["name"] = True
-                if leak:
-                    signature += "\n电话：" + self._format_phone(person.phone)
-                    pii["phone"] = True
-                    if rng.random() < 0.4:
-                        signature += "\n身份证号：" + person.id_number
-                        pii["id_number"] = True
-            parts.append(signature + f"\n{date.year}年{date.month}月{date.day}日")
-            text = "".join(parts)
+        message = _Message(matter=matter, person=person, date=date, loc=loc, loc_short=loc_short, src=src,
+                           short=short, head=head, body=body, marker=marker, noisy_now=noisy_now,
+                           leak=rng.random() < b.mix["pii_in_text"][channel],
+                           pii={"name": False, "phone": False, "id_number": False})
+        title, text = getattr(self, f"_{channel}_text")(message, phr["channels"][channel])
         text = self._noise(text)
+        address, region, region_text = self._address_and_regions(matter, channel, named_p, named_c, named_k)
+        return title, text, address, region, region_text, message.pii
+
+    def _pii_phrase(self, message: "_Message", kind: str) -> str:
+        """A phrase of the reporter's identity, noting in ``message.pii`` what it reveals."""
+        s = self.rng.choice(self.b.phr["intro_pii"][kind])
+        for field, token in (("name", "{name}"), ("phone", "{phone}"), ("id_number", "{id}")):
+            if token in s:
+                message.pii[field] = True
+        person = message.person
+        return s.format(name=person.name, phone=self._format_phone(person.phone), id=person.id_number,
+                        surname=person.surname)
+
+    def _phone_text(self, m: "_Message", ch: dict) -> Tuple[str, str]:
+        """A hotline operator's summary: opening with the caller, the problem, demands."""
+        rng, phr, person = self.rng, self.b.phr, m.person
+        opening = rng.choice(ch["openings"])
+        if "{caller}" in opening:
+            caller = rng.choice(phr["intro_pii"]["caller"])
+            if "{name}" in caller:
+                m.pii["name"] = True
+            if "{phone}" in caller:
+                m.pii["phone"] = True
+            opening = opening.replace("{caller}", caller.format(
+                name=person.name, surname=person.surname, phone=self._format_phone(person.phone))
+                .replace("先生", person.gender).replace("女士", person.gender))
+        pieces = [m.marker]
+        if m.noisy_now:
+            pieces.append(rng.choice(phr["details"]["night_now"]))
+        if rng.random() < 0.3:
+            pieces.append(rng.choice(ch["fillers"]))
+        pieces.append(m.head + "，" + "，".join(m.body))
+        details = self._details(m.matter, 0, 2)
+        if m.matter.environmental and rng.random() < 0.5:
+            details.append(rng.choice(ch["mood"]))
+        text = opening + "".join(pieces) + ("，" + "，".join(details) if details else "") + "。"
+        if m.leak and not m.pii["phone"]:
+            text += self._pii_phrase(m, "phone" if rng.random() < 0.6 else "name_phone")
+        text += rng.choice(ch["demands"] if m.matter.environmental else phr["non_environmental"]["demands"])
+        return "", text
+
+    def _wechat_text(self, m: "_Message", ch: dict) -> Tuple[str, str]:
+        """A short chat message, sometimes with the problem as its title."""
+        rng = self.rng
+        core = (m.head + " " if rng.random() < 0.3 else m.head + "，") + "，".join(m.body)
+        text = rng.choice(ch["openings"]) + m.marker + core + ("，" if rng.random() < 0.6 else " ") \
+            + rng.choice(ch["demands"]) + rng.choice(ch["tails"])
+        if m.leak:
+            text += " " + self._pii_phrase(m, "phone")
+        return (m.short if rng.random() < 0.35 else ""), text
+
+    def _web_text(self, m: "_Message", ch: dict) -> Tuple[str, str]:
+        """A web form: a title, background, the problem, details, questions, demands."""
+        rng, phr, matter = self.rng, self.b.phr, m.matter
+        title = rng.choice(ch["titles"]).format(loc_short=m.loc_short if rng.random() < 0.6 else "",
+                                                src=(m.src if rng.random() < 0.5 else matter.noun), short=m.short)
+        parts = [rng.choice(ch["openings"])]
+        if m.leak:
+            parts.append(self._pii_phrase(m, "name_phone" if rng.random() < 0.7 else "full"))
+        det = phr["details"]
+        if matter.environmental and rng.random() < 0.4:
+            parts.append(rng.choice(det["background"]) + "。")
+        parts.append(m.marker + m.head + "，" + "，".join(m.body) + "。")
+        details = self._details(matter, 1, 4, rich=0.3)
+        if details:
+            parts.append("，".join(details) + "。")
+        if matter.environmental and rng.random() < 0.3:
+            parts.append(rng.choice(det["questions"]))
+        if not matter.environmental and rng.random() < 0.5:
+            parts.append(rng.choice(phr["details"]["prior"]) + "。")
+        parts.append(rng.choice(ch["demands"] if matter.environmental else phr["non_environmental"]["demands"]))
+        return title, "".join(parts)
+
+    def _letter_text(self, m: "_Message", ch: dict) -> Tuple[str, str]:
+        """A letter: title, salutation, introduction, the problem, closing, signature and date."""
+        rng, phr, matter, person = self.rng, self.b.phr, m.matter, m.person
+        title = (rng.choice(ch["titles"]).format(src=m.src, short=m.short) if matter.environmental
+                 else rng.choice(("", "关于" + m.short + "的来信")))
+        intros = ch["intros"] if matter.environmental else ch["intros_other"]
+        intro = rng.choice(intros).format(loc=m.loc, src=m.src, short=m.short)
+        parts = [rng.choice(ch["openings"]), intro, m.marker + m.head + "，" + "，".join(m.body) + "。"]
+        details = self._details(matter, 2, 4, rich=0.3)
+        if matter.environmental and rng.random() < 0.5:
+            details.insert(0, rng.choice(phr["details"]["background"]))
+        if details:
+            parts.append("，".join(details) + "。")
+        parts.append(rng.choice(ch["demands"]))
+        parts.append(rng.choice(ch["closings"]))
+        signature = "\n举报人：" + (person.name if m.leak or rng.random() < 0.5 else "一群受害的群众")
+        if "举报人：" + person.name in signature:
+            m.pii["name"] = True
+            if m.leak:
+                signature += "\n电话：" + self._format_phone(person.phone)
+                m.pii["phone"] = True
+                if rng.random() < 0.4:
+                    signature += "\n身份证号：" + person.id_number
+                    m.pii["id_number"] = True
+        date = m.date
+        parts.append(signature + f"\n{date.year}年{date.month}月{date.day}日")
+        return title, "".join(parts)
+
+    def _address_and_regions(self, matter: _Matter, channel: str, named_p: bool, named_c: bool, named_k: bool
+                             ) -> Tuple[Optional[str], Optional[dict], Optional[dict]]:
+        """The optional address field, the region text and address support, and the text's alone."""
+        rng = self.rng
         region_text = self._support(matter.adcode, named_p, named_c, named_k)
-        address = None
-        if rng.random() < b.mix["address_rate"][channel]:
-            a_mode = rng.choice(("full", "city_county", "county"))
-            a_admin, _, ap, ac, ak = self._admin(matter.adcode, a_mode)
-            address = a_admin + self._sub_place(matter)
-            region = self._support(matter.adcode, named_p or ap, named_c or ac, named_k or ak)
-            if region_text is not None and region is not None and _depth(region_text) > _depth(region):
-                region = region_text
-        else:
+        if rng.random() >= self.b.mix["address_rate"][channel]:
+            return None, region_text, region_text
+        a_mode = rng.choice(("full", "city_county", "county"))
+        a_admin, _, ap, ac, ak = self._admin(matter.adcode, a_mode)
+        address = a_admin + self._sub_place(matter)
+        region = self._support(matter.adcode, named_p or ap, named_c or ac, named_k or ak)
+        if region_text is not None and region is not None and _depth(region_text) > _depth(region):
             region = region_text
-        return title, text, address, region, region_text, pii
+        return address, region, region_text
 
     def _noise(self, text: str) -> str:
         """Typos, full-width digits and the odd message in traditional characters."""
@@ -786,103 +817,3 @@ def generate_events(count: int, seed: int) -> Iterator[GeneratedEvent]:
     generator = _Generator(count, seed, _banks())
     for _ in range(count):
         yield generator.next_event()
-
-
-def write_dataset(count: int, seed: int, output_path: str, truth_path: Optional[str] = None) -> dict:
-    """Writes the events and their truth as JSON Lines, streaming; returns summary counts.
-
-    Args:
-        count: number of events.
-        seed: random seed.
-        output_path: the complaints file (one event per line; malformed ones raw).
-        truth_path: the truth file; default ``<output stem>.truth.jsonl`` beside the output.
-    """
-    if truth_path is None:
-        truth_path = default_truth_path(output_path)
-    labels: Counter = Counter()
-    reasons: Counter = Counter()
-    channels: Counter = Counter()
-    summary = {"count": 0, "valid": 0, "malformed": 0, "environmental": 0, "non_environmental": 0,
-               "repeats": 0, "multi_label": 0, "night": 0}
-    with open(output_path, "wb") as out, open(truth_path, "w", encoding="utf-8") as truth_out:
-        for event in generate_events(count, seed):
-            out.write(event.line + b"\n")
-            truth = event.truth
-            truth_out.write(json.dumps(truth, ensure_ascii=False) + "\n")
-            summary["count"] += 1
-            if truth["malformed"]:
-                summary["malformed"] += 1
-                reasons[truth["malformed_reason"]] += 1
-                continue
-            summary["valid"] += 1
-            channels[truth["channel"]] += 1
-            summary["night"] += truth["night"]
-            if truth["environmental"]:
-                summary["environmental"] += 1
-                labels.update(truth["labels"])
-                summary["multi_label"] += len(truth["labels"]) > 1
-            else:
-                summary["non_environmental"] += 1
-            summary["repeats"] += truth["duplicate_of"] is not None
-    summary["labels"] = dict(sorted(labels.items(), key=lambda kv: -kv[1]))
-    summary["malformed_reasons"] = dict(sorted(reasons.items()))
-    summary["channels"] = dict(sorted(channels.items()))
-    summary["output"] = output_path
-    summary["truth"] = truth_path
-    LOG.info("generated %d events (%d malformed, %d repeats)", summary["count"], summary["malformed"],
-             summary["repeats"])
-    return summary
-
-
-def default_truth_path(output_path: str) -> str:
-    """``complaints.jsonl`` -> ``complaints.truth.jsonl`` in the same folder."""
-    root, _ = os.path.splitext(output_path)
-    return root + ".truth.jsonl"
-
-
-def format_summary(summary: dict) -> str:
-    """A short human-readable table of a :func:`write_dataset` summary."""
-    env = max(summary["environmental"], 1)
-    valid = max(summary["valid"], 1)
-    lines = [f"events {summary['count']}  valid {summary['valid']}  malformed {summary['malformed']}"
-             f"  repeats {summary['repeats']} ({summary['repeats'] / valid:.1%} of valid)",
-             f"environmental {summary['environmental']}  non-environmental {summary['non_environmental']}"
-             f" ({summary['non_environmental'] / valid:.1%})  multi-label {summary['multi_label'] / env:.1%}"
-             f"  night {summary['night'] / valid:.1%}",
-             "label         count  share of environmental"]
-    for label, n in summary["labels"].items():
-        lines.append(f"{label:<12} {n:>6}  {n / env:6.1%}")
-    if summary["malformed_reasons"]:
-        lines.append("malformed: " + ", ".join(f"{k} {v}" for k, v in summary["malformed_reasons"].items()))
-    lines.append("channels: " + ", ".join(f"{k} {v}" for k, v in summary["channels"].items()))
-    return "\n".join(lines)
-
-
-def _run(args: argparse.Namespace) -> int:
-    summary = write_dataset(args.count, args.seed, args.output, args.truth)
-    print(format_summary(summary))
-    print(f"wrote {summary['output']} and {summary['truth']}")
-    if args.topic:
-        from envleads.ops.kafka_config import security_from_args
-        from envleads.pipelines.stream import produce_lines
-
-        with open(args.output, "rb") as handle:
-            produced = produce_lines(args.bootstrap_servers, args.topic, (line.rstrip(b"\n") for line in handle),
-                                     security=security_from_args(args))
-        print(f"produced {produced} events to {args.topic} at {args.bootstrap_servers} (Avro; malformed ones as raw bytes)")
-    return 0
-
-
-def add_subcommand(subparsers) -> None:
-    """Registers ``envleads generate``."""
-    parser = subparsers.add_parser("generate", help="write realistic synthetic complaint events with ground truth",
-                                   description=__doc__.split("\n\n")[0])
-    parser.add_argument("--count", type=int, default=1000, help="number of events (default 1000)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; same seed and count give same bytes")
-    parser.add_argument("--output", default="complaints.jsonl", help="events file (JSON Lines)")
-    parser.add_argument("--truth", default=None, help="truth file (default: <output stem>.truth.jsonl)")
-    parser.add_argument("--topic", default=None, help="also produce the events to this Kafka topic")
-    from envleads.ops.kafka_config import add_kafka_arguments
-
-    add_kafka_arguments(parser)  # the cluster and its security options, for --topic
-    parser.set_defaults(func=_run)

@@ -21,7 +21,7 @@ import tempfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from envleads.evaluation import print_report, read_jsonl
-from envleads.generator import default_truth_path as truth_path
+from envleads.generate_dataset import default_truth_path as truth_path
 from envleads.repeats import clustering_scores
 
 Events = List[dict]
