@@ -21,19 +21,16 @@ from __future__ import annotations
 
 import bisect
 import datetime as _dt
-import itertools
 import json
 import random
 import re
 from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
 
-from envleads.config import ConfigError, data_path, load_json_config
-from envleads.divisions import CITY, COUNTY, MUNICIPALITY_CODES, PROVINCE, DivisionTable, load_divisions, load_townships
-
+from envleads.divisions import CITY, COUNTY, MUNICIPALITY_CODES, PROVINCE
+from envleads.generator_banks import CHANNELS, Banks, banks, short_name  # short_name: public here too
 
 MALFORMED_REASONS = ("invalid_json", "truncated", "empty_text", "missing_id", "oversize_text",
                      "invalid_utf8", "bad_timestamp", "not_object")
-CHANNELS = ("phone", "wechat", "web", "letter")
 _ID_PREFIX = {"phone": "RX", "wechat": "WX", "web": "WB", "letter": "XF"}
 _CST = _dt.timezone(_dt.timedelta(hours=8))
 _DAY_MS = 86_400_000
@@ -42,7 +39,6 @@ _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
 _SENTINEL = "\ue000"  # private-use character replaced by invalid bytes in invalid_utf8 lines
 _TOKEN = re.compile(r"\{(N|S|food|project|light)\}")
-_PROVINCE_SUFFIXES = ("壮族自治区", "回族自治区", "维吾尔自治区", "特别行政区", "自治区", "省", "市")
 
 
 class GeneratedEvent(NamedTuple):
@@ -98,119 +94,15 @@ class _Message(NamedTuple):
     pii: Dict[str, bool]
 
 
-def short_name(name: str, level: str) -> str:
-    """The everyday short form of a province or city name (江苏省 -> 江苏, 南京市 -> 南京)."""
-    if level == PROVINCE:
-        for suffix in _PROVINCE_SUFFIXES:
-            if name.endswith(suffix) and len(name) > len(suffix) + 1:
-                return name[: -len(suffix)]
-        return name
-    if level == CITY and name.endswith("市") and len(name) > 2:
-        return name[:-1]
-    return name
-
-
 def id_check_digit(first17: str) -> str:
     """GB 11643 check character of an 18-digit resident identity number."""
     return _ID_CHECK[sum(int(c) * w for c, w in zip(first17, _ID_WEIGHTS)) % 11]
 
 
-class _Banks:
-    """Phrase banks, scenario definitions and the division-derived place lists, loaded once."""
-
-    def __init__(self, table: DivisionTable):
-        self.table = table
-        self.mix = load_json_config(data_path("generator/mix.json"), ("version", "malformed_rate",
-                                                                      "mention_modes", "hour_weights"))
-        self.phr = load_json_config(data_path("generator/phrases.json"), ("version", "syllables", "channels"))
-        self.scn = load_json_config(data_path("generator/scenarios.json"), ("version", "sources", "aspects"))
-        self.version = "+".join(d["version"] for d in (self.mix, self.phr, self.scn))
-        for key, source in self.scn["sources"].items():
-            for aspect, _ in source["aspects"]:
-                if aspect not in self.scn["aspects"]:
-                    raise ConfigError(f"scenarios.json: source {key!r} names unknown aspect {aspect!r}")
-        self._places(table)
-        self._invented_names(table)
-        self.source_keys = list(self.scn["sources"])
-        self.source_cum = list(itertools.accumulate(s["weight"] for s in self.scn["sources"].values()))
-        noisy = [k for k in self.source_keys
-                 if any(self.scn["aspects"][a]["label"] == "noise" and p >= 0.4
-                        for a, p in self.scn["sources"][k]["aspects"])]
-        self.noisy_keys = noisy
-        self.noisy_cum = list(itertools.accumulate(self.scn["sources"][k]["weight"] for k in noisy))
-        topics = self.phr["non_environmental"]["topics"]
-        self.topic_keys = list(topics)
-        self.topic_cum = list(itertools.accumulate(t["weight"] for t in topics.values()))
-        weights = self.mix["hour_weights"]
-        if len(weights) != 24:
-            raise ConfigError("mix.json: hour_weights must have 24 values")
-        total = float(sum(weights))
-        self.hour_w = [w / total for w in weights]
-        self.hour_cum = [0.0] + list(itertools.accumulate(self.hour_w))
-        channel_w = self.phr["channels"]["weights"]
-        self.channel_cum = list(itertools.accumulate(channel_w[c] for c in CHANNELS))
-        self.modes = {c: (list(m), list(itertools.accumulate(m.values())))
-                      for c, m in self.mix["mention_modes"].items()}
-        rf = self.mix["reporter_field"]
-        self.reporter_modes = (list(rf), list(itertools.accumulate(rf.values())))
-        mr = self.mix["malformed_reasons"]
-        self.malformed_modes = (list(mr), list(itertools.accumulate(mr.values())))
-        trad = self.phr["traditional"]["map"]
-        if len(trad) % 2:
-            raise ConfigError("phrases.json: traditional.map must hold character pairs")
-        self.traditional = str.maketrans({trad[i]: trad[i + 1] for i in range(0, len(trad), 2)})
-        self.typos = [tuple(p) for p in self.phr["typos"]["pairs"]]
-
-    def _places(self, table: DivisionTable) -> None:
-        excluded = set(self.mix.get("excluded_provinces", ())) | set(self.mix.get("excluded_places", ()))
-        with_counties = {d.city_code for d in table if d.level == COUNTY and d.city_code}
-        places = []
-        for division in sorted(table, key=lambda d: d.adcode):
-            if division.province_code in excluded or division.adcode in excluded:
-                continue
-            if division.level == COUNTY:
-                places.append(division)
-            elif division.level == CITY and division.adcode not in with_counties:
-                places.append(division)  # cities without counties (东莞市, 中山市)
-        places = [p for p in places if table.get(p.province_code) is not None
-                  and "交界" not in table.get(p.province_code).name]
-        self.places = places
-        weight = float(self.mix.get("district_weight", 1.0))
-        self.place_cum = list(itertools.accumulate(weight if p.name.endswith("区") else 1.0 for p in places))
-        self.ambiguous = [p for p in places if p.level == COUNTY and len(table.named(p.name)) > 1]
-        self.all_places = [d for d in sorted(table, key=lambda d: d.adcode) if d.level == COUNTY]
-
-    def _invented_names(self, table: DivisionTable) -> None:
-        banned = set()
-        for division in table:
-            banned.add(division.name)
-            banned.add(short_name(division.name, division.level))
-            if len(division.name) > 2:
-                banned.add(division.name[:2])
-        try:  # an invented town must not be a real, unique township the resolver would place
-            townships = load_townships()
-        except RuntimeError:
-            townships = None
-        for name in (townships.by_name if townships else ()):
-            banned.add(re.sub("(街道|镇|乡|苏木)$", "", name))
-        syllables = self.phr["syllables"]
-        self.invented = [a + b for a in syllables for b in syllables if a != b and a + b not in banned]
-
-
-_BANKS: Optional[_Banks] = None
-
-
-def _banks() -> _Banks:
-    global _BANKS
-    if _BANKS is None:
-        _BANKS = _Banks(load_divisions())
-    return _BANKS
-
-
 class _Generator:
     """Stateful stream: clock, window of recent matters, counters. One per ``generate_events`` call."""
 
-    def __init__(self, count: int, seed: int, banks: _Banks):
+    def __init__(self, count: int, seed: int, banks: Banks):
         self.b = banks
         self.rng = random.Random(seed)
         mix = banks.mix
@@ -814,6 +706,6 @@ def generate_events(count: int, seed: int) -> Iterator[GeneratedEvent]:
     """
     if count < 0:
         raise ValueError("count must be >= 0")
-    generator = _Generator(count, seed, _banks())
+    generator = _Generator(count, seed, banks())
     for _ in range(count):
         yield generator.next_event()
