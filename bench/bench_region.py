@@ -21,7 +21,8 @@ import tracemalloc
 from pathlib import Path
 
 from envleads.divisions import COUNTY, TownshipTable, load_divisions, load_townships
-from envleads.region import RegionResolver, evaluate_regions, read_gold
+from envleads.region import RegionResolver
+from envleads.region_evaluation import evaluate_regions, read_gold
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ENVLEADS_SHARED_DATA", ROOT.parent / "shared" / "data"))

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from envleads.config import data_path
 from envleads.divisions import TownshipTable, load_divisions, load_townships, parse_township_rows
-from envleads.region import RegionResolver, _holds_in, evaluate_regions, format_region_report, read_gold
+from envleads.region import RegionResolver, _holds_in
+from envleads.region_evaluation import evaluate_regions, format_region_report, read_gold
 
 SHARED = Path(os.environ.get("ENVLEADS_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 

@@ -24,7 +24,7 @@ SUBCOMMAND_MODULES = (
     "envleads.models.pollution",
     "envleads.models.registry_cli",
     "envleads.models.labels_cli",
-    "envleads.region",
+    "envleads.region_evaluation",
     "envleads.repeats_evaluation",
     "envleads.evaluation",
     "envleads.feed",

@@ -39,23 +39,18 @@ procedure.
 """
 from __future__ import annotations
 
-import argparse
-import importlib.util
-import json
 import logging
-import os
 import re
 from collections import defaultdict
-from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from envleads.config import ConfigError, data_path, load_json_config
 from envleads.divisions import (CITY, COUNTY, MUNICIPALITY_CODES, PROVINCE, DivisionTable, TownshipTable,
                                  load_divisions, load_townships)
 from envleads.records import RegionResolution
+from envleads.region_gazetteer import ALIASES_FILE, TOWNS_FILE, Gazetteer
 from envleads.text import normalise as _normalise, shared_tokenizer
 
-ALIASES_FILE = "region_aliases.json"
-TOWNS_FILE = "region_towns.json"
 ROLES_FILE = "region_roles.json"
 
 _LOGGER = logging.getLogger(__name__)
@@ -67,49 +62,6 @@ _CJK_RE = re.compile(r"[\u4e00-\u9fff]")
 def _char_class(chars: Iterable[str]) -> str:
     """A regex character class of ``chars`` (sorted, so the pattern is the same in every process)."""
     return "[" + "".join(re.escape(char) for char in sorted(set(chars))) + "]"
-
-
-def _lengths_by_ending(names: Iterable[str]) -> Dict[str, Tuple[int, ...]]:
-    """Last two characters -> lengths of the ``names`` (two characters or more) ending so, longest first."""
-    lengths: Dict[str, set] = defaultdict(set)
-    for name in names:
-        lengths[name[-2:]].add(len(name))
-    return {ending: tuple(sorted(found, reverse=True)) for ending, found in lengths.items()}
-
-
-def _ordinary_words(names: set) -> Dict[str, int]:
-    """Those of ``names`` that jieba's general dictionary lists as ordinary words (part of speech
-    not ns), with their frequency.
-
-    The dictionary file is read, not imported through jieba (whose global tokenizer we never
-    touch); only its lines for ``names`` are split. Without jieba nothing is listed.
-    """
-    if not names:
-        return {}
-    spec = importlib.util.find_spec("jieba")
-    if spec is None or not spec.submodule_search_locations:  # pragma: no cover - jieba is a dependency
-        _LOGGER.warning("jieba not installed: names are not checked against common words")
-        return {}
-    words: Dict[str, int] = {}
-    with open(os.path.join(list(spec.submodule_search_locations)[0], "dict.txt"), encoding="utf-8") as handle:
-        for line in handle:
-            word = line[:line.find(" ")]
-            if word in names:
-                _, freq, pos = line.split()
-                if not pos.startswith("ns"):
-                    words[word] = max(words.get(word, 0), int(freq))
-    return words
-
-
-def _common_words(names: set, min_freq: int) -> set:
-    """Those of ``names`` that jieba lists as ordinary words with frequency ``min_freq`` or more."""
-    return {word for word, freq in _ordinary_words(names).items() if freq >= min_freq}
-
-
-def _one_character_variants(name: str, wrong_for: Dict[str, Tuple[str, ...]]) -> List[str]:
-    """``name`` with one character replaced by a character commonly written for it (汨罗市 -> 汩罗市)."""
-    return [name[:index] + wrong + name[index + 1:]
-            for index, char in enumerate(name) for wrong in wrong_for.get(char, ())]
 
 
 def _holds_in(tokens: Iterable[str], start: int, end: int) -> bool:
@@ -162,7 +114,7 @@ def _kinds(entries: Dict[str, Tuple[float, str]]) -> _Kinds:
     return _Kinds(max(entries.values())[1], kinds <= _BARE_KINDS, kinds <= _WEAK_KINDS, "bare_county" in kinds)
 
 
-class RegionResolver:
+class RegionResolver(Gazetteer):
     """Finds the most specific division a complaint supports; build once per worker (``setup()``).
 
     Args:
@@ -193,38 +145,7 @@ class RegionResolver:
                 townships = TownshipTable([], "none")
         self.version = (f"{self._table.version}+townships-{townships.version}"
                         f"+aliases-{config['version']}+towns-{towns['version']}+roles-{roles['version']}")
-        try:
-            self._weights: Dict[str, float] = {k: float(v) for k, v in config["weights"].items()
-                                               if k != "about"}
-            context = config["context"]
-            self._re = {key: re.compile(context[key]) for key in (
-                "after_road", "after_feature_bare", "after_dateline", "before_dateline",
-                "after_organisation", "after_premises_bare", "after_agency", "document_code",
-                "after_locative_bare", "before_locative_bare", "after_locative_unique_bare",
-                "after_cue_bare", "province_document")}
-            decision = config["decision"]
-            self._common_full_min = int(decision["common_full_name_min_chars"])
-            self._min_support = float(decision["min_support"])
-            self._margin = float(decision["margin"])
-            self._ratio = {level: float(decision["ratio"][level]) for level in (PROVINCE, CITY, COUNTY)}
-            self._excluded = set(config.get("excluded_province_codes", []))
-            self._no_short = set(config.get("no_short_form_province_codes", []))
-            self._common = set(config["common_word_names"]["names"])
-            self._common_full = re.compile(config["common_word_full_name_pattern"])
-            self._not_places = set(config["not_places"]["names"])
-            wrong_for: Dict[str, List[str]] = defaultdict(list)
-            for wrong, right in sorted(config["confusable_characters"]["map"].items()):
-                wrong_for[right].append(wrong)
-            self._wrong_for = {right: tuple(wrongs) for right, wrongs in wrong_for.items()}
-            self._ordinary_min = int(config["unique_bare_county"]["ordinary_word_min_freq"])
-            self._word_check_kinds = frozenset(config["bare_word_check"]["kinds"])
-            self._word_window = int(config["bare_word_check"]["window"])
-            self._role_window = int(roles["window"])
-            self._role_re = {key: re.compile(roles[key]) for key in (
-                "chain_gap", "discount_before", "discount_after", "boost_before", "boost_after")}
-            self._boost = float(roles["boost_factor"])
-        except KeyError as error:
-            raise ConfigError(f"{ALIASES_FILE}/{ROLES_FILE}: missing key {error}") from error
+        self._configure(config, roles)
         self._divisions = {d.adcode: d for d in self._table if d.province_code not in self._excluded}
         # alias -> {adcode: (weight, kind)}; the kind of the strongest entry decides context rules.
         self._aliases: Dict[str, Dict[str, Tuple[float, str]]] = {}
@@ -257,246 +178,40 @@ class RegionResolver:
                                        + "(?=" + _char_class(pair[1] for pair in lengths) + ")")
         self._alias_lengths = sorted({len(alias) for alias in self._aliases})
 
-    # -- building the gazetteer -------------------------------------------------------------
-
-    def _add(self, alias: str, adcode: str, kind: str) -> None:
-        if len(alias) < 2 or not _CJK_RE.match(alias):
-            return
-        weight = self._weights[kind]
-        entries = self._aliases.setdefault(alias, {})
-        if adcode not in entries or entries[adcode][0] < weight:
-            entries[adcode] = (weight, kind)
-
-    @staticmethod
-    def _strip(name: str, suffixes: Sequence[str]) -> Optional[str]:
-        for suffix in suffixes:
-            if name.endswith(suffix) and len(name) - len(suffix) >= 2:
-                return name[: -len(suffix)]
-        return None
-
-    def _strip_ethnic(self, name: str, ethnic: Sequence[str]) -> Optional[str]:
-        """Base of an autonomous name: 环江毛南族自治县 -> 环江, 海西蒙古族藏族自治州 -> 海西."""
-        base = name
-        changed = True
-        while changed:
-            changed = False
-            for group in ethnic:
-                for form in (group + "族", group if len(group) > 1 else None):
-                    if form and base.endswith(form) and len(base) > len(form):
-                        base = base[: -len(form)]
-                        changed = True
-                        break
-                if changed:
-                    break
-        return base if base != name and len(base) >= 2 else None
-
-    @staticmethod
-    def _people_only(stem: str, ethnic: Sequence[str]) -> bool:
-        """True when the stem of an autonomous name is only a people's name (东乡族, 鄂伦春)."""
-        return len(stem.removesuffix("族")) >= 2 and stem.removesuffix("族") in ethnic
-
-    def _build_aliases(self, config: dict) -> None:
-        ethnic = sorted(config["ethnic_groups"], key=len, reverse=True)
-        self._ethnic = ethnic
-        bare: Dict[str, List[Tuple[str, str]]] = defaultdict(list)  # short form -> [(adcode, level)]
-        former_forms: List[Tuple[str, str]] = []  # 宽城县 for 宽城区: a district's possible former name
-        people_forms: List[Tuple[str, str]] = []  # 东乡县 for 东乡族自治县
-        for division in self._divisions.values():
-            name, code, level = division.name, division.adcode, division.level
-            common = name in self._common or self._common_full.match(name)
-            self._add(name, code, "common_word" if common else "full")
-            short = None
-            for long_suffix, short_suffix in config["autonomous_suffixes"].items():
-                if name.endswith(long_suffix):
-                    stem = name[: -len(long_suffix)]
-                    base = self._strip_ethnic(stem, ethnic)
-                    if base:
-                        self._add(base + short_suffix, code, "suffix_variant")
-                        short = base
-                    elif self._people_only(stem, ethnic):  # 东乡族自治县 -> 东乡县, no bare 东乡
-                        people_forms.append((stem.removesuffix("族") + short_suffix, code))
-                    break
-            if short is None:
-                suffixes = {PROVINCE: config["province_suffixes"], CITY: config["city_suffixes"],
-                            COUNTY: config["county_suffixes"]}[level]
-                short = self._strip(name, suffixes)
-            if level == COUNTY and name.endswith("区"):
-                base = self._strip(name, ["区"])
-                if base:
-                    former_forms += [(base + suffix, code) for suffix in config["district_former_suffixes"]]
-            if short and division.province_code not in self._no_short:
-                bare[short].append((code, level))
-        # A district's guessed former name never shadows a name in force: 宽城县 is the short form of
-        # 宽城满族自治县 (Hebei), not a former 宽城区 (Changchun).
-        in_force = set(self._aliases)
-        for variant, code in former_forms:
-            if not self._table.named(variant) and variant not in in_force:
-                self._add(variant, code, "suffix_variant")
-        # ... but a people's name is no short form that a district's former name gives way to:
-        # 东乡县 is Gansu's 东乡族自治县 and Jiangxi's 东乡区 (a 县 until 2017), so it needs a cue.
-        for variant, code in people_forms:
-            self._add(variant, code, "suffix_variant")
-        province_shorts = {s for s, items in bare.items() if any(lv == PROVINCE for _, lv in items)}
-        city_shorts = {s for s, items in bare.items() if any(lv == CITY for _, lv in items)}
-        for short, items in bare.items():
-            if short in self._aliases and any(k != "common_word" for _, k in self._aliases[short].values()):
-                continue  # a full name of another division (e.g. 宾县) wins over a stripped form
-            for code, level in items:
-                if short in province_shorts:
-                    # 吉林 and 海南 written alone mean the province, not the city or prefecture.
-                    if level != PROVINCE:
-                        continue
-                    kind = "bare_province"
-                elif short in self._common:
-                    kind = "common_word"
-                elif level == CITY:
-                    kind = "bare_city"
-                elif short in city_shorts:
-                    kind = "organisation"  # 铁岭 alone is the city; its county only breaks ties
-                else:
-                    kind = "bare_county"
-                self._add(short, code, kind)
-        for former_list in self._table.former.values():
-            for former in former_list:
-                if former.current_adcode in self._divisions:
-                    self._add(former.name, former.current_adcode, "former")
-                    short = self._strip(former.name, config["county_suffixes"] + config["city_suffixes"])
-                    if short and short not in self._aliases:
-                        self._add(short, former.current_adcode, "bare_county")
-
-    def _build_extra_names(self, config: dict) -> None:
-        """Names that are no division's: parts of a province (苏北, 鲁西南), new areas that span
-        divisions (贵安新区), province short forms in document codes (浙环函), place cues (鞍钢, 赣江)
-        and the counties of a city-level new area that the table lists under their old city (雄安新区)."""
+    def _configure(self, config: dict, roles: dict) -> None:
+        """Weights, context patterns and decision thresholds from the two configuration files."""
         try:
-            for name, code in config["province_regions"]["names"].items():
-                if name not in self._aliases and code in self._divisions:
-                    self._add(name, code, "province_region")
-            for name, code in config["area_names"]["names"].items():
-                if name not in self._aliases and code in self._divisions:
-                    self._add(name, code, "full")
-            self._province_short = {short: code for short, code in config["province_short_forms"]["forms"].items()
-                                    if code in self._divisions}
-            self._cues = {name: code for name, code in config["place_cues"]["names"].items()
-                          if code in self._divisions and name not in self._aliases}
-            self._area_counties = {code: frozenset(counties)
-                                   for code, counties in config["area_counties"]["areas"].items()}
+            self._weights: Dict[str, float] = {k: float(v) for k, v in config["weights"].items()
+                                               if k != "about"}
+            context = config["context"]
+            self._re = {key: re.compile(context[key]) for key in (
+                "after_road", "after_feature_bare", "after_dateline", "before_dateline",
+                "after_organisation", "after_premises_bare", "after_agency", "document_code",
+                "after_locative_bare", "before_locative_bare", "after_locative_unique_bare",
+                "after_cue_bare", "province_document")}
+            decision = config["decision"]
+            self._common_full_min = int(decision["common_full_name_min_chars"])
+            self._min_support = float(decision["min_support"])
+            self._margin = float(decision["margin"])
+            self._ratio = {level: float(decision["ratio"][level]) for level in (PROVINCE, CITY, COUNTY)}
+            self._excluded = set(config.get("excluded_province_codes", []))
+            self._no_short = set(config.get("no_short_form_province_codes", []))
+            self._common = set(config["common_word_names"]["names"])
+            self._common_full = re.compile(config["common_word_full_name_pattern"])
+            self._not_places = set(config["not_places"]["names"])
+            wrong_for: Dict[str, List[str]] = defaultdict(list)
+            for wrong, right in sorted(config["confusable_characters"]["map"].items()):
+                wrong_for[right].append(wrong)
+            self._wrong_for = {right: tuple(wrongs) for right, wrongs in wrong_for.items()}
+            self._ordinary_min = int(config["unique_bare_county"]["ordinary_word_min_freq"])
+            self._word_check_kinds = frozenset(config["bare_word_check"]["kinds"])
+            self._word_window = int(config["bare_word_check"]["window"])
+            self._role_window = int(roles["window"])
+            self._role_re = {key: re.compile(roles[key]) for key in (
+                "chain_gap", "discount_before", "discount_after", "boost_before", "boost_after")}
+            self._boost = float(roles["boost_factor"])
         except KeyError as error:
-            raise ConfigError(f"{ALIASES_FILE}: missing key {error}") from error
-
-    def _build_variants(self) -> None:
-        """Names with one confusable character (``confusable_characters``): 汩罗市 for 汨罗市.
-
-        Only a variant that names one division and is no other name counts: with its suffix it
-        is sure, without it (荣阳 for 荥阳) it is weak and needs its province or city right before it.
-        """
-        found: Dict[str, Dict[str, str]] = defaultdict(dict)  # variant -> {adcode: kind}
-        for alias, entries in self._aliases.items():
-            for code, (_, kind) in entries.items():
-                variant_kind = ("variant" if kind in ("full", "former", "suffix_variant") else
-                                "variant_bare" if kind in ("bare_province", "bare_city", "bare_county") else None)
-                if variant_kind is None:
-                    continue
-                for variant in _one_character_variants(alias, self._wrong_for):
-                    if found[variant].get(code) != "variant":
-                        found[variant][code] = variant_kind
-        for variant, codes in sorted(found.items()):
-            if len(codes) == 1 and variant not in self._aliases and variant not in self._not_places:
-                (code, kind), = codes.items()
-                self._add(variant, code, kind)
-
-    def _build_unique_bare(self) -> None:
-        """Bare county names that may count before 一家/一处/某: those of one division only that
-        jieba does not list as frequent ordinary words (合作, 资源 are)."""
-        unique = {alias for alias, entries in self._aliases.items()
-                  if len(entries) == 1 and next(iter(entries.values()))[1] == "bare_county"}
-        ordinary = _ordinary_words(unique)
-        self._unique_bare = frozenset(a for a in unique if ordinary.get(a, 0) < self._ordinary_min)
-
-    def _build_towns(self, towns: dict) -> None:
-        for branch in towns["bureau_branches"]:
-            for name in branch["names"]:
-                self._bureaus[name] = branch["adcode"]
-
-    def _build_townships(self, towns: dict, townships: TownshipTable) -> None:
-        """Indexes township names with their suffix and, separately, without it (the bare form).
-
-        Either form stands for every township with the same name before the suffix: townships
-        change suffix when they are reorganised (汨罗市归义镇 is now 归义街道), so a complaint's
-        归义镇 may be today's 归义街道 as well as 岑溪市归义镇, and is ambiguous.
-        """
-        try:
-            rules = towns["township_rules"]
-            suffixes = sorted(rules["suffixes"], key=len, reverse=True)
-            min_base = int(rules["min_base_chars"])
-            stop = set(rules["stopwords"]["names"])
-            bad_endings = tuple(rules["bare_bad_endings"])
-            min_freq = int(rules["common_word_min_freq"])
-            self._town_min_base = min_base
-            self._town_suffix_re = re.compile("|".join(map(re.escape, suffixes)))
-            self._left_boundary = re.compile(rules["left_boundary"])
-            self._village_re = re.compile(rules["village_marker"])
-            self._village_chars = re.compile(rules["village_name"])
-            self._village_lengths = range(int(rules["min_village_chars"]), int(rules["max_village_chars"]) + 1)
-            self._town_weight = self._weights["town"]
-            self._town_bare_weight = self._weights["town_bare"]
-        except KeyError as error:
-            raise ConfigError(f"{TOWNS_FILE}/{ALIASES_FILE}: missing key {error}") from error
-        if min_base < 2:  # names are looked up by their last two characters (_lengths_by_ending)
-            raise ConfigError(f"{TOWNS_FILE}: township_rules.min_base_chars must be at least 2")
-        full: Dict[str, str] = {}  # name with suffix -> its base
-        bare: Dict[str, set] = defaultdict(set)  # base -> parents of every township with that base
-
-        def add(name: str, parents: Iterable[str]) -> None:
-            parents = {code for code in parents if code in self._divisions}
-            suffix = next((x for x in suffixes if name.endswith(x)), None)
-            if not parents or suffix is None or len(name) - len(suffix) < min_base:
-                return  # 2-character names (杨镇, 新镇) are too often plain words to use
-            base = name[: -len(suffix)]
-            # 民族乡 are also written without the people's name: 塔西河哈萨克族乡 -> 塔西河乡
-            shorter = self._strip_ethnic(base, self._ethnic) if "族" in base else None
-            base = shorter or base
-            for form in {name, base + suffix}:
-                if form not in self._aliases and form not in self._bureaus:  # a division's own name wins
-                    full[form] = base
-            bare[base] |= parents
-
-        for name, parents in townships.by_name.items():
-            add(name, parents)
-        for town in towns["towns"]:  # hand-written supplements (names the gazetteer lacks)
-            add(town["name"], town["adcodes"])
-        # A bare form that is also a division or bureau name, a common word or on the stop list
-        # never counts: 长安 (长安镇) is a district name and a word.
-        excluded = set(self._aliases) | set(self._bureaus) | self._common | self._not_places | stop
-        excluded |= _common_words(set(full) | set(bare), min_freq)
-        full = {name: base for name, base in full.items() if name not in stop and name not in excluded}
-        interned: Dict[Tuple[str, ...], Tuple[str, ...]] = {}
-
-        def frozen(codes: set) -> Tuple[str, ...]:
-            key = tuple(sorted(codes))
-            return interned.setdefault(key, key)
-
-        self._town_full = {name: frozen(bare[base]) for name, base in full.items()}
-        # County -> its township names without suffix, for settling a same-named district
-        # (三里屯 in 朝阳区): looked for only among a few candidates, so a name of three characters
-        # or more counts even when it is a word (相国寺) or ends like a village (曹杨新村).
-        names_too = set(self._aliases) | set(self._bureaus) | self._common | self._not_places | stop
-        two_char_words = _common_words({base for base in bare if len(base) == 2}, min_freq)
-        by_county: Dict[str, List[str]] = defaultdict(list)
-        for base, codes in bare.items():
-            if base in names_too or len(base) == 2 and base in two_char_words:
-                continue
-            for code in codes:
-                by_county[code].append(base)
-        self._district_towns = {code: tuple(sorted(bases)) for code, bases in by_county.items()}
-        self._town_bare = {base: frozen(codes) for base, codes in bare.items()
-                           if base not in excluded and not base.endswith(bad_endings)}
-        # Lengths of the names by their last two characters, longest first: at a suffix or before a
-        # village only those lengths are probed (one or two, not all nine or ten).
-        self._town_full_lengths = _lengths_by_ending(self._town_full)
-        self._town_bare_lengths = _lengths_by_ending(self._town_bare)
-
-    # -- finding mentions ---------------------------------------------------------------------
+            raise ConfigError(f"{ALIASES_FILE}/{ROLES_FILE}: missing key {error}") from error
 
     def _mentions(self, text: str, scale: float) -> List[_Mention]:
         mentions: List[_Mention] = []
@@ -980,101 +695,3 @@ class RegionResolver:
 
     def _empty(self) -> RegionResolution:
         return RegionResolution(None, None, None, None, None, 0.0, None, self.version)
-
-
-# -- evaluation ----------------------------------------------------------------------------------
-
-def read_gold(path: str) -> List[dict]:
-    """Reads a JSON Lines gold file (``id``, ``text``, ``province``, ``city``, ``county``, ``adcode``, ``level``)."""
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
-def evaluate_regions(resolver: RegionResolver, gold_records: Iterable[dict]) -> dict:
-    """Scores a resolver against gold places; errors are listed by id and codes only (no text).
-
-    ``county_accuracy``: exact code on rows whose gold level is county. ``province_accuracy``:
-    province name on rows with a gold province. ``city_accuracy``: city name on rows with a gold
-    city. ``wrong_county_rate``: answers naming a county other than the gold county, over all rows.
-    ``null_accuracy``: empty answers on rows whose text names no place. ``exact_accuracy``: same
-    code and level (or both empty) over all rows.
-    """
-    rows = list(gold_records)
-    counts = defaultdict(int)
-    errors = []
-    for row in rows:
-        pred = resolver.resolve(row.get("text", ""), title=row.get("title") or "")
-        gold_county = row.get("adcode") if row.get("level") == COUNTY else None
-        exact = pred.adcode == row.get("adcode")
-        counts["exact"] += exact
-        if row.get("level") == COUNTY:
-            counts["county_total"] += 1
-            counts["county_ok"] += pred.adcode == gold_county
-        if row.get("province"):
-            counts["province_total"] += 1
-            counts["province_ok"] += pred.province == row["province"]
-        if row.get("city"):
-            counts["city_total"] += 1
-            counts["city_ok"] += pred.city == row["city"]
-        if row.get("level") is None:
-            counts["null_total"] += 1
-            counts["null_ok"] += pred.adcode is None
-        if pred.level == COUNTY and pred.adcode != gold_county:
-            counts["wrong_county"] += 1
-        if not exact:
-            errors.append({"id": row.get("id"), "gold_adcode": row.get("adcode"), "gold_level": row.get("level"),
-                           "pred_adcode": pred.adcode, "pred_level": pred.level,
-                           "pred_name": pred.county or pred.city or pred.province})
-
-    def ratio(ok: str, total: str) -> Optional[float]:
-        return round(counts[ok] / counts[total], 4) if counts[total] else None
-
-    total = len(rows)
-    return {
-        "rows": total,
-        "county_rows": counts["county_total"],
-        "county_accuracy": ratio("county_ok", "county_total"),
-        "province_rows": counts["province_total"],
-        "province_accuracy": ratio("province_ok", "province_total"),
-        "city_rows": counts["city_total"],
-        "city_accuracy": ratio("city_ok", "city_total"),
-        "null_rows": counts["null_total"],
-        "null_accuracy": ratio("null_ok", "null_total"),
-        "wrong_county_rate": round(counts["wrong_county"] / total, 4) if total else None,
-        "exact_accuracy": round(counts["exact"] / total, 4) if total else None,
-        "table_version": resolver.version,
-        "errors": errors,
-    }
-
-
-def format_region_report(report: dict) -> str:
-    """A short plain-text table of :func:`evaluate_regions` results."""
-    lines = [f"rows: {report['rows']}  (table {report['table_version']})"]
-    for key, rows_key in (("county_accuracy", "county_rows"), ("province_accuracy", "province_rows"),
-                          ("city_accuracy", "city_rows"), ("null_accuracy", "null_rows"),
-                          ("wrong_county_rate", "rows"), ("exact_accuracy", "rows")):
-        value = report[key]
-        lines.append(f"{key:<20} {'-' if value is None else f'{value:.3f}':>6}  (n={report[rows_key]})")
-    if report["errors"]:
-        lines.append("errors (id: gold -> predicted):")
-        for error in report["errors"]:
-            lines.append(f"  {error['id']}: {error['gold_adcode']}/{error['gold_level']} -> "
-                         f"{error['pred_adcode']}/{error['pred_level']} {error['pred_name'] or ''}")
-    return "\n".join(lines)
-
-
-def _run_evaluate(args: argparse.Namespace) -> int:
-    report = evaluate_regions(RegionResolver(), read_gold(args.gold))
-    print(format_region_report(report))
-    if args.json_out:
-        with open(args.json_out, "w", encoding="utf-8") as handle:
-            json.dump(report, handle, ensure_ascii=False, indent=2)
-    return 0
-
-
-def add_subcommand(subparsers) -> None:
-    """Registers ``evaluate-regions``."""
-    parser = subparsers.add_parser("evaluate-regions", help="measure region resolution against a gold JSONL file")
-    parser.add_argument("--gold", required=True, help="JSON Lines with text and gold province/city/county/adcode/level")
-    parser.add_argument("--json-out", default=None, help="also write the report (with per-row errors) as JSON here")
-    parser.set_defaults(func=_run_evaluate)
