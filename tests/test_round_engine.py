@@ -1,14 +1,12 @@
-"""The local round engine with the ``"unknown"`` key's assignment, and a share of the city keys',
-in a process of its own (:class:`KeyedAssigner`) gives the same matters, reports and leads as with
-all keys in one process, also across a :meth:`LocalRoundEngine.forget` (what a broker loss
-triggers)."""
+"""The local round engine with the keys' assignment in a process of its own (:class:`KeyedAssigner`)
+gives the same matters, reports and leads as with all keys in this process, also across a
+:meth:`LocalRoundEngine.forget` (what a broker loss triggers)."""
 import pytest
 
 from envleads.generator import generate_events
 from envleads.leads import block_of_complaint
 from envleads.pipelines.options import StageSettings
-from envleads.pipelines.stream import (Enricher, KeyedAssigner, LeadStore, LocalRoundEngine, _encode_lead,
-                                       assigned_in_worker)
+from envleads.pipelines.stream import Enricher, KeyedAssigner, LeadStore, LocalRoundEngine, _encode_lead
 from envleads.pipelines.transforms import RawEvent
 from envleads.repeats import UNKNOWN_BLOCK
 
@@ -46,21 +44,17 @@ def _run(enriched_rounds, keyed_worker, city_share=0.0):
     return rounds
 
 
-@pytest.mark.parametrize("city_share", [0.0, 0.5])
-def test_keys_in_their_own_process_assign_as_in_one_process(enriched_rounds, city_share):
+def test_keys_in_their_own_process_assign_as_in_one_process(enriched_rounds):
     in_one = _run(enriched_rounds, None)
     assigner = KeyedAssigner()
     try:
-        beside = _run(enriched_rounds, assigner, city_share)
+        beside = _run(enriched_rounds, assigner)
     finally:
         assigner.close()
-    moved_repeats = [report for reports, _, _ in in_one for report in reports
-                     if assigned_in_worker(report[3], city_share) and report[2] is not None]
-    assert any(report[3] == UNKNOWN_BLOCK for report in moved_repeats), \
+    repeats = [report for reports, _, _ in in_one for report in reports if report[2] is not None]
+    assert any(report[3] == UNKNOWN_BLOCK for report in repeats), \
         "the generated rounds must hold repeats of no known city to compare"
-    if city_share:
-        assert any(report[3] != UNKNOWN_BLOCK for report in moved_repeats), \
-            "the generated rounds must hold repeats of city keys assigned in the worker"
+    assert any(report[3] != UNKNOWN_BLOCK for report in repeats), "and repeats of city keys"
     assert beside == in_one
 
 

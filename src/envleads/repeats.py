@@ -1019,8 +1019,8 @@ class MatterIndex:
             df = self._postings.document_frequency(hashes)
         return np.log((n + 1.0) / (df.astype(np.float64) + 1.0)) + self.config.idf_floor
 
-    def _candidates(self, lookup: Lookup, weights: np.ndarray,
-                    region_adcode: Optional[str]) -> Tuple[List[str], set]:
+    def _candidates(self, lookup: Lookup, weights: np.ndarray, region_adcode: Optional[str],
+                    one_city: bool) -> Tuple[List[str], set]:
         """The ``max_candidates`` matters sharing the most weight of rare shingles, among those that
         could still reach the lowest text-only threshold: ``text_only_unplaced`` for a complaint
         with no region in an index of no one city, which :meth:`_evaluate` never takes as placed
@@ -1038,7 +1038,7 @@ class MatterIndex:
         largest index at equal clustering quality (``bench/bench_repeats_scale.py --block unknown``).
         """
         cfg = self.config
-        placed = self._one_city or bool(region_adcode)
+        placed = one_city or bool(region_adcode)
         rare_cap = cfg.max_rare_holders if placed else cfg.max_rare_holders_unplaced
         cap = min(max(4.0, cfg.common_share * len(self._matters)), float(rare_cap))
         total = float(weights.sum()) or 1.0
@@ -1083,8 +1083,8 @@ class MatterIndex:
         return best
 
     def _evaluate(self, text_sim: float, features: MatterFeatures, matter: _Matter,
-                  reporters: Sequence[str], relation: str, shared: Optional[List[str]] = None
-                  ) -> Optional[Tuple[float, str, Optional[str]]]:
+                  reporters: Sequence[str], relation: str, shared: Optional[List[str]] = None,
+                  one_city: bool = False) -> Optional[Tuple[float, str, Optional[str]]]:
         """The join score and its evidence, or None when the complaint does not report this matter.
 
         A matter is one problem source at one place. Evidence, strongest first:
@@ -1106,8 +1106,8 @@ class MatterIndex:
         """
         cfg, w = self.config, self.config.weights
         # known to be in one city: by the index's key, or by both resolved regions
-        placed = self._one_city or relation in ("same_county", "same_city")
-        if shared is None or placed != self._one_city:  # names sound alike more loosely within one city
+        placed = one_city or relation in ("same_county", "same_city")
+        if shared is None or placed != one_city:  # names sound alike more loosely within one city
             shared = self._shared_entities(features.entities, matter.entities, near=placed)
         classes = {entity.partition(":")[0] for entity in shared}
         shared_source, shared_location = bool(classes & self._sources), bool(classes & self._locations)
@@ -1288,54 +1288,82 @@ class MatterIndex:
             reporter_key: pseudonymous reporter key (or several keys of one reporter, one per
                 identifier): the same reporter writing again is evidence of a repeat.
         """
+        return assign_across(self, (), complaint_id, event_time_ms, features, reporter_key)[1]
+
+    def _prepared(self, features: MatterFeatures, reporter_key: Union[str, Sequence[str], None]
+                  ) -> Tuple[MatterFeatures, Tuple[str, ...]]:
+        """The features with a trimmed sketch and the reporter digests, as matching needs them."""
+        if np.shape(features.signature) != (self.config.sketch_size,):
+            raise ValueError(f"signature has {np.size(features.signature)} slots, "
+                             f"index expects {self.config.sketch_size}")
+        return features._replace(signature=_trim(features.signature)), _reporter_digests(reporter_key)
+
+    def _names_held(self, keys: Tuple[Tuple[str, ...], Tuple[str, ...]], reporters: Sequence[str]) -> bool:
+        """Whether a live matter here is under one of a complaint's name keys (``(entity keys,
+        title entity keys)``) or reporters: the only matters of another key's index a complaint of
+        no known city can join other than by very similar text (a cheap test that spares a search
+        of every city of a province)."""
+        return (any(_holders(self._entity_index, key) for key in keys[0])
+                or any(_holders(self._title_index, key) for key in keys[1])
+                or any(_holders(self._reporter_index, r) for r in reporters))
+
+    def _match(self, event_time_ms: int, features: MatterFeatures, reporters: Sequence[str],
+               one_city: bool, by_name: bool = False) -> Optional[_Candidate]:
+        """The best live matter the (prepared) complaint reports, or None; changes nothing.
+
+        ``one_city``: whether the complaint is known to be in this index's city (false when a
+        complaint of no known city searches a city key's index, whose looser rules then do not
+        apply). ``by_name``: only matters sharing a name or a reporter are candidates (no walk of
+        the postings for text alone: the cost of searching another key)."""
         cfg = self.config
-        if np.shape(features.signature) != (cfg.sketch_size,):
-            raise ValueError(f"signature has {np.size(features.signature)} slots, index expects {cfg.sketch_size}")
-        signature = _trim(features.signature)
-        features = features._replace(signature=signature)
-        reporters = _reporter_digests(reporter_key)
-        known = self.redelivery(complaint_id)
-        if known is not None:
-            return known
-        best: Optional[_Candidate] = None
         self._specific_cache = {}
-        if self._matters:
+        if not self._matters:
+            return None
+        signature = features.signature
+        if by_name:
+            weights, by_text, reachable = self._weights(signature), [], set()
+        else:
             lookup = self._postings.lookup(signature)
             weights = self._weights(signature, lookup.df)
-            by_text, reachable = self._candidates(lookup, weights, features.region_adcode)
-            candidates = set(by_text)
-            for reporter in reporters:
-                candidates.update(_holders(self._reporter_index, reporter))
-            # matters under the complaint's name keys: the keys are coarse (a name's last two
-            # characters), so most of them name something else; one that shares no name and whose
-            # text cannot reach a text-only threshold could not join, and is not compared
-            named = self._entity_holders(features.entities, self._entity_index)
-            named |= self._entity_holders(features.title_entities, self._title_index)
-            shared_of: Dict[str, List[str]] = {}
-            for cluster_id in named - candidates:
-                shared = self._shared_entities(features.entities, self._matters[cluster_id].entities, self._one_city)
-                if shared or cluster_id in reachable:
-                    shared_of[cluster_id] = shared
-                    candidates.add(cluster_id)
-            comparable = []
-            for cluster_id in sorted(candidates):
-                matter = self._matters[cluster_id]
-                if (event_time_ms - matter.last_seen_ms > cfg.window_ms
-                        or matter.first_seen_ms - event_time_ms > cfg.window_ms):
-                    continue
-                relation = self._relation(features.region_adcode, matter)
-                if relation != "conflict":
-                    comparable.append((cluster_id, matter, relation))
-            similarities = self._text_similarities(signature, weights, [matter for _, matter, _ in comparable])
-            for (cluster_id, matter, relation), text_sim in zip(comparable, similarities):
-                judged = self._evaluate(text_sim, features, matter, reporters, relation, shared_of.get(cluster_id))
-                if judged is None:
-                    continue
-                found = _Candidate(judged[0], text_sim, judged[1], matter.first_seen_ms, cluster_id, judged[2])
-                # ties go to the older matter so that replays are deterministic
-                if best is None or (found.score, found.text, -found.first_seen_ms, found.cluster_id) > \
-                        (best.score, best.text, -best.first_seen_ms, best.cluster_id):
-                    best = found
+            by_text, reachable = self._candidates(lookup, weights, features.region_adcode, one_city)
+        candidates = set(by_text)
+        for reporter in reporters:
+            candidates.update(_holders(self._reporter_index, reporter))
+        # matters under the complaint's name keys: the keys are coarse (a name's last two
+        # characters), so most of them name something else; one that shares no name and whose
+        # text cannot reach a text-only threshold could not join, and is not compared
+        named = self._entity_holders(features.entities, self._entity_index)
+        named |= self._entity_holders(features.title_entities, self._title_index)
+        shared_of: Dict[str, List[str]] = {}
+        for cluster_id in named - candidates:
+            shared = self._shared_entities(features.entities, self._matters[cluster_id].entities, one_city)
+            if shared or cluster_id in reachable:
+                shared_of[cluster_id] = shared
+                candidates.add(cluster_id)
+        comparable = []
+        for cluster_id in sorted(candidates):
+            matter = self._matters[cluster_id]
+            if (event_time_ms - matter.last_seen_ms > cfg.window_ms
+                    or matter.first_seen_ms - event_time_ms > cfg.window_ms):
+                continue
+            relation = self._relation(features.region_adcode, matter)
+            if relation != "conflict":
+                comparable.append((cluster_id, matter, relation))
+        similarities = self._text_similarities(signature, weights, [matter for _, matter, _ in comparable])
+        best: Optional[_Candidate] = None
+        for (cluster_id, matter, relation), text_sim in zip(comparable, similarities):
+            judged = self._evaluate(text_sim, features, matter, reporters, relation, shared_of.get(cluster_id),
+                                    one_city)
+            if judged is None:
+                continue
+            found = _Candidate(judged[0], text_sim, judged[1], matter.first_seen_ms, cluster_id, judged[2])
+            if best is None or _rank(found) > _rank(best):
+                best = found
+        return best
+
+    def _settle(self, complaint_id: str, event_time_ms: int, features: MatterFeatures, reporters: Sequence[str],
+                best: Optional[_Candidate]) -> Assignment:
+        """Adds the (prepared) complaint to the matter ``best`` names, or starts a new matter."""
         if best is None:
             cluster_id = cluster_id_for(complaint_id)
             matter = _Matter(cluster_id, complaint_id, event_time_ms, event_time_ms, 1, [], {}, {}, [],
@@ -1535,6 +1563,61 @@ class MatterIndex:
         index = cls(config, block if block is not None else state.get("block"))
         index.merge_state(state)
         return index
+
+
+def _rank(candidate: _Candidate) -> Tuple[float, float, int, str]:
+    """Order of candidates: score, then text; ties go to the older matter so that replays are
+    deterministic."""
+    return candidate.score, candidate.text, -candidate.first_seen_ms, candidate.cluster_id
+
+
+def assign_across(home: MatterIndex, others: Sequence[MatterIndex], complaint_id: str, event_time_ms: int,
+                  features: MatterFeatures, reporter_key: Union[str, Sequence[str], None] = None
+                  ) -> Tuple[MatterIndex, Assignment]:
+    """Assigns a complaint to the best live matter of ``home`` or of ``others``, or starts a new
+    matter in ``home``; returns the index that now holds its matter, and the assignment.
+
+    ``others`` are searched as for a complaint not known to be in their city, and only among their
+    matters under one of its names or reporters: such a matter joins on a shared source, place or
+    reporter; text alone joins only within ``home`` (a walk of every city's postings would cost
+    more than all the rest of the assignment). A redelivered
+    complaint keeps the matter of whichever index knows it. With no ``others``, this is
+    :meth:`MatterIndex.assign`.
+    """
+    features, reporters = home._prepared(features, reporter_key)
+    indexes = (home, *others)
+    for index in indexes:
+        known = index.redelivery(complaint_id)
+        if known is not None:
+            return index, known
+    best, chosen = None, home
+    keys = (tuple(home._entity_key(e) for e in features.entities),
+            tuple(home._entity_key(e) for e in features.title_entities)) if others else ((), ())
+    for index in indexes:
+        if index is not home and not index._names_held(keys, reporters):
+            continue
+        found = index._match(event_time_ms, features, reporters, index._one_city and index is home, index is not home)
+        if found is not None and (best is None or _rank(found) > _rank(best)):
+            best, chosen = found, index
+    return chosen, chosen._settle(complaint_id, event_time_ms, features, reporters, best)
+
+
+def assign_unplaced(indexes: Dict[str, MatterIndex], scope: str, complaint_id: str, event_time_ms: int,
+                    features: MatterFeatures, reporter_key: Union[str, Sequence[str], None] = None,
+                    config: Optional[RepeatConfig] = None) -> Tuple[str, Assignment]:
+    """Assigns a complaint of no known city (key ``"unknown"``, of :func:`unplaced_scope`
+    ``scope``) across the blocking keys: against the ``"unknown"`` key's index (created in
+    ``indexes`` when missing) and every city key's index of its scope, so that a report placed by
+    no district or city still meets the matter its placed reports opened (the blocking must not
+    split a matter). Every engine calls this one policy. Returns the key whose index holds the
+    complaint's matter, and the assignment.
+    """
+    home = indexes.get(UNKNOWN_BLOCK)
+    if home is None:
+        home = indexes[UNKNOWN_BLOCK] = MatterIndex(config, UNKNOWN_BLOCK)
+    others = [indexes[block] for block in sorted(indexes) if block != UNKNOWN_BLOCK and in_scope(block, scope)]
+    index, assignment = assign_across(home, others, complaint_id, event_time_ms, features, reporter_key)
+    return index.block, assignment
 
 
 # The name, region and reporter indexes map a key to the clusters holding it: the cluster id itself
