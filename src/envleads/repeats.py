@@ -1300,12 +1300,10 @@ class MatterIndex:
 
     def _names_held(self, keys: Tuple[Tuple[str, ...], Tuple[str, ...]], reporters: Sequence[str]) -> bool:
         """Whether a live matter here is under one of a complaint's name keys (``(entity keys,
-        title entity keys)``) or reporters: the only matters of another key's index a complaint of
-        no known city can join other than by very similar text (a cheap test that spares a search
-        of every city of a province)."""
-        return (any(_holders(self._entity_index, key) for key in keys[0])
-                or any(_holders(self._title_index, key) for key in keys[1])
-                or any(_holders(self._reporter_index, r) for r in reporters))
+        title entity keys)``) or reporters: a cheap test before another key's index is searched
+        (the holders' key is dropped with its last matter, so membership is the test)."""
+        return (any(key in self._entity_index for key in keys[0]) or any(key in self._title_index for key in keys[1])
+                or any(r in self._reporter_index for r in reporters))
 
     def _match(self, event_time_ms: int, features: MatterFeatures, reporters: Sequence[str],
                one_city: bool, by_name: bool = False) -> Optional[_Candidate]:
@@ -1321,7 +1319,7 @@ class MatterIndex:
             return None
         signature = features.signature
         if by_name:
-            weights, by_text, reachable = self._weights(signature), [], set()
+            weights, by_text, reachable = None, [], set()
         else:
             lookup = self._postings.lookup(signature)
             weights = self._weights(signature, lookup.df)
@@ -1340,6 +1338,10 @@ class MatterIndex:
             if shared or cluster_id in reachable:
                 shared_of[cluster_id] = shared
                 candidates.add(cluster_id)
+        if not candidates:
+            return None
+        if weights is None:
+            weights = self._weights(signature)
         comparable = []
         for cluster_id in sorted(candidates):
             matter = self._matters[cluster_id]
@@ -1587,12 +1589,14 @@ def assign_across(home: MatterIndex, others: Sequence[MatterIndex], complaint_id
     features, reporters = home._prepared(features, reporter_key)
     indexes = (home, *others)
     for index in indexes:
-        known = index.redelivery(complaint_id)
+        known = index.redelivery(complaint_id) if complaint_id in index._complaint_index or index is home else None
         if known is not None:
             return index, known
     best, chosen = None, home
-    keys = (tuple(home._entity_key(e) for e in features.entities),
-            tuple(home._entity_key(e) for e in features.title_entities)) if others else ((), ())
+    evidence = home._sources | home._locations  # a road or a town alone never joins: not searched for
+    keys = (tuple(home._entity_key(e) for e in features.entities if e.partition(":")[0] in evidence),
+            tuple(home._entity_key(e) for e in features.title_entities if e.partition(":")[0] in evidence)
+            ) if others else ((), ())
     for index in indexes:
         if index is not home and not index._names_held(keys, reporters):
             continue
