@@ -14,7 +14,9 @@ import glob
 import hashlib
 import json
 import os
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from envleads.config import OperatorError
 
 SPLIT_SALT = b"envleads-pollution-split-2026-12"
 LOCKED_PERCENT = 30
@@ -42,29 +44,93 @@ def project_label_files() -> List[str]:
     return sorted(glob.glob(os.path.join(LABELS_DIR, "real_labels.*.jsonl")))
 
 
+TEXT_FILES = ("unlabelled_real.jsonl", "pollution_dev.jsonl")
+
+
+class LabelledDataError(OperatorError):
+    """A labelled file that cannot be used as asked (a row without labels, ids with no text)."""
+
+
 def _read_rows(path: str) -> List[dict]:
     with open(path, encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
 
 
+def shared_texts(shared_dir: Optional[str]) -> Dict[str, dict]:
+    """``id`` -> message row of the shared text files (:data:`TEXT_FILES`), in file order; the
+    first file holding an id wins. Empty when ``shared_dir`` is ``None``."""
+    texts: Dict[str, dict] = {}
+    for name in TEXT_FILES if shared_dir else ():
+        path = os.path.join(shared_dir, name)
+        if os.path.exists(path):
+            for row in _read_rows(path):
+                texts.setdefault(row["id"], row)
+    return texts
+
+
+def join_texts(rows: Sequence[dict], shared_dir: Optional[str], source: str = "labelled rows",
+               texts: Optional[Dict[str, dict]] = None) -> List[dict]:
+    """``rows`` with a text as they are; ``id`` + ``labels`` rows (the project's label format, no
+    text) completed with the shared message of that id, their own keys winning.
+
+    The one join of labels kept as ids with texts kept in ``../shared``: used by the protocol's
+    loader, ``envleads train --extra``, ``evaluate --gold/--extra`` and ``models compare --gold``.
+
+    Raises:
+        LabelledDataError: rows without a text whose id is in no shared text file (with the count).
+    """
+    if all("text" in row for row in rows):
+        return list(rows)
+    if texts is None:
+        texts = shared_texts(shared_dir)
+    missing = [row.get("id") for row in rows if "text" not in row and row.get("id") not in texts]
+    if missing:
+        where = (f"in the shared texts of {shared_dir}" if shared_dir else
+                 "anywhere: no shared data folder (../shared/data or $ENVLEADS_SHARED_DATA)")
+        raise LabelledDataError(
+            f"{source}: {len(missing)} of {len(rows)} rows have id + labels but no text, and their "
+            f"id is not {where} (first: {missing[0]!r})")
+    return [row if "text" in row else {**texts[row["id"]], **row} for row in rows]
+
+
+def read_labelled(path: str, shared_dir: Optional[str]) -> List[dict]:
+    """A labelled JSON Lines file: rows with ``text`` and ``labels``, or ``id`` and ``labels``
+    (joined with the shared texts by :func:`join_texts`)."""
+    rows = []
+    for number, row in enumerate(_read_rows(path), 1):
+        if "labels" not in row or ("text" not in row and "id" not in row):
+            raise LabelledDataError(f"{path}:{number}: a row needs 'labels' and 'text' or 'id'")
+        rows.append(row)
+    return join_texts(rows, shared_dir, source=path)
+
+
+def project_labels() -> Dict[str, List[str]]:
+    """``id`` -> labels of the project's label files (a later file wins for an id)."""
+    labels: Dict[str, List[str]] = {}
+    for path in project_label_files():
+        labels.update((row["id"], row["labels"]) for row in _read_rows(path))
+    return labels
+
+
 def real_labelled_records(shared_dir: Optional[str]) -> List[dict]:
     """Every real labelled message: ``pollution_dev.jsonl`` plus the project's labels joined with
     ``unlabelled_real.jsonl`` on ``id`` (texts are read from ``shared_dir``, never kept in the
-    project). Empty when ``shared_dir`` is ``None`` or lacks the files."""
+    project), in the order of the shared files. Empty when ``shared_dir`` is ``None`` or lacks
+    the files."""
     if not shared_dir:
         return []
     records: List[dict] = []
     dev_path = os.path.join(shared_dir, "pollution_dev.jsonl")
     if os.path.exists(dev_path):
         records.extend(dict(row, origin="pollution_dev") for row in _read_rows(dev_path))
-    texts_path = os.path.join(shared_dir, "unlabelled_real.jsonl")
-    if os.path.exists(texts_path):
-        labels: Dict[str, List[str]] = {}
-        for path in project_label_files():
-            labels.update((row["id"], row["labels"]) for row in _read_rows(path))
-        for row in _read_rows(texts_path):
-            if row["id"] in labels:
-                records.append(dict(row, labels=labels[row["id"]], origin="real_labels"))
+    if os.path.exists(os.path.join(shared_dir, "unlabelled_real.jsonl")):
+        labels = project_labels()
+        texts = shared_texts(shared_dir)
+        # in the texts' order, as before the join was shared: row order changes a trained model
+        rows = [{"id": key, "labels": labels[key]} for key in texts if key in labels]
+        rows += [{"id": key, "labels": value} for key, value in labels.items() if key not in texts]
+        records.extend(dict(row, origin="real_labels")
+                       for row in join_texts(rows, shared_dir, "models/labels/", texts))
     return records
 
 

@@ -5,7 +5,8 @@
 
 One output line per valid input line (see the README for the fields); every invalid line goes to
 the dead-letter file (default: ``<output stem>.deadletter.jsonl`` beside the output) with its
-reason and original bytes, never into the output.
+reason and original bytes, never into the output, and so does a line that makes a stage raise
+(``internal_error``, :mod:`envleads.failures`): the run goes on without it.
 
 Two engines run the same stages:
 
@@ -122,6 +123,11 @@ def _line_spans(handle, keep: int, block_size: int = 1 << 20) -> Iterator[Tuple[
         yield start, base - start, head
 
 
+def enriched_json_line(report) -> str:
+    """A report's line of the enriched output (the batch contract)."""
+    return json.dumps(enriched_to_contract(report.enriched), ensure_ascii=False)
+
+
 def lead_rank_line(lead: Lead) -> Tuple[tuple, str]:
     """A lead's rank key and its JSON line without the rank: what the global ranking step collects.
 
@@ -185,15 +191,14 @@ def build_batch_pipeline(pipeline: beam.Pipeline, input_path: str, output_path: 
     if sys.stderr.isatty() and os.path.isfile(input_path):  # a bar for people, nothing in logs or CI
         lines = lines | "Progress" >> beam.ParDo(_ProgressFn(_count_input_lines(input_path)))
     events = lines | "AsRawEvents" >> beam.Map(lambda line: RawEvent(line, "json"))
-    outputs = events | "ComplaintsToLeads" >> ComplaintsToLeads(settings)
-    _write_single_file(outputs["enriched"]
-                       | "ToContract" >> beam.Map(lambda r: json.dumps(enriched_to_contract(r.enriched), ensure_ascii=False)),
-                       output_path, "WriteEnriched")
+    # the sink's encodings run inside: a record that fails to encode is a dead letter with its bytes
+    outputs = events | "ComplaintsToLeads" >> ComplaintsToLeads(settings, encode_enriched=enriched_json_line,
+                                                                 encode_lead=lead_rank_line)
+    _write_single_file(outputs["enriched"], output_path, "WriteEnriched")
     _write_single_file(outputs["dead_letters"] | "DeadLetterToJson" >> beam.Map(dead_letter_to_json),
                        dead_letter_path, "WriteDeadLetters")
     if leads_path:
         _write_single_file(outputs["leads"]
-                           | "LeadToKeyedJson" >> beam.Map(lead_rank_line)
                            | "CollectLeads" >> beam.CombineGlobally(beam.combiners.ToListCombineFn()).without_defaults()
                            | "RankLeads" >> beam.FlatMap(ranked_lead_lines),
                            leads_path, "WriteLeads")
@@ -204,9 +209,11 @@ def prepare_worker_environment(settings: StageSettings) -> str:
 
     In demo mode (no --production) a missing key is generated once here and put in the
     environment, so every local worker process pseudonymises with the same key. Returns the model
-    version the run will use.
+    version the run will use: ``production`` resolved through the registry's alias (an empty
+    registry gets the default model trained and promoted; a production model that cannot be
+    loaded fails here, with the fix, never silently retrained), ``latest`` the newest version.
     """
-    from envleads.models.registry import ensure_default_model
+    from envleads.models.registry import resolve_for_run
     from envleads.privacy import KEY_ENV, KEY_FILE_ENV, load_pseudonym_key
 
     key = load_pseudonym_key(settings.production)  # raises here, not in every worker, when unusable
@@ -214,14 +221,12 @@ def prepare_worker_environment(settings: StageSettings) -> str:
         os.environ[KEY_ENV] = key.hex()
         LOG.warning("no pseudonymisation key configured: generated one for this run only "
                     "(reporter keys are not comparable across runs; set %s in production)", KEY_ENV)
-    if settings.model_version == "latest":
-        return ensure_default_model(settings.model_registry)
-    return settings.model_version
+    return resolve_for_run(settings.model_version, settings.model_registry)
 
 
 def prepared_run(beam_args: Optional[List[str]]):
     """The options and stage settings of a run, with its worker environment prepared (see
-    :func:`prepare_worker_environment`) and ``latest`` resolved to a model version."""
+    :func:`prepare_worker_environment`) and ``production``/``latest`` resolved to a version."""
     options = pipeline_options(list(beam_args or []))
     settings = settings_from_options(options)
     return options, settings._replace(model_version=prepare_worker_environment(settings))
@@ -364,7 +369,7 @@ def run_batch_rounds(input_path: str, output_path: str, leads_path: Optional[str
 def _run_rounds(input_path: str, output_path: str, dead_letter_path: str, leads_path: Optional[str],
                 settings: StageSettings, round_events: int, round_bytes: int, enrich_workers: int) -> Dict[str, int]:
     from envleads.pipelines.heap import RoundCollector
-    from envleads.pipelines.stream import EnrichmentPool, LeadStore, LocalRoundEngine, _encode_lead
+    from envleads.pipelines.stream import EnrichmentPool, LeadStore, LocalRoundEngine
 
     order = _event_time_order(input_path, settings.limits.max_event_bytes + len(UTF8_BOM))
     store = LeadStore()
@@ -381,14 +386,14 @@ def _run_rounds(input_path: str, output_path: str, dead_letter_path: str, leads_
             def finish(enriched_of, events) -> None:
                 nonlocal newest_ms
                 outputs = engine.finish(*enriched_of(), events)
-                for report in outputs.enriched:
-                    out.write(json.dumps(enriched_to_contract(report.enriched), ensure_ascii=False) + "\n")
-                    newest_ms = max(newest_ms, report.enriched.complaint.received_at_ms)
+                lines, encoded_leads = _encoded_round(engine, outputs, events)
+                out.writelines(lines)
+                newest_ms = max([newest_ms] + [r.enriched.complaint.received_at_ms for r in outputs.enriched])
                 for dead in outputs.dead_letters:
                     dead_out.write(dead_letter_to_json(dead) + "\n")
-                store.put_leads((lead, _encode_lead(lead)) for lead in outputs.leads)
+                store.put_leads(encoded_leads)
                 store.put_state(outputs.state)
-                counts["enriched"] += len(outputs.enriched)
+                counts["enriched"] += len(lines)
                 counts["dead_letters"] += len(outputs.dead_letters)
                 bar.update(len(outputs.enriched) + len(outputs.dead_letters))
                 collector.after_round()
@@ -405,6 +410,8 @@ def _run_rounds(input_path: str, output_path: str, dead_letter_path: str, leads_
                 finish(*pending)
         if leads_path:
             counts["leads"] = _write_ranked_leads(store.all_leads(), newest_ms, leads_path)
+        if engine.internal_errors:
+            LOG.warning("internal_error dead letters per stage: %s", dict(sorted(engine.internal_errors.items())))
     finally:
         collector.stop()
         bar.close()
@@ -412,6 +419,37 @@ def _run_rounds(input_path: str, output_path: str, dead_letter_path: str, leads_
             pool.close()
         store.close()
     return counts
+
+
+def _encoded_round(engine, outputs, events) -> Tuple[List[str], List[Tuple[Lead, bytes]]]:
+    """A round's enriched lines and ``(lead, Avro value)`` pairs; a record that fails to encode is a
+    dead letter (with its bytes) appended to ``outputs.dead_letters`` and counted by the engine."""
+    from envleads.failures import count_internal_errors
+    from envleads.pipelines.stream import encode_or_dead_letter, with_originals
+    from envleads.pipelines.transforms import ENCODE_ENRICHED_STAGE, ENCODE_LEADS_STAGE
+
+    failed: list = []
+    lines = [line for line in (encode_or_dead_letter(enriched_json_line, report, ENCODE_ENRICHED_STAGE, [report], failed)
+                               for report in outputs.enriched) if line is not None]
+    leads = []
+    for lead in outputs.leads:
+        reports = [r for r in outputs.enriched if r.enriched.cluster_id == lead.cluster_id]
+        value = encode_or_dead_letter(_encodable_lead, lead, ENCODE_LEADS_STAGE, reports, failed)
+        if value is not None:
+            leads.append((lead, value))
+    failed = with_originals(failed, events)
+    engine.internal_errors.update(count_internal_errors(failed))
+    outputs.dead_letters.extend(failed)
+    return [line + "\n" for line in lines], leads
+
+
+def _encodable_lead(lead: Lead) -> bytes:
+    """The lead's Avro value, once its line of the leads file is known to encode too (it is
+    written at the end, when its reports' bytes are gone)."""
+    from envleads.pipelines.stream import _encode_lead
+
+    lead_rank_line(lead)
+    return _encode_lead(lead)
 
 
 def _write_ranked_leads(leads: Iterable[Lead], as_of_ms: int, leads_path: str) -> int:

@@ -1,7 +1,7 @@
 """All pipeline options in one place, and the plain settings the transforms receive.
 
 Every flag has a default that works offline on one machine: the embedded broker's topics, the
-packaged dictionaries and configuration, the newest registered model. ``run()`` functions read the
+packaged dictionaries and configuration, the registry's production model. ``run()`` functions read the
 options once with ``view_as(EnvleadsOptions)`` and pass :class:`StageSettings` (plain values) into
 the transforms, so no transform reads options or ``os.environ`` itself. Secrets are not options:
 the pseudonymisation key comes from the environment of the workers (see ``envleads.privacy``).
@@ -29,8 +29,9 @@ DEFAULT_ROUND_BYTES = 8 * 1024 * 1024
 class EnvleadsOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--model_version", default="latest",
-                            help="pollution-type model version in the registry, or 'latest'")
+        parser.add_argument("--model_version", default="production",
+                            help="pollution-type model: 'production' (the version the registry's alias names), "
+                                 "'latest' (the newest registered) or a version")
         parser.add_argument("--model_registry", default=None,
                             help="registry folder (default: $ENVLEADS_REGISTRY, the package's models/registry, or ~/.cache/envleads/registry)")
         parser.add_argument("--review_threshold", type=float, default=None,
@@ -48,7 +49,7 @@ class EnvleadsOptions(PipelineOptions):
 class StageSettings(NamedTuple):
     """Plain, picklable values the stages need; built once from the options."""
 
-    model_version: str = "latest"
+    model_version: str = "production"
     model_registry: Optional[str] = None
     review_threshold: Optional[float] = None
     limits: DecodeLimits = DecodeLimits()

@@ -151,7 +151,7 @@ def replay(bootstrap_servers: str, topics: Topics, events: Iterable[RawEvent], b
         for chunk in _chunks(events, max_round_events):
             outputs = engine.run(chunk)
             fence.confirm()
-            store.put_leads(write_outputs(producer, topics, outputs))
+            store.put_leads(write_outputs(producer, topics, outputs, chunk))
             store.put_state(outputs.state)
             totals["events"] += len(chunk)
             totals["rounds"] += 1

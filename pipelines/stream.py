@@ -32,6 +32,7 @@ import random
 import shutil
 import tempfile
 import time
+from collections import Counter
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import fastavro
@@ -40,6 +41,7 @@ from apache_beam.pvalue import TaggedOutput
 
 from envleads import schemas
 from envleads.decode import content_digest
+from envleads.failures import Raised, count_internal_errors, internal_error, raised, with_original
 from envleads.leads import (MatterReport, block_of_complaint, block_of_lead, complaint_features, event_order,
                             lead_from_avro_dict, lead_id_for, lead_to_wire_record, matter_report, merge_lead, report_join,
                             scope_of_complaint, seed_index)
@@ -48,7 +50,8 @@ from envleads.pipelines.kafka_io import (TopicNotFound, commit_events, decode_le
 from envleads.pipelines.heap import RoundCollector
 from envleads.pipelines.kafka_native import NativeKafkaError, NativeKafkaSession, OutputRecord, native_client_available
 from envleads.pipelines.options import DEFAULT_ROUND_BYTES, StageSettings
-from envleads.pipelines.transforms import RawEvent, reused_id_dead_letter
+from envleads.pipelines.transforms import (BUILD_LEADS_STAGE, DEDUPLICATE_STAGE, ENCODE_ENRICHED_STAGE,
+                                           ENCODE_LEADS_STAGE, RawEvent, distinct_complaints, reused_id_dead_letter)
 from envleads.records import DeadLetter, EnrichedComplaint, Lead
 from envleads.repeats import UNKNOWN_BLOCK, MatterIndex, assign_unplaced, in_scope
 from envleads.serialize import dead_letter_to_avro_dict, enriched_to_avro_dict
@@ -370,6 +373,19 @@ def state_from_records(records) -> StateChanges:
     return changes
 
 
+class _AssignmentFailed(Exception):
+    """The index raised on a complaint (its :class:`~envleads.failures.Raised` as the argument)."""
+
+
+def with_originals(dead_letters: List[DeadLetter], events: Sequence[RawEvent]) -> List[DeadLetter]:
+    """The dead letters, those of a stage after decode given their event's bytes (by content
+    digest among the round's ``events``)."""
+    if all(dead.original or not dead.content_digest for dead in dead_letters):
+        return dead_letters
+    originals = {content_digest(event.payload): event.payload for event in events}
+    return [with_original(dead, originals) for dead in dead_letters]
+
+
 class RoundOutputs(NamedTuple):
     """What one round writes: enriched reports, new lead versions, dead letters, state changes."""
 
@@ -432,6 +448,8 @@ class LocalRoundEngine:
         # the keys of the store when first needed (after a start or forget): what an unplaced
         # complaint searches beside the keys in memory
         self._known_blocks: Optional[set] = None
+        # dead letters ``internal_error`` per stage since start (the rounds engine's metric)
+        self.internal_errors: Counter = Counter()
 
     def forget(self) -> None:
         self._known_blocks = None
@@ -474,10 +492,9 @@ class LocalRoundEngine:
         """Repeat detection per blocking key, in event-time order within the round: the reports,
         the dead letters of reused ids (their bytes found among ``events``) and the state changes.
 
-        As in the streaming form, complaints of no known city are assigned against the
-        ``"unknown"`` key's own index (the bounded ``DeduplicatePetitions`` assigns them against
-        every city index of their province: a merge of state that grows with the window, which a
-        long-lived round engine would repeat every round).
+        Complaints of no known city are assigned after the round's city keys, across the
+        ``"unknown"`` key and the city keys of their scope (:func:`assign_unplaced`, as the bounded
+        ``DeduplicatePetitions``); a complaint whose assignment raises is a dead letter.
         """
         enriched, conflicts, seen = self._without_reused_ids(enriched, events)
         known = self._store.known_leads([item.complaint.complaint_id for item in enriched])
@@ -486,7 +503,7 @@ class LocalRoundEngine:
         for item in enriched:
             lead = known.get(item.complaint.complaint_id)
             if lead is not None:
-                reports.append(self._known_report(item, lead))
+                self._report_or_dead_letter(reports, conflicts, self._known_report, item, lead)
             else:
                 by_block.setdefault(block_of_complaint(item), []).append(item)
         rounds = {block: self._key_round(block, items) for block, items in by_block.items()}
@@ -508,8 +525,8 @@ class LocalRoundEngine:
         for block, (_, ordered) in rounds.items():
             assigned = results[block][0]
             for item, features in ordered:
-                cluster_id, duplicate_of, join = assigned[item.complaint.complaint_id]
-                reports.append(matter_report(item, features, cluster_id, duplicate_of, self._weights, join))
+                self._report_or_dead_letter(reports, conflicts, self._assigned_report, item, features,
+                                            assigned[item.complaint.complaint_id])
         blocks = [(block, (self._restored_since[block], self._newest_ms[block]))
                   for block in rounds] if self._checkpoint else []
         return reports, conflicts, StateChanges(matters, blocks, seen)
@@ -534,6 +551,23 @@ class LocalRoundEngine:
         dead = [reused_id_dead_letter(item.complaint, originals.get(item.complaint.content_digest, b""))
                 for position, item in enumerate(enriched) if position in reused]
         return [item for position, item in enumerate(enriched) if position not in reused], dead, new
+
+    def _assigned_report(self, item: EnrichedComplaint, features, assigned) -> MatterReport:
+        if isinstance(assigned, Raised):  # the index raised on it, here or in the keyed worker
+            raise _AssignmentFailed(assigned)
+        cluster_id, duplicate_of, join = assigned
+        return matter_report(item, features, cluster_id, duplicate_of, self._weights, join)
+
+    @staticmethod
+    def _report_or_dead_letter(reports: List[MatterReport], dead: List[DeadLetter], report_of, item, *args) -> None:
+        """Appends ``report_of(item, *args)`` to ``reports``, or the complaint's dead letter to
+        ``dead`` when it raises (one record must not stop the stream)."""
+        try:
+            reports.append(report_of(item, *args))
+        except _AssignmentFailed as failure:
+            dead.append(internal_error(DEDUPLICATE_STAGE, failure.args[0], item.complaint))
+        except Exception as error:  # noqa: BLE001
+            dead.append(internal_error(DEDUPLICATE_STAGE, error, item.complaint))
 
     def _key_round(self, block: str, items: List[EnrichedComplaint]):
         """One key's part of the round for :func:`assign_key_rounds`: ``((saved matter rows, seed
@@ -586,20 +620,29 @@ class LocalRoundEngine:
 
     def build_leads(self, reports: Sequence[MatterReport]) -> List[Lead]:
         """One new lead version per matter touched, merged into its stored lead (``BuildLeads``)."""
+        return self._build_leads(reports)[0]
+
+    def _build_leads(self, reports: Sequence[MatterReport]) -> Tuple[List[Lead], List[DeadLetter]]:
+        """:meth:`build_leads`, and the dead letters of the reports of a matter whose merge raised."""
         if not reports:
-            return []
+            return [], []
         as_of_ms = max(r.enriched.complaint.received_at_ms for r in reports)
         by_cluster: Dict[str, List[MatterReport]] = {}
         for report in reports:
             by_cluster.setdefault(report.enriched.cluster_id, []).append(report)
         stored = self._store.get_many([lead_id_for(cluster_id) for cluster_id in by_cluster])
-        leads = []
+        leads, dead = [], []
         for cluster_id, matter_reports in by_cluster.items():
             previous = stored.get(lead_id_for(cluster_id))
-            lead = merge_lead(previous, matter_reports, as_of_ms, self._weights)
+            try:
+                lead = merge_lead(previous, matter_reports, as_of_ms, self._weights)
+            except Exception as error:  # noqa: BLE001 - one matter must not stop the stream
+                dead.extend(internal_error(BUILD_LEADS_STAGE, error, complaint)
+                            for complaint in distinct_complaints(matter_reports))
+                continue
             if lead is not None and lead is not previous:
                 leads.append(lead)
-        return leads
+        return leads, dead
 
     def run(self, events: Sequence[RawEvent]) -> RoundOutputs:
         return self.finish(*self.enrich(events), events)
@@ -607,9 +650,16 @@ class LocalRoundEngine:
     def finish(self, enriched: Sequence[EnrichedComplaint], dead: List[DeadLetter],
                events: Sequence[RawEvent] = ()) -> RoundOutputs:
         """The keyed stages over a round's enriched complaints (``events``: the round's raw events,
-        whose bytes a dead letter of a reused id carries)."""
+        whose bytes a dead letter of a reused id or of a record a stage raised on carries).
+
+        A record that made a stage raise is a dead letter ``internal_error``
+        (:mod:`envleads.failures`), counted per stage in :attr:`internal_errors`; the round goes on.
+        """
         reports, reused, state = self.assign(enriched, events)
-        return RoundOutputs(reports, self.build_leads(reports), list(dead) + reused, state)
+        leads, unbuilt = self._build_leads(reports)
+        dead_letters = with_originals(list(dead) + reused + unbuilt, events)
+        self.internal_errors.update(count_internal_errors(dead_letters))
+        return RoundOutputs(reports, leads, dead_letters, state)
 
 
 _WORKER_INDEXES: Dict[str, MatterIndex] = {}
@@ -632,7 +682,9 @@ def assign_key_rounds(indexes: Dict[str, MatterIndex],
     same in the stream process and in the :class:`KeyedAssigner`'s. Returns ``{key: ({complaint
     id: (cluster id, duplicate of, why it joined)}, whether matters expired, changed matters as
     (cluster id, JSON row or None when dropped) when ``checkpoint``)}``, also for a key whose
-    matters only complaints of another key joined."""
+    matters only complaints of another key joined; a complaint whose assignment raised has
+    :class:`~envleads.failures.Raised` instead of its triple (matching reads only, so the other
+    complaints are assigned as without it)."""
     results, touched = {}, set()
     for block in sorted(rounds, key=lambda key: key == UNKNOWN_BLOCK):  # the unknown key last
         (rows, seeds), complaints, newest_ms = rounds[block]
@@ -643,11 +695,16 @@ def assign_key_rounds(indexes: Dict[str, MatterIndex],
         seed_index(index, seeds)
         assigned = {}
         for complaint_id, event_ms, features, reporter_key, scope in complaints:
-            if block == UNKNOWN_BLOCK:
-                holder, assignment = assign_unplaced(indexes, scope, complaint_id, event_ms, features, reporter_key)
-                touched.add(holder)
-            else:
-                assignment = index.assign(complaint_id, event_ms, features, reporter_key)
+            try:
+                if block == UNKNOWN_BLOCK:
+                    holder, assignment = assign_unplaced(indexes, scope, complaint_id, event_ms, features,
+                                                         reporter_key)
+                    touched.add(holder)
+                else:
+                    assignment = index.assign(complaint_id, event_ms, features, reporter_key)
+            except Exception as error:  # noqa: BLE001 - dead-lettered by the engine; the key goes on
+                assigned[complaint_id] = raised(error)
+                continue
             assigned[complaint_id] = (assignment.cluster_id, assignment.duplicate_of,
                                       report_join(complaint_id, assignment))
         results[block] = (assigned, rounds[block][2], [])
@@ -725,24 +782,41 @@ class Enricher:
         self._wire_parts = wire_parts
 
     def enrich(self, events: Sequence[RawEvent]) -> Tuple[List[EnrichedComplaint], List[DeadLetter]]:
-        """Decode, segment, classify (batched), resolve region and route; invalid events to dead letters."""
-        complaints, dead = [], []
-        for event in events:
-            for out in self._decode.process(event):
-                if isinstance(out, TaggedOutput):
-                    dead.append(out.value)
-                else:
-                    complaints.append(out)
-        segmented = [item for complaint in complaints for item in self._segment.process(complaint)]
+        """Decode, segment, classify (batched), resolve region and route; invalid events, and
+        records that make a stage raise, to dead letters (those after decode with their bytes)."""
+        dead: List[DeadLetter] = []
+        complaints = _main_outputs((out for event in events for out in self._decode.process(event)), dead)
+        segmented = _main_outputs((out for complaint in complaints for out in self._segment.process(complaint)), dead)
         enriched: List[EnrichedComplaint] = []
         for start in range(0, len(segmented), self._batch):
-            for classified in self._classify.process(segmented[start:start + self._batch]):
-                enriched.extend(self._resolve.process(classified))
-        enriched = [item._replace(matter_features=complaint_features(item, self._repeat_config),
-                                  tokens=item.tokens if self._keep_tokens else [],
-                                  wire_parts=enriched_wire_parts(item) if self._wire_parts else None)
-                    for item in enriched]
-        return enriched, dead
+            classified = _main_outputs(self._classify.process(segmented[start:start + self._batch]), dead)
+            enriched.extend(_main_outputs((out for item in classified for out in self._resolve.process(item)), dead))
+        enriched = [done for done in (self._with_features(item, dead) for item in enriched) if done is not None]
+        return enriched, with_originals(dead, events)
+
+    def _with_features(self, item: EnrichedComplaint, dead: List[DeadLetter]) -> Optional[EnrichedComplaint]:
+        """The complaint with its repeat features (and encoded parts), or None and its dead letter."""
+        stage = DEDUPLICATE_STAGE
+        try:
+            features = complaint_features(item, self._repeat_config)
+            stage = ENCODE_ENRICHED_STAGE
+            parts = enriched_wire_parts(item) if self._wire_parts else None
+        except Exception as error:  # noqa: BLE001 - one record must not stop the stream
+            dead.append(internal_error(stage, error, item.complaint))
+            return None
+        return item._replace(matter_features=features, tokens=item.tokens if self._keep_tokens else [],
+                             wire_parts=parts)
+
+
+def _main_outputs(outputs: Iterable[Any], dead: List[DeadLetter]) -> List[Any]:
+    """A DoFn's main outputs; its ``dead_letter`` outputs appended to ``dead``."""
+    main = []
+    for out in outputs:
+        if isinstance(out, TaggedOutput):
+            dead.append(out.value)
+        else:
+            main.append(out)
+    return main
 
 
 _WORKER_ENRICHER: Optional[Enricher] = None
@@ -844,23 +918,44 @@ class Backoff:
         self.attempt = 0
 
 
-def output_records(topics: Topics, outputs: RoundOutputs) -> Tuple[List[OutputRecord], List[Tuple[Lead, bytes]]]:
+def output_records(topics: Topics, outputs: RoundOutputs, events: Sequence[RawEvent] = ()
+                   ) -> Tuple[List[OutputRecord], List[Tuple[Lead, bytes]]]:
     """A round's outputs as ``(topic, key, Avro value)`` records, and ``(lead, Avro value)`` of its
-    leads (for the :class:`LeadStore`, once the broker acknowledged them)."""
+    leads (for the :class:`LeadStore`, once the broker acknowledged them).
+
+    An enriched record that fails to encode, or a lead (then each of the round's reports of its
+    matter), is a dead letter ``internal_error`` instead, with its bytes from ``events``, appended
+    to ``outputs.dead_letters`` (so the round's counts include it).
+    """
     records: List[OutputRecord] = []
     written_leads = []
+    failed: List[DeadLetter] = []
     for report in outputs.enriched:
-        records.append((topics.enriched, report.enriched.complaint.complaint_id.encode("utf-8"),
-                        _encode_enriched(report)))
+        value = encode_or_dead_letter(_encode_enriched, report, ENCODE_ENRICHED_STAGE, [report], failed)
+        if value is not None:
+            records.append((topics.enriched, report.enriched.complaint.complaint_id.encode("utf-8"), value))
     for lead in outputs.leads:
-        value = _encode_lead(lead)
-        written_leads.append((lead, value))
-        records.append((topics.leads, lead.lead_id.encode("utf-8"), value))
+        value = encode_or_dead_letter(_encode_lead, lead, ENCODE_LEADS_STAGE,
+                         [r for r in outputs.enriched if r.enriched.cluster_id == lead.cluster_id], failed)
+        if value is not None:
+            written_leads.append((lead, value))
+            records.append((topics.leads, lead.lead_id.encode("utf-8"), value))
+    outputs.dead_letters.extend(with_originals(failed, events))
     for dead in outputs.dead_letters:
         records.append((topics.dead_letter, dead.event_id.encode("utf-8") if dead.event_id else None,
                         _encode_dead_letter(dead)))
     records += state_records(topics.state, outputs.state)  # last: a restart finds the state of sent outputs
     return records, written_leads
+
+
+def encode_or_dead_letter(encode: Callable[[Any], bytes], record, stage: str, reports: Sequence[MatterReport],
+             failed: List[DeadLetter]) -> Optional[bytes]:
+    """``encode(record)``, or None and the dead letters of ``reports``' complaints in ``failed``."""
+    try:
+        return encode(record)
+    except Exception as error:  # noqa: BLE001 - one record must not stop the stream
+        failed.extend(internal_error(stage, error, complaint) for complaint in distinct_complaints(reports))
+        return None
 
 
 def send_acknowledged(producer, records: Iterable[OutputRecord]) -> None:
@@ -873,10 +968,11 @@ def send_acknowledged(producer, records: Iterable[OutputRecord]) -> None:
         future.get(timeout=30)
 
 
-def write_outputs(producer, topics: Topics, outputs: RoundOutputs) -> List[Tuple[Lead, bytes]]:
+def write_outputs(producer, topics: Topics, outputs: RoundOutputs, events: Sequence[RawEvent] = ()
+                  ) -> List[Tuple[Lead, bytes]]:
     """Sends a round's outputs to their topics (kafka-python) and waits for the acknowledgements;
     returns ``(lead, Avro value)`` of the leads written, for the :class:`LeadStore`."""
-    records, written_leads = output_records(topics, outputs)
+    records, written_leads = output_records(topics, outputs, events)
     send_acknowledged(producer, records)
     return written_leads
 
@@ -1005,7 +1101,8 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
         wait_for_fence: wait while another stream of the group holds the writer fence (default:
             refuse to start).
 
-    Returns totals: events read, rounds run, leads in the compacted view, Kafka retries.
+    Returns totals: events read, rounds run, leads in the compacted view, Kafka retries, dead
+    letters, and of them `internal_error` (records a stage raised on; each also a WARNING).
     """
     from envleads.pipelines.batch import prepared_run
     from envleads.pipelines.writer_fence import WriterFence
@@ -1029,19 +1126,22 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
     session: Optional[KafkaSession] = None
     fence: Optional[WriterFence] = None  # one writer per group, kept for the whole run
     pending = None  # (events, enrichment handle) of the round being enriched
-    totals = {"events": 0, "rounds": 0, "retries": 0, "dead_letters": 0}
+    totals = {"events": 0, "rounds": 0, "retries": 0, "dead_letters": 0, "internal_errors": 0}
     idle_since = last_status = last_offset_check = time.monotonic()
     errors = _kafka_errors()
 
     def finish_round(events: List[RawEvent], started: float, outputs_of) -> None:
         nonlocal last_status, idle_since
         outputs = local.finish(*outputs_of(), events)
-        records, written_leads = output_records(topics, outputs)
+        before = len(outputs.dead_letters)
+        records, written_leads = output_records(topics, outputs, events)
+        local.internal_errors.update(count_internal_errors(outputs.dead_letters[before:]))
         fence.confirm()  # still the group's writer (else WriterFenceLost: nothing written)
         session.send(records)
         store.put_leads(written_leads)
         store.put_state(outputs.state)
         totals["dead_letters"] += len(outputs.dead_letters)
+        totals["internal_errors"] = sum(local.internal_errors.values())
         fence.confirm()  # and still the writer when its offsets are committed
         session.commit(events)
         totals["events"] += len(events)

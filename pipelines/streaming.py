@@ -342,11 +342,14 @@ class ComplaintsToLeadsStreaming(beam.PTransform):
 
     def expand(self, events):
         decoded = events | "DecodeComplaints" >> DecodeComplaints(self._settings)
-        enriched = (decoded[MAIN]
-                    | "SegmentText" >> SegmentText()
-                    | "ClassifyPollutionType" >> ClassifyPollutionType(self._settings)
-                    | "ResolveRegion" >> ResolveRegion()
-                    | "AssignEventTime" >> beam.Map(_stamp_with_event_time))
+        segmented = decoded[MAIN] | "SegmentText" >> SegmentText()
+        classified = segmented[MAIN] | "ClassifyPollutionType" >> ClassifyPollutionType(self._settings)
+        resolved = classified[MAIN] | "ResolveRegion" >> ResolveRegion()
+        enriched = resolved[MAIN] | "AssignEventTime" >> beam.Map(_stamp_with_event_time)
         reports = enriched | "DeduplicatePetitions" >> DeduplicatePetitionsStreaming(self._prior_leads)
         leads = reports | "BuildLeads" >> BuildLeadsStreaming(self._prior_leads)
-        return {"enriched": reports, "leads": leads, "dead_letters": decoded[DEAD_LETTER]}
+        # a record a stateless stage raised on: a dead letter with its content digest, not its bytes
+        # (the bounded form's AttachOriginals needs the whole input as a side input)
+        dead_letters = ((decoded[DEAD_LETTER], segmented[DEAD_LETTER], classified[DEAD_LETTER], resolved[DEAD_LETTER])
+                        | "DeadLetters" >> beam.Flatten())
+        return {"enriched": reports, "leads": leads, "dead_letters": dead_letters}

@@ -5,21 +5,24 @@ DeduplicatePetitions -> BuildLeads``; :class:`ComplaintsToLeads` wires them. Sou
 not here (files in ``batch.py``, Kafka in ``kafka_io.py``), so the same stages run in batch over
 files and in bounded rounds or streaming over Kafka.
 
-Every stage that can meet bad input emits ``DeadLetter`` records on the ``dead_letter`` output;
-nothing is dropped. Expensive resources (jieba tokenizer, model, division table) are built in
+Every stage emits ``DeadLetter`` records on the ``dead_letter`` output; nothing is dropped: decode
+for bad input (reason codes), every stage for a record that makes it raise (``internal_error``,
+:mod:`envleads.failures`), so one poison record never stops the pipeline. Expensive resources (jieba tokenizer, model, division table) are built in
 ``DoFn.setup()``, once per worker.
 """
 from __future__ import annotations
 
 import logging
-from typing import Dict, Iterable, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsDict, AsList, AsSingleton, TaggedOutput
 
 from envleads.decode import decode_event
-from envleads.leads import block_of_complaint, lead_id_for, merge_lead, scope_of_complaint
+from envleads.failures import INTERNAL_ERROR, internal_error, with_original
+from envleads.leads import (block_of_complaint, event_order, lead_id_for, merge_lead, report_matter,
+                            scope_of_complaint)
 from envleads.pipelines.options import StageSettings
 from envleads.records import (Complaint, DeadLetter, EnrichedComplaint, KafkaCoordinates, Lead,
                               SegmentedComplaint)
@@ -39,7 +42,17 @@ class RawEvent(NamedTuple):
     source: Optional[KafkaCoordinates] = None
 
 
+def failed(stage: str, error: Exception, complaint: Optional[Complaint] = None, original: bytes = b"") -> TaggedOutput:
+    """The ``dead_letter`` output of a record that made ``stage`` raise (counted per stage as
+    ``dead_letter.internal_error``); a later stage's has no bytes: :class:`AttachOriginals`."""
+    Metrics.counter(stage, f"dead_letter.{INTERNAL_ERROR}").inc()
+    return TaggedOutput(DEAD_LETTER, internal_error(stage, error, complaint, original))
+
+
 # ------------------------------------------------------------------------------------------ decode
+DECODE_STAGE = "DecodeComplaints"
+
+
 class _DecodeFn(beam.DoFn):
     def __init__(self, settings: StageSettings, keep_original: bool = False):
         self._settings = settings
@@ -50,14 +63,17 @@ class _DecodeFn(beam.DoFn):
 
         # The key is read on the worker from its environment, never shipped in the pipeline graph.
         self._key = load_pseudonym_key(self._settings.production)
-        self._decoded = Metrics.counter("DecodeComplaints", "decoded")
-        self._rejected = Metrics.counter("DecodeComplaints", "dead_lettered")
+        self._decoded = Metrics.counter(DECODE_STAGE, "decoded")
+        self._rejected = Metrics.counter(DECODE_STAGE, "dead_lettered")
 
     def process(self, event: RawEvent):
-        result = decode_event(event.payload, event.fmt, self._key, self._settings.limits, event.source)
+        try:
+            result = decode_event(event.payload, event.fmt, self._key, self._settings.limits, event.source)
+        except Exception as error:  # noqa: BLE001 - one event must not stop the stream
+            result = internal_error(DECODE_STAGE, error, original=event.payload)._replace(source=event.source)
         if isinstance(result, DeadLetter):
             self._rejected.inc()
-            Metrics.counter("DecodeComplaints", f"dead_letter.{result.reason}").inc()
+            Metrics.counter(DECODE_STAGE, f"dead_letter.{result.reason}").inc()
             yield TaggedOutput(DEAD_LETTER, result)
         else:
             self._decoded.inc()
@@ -71,7 +87,8 @@ class DecodeComplaints(beam.PTransform):
     not_avro, unknown_schema_id, avro_decode_error, missing_<field>, invalid_field_type,
     invalid_complaint_id, empty_text, text_too_large, title_too_large, address_too_large,
     channel_too_large, reporter_field_too_large, jurisdiction_too_large, invalid_timestamp,
-    timestamp_out_of_range. Reporter identity becomes ``reporter_key`` here; identity in the text
+    timestamp_out_of_range; internal_error (the decoder raised: the exception's class only).
+    Reporter identity becomes ``reporter_key`` here; identity in the text
     is masked here, before any other stage sees it.
     """
 
@@ -144,15 +161,23 @@ class _SegmentFn(beam.DoFn):
     def process(self, complaint: Complaint):
         from envleads.text import segment_for_model
 
-        doc = segment_for_model(self._tokenizer, complaint.title, complaint.text)
+        try:
+            doc = segment_for_model(self._tokenizer, complaint.title, complaint.text)
+        except Exception as error:  # noqa: BLE001 - one record must not stop the stream
+            yield failed(SEGMENT_STAGE, error, complaint)
+            return
         yield SegmentedComplaint(complaint, doc.title_tokens + doc.tokens, doc)
 
 
+SEGMENT_STAGE = "SegmentText"
+
+
 class SegmentText(beam.PTransform):
-    """Segments title and text with jieba and the domain dictionary (normalised first)."""
+    """Segments title and text with jieba and the domain dictionary (normalised first); a
+    complaint that makes it raise goes to ``dead_letter`` (``internal_error``)."""
 
     def expand(self, complaints):
-        return complaints | "Segment" >> beam.ParDo(_SegmentFn())
+        return complaints | "Segment" >> beam.ParDo(_SegmentFn()).with_outputs(DEAD_LETTER, main=MAIN)
 
 
 # ---------------------------------------------------------------------------------------- classify
@@ -170,17 +195,42 @@ class _ClassifyFn(beam.DoFn):
         self._needs_review = Metrics.counter("ClassifyPollutionType", "needs_review")
 
     def process(self, batch: List[SegmentedComplaint]):
-        # Segmented once upstream; (title, text) only for items built without a doc (tests, tools).
-        predictions = self._model.predict([item.doc or (item.complaint.title, item.complaint.text)
-                                           for item in batch])
-        for item, prediction in zip(batch, predictions):
+        for item, prediction in self._predict(batch):
+            if isinstance(prediction, Exception):
+                yield failed(CLASSIFY_STAGE, prediction, item.complaint)
+                continue
             if prediction.needs_review:
                 self._needs_review.inc()
             yield item, prediction
 
+    def _predict(self, batch: List[SegmentedComplaint]):
+        """``(item, prediction or the exception it raised)``: the batch at once, and when that
+        raises, item by item, so that only the record that raises is dead-lettered."""
+        # Segmented once upstream; (title, text) only for items built without a doc (tests, tools).
+        docs = [item.doc or (item.complaint.title, item.complaint.text) for item in batch]
+        try:
+            return list(zip(batch, self._model.predict(docs)))
+        except Exception as error:  # noqa: BLE001 - find the record that raises
+            if len(batch) == 1:
+                return [(batch[0], error)]
+        results = []
+        for item, doc in zip(batch, docs):
+            try:
+                results.append((item, self._model.predict([doc])[0]))
+            except Exception as error:  # noqa: BLE001 - one record must not stop the stream
+                results.append((item, error))
+        return results
+
+
+CLASSIFY_STAGE = "ClassifyPollutionType"
+
 
 class ClassifyPollutionType(beam.PTransform):
-    """Pollution types with calibrated confidence, from the registered model, in batches."""
+    """Pollution types with calibrated confidence, from the registered model, in batches.
+
+    A batch that raises is classified again one complaint at a time; only a complaint that raises
+    alone goes to ``dead_letter`` (``internal_error``).
+    """
 
     def __init__(self, settings: StageSettings):
         super().__init__()
@@ -190,7 +240,7 @@ class ClassifyPollutionType(beam.PTransform):
         size = self._settings.classify_batch_size
         return (segmented
                 | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=size)
-                | "Classify" >> beam.ParDo(_ClassifyFn(self._settings)))
+                | "Classify" >> beam.ParDo(_ClassifyFn(self._settings)).with_outputs(DEAD_LETTER, main=MAIN))
 
 
 # ------------------------------------------------------------------------------------------ region
@@ -206,25 +256,32 @@ class _ResolveRegionFn(beam.DoFn):
     def process(self, classified):
         segmented, types = classified
         complaint = segmented.complaint
-        region = self._resolver.resolve(complaint.text, complaint.title,
-                                        jurisdiction_adcode=complaint.jurisdiction_adcode)
+        try:
+            region = self._resolver.resolve(complaint.text, complaint.title,
+                                            jurisdiction_adcode=complaint.jurisdiction_adcode)
+            routing = self._router.route(types.labels, f"{complaint.title}\n{complaint.text}", region)
+        except Exception as error:  # noqa: BLE001 - one record must not stop the stream
+            yield failed(REGION_STAGE, error, complaint)
+            return
         if region.adcode is None:
             self._unresolved.inc()
-        routing = self._router.route(types.labels, f"{complaint.title}\n{complaint.text}", region)
         yield EnrichedComplaint(complaint, segmented.tokens, types, region,
                                 department=routing.department, routing_rule=routing.rule_id)
+
+
+REGION_STAGE = "ResolveRegion"
 
 
 class ResolveRegion(beam.PTransform):
     """The most specific GB/T 2260 division the text supports, and the responsible department.
 
     Ambiguous names resolve only to the level that is certain, or to the intake channel's
-    jurisdiction; an unresolved region is not an error (``region`` is null), so nothing is
-    dead-lettered here.
+    jurisdiction; an unresolved region is not an error (``region`` is null). Only a complaint that
+    makes resolution or routing raise goes to ``dead_letter`` (``internal_error``).
     """
 
     def expand(self, classified):
-        return classified | "Resolve" >> beam.ParDo(_ResolveRegionFn())
+        return classified | "Resolve" >> beam.ParDo(_ResolveRegionFn()).with_outputs(DEAD_LETTER, main=MAIN)
 
 
 # --------------------------------------------------------------------------------------- repeats
@@ -261,9 +318,14 @@ class _AssignMattersFn(beam.DoFn):
         return index
 
     def _assign(self, index, reports, across=None):
-        from envleads.leads import assign_in_order
-
-        for report, assignment in assign_in_order(index, reports, self._weights, across):
+        # as envleads.leads.assign_in_order, one complaint at a time: one that raises is a dead
+        # letter and the key goes on (the indexes change only once a complaint's match is found)
+        for enriched in event_order(reports):
+            try:
+                report, assignment = report_matter(index, enriched, self._weights, across)
+            except Exception as error:  # noqa: BLE001 - one record must not stop the stream
+                yield failed(DEDUPLICATE_STAGE, error, enriched.complaint)
+                continue
             (self._matters if assignment.is_new_matter else self._repeats).inc()
             yield report
 
@@ -302,7 +364,10 @@ class DeduplicatePetitions(beam.PTransform):
     matter instead of opening a second one, and a redelivered complaint keeps its matter without
     counting again. Complaints of no known city are assigned last, per province (or nationwide
     when not even that is known), across the final indexes of that province's cities and its
-    prior leads (``envleads.repeats.assign_unplaced``, the rounds engine's policy too). Matching window: 90 days by default (``data/repeats.json``). This is the bounded
+    prior leads (``envleads.repeats.assign_unplaced``, the rounds engine's policy too). Matching
+    window: 90 days by default (``data/repeats.json``). A complaint that makes its assignment raise
+    goes to ``dead_letter`` (``internal_error``); its key's other complaints are assigned as if it
+    had not come. Returns ``{ok, dead_letter}``. This is the bounded
     form used by batch runs and bounded rounds; the per-complaint steps are those of the streaming
     form (``envleads.leads.report_matter``, ``restore_lead``).
     """
@@ -318,32 +383,46 @@ class DeduplicatePetitions(beam.PTransform):
             self._prior_leads
             | "CollectPriorLeads" >> beam.combiners.ToList()
             | "GroupPriorByBlock" >> beam.Map(_group_prior_leads))
-        keyed = enriched | "KeyByBlock" >> beam.ParDo(_KeyByBlockFn()).with_outputs(UNPLACED, main=MAIN)
+        keyed = enriched | "KeyByBlock" >> beam.ParDo(_KeyByBlockFn()).with_outputs(UNPLACED, DEAD_LETTER,
+                                                                                   main=MAIN)
         assigned = (keyed[MAIN]
                     | "GroupByBlock" >> beam.GroupByKey()
                     | "AssignMatters" >> beam.ParDo(_AssignMattersFn(), prior_leads=prior_by_block)
-                    .with_outputs(INDEX_STATE, main=MAIN))
-        unplaced_reports = (keyed[UNPLACED]
-                            | "GroupByScope" >> beam.GroupByKey()
-                            | "AssignUnplaced" >> beam.ParDo(_AssignUnplacedFn(),
-                                                             prior_leads=prior_by_block,
-                                                             city_states=AsList(assigned[INDEX_STATE])))
-        return (assigned[MAIN], unplaced_reports) | "MergeReports" >> beam.Flatten()
+                    .with_outputs(INDEX_STATE, DEAD_LETTER, main=MAIN))
+        unplaced = (keyed[UNPLACED]
+                    | "GroupByScope" >> beam.GroupByKey()
+                    | "AssignUnplaced" >> beam.ParDo(_AssignUnplacedFn(), prior_leads=prior_by_block,
+                                                     city_states=AsList(assigned[INDEX_STATE]))
+                    .with_outputs(DEAD_LETTER, main=MAIN))
+        return {MAIN: (assigned[MAIN], unplaced[MAIN]) | "MergeReports" >> beam.Flatten(),
+                DEAD_LETTER: (keyed[DEAD_LETTER], assigned[DEAD_LETTER], unplaced[DEAD_LETTER])
+                | "MergeDeadLetters" >> beam.Flatten()}
 
 
 class _KeyByBlockFn(beam.DoFn):
     """Keys a complaint by its blocking key, or, with no known city, by its scope on ``unplaced``."""
 
     def process(self, enriched: EnrichedComplaint):
-        block = block_of_complaint(enriched)
+        try:
+            block = block_of_complaint(enriched)
+            scope = scope_of_complaint(enriched) if block == UNKNOWN_BLOCK else None
+        except Exception as error:  # noqa: BLE001 - one record must not stop the stream
+            yield failed(DEDUPLICATE_STAGE, error, enriched.complaint)
+            return
         if block == UNKNOWN_BLOCK:
-            yield TaggedOutput(UNPLACED, (scope_of_complaint(enriched), enriched))
+            yield TaggedOutput(UNPLACED, (scope, enriched))
         else:
             yield block, enriched
 
 
 # ------------------------------------------------------------------------------------------ leads
 class _MergeLeadFn(beam.DoFn):
+    """Merges one matter's reports into its lead (and encodes it, with ``encode``); a matter that
+    raises makes each of its reports a dead letter of the stage that raised."""
+
+    def __init__(self, encode: Optional[Callable[[Lead], Any]] = None):
+        self._encode = encode
+
     def setup(self):
         from envleads.scoring import load_scoring_weights
 
@@ -353,24 +432,47 @@ class _MergeLeadFn(beam.DoFn):
 
     def process(self, keyed, prior_leads, as_of_ms):
         cluster_id, reports = keyed
+        reports = list(reports)
         previous = prior_leads.get(lead_id_for(cluster_id))
-        lead = merge_lead(previous, list(reports), as_of_ms, self._weights)
-        if lead is None or lead is previous:
+        stage = BUILD_LEADS_STAGE
+        try:
+            lead = merge_lead(previous, reports, as_of_ms, self._weights)
+            if lead is None or lead is previous:
+                return
+            stage = ENCODE_LEADS_STAGE
+            encoded = lead if self._encode is None else self._encode(lead)
+        except Exception as error:  # noqa: BLE001 - one matter must not stop the stream
+            for complaint in distinct_complaints(reports):
+                yield failed(stage, error, complaint)
             return
         (self._updated if previous else self._emitted).inc()
-        yield lead
+        yield encoded
+
+
+BUILD_LEADS_STAGE = "BuildLeads"
+ENCODE_LEADS_STAGE = "EncodeLeads"
+ENCODE_ENRICHED_STAGE = "EncodeEnriched"
+
+
+def distinct_complaints(reports) -> List[Complaint]:
+    """The complaints of a matter's reports, each once (a redelivery repeats one)."""
+    return list({report.enriched.complaint.complaint_id: report.enriched.complaint for report in reports}.values())
 
 
 class BuildLeads(beam.PTransform):
     """One scored lead per matter with its reasons, merged into the prior lead of the same key.
 
     A matter whose reports are all non-environmental gives no lead. Scores are computed as of the
-    newest event time seen, so re-running the same events gives the same scores.
+    newest event time seen, so re-running the same events gives the same scores. A matter whose
+    lead cannot be built (or, with ``encode``, encoded) makes each of its reports a dead letter
+    ``internal_error`` of ``BuildLeads`` (``EncodeLeads``). Returns ``{ok, dead_letter}``.
     """
 
-    def __init__(self, prior_leads=None):
+    def __init__(self, prior_leads=None, encode: Optional[Callable[[Lead], Any]] = None):
+        """``encode``: what the main output holds, from each lead (default: the lead)."""
         super().__init__()
         self._prior_leads = prior_leads
+        self._encode = encode
 
     def expand(self, reports):
         prior_by_id = {} if self._prior_leads is None else AsDict(
@@ -379,8 +481,9 @@ class BuildLeads(beam.PTransform):
         return (reports
                 | "KeyByMatter" >> beam.Map(lambda r: (r.enriched.cluster_id, r))
                 | "GroupByMatter" >> beam.GroupByKey()
-                | "MergeLead" >> beam.ParDo(_MergeLeadFn(), prior_leads=prior_by_id,
-                                            as_of_ms=AsSingleton(as_of, default_value=0)))
+                | "MergeLead" >> beam.ParDo(_MergeLeadFn(self._encode), prior_leads=prior_by_id,
+                                            as_of_ms=AsSingleton(as_of, default_value=0))
+                .with_outputs(DEAD_LETTER, main=MAIN))
 
 
 class _NewestEventTime(beam.CombineFn):
@@ -399,27 +502,91 @@ class _NewestEventTime(beam.CombineFn):
         return newest
 
 
+# ----------------------------------------------------------------------------------------- encode
+class _EncodeFn(beam.DoFn):
+    """``encode(report)``; a report that raises is a dead letter of ``EncodeEnriched``."""
+
+    def __init__(self, encode: Callable[[Any], Any]):
+        self._encode = encode
+
+    def process(self, report):
+        try:
+            encoded = self._encode(report)
+        except Exception as error:  # noqa: BLE001 - one record must not stop the stream
+            yield failed(ENCODE_ENRICHED_STAGE, error, report.enriched.complaint)
+            return
+        yield encoded
+
+
+class EncodeEnriched(beam.PTransform):
+    """Enriched reports to what the sink writes (``encode``); one that raises goes to
+    ``dead_letter`` (``internal_error``). Returns ``{ok, dead_letter}``."""
+
+    def __init__(self, encode: Callable[[Any], Any]):
+        super().__init__()
+        self._encode = encode
+
+    def expand(self, reports):
+        return reports | "Encode" >> beam.ParDo(_EncodeFn(self._encode)).with_outputs(DEAD_LETTER, main=MAIN)
+
+
+class _AttachOriginalFn(beam.DoFn):
+    def process(self, dead: DeadLetter, originals):
+        yield with_original(dead, originals)
+
+
+class AttachOriginals(beam.PTransform):
+    """Gives the dead letters of the stages after decode the original bytes of their event.
+
+    Those stages have the complaint, not its bytes; they are found by the complaint's content
+    digest among ``originals`` (``(digest, bytes)`` of every decoded event). A side input: the
+    originals are held once more (the raw input's size), and looked up only when a dead letter
+    comes (the side input is read on the first element).
+    """
+
+    def __init__(self, originals):
+        super().__init__()
+        self._originals = originals
+
+    def expand(self, dead_letters):
+        return dead_letters | "AttachOriginal" >> beam.ParDo(_AttachOriginalFn(), AsDict(self._originals))
+
+
 # ----------------------------------------------------------------------------------------- whole
 class ComplaintsToLeads(beam.PTransform):
     """The whole path from raw events to enriched complaints, leads and dead letters.
 
     Returns a dict with ``enriched`` (``MatterReport`` with cluster ids), ``leads`` (new or updated
-    ``Lead`` records) and ``dead_letters`` (``DeadLetter``).
+    ``Lead`` records) and ``dead_letters`` (``DeadLetter``): invalid events and, from every stage,
+    the records that made it raise (``internal_error``, with their original bytes).
     """
 
-    def __init__(self, settings: StageSettings, prior_leads=None):
+    def __init__(self, settings: StageSettings, prior_leads=None, encode_enriched: Optional[Callable] = None,
+                 encode_lead: Optional[Callable[[Lead], Any]] = None):
+        """``encode_enriched``, ``encode_lead``: the sink's encodings, applied here so that a record
+        that fails to encode is a dead letter with its bytes (``enriched``, ``leads``: encoded)."""
         super().__init__()
         self._settings = settings
         self._prior_leads = prior_leads
+        self._encode_enriched = encode_enriched
+        self._encode_lead = encode_lead
 
     def expand(self, events):
         decoded = events | "DecodeComplaints" >> DecodeComplaints(self._settings, keep_original=True)
         unique = decoded[MAIN] | "RejectReusedIds" >> RejectReusedIds()
-        enriched = (unique[MAIN]
-                    | "SegmentText" >> SegmentText()
-                    | "ClassifyPollutionType" >> ClassifyPollutionType(self._settings)
-                    | "ResolveRegion" >> ResolveRegion())
-        reports = enriched | "DeduplicatePetitions" >> DeduplicatePetitions(self._prior_leads)
-        leads = reports | "BuildLeads" >> BuildLeads(self._prior_leads)
-        dead_letters = (decoded[DEAD_LETTER], unique[DEAD_LETTER]) | "DeadLetters" >> beam.Flatten()
-        return {"enriched": reports, "leads": leads, "dead_letters": dead_letters}
+        segmented = unique[MAIN] | "SegmentText" >> SegmentText()
+        classified = segmented[MAIN] | "ClassifyPollutionType" >> ClassifyPollutionType(self._settings)
+        enriched = classified[MAIN] | "ResolveRegion" >> ResolveRegion()
+        reports = enriched[MAIN] | "DeduplicatePetitions" >> DeduplicatePetitions(self._prior_leads)
+        leads = reports[MAIN] | "BuildLeads" >> BuildLeads(self._prior_leads, self._encode_lead)
+        failed_stages = [segmented, classified, enriched, reports, leads]
+        written = reports[MAIN]
+        if self._encode_enriched is not None:
+            encoded = reports[MAIN] | "EncodeEnriched" >> EncodeEnriched(self._encode_enriched)
+            failed_stages.append(encoded)
+            written = encoded[MAIN]
+        originals = decoded[MAIN] | "KeyOriginalByDigest" >> beam.Map(lambda pair: (pair[0].content_digest, pair[1]))
+        raised = ([stage[DEAD_LETTER] for stage in failed_stages] | "StageDeadLetters" >> beam.Flatten()
+                  | "AttachOriginals" >> AttachOriginals(originals))
+        dead_letters = (decoded[DEAD_LETTER], unique[DEAD_LETTER], raised) | "DeadLetters" >> beam.Flatten()
+        return {"enriched": written, "leads": leads[MAIN], "dead_letters": dead_letters}

@@ -422,21 +422,24 @@ def test_registry_refuses_old_pipeline_format(tmp_path, model):
         registry.load_model(version, registry_dir=str(tmp_path))
 
 
-def test_ensure_default_model_retrains_over_an_unloadable_latest(tmp_path, model, monkeypatch):
+def test_ensure_default_model_never_retrains_over_an_unloadable_production_model(
+        tmp_path, model, monkeypatch):
     version = registry.register(model.pipeline, {"training_fingerprint": "ef" * 32},
                                 registry_dir=str(tmp_path))
-    assert registry.ensure_default_model(str(tmp_path)) == version
+    assert registry.ensure_default_model(str(tmp_path)) == version  # adopted as production
+    assert registry.production_version(str(tmp_path)) == version
     path = tmp_path / "pollution_type" / version / "metadata.json"
     metadata = json.loads(path.read_text(encoding="utf-8"))
     metadata["pipeline_format"] = 1
     path.write_text(json.dumps(metadata), encoding="utf-8")
     calls = []
     monkeypatch.setattr(registry, "train_and_register",
-                        lambda records, registry_dir=None, command=None: calls.append(
-                            registry_dir) or "pt-new")
+                        lambda records, **kwargs: calls.append(records) or "pt-new")
     monkeypatch.setattr(registry, "default_training_records", lambda: [])
-    assert registry.ensure_default_model(str(tmp_path)) == "pt-new"
-    assert calls == [str(tmp_path)]
+    with pytest.raises(registry.UnusableModelError, match="envleads models promote"):
+        registry.ensure_default_model(str(tmp_path))
+    assert calls == []
+    assert registry.production_version(str(tmp_path)) == version
 
 
 # ------------------------------------------------------------------ generated training rows

@@ -55,8 +55,8 @@ def test_decode_stage_splits_valid_events_from_dead_letters():
 def test_segment_stage_keeps_domain_terms_whole_inside_a_worker():
     events = [RawEvent(_line("a", "有企业夜间偷排，厂区后面挖了渗坑"), "json")]
     with TestPipeline(options=_options()) as p:
-        tokens = (p | beam.Create(events) | DecodeComplaints(StageSettings())
-                  )[MAIN] | SegmentText() | beam.Map(lambda s: {"偷排", "渗坑"} <= set(s.tokens))
+        tokens = ((p | beam.Create(events) | DecodeComplaints(StageSettings())
+                  )[MAIN] | SegmentText())[MAIN] | beam.Map(lambda s: {"偷排", "渗坑"} <= set(s.tokens))
         assert_that(tokens, equal_to([True]))
 
 
@@ -156,8 +156,8 @@ def test_classify_stage_types_each_complaint_in_batches(trained_model):
     items = [_segmented("fumes", "楼下烧烤店油烟直排，每天晚上吵到凌晨，油烟和噪音都很严重"),
              _segmented("parking", "小区停车位太少，物业乱收停车费，请问怎么投诉")]
     with TestPipeline(options=_options()) as p:
-        typed = (p | beam.Create(items)
-                 | ClassifyPollutionType(StageSettings(model_version=trained_model, classify_batch_size=2))
+        typed = ((p | beam.Create(items)
+                  | ClassifyPollutionType(StageSettings(model_version=trained_model, classify_batch_size=2)))[MAIN]
                  | beam.Map(lambda pair: (pair[0].complaint.complaint_id, sorted(pair[1].labels))))
         assert_that(typed, equal_to([("fumes", ["air", "noise"]), ("parking", [])]))
 
@@ -168,7 +168,7 @@ def test_resolve_region_stage_resolves_and_routes(trained_model):
     item = _segmented("r", "南京市鼓楼区一处建筑工地夜间施工，扬尘很大")
     types = TypePrediction(["air", "noise"], "air", 0.9, False, "test")
     with TestPipeline(options=_options()) as p:
-        resolved = (p | beam.Create([(item, types)]) | ResolveRegion()
+        resolved = ((p | beam.Create([(item, types)]) | ResolveRegion())[MAIN]
                     | beam.Map(lambda e: (e.region.adcode, e.region.level, e.department)))
         assert_that(resolved, equal_to([("320106", "county", "住房和城乡建设部门")]))
 
@@ -186,7 +186,7 @@ def test_deduplicate_stage_assigns_in_event_time_order_whatever_the_arrival_orde
     first = _enriched("late-arrival", MATTER[0][2], MATTER[0][1])
     second = _enriched("early-arrival", MATTER[1][2], MATTER[1][1])
     with TestPipeline(options=_options()) as p:
-        reports = (p | beam.Create([second, first]) | DeduplicatePetitions()
+        reports = ((p | beam.Create([second, first]) | DeduplicatePetitions())[MAIN]
                    | beam.Map(lambda r: (r.enriched.complaint.complaint_id, r.enriched.duplicate_of)))
         assert_that(reports, equal_to([("late-arrival", None), ("early-arrival", "late-arrival")]))
 
@@ -199,7 +199,7 @@ def test_build_leads_stage_skips_matters_without_an_environmental_report():
     reports = [MatterReport(env, frozenset({"receptor.homes"}), [1, 2, 3], []),
                MatterReport(not_env, frozenset(), [4, 5, 6], [])]
     with TestPipeline(options=_options()) as p:
-        leads = p | beam.Create(reports) | BuildLeads() | beam.Map(lambda lead: (lead.lead_id, lead.report_count))
+        leads = (p | beam.Create(reports) | BuildLeads())[MAIN] | beam.Map(lambda lead: (lead.lead_id, lead.report_count))
         assert_that(leads, equal_to([("lead-m-1", 1)]))
 
 

@@ -274,7 +274,8 @@ def _enrich_on_fn_api_runner(lines: List[bytes], model_version: str, folder: Pat
     with beam.Pipeline(options=PipelineOptions(["--runner", "FnApiRunner"])) as p:
         events = [RawEvent(line, "json") for line in dict.fromkeys(lines)]
         decoded = p | beam.Create(events) | DecodeComplaints(settings)
-        enriched = decoded[MAIN] | SegmentText() | ClassifyPollutionType(settings) | ResolveRegion()
+        segmented = (decoded[MAIN] | SegmentText())[MAIN]
+        enriched = ((segmented | ClassifyPollutionType(settings))[MAIN] | ResolveRegion())[MAIN]
         _sink({"enriched": enriched | "Pickle" >> beam.Map(lambda e: base64.b64encode(pickle.dumps(e)).decode("ascii")),
                "dead_letters": decoded[DEAD_LETTER] | "DeadJson" >> beam.Map(dead_letter_to_json)}, folder)
     by_id = {}

@@ -27,7 +27,7 @@ from envleads.leads import lead_from_avro_dict, lead_to_avro_dict, merge_lead, r
 from envleads.pipelines.streaming import (BuildLeadsStreaming, ComplaintsToLeadsStreaming,
                                           DeduplicatePetitionsStreaming, JsonStateCoder, LeadStateCoder,
                                           _AssignMattersStreamingFn, _MergeLeadStreamingFn, next_expiry_ms)
-from envleads.pipelines.transforms import DeduplicatePetitions, RawEvent
+from envleads.pipelines.transforms import MAIN, DeduplicatePetitions, RawEvent
 from envleads.records import Complaint, EnrichedComplaint, RegionResolution, TypePrediction
 from envleads.repeats import MatterIndex, load_repeat_config
 from envleads.scoring import load_scoring_weights
@@ -309,7 +309,7 @@ def _mixed():
 
 def test_bounded_and_streaming_repeat_detection_assign_the_same_matters():
     with TestPipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
-        reports = p | beam.Create(_mixed()) | DeduplicatePetitions()
+        reports = (p | beam.Create(_mixed()) | DeduplicatePetitions())[MAIN]
         assert_that(_assignments(reports), equal_to(EXPECTED_MATTERS))
     stream = _stream()
     for complaint in _mixed():
@@ -509,8 +509,8 @@ def _bounded(complaints, prior=None):
     with tempfile.TemporaryDirectory() as folder:
         with TestPipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
             prior_leads = p | "Prior" >> beam.Create(prior) if prior else None
-            reports = p | "Complaints" >> beam.Create(complaints) | DeduplicatePetitions(prior_leads)
-            leads = reports | BuildLeads(prior_leads)
+            reports = (p | "Complaints" >> beam.Create(complaints) | DeduplicatePetitions(prior_leads))[MAIN]
+            leads = (reports | BuildLeads(prior_leads))[MAIN]
             (reports
              | "ReportJson" >> beam.Map(lambda r: json.dumps([r.enriched.complaint.complaint_id, r.enriched.cluster_id,
                                                               r.enriched.duplicate_of]))

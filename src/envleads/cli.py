@@ -22,6 +22,8 @@ SUBCOMMAND_MODULES = (
     "envleads.ops.broker",
     "envleads.ops.status",
     "envleads.models.pollution",
+    "envleads.models.registry_cli",
+    "envleads.models.labels_cli",
     "envleads.region",
     "envleads.repeats_evaluation",
     "envleads.evaluation",

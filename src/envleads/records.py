@@ -30,6 +30,9 @@ class DeadLetter(NamedTuple):
     event_id: Optional[str]
     original: bytes
     source: Optional[KafkaCoordinates] = None
+    # digest of the original bytes, for a later stage's dead letter (``envleads.failures``), which
+    # has the complaint but not its bytes: they are found by it; never serialised
+    content_digest: str = ""
 
 
 class Complaint(NamedTuple):

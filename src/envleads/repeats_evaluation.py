@@ -68,8 +68,10 @@ def load_gold(paths: Sequence[str], jurisdiction: Optional[str] = None,
     return corpus_gold(paths, with_jurisdiction)
 
 
-def run_product(events: Events, engine: str = "beam") -> Tuple[List[dict], List[dict]]:
-    """The enriched rows and leads ``envleads batch`` writes for ``events`` with default settings."""
+def run_product(events: Events, engine: str = "beam", beam_args: Sequence[str] = ()
+                ) -> Tuple[List[dict], List[dict]]:
+    """The enriched rows and leads ``envleads batch`` writes for ``events`` with default settings
+    (``beam_args`` only to name a model registry or version, e.g. ``--model_registry DIR``)."""
     from envleads.pipelines.batch import run_batch, run_batch_rounds
 
     with tempfile.TemporaryDirectory() as work:
@@ -78,9 +80,9 @@ def run_product(events: Events, engine: str = "beam") -> Tuple[List[dict], List[
             for event in events:
                 handle.write(json.dumps(event, ensure_ascii=False) + "\n")
         if engine == "rounds":
-            run_batch_rounds(source, output, leads, enrich_workers=0)
+            run_batch_rounds(source, output, leads, beam_args=list(beam_args), enrich_workers=0)
         else:
-            run_batch(source, output, leads, beam_args=["--runner=FnApiRunner"])
+            run_batch(source, output, leads, beam_args=["--runner=FnApiRunner", *beam_args])
         return read_jsonl(output), read_jsonl(leads)
 
 

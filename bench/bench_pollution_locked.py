@@ -1,0 +1,60 @@
+"""Pollution-type quality through ``envleads batch``: the locked part of the real labels (the
+result) and the project-written hard sets, side by side, per label.
+
+The model is the production model of the registry (``--registry``; a fresh registry trains and
+promotes the default model first, on the development part only, as a fresh clone does). Nothing
+here is used for a choice: choices are made by ``bench/cv_development.py`` on the development part.
+
+    .venv/bin/python bench/bench_pollution_locked.py [--registry DIR] [--out PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+from datetime import datetime, timezone
+
+from envleads.models import evaluation, pollution, protocol
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "pollution_locked.json")
+HARD_SETS = ("hard_cases", "rare_labels", "new_categories")
+
+
+def summary(report: dict) -> dict:
+    keys = ("n", "rows_missing", "micro_f1", "macro_f1_frequent", "macro_f1_all", "env_accuracy",
+            "exact_match", "needs_review_rate", "model_version", "by_origin")
+    return {**{k: report.get(k) for k in keys},
+            "per_label": {l: {"f1": m["f1"], "support": m["support"]} for l, m in report["per_label"].items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--registry", default=None, help="model registry (default: a fresh one)")
+    parser.add_argument("--out", default=RESULTS)
+    args = parser.parse_args()
+    registry_dir = args.registry or tempfile.mkdtemp(prefix="envleads-registry-")
+    beam_args = ["--model_registry", registry_dir]
+    sets = {"locked": protocol.real_parts(pollution.shared_data_dir())[1]}
+    sets.update((name, evaluation.hard_set(name)) for name in HARD_SETS)
+    results = {}
+    for name, rows in sets.items():
+        if not rows:
+            print(f"{name}: no rows (../shared/data absent?)", file=sys.stderr)
+            continue
+        results[name] = summary(evaluation.evaluate_through_batch(rows, beam_args=beam_args))
+        per_label = " ".join(f"{l} {m['f1']:.2f}({m['support']})" for l, m in results[name]["per_label"].items())
+        print(f"{name:15s} n={results[name]['n']} micro {results[name]['micro_f1']:.3f} "
+              f"macro {results[name]['macro_f1_all']:.3f} env {results[name]['env_accuracy']:.3f} | {per_label}",
+              flush=True)
+    with open(args.out, "w", encoding="utf-8") as handle:
+        json.dump({"name": "pollution_locked", "command": " ".join([os.path.relpath(sys.executable)] + sys.argv),
+                   "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                   "machine": {"nproc": os.cpu_count(), "python": platform.python_version()},
+                   "results": results}, handle, ensure_ascii=False, indent=2)
+
+
+if __name__ == "__main__":
+    main()
