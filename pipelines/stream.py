@@ -53,7 +53,7 @@ from envleads.pipelines.options import DEFAULT_ROUND_BYTES, StageSettings
 from envleads.pipelines.transforms import (BUILD_LEADS_STAGE, DEDUPLICATE_STAGE, ENCODE_ENRICHED_STAGE,
                                            ENCODE_LEADS_STAGE, RawEvent, distinct_complaints, reused_id_dead_letter)
 from envleads.records import DeadLetter, EnrichedComplaint, Lead
-from envleads.repeats import UNKNOWN_BLOCK, MatterIndex, assign_unplaced, in_scope
+from envleads.repeats import UNKNOWN_BLOCK, KeyIndexes, MatterIndex, assign_unplaced, in_scope
 from envleads.serialize import dead_letter_to_avro_dict, enriched_to_avro_dict
 
 LOG = logging.getLogger(__name__)
@@ -437,7 +437,7 @@ class LocalRoundEngine:
         self._settings = settings
         self._config = load_repeat_config()
         self._weights = load_scoring_weights()
-        self._indexes: Dict[str, MatterIndex] = {}
+        self._indexes: Dict[str, MatterIndex] = KeyIndexes()  # its directory: what unplaced complaints visit
         # per block: matters whose last report is at or after this were restored from the store
         self._restored_since: Dict[str, int] = {}
         self._newest_ms: Dict[str, int] = {}
@@ -662,7 +662,7 @@ class LocalRoundEngine:
         return RoundOutputs(reports, leads, dead_letters, state)
 
 
-_WORKER_INDEXES: Dict[str, MatterIndex] = {}
+_WORKER_INDEXES: Dict[str, MatterIndex] = KeyIndexes()
 # a worker process's garbage collection (``heap.py``): started when its setup is done
 _WORKER_COLLECTOR = RoundCollector()
 # The city keys' share assigned beside the unknown key (see KeyedAssigner): measured to balance the

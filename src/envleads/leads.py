@@ -23,9 +23,9 @@ import numpy as np
 
 from envleads.config import data_path, load_json_config
 from envleads.records import EnrichedComplaint, Lead, ReportJoin, ScoreReason
-from envleads.repeats import (UNKNOWN_BLOCK, Assignment, MatterFeatures, MatterIndex, assign_unplaced, blocking_key,
-                              in_scope, is_sketch, matter_features, signature_from_list, signature_to_list,
-                              unplaced_scope)
+from envleads.repeats import (UNKNOWN_BLOCK, Assignment, KeyIndexes, MatterFeatures, MatterIndex, assign_unplaced,
+                              blocking_key, in_scope, is_sketch, matter_features, signature_from_list,
+                              signature_to_list, unplaced_scope)
 from envleads.scoring import ScoringWeights, complaint_signals, score_matter, signals_from_reasons
 
 SUMMARY_CHARS = 160
@@ -393,7 +393,7 @@ def scope_indexes(scope: str, city_states: Iterable[Tuple[str, dict]], prior_by_
     """The indexes a scope's unplaced complaints are assigned across (:func:`assign_unplaced`):
     the final state of every city key of the scope, the scope's prior leads that no city key held
     (their city had no complaint in this run) under their own key, and the ``"unknown"`` key's."""
-    indexes = {UNKNOWN_BLOCK: MatterIndex(config, UNKNOWN_BLOCK)}
+    indexes = KeyIndexes({UNKNOWN_BLOCK: MatterIndex(config, UNKNOWN_BLOCK)})
     for block, state in sorted(city_states, key=lambda kv: kv[0]):
         if in_scope(block, scope):
             indexes[block] = MatterIndex.from_state(state, config, block)
