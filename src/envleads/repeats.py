@@ -443,6 +443,13 @@ def _strip_category(core: str, config: RepeatConfig) -> Tuple[str, str]:
 
 
 @cached_per_config
+def _entity_key_memo(config: RepeatConfig) -> Dict[str, str]:
+    """Entity -> its index key (:meth:`MatterIndex._entity_key`), shared by the indexes of one
+    configuration."""
+    return {}
+
+
+@cached_per_config
 def _category_table(config: RepeatConfig) -> Tuple[frozenset, Tuple[int, ...], Dict[str, Tuple[str, str]]]:
     """The trade words, their lengths longest first, and a memo of split names. Found by the
     configuration's identity: hashing the word tuple again for every pair of names compared was a
@@ -881,6 +888,7 @@ class MatterIndex:
         self._maps: Dict[str, dict] = {_ENTITY: self._entity_index, _TITLE: self._title_index,
                                        _REPORTER: self._reporter_index, _COMPLAINT: self._complaint_index}
         self._specific_cache: Dict[str, bool] = {}  # valid while the index does not change
+        self._key_memo = _entity_key_memo(self.config)
         # the directory of the :class:`KeyIndexes` holding this index (kept in step: every key
         # present in the indexes above and the complaint ids), and this index's key there
         self._directory: Optional[_Directory] = None
@@ -995,11 +1003,17 @@ class MatterIndex:
 
         :func:`_cores_match` needs equal names or a shared tail of >= 3 characters, so equal keys
         are a superset of matches; the number of live matters holding a key is how common it is.
+        Remembered per configuration: the same names are keyed again at every look-up.
         """
-        cls, core = _split(entity)
-        road, _, number = core.partition("#")
-        tail = "".join(sound(_strip_category(road, self.config)[0][-2:]))
-        return f"{cls}|{tail}#{number}" if number else f"{cls}|{tail}"
+        key = self._key_memo.get(entity)
+        if key is None:
+            cls, core = _split(entity)
+            road, _, number = core.partition("#")
+            tail = "".join(sound(_strip_category(road, self.config)[0][-2:]))
+            key = f"{cls}|{tail}#{number}" if number else f"{cls}|{tail}"
+            if len(self._key_memo) < 200_000:
+                self._key_memo[entity] = key
+        return key
 
     def _entity_holders(self, entities: Iterable[str], index: "_Holders") -> set:
         """Matters under the entities' index keys; a key held by more than :data:`_NAMING_SCAN`
@@ -1817,9 +1831,28 @@ def _cores_match(a: str, b: str, config: RepeatConfig, near: bool = False) -> bo
     and the same names written with other characters of the same sound (:func:`sound`), when the
     name has three characters, or two and a trade on both sides (on either side when ``near``: both
     reports are known to be in one city). Trades must agree (equal, one missing, or
-    sharing a character: 铝材 / 铝业)."""
+    sharing a character: 铝材 / 铝业). Remembered per configuration (the same pairs of names
+    are compared again for every complaint naming them)."""
     if a == b:
         return True
+    memo = _match_memo(config)
+    hit = memo.get((a, b, near))
+    if hit is None:
+        hit = _compare_cores(a, b, config, near)
+        if len(memo) >= 65_536:  # bounded: a long stream meets ever new names
+            memo.clear()
+        memo[(a, b, near)] = hit
+    return hit
+
+
+@cached_per_config
+def _match_memo(config: RepeatConfig) -> Dict[Tuple[str, str, bool], bool]:
+    """(core, core, near) -> :func:`_cores_match`, per configuration."""
+    return {}
+
+
+def _compare_cores(a: str, b: str, config: RepeatConfig, near: bool) -> bool:
+    """:func:`_cores_match` of two different cores, not remembered."""
     if "#" in a or "#" in b:
         road_a, _, number_a = a.partition("#")
         road_b, _, number_b = b.partition("#")
