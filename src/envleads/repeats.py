@@ -1748,8 +1748,10 @@ class KeyIndexes(dict):
         return block, self.pop(block)
 
     def clear(self) -> None:
-        for block, index in self.items():
-            index._attach(None, block)
+        for index in self.values():  # every index leaves: no entry to take out one by one
+            index._directory, index._directory_block = None, ""
+        for holders in self._directory.values():
+            holders.clear()
         super().clear()
 
     def holding(self, keys: Tuple[Tuple[str, ...], Tuple[str, ...]], reporters: Sequence[str],
