@@ -113,3 +113,28 @@ def test_enriched_records_spliced_from_the_workers_parts_equal_whole_encodings()
         whole = schemas.encode(schemas.ENRICHED, enriched_to_avro_dict(spliced))
         assert _encode_enriched(MatterReport(spliced, frozenset(), [], [])) == whole
         assert schemas.decode(schemas.ENRICHED, whole)["cluster_id"] == cluster
+
+
+def test_an_unplaced_complaint_whose_assignment_raises_is_marked_and_the_others_are_assigned(monkeypatch):
+    """The error policy's guard wraps the shared rule for unplaced complaints too: the one that
+    raises gets :class:`~envleads.failures.Raised` (a dead letter in the engine), the key goes on."""
+    import envleads.pipelines.stream as stream
+    from envleads.failures import Raised
+    from envleads.repeats import KeyIndexes, cluster_id_for, load_repeat_config, matter_features
+
+    config = load_repeat_config()
+    real = stream.assign_unplaced
+
+    def assign_unplaced(indexes, scope, complaint_id, *args):
+        if complaint_id == "bad":
+            raise RuntimeError("planted")
+        return real(indexes, scope, complaint_id, *args)
+
+    monkeypatch.setattr(stream, "assign_unplaced", assign_unplaced)
+    text = "金桥化工厂夜里偷排废水，河水发黑发臭"
+    features = matter_features(text, "", (), None, ("water",), config)
+    complaints = [("bad", 1_000, features, None, UNKNOWN_BLOCK), ("ok", 2_000, features, None, UNKNOWN_BLOCK)]
+    results = stream.assign_key_rounds(KeyIndexes(), {UNKNOWN_BLOCK: (([], []), complaints, 2_000)}, config)
+    assigned = results[UNKNOWN_BLOCK][0]
+    assert isinstance(assigned["bad"], Raised)
+    assert assigned["ok"][:2] == (cluster_id_for("ok"), None)  # a new matter, as without the planted one
