@@ -32,7 +32,6 @@ import random
 import shutil
 import tempfile
 import time
-import zlib
 from collections import Counter
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -45,7 +44,7 @@ from envleads.decode import content_digest
 from envleads.failures import Raised, count_internal_errors, internal_error, raised, with_original
 from envleads.leads import (MatterReport, block_of_complaint, block_of_lead, complaint_features, event_order,
                             lead_from_avro_dict, lead_id_for, lead_to_wire_record, matter_report, merge_lead, report_join,
-                            seed_index)
+                            scope_of_complaint, seed_index)
 from envleads.pipelines.kafka_io import (TopicNotFound, commit_events, decode_lead_record, open_consumer,
                                          poll_new_events)
 from envleads.pipelines.heap import RoundCollector
@@ -54,7 +53,7 @@ from envleads.pipelines.options import DEFAULT_ROUND_BYTES, StageSettings
 from envleads.pipelines.transforms import (BUILD_LEADS_STAGE, DEDUPLICATE_STAGE, ENCODE_ENRICHED_STAGE,
                                            ENCODE_LEADS_STAGE, RawEvent, distinct_complaints, reused_id_dead_letter)
 from envleads.records import DeadLetter, EnrichedComplaint, Lead
-from envleads.repeats import UNKNOWN_BLOCK, MatterIndex
+from envleads.repeats import UNKNOWN_BLOCK, KeyIndexes, MatterIndex, assign_unplaced, in_scope
 from envleads.serialize import dead_letter_to_avro_dict, enriched_to_avro_dict
 
 LOG = logging.getLogger(__name__)
@@ -234,6 +233,10 @@ class LeadStore:
         rows = [json.loads(row) for (row,) in self._db.execute("SELECT row FROM matters WHERE block = ?", (block,))]
         return int(found[0]), int(found[1]), rows
 
+    def blocks(self) -> List[str]:
+        """Every blocking key with a stored lead or saved state."""
+        return [block for (block,) in self._db.execute("SELECT block FROM blocks UNION SELECT DISTINCT block FROM leads")]
+
     def seen_digests(self, complaint_ids: Sequence[str]) -> Dict[str, str]:
         """The content digest of each complaint id already processed."""
         return dict(self._rows_in("SELECT complaint_id, digest FROM seen WHERE complaint_id", complaint_ids))
@@ -399,8 +402,9 @@ class LocalRoundEngine:
     of once per round); repeat detection keeps one :class:`MatterIndex` per city key alive between
     rounds, as the streaming form (``streaming.py``) keeps it in keyed state, seeded on first use
     from that block's in-window leads in the :class:`LeadStore`, with the shared per-complaint
-    step :func:`report_matter` (so, as there, complaints of no known city are assigned against the
-    ``"unknown"`` key's own index); a complaint already counted in a stored lead (a replay, a
+    step :func:`report_matter`; complaints of no known city are assigned after the round's city
+    keys, across the ``"unknown"`` key's index and the city keys of their scope
+    (:func:`assign_unplaced`, as in ``DeduplicatePetitions``); a complaint already counted in a stored lead (a replay, a
     redelivery) keeps that lead's matter; leads are merged per matter with :func:`merge_lead` as of
     the round's newest event time, as in ``BuildLeads``. A FnApiRunner round costs ~0.8 s fixed
     plus ~2-3 ms per event and re-seeds every index from all prior leads (pipeline construction,
@@ -422,9 +426,9 @@ class LocalRoundEngine:
     def __init__(self, settings: StageSettings, store: LeadStore, enricher: Optional["Enricher"] = None,
                  keyed_worker: Optional["KeyedAssigner"] = None, worker_city_share: float = 0.0,
                  checkpoint: bool = False):
-        """``keyed_worker``: assigns the ``"unknown"`` key's complaints, and those of the share
-        ``worker_city_share`` of the city keys (by a stable hash of the key), in a process of its
-        own, while this one assigns the other keys' (None: all here)."""
+        """``keyed_worker``: assigns every key's complaints in a process of its own (None: here);
+        every key, since an unplaced complaint searches the city keys of its scope.
+        ``worker_city_share``: no longer used (it was the share of city keys assigned there)."""
         from envleads.repeats import load_repeat_config
         from envleads.scoring import load_scoring_weights
 
@@ -433,19 +437,22 @@ class LocalRoundEngine:
         self._settings = settings
         self._config = load_repeat_config()
         self._weights = load_scoring_weights()
-        self._indexes: Dict[str, MatterIndex] = {}
+        self._indexes: Dict[str, MatterIndex] = KeyIndexes()  # its directory: what unplaced complaints visit
         # per block: matters whose last report is at or after this were restored from the store
         self._restored_since: Dict[str, int] = {}
         self._newest_ms: Dict[str, int] = {}
         self._keyed_worker = keyed_worker
-        self._worker_city_share = worker_city_share
         self._worker_matters = 0
         self._worker_forget = False
         self._checkpoint = checkpoint
+        # the keys of the store when first needed (after a start or forget): what an unplaced
+        # complaint searches beside the keys in memory
+        self._known_blocks: Optional[set] = None
         # dead letters ``internal_error`` per stage since start (the rounds engine's metric)
         self.internal_errors: Counter = Counter()
 
     def forget(self) -> None:
+        self._known_blocks = None
         self._indexes.clear()
         self._restored_since.clear()
         self._newest_ms.clear()
@@ -485,10 +492,9 @@ class LocalRoundEngine:
         """Repeat detection per blocking key, in event-time order within the round: the reports,
         the dead letters of reused ids (their bytes found among ``events``) and the state changes.
 
-        As in the streaming form, complaints of no known city are assigned against the
-        ``"unknown"`` key's own index (the bounded ``DeduplicatePetitions`` assigns them against
-        every city index of their province: a merge of state that grows with the window, which a
-        long-lived round engine would repeat every round).
+        Complaints of no known city are assigned after the round's city keys, across the
+        ``"unknown"`` key and the city keys of their scope (:func:`assign_unplaced`, as the bounded
+        ``DeduplicatePetitions``); a complaint whose assignment raises is a dead letter.
         """
         enriched, conflicts, seen = self._without_reused_ids(enriched, events)
         known = self._store.known_leads([item.complaint.complaint_id for item in enriched])
@@ -501,23 +507,23 @@ class LocalRoundEngine:
             else:
                 by_block.setdefault(block_of_complaint(item), []).append(item)
         rounds = {block: self._key_round(block, items) for block, items in by_block.items()}
-        in_worker = {block for block in rounds if self._in_worker(block)}
+        rounds.update(self._searched_keys(rounds))
         pending = None
-        if in_worker:  # assigned there while the other keys are assigned here
+        if self._keyed_worker is not None:  # every key there: unplaced complaints search the city keys
             forget, self._worker_forget = self._worker_forget, False
-            pending = self._keyed_worker.submit(forget, {block: rounds[block][0] for block in in_worker},
+            pending = self._keyed_worker.submit(forget, {block: key_round for block, (key_round, _) in rounds.items()},
                                                 self._checkpoint)
-        results = assign_key_rounds(self._indexes, {block: key_round for block, (key_round, _) in rounds.items()
-                                                    if block not in in_worker}, self._config, self._checkpoint)
-        if pending is not None:
-            worker_results, self._worker_matters = pending.result()
-            results.update(worker_results)
+            results, self._worker_matters = pending.result()
+        else:
+            results = assign_key_rounds(self._indexes, {block: key_round for block, (key_round, _) in rounds.items()},
+                                        self._config, self._checkpoint)
         matters = []
-        for block, ((_, _, newest_ms), ordered) in rounds.items():
-            assigned, expired, changed = results[block]
+        for block, (_, expired, changed) in results.items():
             if expired:
-                self._expired(block, newest_ms)
+                self._expired(block, rounds[block][0][2])
             matters.extend((block, cluster_id, row) for cluster_id, row in changed)
+        for block, (_, ordered) in rounds.items():
+            assigned = results[block][0]
             for item, features in ordered:
                 self._report_or_dead_letter(reports, conflicts, self._assigned_report, item, features,
                                             assigned[item.complaint.complaint_id])
@@ -563,24 +569,48 @@ class LocalRoundEngine:
         except Exception as error:  # noqa: BLE001
             dead.append(internal_error(DEDUPLICATE_STAGE, error, item.complaint))
 
-    def _in_worker(self, block: str) -> bool:
-        return self._keyed_worker is not None and assigned_in_worker(block, self._worker_city_share)
-
     def _key_round(self, block: str, items: List[EnrichedComplaint]):
         """One key's part of the round for :func:`assign_key_rounds`: ``((saved matter rows, seed
         leads), complaints, newest event ms)``, with the restore bookkeeping done here, with the
         store; and the complaints with their features in event order, to report the assignments."""
         ordered = [(item, complaint_features(item, self._config)) for item in event_order(items)]
+        seeds = self._seeds(block, ordered[0][0].complaint.received_at_ms)
+        newest_ms = self._newest(block, ordered[-1][0].complaint.received_at_ms)
+        unplaced = block == UNKNOWN_BLOCK
+        complaints = [(item.complaint.complaint_id, item.complaint.received_at_ms, features, item.complaint.reporter_key,
+                       scope_of_complaint(item) if unplaced else None) for item, features in ordered]
+        return (seeds, complaints, newest_ms), ordered
+
+    def _seeds(self, block: str, oldest_ms: int, saved_only: bool = False) -> Tuple[List[list], List[Lead]]:
+        """What a key's index lacks for an event at ``oldest_ms``: its saved matter rows on first
+        use (exactly the state the last acknowledged round left), and the stored leads it lacks
+        (none with ``saved_only`` when there were saved rows)."""
         rows: List[list] = []
         if self._checkpoint and block not in self._restored_since:
             saved = self._store.saved_block(block)
-            if saved is not None:  # exactly the state the last acknowledged round left
+            if saved is not None:
                 self._restored_since[block], self._newest_ms[block], rows = saved
-        seeds = (rows, self._leads_to_restore(block, ordered[0][0].complaint.received_at_ms))
-        newest_ms = self._newest(block, ordered[-1][0].complaint.received_at_ms)
-        complaints = [(item.complaint.complaint_id, item.complaint.received_at_ms, features, item.complaint.reporter_key)
-                      for item, features in ordered]
-        return (seeds, complaints, newest_ms), ordered
+                if saved_only:
+                    return rows, []
+        return rows, self._leads_to_restore(block, oldest_ms)
+
+    def _searched_keys(self, rounds) -> Dict[str, tuple]:
+        """The city keys the round's unplaced complaints search (:func:`assign_unplaced`) that no
+        index holds yet (after a start or :meth:`forget`), as rounds of no complaints that load
+        them: as they were saved, so that a restart searches what no restart would."""
+        if UNKNOWN_BLOCK not in rounds:
+            return {}
+        if self._known_blocks is None:
+            self._known_blocks = set(self._store.blocks())
+        (_, complaints, _), _ = rounds[UNKNOWN_BLOCK]
+        scopes = {complaint[4] for complaint in complaints}
+        oldest_ms = complaints[0][1]
+        searched = {}
+        for block in sorted(self._known_blocks - set(rounds) - set(self._restored_since)):
+            if block != UNKNOWN_BLOCK and any(in_scope(block, scope) for scope in scopes):
+                seeds = self._seeds(block, oldest_ms, saved_only=True)
+                searched[block] = ((seeds, [], self._newest(block, 0)), [])
+        return searched
 
     def _known_report(self, enriched: EnrichedComplaint, lead: Lead) -> MatterReport:
         """The report of a complaint already counted in ``lead`` (a replay or redelivery): it keeps
@@ -632,7 +662,7 @@ class LocalRoundEngine:
         return RoundOutputs(reports, leads, dead_letters, state)
 
 
-_WORKER_INDEXES: Dict[str, MatterIndex] = {}
+_WORKER_INDEXES: Dict[str, MatterIndex] = KeyIndexes()
 # a worker process's garbage collection (``heap.py``): started when its setup is done
 _WORKER_COLLECTOR = RoundCollector()
 # The city keys' share assigned beside the unknown key (see KeyedAssigner): measured to balance the
@@ -641,39 +671,53 @@ DEFAULT_WORKER_CITY_SHARE = 0.2
 
 
 def assign_key_rounds(indexes: Dict[str, MatterIndex],
-                      rounds: Dict[str, Tuple[Tuple[List[list], List[Lead]], List[Tuple[str, int, Any, Any]], int]],
+                      rounds: Dict[str, Tuple[Tuple[List[list], List[Lead]], List[Tuple[str, int, Any, Any, str]], int]],
                       config, checkpoint: bool = False):
     """One round of some blocking keys over their ``indexes`` (created on first use): per key,
     load the saved matter rows and restore the seed leads, assign the complaints (``(id, event
-    ms, matter features, reporter key)`` in event order), expire as of the key's newest event.
-    The same in the stream process and in the :class:`KeyedAssigner`'s. Returns ``{key:
-    ({complaint id: (cluster id, duplicate of, why it joined)}, whether matters expired, changed
-    matters as (cluster id, JSON row or None when dropped) when ``checkpoint``)}``; a complaint
-    whose assignment raised has :class:`~envleads.failures.Raised` instead of its triple (the
-    index's matching reads only, so the key's other complaints are assigned as without it)."""
-    results = {}
-    for block, ((rows, seeds), complaints, newest_ms) in rounds.items():
+    ms, matter features, reporter key, unplaced scope)`` in event order), expire as of the key's
+    newest event; the city keys first, then the ``"unknown"`` key's complaints across the city
+    keys of their scope (:func:`assign_unplaced`, as the bounded stage), so ``indexes`` must hold
+    every key (a key with no complaint of its own may be in ``rounds`` only to be loaded). The
+    same in the stream process and in the :class:`KeyedAssigner`'s. Returns ``{key: ({complaint
+    id: (cluster id, duplicate of, why it joined)}, whether matters expired, changed matters as
+    (cluster id, JSON row or None when dropped) when ``checkpoint``)}``, also for a key whose
+    matters only complaints of another key joined; a complaint whose assignment raised has
+    :class:`~envleads.failures.Raised` instead of its triple (matching reads only, so the other
+    complaints are assigned as without it)."""
+    results, touched = {}, set()
+    for block in sorted(rounds, key=lambda key: key == UNKNOWN_BLOCK):  # the unknown key last
+        (rows, seeds), complaints, newest_ms = rounds[block]
         index = indexes.get(block)
         if index is None:
             index = indexes[block] = MatterIndex(config, block)
         index.load_changes(rows)
         seed_index(index, seeds)
         assigned = {}
-        for complaint_id, event_ms, features, reporter_key in complaints:
+        for complaint_id, event_ms, features, reporter_key, scope in complaints:
             try:
-                assignment = index.assign(complaint_id, event_ms, features, reporter_key)
+                if block == UNKNOWN_BLOCK:
+                    holder, assignment = assign_unplaced(indexes, scope, complaint_id, event_ms, features,
+                                                         reporter_key)
+                    touched.add(holder)
+                else:
+                    assignment = index.assign(complaint_id, event_ms, features, reporter_key)
             except Exception as error:  # noqa: BLE001 - dead-lettered by the engine; the key goes on
                 assigned[complaint_id] = raised(error)
                 continue
             assigned[complaint_id] = (assignment.cluster_id, assignment.duplicate_of,
                                       report_join(complaint_id, assignment))
-        expired = bool(index.expire(newest_ms))
-        changed, dropped = index.take_changes()
-        changes = []
-        if checkpoint:
-            changes = [(row[0], json.dumps(row, ensure_ascii=False, separators=(",", ":")))
-                       for row in index.matter_rows(changed)] + [(cid, None) for cid in dropped]
+        results[block] = (assigned, rounds[block][2], [])
+    for block in touched - set(results):
+        results[block] = ({}, None, [])
+    for block, (assigned, newest_ms, changes) in list(results.items()):
+        # expired after the unplaced complaints searched the keys, as the bounded stage never expires
+        expired = newest_ms is not None and bool(indexes[block].expire(newest_ms))
         results[block] = (assigned, expired, changes)
+        changed, dropped = indexes[block].take_changes()
+        if checkpoint:
+            changes.extend([(row[0], json.dumps(row, ensure_ascii=False, separators=(",", ":")))
+                            for row in indexes[block].matter_rows(changed)] + [(cid, None) for cid in dropped])
     return results
 
 
@@ -689,18 +733,11 @@ def _assign_in_worker(forget: bool, rounds, checkpoint: bool = False):
     return results, sum(len(index) for index in _WORKER_INDEXES.values())
 
 
-def assigned_in_worker(block: str, city_share: float) -> bool:
-    """Whether a :class:`KeyedAssigner` assigns a blocking key: the ``"unknown"`` key always, a
-    city key when a stable hash of it falls in the first ``city_share`` of the range."""
-    return block == UNKNOWN_BLOCK or zlib.crc32(block.encode("utf-8")) < city_share * 2 ** 32
-
-
 class KeyedAssigner:
-    """Repeat detection of some blocking keys in a process of its own: the ``"unknown"`` key
-    (complaints of no known city; its index is the largest of all, every province's unplaced
-    complaints of the window) and, optionally, a share of the city keys, so that the stream
-    process, which bounds a backfill, keeps less of the assignment. One worker, so its rounds run
-    in order; its state is the same indexes the in-process engine would keep, restored from the
+    """Repeat detection of every blocking key in a process of its own, so that the stream
+    process, which bounds a backfill, keeps less (every key in one process: complaints of no
+    known city search the city keys of their scope, :func:`assign_unplaced`). One worker, so its
+    rounds run in order; its state is the same indexes the in-process engine would keep, restored from the
     same stored leads, and dropped with :meth:`LocalRoundEngine.forget`."""
 
     def __init__(self):
@@ -1056,12 +1093,11 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
         kafka_client: the raw topic's consumer and the producer: ``native``
             (confluent-kafka: a tenth of kafka-python's CPU per record), ``python`` (kafka-python),
             or ``auto`` (native when installed, the default).
-        unplaced_worker: assign the complaints of no known city (the ``"unknown"``
-            key, the largest index) in a process of their own (:class:`KeyedAssigner`). On in
-            ``envleads stream`` and the benchmark; off here, so a library caller gets no process
-            it did not ask for.
-        worker_city_share: with ``unplaced_worker``, the share of the city keys (by a stable hash)
-            assigned in that process too, so that this process, which bounds a backfill, keeps less.
+        unplaced_worker: assign every key's complaints (repeat detection) in a process of its own
+            (:class:`KeyedAssigner`). On in ``envleads stream`` and the benchmark; off here, so a
+            library caller gets no process it did not ask for.
+        worker_city_share: no longer used (every key is assigned in the worker: complaints of no
+            known city search the city keys).
         wait_for_fence: wait while another stream of the group holds the writer fence (default:
             refuse to start).
 
@@ -1277,12 +1313,11 @@ def add_subcommand(subparsers) -> None:
                         help="processes running the stateless stages, overlapping the keyed stages "
                              "of the previous round (0: all in one process)")
     parser.add_argument("--unplaced-worker", action=argparse.BooleanOptionalAction, default=True,
-                        help="assign complaints of no known city (the largest matter index), and "
-                             "--worker-city-share of the city keys, in a process of their own, beside the other "
-                             "keys' assignment (default on; --no-unplaced-worker: all keys in the stream process)")
+                        help="assign the complaints of every blocking key (repeat detection) in a process of their "
+                             "own, beside this one (default on; --no-unplaced-worker: in the stream process)")
     parser.add_argument("--worker-city-share", type=float, default=DEFAULT_WORKER_CITY_SHARE,
-                        help="with --unplaced-worker: the share of the city keys assigned in that process too "
-                             f"(default {DEFAULT_WORKER_CITY_SHARE})")
+                        help="no longer used: the worker assigns every key, since complaints of no known city "
+                             "search the city keys of their province")
     parser.add_argument("--stop-when-idle", type=float, default=None,
                         help="stop after this many seconds without new events (default: run until Ctrl-C)")
     parser.add_argument("--wait-for-fence", action="store_true",

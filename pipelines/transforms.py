@@ -317,12 +317,12 @@ class _AssignMattersFn(beam.DoFn):
         self._unrestorable.inc(unrestorable)
         return index
 
-    def _assign(self, index, reports):
+    def _assign(self, index, reports, across=None):
         # as envleads.leads.assign_in_order, one complaint at a time: one that raises is a dead
-        # letter and the key goes on (the index changes only once a complaint's match is found)
+        # letter and the key goes on (the indexes change only once a complaint's match is found)
         for enriched in event_order(reports):
             try:
-                report, assignment = report_matter(index, enriched, self._weights)
+                report, assignment = report_matter(index, enriched, self._weights, across)
             except Exception as error:  # noqa: BLE001 - one record must not stop the stream
                 yield failed(DEDUPLICATE_STAGE, error, enriched.complaint)
                 continue
@@ -337,13 +337,15 @@ class _AssignMattersFn(beam.DoFn):
 
 
 class _AssignUnplacedFn(_AssignMattersFn):
-    """Assigns one scope's complaints of no known city against every city index of the scope."""
+    """Assigns one scope's complaints of no known city across every city index of the scope."""
 
     def process(self, keyed, prior_leads, city_states):
-        from envleads.leads import unplaced_index
+        from envleads.leads import scope_indexes
+        from envleads.repeats import UNKNOWN_BLOCK
 
         scope, reports = keyed
-        yield from self._assign(unplaced_index(scope, city_states, prior_leads, self._config), reports)
+        indexes = scope_indexes(scope, city_states, prior_leads, self._config)
+        yield from self._assign(indexes[UNKNOWN_BLOCK], reports, indexes)
 
 
 def _group_prior_leads(leads: Iterable[Lead]) -> Dict[str, List[Lead]]:
@@ -361,10 +363,11 @@ class DeduplicatePetitions(beam.PTransform):
     batch) rebuild the index first, so a restart or a replay attaches a repeat to its existing
     matter instead of opening a second one, and a redelivered complaint keeps its matter without
     counting again. Complaints of no known city are assigned last, per province (or nationwide
-    when not even that is known), against the final indexes of that province's cities and its
-    prior leads. Matching window: 90 days by default (``data/repeats.json``). A complaint that makes
-    its assignment raise goes to ``dead_letter`` (``internal_error``); its key's other complaints are
-    assigned as if it had not come. Returns ``{ok, dead_letter}``. This is the bounded
+    when not even that is known), across the final indexes of that province's cities and its
+    prior leads (``envleads.repeats.assign_unplaced``, the rounds engine's policy too). Matching
+    window: 90 days by default (``data/repeats.json``). A complaint that makes its assignment raise
+    goes to ``dead_letter`` (``internal_error``); its key's other complaints are assigned as if it
+    had not come. Returns ``{ok, dead_letter}``. This is the bounded
     form used by batch runs and bounded rounds; the per-complaint steps are those of the streaming
     form (``envleads.leads.report_matter``, ``restore_lead``).
     """

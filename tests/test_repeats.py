@@ -392,6 +392,73 @@ def test_an_unplaced_complaint_joins_a_matter_of_any_city_after_merging(config):
     assert got.duplicate_of == "c-001" and got.cluster_id == R.cluster_id_for("c-001")
 
 
+@pytest.mark.parametrize("mapping", [dict, R.KeyIndexes])
+def test_an_unplaced_complaint_is_assigned_across_the_city_keys_of_its_scope(config, mapping):
+    """A report naming the district and one naming only the city open one matter under the city
+    key; a report naming no place meets it there (the ``"unknown"`` key's index alone would open a
+    second matter), is recognised when delivered again, and another source on the same road, or a
+    scope of another province, does not join it; alike whether every key is visited (a dict) or
+    only those the directory of :class:`KeyIndexes` names."""
+    indexes = mapping({NANJING: R.MatterIndex(config, NANJING)})
+    indexes[NANJING].assign("c-001", T0, feats(config, PLANT_1, region=NANJING_GULOU), None)
+    assert indexes[NANJING].assign("c-002", T0 + DAY_MS, feats(config, PLANT_3, region=NANJING), None).duplicate_of == "c-001"
+    alone = R.MatterIndex(config, R.UNKNOWN_BLOCK).assign("c-003", T0 + 2 * DAY_MS, feats(config, PLANT_2), None)
+    assert alone.is_new_matter
+    block, got = R.assign_unplaced(indexes, R.UNKNOWN_BLOCK, "c-003", T0 + 2 * DAY_MS, feats(config, PLANT_2), None,
+                                   config)
+    assert (block, got.cluster_id, got.duplicate_of) == (NANJING, R.cluster_id_for("c-001"), "c-001")
+    assert got.matched_on.startswith("text+") and got.shared is not None
+    block, again = R.assign_unplaced(indexes, "320000", "c-003", T0 + 2 * DAY_MS, feats(config, PLANT_2), None, config)
+    assert (block, again.cluster_id, again.matched_on) == (NANJING, got.cluster_id, "redelivery")
+    block, garage = R.assign_unplaced(indexes, "320000", "g-001", T0 + 3 * DAY_MS, feats(config, GARAGE), None, config)
+    assert (block, garage.is_new_matter) == (R.UNKNOWN_BLOCK, True)
+    block, elsewhere = R.assign_unplaced(indexes, "330000", "c-004", T0 + 3 * DAY_MS, feats(config, PLANT_2), None,
+                                         config)
+    assert block == R.UNKNOWN_BLOCK and elsewhere.cluster_id != got.cluster_id
+    assert len(indexes[NANJING]) == 1 and len(indexes[R.UNKNOWN_BLOCK]) == 2
+
+
+def _directory_of(indexes):
+    """What a :class:`KeyIndexes` directory should hold, recomputed from its indexes."""
+    out = {}
+    for block, index in indexes.items():
+        for kind, holders in index._maps.items():
+            for key in holders:
+                out.setdefault(kind, {}).setdefault(key, set()).add(block)
+    return out
+
+
+def _directory(indexes):
+    return {kind: {key: {blocks} if isinstance(blocks, str) else set(blocks) for key, blocks in keys.items()}
+            for kind, keys in indexes._directory.items() if keys}
+
+
+def test_the_key_directory_stays_in_step_with_its_indexes(config):
+    """Every change of an index (a new matter, a join, an expiry, a reload from the changelog, a
+    replaced or removed index) keeps the directory equal to what the indexes hold."""
+    indexes = R.KeyIndexes({NANJING: R.MatterIndex(config, NANJING)})
+    indexes[NANJING].assign("c-001", T0, feats(config, PLANT_1, region=NANJING_GULOU), "reporter-1")
+    indexes["330100"] = R.MatterIndex(config, "330100")
+    indexes["330100"].assign("k-001", T0, feats(config, KTV, region="330100"), None)
+    R.assign_unplaced(indexes, R.UNKNOWN_BLOCK, "c-003", T0 + DAY_MS, feats(config, PLANT_2), None, config)
+    assert _directory(indexes) == _directory_of(indexes)
+    rows = indexes[NANJING].matter_rows([R.cluster_id_for("c-001")])
+    reloaded = R.MatterIndex(config, NANJING)
+    reloaded.load_changes(rows)
+    indexes[NANJING] = reloaded
+    assert _directory(indexes) == _directory_of(indexes)
+    indexes["330100"].expire(T0 + 200 * DAY_MS)
+    assert _directory(indexes) == _directory_of(indexes) and "330100" not in str(_directory(indexes))
+    del indexes["330100"]
+    indexes.pop(NANJING)
+    assert _directory(indexes) == _directory_of(indexes)
+    indexes.clear()
+    assert _directory(indexes) == {}
+    R.KeyIndexes({NANJING: reloaded})
+    with pytest.raises(ValueError, match="another KeyIndexes"):  # one mapping at a time
+        R.KeyIndexes({NANJING: reloaded})
+
+
 def test_assign_in_blocks_assigns_cities_then_the_unplaced(config):
     rows = [
         {"id": "a", "received_at_ms": T0, "title": PLANT_1[0], "text": PLANT_1[1], "region_adcode": NANJING_GULOU,

@@ -111,3 +111,20 @@ def test_every_merge_in_the_batch_leads_says_why():
             assert join["evidence"].startswith("text")
             named = join["evidence"] in ("text+entity", "text+title_entity", "text+location")
             assert (join["shared"] is not None) == named, join
+
+
+@pytest.mark.parametrize("engine", ["beam", "rounds"])
+def test_reports_of_one_source_at_every_depth_of_place_are_one_matter(engine):
+    """Issue 21, item 2: a report resolved to the district, one resolved only to the city, one
+    placed by nothing and one placed only by the intake jurisdiction, all of one named plant, end
+    in one matter through ``envleads batch``; an electroplating shop's noise in the same town, told
+    once with its district and once with no place, is another matter."""
+    events = E.read_jsonl(os.path.join(HERE, "data", "blocking_depths.jsonl"))
+    rows, _ = E.run_product(events, engine)
+    matter = {row["complaint_id"]: row["cluster_id"] for row in rows}
+    level = {row["complaint_id"]: (row["region"] or {}).get("level") for row in rows}
+    assert (level["jq-district"], level["jq-city"], level["jq-unplaced"], level["jq-intake"]) == \
+        ("county", "city", None, None)
+    plant = {matter[cid] for cid in ("jq-district", "jq-city", "jq-unplaced", "jq-intake")}
+    shop = {matter[cid] for cid in ("hd-district", "hd-unplaced")}
+    assert len(plant) == 1 and len(shop) == 1 and plant != shop

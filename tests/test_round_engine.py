@@ -1,14 +1,12 @@
-"""The local round engine with the ``"unknown"`` key's assignment, and a share of the city keys',
-in a process of its own (:class:`KeyedAssigner`) gives the same matters, reports and leads as with
-all keys in one process, also across a :meth:`LocalRoundEngine.forget` (what a broker loss
-triggers)."""
+"""The local round engine with the keys' assignment in a process of its own (:class:`KeyedAssigner`)
+gives the same matters, reports and leads as with all keys in this process, also across a
+:meth:`LocalRoundEngine.forget` (what a broker loss triggers)."""
 import pytest
 
 from envleads.generator import generate_events
 from envleads.leads import block_of_complaint
 from envleads.pipelines.options import StageSettings
-from envleads.pipelines.stream import (Enricher, KeyedAssigner, LeadStore, LocalRoundEngine, _encode_lead,
-                                       assigned_in_worker)
+from envleads.pipelines.stream import Enricher, KeyedAssigner, LeadStore, LocalRoundEngine, _encode_lead
 from envleads.pipelines.transforms import RawEvent
 from envleads.repeats import UNKNOWN_BLOCK
 
@@ -46,21 +44,17 @@ def _run(enriched_rounds, keyed_worker, city_share=0.0):
     return rounds
 
 
-@pytest.mark.parametrize("city_share", [0.0, 0.5])
-def test_keys_in_their_own_process_assign_as_in_one_process(enriched_rounds, city_share):
+def test_keys_in_their_own_process_assign_as_in_one_process(enriched_rounds):
     in_one = _run(enriched_rounds, None)
     assigner = KeyedAssigner()
     try:
-        beside = _run(enriched_rounds, assigner, city_share)
+        beside = _run(enriched_rounds, assigner)
     finally:
         assigner.close()
-    moved_repeats = [report for reports, _, _ in in_one for report in reports
-                     if assigned_in_worker(report[3], city_share) and report[2] is not None]
-    assert any(report[3] == UNKNOWN_BLOCK for report in moved_repeats), \
+    repeats = [report for reports, _, _ in in_one for report in reports if report[2] is not None]
+    assert any(report[3] == UNKNOWN_BLOCK for report in repeats), \
         "the generated rounds must hold repeats of no known city to compare"
-    if city_share:
-        assert any(report[3] != UNKNOWN_BLOCK for report in moved_repeats), \
-            "the generated rounds must hold repeats of city keys assigned in the worker"
+    assert any(report[3] != UNKNOWN_BLOCK for report in repeats), "and repeats of city keys"
     assert beside == in_one
 
 
@@ -119,3 +113,28 @@ def test_enriched_records_spliced_from_the_workers_parts_equal_whole_encodings()
         whole = schemas.encode(schemas.ENRICHED, enriched_to_avro_dict(spliced))
         assert _encode_enriched(MatterReport(spliced, frozenset(), [], [])) == whole
         assert schemas.decode(schemas.ENRICHED, whole)["cluster_id"] == cluster
+
+
+def test_an_unplaced_complaint_whose_assignment_raises_is_marked_and_the_others_are_assigned(monkeypatch):
+    """The error policy's guard wraps the shared rule for unplaced complaints too: the one that
+    raises gets :class:`~envleads.failures.Raised` (a dead letter in the engine), the key goes on."""
+    import envleads.pipelines.stream as stream
+    from envleads.failures import Raised
+    from envleads.repeats import KeyIndexes, cluster_id_for, load_repeat_config, matter_features
+
+    config = load_repeat_config()
+    real = stream.assign_unplaced
+
+    def assign_unplaced(indexes, scope, complaint_id, *args):
+        if complaint_id == "bad":
+            raise RuntimeError("planted")
+        return real(indexes, scope, complaint_id, *args)
+
+    monkeypatch.setattr(stream, "assign_unplaced", assign_unplaced)
+    text = "金桥化工厂夜里偷排废水，河水发黑发臭"
+    features = matter_features(text, "", (), None, ("water",), config)
+    complaints = [("bad", 1_000, features, None, UNKNOWN_BLOCK), ("ok", 2_000, features, None, UNKNOWN_BLOCK)]
+    results = stream.assign_key_rounds(KeyIndexes(), {UNKNOWN_BLOCK: (([], []), complaints, 2_000)}, config)
+    assigned = results[UNKNOWN_BLOCK][0]
+    assert isinstance(assigned["bad"], Raised)
+    assert assigned["ok"][:2] == (cluster_id_for("ok"), None)  # a new matter, as without the planted one

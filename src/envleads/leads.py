@@ -23,8 +23,9 @@ import numpy as np
 
 from envleads.config import data_path, load_json_config
 from envleads.records import EnrichedComplaint, Lead, ReportJoin, ScoreReason
-from envleads.repeats import (UNKNOWN_BLOCK, Assignment, MatterFeatures, MatterIndex, blocking_key, in_scope,
-                              is_sketch, matter_features, signature_from_list, signature_to_list, unplaced_scope)
+from envleads.repeats import (UNKNOWN_BLOCK, Assignment, KeyIndexes, MatterFeatures, MatterIndex, assign_unplaced,
+                              blocking_key, in_scope, is_sketch, matter_features, signature_from_list,
+                              signature_to_list, unplaced_scope)
 from envleads.scoring import ScoringWeights, complaint_signals, score_matter, signals_from_reasons
 
 SUMMARY_CHARS = 160
@@ -311,8 +312,8 @@ def seed_index(index: MatterIndex, leads: Iterable[Lead]) -> Tuple[int, int]:
     return restored, unrestorable
 
 
-def report_matter(index: MatterIndex, enriched: EnrichedComplaint,
-                  weights: ScoringWeights) -> Tuple[MatterReport, Assignment]:
+def report_matter(index: MatterIndex, enriched: EnrichedComplaint, weights: ScoringWeights,
+                  across: Optional[Dict[str, MatterIndex]] = None) -> Tuple[MatterReport, Assignment]:
     """Assigns one complaint to its matter in ``index`` (updated in place) and builds its report.
 
     The per-complaint step of both forms of repeat detection: matter features, assignment, the
@@ -323,13 +324,19 @@ def report_matter(index: MatterIndex, enriched: EnrichedComplaint,
         index: the blocking key's matter index.
         enriched: the complaint, classified and with its region resolved.
         weights: scoring weights (the signals are keys of the weights file).
+        across: for a complaint of no known city, the indexes of the keys it is assigned across
+            (:func:`assign_unplaced`; ``index`` is then their ``"unknown"`` key's).
 
     Returns:
         The report (complaint with ``cluster_id`` and ``duplicate_of`` set) and the assignment.
     """
     complaint = enriched.complaint
     features = complaint_features(enriched, index.config)
-    assignment = index.assign(complaint.complaint_id, complaint.received_at_ms, features, complaint.reporter_key)
+    if across is None:
+        assignment = index.assign(complaint.complaint_id, complaint.received_at_ms, features, complaint.reporter_key)
+    else:
+        assignment = assign_unplaced(across, scope_of_complaint(enriched), complaint.complaint_id,
+                                     complaint.received_at_ms, features, complaint.reporter_key, index.config)[1]
     return (matter_report(enriched, features, assignment.cluster_id, assignment.duplicate_of, weights,
                           report_join(complaint.complaint_id, assignment)), assignment)
 
@@ -374,26 +381,27 @@ def event_order(complaints: Iterable[EnrichedComplaint]) -> List[EnrichedComplai
     return sorted(complaints, key=lambda e: (e.complaint.received_at_ms, e.complaint.complaint_id))
 
 
-def assign_in_order(index: MatterIndex, complaints: Iterable[EnrichedComplaint],
-                    weights: ScoringWeights) -> List[Tuple[MatterReport, Assignment]]:
+def assign_in_order(index: MatterIndex, complaints: Iterable[EnrichedComplaint], weights: ScoringWeights,
+                    across: Optional[Dict[str, MatterIndex]] = None) -> List[Tuple[MatterReport, Assignment]]:
     """:func:`report_matter` over complaints in :func:`event_order`, as the bounded stage runs
-    one blocking key."""
-    return [report_matter(index, enriched, weights) for enriched in event_order(complaints)]
+    one blocking key (``across``: one scope's unplaced complaints)."""
+    return [report_matter(index, enriched, weights, across) for enriched in event_order(complaints)]
 
 
-def unplaced_index(scope: str, city_states: Iterable[Tuple[str, dict]], prior_by_block: Dict[str, List[Lead]],
-                   config) -> MatterIndex:
-    """The index a scope's unplaced complaints are assigned against: the final state of every city
-    key of the scope, then the scope's prior leads that no city key held (their city had no
-    complaint in this run, or they have no city)."""
-    index = MatterIndex(config, UNKNOWN_BLOCK)
+def scope_indexes(scope: str, city_states: Iterable[Tuple[str, dict]], prior_by_block: Dict[str, List[Lead]],
+                  config) -> Dict[str, MatterIndex]:
+    """The indexes a scope's unplaced complaints are assigned across (:func:`assign_unplaced`):
+    the final state of every city key of the scope, the scope's prior leads that no city key held
+    (their city had no complaint in this run) under their own key, and the ``"unknown"`` key's."""
+    indexes = KeyIndexes({UNKNOWN_BLOCK: MatterIndex(config, UNKNOWN_BLOCK)})
     for block, state in sorted(city_states, key=lambda kv: kv[0]):
         if in_scope(block, scope):
-            index.merge_state(state)
+            indexes[block] = MatterIndex.from_state(state, config, block)
     for block in sorted(prior_by_block):
         if in_scope(block, scope):
+            index = indexes.get(block) or indexes.setdefault(block, MatterIndex(config, block))
             seed_index(index, (lead for lead in prior_by_block[block] if lead_in_scope(lead, scope)))
-    return index
+    return indexes
 
 
 def group_leads_by_block(leads: Iterable[Lead]) -> Dict[str, List[Lead]]:

@@ -10,7 +10,7 @@ jurisdiction), keeps one :class:`MatterIndex` per key (``to_state``/``from_state
 :meth:`MatterIndex.assign` per complaint in event-time order and :meth:`MatterIndex.expire` on a
 timer. A complaint with no known city (key ``"unknown"``) can report a matter of any city of its
 province (or of any city when not even its province is known, :func:`unplaced_scope`), so it is
-assigned last, against an index that merged those keys' matters (:meth:`MatterIndex.merge_state`).
+assigned last, across the ``"unknown"`` key's index and those keys' (:func:`assign_unplaced`).
 A complaint delivered again (at-least-once delivery, a replayed round) keeps its matter and is not
 counted again: each matter remembers its first and most recent complaint ids
 (:meth:`MatterIndex.redelivery`).
@@ -73,6 +73,9 @@ _MS_PER_DAY = 86_400_000
 _MAX_HASH = np.uint64(0xFFFFFFFF)
 _EMPTY_SLOT = np.uint32(0xFFFFFFFF)  # pads a signature whose text has fewer shingles than slots
 _NAMING_SCAN = 256  # past this many matters under one entity key, its names count as generic
+# what a :class:`KeyIndexes` directory maps to the keys holding it: entity name keys, title entity
+# name keys, reporter digests, complaint ids
+_ENTITY, _TITLE, _REPORTER, _COMPLAINT = "entity", "title", "reporter", "complaint"
 
 
 # --------------------------------------------------------------------------------------------
@@ -440,6 +443,13 @@ def _strip_category(core: str, config: RepeatConfig) -> Tuple[str, str]:
 
 
 @cached_per_config
+def _entity_key_memo(config: RepeatConfig) -> Dict[str, str]:
+    """Entity -> its index key (:meth:`MatterIndex._entity_key`), shared by the indexes of one
+    configuration."""
+    return {}
+
+
+@cached_per_config
 def _category_table(config: RepeatConfig) -> Tuple[frozenset, Tuple[int, ...], Dict[str, Tuple[str, str]]]:
     """The trade words, their lengths longest first, and a memo of split names. Found by the
     configuration's identity: hashing the word tuple again for every pair of names compared was a
@@ -701,8 +711,8 @@ def blocking_key(region_adcode: Optional[str], fallback_adcode: Optional[str] = 
     complaints go to ``"unknown"``, unless ``fallback_adcode`` (the receiving office's
     jurisdiction) names a city. Municipalities (11, 12, 31, 50) are one key per municipality,
     because their "city" level is a placeholder and reporters name a district one time and only
-    the city the next. Complaints of the ``"unknown"`` key may report a matter of any key: assign
-    them against an index that holds every key's matters (see :meth:`MatterIndex.merge_state`).
+    the city the next. Complaints of the ``"unknown"`` key may report a matter of any key of their
+    scope: assign them across those keys' indexes (:func:`assign_unplaced`).
     """
     for code in (region_adcode, fallback_adcode):
         key = _city_key(code)
@@ -875,7 +885,14 @@ class MatterIndex:
         # complaint id -> its cluster (the ids each matter keeps): at-least-once delivery repeats
         # complaints, and a repeat delivery must neither count again nor match its own matter
         self._complaint_index: Dict[str, str] = {}
+        self._maps: Dict[str, dict] = {_ENTITY: self._entity_index, _TITLE: self._title_index,
+                                       _REPORTER: self._reporter_index, _COMPLAINT: self._complaint_index}
         self._specific_cache: Dict[str, bool] = {}  # valid while the index does not change
+        self._key_memo = _entity_key_memo(self.config)
+        # the directory of the :class:`KeyIndexes` holding this index (kept in step: every key
+        # present in the indexes above and the complaint ids), and this index's key there
+        self._directory: Optional[_Directory] = None
+        self._directory_block = ""
         # (last seen ms, cluster id) of every live matter's latest report, and stale entries of
         # matters seen again or dropped since: a heap, so that expiry looks at the expired only
         # instead of walking every live matter each round
@@ -920,14 +937,14 @@ class MatterIndex:
         self._set_shingles(matter)
         self._postings.release(cluster_id)
         for entity in matter.entities:
-            _unindex(self._entity_index, self._entity_key(entity), cluster_id)
+            self._release(_ENTITY, self._entity_key(entity), cluster_id)
         for entity in matter.title_entities:
-            _unindex(self._title_index, self._entity_key(entity), cluster_id)
+            self._release(_TITLE, self._entity_key(entity), cluster_id)
         for reporter in matter.reporters:
-            _unindex(self._reporter_index, reporter, cluster_id)
+            self._release(_REPORTER, reporter, cluster_id)
         for complaint_id in matter.complaint_ids:
             if self._complaint_index.get(complaint_id) == cluster_id:
-                del self._complaint_index[complaint_id]
+                self._forget_id(complaint_id)
 
     def _add_complaint_ids(self, matter: _Matter, complaint_ids: Iterable[str]) -> None:
         """Remembers complaint ids of the matter: the first one and the ``max_ids_per_matter`` - 1
@@ -937,11 +954,41 @@ class MatterIndex:
             if not complaint_id or complaint_id in matter.complaint_ids:
                 continue
             matter.complaint_ids.append(complaint_id)
+            if complaint_id not in self._complaint_index and self._directory is not None:
+                _index(self._directory[_COMPLAINT], complaint_id, self._directory_block)
             self._complaint_index[complaint_id] = matter.cluster_id
             if len(matter.complaint_ids) > limit:
                 gone = matter.complaint_ids.pop(1 if limit > 1 else 0)
                 if self._complaint_index.get(gone) == matter.cluster_id:
-                    del self._complaint_index[gone]
+                    self._forget_id(gone)
+
+    def _forget_id(self, complaint_id: str) -> None:
+        del self._complaint_index[complaint_id]
+        if self._directory is not None:
+            _unindex(self._directory[_COMPLAINT], complaint_id, self._directory_block)
+
+    def _hold(self, kind: str, key: Optional[str], cluster_id: str) -> None:
+        """Indexes ``cluster_id`` under ``key`` (of ``kind``); a key new here goes to the directory."""
+        if _index(self._maps[kind], key, cluster_id) and self._directory is not None:
+            _index(self._directory[kind], key, self._directory_block)
+
+    def _release(self, kind: str, key: Optional[str], cluster_id: str) -> None:
+        """Unindexes ``cluster_id`` under ``key``; a key gone from here leaves the directory."""
+        if _unindex(self._maps[kind], key, cluster_id) and self._directory is not None:
+            _unindex(self._directory[kind], key, self._directory_block)
+
+    def _attach(self, directory: Optional["_Directory"], block: str) -> None:
+        """Enters every key held here in ``directory`` under ``block`` and keeps it in step from
+        now on; None: leaves the current directory (its entries go)."""
+        if directory is not None and self._directory is not None:
+            raise ValueError(f"index of {self.block} is in another KeyIndexes already")
+        target = directory if directory is not None else self._directory
+        if target is not None:
+            step = _index if directory is not None else _unindex
+            for kind, holders in self._maps.items():
+                for key in holders:
+                    step(target[kind], key, block)
+        self._directory, self._directory_block = directory, block
 
     def _add_member(self, matter: _Matter, signature: np.ndarray) -> None:
         limit = self.config.max_members_per_matter
@@ -956,11 +1003,17 @@ class MatterIndex:
 
         :func:`_cores_match` needs equal names or a shared tail of >= 3 characters, so equal keys
         are a superset of matches; the number of live matters holding a key is how common it is.
+        Remembered per configuration: the same names are keyed again at every look-up.
         """
-        cls, core = _split(entity)
-        road, _, number = core.partition("#")
-        tail = "".join(sound(_strip_category(road, self.config)[0][-2:]))
-        return f"{cls}|{tail}#{number}" if number else f"{cls}|{tail}"
+        key = self._key_memo.get(entity)
+        if key is None:
+            cls, core = _split(entity)
+            road, _, number = core.partition("#")
+            tail = "".join(sound(_strip_category(road, self.config)[0][-2:]))
+            key = f"{cls}|{tail}#{number}" if number else f"{cls}|{tail}"
+            if len(self._key_memo) < 200_000:
+                self._key_memo[entity] = key
+        return key
 
     def _entity_holders(self, entities: Iterable[str], index: "_Holders") -> set:
         """Matters under the entities' index keys; a key held by more than :data:`_NAMING_SCAN`
@@ -978,21 +1031,21 @@ class MatterIndex:
         for entity in entities:
             if entity not in matter.entities:
                 matter.entities[entity] = 0
-                _index(self._entity_index, self._entity_key(entity), matter.cluster_id)
+                self._hold(_ENTITY, self._entity_key(entity), matter.cluster_id)
             matter.entities[entity] += 1
         limit = self.config.max_entities_per_matter
         for entity in title_entities:
             if entity not in matter.title_entities and len(matter.title_entities) < limit:
                 matter.title_entities.append(entity)
-                _index(self._title_index, self._entity_key(entity), matter.cluster_id)
+                self._hold(_TITLE, self._entity_key(entity), matter.cluster_id)
         if len(matter.entities) > limit:
             ranked = sorted(matter.entities.items(), key=lambda kv: (-kv[1], kv[0]))
             for entity, _ in ranked[limit:]:
-                _unindex(self._entity_index, self._entity_key(entity), matter.cluster_id)
+                self._release(_ENTITY, self._entity_key(entity), matter.cluster_id)
             kept = dict(ranked[:limit])
             # entities sharing a key with a kept one stay indexed through it
             for entity in kept:
-                _index(self._entity_index, self._entity_key(entity), matter.cluster_id)
+                self._hold(_ENTITY, self._entity_key(entity), matter.cluster_id)
             matter.entities = kept
 
     def _add_report(self, matter: _Matter, features: MatterFeatures, reporters: Sequence[str]) -> None:
@@ -1008,7 +1061,7 @@ class MatterIndex:
         for reporter in reporters:
             if reporter not in matter.reporters and len(matter.reporters) < 32:
                 matter.reporters.append(reporter)
-                _index(self._reporter_index, reporter, matter.cluster_id)
+                self._hold(_REPORTER, reporter, matter.cluster_id)
 
     # -- scoring -------------------------------------------------------------------------------
 
@@ -1019,8 +1072,8 @@ class MatterIndex:
             df = self._postings.document_frequency(hashes)
         return np.log((n + 1.0) / (df.astype(np.float64) + 1.0)) + self.config.idf_floor
 
-    def _candidates(self, lookup: Lookup, weights: np.ndarray,
-                    region_adcode: Optional[str]) -> Tuple[List[str], set]:
+    def _candidates(self, lookup: Lookup, weights: np.ndarray, region_adcode: Optional[str],
+                    one_city: bool) -> Tuple[List[str], set]:
         """The ``max_candidates`` matters sharing the most weight of rare shingles, among those that
         could still reach the lowest text-only threshold: ``text_only_unplaced`` for a complaint
         with no region in an index of no one city, which :meth:`_evaluate` never takes as placed
@@ -1038,7 +1091,7 @@ class MatterIndex:
         largest index at equal clustering quality (``bench/bench_repeats_scale.py --block unknown``).
         """
         cfg = self.config
-        placed = self._one_city or bool(region_adcode)
+        placed = one_city or bool(region_adcode)
         rare_cap = cfg.max_rare_holders if placed else cfg.max_rare_holders_unplaced
         cap = min(max(4.0, cfg.common_share * len(self._matters)), float(rare_cap))
         total = float(weights.sum()) or 1.0
@@ -1048,9 +1101,11 @@ class MatterIndex:
         ranked = sorted(range(len(clusters)), key=lambda i: (-shared[i], clusters[i]))
         return [clusters[i] for i in ranked[:cfg.max_candidates]], set(clusters)
 
-    def _text_similarities(self, signature: np.ndarray, weights: np.ndarray, matters: Sequence[_Matter]) -> List[float]:
+    def _text_similarities(self, signature: np.ndarray, weights: Optional[np.ndarray],
+                           matters: Sequence[_Matter]) -> List[float]:
         """Per matter, the best weighted Jaccard similarity between the complaint and the matter's
-        retained reports.
+        retained reports (``weights``: of the complaint's shingles; None: looked up here, only as
+        far as the reports' cuts reach).
 
         The shingles of the reports that the complaint lacks need their document frequencies: they
         are looked up in one sorted batch for all matters, since in a large index each lookup is a
@@ -1064,15 +1119,18 @@ class MatterIndex:
                     continue
                 left, right = _below_cut(signature, member, size)
                 in_right = _sorted_membership(left, right)
-                pairs.append((position, weights[:left.size], in_right, right[~_sorted_membership(right, left)]))
+                pairs.append((position, left.size, in_right, right[~_sorted_membership(right, left)]))
         best = [0.0] * len(matters)
         if not pairs:
             return best
+        if weights is None:
+            weights = self._weights(signature[:max(pair[1] for pair in pairs)])
         only_right = np.concatenate([pair[3] for pair in pairs])
         unique, inverse = np.unique(only_right, return_inverse=True)
         right_weights = self._weights(unique)[inverse]
         start = 0
-        for position, lw, in_right, right_only in pairs:
+        for position, cut, in_right, right_only in pairs:
+            lw = weights[:cut]
             w_right = right_weights[start:start + right_only.size]
             start += right_only.size
             w_inter = float(lw[in_right].sum())
@@ -1083,8 +1141,8 @@ class MatterIndex:
         return best
 
     def _evaluate(self, text_sim: float, features: MatterFeatures, matter: _Matter,
-                  reporters: Sequence[str], relation: str, shared: Optional[List[str]] = None
-                  ) -> Optional[Tuple[float, str, Optional[str]]]:
+                  reporters: Sequence[str], relation: str, shared: Optional[List[str]] = None,
+                  one_city: bool = False) -> Optional[Tuple[float, str, Optional[str]]]:
         """The join score and its evidence, or None when the complaint does not report this matter.
 
         A matter is one problem source at one place. Evidence, strongest first:
@@ -1106,8 +1164,8 @@ class MatterIndex:
         """
         cfg, w = self.config, self.config.weights
         # known to be in one city: by the index's key, or by both resolved regions
-        placed = self._one_city or relation in ("same_county", "same_city")
-        if shared is None or placed != self._one_city:  # names sound alike more loosely within one city
+        placed = one_city or relation in ("same_county", "same_city")
+        if shared is None or placed != one_city:  # names sound alike more loosely within one city
             shared = self._shared_entities(features.entities, matter.entities, near=placed)
         classes = {entity.partition(":")[0] for entity in shared}
         shared_source, shared_location = bool(classes & self._sources), bool(classes & self._locations)
@@ -1179,10 +1237,10 @@ class MatterIndex:
         cfg = self.config
         known_split = [e.partition(":")[::2] for e in known]  # (class, core), as _split, without its call
         shared = []
-        for entity in new:
+        for entity in new:  # names first: whether a name is specific costs a look at the postings
             cls, _, core = entity.partition(":")
-            if self._specific(entity) and any(kcls == cls and _cores_match(core, kcore, cfg, near)
-                                              for kcls, kcore in known_split):
+            if any(kcls == cls and _cores_match(core, kcore, cfg, near) for kcls, kcore in known_split) \
+                    and self._specific(entity):
                 shared.append(entity)
         return shared
 
@@ -1288,54 +1346,82 @@ class MatterIndex:
             reporter_key: pseudonymous reporter key (or several keys of one reporter, one per
                 identifier): the same reporter writing again is evidence of a repeat.
         """
+        return assign_across(self, (), complaint_id, event_time_ms, features, reporter_key)[1]
+
+    def _prepared(self, features: MatterFeatures, reporter_key: Union[str, Sequence[str], None]
+                  ) -> Tuple[MatterFeatures, Tuple[str, ...]]:
+        """The features with a trimmed sketch and the reporter digests, as matching needs them."""
+        if np.shape(features.signature) != (self.config.sketch_size,):
+            raise ValueError(f"signature has {np.size(features.signature)} slots, "
+                             f"index expects {self.config.sketch_size}")
+        return features._replace(signature=_trim(features.signature)), _reporter_digests(reporter_key)
+
+    def _names_held(self, keys: Tuple[Tuple[str, ...], Tuple[str, ...]], reporters: Sequence[str]) -> bool:
+        """Whether a live matter here is under one of a complaint's name keys (``(entity keys,
+        title entity keys)``) or reporters: a cheap test before another key's index is searched
+        (the holders' key is dropped with its last matter, so membership is the test)."""
+        return (any(key in self._entity_index for key in keys[0]) or any(key in self._title_index for key in keys[1])
+                or any(r in self._reporter_index for r in reporters))
+
+    def _match(self, event_time_ms: int, features: MatterFeatures, reporters: Sequence[str],
+               one_city: bool, by_name: bool = False) -> Optional[_Candidate]:
+        """The best live matter the (prepared) complaint reports, or None; changes nothing.
+
+        ``one_city``: whether the complaint is known to be in this index's city (false when a
+        complaint of no known city searches a city key's index, whose looser rules then do not
+        apply). ``by_name``: only matters sharing a name or a reporter are candidates (no walk of
+        the postings for text alone: the cost of searching another key)."""
         cfg = self.config
-        if np.shape(features.signature) != (cfg.sketch_size,):
-            raise ValueError(f"signature has {np.size(features.signature)} slots, index expects {cfg.sketch_size}")
-        signature = _trim(features.signature)
-        features = features._replace(signature=signature)
-        reporters = _reporter_digests(reporter_key)
-        known = self.redelivery(complaint_id)
-        if known is not None:
-            return known
-        best: Optional[_Candidate] = None
         self._specific_cache = {}
-        if self._matters:
+        if not self._matters:
+            return None
+        signature = features.signature
+        if by_name:
+            weights, by_text, reachable = None, [], set()
+        else:
             lookup = self._postings.lookup(signature)
             weights = self._weights(signature, lookup.df)
-            by_text, reachable = self._candidates(lookup, weights, features.region_adcode)
-            candidates = set(by_text)
-            for reporter in reporters:
-                candidates.update(_holders(self._reporter_index, reporter))
-            # matters under the complaint's name keys: the keys are coarse (a name's last two
-            # characters), so most of them name something else; one that shares no name and whose
-            # text cannot reach a text-only threshold could not join, and is not compared
-            named = self._entity_holders(features.entities, self._entity_index)
-            named |= self._entity_holders(features.title_entities, self._title_index)
-            shared_of: Dict[str, List[str]] = {}
-            for cluster_id in named - candidates:
-                shared = self._shared_entities(features.entities, self._matters[cluster_id].entities, self._one_city)
-                if shared or cluster_id in reachable:
-                    shared_of[cluster_id] = shared
-                    candidates.add(cluster_id)
-            comparable = []
-            for cluster_id in sorted(candidates):
-                matter = self._matters[cluster_id]
-                if (event_time_ms - matter.last_seen_ms > cfg.window_ms
-                        or matter.first_seen_ms - event_time_ms > cfg.window_ms):
-                    continue
-                relation = self._relation(features.region_adcode, matter)
-                if relation != "conflict":
-                    comparable.append((cluster_id, matter, relation))
-            similarities = self._text_similarities(signature, weights, [matter for _, matter, _ in comparable])
-            for (cluster_id, matter, relation), text_sim in zip(comparable, similarities):
-                judged = self._evaluate(text_sim, features, matter, reporters, relation, shared_of.get(cluster_id))
-                if judged is None:
-                    continue
-                found = _Candidate(judged[0], text_sim, judged[1], matter.first_seen_ms, cluster_id, judged[2])
-                # ties go to the older matter so that replays are deterministic
-                if best is None or (found.score, found.text, -found.first_seen_ms, found.cluster_id) > \
-                        (best.score, best.text, -best.first_seen_ms, best.cluster_id):
-                    best = found
+            by_text, reachable = self._candidates(lookup, weights, features.region_adcode, one_city)
+        candidates = set(by_text)
+        for reporter in reporters:
+            candidates.update(_holders(self._reporter_index, reporter))
+        # matters under the complaint's name keys: the keys are coarse (a name's last two
+        # characters), so most of them name something else; one that shares no name and whose
+        # text cannot reach a text-only threshold could not join, and is not compared
+        named = self._entity_holders(features.entities, self._entity_index)
+        named |= self._entity_holders(features.title_entities, self._title_index)
+        shared_of: Dict[str, List[str]] = {}
+        for cluster_id in named - candidates:
+            shared = self._shared_entities(features.entities, self._matters[cluster_id].entities, one_city)
+            if shared or cluster_id in reachable:
+                shared_of[cluster_id] = shared
+                candidates.add(cluster_id)
+        if not candidates:
+            return None
+        comparable = []
+        for cluster_id in sorted(candidates):
+            matter = self._matters[cluster_id]
+            if (event_time_ms - matter.last_seen_ms > cfg.window_ms
+                    or matter.first_seen_ms - event_time_ms > cfg.window_ms):
+                continue
+            relation = self._relation(features.region_adcode, matter)
+            if relation != "conflict":
+                comparable.append((cluster_id, matter, relation))
+        similarities = self._text_similarities(signature, weights, [matter for _, matter, _ in comparable])
+        best: Optional[_Candidate] = None
+        for (cluster_id, matter, relation), text_sim in zip(comparable, similarities):
+            judged = self._evaluate(text_sim, features, matter, reporters, relation, shared_of.get(cluster_id),
+                                    one_city)
+            if judged is None:
+                continue
+            found = _Candidate(judged[0], text_sim, judged[1], matter.first_seen_ms, cluster_id, judged[2])
+            if best is None or _rank(found) > _rank(best):
+                best = found
+        return best
+
+    def _settle(self, complaint_id: str, event_time_ms: int, features: MatterFeatures, reporters: Sequence[str],
+                best: Optional[_Candidate]) -> Assignment:
+        """Adds the (prepared) complaint to the matter ``best`` names, or starts a new matter."""
         if best is None:
             cluster_id = cluster_id_for(complaint_id)
             matter = _Matter(cluster_id, complaint_id, event_time_ms, event_time_ms, 1, [], {}, {}, [],
@@ -1436,7 +1522,7 @@ class MatterIndex:
         for reporter in _reporter_digests(list(reporter_keys)):
             if len(matter.reporters) < 32:
                 matter.reporters.append(reporter)
-                _index(self._reporter_index, reporter, cluster_id)
+                self._hold(_REPORTER, reporter, cluster_id)
         self._add_complaint_ids(matter, [first_complaint_id] + [c for c in complaint_ids if c != first_complaint_id])
         self._changed.add(cluster_id)
 
@@ -1479,9 +1565,9 @@ class MatterIndex:
         self._add_entities(matter, [], titled)
         for entity, n in ents.items():
             matter.entities[entity] = int(n)
-            _index(self._entity_index, self._entity_key(entity), cid)
+            self._hold(_ENTITY, self._entity_key(entity), cid)
         for reporter in matter.reporters:
-            _index(self._reporter_index, reporter, cid)
+            self._hold(_REPORTER, reporter, cid)
         self._add_complaint_ids(matter, complaint_ids)
 
     def to_state(self) -> Dict[str, Any]:
@@ -1494,9 +1580,7 @@ class MatterIndex:
     def merge_state(self, state: Mapping[str, Any]) -> int:
         """Adds the matters of another index's :meth:`to_state` (those not held already).
 
-        The ``"unknown"`` key's complaints are assigned last against an index that merged every
-        key's state, because an unplaced complaint can report a matter anywhere. Returns the
-        number of matters added.
+        Returns the number of matters added.
         """
         cfg = self.config
         if (state.get("format") != STATE_FORMAT or state.get("sketch_size") != cfg.sketch_size
@@ -1537,35 +1621,188 @@ class MatterIndex:
         return index
 
 
+def _rank(candidate: _Candidate) -> Tuple[float, float, int, str]:
+    """Order of candidates: score, then text; ties go to the older matter so that replays are
+    deterministic."""
+    return candidate.score, candidate.text, -candidate.first_seen_ms, candidate.cluster_id
+
+
+def assign_across(home: MatterIndex, others: Sequence[MatterIndex], complaint_id: str, event_time_ms: int,
+                  features: MatterFeatures, reporter_key: Union[str, Sequence[str], None] = None
+                  ) -> Tuple[MatterIndex, Assignment]:
+    """Assigns a complaint to the best live matter of ``home`` or of ``others``, or starts a new
+    matter in ``home``; returns the index that now holds its matter, and the assignment.
+
+    ``others`` are searched as for a complaint not known to be in their city, and only among their
+    matters under one of its names or reporters: such a matter joins on a shared source, place or
+    reporter; text alone joins only within ``home`` (a walk of every city's postings would cost
+    more than all the rest of the assignment). A redelivered
+    complaint keeps the matter of whichever index knows it. With no ``others``, this is
+    :meth:`MatterIndex.assign`.
+    """
+    features, reporters = home._prepared(features, reporter_key)
+    keys = _name_keys(home, features) if others else ((), ())
+    return _assign_across(home, others, complaint_id, event_time_ms, features, reporters, keys)
+
+
+def _name_keys(home: MatterIndex, features: MatterFeatures) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    """The index keys of a complaint's source and place names, ``(entity keys, title entity
+    keys)``: what another key's index is searched under (a road or a town alone never joins)."""
+    evidence = home._sources | home._locations
+    return (tuple(home._entity_key(e) for e in features.entities if e.partition(":")[0] in evidence),
+            tuple(home._entity_key(e) for e in features.title_entities if e.partition(":")[0] in evidence))
+
+
+def _assign_across(home: MatterIndex, others: Sequence[MatterIndex], complaint_id: str, event_time_ms: int,
+                   features: MatterFeatures, reporters: Sequence[str],
+                   keys: Tuple[Tuple[str, ...], Tuple[str, ...]]) -> Tuple[MatterIndex, Assignment]:
+    """:func:`assign_across` of a prepared complaint (:meth:`MatterIndex._prepared`) and its name keys."""
+    indexes = (home, *others)
+    for index in indexes:
+        known = index.redelivery(complaint_id) if complaint_id in index._complaint_index or index is home else None
+        if known is not None:
+            return index, known
+    best, chosen = None, home
+    for index in indexes:
+        if index is not home and not index._names_held(keys, reporters):
+            continue
+        found = index._match(event_time_ms, features, reporters, index._one_city and index is home, index is not home)
+        if found is not None and (best is None or _rank(found) > _rank(best)):
+            best, chosen = found, index
+    return chosen, chosen._settle(complaint_id, event_time_ms, features, reporters, best)
+
+
+def assign_unplaced(indexes: Dict[str, MatterIndex], scope: str, complaint_id: str, event_time_ms: int,
+                    features: MatterFeatures, reporter_key: Union[str, Sequence[str], None] = None,
+                    config: Optional[RepeatConfig] = None) -> Tuple[str, Assignment]:
+    """Assigns a complaint of no known city (key ``"unknown"``, of :func:`unplaced_scope`
+    ``scope``) across the blocking keys: against the ``"unknown"`` key's index (created in
+    ``indexes`` when missing) and every city key's index of its scope, so that a report placed by
+    no district or city still meets the matter its placed reports opened (the blocking must not
+    split a matter). Every engine calls this one policy. With :class:`KeyIndexes`, only the keys
+    its directory says hold one of the complaint's names, reporters or its id are visited (the
+    others could not take it: the same assignment at a fraction of the cost). Returns the key
+    whose index holds the complaint's matter, and the assignment.
+    """
+    home = indexes.get(UNKNOWN_BLOCK)
+    if home is None:
+        home = indexes[UNKNOWN_BLOCK] = MatterIndex(config, UNKNOWN_BLOCK)
+    features, reporters = home._prepared(features, reporter_key)
+    keys = _name_keys(home, features)
+    blocks = indexes.holding(keys, reporters, complaint_id) if isinstance(indexes, KeyIndexes) else indexes
+    others = [indexes[block] for block in sorted(blocks) if block != UNKNOWN_BLOCK and in_scope(block, scope)]
+    index, assignment = _assign_across(home, others, complaint_id, event_time_ms, features, reporters, keys)
+    return index.block, assignment
+
+
+# A :class:`KeyIndexes` directory: per kind (:data:`_ENTITY` ...), key -> the blocking keys whose
+# index holds it (a key while there is one, a set from two on, as :data:`_Holders`)
+_Directory = Dict[str, Dict[str, Union[str, set]]]
+
+
+class KeyIndexes(dict):
+    """The matter indexes of the blocking keys (``{key: MatterIndex}``, used as a dict), with a
+    directory from every name key, reporter and complaint id to the keys whose index holds it,
+    kept in step by the indexes themselves as they change: :func:`assign_unplaced` then visits
+    only the city keys that could take a complaint, not every key of its scope (about 280 with no
+    province known). An index belongs to one such mapping at a time."""
+
+    def __init__(self, indexes: Optional[Mapping[str, MatterIndex]] = None):
+        super().__init__()
+        self._directory: _Directory = {kind: {} for kind in (_ENTITY, _TITLE, _REPORTER, _COMPLAINT)}
+        self.update(indexes or {})
+
+    def __setitem__(self, block: str, index: MatterIndex) -> None:
+        old = self.get(block)
+        if old is index:
+            return
+        if index._directory is not None:
+            raise ValueError(f"index of {index.block} is in another KeyIndexes already")
+        if old is not None:  # first out: the two may hold the same keys
+            old._attach(None, block)
+        index._attach(self._directory, block)
+        super().__setitem__(block, index)
+
+    def __delitem__(self, block: str) -> None:
+        self[block]._attach(None, block)
+        super().__delitem__(block)
+
+    def setdefault(self, block: str, index: MatterIndex) -> MatterIndex:  # type: ignore[override]
+        if block not in self:
+            self[block] = index
+        return self[block]
+
+    def update(self, indexes: Mapping[str, MatterIndex] = (), **more: MatterIndex) -> None:  # type: ignore[override]
+        for block, index in {**dict(indexes), **more}.items():
+            self[block] = index
+
+    def pop(self, block: str, *default):  # type: ignore[override]
+        if block not in self:
+            return dict.pop(self, block, *default)
+        index = self[block]
+        del self[block]
+        return index
+
+    def popitem(self):
+        block = next(reversed(self))
+        return block, self.pop(block)
+
+    def clear(self) -> None:
+        for index in self.values():  # every index leaves: no entry to take out one by one
+            index._directory, index._directory_block = None, ""
+        for holders in self._directory.values():
+            holders.clear()
+        super().clear()
+
+    def holding(self, keys: Tuple[Tuple[str, ...], Tuple[str, ...]], reporters: Sequence[str],
+                complaint_id: str) -> set:
+        """The keys whose index holds one of the entity keys ``keys[0]``, title entity keys
+        ``keys[1]``, ``reporters`` or ``complaint_id``: the only keys where the complaint can be a
+        redelivery or find a matter by name or reporter (:meth:`MatterIndex._names_held`)."""
+        found: set = set()
+        for kind, wanted in ((_ENTITY, keys[0]), (_TITLE, keys[1]), (_REPORTER, reporters),
+                             (_COMPLAINT, (complaint_id,))):
+            directory = self._directory[kind]
+            for key in wanted:
+                found.update(_holders(directory, key))
+        return found
+
+
 # The name, region and reporter indexes map a key to the clusters holding it: the cluster id itself
 # while there is one (most keys: a set costs ~200 bytes per live matter), a set from two on.
 _Holders = Dict[str, Union[str, set]]
 
 
-def _index(index: _Holders, key: Optional[str], cluster_id: str) -> None:
+def _index(index: _Holders, key: Optional[str], cluster_id: str) -> bool:
+    """Adds ``cluster_id`` to the holders of ``key``; True when the key is new in ``index``."""
     if key is None:
-        return
+        return False
     holders = index.get(key)
     if holders is None:
         index[key] = cluster_id
-    elif isinstance(holders, str):
+        return True
+    if isinstance(holders, str):
         if holders != cluster_id:
             index[key] = {holders, cluster_id}
     else:
         holders.add(cluster_id)
+    return False
 
 
-def _unindex(index: _Holders, key: Optional[str], cluster_id: str) -> None:
+def _unindex(index: _Holders, key: Optional[str], cluster_id: str) -> bool:
+    """Removes ``cluster_id`` from the holders of ``key``; True when the key left ``index``."""
     holders = index.get(key) if key is not None else None
     if holders is None:
-        return
+        return False
     if isinstance(holders, str):
         if holders == cluster_id:
             del index[key]
-        return
+            return True
+        return False
     holders.discard(cluster_id)
     if len(holders) == 1:
         index[key] = next(iter(holders))
+    return False
 
 
 def _holders(index: _Holders, key: Optional[str]) -> Union[set, Tuple[str, ...]]:
@@ -1596,9 +1833,28 @@ def _cores_match(a: str, b: str, config: RepeatConfig, near: bool = False) -> bo
     and the same names written with other characters of the same sound (:func:`sound`), when the
     name has three characters, or two and a trade on both sides (on either side when ``near``: both
     reports are known to be in one city). Trades must agree (equal, one missing, or
-    sharing a character: 铝材 / 铝业)."""
+    sharing a character: 铝材 / 铝业). Remembered per configuration (the same pairs of names
+    are compared again for every complaint naming them)."""
     if a == b:
         return True
+    memo = _match_memo(config)
+    hit = memo.get((a, b, near))
+    if hit is None:
+        hit = _compare_cores(a, b, config, near)
+        if len(memo) >= 65_536:  # bounded: a long stream meets ever new names
+            memo.clear()
+        memo[(a, b, near)] = hit
+    return hit
+
+
+@cached_per_config
+def _match_memo(config: RepeatConfig) -> Dict[Tuple[str, str, bool], bool]:
+    """(core, core, near) -> :func:`_cores_match`, per configuration."""
+    return {}
+
+
+def _compare_cores(a: str, b: str, config: RepeatConfig, near: bool) -> bool:
+    """:func:`_cores_match` of two different cores, not remembered."""
     if "#" in a or "#" in b:
         road_a, _, number_a = a.partition("#")
         road_b, _, number_b = b.partition("#")
@@ -1691,10 +1947,11 @@ def assign_in_blocks(records: Sequence[Mapping[str, Any]],
 
     Records are grouped by :func:`blocking_key` of their ``region_adcode`` (or else their
     ``jurisdiction_adcode``); each city key runs its own index (in a pipeline: in parallel). The
-    records of no known city are then assigned against one index that merged the final state of
-    every city of their province (of every city when no province is known, :func:`unplaced_scope`),
-    because they may report a matter anywhere there. Fields as in :func:`cluster_records`.
-    Returns ``(id, Assignment)`` per record, city keys first.
+    records of no known city are then assigned per scope (their province, or anywhere when no
+    province is known, :func:`unplaced_scope`) with the engines' policy, :func:`assign_unplaced`,
+    across the final state of every city key of the scope, because they may report a matter
+    anywhere there. Fields as in :func:`cluster_records`. Returns ``(id, Assignment)`` per record,
+    city keys first.
     """
     config = config or default_config()
     blocks: Dict[str, List[Mapping[str, Any]]] = {}
@@ -1711,11 +1968,13 @@ def assign_in_blocks(records: Sequence[Mapping[str, Any]],
     for rec in blocks.get(UNKNOWN_BLOCK, ()):
         scopes.setdefault(unplaced_scope(rec.get("region_adcode"), rec.get("jurisdiction_adcode")), []).append(rec)
     for scope in sorted(scopes):
-        index = MatterIndex(config, UNKNOWN_BLOCK)
-        for key in sorted(states):
-            if in_scope(key, scope):
-                index.merge_state(states[key])
-        out.extend(_assign_all(index, scopes[scope], config))
+        indexes = KeyIndexes({key: MatterIndex.from_state(state, config, key)
+                              for key, state in states.items() if in_scope(key, scope)})
+        for rec in sorted(scopes[scope], key=lambda r: (_record_time(r), str(r["id"]))):
+            feats = matter_features(rec.get("text") or "", rec.get("title") or "", (), rec.get("region_adcode"),
+                                    rec.get("types") or (), config)
+            out.append((str(rec["id"]), assign_unplaced(indexes, scope, str(rec["id"]), _record_time(rec), feats,
+                                                        rec.get("reporter_key"), config)[1]))
     return out
 
 
