@@ -74,3 +74,26 @@ $(KAFKA_STAMP): ops/kafka/pom.xml
 	  dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/$(KAFKA_CACHE)/libs.tmp && \
 	mv $(KAFKA_CACHE)/libs.tmp $(KAFKA_CACHE)/libs && touch $@
 test: kafka
+
+# Beam's Flink job server (ops/flink/pom.xml: org.apache.beam:beam-runners-flink-$(FLINK_VERSION)-job-server,
+# one shaded jar; FLINK_VERSION 1.19, 1.20, 2.0, 2.1 or 2.2) at the installed Python SDK's version,
+# into .cache/flink/<version>/, to run the Beam jobs on an embedded Flink without Beam downloading
+# the jar at run time (docs/operations.md, "Flink").
+# NOT a prerequisite of `make test`: the registry these machines reach serves no beam-runners-flink
+# artifact at any version tried, so here it stops with Maven's "Could not find artifact"; where Maven
+# reaches all of Maven Central (or a mirror that has it) it fetches the jar, then cached.
+FLINK_CACHE := .cache/flink
+FLINK_VERSION ?= 2.2
+.PHONY: flink
+flink: $(STAMP)
+	@version=$$($(BIN)/python -c "import importlib.metadata as m; print(m.version('apache-beam'))"); \
+	dir="$(CURDIR)/$(FLINK_CACHE)/$$version"; \
+	if ls "$$dir"/beam-runners-flink-$(FLINK_VERSION)-job-server-$$version.jar >/dev/null 2>&1; then \
+	  echo "flink job server $$version: $$(ls "$$dir"/beam-runners-flink-$(FLINK_VERSION)-*.jar) (cached)"; \
+	elif ! command -v $(MVN) >/dev/null 2>&1; then echo "$(MVN) not found: Beam's Flink job server not fetched" >&2; exit 1; \
+	else echo "fetching Beam's Flink job server $$version with Maven into $(FLINK_CACHE)/$$version"; \
+	  rm -rf "$$dir.tmp" && \
+	  $(MVN) -B -q -Dstyle.color=never -f ops/flink/pom.xml -Dmaven.repo.local=$(CURDIR)/$(FLINK_CACHE)/m2 \
+	    -Dbeam.version=$$version -Dflink.minor=$(FLINK_VERSION) dependency:copy-dependencies -DoutputDirectory="$$dir.tmp" && \
+	  mkdir -p "$$dir" && mv "$$dir.tmp"/*.jar "$$dir"/ && rmdir "$$dir.tmp" && \
+	  echo "flink job server $$version: $$(ls "$$dir"/beam-runners-flink-$(FLINK_VERSION)-*.jar)"; fi
