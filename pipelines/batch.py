@@ -18,9 +18,10 @@ Two engines run the same stages:
   of ``--round-events`` and at most ``--round-bytes``, with the stateless stages in a worker
   process: memory stays bounded (matter indexes of the repeat window, leads in an on-disk store,
   one round's events), for a year of complaints on one machine. Complaints whose city is unknown
-  are matched against other such complaints only (``beam`` also tries every city of their
-  province), and a lead's first report is its first environmental one; everything else is equal
-  (tested).
+  meet the matters of every city of their province in both engines, but ``beam`` weighs them
+  against each city's index after the whole file, ``rounds`` after their round, so a join's
+  similarity (rarely its matter) can differ; and a lead's first report is its first environmental
+  one; everything else is equal (tested).
 
 Both read the input as the user gives it, line for line the same: a UTF-8 BOM, CRLF or CR-only
 line ends and gzip (recognised by its first bytes, whatever the file's name) are accepted (see

@@ -224,7 +224,8 @@ def test_batch_over_generated_complaints_dead_letters_exactly_the_malformed(tmp_
 
 def test_batch_rounds_engine_matches_the_beam_engine(tmp_path, trained_model):
     """``--engine rounds`` (bounded memory) writes what the Beam engine writes, except where the
-    module docstring says: complaints of no known city, matched against each other only."""
+    module docstring says: complaints of no known city, weighed against a city's index after their
+    round (rounds) or after the whole file (beam)."""
     from envleads.generate_dataset import write_dataset
     from envleads.pipelines.batch import run_batch, run_batch_rounds
     from envleads.repeats import UNKNOWN_BLOCK, blocking_key
@@ -274,8 +275,21 @@ def test_batch_rounds_engine_matches_the_beam_engine(tmp_path, trained_model):
     assert sorted(lead["rank"] for lead in round_leads.values()) == list(range(1, len(round_leads) + 1))
     same = [lid for lid, lead in round_leads.items()
             if lid in beam_leads and beam_leads[lid]["complaint_ids"] == lead["complaint_ids"]]
+    def key_of(cid):
+        return blocking_key((beam_rows[cid]["region"] or {}).get("adcode"), jurisdiction.get(cid))
+
+    unplaced = {cid for cid in beam_rows if key_of(cid) == UNKNOWN_BLOCK}
+    # A city key an unplaced complaint joined took its words in at another time in each engine
+    # (beam: after the whole file; rounds: after its round): its word weights, and so the
+    # similarities of its joins, differ slightly; membership and evidence must not.
+    mixed_keys = {key_of(cid) for lead in beam_leads.values() if unplaced & set(lead["complaint_ids"])
+                  for cid in lead["complaint_ids"] if cid not in unplaced}
+
     def comparable(lead):  # types in another order: a lead built report by report weighs its past order
-        return {k: sorted(v) if k == "pollution_types" else v for k, v in lead.items() if k != "rank"}
+        out = {k: sorted(v) if k == "pollution_types" else v for k, v in lead.items() if k != "rank"}
+        if any(cid in unplaced or key_of(cid) in mixed_keys for cid in lead["complaint_ids"]):
+            out["joins"] = [{k: v for k, v in join.items() if k != "similarity"} for join in out["joins"]]
+        return out
 
     for lid in same:  # rescored as of the newest complaint, as the Beam engine scores
         assert comparable(round_leads[lid]) == comparable(beam_leads[lid])
