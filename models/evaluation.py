@@ -14,7 +14,9 @@ notebook.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import logging
+import multiprocessing
 import os
 import sys
 import time
@@ -58,9 +60,7 @@ def evaluate_through_batch(records: Sequence[dict], beam_args: Sequence[str] = (
                            engine: str = "beam") -> Dict[str, Any]:
     """Runs ``records`` through ``envleads batch`` and scores its types; a row the batch rejected
     counts as predicted not environmental and is counted in ``rows_missing``."""
-    from envleads.repeats_evaluation import run_product
-
-    rows, _ = run_product(batch_events(records), engine=engine, beam_args=beam_args)
+    rows, _ = _run_product(batch_events(records), engine, list(beam_args))
     by_id = {row["complaint_id"]: row for row in rows}
     missing = TypePrediction(labels=[], primary=None, confidence=0.0, needs_review=True,
                              model_version="")
@@ -72,6 +72,22 @@ def evaluate_through_batch(records: Sequence[dict], beam_args: Sequence[str] = (
     report["by_origin"] = _by_origin(records, predictions)
     report["review"] = review_figures(records, predictions)
     return report
+
+
+def _run_product(events: List[dict], engine: str, beam_args: List[str]) -> Tuple[list, list]:
+    """:func:`envleads.repeats_evaluation.run_product`, in a fresh process inside IPython."""
+    from apache_beam.utils.interactive_utils import is_in_ipython
+
+    from envleads.repeats_evaluation import run_product
+
+    if engine != "beam" or not is_in_ipython():
+        return run_product(events, engine=engine, beam_args=beam_args)
+    # Inside a Jupyter kernel (the analyst's notebook) Beam relabels every step after the cell and
+    # loads its interactive runner, which imports apache_beam.dataframe (broken with pandas 3):
+    # the batch runs as it does from a terminal, in a spawned process.
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(run_product, events, engine, beam_args).result()
 
 
 def review_figures(records: Sequence[dict], predictions: Sequence[TypePrediction]) -> Dict[str, Any]:
