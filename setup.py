@@ -64,6 +64,7 @@ setup(
             "nbformat>=5.9",
             "ipykernel>=6.29",
             "matplotlib>=3.8",
+            "ipywidgets>=8.1",  # tqdm.auto draws the notebook's progress bars as widgets
             "selenium>=4.20",
         ],
     },

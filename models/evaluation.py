@@ -14,16 +14,19 @@ notebook.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import logging
+import multiprocessing
 import os
 import sys
 import time
 from collections import Counter
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
-from tqdm import tqdm
+# tqdm.auto: a widget bar inside Jupyter (the analyst's notebook), a text bar in a terminal
+from tqdm.auto import tqdm
 
 from envleads.models.estimator import DEFAULT_HYPER
 from envleads.models.features import LABELS, fold_strata
@@ -57,9 +60,7 @@ def evaluate_through_batch(records: Sequence[dict], beam_args: Sequence[str] = (
                            engine: str = "beam") -> Dict[str, Any]:
     """Runs ``records`` through ``envleads batch`` and scores its types; a row the batch rejected
     counts as predicted not environmental and is counted in ``rows_missing``."""
-    from envleads.repeats_evaluation import run_product
-
-    rows, _ = run_product(batch_events(records), engine=engine, beam_args=beam_args)
+    rows, _ = _run_product(batch_events(records), engine, list(beam_args))
     by_id = {row["complaint_id"]: row for row in rows}
     missing = TypePrediction(labels=[], primary=None, confidence=0.0, needs_review=True,
                              model_version="")
@@ -71,6 +72,22 @@ def evaluate_through_batch(records: Sequence[dict], beam_args: Sequence[str] = (
     report["by_origin"] = _by_origin(records, predictions)
     report["review"] = review_figures(records, predictions)
     return report
+
+
+def _run_product(events: List[dict], engine: str, beam_args: List[str]) -> Tuple[list, list]:
+    """:func:`envleads.repeats_evaluation.run_product`, in a fresh process inside IPython."""
+    from apache_beam.utils.interactive_utils import is_in_ipython
+
+    from envleads.repeats_evaluation import run_product
+
+    if engine != "beam" or not is_in_ipython():
+        return run_product(events, engine=engine, beam_args=beam_args)
+    # Inside a Jupyter kernel (the analyst's notebook) Beam relabels every step after the cell and
+    # loads its interactive runner, which imports apache_beam.dataframe (broken with pandas 3):
+    # the batch runs as it does from a terminal, in a spawned process.
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(run_product, events, engine, beam_args).result()
 
 
 def review_figures(records: Sequence[dict], predictions: Sequence[TypePrediction]) -> Dict[str, Any]:
@@ -87,13 +104,27 @@ def review_figures(records: Sequence[dict], predictions: Sequence[TypePrediction
 
 def _by_origin(records: Sequence[dict], predictions: Sequence[TypePrediction]) -> Dict[str, Any]:
     """Headline scores per ``origin`` of the rows (e.g. the shared set vs the project's labels)."""
-    origins = sorted({r.get("origin") for r in records if r.get("origin")})
-    out = {}
-    for origin in origins if len(origins) > 1 else ():
-        pairs = [(r, p) for r, p in zip(records, predictions) if r.get("origin") == origin]
-        part = score_predictions([r for r, _ in pairs], [p for _, p in pairs])
-        out[origin] = {key: part[key] for key in ("n", "micro_f1", "macro_f1_all", "env_accuracy")}
-    return out
+    origins = {r.get("origin") for r in records if r.get("origin")}
+    if len(origins) < 2:
+        return {}
+    return {origin: {key: figures[key] for key in ("n", "micro_f1", "macro_f1_all", "env_accuracy")}
+            for origin, figures in scores_by_slice(records, predictions,
+                                                   lambda r: r.get("origin")).items()
+            if origin is not None}
+
+
+def scores_by_slice(records: Sequence[dict], predictions: Sequence[TypePrediction],
+                    slice_of: Callable[[dict], Any]) -> Dict[Any, Dict[str, Any]]:
+    """:func:`score_predictions` of each slice of the rows (``slice_of(record)`` names its slice:
+    origin, board category, a length bin), slices in sorted order of their names.
+
+    A slice of a few rows moves by a whole row's weight: read small slices with their ``n``.
+    """
+    groups: Dict[Any, List[int]] = {}
+    for i, record in enumerate(records):
+        groups.setdefault(slice_of(record), []).append(i)
+    return {name: score_predictions([records[i] for i in rows], [predictions[i] for i in rows])
+            for name, rows in sorted(groups.items(), key=lambda item: str(item[0]))}
 
 
 def hard_set(name: str) -> List[dict]:
@@ -217,40 +248,91 @@ def evaluate(model: PollutionModel, gold_records: Sequence[dict], batch_size: in
 
 
 def cross_validate(records: List[dict], folds: int = 5, seed: int = 0,
-                   extra_train: Optional[List[dict]] = None, **hyper: Any) -> Dict[str, Any]:
+                   extra_train: Optional[List[dict]] = None, progress: Optional[bool] = None,
+                   **hyper: Any) -> Dict[str, Any]:
     """K-fold cross-validation on real rows; ``extra_train`` joins every training side only.
 
     The report pools the out-of-fold predictions of all folds (so every real row is scored once,
-    by a model that never saw it) and adds each fold's micro and macro F1.
+    by a model that never saw it), adds each fold's micro and macro F1 and thresholds, and keeps
+    every out-of-fold prediction in ``report["predictions"]`` (see :func:`oof_prediction`): ids,
+    labels and probabilities, never text.
+
+    Args:
+        progress: a progress bar over the folds; ``None`` shows it on a terminal only (a
+            notebook's output is no terminal: pass ``True`` there).
     """
     extra = [dict(r, synthetic=True) for r in (extra_train or [])]
     records = [dict(r, synthetic=False) for r in records]
     Y = label_matrix(records)
     predictions: List[Optional[TypePrediction]] = [None] * len(records)
+    probabilities = np.zeros(Y.shape)
+    fold_of = np.zeros(len(records), dtype=int)
     fold_scores = []
     splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
     started = time.perf_counter()
-    progress = tqdm(total=folds, desc="cross-validation", unit="fold", disable=None, leave=False, file=sys.stderr)
+    progress_bar = tqdm(total=folds, desc="cross-validation", unit="fold", leave=False,
+                        disable=None if progress is None else not progress, file=sys.stderr)
     for fold, (train_idx, test_idx) in enumerate(splitter.split(records, fold_strata(Y))):
         estimator = train_model([records[i] for i in train_idx] + extra, seed=seed, **hyper)
         model = PollutionModel(estimator, version=f"cv-fold-{fold}")
         held_out = [records[i] for i in test_idx]
-        fold_predictions = model.predict(record_docs(held_out))
-        for i, prediction in zip(test_idx, fold_predictions):
+        fold_predictions, fold_probabilities = model.predict_with_proba(record_docs(held_out))
+        for i, prediction, row in zip(test_idx, fold_predictions, fold_probabilities):
             predictions[i] = prediction
+            probabilities[i] = row
+            fold_of[i] = fold
         fold_report = score_predictions(held_out, fold_predictions)
         fold_scores.append({"micro_f1": fold_report["micro_f1"],
                             "macro_f1_frequent": fold_report["macro_f1_frequent"],
-                            "env_accuracy": fold_report["env_accuracy"]})
+                            "env_accuracy": fold_report["env_accuracy"],
+                            "thresholds": {label: round(float(t), 4)
+                                           for label, t in zip(LABELS, model.thresholds)}})
         LOGGER.info("cv fold %d: micro_f1=%.3f", fold, fold_report["micro_f1"])
-        progress.update(1)
-    progress.close()
+        progress_bar.update(1)
+    progress_bar.close()
     report = score_predictions(records, predictions)
     report["folds"] = fold_scores
+    report["predictions"] = [oof_prediction(record, prediction, row, int(fold))
+                             for record, prediction, row, fold
+                             in zip(records, predictions, probabilities, fold_of)]
     report["cv"] = {"folds": folds, "seed": seed, "extra_train_rows": len(extra),
                     "hyper": {**DEFAULT_HYPER, **hyper},
                     "seconds": round(time.perf_counter() - started, 1)}
     return report
+
+
+def oof_prediction(record: dict, prediction: TypePrediction, probabilities: Sequence[float],
+                   fold: int) -> Dict[str, Any]:
+    """One row of ``cross_validate``'s ``report["predictions"]``: the row's ``id``, its ``fold``,
+    ``gold`` and ``predicted`` labels, per-label ``probabilities`` (after the decision rules; a
+    label is predicted at or over its fold's threshold, ``report["folds"][fold]["thresholds"]``),
+    ``confidence`` and ``needs_review``. No text: a report may be written to disk or shared."""
+    return {"id": record.get("id"), "fold": fold, "gold": list(record.get("labels") or []),
+            "predicted": list(prediction.labels),
+            "probabilities": {label: round(float(p), 4) for label, p in zip(LABELS, probabilities)},
+            "confidence": prediction.confidence, "needs_review": prediction.needs_review}
+
+
+def prediction_arrays(predictions: Sequence[Dict[str, Any]]
+                      ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(Y, Yp, P)`` of :func:`oof_prediction` rows: gold and predicted 0/1 matrices and the
+    probabilities, one column per label in :data:`LABELS` order (what scikit-learn's
+    ``calibration_curve``, ``precision_recall_curve`` and ``multilabel_confusion_matrix`` take)."""
+    Y = label_matrix([{"id": p["id"], "labels": p["gold"]} for p in predictions])
+    Yp = label_matrix([{"id": p["id"], "labels": p["predicted"]} for p in predictions])
+    P = np.array([[p["probabilities"][label] for label in LABELS] for p in predictions],
+                 dtype=float).reshape(len(predictions), len(LABELS))
+    return Y, Yp, P
+
+
+def type_predictions(predictions: Sequence[Dict[str, Any]], model_version: str = "cv"
+                     ) -> List[TypePrediction]:
+    """:func:`oof_prediction` rows back as :class:`TypePrediction` (for :func:`score_predictions`
+    and :func:`scores_by_slice`)."""
+    return [TypePrediction(labels=list(p["predicted"]),
+                           primary=p["predicted"][0] if p["predicted"] else None,
+                           confidence=p["confidence"], needs_review=p["needs_review"],
+                           model_version=model_version) for p in predictions]
 
 
 def format_report(report: Dict[str, Any]) -> str:

@@ -47,7 +47,8 @@ __all__ = ["LABELS", "DEFAULT_HYPER", "PIPELINE_FORMAT", "DEFAULT_REVIEW_THRESHO
            "decide", "CharNgramTfidf", "ClauseCueFeatures", "ClauseEvidence", "load_type_terms",
            "label_matrix", "record_docs", "read_jsonl", "training_files", "load_project_training",
            "shared_data_dir", "tune_thresholds", "tune_exclusive_keep", "exclusive_rule",
-           "at_least_one", "fit_confidence_calibration", "add_subcommand"]
+           "at_least_one", "fit_confidence_calibration", "labelled_files", "training_records",
+           "add_subcommand"]
 
 # Bumped when the saved model's classes change shape or place, so that old artefacts are refused
 # with a clear message (registry.load_model) instead of failing inside joblib.load. 6: the
@@ -63,22 +64,34 @@ def _write_json(path: Optional[str], report: Dict[str, Any]) -> None:
             json.dump(report, handle, ensure_ascii=False, indent=2)
 
 
-def _labelled_files(paths: Sequence[str]) -> List[dict]:
-    # id + labels rows (envleads labels import) are joined with the shared texts
+def labelled_files(paths: Sequence[str]) -> List[dict]:
+    """The rows of labelled JSON Lines files as real rows (not ``synthetic``); ``id`` + ``labels``
+    rows (``envleads labels import``) are joined with the shared texts
+    (:func:`envleads.models.protocol.read_labelled`)."""
     from envleads.models import protocol
 
     return [dict(r, synthetic=False) for path in paths
             for r in protocol.read_labelled(path, shared_data_dir())]
 
 
-def _run_train(args: argparse.Namespace) -> int:
-    from envleads.models import protocol, registry, registry_cli
+def training_records(extra: Sequence[str] = (), include_shared: bool = True) -> List[dict]:
+    """The rows ``envleads train --extra FILE...`` trains on, in its order: the ``extra`` files,
+    the development part of the shared real labels (with ``include_shared``, when present; never
+    the locked part) and the project's own rows (synthetic)."""
+    from envleads.models import protocol
 
-    records = _labelled_files(args.extra)
-    if args.include_shared:
+    records = labelled_files(extra)
+    if include_shared:
         development, _ = protocol.real_parts(shared_data_dir())
         records.extend(dict(r, synthetic=False) for r in development)
     records.extend(load_project_training())
+    return records
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from envleads.models import registry, registry_cli
+
+    records = training_records(args.extra, args.include_shared)
     version = registry.train_and_register(records, registry_dir=args.out,
                                           command=" ".join(["envleads"] + sys.argv[1:]),
                                           cv_folds=args.cv, data_files=registry.training_files_for(
@@ -97,7 +110,7 @@ def _gold_rows(args: argparse.Namespace) -> List[dict]:
     from envleads.models import protocol
 
     if not args.part:
-        return _labelled_files(args.gold)
+        return labelled_files(args.gold)
     shared = shared_data_dir()
     if not shared:
         raise SystemExit("--part needs the shared data folder (../shared/data or $ENVLEADS_SHARED_DATA)")
@@ -117,7 +130,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     warning = None if args.cv else training_rows_warning(args.model, args.registry, gold)
     if args.cv:
         report = cross_validate(gold, folds=args.cv, seed=args.seed,
-                                extra_train=load_project_training() + _labelled_files(args.extra))
+                                extra_train=load_project_training() + labelled_files(args.extra))
     else:
         beam_args = ["--model_version", args.model]
         if args.registry:

@@ -78,5 +78,11 @@ class PollutionModel:
                 :func:`~envleads.text.segment_for_model` (the pipeline's segmentation stage), or
                 a mix.
         """
-        return decide(self.predict_proba(docs), self.thresholds, self.review_threshold,
-                      self.version, self.estimator.confidence_calibration_)
+        return self.predict_with_proba(docs)[0]
+
+    def predict_with_proba(self, docs: Sequence[Any]
+                           ) -> Tuple[List[TypePrediction], np.ndarray]:
+        """:meth:`predict` and the per-label probabilities its decisions come from (one pass)."""
+        probabilities = self.predict_proba(docs)
+        return decide(probabilities, self.thresholds, self.review_threshold, self.version,
+                      self.estimator.confidence_calibration_), probabilities

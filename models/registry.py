@@ -306,6 +306,8 @@ def train_and_register(records: List[dict], registry_dir: Optional[str] = None,
         real = [r for r in records if not r.get("synthetic")]
         synthetic = [r for r in records if r.get("synthetic")]
         metrics = pollution.cross_validate(real, folds=cv_folds, extra_train=synthetic, **hyper)
+        # every out-of-fold row would make metadata.json (read by `models list`) heavy
+        metrics.pop("predictions", None)
     metadata = {
         "training_fingerprint": training_fingerprint(records),
         "training_rows": len(records),

@@ -210,7 +210,9 @@ def paired_bootstrap(records: Sequence[dict], old: Sequence[Any], new: Sequence[
     return out
 
 
-def _verdict(row: Dict[str, Any]) -> str:
+def verdict(row: Dict[str, Any]) -> str:
+    """``NEW better``, ``NEW worse``, ``within noise`` or ``no gold rows`` for one figure of
+    :func:`paired_bootstrap`."""
     if not row["support"]:
         return "no gold rows"
     if not row["beyond_noise"]:
@@ -228,7 +230,7 @@ def format_comparison(name: str, result: Dict[str, Any]) -> str:
     for figure, row in result["metrics"].items():
         lines.append(f"  {figure:<22}{row['support']:>8}{row['old']:>8.3f}{row['new']:>8.3f}"
                      f"{row['diff']:>+8.3f}   [{row['low']:+.3f}, {row['high']:+.3f}]  "
-                     f"{_verdict(row)}")
+                     f"{verdict(row)}")
     warnings = [registry.overlap_warning(result[role], result["overlap"][role])
                 for role in ("old", "new")]
     return "\n".join([w for w in warnings if w] + lines)

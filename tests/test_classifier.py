@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from envleads.models import features, pollution, registry
+from envleads.models import evaluation, features, pollution, registry
 from envleads.records import POLLUTION_LABELS, TypePrediction
 
 SHARED = Path(os.environ.get("ENVLEADS_SHARED_DATA")
@@ -158,6 +158,42 @@ def test_score_predictions_by_hand():
     assert "text" not in report["worst_errors"][0]
     assert sorted(map(tuple, report["error_pairs"])) == [("noise", "-", 1), ("none", "water", 1)]
     assert "micro F1" in pollution.format_report(report)
+
+
+def test_cross_validation_keeps_every_out_of_fold_prediction(project_rows):
+    hand = [r for r in project_rows if not r["id"].startswith("gen")][::4]
+    generated = [r for r in project_rows if r["id"].startswith("gen")][::10]
+    report = pollution.cross_validate(hand, folds=2, seed=0, extra_train=generated,
+                                      progress=False, threshold_folds=0)
+    rows = report["predictions"]
+    assert [p["id"] for p in rows] == [r["id"] for r in hand]  # every scored row once, in order
+    assert [p["gold"] for p in rows] == [r["labels"] for r in hand]
+    assert sorted({p["fold"] for p in rows}) == [0, 1]
+    assert all("text" not in p and set(p["probabilities"]) == set(POLLUTION_LABELS) for p in rows)
+    for p in rows:  # the labels are those at or over the row's fold thresholds
+        thresholds = report["folds"][p["fold"]]["thresholds"]
+        over = {label for label, prob in p["probabilities"].items()
+                if prob >= thresholds[label] - 1e-4}
+        assert set(p["predicted"]) == over
+        assert p["needs_review"] == (p["confidence"] < pollution.DEFAULT_REVIEW_THRESHOLD)
+    # the kept predictions are the ones the report scored
+    again = pollution.score_predictions(hand, evaluation.type_predictions(rows))
+    assert again["micro_f1"] == report["micro_f1"]
+    assert again["per_label"] == report["per_label"]
+    Y, Yp, P = evaluation.prediction_arrays(rows)
+    assert np.array_equal(Y, pollution.label_matrix(hand)) and P.shape == Y.shape == Yp.shape
+
+
+def test_scores_by_slice_scores_each_slice_alone():
+    gold = [{"id": "a", "labels": ["air"], "origin": "x"}, {"id": "b", "labels": [], "origin": "y"},
+            {"id": "c", "labels": ["water"], "origin": "x"}]
+    predicted = [TypePrediction(["air"], "air", 0.9, False, "v"),
+                 TypePrediction(["water"], "water", 0.8, False, "v"),
+                 TypePrediction([], None, 0.7, True, "v")]
+    parts = evaluation.scores_by_slice(gold, predicted, lambda r: r["origin"])
+    assert list(parts) == ["x", "y"]
+    assert parts["x"]["n"] == 2 and parts["x"]["micro_f1"] == pytest.approx(2 / 3, abs=1e-4)
+    assert parts["y"]["env_accuracy"] == 0.0 and parts["y"]["needs_review_rate"] == 0.0
 
 
 def test_unknown_label_is_refused():

@@ -29,8 +29,16 @@ def test_notebook_runs_on_a_small_sample(tmp_path, monkeypatch):
     client = nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()  # raises CellExecutionError naming the cell that failed
-    versions = list((tmp_path / "registry" / "pollution_type").iterdir())
+    versions = [p for p in (tmp_path / "registry" / "pollution_type").iterdir() if p.is_dir()]
     assert len(versions) == 1 and (versions[0] / "model.joblib").exists()
+    # the first model of an empty registry becomes production; PROMOTE = False changes nothing
+    aliases = json.loads((tmp_path / "registry" / "pollution_type" / "aliases.json").read_text())
+    assert aliases["aliases"]["production"] == versions[0].name
+    assert [entry["action"] for entry in aliases["history"]] == ["promote"]
     outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
-    assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
-               for o in outputs)  # both plots rendered
+    images = [o for o in outputs
+              if o.get("output_type") == "display_data" and "image/png" in o.get("data", {})]
+    # F1 bar, calibration, precision-recall, per-label confusion, comparison with production
+    assert len(images) >= 4
+    text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    assert "within noise" in text and "skipped: a small run" in text
