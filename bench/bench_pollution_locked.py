@@ -10,13 +10,11 @@ here is used for a choice: choices are made by ``bench/cv_development.py`` on th
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import tempfile
-from datetime import datetime, timezone
 
+from results_file import write_result
 from envleads.models import evaluation, pollution, protocol
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "pollution_locked.json")
@@ -49,11 +47,7 @@ def main() -> None:
         print(f"{name:15s} n={results[name]['n']} micro {results[name]['micro_f1']:.3f} "
               f"macro {results[name]['macro_f1_all']:.3f} env {results[name]['env_accuracy']:.3f} | {per_label}",
               flush=True)
-    with open(args.out, "w", encoding="utf-8") as handle:
-        json.dump({"name": "pollution_locked", "command": " ".join([os.path.relpath(sys.executable)] + sys.argv),
-                   "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                   "machine": {"nproc": os.cpu_count(), "python": platform.python_version()},
-                   "results": results}, handle, ensure_ascii=False, indent=2)
+    write_result(args.out, "pollution_locked", results)
 
 
 if __name__ == "__main__":

@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
-import platform
-import sys
 import time
-from datetime import datetime, timezone
 
+from results_file import write_result
 from envleads.repeats_evaluation import evaluate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -57,12 +54,7 @@ def main() -> None:
               f"{report['bcubed_f1']:>6.3f} {int(report['gold_pairs']):>7}/{int(report['predicted_pairs']):<8} "
               f"{report['non_environmental_in_multi_report_matters']:>15}", flush=True)
     out = args.out or os.path.join(HERE, "results", f"repeats_product_{args.engine}.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w", encoding="utf-8") as handle:
-        json.dump({"name": "repeats_product", "command": " ".join([os.path.relpath(sys.executable)] + sys.argv),
-                   "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                   "machine": {"nproc": os.cpu_count(), "python": platform.python_version()},
-                   "results": results}, handle, ensure_ascii=False, indent=2)
+    write_result(out, "repeats_product", results)
 
 
 if __name__ == "__main__":
