@@ -18,14 +18,49 @@ import argparse
 import json
 import os
 import tempfile
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from envleads.evaluation import print_report, read_jsonl
 from envleads.generate_dataset import default_truth_path as truth_path
-from envleads.repeats import clustering_scores
 
 Events = List[dict]
 Truth = Dict[str, dict]
+
+
+def clustering_scores(gold: Mapping[str, str], predicted: Mapping[str, str]) -> Dict[str, float]:
+    """Pairwise precision/recall of "same matter" and B-cubed precision/recall/F1."""
+    ids = sorted(gold)
+
+    def groups(labels: Mapping[str, str]) -> Dict[str, set]:
+        out: Dict[str, set] = {}
+        for i in ids:
+            out.setdefault(labels[i], set()).add(i)
+        return out
+
+    g_groups, p_groups = groups(gold), groups(predicted)
+    tp = fp = fn = 0
+    b_p = b_r = 0.0
+    for i in ids:
+        g = g_groups[gold[i]]
+        p = p_groups[predicted[i]]
+        both = len(g & p)
+        b_p += both / len(p)
+        b_r += both / len(g)
+        tp += both - 1
+        fp += len(p) - both
+        fn += len(g) - both
+    tp, fp, fn = tp / 2, fp / 2, fn / 2
+    n = len(ids) or 1
+    bp, br = b_p / n, b_r / n
+    return {
+        "pairwise_precision": tp / (tp + fp) if tp + fp else 1.0,
+        "pairwise_recall": tp / (tp + fn) if tp + fn else 1.0,
+        "bcubed_precision": bp,
+        "bcubed_recall": br,
+        "bcubed_f1": 2 * bp * br / (bp + br) if bp + br else 0.0,
+        "gold_pairs": tp + fn,
+        "predicted_pairs": tp + fp,
+    }
 
 
 def board_gold(rows: Sequence[dict], jurisdiction: Optional[str] = None) -> Tuple[Events, Truth]:

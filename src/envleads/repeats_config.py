@@ -1,0 +1,202 @@
+"""Repeat detection's configuration: the typed view of ``data/repeats.json`` and its loader."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
+
+from envleads.config import ConfigError, data_path, load_json_config
+from envleads.repeats_text import normalise_text
+
+CONFIG_FILE = "repeats.json"
+_MS_PER_DAY = 86_400_000
+
+
+ROLES = ("source", "location", "area")
+
+
+class EntityClass(NamedTuple):
+    name: str
+    # "source": a problem source (a company, a site): the same source is the same matter;
+    # "location": a precise place (a compound, an address, a river): the same problem there is one
+    # matter; "area": a road, town, village or park, which many sources share: never evidence alone
+    role: str
+    min_core_chars: int
+    suffixes: Tuple[str, ...]
+    keep_suffix: bool = False  # "许家湾": a one-character core means nothing without its suffix
+    trades: bool = False  # names of this kind may end in a trade ("宏达化工"): category_words apply
+    # suffixes that say what kind of place a name is ("佳松便利店", "佳松电镀厂"): kept with the
+    # name as its trade, so that two kinds under one name are two sources
+    kind_suffixes: frozenset = frozenset()
+
+
+@dataclass(frozen=True)
+class RepeatConfig:
+    """Typed view of ``data/repeats.json``."""
+
+    version: str
+    window_days: int
+    sketch_size: int
+    shingle_chars: int
+    seed: int
+    max_members_per_matter: int
+    max_entities_per_matter: int
+    max_indexed_shingles: int
+    text_only_similarity: float
+    text_only_unplaced: float
+    min_text_with_entity: float
+    min_text_with_title_entity: float
+    min_text_with_location: float
+    min_text_with_location_beside_source: float
+    min_text_with_location_unplaced: float
+    min_text_with_reporter: float
+    conflict_text_similarity: float
+    idf_floor: float
+    common_share: float
+    max_candidates: int
+    weights: Mapping[str, float]
+    entity_classes: Tuple[EntityClass, ...]
+    max_name_chars: int
+    not_followed_by: Mapping[str, str]
+    boundaries: Tuple[str, ...]
+    generic_cores: frozenset = field(default_factory=frozenset)
+    category_words: Tuple[str, ...] = ()
+    address_class: str = "address"
+    address_roads: Tuple[str, ...] = ()
+    generic_matters: int = 3
+    address_role: str = "location"
+    common_word_min_frequency: int = 0  # 0: no dictionary check
+    common_word_tags: frozenset = frozenset()
+    boilerplate: Tuple[str, ...] = ()
+    bound_words: frozenset = frozenset()
+    phrase_initial: str = ""
+    phrase_starts: Tuple[str, ...] = ()
+    conflict_classes: frozenset = frozenset({"company"})
+    max_ids_per_matter: int = 64
+    name_boundary_chars: str = ""
+    max_rare_holders: int = 2048
+    max_rare_holders_unplaced: int = 2048
+
+    @property
+    def window_ms(self) -> int:
+        return self.window_days * _MS_PER_DAY
+
+
+_WEIGHT_KEYS = ("text", "shared_source", "shared_title_entity", "shared_location", "entity_conflict",
+                "shared_type", "same_reporter")
+
+
+def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
+    """Loads and validates the repeat-detection configuration (packaged file by default).
+
+    Args:
+        path: a JSON file shaped like ``data/repeats.json``; ``None`` for the packaged one.
+    """
+    path = path or data_path(CONFIG_FILE)
+    doc = load_json_config(path, required=("version", "window_days", "sketch_size", "shingle_chars",
+                                           "seed", "thresholds", "weights", "idf", "entities"))
+
+    def need(mapping: Mapping[str, Any], key: str, where: str) -> Any:
+        return _need(path, mapping, key, where)
+
+    thresholds, weights, entities, idf = doc["thresholds"], doc["weights"], doc["entities"], doc["idf"]
+    classes = _entity_classes(path, need(entities, "classes", "entities."))
+    sketch_size = int(doc["sketch_size"])
+    if not 64 <= sketch_size <= 4096:
+        raise ConfigError(f"{path}: sketch_size must be in [64, 4096], got {sketch_size}")
+    if int(doc["shingle_chars"]) < 1:
+        raise ConfigError(f"{path}: shingle_chars must be >= 1")
+    text_only = float(need(thresholds, "text_only_similarity", "thresholds."))
+    with_entity = float(need(thresholds, "min_text_with_entity", "thresholds."))
+    address = entities.get("address", {})
+    return RepeatConfig(
+        version=str(doc["version"]),
+        window_days=int(doc["window_days"]),
+        sketch_size=sketch_size,
+        shingle_chars=int(doc["shingle_chars"]),
+        seed=int(doc["seed"]),
+        max_members_per_matter=max(1, int(doc.get("max_members_per_matter", 8))),
+        max_entities_per_matter=max(1, int(doc.get("max_entities_per_matter", 24))),
+        max_indexed_shingles=max(sketch_size, int(doc.get("max_indexed_shingles", 4 * sketch_size))),
+        **_thresholds(path, thresholds, text_only, with_entity),
+        idf_floor=float(need(idf, "floor", "idf.")),
+        common_share=float(need(idf, "common_share", "idf.")),
+        max_candidates=int(idf.get("max_candidates", 64)),
+        max_rare_holders=max(4, int(idf.get("max_rare_holders", 2048))),
+        max_rare_holders_unplaced=max(4, int(idf.get("max_rare_holders_unplaced", idf.get("max_rare_holders", 2048)))),
+        weights={key: float(weights.get(key, 0.0)) for key in _WEIGHT_KEYS},
+        entity_classes=tuple(classes),
+        max_name_chars=int(entities.get("max_name_chars", 8)),
+        not_followed_by=dict(entities.get("not_followed_by", {})),
+        boundaries=tuple(sorted(entities.get("boundaries", []), key=len, reverse=True)),
+        generic_cores=frozenset(entities.get("generic_cores", [])),
+        # a kind kept with a name is its trade, so every kind suffix is a trade word too
+        category_words=tuple(sorted(set(entities.get("category_words", []))
+                                    | {kind for cls in classes for kind in cls.kind_suffixes}, key=len, reverse=True)),
+        address_class=str(address.get("class", "address")),
+        address_roads=tuple(sorted(address.get("road_suffixes", []), key=len, reverse=True)),
+        generic_matters=max(2, int(entities.get("generic_matters", 3))),
+        address_role=str(address.get("role", "location")),
+        common_word_min_frequency=int(entities.get("common_words", {}).get("min_frequency", 0)),
+        common_word_tags=frozenset(entities.get("common_words", {}).get("tags", ())),
+        boilerplate=tuple(sorted((normalise_text(p) for p in doc.get("boilerplate", []) if p), key=len, reverse=True)),
+        bound_words=frozenset(entities.get("bound_words", [])),
+        phrase_initial=str(entities.get("phrase_initial", "")),
+        phrase_starts=tuple(entities.get("phrase_starts", ())),
+        name_boundary_chars=str(entities.get("name_boundary_chars", "")),
+        conflict_classes=frozenset(entities.get("conflict_classes", ("company",))),
+        max_ids_per_matter=max(1, int(doc.get("max_ids_per_matter", 64))),
+    )
+
+
+def _need(path: str, mapping: Mapping[str, Any], key: str, where: str) -> Any:
+    """``mapping[key]``; a missing key is a :class:`ConfigError` naming ``where`` it is missing."""
+    if key not in mapping:
+        raise ConfigError(f"{path}: missing key {where}{key!r}")
+    return mapping[key]
+
+
+def _entity_classes(path: str, specs: Mapping[str, Any]) -> List[EntityClass]:
+    """The entity classes of ``entities.classes``, in the file's order."""
+    classes = []
+    for name, spec in specs.items():
+        role = _need(path, spec, "role", f"entities.classes.{name}.")
+        if role not in ROLES:
+            raise ConfigError(f"{path}: entities.classes.{name}.role must be one of {ROLES}, got {role!r}")
+        classes.append(EntityClass(
+            name=name, role=role,
+            min_core_chars=int(spec.get("min_core_chars", 2)),
+            keep_suffix=bool(spec.get("keep_suffix", False)),
+            trades=bool(spec.get("trades", False)),
+            kind_suffixes=frozenset(s.lower() for s in spec.get("kind_suffixes", ())),
+            # longest first so that 有限公司 wins over 公司
+            suffixes=tuple(sorted((s.lower() for s in _need(path, spec, "suffixes", f"entities.classes.{name}.")),
+                                  key=len, reverse=True))))
+    return classes
+
+
+def _thresholds(path: str, thresholds: Mapping[str, Any], text_only: float, with_entity: float) -> Dict[str, float]:
+    """The similarity thresholds of :class:`RepeatConfig` (``thresholds``), the optional ones
+    defaulting to ``text_only_similarity`` or ``min_text_with_entity``."""
+    return dict(
+        text_only_similarity=text_only,
+        text_only_unplaced=float(thresholds.get("text_only_unplaced", text_only)),
+        min_text_with_entity=with_entity,
+        min_text_with_title_entity=float(thresholds.get("min_text_with_title_entity", with_entity)),
+        min_text_with_location=float(_need(path, thresholds, "min_text_with_location", "thresholds.")),
+        min_text_with_location_beside_source=float(_need(path, thresholds, "min_text_with_location_beside_source",
+                                                         "thresholds.")),
+        min_text_with_location_unplaced=float(_need(path, thresholds, "min_text_with_location_unplaced",
+                                                    "thresholds.")),
+        min_text_with_reporter=float(thresholds.get("min_text_with_reporter", text_only)),
+        conflict_text_similarity=float(thresholds.get("conflict_text_similarity", text_only)),
+    )
+
+
+_DEFAULT_CONFIG: Optional[RepeatConfig] = None
+
+
+def default_config() -> RepeatConfig:
+    global _DEFAULT_CONFIG
+    if _DEFAULT_CONFIG is None:
+        _DEFAULT_CONFIG = load_repeat_config()
+    return _DEFAULT_CONFIG

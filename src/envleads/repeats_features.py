@@ -1,0 +1,493 @@
+"""What repeat detection compares of a complaint (:class:`MatterFeatures`): its text sketch, the
+places and parties it names (suffix rules, names compared by sound), its types and its region;
+and the blocking key its region gives.
+"""
+from __future__ import annotations
+
+import os
+import re
+from functools import lru_cache
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import ahocorasick
+import numpy as np
+from pypinyin import lazy_pinyin
+
+from envleads.config import cached_per_config
+from envleads.divisions import MUNICIPALITY_CODES
+from envleads.repeats_config import EntityClass, RepeatConfig, default_config
+from envleads.repeats_text import (_EMPTY_SLOT, _SEPARATOR, _canonical, _entity_text, _trim, normalise_text,
+                                   shingle_hashes, text_sketch)
+
+UNKNOWN_BLOCK = "unknown"
+
+
+class MatterFeatures(NamedTuple):
+    """What identifies a complaint's matter: text sketch, named places/parties, types, region."""
+
+    signature: np.ndarray  # uint32[sketch_size]: bottom-k shingle hashes ascending, then empty slots
+    entities: Tuple[str, ...]  # sorted "class:core" strings, e.g. "compound:翠湖"
+    title_entities: Tuple[str, ...]  # those named in the title: what the complaint is about
+    types: Tuple[str, ...]
+    region_adcode: Optional[str]
+    shingle_count: int
+
+    def __reduce__(self):
+        # Pickled between the stream's processes for every complaint: the sketch without its empty
+        # slots, as bytes, is half the bytes and about half the time to unpickle of the padded array.
+        signature = self.signature
+        if isinstance(signature, np.ndarray) and signature.dtype == np.uint32 and signature.ndim == 1:
+            trimmed = _trim(signature)
+            if (signature[trimmed.size:] == _EMPTY_SLOT).all():  # else not a sketch: kept whole
+                return _features_from_sketch, (trimmed.tobytes(), signature.size, *self[1:])
+        return MatterFeatures, tuple(self)
+
+
+def _features_from_sketch(sketch: bytes, size: int, *rest) -> MatterFeatures:
+    signature = np.full(size, _EMPTY_SLOT, dtype=np.uint32)
+    filled = np.frombuffer(sketch, dtype=np.uint32)
+    signature[:filled.size] = filled
+    return MatterFeatures(signature, *rest)
+
+
+def _strip_category(core: str, config: RepeatConfig) -> Tuple[str, str]:
+    """Splits "宏达化工" into the name "宏达" and the trade "化工" (name only if >= 2 chars remain)."""
+    words, lengths, memo = _category_table(config)
+    hit = memo.get(core)
+    if hit is None:
+        hit = (core, "")
+        for n in lengths:
+            if len(core) - n >= 2 and core[-n:] in words:
+                inner, trade = _strip_category(core[:-n], config)
+                hit = (inner, trade + core[-n:])
+                break
+        if len(memo) < 100_000:
+            memo[core] = hit
+    return hit
+
+
+@cached_per_config
+def _category_table(config: RepeatConfig) -> Tuple[frozenset, Tuple[int, ...], Dict[str, Tuple[str, str]]]:
+    """The trade words, their lengths longest first, and a memo of split names. Found by the
+    configuration's identity: hashing the word tuple again for every pair of names compared was a
+    third of comparing them."""
+    words = frozenset(config.category_words)
+    return words, tuple(sorted({len(w) for w in words}, reverse=True)), {}
+
+
+def extract_entities(text: str, config: RepeatConfig, canonical: bool = False) -> List[str]:
+    """Named places and parties by suffix rules, as sorted ``class:core`` strings.
+
+    The core is the name without its suffix and without what precedes it up to the nearest boundary
+    (punctuation, an administrative unit, a road, a preposition), so that "某区劳动路翠湖小区" and
+    "翠湖小区" give the same ``compound:翠湖``. A candidate with no boundary within
+    ``max_name_chars`` is dropped (without a word segmenter it would be a run of the sentence, not a
+    name), and so are generic cores (我们小区, 烧烤店) and cores that are only a trade (化工厂,
+    养殖场): they name a kind of thing, not a matter, and so are phrases in which the suffix is part
+    of another word ("客人散场", "车辆带泥上路": ``bound_words``). A division name written before a
+    name is cut off ("阳江友坝沟" -> ``water:友坝``); a division itself ("七台河") is no entity. A
+    road followed by a house number gives an ``address`` entity as well ("建设路12号" ->
+    ``address:建设#12``).
+    """
+    return sorted({entity for _, entity in _entities_at(_entity_text(text, canonical), config)})
+
+
+_HOUSE_NUMBER = re.compile(r"(\d{1,5})号(?!楼|院|线|门)")
+@cached_per_config
+def _suffix_automaton(config: RepeatConfig) -> "ahocorasick.Automaton":
+    """Every entity suffix in one Aho-Corasick automaton: one scan finds all their occurrences
+    (a ``str.find`` loop per suffix was most of extracting entities). A suffix listed by several
+    classes belongs to the first, as in a loop over the classes in order."""
+    automaton = ahocorasick.Automaton()
+    for cls in config.entity_classes:
+        for suffix in cls.suffixes:
+            if suffix and suffix not in automaton:
+                automaton.add_word(suffix, (suffix, cls))
+    automaton.make_automaton()
+    return automaton
+
+
+def _entities_at(norm: str, config: RepeatConfig) -> List[Tuple[int, str]]:
+    """:func:`extract_entities` over normalised text, each entity with where its suffix ends."""
+    # every suffix occurrence; where several end at one place, the longest is the one meant
+    # ("中心广场" is a 广场, not a 场; "翠湖花园" a 花园, not a 园)
+    longest: Dict[int, Tuple[int, str, EntityClass]] = {}
+    for last, (suffix, cls) in _suffix_automaton(config).iter(norm):
+        end = last + 1
+        if end not in longest or len(suffix) > len(longest[end][1]):
+            longest[end] = (end - len(suffix), suffix, cls)
+    found: List[Tuple[int, str]] = []
+    for end in sorted(longest):
+        pos, suffix, cls = longest[end]
+        banned = config.not_followed_by.get(suffix, "")
+        if banned and end < len(norm) and norm[end] in banned:
+            continue
+        core = _core_before(norm, pos, config)
+        if core is None:
+            continue
+        if len(core) < cls.min_core_chars or core in config.generic_cores or "某" in core:
+            continue  # "某化工厂": the writer withholds the name, so it names a kind, not a party
+        if core[0] in config.phrase_initial or core[-1] + suffix[0] in config.bound_words \
+                or core.startswith(config.phrase_starts):
+            continue  # "一刮风工地", "客人散场", "带泥上路", "晚上炭火烧烤": a phrase, not a name
+        if cls.trades:
+            name = _strip_category(core, config)[0]
+            if name in config.category_words or name in config.generic_cores or name in _common_words(config):
+                continue  # "化工厂", "门面烧烤", "其他烧烤": a kind or a phrase, not a name
+        admin = _admin_names()
+        if core + suffix in admin or core + suffix[:1] in admin or any(core + suffix + s in admin for s in "区县市"):
+            continue  # "苏州工业园区", "七台河", "普兰店(区)": a division, not a place or party in it
+        if cls.keep_suffix or suffix in cls.kind_suffixes:
+            core += suffix
+        found.append((end, f"{cls.name}:{core}"))
+        if cls.name == "road" or suffix in config.address_roads:
+            number = _HOUSE_NUMBER.match(norm, end, end + 8)
+            if number and len(core) >= 2:
+                found.append((end, f"{config.address_class}:{core}#{number.group(1)}"))
+    return found
+
+
+@cached_per_config
+def _common_words(config: RepeatConfig) -> frozenset:
+    """jieba's dictionary words of at least ``common_words.min_frequency`` with one of
+    ``common_words.tags``: a source's name that is one of them is an ordinary word."""
+    if config.common_word_min_frequency <= 0:
+        return frozenset()
+    words = set()
+    with open(_jieba_dictionary(), encoding="utf-8") as handle:
+        for line in handle:
+            parts = line.split()
+            if len(parts) >= 2 and int(parts[1]) >= config.common_word_min_frequency and len(parts[0]) >= 2 \
+                    and len(parts) >= 3 and parts[2] in config.common_word_tags:
+                words.add(parts[0])
+    return frozenset(words)
+
+
+def _jieba_dictionary() -> str:
+    import jieba
+
+    return os.path.join(os.path.dirname(jieba.__file__), "dict.txt")
+
+
+_ADMIN_SUFFIXES = ("特别行政区", "维吾尔自治区", "壮族自治区", "回族自治区", "自治区", "自治州", "自治县", "地区",
+                   "省", "市", "县", "区", "盟", "旗")
+_TOWNSHIP_SUFFIXES = ("街道", "镇", "乡")
+_ADMIN_NAMES: Optional[frozenset] = None
+
+
+def _admin_names() -> frozenset:
+    """Division names that are not part of a place name written after them.
+
+    Full names of all divisions (长沙市, 雨花区), and short names (长沙) of provinces and cities
+    only: a county's short name is too often also part of a compound's or company's name.
+    """
+    global _ADMIN_NAMES
+    if _ADMIN_NAMES is None:
+        from envleads.divisions import load_divisions
+
+        names = set()
+        for division in load_divisions():
+            name = division.name
+            names.add(name)
+            if division.level in ("province", "city"):
+                names.add(_short_name(name, _ADMIN_SUFFIXES))
+        _ADMIN_NAMES = frozenset(n for n in names if len(n) >= 2)
+    return _ADMIN_NAMES
+
+
+def _strip_admin_prefix(core: str) -> str:
+    """"阳江友坝" -> "友坝": a division name written before a place name is not part of it."""
+    names = _admin_names()
+    for length in range(min(len(core) - 2, 8), 1, -1):
+        if core[:length] in names:
+            return core[length:]
+    return core
+
+
+def _core_before(norm: str, pos: int, config: RepeatConfig) -> Optional[str]:
+    limit = config.max_name_chars
+    window = norm[max(0, pos - limit - 1):pos]
+    bounded = pos - len(window) == 0 or _SEPARATOR in window
+    tail = window.rsplit(_SEPARATOR, 1)[-1]
+    core = _cut_at_boundary(tail, config.boundaries, config.name_boundary_chars)
+    if len(core) < len(tail):
+        bounded = True
+    core = _strip_admin_prefix(core.lstrip("0123456789"))
+    if not bounded or len(core) > limit:
+        return None
+    return core
+
+
+def _cut_at_boundary(window: str, boundaries: Tuple[str, ...], name_chars: str = "") -> str:
+    """What follows the last boundary in ``window``.
+
+    A one-character boundary that is also common in names (``name_chars``: 和平路, 顺河路,
+    荷和中路) does not cut when it would leave less than two characters: the name then runs back
+    to the boundary before it.
+    """
+    # the first match in the reversed window is the boundary ending last; at one end, the first
+    # boundary of the list wins
+    match = _reversed_boundaries(boundaries).search(window[::-1])
+    cut, by = (len(window) - match.start(), match.group()[::-1]) if match else (0, "")
+    if len(window) - cut < 2 and len(by) == 1 and by in name_chars:
+        return _cut_at_boundary(window[:cut - 1], boundaries, name_chars) + window[cut - 1:]
+    return window[cut:]
+
+
+_BOUNDARY_PATTERNS: Dict[Tuple[str, ...], "re.Pattern[str]"] = {}
+
+
+def _reversed_boundaries(boundaries: Tuple[str, ...]) -> "re.Pattern[str]":
+    pattern = _BOUNDARY_PATTERNS.get(boundaries)
+    if pattern is None:
+        pattern = _BOUNDARY_PATTERNS[boundaries] = re.compile(
+            "|".join(re.escape(b[::-1]) for b in boundaries if b))
+    return pattern
+
+
+def matter_features(text: str, title: str, tokens: Sequence[str], region_adcode: Optional[str],
+                    types: Sequence[str], config: Optional[RepeatConfig] = None) -> MatterFeatures:
+    """Computes the features :meth:`MatterIndex.assign` compares.
+
+    Args:
+        text: the masked complaint text.
+        title: the complaint title, often the most concise statement of the matter.
+        tokens: segmented tokens; currently unused (character shingles do not depend on the
+            dictionary, so sketches stay stable when the dictionary changes).
+        region_adcode: the resolved GB/T 2260 code: complaints resolved to different counties are
+            never one matter.
+        types: predicted pollution types (a weak signal only).
+        config: defaults to the packaged configuration.
+    """
+    config = config or default_config()
+    del tokens  # see docstring: sketches must not change with the user dictionary
+    title = _canonical(title or "")
+    full = f"{title}。{_canonical(text or '')}"
+    hashes = shingle_hashes(_without_boilerplate(normalise_text(full, canonical=True), config),
+                            config.shingle_chars, config.seed)
+    entities, title_entities = _full_and_title_entities(full, title, config)
+    return MatterFeatures(
+        signature=text_sketch(hashes, config.sketch_size),
+        entities=entities,
+        title_entities=title_entities,
+        types=tuple(types or ()),
+        region_adcode=_clean_adcode(region_adcode),
+        shingle_count=int(hashes.size),
+    )
+
+
+@cached_per_config
+def _boilerplate_pattern(config: RepeatConfig) -> Optional["re.Pattern[str]"]:
+    phrases = [re.escape(p) for p in config.boilerplate if p]
+    return re.compile("|".join(phrases)) if phrases else None
+
+
+def _without_boilerplate(normalised: str, config: RepeatConfig) -> str:
+    """The text without the phrases citizens use in any complaint (greetings, 请求处理, 严重扰民):
+    two reports must not look alike because both are polite or angry. Early in a stream the
+    document frequencies cannot know these phrases yet, so they are removed, not down-weighted."""
+    pattern = _boilerplate_pattern(config)
+    return pattern.sub("", normalised) if pattern is not None else normalised
+
+
+def _full_and_title_entities(full: str, title: str, config: RepeatConfig) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    """Entities of the whole text and of its title, from one scan when the normalised text starts
+    with the normalised title (an entity looks back only, so those ending inside the title are the
+    title's)."""
+    norm_full, norm_title = _entity_text(full, True), _entity_text(title, True)
+    spans = _entities_at(norm_full, config)
+    if norm_full.startswith(norm_title):
+        in_title = {entity for end, entity in spans if end <= len(norm_title)}
+    else:
+        in_title = {entity for _, entity in _entities_at(norm_title, config)}
+    return tuple(sorted({entity for _, entity in spans})), tuple(sorted(in_title))
+
+
+# --------------------------------------------------------------------------------------------
+# Names compared by sound
+# --------------------------------------------------------------------------------------------
+
+def _split(entity: str) -> Tuple[str, str]:
+    cls, _, core = entity.partition(":")
+    return cls, core
+
+
+@lru_cache(maxsize=200_000)
+def sound(name: str) -> Tuple[str, ...]:
+    """The name as toneless pinyin syllables, one per character (each character's usual reading,
+    not a reading guessed from the phrase, so that one character always sounds the same).
+
+    Names reach the hotline by ear and are typed by whoever takes the call: 鸿锦 / 宏锦, 锦盛 /
+    锦胜 and 鑫源 / 新源 are one company written by sound."""
+    return tuple(lazy_pinyin(list(name), errors="default"))
+
+
+def _cores_match(a: str, b: str, config: RepeatConfig, near: bool = False) -> bool:
+    """Whether two entity cores of one class name the same place or party.
+
+    Equal names; one name with and one without its trade ("宏达化工" / "宏达"); a name with a place
+    or developer prefix the rules did not cut off ("南海狮山鸿泰" / "鸿泰", two characters or more);
+    and the same names written with other characters of the same sound (:func:`sound`), when the
+    name has three characters, or two and a trade on both sides (on either side when ``near``: both
+    reports are known to be in one city). Trades must agree (equal, one missing, or
+    sharing a character: 铝材 / 铝业). Remembered per configuration (the same pairs of names
+    are compared again for every complaint naming them)."""
+    if a == b:
+        return True
+    memo = _match_memo(config)
+    hit = memo.get((a, b, near))
+    if hit is None:
+        hit = _compare_cores(a, b, config, near)
+        if len(memo) >= 65_536:  # bounded: a long stream meets ever new names
+            memo.clear()
+        memo[(a, b, near)] = hit
+    return hit
+
+
+@cached_per_config
+def _match_memo(config: RepeatConfig) -> Dict[Tuple[str, str, bool], bool]:
+    """(core, core, near) -> :func:`_cores_match`, per configuration."""
+    return {}
+
+
+def _compare_cores(a: str, b: str, config: RepeatConfig, near: bool) -> bool:
+    """:func:`_cores_match` of two different cores, not remembered."""
+    if "#" in a or "#" in b:
+        road_a, _, number_a = a.partition("#")
+        road_b, _, number_b = b.partition("#")
+        return number_a == number_b and _cores_match(road_a, road_b, config, near)
+    name_a, trade_a = _strip_category(a, config)
+    name_b, trade_b = _strip_category(b, config)
+    if trade_a and trade_b and trade_a != trade_b and not set(trade_a) & set(trade_b):
+        short, long_ = (a, b) if len(a) < len(b) else (b, a)
+        return len(short) >= 3 and long_.endswith(short)
+    if name_a == name_b:
+        return True
+    short, long_ = (name_a, name_b) if len(name_a) < len(name_b) else (name_b, name_a)
+    if len(short) < 2:
+        return False
+    if not long_.endswith(short):
+        # by sound, only a name long enough to be one: three characters, or two with a trade on
+        # both sides (鸿锦印染 / 宏锦印染), or on one side within one city (恒昌 / 恒倡印染); two
+        # bare characters sound alike too often (湾大 / 万大, 西明汽修 / 溪明烧烤 in two provinces)
+        if sound(long_)[-len(short):] != sound(short) or not (
+                len(short) >= 3 or trade_a and trade_b or near and (trade_a or trade_b)):
+            return False
+    return len(short) >= 3 or _is_place_prefix(long_[:-len(short)])
+
+
+@lru_cache(maxsize=100_000)
+def _is_place_prefix(prefix: str) -> bool:
+    """Whether ``prefix`` is nothing but place names ("", "南海狮山", "瑞安塘下"): what a reporter
+    writes before a source's name to say where it is, so "南海狮山鸿泰" is "鸿泰" while "天宸府楼盘"
+    is not "楼盘"."""
+    if not prefix:
+        return True
+    words = _place_words()
+    return any(prefix[:n] in words and _is_place_prefix(prefix[n:]) for n in range(min(len(prefix), 7), 1, -1))
+
+
+@lru_cache(maxsize=1)
+def _place_words() -> frozenset:
+    """Division and township names, full and without their level suffix (瑞安市 / 瑞安, 塘下镇 / 塘下)."""
+    from envleads.divisions import load_divisions, load_townships
+
+    names = [division.name for division in load_divisions()] + list(load_townships().by_name)
+    words = set(names) | {_short_name(name, _ADMIN_SUFFIXES + _TOWNSHIP_SUFFIXES) for name in names}
+    return frozenset(w for w in words if len(w) >= 2)
+
+
+def _short_name(name: str, suffixes: Tuple[str, ...]) -> str:
+    """The name without the first of ``suffixes`` it ends with (长沙市 -> 长沙), when two or more
+    characters remain; else the name itself."""
+    for suffix in suffixes:
+        if name.endswith(suffix) and len(name) - len(suffix) >= 2:
+            return name[:-len(suffix)]
+    return name
+
+
+# --------------------------------------------------------------------------------------------
+# Places: region codes and blocking keys
+# --------------------------------------------------------------------------------------------
+
+def _clean_adcode(code: Optional[str]) -> Optional[str]:
+    code = str(code).strip() if code else ""
+    return code[:6] if len(code) >= 6 and code[:6].isdigit() and code[:2] != "00" else None
+
+
+def blocking_key(region_adcode: Optional[str], fallback_adcode: Optional[str] = None) -> str:
+    """The coarse key the stream is partitioned by: the city-level code (first 4 digits + "00").
+
+    A report that resolves to a county and a repeat that only names the city must meet in one
+    index, so the key is the city, not the county. The price: a city's matters share one index
+    (more comparisons, a little more risk of joining two matters with similar text), and a repeat
+    whose region resolves to another city is not found. Province-level-only or unresolved
+    complaints go to ``"unknown"``, unless ``fallback_adcode`` (the receiving office's
+    jurisdiction) names a city. Municipalities (11, 12, 31, 50) are one key per municipality,
+    because their "city" level is a placeholder and reporters name a district one time and only
+    the city the next. Complaints of the ``"unknown"`` key may report a matter of any key of their
+    scope: assign them across those keys' indexes (:func:`assign_unplaced`).
+    """
+    for code in (region_adcode, fallback_adcode):
+        key = _city_key(code)
+        if key != UNKNOWN_BLOCK:
+            return key
+    return UNKNOWN_BLOCK
+
+
+def unplaced_scope(region_adcode: Optional[str], fallback_adcode: Optional[str] = None) -> str:
+    """Where a complaint of the ``"unknown"`` key looks for its matter: its province.
+
+    The province-level code (``"320000"``) of the resolved region, or else of the receiving
+    office's jurisdiction; ``"unknown"`` (anywhere) when neither names a province. Such complaints
+    are assigned last, against the matters of every city key of that province (and of every key
+    when the scope is ``"unknown"``).
+    """
+    for code in (region_adcode, fallback_adcode):
+        code = _clean_adcode(code)
+        if code:
+            return code[:2] + "0000"
+    return UNKNOWN_BLOCK
+
+
+def in_scope(adcode_or_key: Optional[str], scope: str) -> bool:
+    """Whether a blocking key or region code lies in an unplaced complaint's scope (see
+    :func:`unplaced_scope`); an unknown place may lie anywhere, so it is in every scope."""
+    if scope == UNKNOWN_BLOCK or not adcode_or_key or adcode_or_key == UNKNOWN_BLOCK:
+        return True
+    return str(adcode_or_key)[:2] == scope[:2]
+
+
+def _city_key(region_adcode: Optional[str]) -> str:
+    if not region_adcode:
+        return UNKNOWN_BLOCK
+    code = str(region_adcode).strip()
+    if len(code) < 4 or not code[:6].isdigit():
+        return UNKNOWN_BLOCK
+    if code[:2] + "0000" in MUNICIPALITY_CODES:
+        return code[:2] + "0000"
+    if code[2:4] == "00":
+        return UNKNOWN_BLOCK
+    return code[:4] + "00"
+
+
+def region_relation(left: Optional[str], right: Optional[str]) -> str:
+    """How two resolved places relate: ``"same_county"``, ``"same_city"``, ``"compatible"``, ``"conflict"``.
+
+    Codes name a province (``xx0000``), a city (``xxxx00``) or a county. Two codes conflict when
+    they name different provinces, different cities, or different counties. A county and its own
+    city are ``"same_city"`` (for a municipality: a district and the municipality); a province
+    and anything in it, or an unknown place and anything, are ``"compatible"``.
+    """
+    if not left or not right:
+        return "compatible"
+    if left[:2] != right[:2]:
+        return "conflict"
+    municipal = left[:2] + "0000" in MUNICIPALITY_CODES
+    if not municipal and left[2:4] != "00" and right[2:4] != "00" and left[2:4] != right[2:4]:
+        return "conflict"
+    if left[4:6] != "00" and right[4:6] != "00":
+        return "same_county" if left == right else "conflict"
+    if municipal:
+        return "same_city"
+    return "same_city" if left[2:4] != "00" and right[2:4] != "00" else "compatible"

@@ -1,0 +1,511 @@
+"""The matter index of one blocking key: which live matter, if any, a complaint reports again
+(:meth:`MatterIndex.assign`), the evidence that joins them (:meth:`MatterIndex._evaluate`), and
+the same across several keys' indexes (:func:`assign_across`).
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+from typing import Any, Collection, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from envleads.postings import Lookup
+from envleads.repeats_config import RepeatConfig
+from envleads.repeats_features import MatterFeatures, _cores_match, _split, region_relation
+from envleads.repeats_matters import (_NAMING_SCAN, IndexedMatters, _Matter, _holders, _reporter_digests)
+from envleads.repeats_text import _below_cut, _name_hashes, _sorted_membership, _trim
+
+
+class Assignment(NamedTuple):
+    cluster_id: str
+    duplicate_of: Optional[str]  # first complaint of the matter; None when this one starts it
+    is_new_matter: bool
+    similarity: float  # weighted text similarity to the closest report of the matter
+    # "new", "redelivery", "text", or "text+" one of "title_entity", "entity", "location", "reporter"
+    matched_on: str
+    # the name the complaint shares with the matter ("company:恒丰电镀"), when a name joined it
+    shared: Optional[str] = None
+
+
+def cluster_id_for(first_complaint_id: str) -> str:
+    """Stable matter id derived from the first complaint id (equal on every worker and replay)."""
+    return "m-" + hashlib.sha1(first_complaint_id.encode("utf-8")).hexdigest()[:16]
+
+
+class _Candidate(NamedTuple):
+    score: float
+    text: float
+    evidence: str
+    first_seen_ms: int
+    cluster_id: str
+    shared: Optional[str]
+
+
+class MatterIndex(IndexedMatters):
+    """The matters of one blocking key seen within the time window, and assignment against them.
+
+    Keeps up to ``max_members_per_matter`` sketches per matter (the first report's and the most
+    recent), so a matter that drifts in wording is still found (single linkage) while memory stays
+    bounded. An inverted index from shingle to the matters holding it finds candidates and gives
+    each shingle's document frequency, so the weight of a phrase follows the stream: what many live
+    matters say is boilerplate here, whatever the source. Entity indexes find matters that name the
+    same place in other words.
+    """
+
+    # -- scoring -------------------------------------------------------------------------------
+
+    def _weights(self, hashes: np.ndarray, df: Optional[np.ndarray] = None) -> np.ndarray:
+        """IDF weight of each shingle among the live matters (smoothed; a floor keeps all > 0)."""
+        n = len(self._matters)
+        if df is None:
+            df = self._postings.document_frequency(hashes)
+        return np.log((n + 1.0) / (df.astype(np.float64) + 1.0)) + self.config.idf_floor
+
+    def _candidates(self, lookup: Lookup, weights: np.ndarray, region_adcode: Optional[str],
+                    one_city: bool) -> Tuple[List[str], set]:
+        """The ``max_candidates`` matters sharing the most weight of rare shingles, among those that
+        could still reach the lowest text-only threshold: ``text_only_unplaced`` for a complaint
+        with no region in an index of no one city, which :meth:`_evaluate` never takes as placed
+        (most of the ``"unknown"`` key's complaints: its index is the largest of all); and the set
+        of all matters that could reach it (a matter outside it can only join by a shared name or
+        reporter).
+
+        Shingles held by more than ``common_share`` of the matters, or by more than
+        ``max_rare_holders``, are skipped; their weight counts as shared for the threshold, so
+        ``(shared + skipped) / total`` bounds the similarity from above and a matter below the floor
+        can only join by a shared name or reporter. The absolute cap keeps the postings walked per
+        complaint bounded as a city's index grows (a share alone made the cost linear in its size).
+        An unplaced complaint has a cap of its own (``max_rare_holders_unplaced``): its high
+        text-only threshold prunes almost every matter anyway, so a lower cap halves the walk in the
+        largest index at equal clustering quality (``bench/bench_repeats_scale.py --block unknown``).
+        """
+        cfg = self.config
+        placed = one_city or bool(region_adcode)
+        rare_cap = cfg.max_rare_holders if placed else cfg.max_rare_holders_unplaced
+        cap = min(max(4.0, cfg.common_share * len(self._matters)), float(rare_cap))
+        total = float(weights.sum()) or 1.0
+        text_only = cfg.text_only_similarity if placed else cfg.text_only_unplaced
+        floor = min(text_only, cfg.conflict_text_similarity) * total
+        clusters, shared, _ = self._postings.shared_weight(lookup, weights, cap, floor)
+        ranked = sorted(range(len(clusters)), key=lambda i: (-shared[i], clusters[i]))
+        return [clusters[i] for i in ranked[:cfg.max_candidates]], set(clusters)
+
+    def _text_similarities(self, signature: np.ndarray, weights: Optional[np.ndarray],
+                           matters: Sequence[_Matter]) -> List[float]:
+        """Per matter, the best weighted Jaccard similarity between the complaint and the matter's
+        retained reports (``weights``: of the complaint's shingles; None: looked up here, only as
+        far as the reports' cuts reach).
+
+        The shingles of the reports that the complaint lacks need their document frequencies: they
+        are looked up in one sorted batch for all matters, since in a large index each lookup is a
+        binary search through megabytes of postings and sorted keys keep it in cache.
+        """
+        size = self.config.sketch_size
+        pairs = []  # (matter position, complaint's weights below the cut, shared mask, report-only shingles)
+        for position, matter in enumerate(matters):
+            for member in matter.members:
+                if member.size == 0 or signature.size == 0:
+                    continue
+                left, right = _below_cut(signature, member, size)
+                in_right = _sorted_membership(left, right)
+                pairs.append((position, left.size, in_right, right[~_sorted_membership(right, left)]))
+        best = [0.0] * len(matters)
+        if not pairs:
+            return best
+        if weights is None:
+            weights = self._weights(signature[:max(pair[1] for pair in pairs)])
+        only_right = np.concatenate([pair[3] for pair in pairs])
+        unique, inverse = np.unique(only_right, return_inverse=True)
+        right_weights = self._weights(unique)[inverse]
+        start = 0
+        for position, cut, in_right, right_only in pairs:
+            lw = weights[:cut]
+            w_right = right_weights[start:start + right_only.size]
+            start += right_only.size
+            w_inter = float(lw[in_right].sum())
+            if w_inter <= 0.0:
+                continue
+            w_union = float(lw.sum()) + float(w_right.sum())
+            best[position] = max(best[position], w_inter / w_union)
+        return best
+
+    def _evaluate(self, text_sim: float, features: MatterFeatures, matter: _Matter,
+                  reporters: Sequence[str], relation: str, shared: Optional[List[str]] = None,
+                  one_city: bool = False) -> Optional[Tuple[float, str, Optional[str]]]:
+        """The join score and its evidence, or None when the complaint does not report this matter.
+
+        A matter is one problem source at one place. Evidence, strongest first:
+
+        * ``title_entity`` / ``entity``: both name the same source (a company, a site), with a
+          little text in common; the same source is the same matter whatever the problem;
+        * ``location``: both name the same precise place (a compound, an address, a river or a
+          school) and share a pollution type: a restaurant's fumes and a shop's noise in one
+          compound are two matters; when either names a source there (a KTV, a restaurant), the
+          place says less about the other, so some text must be shared too;
+        * ``reporter``: the same reporter writes again about the same type, or with text in common;
+        * ``text``: the same type and very similar text (boilerplate removed before shingling).
+
+        A road, town, village or park (role ``area``) is never evidence: many sources share one.
+        Two reports naming different sources of one kind join only with nearly identical text.
+        Environmental and non-environmental complaints (no types) share a matter only when one
+        restates the other (a shared name and ``text_only_unplaced`` text); non-environmental
+        ones join each other by text alone.
+        """
+        cfg, w = self.config, self.config.weights
+        # known to be in one city: by the index's key, or by both resolved regions
+        placed = one_city or relation in ("same_county", "same_city")
+        if shared is None or placed != one_city:  # names sound alike more loosely within one city
+            shared = self._shared_entities(features.entities, matter.entities, near=placed)
+        classes = {entity.partition(":")[0] for entity in shared}
+        shared_source, shared_location = bool(classes & self._sources), bool(classes & self._locations)
+        if bool(features.types) != matter.environmental and not (
+                (shared_source or shared_location) and text_sim >= cfg.text_only_unplaced):
+            return None  # the classifier may miss a repeat's type, never a restatement's
+        shared_title = shared_source and any(
+            entity.partition(":")[0] in self._sources
+            for entity in self._shared_entities(features.title_entities, matter.title_entities, near=placed))
+        conflict = self._entity_conflict(features.entities, matter)
+        same_reporter = any(r in matter.reporters for r in reporters)
+        # a restored matter whose lead names no type could be of any type
+        shared_type = bool(set(features.types) & set(matter.types)) or (
+            bool(features.types) and matter.environmental and not matter.types)
+        # a matter restored without a comparable sketch can only be recognised by its names
+        textless = not any(member.size for member in matter.members)
+        if conflict:
+            evidence = "text" if shared_type and text_sim >= cfg.conflict_text_similarity else None
+        elif not features.types:
+            # a non-environmental complaint names a company for a job, a wage or a subsidy: only
+            # the same letter again makes a matter of such complaints
+            evidence = "text" if text_sim >= (cfg.text_only_similarity if placed else cfg.text_only_unplaced) else None
+        elif shared_title and (textless or text_sim >= cfg.min_text_with_title_entity):
+            evidence = "title_entity"
+        elif shared_source and (textless or text_sim >= cfg.min_text_with_entity):
+            evidence = "entity"
+        elif shared_location and shared_type and (textless or text_sim >= self._location_floor(
+                features, matter, shared, placed)):
+            evidence = "location"
+        elif same_reporter and (shared_type or text_sim >= cfg.min_text_with_reporter):
+            evidence = "reporter"
+        elif shared_type and text_sim >= (cfg.conflict_text_similarity
+                                          if self._entity_conflict(features.entities, matter, False)
+                                          else cfg.text_only_similarity if placed else cfg.text_only_unplaced):
+            evidence = "text"
+        else:
+            evidence = None
+        if evidence is None:
+            return None
+        score = w["text"] * text_sim
+        score += w["shared_source"] * shared_source + w["shared_location"] * shared_location
+        score += w["shared_title_entity"] * shared_title
+        score += w["shared_type"] * shared_type + w["same_reporter"] * same_reporter
+        score -= w["entity_conflict"] * conflict
+        # the name an inspector reads to check the merge
+        named_by = {"title_entity": self._sources, "entity": self._sources, "location": self._locations}.get(evidence, ())
+        return score, evidence, next((e for e in shared if e.partition(":")[0] in named_by), None)
+
+    def _location_floor(self, features: MatterFeatures, matter: _Matter, shared: Sequence[str], placed: bool) -> float:
+        """The text similarity a shared precise place needs besides a shared type: more when either
+        side names a source there (the place then says less about the other report), and when the
+        two are not known to be in one city and no shared place name has three characters or more
+        (a two-character compound name, 长虹苑 or 河李小区, recurs from city to city)."""
+        cfg = self.config
+        floor = cfg.min_text_with_location_beside_source if self._names_source(features, matter) \
+            else cfg.min_text_with_location
+        long_name = any(e.partition(":")[0] in self._locations and len(e.partition(":")[2].partition("#")[0]) >= 3
+                        for e in shared)
+        return floor if placed or long_name else max(floor, cfg.min_text_with_location_unplaced)
+
+    def _names_source(self, features: MatterFeatures, matter: _Matter) -> bool:
+        """Whether the complaint or the matter names a specific source (not necessarily a shared one)."""
+        return any(entity.partition(":")[0] in self._sources and self._specific(entity)
+                   for entity in itertools.chain(features.entities, matter.entities))
+
+    def _shared_entities(self, new: Sequence[str], known: Iterable[str], near: bool = False) -> List[str]:
+        """The complaint's specific names that match one of the matter's (same kind, :func:`_cores_match`;
+        ``near``: both in one city), in the complaint's order."""
+        cfg = self.config
+        known_split = [e.partition(":")[::2] for e in known]  # (class, core), as _split, without its call
+        shared = []
+        for entity in new:  # names first: whether a name is specific costs a look at the postings
+            cls, _, core = entity.partition(":")
+            if any(kcls == cls and _cores_match(core, kcore, cfg, near) for kcls, kcore in known_split) \
+                    and self._specific(entity):
+                shared.append(entity)
+        return shared
+
+    def _specific(self, entity: str) -> bool:
+        cached = self._specific_cache.get(entity)
+        if cached is None:
+            cached = self._specific_cache[entity] = self._is_specific(entity)
+        return cached
+
+    def _is_specific(self, entity: str) -> bool:
+        """Whether an entity can identify a matter here.
+
+        Not when several live matters name it (``generic_matters`` or more: a kind of place, or a
+        busy road), nor when every shingle of its name is common among the live matters (a phrase
+        the suffix rules mistook for a name, "客人散场" -> ``company:客人散``).
+        """
+        holders = _holders(self._entity_index, self._entity_key(entity))
+        if len(holders) >= self.config.generic_matters and self._matters_naming(entity, holders) >= \
+                self.config.generic_matters:
+            return False
+        core = _split(entity)[1].partition("#")[0]
+        k = self.config.shingle_chars
+        if len(core) < k or not len(self._postings):
+            return True
+        cap = max(float(self.config.generic_matters), self.config.common_share * len(self._matters))
+        hashes = _name_hashes(core, k, self.config.seed)
+        return bool((self._postings.document_frequency(hashes) < cap).any())
+
+    def _matters_naming(self, entity: str, holders: Collection[str]) -> int:
+        """How many of ``holders`` (the matters under the entity's index key) name the entity itself,
+        counted up to ``generic_matters``. The key is the name's last two characters, so in a large
+        index (a province's unplaced complaints, a big city) "锦松北路" and "龙松北路" share it; only
+        matters naming the same place make a name generic. Past :data:`_NAMING_SCAN` holders the
+        key itself is taken as generic."""
+        cfg = self.config
+        if len(holders) > _NAMING_SCAN:
+            return cfg.generic_matters
+        cls, core = _split(entity)
+        prefix = cls + ":"
+        cut = len(prefix)
+        found = 0
+        for cid in sorted(holders):
+            if any(e.startswith(prefix) and _cores_match(core, e[cut:], cfg) for e in self._matters[cid].entities):
+                found += 1
+                if found >= cfg.generic_matters:
+                    break
+        return found
+
+    def _entity_conflict(self, new: Sequence[str], matter: _Matter, confirmed_only: bool = True) -> bool:
+        """Both name a specific source of one kind (a company, a site) that the other does not.
+
+        Only source kinds count: one matter often names several places (where the source is,
+        whom it harms). The matter's name must be confirmed (in a title, or in two reports), so a
+        phrase the rules mistook for a name does not split a matter; and a conflict stands even
+        when another name of that kind is shared, so such a phrase ("客人散场" ->
+        ``company:客人散``) does not join two bars with different names either. With
+        ``confirmed_only`` off, any name of the matter counts: the bar for text alone.
+        """
+        cfg = self.config
+        titled = None
+        for kind in cfg.conflict_classes:
+            prefix = kind + ":"  # "company:宏达" is of kind "company" (names are "class:core")
+            cut = len(prefix)
+            named = [e[cut:] for e in new if e.startswith(prefix) and self._specific(e)]
+            if not named:
+                continue
+            if titled is None:
+                titled = set(matter.title_entities)
+            known = [(e[cut:], n >= 2 or e in titled or not confirmed_only) for e, n in matter.entities.items()
+                     if e.startswith(prefix) and self._specific(e)]
+            if not known:
+                continue
+            new_unmatched = any(not any(_cores_match(c, k, cfg) for k, _ in known) for c in named)
+            known_unmatched = any(confirmed and not any(_cores_match(c, k, cfg) for c in named)
+                                  for k, confirmed in known)
+            if new_unmatched and known_unmatched:
+                return True
+        return False
+
+    def _relation(self, region: Optional[str], matter: _Matter) -> str:
+        if not region or not matter.regions:
+            return "compatible"
+        relations = {region_relation(region, known) for known in matter.regions}
+        for relation in ("same_county", "same_city", "compatible"):
+            if relation in relations:
+                return relation
+        return "conflict"
+
+    # -- public API --------------------------------------------------------------------------
+
+    def assign(self, complaint_id: str, event_time_ms: int, features: MatterFeatures,
+               reporter_key: Union[str, Sequence[str], None] = None) -> Assignment:
+        """Assigns a complaint to the best matching live matter, or starts a new matter.
+
+        Matters whose reports all lie more than ``window_days`` from ``event_time_ms`` are not
+        candidates (call :meth:`expire` to free them). The index is updated in place.
+
+        Args:
+            complaint_id: the complaint's id; the id of a new matter's first complaint fixes its
+                ``cluster_id``.
+            event_time_ms: event time (epoch ms).
+            features: from :func:`matter_features` with the same configuration.
+            reporter_key: pseudonymous reporter key (or several keys of one reporter, one per
+                identifier): the same reporter writing again is evidence of a repeat.
+        """
+        return assign_across(self, (), complaint_id, event_time_ms, features, reporter_key)[1]
+
+    def _prepared(self, features: MatterFeatures, reporter_key: Union[str, Sequence[str], None]
+                  ) -> Tuple[MatterFeatures, Tuple[str, ...]]:
+        """The features with a trimmed sketch and the reporter digests, as matching needs them."""
+        if np.shape(features.signature) != (self.config.sketch_size,):
+            raise ValueError(f"signature has {np.size(features.signature)} slots, "
+                             f"index expects {self.config.sketch_size}")
+        return features._replace(signature=_trim(features.signature)), _reporter_digests(reporter_key)
+
+    def _names_held(self, keys: Tuple[Tuple[str, ...], Tuple[str, ...]], reporters: Sequence[str]) -> bool:
+        """Whether a live matter here is under one of a complaint's name keys (``(entity keys,
+        title entity keys)``) or reporters: a cheap test before another key's index is searched
+        (the holders' key is dropped with its last matter, so membership is the test)."""
+        return (any(key in self._entity_index for key in keys[0]) or any(key in self._title_index for key in keys[1])
+                or any(r in self._reporter_index for r in reporters))
+
+    def _match(self, event_time_ms: int, features: MatterFeatures, reporters: Sequence[str],
+               one_city: bool, by_name: bool = False) -> Optional[_Candidate]:
+        """The best live matter the (prepared) complaint reports, or None; changes nothing.
+
+        ``one_city``: whether the complaint is known to be in this index's city (false when a
+        complaint of no known city searches a city key's index, whose looser rules then do not
+        apply). ``by_name``: only matters sharing a name or a reporter are candidates (no walk of
+        the postings for text alone: the cost of searching another key)."""
+        cfg = self.config
+        self._specific_cache = {}
+        if not self._matters:
+            return None
+        signature = features.signature
+        if by_name:
+            weights, by_text, reachable = None, [], set()
+        else:
+            lookup = self._postings.lookup(signature)
+            weights = self._weights(signature, lookup.df)
+            by_text, reachable = self._candidates(lookup, weights, features.region_adcode, one_city)
+        candidates = set(by_text)
+        for reporter in reporters:
+            candidates.update(_holders(self._reporter_index, reporter))
+        # matters under the complaint's name keys: the keys are coarse (a name's last two
+        # characters), so most of them name something else; one that shares no name and whose
+        # text cannot reach a text-only threshold could not join, and is not compared
+        named = self._entity_holders(features.entities, self._entity_index)
+        named |= self._entity_holders(features.title_entities, self._title_index)
+        shared_of: Dict[str, List[str]] = {}
+        for cluster_id in named - candidates:
+            shared = self._shared_entities(features.entities, self._matters[cluster_id].entities, one_city)
+            if shared or cluster_id in reachable:
+                shared_of[cluster_id] = shared
+                candidates.add(cluster_id)
+        if not candidates:
+            return None
+        comparable = []
+        for cluster_id in sorted(candidates):
+            matter = self._matters[cluster_id]
+            if (event_time_ms - matter.last_seen_ms > cfg.window_ms
+                    or matter.first_seen_ms - event_time_ms > cfg.window_ms):
+                continue
+            relation = self._relation(features.region_adcode, matter)
+            if relation != "conflict":
+                comparable.append((cluster_id, matter, relation))
+        similarities = self._text_similarities(signature, weights, [matter for _, matter, _ in comparable])
+        best: Optional[_Candidate] = None
+        for (cluster_id, matter, relation), text_sim in zip(comparable, similarities):
+            judged = self._evaluate(text_sim, features, matter, reporters, relation, shared_of.get(cluster_id),
+                                    one_city)
+            if judged is None:
+                continue
+            found = _Candidate(judged[0], text_sim, judged[1], matter.first_seen_ms, cluster_id, judged[2])
+            if best is None or _rank(found) > _rank(best):
+                best = found
+        return best
+
+    def _settle(self, complaint_id: str, event_time_ms: int, features: MatterFeatures, reporters: Sequence[str],
+                best: Optional[_Candidate]) -> Assignment:
+        """Adds the (prepared) complaint to the matter ``best`` names, or starts a new matter."""
+        if best is None:
+            cluster_id = cluster_id_for(complaint_id)
+            matter = _Matter(cluster_id, complaint_id, event_time_ms, event_time_ms, 1, [], {}, {}, [],
+                             environmental=bool(features.types))
+            self._matters[cluster_id] = matter
+            self._seen(matter)
+            self._add_report(matter, features, reporters)
+            self._add_complaint_ids(matter, [complaint_id])
+            self._changed.add(cluster_id)
+            return Assignment(cluster_id, None, True, 0.0, "new")
+        matter = self._matters[best.cluster_id]
+        matter.report_count += 1
+        if event_time_ms > matter.last_seen_ms:
+            matter.last_seen_ms = event_time_ms
+            self._seen(matter)
+        matter.first_seen_ms = min(matter.first_seen_ms, event_time_ms)
+        self._add_report(matter, features, reporters)
+        self._add_complaint_ids(matter, [complaint_id])
+        self._changed.add(matter.cluster_id)
+        return Assignment(matter.cluster_id, matter.first_complaint_id, False, round(best.text, 4),
+                          "text" if best.evidence == "text" else f"text+{best.evidence}", best.shared)
+
+    def redelivery(self, complaint_id: str) -> Optional[Assignment]:
+        """The assignment a complaint already got, if it is a live matter's known report.
+
+        At-least-once delivery (a replayed round, a redelivered Kafka record, a restart that
+        re-reads what the prior leads already hold) repeats complaints: a repeat delivery keeps its
+        matter, is not counted again, and the first report of a matter stays its first report
+        (``duplicate_of`` None) instead of matching its own matter as a repeat of itself.
+        """
+        cluster_id = self._complaint_index.get(complaint_id)
+        if cluster_id is None and cluster_id_for(complaint_id) in self._matters:
+            cluster_id = cluster_id_for(complaint_id)  # state written before ids were kept
+        matter = self._matters.get(cluster_id) if cluster_id is not None else None
+        if matter is None:
+            return None
+        first = matter.first_complaint_id
+        return Assignment(cluster_id, None if first == complaint_id else first, False, 1.0, "redelivery")
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], config: Optional[RepeatConfig] = None,
+                   block: Optional[str] = None) -> "MatterIndex":
+        """Rebuilds an index from :meth:`to_state`; refuses state of another sketch shape."""
+        index = cls(config, block if block is not None else state.get("block"))
+        index.merge_state(state)
+        return index
+
+
+def _rank(candidate: _Candidate) -> Tuple[float, float, int, str]:
+    """Order of candidates: score, then text; ties go to the older matter so that replays are
+    deterministic."""
+    return candidate.score, candidate.text, -candidate.first_seen_ms, candidate.cluster_id
+
+
+def assign_across(home: MatterIndex, others: Sequence[MatterIndex], complaint_id: str, event_time_ms: int,
+                  features: MatterFeatures, reporter_key: Union[str, Sequence[str], None] = None
+                  ) -> Tuple[MatterIndex, Assignment]:
+    """Assigns a complaint to the best live matter of ``home`` or of ``others``, or starts a new
+    matter in ``home``; returns the index that now holds its matter, and the assignment.
+
+    ``others`` are searched as for a complaint not known to be in their city, and only among their
+    matters under one of its names or reporters: such a matter joins on a shared source, place or
+    reporter; text alone joins only within ``home`` (a walk of every city's postings would cost
+    more than all the rest of the assignment). A redelivered
+    complaint keeps the matter of whichever index knows it. With no ``others``, this is
+    :meth:`MatterIndex.assign`.
+    """
+    features, reporters = home._prepared(features, reporter_key)
+    keys = _name_keys(home, features) if others else ((), ())
+    return _assign_across(home, others, complaint_id, event_time_ms, features, reporters, keys)
+
+
+def _name_keys(home: MatterIndex, features: MatterFeatures) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    """The index keys of a complaint's source and place names, ``(entity keys, title entity
+    keys)``: what another key's index is searched under (a road or a town alone never joins)."""
+    evidence = home._sources | home._locations
+    return (tuple(home._entity_key(e) for e in features.entities if e.partition(":")[0] in evidence),
+            tuple(home._entity_key(e) for e in features.title_entities if e.partition(":")[0] in evidence))
+
+
+def _assign_across(home: MatterIndex, others: Sequence[MatterIndex], complaint_id: str, event_time_ms: int,
+                   features: MatterFeatures, reporters: Sequence[str],
+                   keys: Tuple[Tuple[str, ...], Tuple[str, ...]]) -> Tuple[MatterIndex, Assignment]:
+    """:func:`assign_across` of a prepared complaint (:meth:`MatterIndex._prepared`) and its name keys."""
+    indexes = (home, *others)
+    for index in indexes:
+        known = index.redelivery(complaint_id) if complaint_id in index._complaint_index or index is home else None
+        if known is not None:
+            return index, known
+    best, chosen = None, home
+    for index in indexes:
+        if index is not home and not index._names_held(keys, reporters):
+            continue
+        found = index._match(event_time_ms, features, reporters, index._one_city and index is home, index is not home)
+        if found is not None and (best is None or _rank(found) > _rank(best)):
+            best, chosen = found, index
+    return chosen, chosen._settle(complaint_id, event_time_ms, features, reporters, best)
