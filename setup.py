@@ -19,6 +19,7 @@ setup(
     packages=[
         "envleads",
         "envleads.pipelines",
+        "envleads.pipelines.rounds",
         "envleads.models",
         "envleads.ops",
         "envleads.schemas",

@@ -52,7 +52,8 @@ def enriched_rounds(events: int, seed: int, cache: str):
 
     from envleads.generator import generate_events
     from envleads.pipelines.batch import prepared_run
-    from envleads.pipelines.stream import Enricher, raw_event_bytes
+    from envleads.pipelines.rounds.enrich import Enricher
+    from envleads.pipelines.stream import raw_event_bytes
     from envleads.pipelines.transforms import RawEvent
 
     _, settings = prepared_run(["--runner=FnApiRunner"])
@@ -68,7 +69,9 @@ def enriched_rounds(events: int, seed: int, cache: str):
 def run(rounds, tail: int, profile: str = None) -> Dict[str, object]:
     from envleads.pipelines.batch import prepared_run
     from envleads.pipelines.heap import RoundCollector
-    from envleads.pipelines.stream import LeadStore, LocalRoundEngine, RoundOutputs, Topics, output_records
+    from envleads.pipelines.rounds.engine import LocalRoundEngine, RoundOutputs
+    from envleads.pipelines.rounds.outputs import Topics, output_records
+    from envleads.pipelines.rounds.store import LeadStore
 
     _, settings = prepared_run(["--runner=FnApiRunner"])
     store = LeadStore()

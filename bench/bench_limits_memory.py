@@ -84,7 +84,8 @@ def _rss_mb() -> float:
 
 def measure(count: int, filler: str) -> dict:
     """Runs one round of ``count`` limit-size events; returns sizes, peaks and outcome counts."""
-    from envleads.pipelines.stream import LeadStore, LocalRoundEngine
+    from envleads.pipelines.rounds.engine import LocalRoundEngine
+    from envleads.pipelines.rounds.store import LeadStore
 
     settings, events, lines = _setup(count, filler)
     store = LeadStore()
@@ -126,7 +127,7 @@ def trace_stages(count: int, filler: str) -> dict:
 
     from envleads.leads import complaint_features
     from envleads.models.pollution import segment_docs
-    from envleads.pipelines.stream import Enricher
+    from envleads.pipelines.rounds.enrich import Enricher
 
     settings, events, _ = _setup(count, filler)
     enricher = Enricher(settings, classify_batch_size=count)

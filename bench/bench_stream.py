@@ -2,7 +2,7 @@
 
 Live mode (default): a producer process sends generated complaints (Avro, as an intake system
 would) to the raw topic at ``--rate`` events/s for ``--seconds``; the same process watches the
-lead and enriched topics. The stream (:func:`envleads.pipelines.stream.run_stream`) runs in this main process
+lead and enriched topics. The stream (:func:`envleads.pipelines.rounds.loop.run_stream`) runs in this main process
 until the backlog is drained; production starts when the stream reports it is ready (its
 ``on_ready``), unless ``--include-startup``. Reported:
   * latency produce -> lead: time the first lead record listing the complaint is readable on the
@@ -289,7 +289,7 @@ def make_topics(bootstrap: str, partitions: int) -> Dict[str, str]:
 
 
 def _stream_topics(topics: Dict[str, str]):
-    from envleads.pipelines.stream import Topics
+    from envleads.pipelines.rounds.outputs import Topics
 
     return Topics(topics["raw"], topics["enriched"], topics["leads"], topics["dead_letter"])
 
@@ -300,7 +300,7 @@ def _quiet_logging() -> RoundLog:
     # most of them, and the lines would drown the table
     logging.getLogger("kafka").setLevel(logging.ERROR)
     handler = RoundLog()
-    stream_logger = logging.getLogger("envleads.pipelines.stream")
+    stream_logger = logging.getLogger("envleads.pipelines.rounds.loop")
     stream_logger.setLevel(logging.INFO)
     stream_logger.addHandler(handler)
     stream_logger.propagate = False
@@ -309,7 +309,8 @@ def _quiet_logging() -> RoundLog:
 
 # ------------------------------------------------------------------------------------------ live
 def run_live(args, broker, workdir: str) -> Dict[str, object]:
-    from envleads.pipelines.stream import raw_event_bytes, run_stream
+    from envleads.pipelines.rounds.loop import run_stream
+    from envleads.pipelines.stream import raw_event_bytes
 
     count = int(round(args.rate * args.seconds))
     payload, malformed = generated_payload(count, args.seed)
@@ -428,7 +429,7 @@ def backfill_producer(bootstrap: str, topic: str, count: int, seed: int, result_
 
 
 def run_backfill(args, broker) -> Dict[str, object]:
-    from envleads.pipelines.stream import run_stream
+    from envleads.pipelines.rounds.loop import run_stream
 
     topics = make_topics(broker.bootstrap_servers, args.partitions)
     rounds = _quiet_logging()
@@ -564,7 +565,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("ENVLEADS_PSEUDONYM_KEY", BENCH_KEY)
     if args.worker_city_share is None:
-        from envleads.pipelines.stream import DEFAULT_WORKER_CITY_SHARE
+        from envleads.pipelines.rounds.pools import DEFAULT_WORKER_CITY_SHARE
 
         args.worker_city_share = DEFAULT_WORKER_CITY_SHARE
 

@@ -80,7 +80,8 @@ def _run_command(args: argparse.Namespace) -> int:
 
 def add_subcommand(subparsers) -> None:
     from envleads.ops.kafka_config import add_kafka_arguments
-    from envleads.pipelines.stream import DEFAULT_GROUP, add_topic_arguments
+    from envleads.pipelines.rounds.loop import DEFAULT_GROUP
+    from envleads.pipelines.stream import add_topic_arguments
 
     parser = subparsers.add_parser("status", help="consumer lag and topic offsets from the broker")
     add_kafka_arguments(parser)

@@ -370,7 +370,9 @@ def run_batch_rounds(input_path: str, output_path: str, leads_path: Optional[str
 def _run_rounds(input_path: str, output_path: str, dead_letter_path: str, leads_path: Optional[str],
                 settings: StageSettings, round_events: int, round_bytes: int, enrich_workers: int) -> Dict[str, int]:
     from envleads.pipelines.heap import RoundCollector
-    from envleads.pipelines.stream import EnrichmentPool, LeadStore, LocalRoundEngine
+    from envleads.pipelines.rounds.engine import LocalRoundEngine
+    from envleads.pipelines.rounds.pools import EnrichmentPool
+    from envleads.pipelines.rounds.store import LeadStore
 
     order = _event_time_order(input_path, settings.limits.max_event_bytes + len(UTF8_BOM))
     store = LeadStore()
@@ -426,7 +428,7 @@ def _encoded_round(engine, outputs, events) -> Tuple[List[str], List[Tuple[Lead,
     """A round's enriched lines and ``(lead, Avro value)`` pairs; a record that fails to encode is a
     dead letter (with its bytes) appended to ``outputs.dead_letters`` and counted by the engine."""
     from envleads.failures import count_internal_errors
-    from envleads.pipelines.stream import encode_or_dead_letter, with_originals
+    from envleads.pipelines.rounds.outputs import encode_or_dead_letter, with_originals
     from envleads.pipelines.transforms import ENCODE_ENRICHED_STAGE, ENCODE_LEADS_STAGE
 
     failed: list = []
@@ -447,7 +449,7 @@ def _encoded_round(engine, outputs, events) -> Tuple[List[str], List[Tuple[Lead,
 def _encodable_lead(lead: Lead) -> bytes:
     """The lead's Avro value, once its line of the leads file is known to encode too (it is
     written at the end, when its reports' bytes are gone)."""
-    from envleads.pipelines.stream import _encode_lead
+    from envleads.pipelines.rounds.outputs import _encode_lead
 
     lead_rank_line(lead)
     return _encode_lead(lead)

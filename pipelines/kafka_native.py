@@ -3,7 +3,7 @@
 kafka-python does its protocol work in Python: in a 200,000-complaint backfill its produce path
 was a fifth of the stream process's CPU, on the process that bounds throughput. librdkafka does
 the same in C threads for a few microseconds per record (measured against the embedded broker:
-0.004 ms to produce and 0.002 ms to consume a 1.5 KB record). The session keeps :class:`~envleads.pipelines.stream.KafkaSession`'s
+0.004 ms to produce and 0.002 ms to consume a 1.5 KB record). The session keeps :class:`~envleads.pipelines.rounds.session.KafkaSession`'s
 contract, so ``run_stream`` uses either: explicit assignment at the group's committed offsets (no
 group join, no rebalance wait), outputs acknowledged by the broker before the offsets of their
 events are committed, and any failure raised as a :class:`NativeKafkaError` so the stream

@@ -3,7 +3,7 @@
 Sources: an offset range or a time range of ``complaints.raw`` (read without a consumer group, so
 the stream's committed offsets are untouched), or a file archive: JSON lines in the batch
 contract's input format, or an Avro container file of ``raw_complaint`` records. The events run
-through :class:`~envleads.pipelines.stream.LocalRoundEngine` with the compacted lead topic and
+through :class:`~envleads.pipelines.rounds.engine.LocalRoundEngine` with the compacted lead topic and
 the keyed state's changelog as prior state, exactly as ``envleads stream`` runs them, and the
 outputs (state changes included) go to the same topics.
 
@@ -25,8 +25,12 @@ from typing import Dict, Iterable, Iterator, List, Optional
 
 from envleads.pipelines.kafka_io import open_consumer
 from envleads.pipelines.heap import RoundCollector
-from envleads.pipelines.stream import (DEFAULT_GROUP, KafkaSession, LeadStore, LocalRoundEngine, Topics,
-                                       add_topic_arguments, write_outputs)
+from envleads.pipelines.rounds.engine import LocalRoundEngine
+from envleads.pipelines.rounds.loop import DEFAULT_GROUP
+from envleads.pipelines.rounds.outputs import Topics, write_outputs
+from envleads.pipelines.rounds.session import KafkaSession
+from envleads.pipelines.rounds.store import LeadStore
+from envleads.pipelines.stream import add_topic_arguments
 from envleads.pipelines.transforms import RawEvent
 from envleads.records import KafkaCoordinates
 

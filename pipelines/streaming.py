@@ -5,7 +5,7 @@
 global window, with the repeat index and the current lead kept in per-key state and dropped by an
 event-time timer once the repeat window has passed. :class:`ComplaintsToLeadsStreaming` wires them
 after the shared stateless stages; it is what a Flink or Dataflow job runs over Kafka. The local
-Python runners cannot run it behind an unbounded source (``stream.py`` runs bounded rounds
+Python runners cannot run it behind an unbounded source (``rounds/`` runs bounded rounds
 instead); the DirectRunner in streaming mode runs it over ``TestStream`` in the tests.
 
 Event time is the complaint's ``received_at_ms`` throughout: the index, the leads and the timers use

@@ -12,7 +12,9 @@ from envleads.generator import generate_events
 from envleads.leads import lead_from_avro_dict
 from envleads.ops.broker import create_topics, wait_for_kafka
 from envleads.ops.kafka_config import KafkaSecurity, client_kwargs, librdkafka_config
-from envleads.pipelines.stream import Topics, produce_lines, run_stream
+from envleads.pipelines.rounds.loop import run_stream
+from envleads.pipelines.rounds.outputs import Topics
+from envleads.pipelines.stream import produce_lines
 from kafka_scan import scan_topic
 
 pytestmark = pytest.mark.kafka

@@ -207,7 +207,9 @@ def streamed(kafka_broker):
 
     from envleads.generator import generate_events
     from envleads.ops.broker import create_topics
-    from envleads.pipelines.stream import Topics, produce_lines, run_stream
+    from envleads.pipelines.rounds.loop import run_stream
+    from envleads.pipelines.rounds.outputs import Topics
+    from envleads.pipelines.stream import produce_lines
 
     suffix = uuid.uuid4().hex[:8]
     topics = Topics(*(f"test.feed.{role}.{suffix}" for role in ("raw", "enriched", "leads", "dead_letter")))

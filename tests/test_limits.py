@@ -82,7 +82,7 @@ def test_both_batch_engines_dead_letter_each_field_over_its_limit(tmp_path, monk
 def test_the_rounds_engine_bounds_each_round_by_its_bytes(tmp_path, monkeypatch):
     from envleads.cli import main
     from envleads.generator import generate_events
-    from envleads.pipelines.stream import LocalRoundEngine
+    from envleads.pipelines.rounds.engine import LocalRoundEngine
 
     monkeypatch.setenv("ENVLEADS_PSEUDONYM_KEY", KEY)
     lines = [event.line for event in generate_events(60, seed=53)]

@@ -133,9 +133,9 @@ def _raise_on_planted_enriched(enriched):
 
 def _plant_encode_enriched(patch):
     import envleads.pipelines.batch as batch
-    import envleads.pipelines.stream as stream
+    import envleads.pipelines.rounds.outputs as outputs
 
-    for module, name in ((batch, "enriched_to_contract"), (stream, "enriched_to_avro_dict")):
+    for module, name in ((batch, "enriched_to_contract"), (outputs, "enriched_to_avro_dict")):
         real = getattr(module, name)
 
         def encode(enriched, *args, _real=real, **kwargs):
@@ -147,9 +147,9 @@ def _plant_encode_enriched(patch):
 
 def _plant_encode_leads(patch):
     import envleads.pipelines.batch as batch
-    import envleads.pipelines.stream as stream
+    import envleads.pipelines.rounds.outputs as outputs
 
-    for module, name in ((batch, "lead_to_avro_dict"), (stream, "lead_to_wire_record")):
+    for module, name in ((batch, "lead_to_avro_dict"), (outputs, "lead_to_wire_record")):
         real = getattr(module, name)
 
         def encode(lead, *args, _real=real, **kwargs):
@@ -198,7 +198,9 @@ def model():
 def _run_local_engine(model, tmp_path) -> Outputs:
     """The stream's round engine over one round, and the Kafka records it would send."""
     from envleads import schemas
-    from envleads.pipelines.stream import LeadStore, LocalRoundEngine, Topics, output_records
+    from envleads.pipelines.rounds.engine import LocalRoundEngine
+    from envleads.pipelines.rounds.outputs import Topics, output_records
+    from envleads.pipelines.rounds.store import LeadStore
 
     events = [RawEvent(line, "json") for line in LINES]
     store = LeadStore()

@@ -12,7 +12,9 @@ from envleads import schemas
 from envleads.generator import generate_events
 from envleads.leads import lead_from_avro_dict
 from envleads.pipelines.replay import events_from_file, events_from_topic, parse_time_ms, replay
-from envleads.pipelines.stream import Topics, produce_lines, run_stream
+from envleads.pipelines.rounds.loop import run_stream
+from envleads.pipelines.rounds.outputs import Topics
+from envleads.pipelines.stream import produce_lines
 from kafka_scan import scan_topic
 
 pytestmark = pytest.mark.kafka

@@ -20,8 +20,13 @@ from envleads import schemas
 from envleads.generator import generate_events
 from envleads.leads import lead_from_avro_dict
 from envleads.pipelines.options import StageSettings
-from envleads.pipelines.stream import (Enricher, KeyedAssigner, LeadStore, LocalRoundEngine, StateChanges, Topics,
-                                       _encode_lead, produce_lines, run_stream)
+from envleads.pipelines.rounds.engine import LocalRoundEngine
+from envleads.pipelines.rounds.enrich import Enricher
+from envleads.pipelines.rounds.loop import run_stream
+from envleads.pipelines.rounds.outputs import Topics, _encode_lead
+from envleads.pipelines.rounds.pools import KeyedAssigner
+from envleads.pipelines.rounds.store import LeadStore, StateChanges
+from envleads.pipelines.stream import produce_lines
 from envleads.pipelines.transforms import RawEvent
 from envleads.repeats import UNKNOWN_BLOCK
 

@@ -6,7 +6,11 @@ import pytest
 from envleads.generator import generate_events
 from envleads.leads import block_of_complaint
 from envleads.pipelines.options import StageSettings
-from envleads.pipelines.stream import Enricher, KeyedAssigner, LeadStore, LocalRoundEngine, _encode_lead
+from envleads.pipelines.rounds.engine import LocalRoundEngine
+from envleads.pipelines.rounds.enrich import Enricher
+from envleads.pipelines.rounds.outputs import _encode_lead
+from envleads.pipelines.rounds.pools import KeyedAssigner
+from envleads.pipelines.rounds.store import LeadStore
 from envleads.pipelines.transforms import RawEvent
 from envleads.repeats import UNKNOWN_BLOCK
 
@@ -97,7 +101,7 @@ def test_enriched_records_spliced_from_the_workers_parts_equal_whole_encodings()
     first reports and repeats, non-ASCII and long ids."""
     from envleads import schemas
     from envleads.leads import MatterReport
-    from envleads.pipelines.stream import _encode_enriched
+    from envleads.pipelines.rounds.outputs import _encode_enriched
     from envleads.records import KafkaCoordinates
     from envleads.serialize import enriched_to_avro_dict
 
@@ -118,23 +122,23 @@ def test_enriched_records_spliced_from_the_workers_parts_equal_whole_encodings()
 def test_an_unplaced_complaint_whose_assignment_raises_is_marked_and_the_others_are_assigned(monkeypatch):
     """The error policy's guard wraps the shared rule for unplaced complaints too: the one that
     raises gets :class:`~envleads.failures.Raised` (a dead letter in the engine), the key goes on."""
-    import envleads.pipelines.stream as stream
+    import envleads.pipelines.rounds.engine as engine
     from envleads.failures import Raised
     from envleads.repeats import KeyIndexes, cluster_id_for, load_repeat_config, matter_features
 
     config = load_repeat_config()
-    real = stream.assign_unplaced
+    real = engine.assign_unplaced
 
     def assign_unplaced(indexes, scope, complaint_id, *args):
         if complaint_id == "bad":
             raise RuntimeError("planted")
         return real(indexes, scope, complaint_id, *args)
 
-    monkeypatch.setattr(stream, "assign_unplaced", assign_unplaced)
+    monkeypatch.setattr(engine, "assign_unplaced", assign_unplaced)
     text = "金桥化工厂夜里偷排废水，河水发黑发臭"
     features = matter_features(text, "", (), None, ("water",), config)
     complaints = [("bad", 1_000, features, None, UNKNOWN_BLOCK), ("ok", 2_000, features, None, UNKNOWN_BLOCK)]
-    results = stream.assign_key_rounds(KeyIndexes(), {UNKNOWN_BLOCK: (([], []), complaints, 2_000)}, config)
+    results = engine.assign_key_rounds(KeyIndexes(), {UNKNOWN_BLOCK: (([], []), complaints, 2_000)}, config)
     assigned = results[UNKNOWN_BLOCK][0]
     assert isinstance(assigned["bad"], Raised)
     assert assigned["ok"][:2] == (cluster_id_for("ok"), None)  # a new matter, as without the planted one

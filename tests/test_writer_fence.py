@@ -17,7 +17,9 @@ import pytest
 from envleads import schemas
 from envleads.generator import generate_events
 from envleads.leads import lead_from_avro_dict
-from envleads.pipelines.stream import Topics, produce_lines, raw_event_bytes, run_stream
+from envleads.pipelines.rounds.loop import run_stream
+from envleads.pipelines.rounds.outputs import Topics
+from envleads.pipelines.stream import produce_lines, raw_event_bytes
 from envleads.pipelines.writer_fence import (WriterFence, WriterFenceAssignor, WriterFenceHeld, WriterFenceLost,
                                              fence_names)
 from kafka_scan import scan_topic
@@ -226,7 +228,7 @@ def test_the_fence_is_released_on_close_and_refused_while_held(kafka_broker, tmp
         holder.confirm()  # kept through the rebalances of the refused member's join and leave
         # a replay writes the state the group's stream continues from: it is refused as well
         from envleads.pipelines.replay import replay
-        from envleads.pipelines.stream import Topics
+        from envleads.pipelines.rounds.outputs import Topics
 
         with pytest.raises(WriterFenceHeld):
             replay(bootstrap, Topics(raw, raw + ".enriched", raw + ".leads", raw + ".dead"), iter(()),

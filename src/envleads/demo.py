@@ -46,7 +46,9 @@ def run_demo(count: int, seed: int, bootstrap_servers: str = None, beam_args: Li
     from envleads.generator import generate_events
     from envleads.ops.broker import DEFAULT_TOPICS, EmbeddedBroker, create_topics
     from envleads.pipelines.kafka_io import LeadView
-    from envleads.pipelines.stream import Topics, produce_lines, run_stream
+    from envleads.pipelines.rounds.loop import run_stream
+    from envleads.pipelines.rounds.outputs import Topics
+    from envleads.pipelines.stream import produce_lines
 
     started = time.monotonic()
     topics = Topics(DEFAULT_TOPICS["raw"], DEFAULT_TOPICS["enriched"], DEFAULT_TOPICS["leads"],

@@ -105,7 +105,7 @@ class EnrichedComplaint(NamedTuple):
     # ahead of the keyed one, as the local stream engine's enrichment workers do; never serialised
     matter_features: Optional[object] = None
     # the Avro record's bytes before and after the repeat stage's fields, when an enrichment worker
-    # encoded them (``pipelines.stream.enriched_wire_parts``); never serialised
+    # encoded them (``pipelines.rounds.outputs.enriched_wire_parts``); never serialised
     wire_parts: Optional[Tuple[bytes, bytes]] = None
 
 
