@@ -38,7 +38,7 @@ from envleads.leads import (MatterReport, block_of_complaint, block_of_lead, lea
                             lead_to_wire_record, merge_lead, report_matter, seed_index)
 from envleads.pipelines.options import StageSettings
 from envleads.pipelines.transforms import (DEAD_LETTER, MAIN, ClassifyPollutionType, DecodeComplaints,
-                                           ResolveRegion, SegmentText)
+                                           ResolveRegion, SegmentText, set_up_repeat_stage)
 from envleads.records import EnrichedComplaint, Lead
 from envleads.repeats import MatterIndex
 
@@ -129,15 +129,7 @@ class _AssignMattersStreamingFn(beam.DoFn):
     EXPIRY_TIMER = TimerSpec("expiry", TimeDomain.WATERMARK)
 
     def setup(self):
-        from envleads.repeats import load_repeat_config
-        from envleads.scoring import load_scoring_weights
-
-        self._config = load_repeat_config()
-        self._weights = load_scoring_weights()
-        self._repeats = Metrics.counter("DeduplicatePetitions", "repeats")
-        self._matters = Metrics.counter("DeduplicatePetitions", "new_matters")
-        self._restored = Metrics.counter("DeduplicatePetitions", "restored_matters")
-        self._unrestorable = Metrics.counter("DeduplicatePetitions", "unrestorable_prior_leads")
+        set_up_repeat_stage(self)
         self._expired = Metrics.counter("DeduplicatePetitions", "expired_matters")
         self._cleared = Metrics.counter("DeduplicatePetitions", "cleared_keys")
 

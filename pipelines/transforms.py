@@ -289,6 +289,19 @@ INDEX_STATE = "index_state"
 UNPLACED = "unplaced"
 
 
+def set_up_repeat_stage(fn: beam.DoFn) -> None:
+    """What every repeat-assigning DoFn (batch and streaming) loads once per worker: the matter
+    rules, the scoring weights and the stage's counters."""
+    from envleads.repeats import load_repeat_config
+    from envleads.scoring import load_scoring_weights
+
+    fn._config = load_repeat_config()
+    fn._weights = load_scoring_weights()
+    for name, counter in (("_repeats", "repeats"), ("_matters", "new_matters"),
+                          ("_restored", "restored_matters"), ("_unrestorable", "unrestorable_prior_leads")):
+        setattr(fn, name, Metrics.counter("DeduplicatePetitions", counter))
+
+
 class _AssignMattersFn(beam.DoFn):
     """Runs the matter index over one city key's reports in event-time order.
 
@@ -297,15 +310,7 @@ class _AssignMattersFn(beam.DoFn):
     """
 
     def setup(self):
-        from envleads.repeats import load_repeat_config
-        from envleads.scoring import load_scoring_weights
-
-        self._config = load_repeat_config()
-        self._weights = load_scoring_weights()
-        self._repeats = Metrics.counter("DeduplicatePetitions", "repeats")
-        self._matters = Metrics.counter("DeduplicatePetitions", "new_matters")
-        self._restored = Metrics.counter("DeduplicatePetitions", "restored_matters")
-        self._unrestorable = Metrics.counter("DeduplicatePetitions", "unrestorable_prior_leads")
+        set_up_repeat_stage(self)
 
     def _index(self, block: str, prior_leads):
         from envleads.leads import seed_index
