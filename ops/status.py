@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+from collections import Counter
 from typing import Dict, List, Optional
 
 
@@ -38,25 +38,23 @@ def topic_status(bootstrap_servers: str, topics: List[str], group_id: Optional[s
                 rows[tp.partition] = {"begin": begin[tp], "end": end[tp], "committed": committed,
                                       "lag": None if committed is None else max(0, end[tp] - committed)}
             if scan:
-                for partition, count in _scan_counts(consumer, tps).items():
-                    rows[partition]["records_scanned"] = count
+                counts = _scan_counts(bootstrap_servers, topic, security)
+                for partition, row in rows.items():
+                    row["records_scanned"] = counts.get(partition, 0)
             report[topic] = {"exists": True, "partitions": rows}
     finally:
         consumer.close()
     return report
 
 
-def _scan_counts(consumer, tps, idle_s: float = 1.5) -> Dict[int, int]:
-    consumer.assign(tps)
-    consumer.seek_to_beginning(*tps)
-    counts = {tp.partition: 0 for tp in tps}
-    deadline = time.monotonic() + idle_s
-    while time.monotonic() < deadline:
-        batch = consumer.poll(timeout_ms=200, max_records=5000)
-        for tp, records in batch.items():
-            counts[tp.partition] += len(records)
-            deadline = time.monotonic() + idle_s
-    return counts
+def _scan_counts(bootstrap_servers: str, topic: str, security, idle_s: float = 1.5) -> Dict[int, int]:
+    """Records per partition, counted by reading the whole topic (exact, unlike the offsets)."""
+    from envleads.pipelines.kafka_io import read_whole_topic
+
+    counts: Counter = Counter()
+    read_whole_topic(bootstrap_servers, topic, lambda records: counts.update(r.partition for r in records),
+                     security, idle_s)
+    return dict(counts)
 
 
 def _run_command(args: argparse.Namespace) -> int:

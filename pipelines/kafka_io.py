@@ -8,6 +8,8 @@ downloaded offline, so reading and writing are done here.
   bytes, starting from the consumer group's committed offsets; offsets are committed by
   :func:`commit_events` only after the round's outputs were acknowledged by the broker
   (at-least-once).
+* :func:`read_whole_topic` reads a topic from its start until it is quiet: the one reader of a
+  whole topic (the stream's lead store and state changelog at start, ``envleads status --scan``).
 * :class:`LeadView` keeps the compacted view of the lead topic (last record per key), for the
   demo, `tail` and the dashboard (the stream restores from its LeadStore and state changelog).
 
@@ -111,6 +113,26 @@ def open_consumer(bootstrap_servers: str, topic: str, group_id: Optional[str], s
         else:
             consumer.seek_to_end(tp)
     return consumer
+
+
+def read_whole_topic(bootstrap_servers: str, topic: str, handle: Callable[[list], None], security=None,
+                     idle_s: float = 1.0) -> int:
+    """Reads a topic from its start until it is quiet for ``idle_s``, handing each poll's records
+    to ``handle`` in order; returns the records read."""
+    consumer = open_consumer(bootstrap_servers, topic, group_id=None, security=security)
+    read = 0
+    try:
+        deadline = time.monotonic() + idle_s
+        while time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=200, max_records=5000)
+            if batch:
+                records = [record for part in batch.values() for record in part]
+                read += len(records)
+                handle(records)
+                deadline = time.monotonic() + idle_s
+    finally:
+        consumer.close()
+    return read
 
 
 class TopicNotFound(RuntimeError):

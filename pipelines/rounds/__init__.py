@@ -25,8 +25,8 @@ round whose outputs were not acknowledged, so its events are read again.
 Modules, in the order they depend on one another:
 
 - ``store``: the :class:`LeadStore` (SQLite cache of the lead topic and of the keyed state's
-  changelog), :class:`StateChanges` and its changelog records, :func:`read_whole_topic` (the one
-  reader of a whole topic from its start);
+  changelog), :class:`StateChanges` and its changelog records (rebuilt at start by
+  :func:`envleads.pipelines.kafka_io.read_whole_topic`);
 - ``outputs``: the :class:`Topics` of a deployment, the Avro encoding of a round's outputs
   (the enriched record spliced from the parts the workers encoded) and their producer side;
 - ``enrich``: the stateless stages (:class:`Enricher`);

@@ -1,19 +1,17 @@
 """The local state of the rounds engine: the :class:`LeadStore` (the compacted lead view and the
-keyed state's changelog, on local disk), :class:`StateChanges` with their changelog records, and
-:func:`read_whole_topic`, the one reader of a whole topic from its start (at-least-once: the store
-is a cache rebuilt from the topics at every start)."""
+keyed state's changelog, on local disk) and :class:`StateChanges` with their changelog records; it is
+a cache rebuilt from the topics at every start by :func:`envleads.pipelines.kafka_io.read_whole_topic`."""
 from __future__ import annotations
 
 import json
 import os
 import shutil
 import tempfile
-import time
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from envleads import schemas
 from envleads.leads import block_of_lead, lead_from_avro_dict
-from envleads.pipelines.kafka_io import decode_lead_record, open_consumer
+from envleads.pipelines.kafka_io import decode_lead_record, read_whole_topic
 from envleads.pipelines.kafka_native import OutputRecord
 from envleads.records import Lead
 
@@ -178,26 +176,6 @@ class LeadStore:
         self._db.close()
         if self._tmpdir:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
-
-
-def read_whole_topic(bootstrap_servers: str, topic: str, handle: Callable[[list], None], security=None,
-                     idle_s: float = 1.0) -> int:
-    """Reads a topic from its start until it is quiet for ``idle_s``, handing each poll's records
-    to ``handle`` in order; returns the records read."""
-    consumer = open_consumer(bootstrap_servers, topic, group_id=None, security=security)
-    read = 0
-    try:
-        deadline = time.monotonic() + idle_s
-        while time.monotonic() < deadline:
-            batch = consumer.poll(timeout_ms=200, max_records=5000)
-            if batch:
-                records = [record for part in batch.values() for record in part]
-                read += len(records)
-                handle(records)
-                deadline = time.monotonic() + idle_s
-    finally:
-        consumer.close()
-    return read
 
 
 def _decode_lead(value: bytes) -> Lead:
