@@ -36,7 +36,7 @@ setup(
         "envleads": ["data/*.json", "data/*.txt", "data/*/*.json", "data/*/*.txt"],
         "envleads.schemas": ["*.avsc", "registry.json"],
         "envleads.dashboard": ["static/*"],
-        "envleads.models": ["training/*.jsonl"],
+        "envleads.models": ["training/*.jsonl", "labels/*.jsonl"],
     },
     install_requires=[
         "apache-beam>=2.60",
