@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import json
 import os
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from envleads.evaluation import read_jsonl
 from envleads.config import OperatorError
 
 SPLIT_SALT = b"envleads-pollution-split-2026-12"
@@ -51,11 +51,6 @@ class LabelledDataError(OperatorError):
     """A labelled file that cannot be used as asked (a row without labels, ids with no text)."""
 
 
-def _read_rows(path: str) -> List[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
 def shared_texts(shared_dir: Optional[str]) -> Dict[str, dict]:
     """``id`` -> message row of the shared text files (:data:`TEXT_FILES`), in file order; the
     first file holding an id wins. Empty when ``shared_dir`` is ``None``."""
@@ -63,7 +58,7 @@ def shared_texts(shared_dir: Optional[str]) -> Dict[str, dict]:
     for name in TEXT_FILES if shared_dir else ():
         path = os.path.join(shared_dir, name)
         if os.path.exists(path):
-            for row in _read_rows(path):
+            for row in read_jsonl(path):
                 texts.setdefault(row["id"], row)
     return texts
 
@@ -97,7 +92,7 @@ def read_labelled(path: str, shared_dir: Optional[str]) -> List[dict]:
     """A labelled JSON Lines file: rows with ``text`` and ``labels``, or ``id`` and ``labels``
     (joined with the shared texts by :func:`join_texts`)."""
     rows = []
-    for number, row in enumerate(_read_rows(path), 1):
+    for number, row in enumerate(read_jsonl(path), 1):
         if "labels" not in row or ("text" not in row and "id" not in row):
             raise LabelledDataError(f"{path}:{number}: a row needs 'labels' and 'text' or 'id'")
         rows.append(row)
@@ -108,7 +103,7 @@ def project_labels() -> Dict[str, List[str]]:
     """``id`` -> labels of the project's label files (a later file wins for an id)."""
     labels: Dict[str, List[str]] = {}
     for path in project_label_files():
-        labels.update((row["id"], row["labels"]) for row in _read_rows(path))
+        labels.update((row["id"], row["labels"]) for row in read_jsonl(path))
     return labels
 
 
@@ -122,7 +117,7 @@ def real_labelled_records(shared_dir: Optional[str]) -> List[dict]:
     records: List[dict] = []
     dev_path = os.path.join(shared_dir, "pollution_dev.jsonl")
     if os.path.exists(dev_path):
-        records.extend(dict(row, origin="pollution_dev") for row in _read_rows(dev_path))
+        records.extend(dict(row, origin="pollution_dev") for row in read_jsonl(dev_path))
     if os.path.exists(os.path.join(shared_dir, "unlabelled_real.jsonl")):
         labels = project_labels()
         texts = shared_texts(shared_dir)

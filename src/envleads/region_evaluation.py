@@ -13,13 +13,13 @@ from collections import defaultdict
 from typing import Iterable, List, Optional
 
 from envleads.divisions import COUNTY
+from envleads.evaluation import read_jsonl
 from envleads.region import RegionResolver
 
 
 def read_gold(path: str) -> List[dict]:
     """Reads a JSON Lines gold file (``id``, ``text``, ``province``, ``city``, ``county``, ``adcode``, ``level``)."""
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    return read_jsonl(path)
 
 
 def evaluate_regions(resolver: RegionResolver, gold_records: Iterable[dict]) -> dict:
