@@ -179,6 +179,7 @@ class WriterFence:
     KEEP_INTERVAL_S = 0.2      # between the keeper's polls while the group is stable
     KEEP_POLL_MS = 20
     JOIN_POLL_MS = 250
+    EMPTY_REJOIN_AFTER_S = 10.0  # a generation that gave nobody the fence, then no rejoin: see acquire()
 
     def __init__(self, bootstrap_servers: str, raw_topic: str, group_id: str, security=None, wait: bool = False,
                  consumer_overrides: Optional[dict] = None):
@@ -398,12 +399,22 @@ class WriterFence:
                     self._cv.wait(0.2)
                     continue
             if holder is None:
-                # nobody holds it: the fence topic is missing (a broker restarted without its data);
-                # recreate it and join again
-                self._shut()
+                # nobody was given the fence. Mostly the leader assigned before its metadata listed
+                # the fence topic: kafka-python rejoins by itself once it does, so wait for that
+                # generation (closing and joining again here met the same race every time: measured
+                # on Apache Kafka, hundreds of generations without a holder). After
+                # EMPTY_REJOIN_AFTER_S without one, the topic is taken to be missing (a broker
+                # restarted without its data): recreate it and join again.
                 if time.monotonic() > deadline:
                     raise KafkaTimeoutError(f"no member of {self.group!r} was given the writer fence")
-                self._open()
+                with self._cv:
+                    empty_generation = self._generation
+                    self._cv.wait_for(lambda: self._generation != empty_generation or not self._settled,
+                                      timeout=self.EMPTY_REJOIN_AFTER_S)
+                    rejoined = self._generation != empty_generation or not self._settled
+                if not rejoined:
+                    self._shut()
+                    self._open()
                 continue
             if not self._wait:
                 message = self._message()
