@@ -18,6 +18,7 @@ setup(
     python_requires=">=3.10",
     packages=[
         "envleads",
+        "envleads.cli",
         "envleads.pipelines",
         "envleads.pipelines.rounds",
         "envleads.models",

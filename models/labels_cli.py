@@ -11,15 +11,15 @@ that cannot be imported is skipped and reported with a reason code, never with i
 written as ``id`` + the model's guess + its confidence, so the next hour of labelling goes where
 the model learns most. ``--label-studio`` also writes them as Label Studio tasks *with* their
 texts, for the labelling tool only: that file must stay outside the repository.
+
+The command line itself (argument parsing, printing, exit codes) is :mod:`envleads.cli.models`.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
 import re
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
@@ -317,7 +317,8 @@ def import_labels(path: str, fmt: str = "auto", id_key: str = "id",
     return collect(read_flat(records, id_key, from_name, aliases, fmt == "json-min"), fmt)
 
 
-def _inside_repo(path: str) -> bool:
+def inside_repo(path: str) -> bool:
+    """Whether ``path`` is inside this checkout (where a file of complainant texts must never be)."""
     absolute = os.path.abspath(path)
     return os.path.commonpath([absolute, _REPO_DIR]) == _REPO_DIR
 
@@ -363,25 +364,6 @@ def import_report(result: ImportResult, out: str, known: Optional[Set[str]],
         lines.append(f"note: {len(again)} ids already have project labels in models/labels/ "
                      f"({differ} with other labels)")
     return lines
-
-
-def _run_import(args: argparse.Namespace) -> int:
-    """Imports a labelling tool's export as ``id`` + ``labels`` rows."""
-    from envleads.models import pollution, protocol
-
-    if not os.path.isfile(args.file):
-        raise OperatorError(f"no such file: {args.file}")
-    if os.path.abspath(args.out) == os.path.abspath(args.file):
-        raise OperatorError("--out is the export itself: give another path")
-    result = import_labels(args.file, args.format, args.id_key, args.from_name)
-    if not result.rows:
-        raise OperatorError(f"{args.file}: no row could be imported "
-                            f"({dict(result.reasons()) or 'empty'}); nothing written")
-    write_jsonl(result.rows, args.out)
-    shared = pollution.shared_data_dir()
-    known = set(protocol.shared_texts(shared)) if shared else None
-    print("\n".join(import_report(result, args.out, known, protocol.project_labels())))
-    return 0
 
 
 # ------------------------------------------------------------------------------ queue
@@ -454,88 +436,3 @@ def label_studio_tasks(queue: Sequence[dict], messages: Dict[str, dict]) -> List
              "meta": {"rank": row["rank"], "guess": row["guess"],
                       "confidence": row["confidence"]}}
             for row in queue]
-
-
-def _queue_messages(args: argparse.Namespace) -> List[dict]:
-    from envleads.models import pollution
-
-    shared = pollution.shared_data_dir()
-    source = args.source or (os.path.join(shared, "unlabelled_real.jsonl") if shared else None)
-    if not source or not os.path.isfile(source):
-        raise OperatorError("no messages to queue: give --source FILE (id, title, text) or put "
-                            "the shared data (../shared/data or $ENVLEADS_SHARED_DATA) beside "
-                            "this checkout")
-    done = labelled_ids(args.labelled or [], shared)
-    return [m for m in read_messages(source) if m["id"] not in done]
-
-
-def _run_queue(args: argparse.Namespace) -> int:
-    """Writes the least confident unlabelled messages (id, guess, confidence) to label next."""
-    from envleads.models import registry
-
-    if args.label_studio and _inside_repo(args.label_studio):
-        raise OperatorError(f"--label-studio {args.label_studio} is inside the repository; it "
-                            "holds complainant texts, which must never be committed: write it "
-                            "outside the checkout")
-    try:
-        model = registry.load_model(args.model, args.registry)
-    except (registry.ModelNotFoundError, registry.ModelMismatchError) as error:
-        raise OperatorError(str(error)) from error
-    messages = _queue_messages(args)
-    queue = rank_queue(score_messages(model, messages), args.n, args.by)
-    write_jsonl(queue, args.out)
-    print(f"{len(queue)} of {len(messages)} unlabelled messages, least sure first by {args.by} "
-          f"({model.version}), to {args.out}: id, guess, confidence, margin (no text)")
-    if args.label_studio:
-        by_id = {m["id"]: m for m in messages}
-        with open(args.label_studio, "w", encoding="utf-8") as handle:
-            json.dump(label_studio_tasks(queue, by_id), handle, ensure_ascii=False, indent=1)
-        print(f"warning: {args.label_studio} holds complainant texts for Label Studio: keep it "
-              "out of the repository, never commit it, delete it after labelling", file=sys.stderr)
-    return 0
-
-
-# ------------------------------------------------------------------------------ parser
-def add_subcommand(subparsers) -> None:
-    """Registers ``envleads labels`` with its actions ``import`` and ``queue``."""
-    labels = subparsers.add_parser(
-        "labels", help="import labelling-tool exports as id + labels; queue messages to label")
-    actions = labels.add_subparsers(dest="labels_action", metavar="ACTION", required=True)
-
-    imp = actions.add_parser("import", help="a Label Studio JSON / JSON-MIN export or an id,labels "
-                                            "CSV to the project's id + labels JSON Lines")
-    imp.add_argument("file", metavar="FILE", help="the export")
-    imp.add_argument("--out", required=True, metavar="PATH",
-                     help="JSON Lines of id + labels (no text), e.g. models/labels/"
-                          "real_labels.<name>.jsonl or a file for `envleads train --extra`")
-    imp.add_argument("--format", choices=FORMATS, default="auto",
-                     help="auto: .csv by name; Label Studio JSON, JSON-MIN or JSON Lines by "
-                          "content")
-    imp.add_argument("--id-key", default="id",
-                     help="task data key (CSV column) holding the message id; JSON-MIN overwrites "
-                          "`id` with the task number, so use message_id there")
-    imp.add_argument("--from-name", default=None, metavar="NAME",
-                     help="only this Choices control (default: every choices result)")
-    imp.set_defaults(func=_run_import)
-
-    queue = actions.add_parser("queue", help="the least confident unlabelled messages to label "
-                                             "next (active learning)")
-    queue.add_argument("--out", default=DEFAULT_QUEUE, metavar="PATH",
-                       help="JSON Lines of id, guess, confidence, margin (no text)")
-    queue.add_argument("--n", type=int, default=100, help="how many messages")
-    queue.add_argument("--source", default=None, metavar="FILE",
-                       help="messages (id, title, text) to choose from (default: the shared "
-                            "unlabelled_real.jsonl)")
-    queue.add_argument("--labelled", nargs="*", default=[], metavar="FILE",
-                       help="id + labels files whose ids are labelled already (besides "
-                            "models/labels/ and pollution_dev.jsonl)")
-    queue.add_argument("--by", choices=("confidence", "margin"), default="confidence",
-                       help="least sure by confidence in the label set, or by the probability "
-                            "closest to a threshold")
-    queue.add_argument("--model", default="production", help="VERSION, 'production' or 'latest'")
-    queue.add_argument("--registry", default=None, metavar="REGISTRY_DIR",
-                       help="model registry folder")
-    queue.add_argument("--label-studio", default=None, metavar="PATH",
-                       help="also write Label Studio tasks WITH the texts here (outside the "
-                            "repository; never commit it)")
-    queue.set_defaults(func=_run_queue)

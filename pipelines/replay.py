@@ -17,7 +17,6 @@ stopped (it refuses to start beside it, or waits with ``--wait-for-fence``).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -30,7 +29,6 @@ from envleads.pipelines.rounds.loop import DEFAULT_GROUP
 from envleads.pipelines.rounds.outputs import Topics, write_outputs
 from envleads.pipelines.rounds.session import KafkaSession
 from envleads.pipelines.rounds.store import LeadStore
-from envleads.pipelines.stream import add_topic_arguments
 from envleads.pipelines.transforms import RawEvent
 from envleads.records import KafkaCoordinates
 
@@ -172,56 +170,3 @@ def replay(bootstrap_servers: str, topics: Topics, events: Iterable[RawEvent], b
         fence.close()
         store.close()
     return totals
-
-
-def _run_command(args: argparse.Namespace, beam_args: List[str]) -> int:
-    from envleads.ops.kafka_config import security_from_args
-
-    security = security_from_args(args)
-    topics = Topics(args.raw_topic, args.enriched_topic, args.leads_topic, args.dead_letter_topic)
-    if args.file:
-        if any(v is not None for v in (args.from_offset, args.to_offset, args.from_time, args.to_time)):
-            raise SystemExit("envleads replay: --file replays the whole file; offset and time ranges are for the topic")
-        events = events_from_file(args.file)
-    else:
-        if all(v is None for v in (args.from_offset, args.to_offset, args.from_time, args.to_time)):
-            raise SystemExit("envleads replay: give --file, or a range of the raw topic "
-                             "(--from-offset/--to-offset and/or --from-time/--to-time)")
-        events = events_from_topic(
-            args.bootstrap_servers, topics.raw, security, from_offset=args.from_offset, to_offset=args.to_offset,
-            from_ms=parse_time_ms(args.from_time) if args.from_time else None,
-            to_ms=parse_time_ms(args.to_time) if args.to_time else None, partitions=args.partition)
-    totals = replay(args.bootstrap_servers, topics, events, beam_args, security, args.max_round_events,
-                    group_id=args.group_id, wait_for_fence=args.wait_for_fence)
-    print(json.dumps(totals))
-    return 0
-
-
-def add_subcommand(subparsers) -> None:
-    from envleads.ops.kafka_config import add_kafka_arguments
-
-    parser = subparsers.add_parser(
-        "replay", help="re-process a range of complaints.raw (or a file archive) into the same topics",
-        description="Runs past complaints through the stream's stages with the lead topic as prior state and "
-                    "writes to the same topics: leads are updated, never duplicated (stable keys); enriched "
-                    "records and dead letters may repeat. Does not touch the stream's committed offsets. "
-                    "Unknown flags go to Beam (options such as --model_version).")
-    add_kafka_arguments(parser)
-    add_topic_arguments(parser)
-    parser.add_argument("--file", default=None,
-                        help="replay this archive instead of the topic: JSON lines (batch input format) or .avro "
-                             "(container of raw_complaint records)")
-    parser.add_argument("--from-offset", type=int, default=None, help="first offset (per partition, inclusive)")
-    parser.add_argument("--to-offset", type=int, default=None, help="end offset (per partition, exclusive)")
-    parser.add_argument("--from-time", default=None,
-                        help="first record time, ISO-8601 (China Standard Time if no offset) or epoch ms (inclusive)")
-    parser.add_argument("--to-time", default=None, help="end record time (exclusive), as --from-time")
-    parser.add_argument("--partition", type=int, action="append", default=None,
-                        help="replay only this partition (repeatable; default: all)")
-    parser.add_argument("--max-round-events", type=int, default=2000, help="events per round at most")
-    parser.add_argument("--group-id", default=DEFAULT_GROUP,
-                        help="the stream's consumer group: the replay takes its writer fence (refuses while that "
-                             "stream runs)")
-    parser.add_argument("--wait-for-fence", action="store_true",
-                        help="wait for the group's writer fence instead of refusing to start")
-    parser.set_defaults(func=_run_command, accepts_pipeline_args=True)

@@ -126,9 +126,9 @@ def test_broker_subcommand_stops_on_sigterm():
     child_code = textwrap.dedent(
         """
         import argparse, sys
-        from envleads.ops import broker
+        from envleads.cli import ops
         parser = argparse.ArgumentParser()
-        broker.add_subcommand(parser.add_subparsers())
+        ops.register(parser.add_subparsers())
         args = parser.parse_args(["broker", "--port", "0", "--topics", "a", "b"])
         sys.exit(args.func(args))
         """

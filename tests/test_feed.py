@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from envleads import feed, schemas
+from envleads.cli import feed as feed_cli
 from envleads.divisions import load_divisions
 from envleads.leads import lead_from_avro_dict, lead_to_avro_dict
 from envleads.records import Lead, ScoreReason
@@ -356,7 +357,7 @@ def test_tail_from_latest_prints_only_leads_written_after_it_started(streamed, k
 
 def _run_cli(argv):
     parser = argparse.ArgumentParser(prog="envleads")
-    feed.add_subcommand(parser.add_subparsers())
+    feed_cli.register(parser.add_subparsers())
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from envleads import feed
+from envleads.cli import feed as feed_cli
 from envleads.leads import lead_to_avro_dict
 from envleads.ranking import (Quotas, RankingConfig, area_of, area_volumes, load_ranking_config, quiet_areas,
                               select_for_campaign, select_top, validate_quotas)
@@ -117,7 +118,7 @@ def test_packaged_config_loads():
 
 def _run_cli(argv):
     parser = argparse.ArgumentParser(prog="envleads")
-    feed.add_subcommand(parser.add_subparsers())
+    feed_cli.register(parser.add_subparsers())
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -84,8 +84,10 @@ def test_evaluate_repeats_command_scores_what_batch_wrote(tmp_path):
                                          ensure_ascii=False) for r in rows), encoding="utf-8")
     out = tmp_path / "scores.json"
     import argparse
+
+    from envleads.cli import evaluation as evaluation_cli
     parser = argparse.ArgumentParser()
-    E.add_subcommand(parser.add_subparsers(dest="command"))
+    evaluation_cli.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["evaluate-repeats", "--gold", str(gold), "--jurisdiction", "320400",
                               "--json-out", str(out)])
     assert args.func(args) == 0

@@ -17,6 +17,7 @@ import fastavro
 from fastavro.io.binary_encoder import BinaryEncoder
 
 from envleads import schemas
+from envleads.config import DEFAULT_TOPICS
 from envleads.decode import content_digest
 from envleads.failures import internal_error, with_original
 from envleads.leads import MatterReport, lead_to_wire_record
@@ -33,8 +34,9 @@ if TYPE_CHECKING:
 class Topics:
     """Topic names of one deployment (defaults match the embedded broker's)."""
 
-    def __init__(self, raw: str = "complaints.raw", enriched: str = "complaints.enriched",
-                 leads: str = "leads", dead_letter: str = "complaints.deadletter", state: Optional[str] = None):
+    def __init__(self, raw: str = DEFAULT_TOPICS["raw"], enriched: str = DEFAULT_TOPICS["enriched"],
+                 leads: str = DEFAULT_TOPICS["leads"], dead_letter: str = DEFAULT_TOPICS["dead_letter"],
+                 state: Optional[str] = None):
         self.raw, self.enriched, self.leads, self.dead_letter = raw, enriched, leads, dead_letter
         # the keyed state's changelog (:class:`StateChanges`), beside the leads it belongs to
         self.state = state or f"{leads}.state"

@@ -1,4 +1,5 @@
-"""Locating and validating the data files that configure envleads (dictionaries, rules, weights).
+"""Locating and validating the data files that configure envleads (dictionaries, rules, weights),
+and the default topic names of a deployment.
 
 Every data file carries a ``version`` so that outputs can say which configuration produced them.
 Files are read once and turned into typed objects by the module that owns them; a missing key fails
@@ -12,6 +13,17 @@ import os
 from typing import Any, Callable, Dict, Iterable, Tuple, TypeVar
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+
+# The topics of a deployment by role, defined here only: the defaults of every command's topic
+# flags, of :class:`~envleads.pipelines.rounds.outputs.Topics` and of the topics the embedded broker
+# creates. The Avro subjects of ``schemas/registry.json`` carry the same names but are another thing
+# (a renamed topic keeps its subject).
+DEFAULT_TOPICS: Dict[str, str] = {
+    "raw": "complaints.raw",
+    "enriched": "complaints.enriched",
+    "leads": "leads",
+    "dead_letter": "complaints.deadletter",
+}
 
 
 def data_path(name: str) -> str:

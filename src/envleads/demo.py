@@ -6,7 +6,6 @@ stops everything it started (also on Ctrl-C or an error).
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import time
@@ -51,8 +50,7 @@ def run_demo(count: int, seed: int, bootstrap_servers: str = None, beam_args: Li
     from envleads.pipelines.stream import produce_lines
 
     started = time.monotonic()
-    topics = Topics(DEFAULT_TOPICS["raw"], DEFAULT_TOPICS["enriched"], DEFAULT_TOPICS["leads"],
-                    DEFAULT_TOPICS["dead_letter"])
+    topics = Topics()  # the default topics, which the embedded broker creates
     with contextlib.ExitStack() as stack:
         if bootstrap_servers is None:
             broker = stack.enter_context(EmbeddedBroker())
@@ -72,23 +70,3 @@ def run_demo(count: int, seed: int, bootstrap_servers: str = None, beam_args: Li
     totals.update(leads=len(view.leads), wall_s=round(time.monotonic() - started, 1))
     print(f"demo finished in {totals['wall_s']} s; broker stopped")
     return totals
-
-
-def _run_command(args: argparse.Namespace, beam_args: List[str]) -> int:
-    from envleads.ops.kafka_config import security_from_args
-
-    security = security_from_args(args) if args.bootstrap_servers else None
-    run_demo(args.count, args.seed, args.bootstrap_servers, beam_args, security)
-    return 0
-
-
-def add_subcommand(subparsers) -> None:
-    parser = subparsers.add_parser("demo", help="run the whole path on an embedded Kafka broker and print the top leads")
-    parser.add_argument("--count", type=int, default=1500, help="generated complaints to feed")
-    parser.add_argument("--seed", type=int, default=7, help="generator seed")
-    parser.add_argument("--bootstrap-servers", default=None,
-                        help="use this Kafka cluster instead of starting the embedded broker")
-    from envleads.ops.kafka_config import add_kafka_arguments
-
-    add_kafka_arguments(parser, with_bootstrap=False)  # security options for --bootstrap-servers
-    parser.set_defaults(func=_run_command, accepts_pipeline_args=True)

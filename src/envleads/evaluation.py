@@ -9,7 +9,6 @@ leads file, the number of leads against the number of true environmental matters
 """
 from __future__ import annotations
 
-import argparse
 import json
 from typing import Dict, List, Optional
 
@@ -72,17 +71,3 @@ def print_report(report: Dict, json_out: Optional[str] = None) -> int:
         with open(json_out, "w", encoding="utf-8") as handle:
             json.dump(report, handle, ensure_ascii=False, indent=2)
     return 0
-
-
-def _run_command(args: argparse.Namespace) -> int:
-    return print_report(score_batch_output(read_jsonl(args.output), read_jsonl(args.truth),
-                                           read_jsonl(args.leads) if args.leads else None), args.json_out)
-
-
-def add_subcommand(subparsers) -> None:
-    parser = subparsers.add_parser("evaluate-batch", help="score a batch output against ground truth")
-    parser.add_argument("--output", required=True, help="the enriched JSON Lines written by envleads batch")
-    parser.add_argument("--truth", required=True, help="ground truth JSON Lines (e.g. from envleads generate)")
-    parser.add_argument("--leads", default=None, help="the leads file written by envleads batch --leads")
-    parser.add_argument("--json-out", default=None, help="also write the report here")
-    parser.set_defaults(func=_run_command)

@@ -1,4 +1,4 @@
-"""Generated datasets on disk, and the ``envleads generate`` command.
+"""Generated datasets on disk: what the ``envleads generate`` command writes.
 
     envleads generate --count 1000 --seed 0 --output complaints.jsonl [--topic complaints.raw]
 
@@ -7,7 +7,6 @@ Writes :func:`envleads.generator.generate_events` as batch input with a truth fi
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -87,33 +86,3 @@ def format_summary(summary: dict) -> str:
         lines.append("malformed: " + ", ".join(f"{k} {v}" for k, v in summary["malformed_reasons"].items()))
     lines.append("channels: " + ", ".join(f"{k} {v}" for k, v in summary["channels"].items()))
     return "\n".join(lines)
-
-
-def _run(args: argparse.Namespace) -> int:
-    summary = write_dataset(args.count, args.seed, args.output, args.truth)
-    print(format_summary(summary))
-    print(f"wrote {summary['output']} and {summary['truth']}")
-    if args.topic:
-        from envleads.ops.kafka_config import security_from_args
-        from envleads.pipelines.stream import produce_lines
-
-        with open(args.output, "rb") as handle:
-            produced = produce_lines(args.bootstrap_servers, args.topic, (line.rstrip(b"\n") for line in handle),
-                                     security=security_from_args(args))
-        print(f"produced {produced} events to {args.topic} at {args.bootstrap_servers} (Avro; malformed ones as raw bytes)")
-    return 0
-
-
-def add_subcommand(subparsers) -> None:
-    """Registers ``envleads generate``."""
-    parser = subparsers.add_parser("generate", help="write realistic synthetic complaint events with ground truth",
-                                   description="Write realistic synthetic complaint events with ground truth.")
-    parser.add_argument("--count", type=int, default=1000, help="number of events (default 1000)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; same seed and count give same bytes")
-    parser.add_argument("--output", default="complaints.jsonl", help="events file (JSON Lines)")
-    parser.add_argument("--truth", default=None, help="truth file (default: <output stem>.truth.jsonl)")
-    parser.add_argument("--topic", default=None, help="also produce the events to this Kafka topic")
-    from envleads.ops.kafka_config import add_kafka_arguments
-
-    add_kafka_arguments(parser)  # the cluster and its security options, for --topic
-    parser.set_defaults(func=_run)

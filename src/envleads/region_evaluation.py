@@ -1,4 +1,4 @@
-"""Region resolution measured on gold passages, and ``envleads evaluate-regions``.
+"""Region resolution measured on gold passages (what ``envleads evaluate-regions`` reports).
 
     envleads evaluate-regions --gold ../shared/data/regions_dev.jsonl
 
@@ -7,8 +7,6 @@ Scores :class:`envleads.region.RegionResolver` directly; the product-path figure
 """
 from __future__ import annotations
 
-import argparse
-import json
 from collections import defaultdict
 from typing import Iterable, List, Optional
 
@@ -93,20 +91,3 @@ def format_region_report(report: dict) -> str:
             lines.append(f"  {error['id']}: {error['gold_adcode']}/{error['gold_level']} -> "
                          f"{error['pred_adcode']}/{error['pred_level']} {error['pred_name'] or ''}")
     return "\n".join(lines)
-
-
-def _run_evaluate(args: argparse.Namespace) -> int:
-    report = evaluate_regions(RegionResolver(), read_gold(args.gold))
-    print(format_region_report(report))
-    if args.json_out:
-        with open(args.json_out, "w", encoding="utf-8") as handle:
-            json.dump(report, handle, ensure_ascii=False, indent=2)
-    return 0
-
-
-def add_subcommand(subparsers) -> None:
-    """Registers ``evaluate-regions``."""
-    parser = subparsers.add_parser("evaluate-regions", help="measure region resolution against a gold JSONL file")
-    parser.add_argument("--gold", required=True, help="JSON Lines with text and gold province/city/county/adcode/level")
-    parser.add_argument("--json-out", default=None, help="also write the report (with per-row errors) as JSON here")
-    parser.set_defaults(func=_run_evaluate)

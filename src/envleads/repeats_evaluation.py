@@ -14,13 +14,12 @@ what a user of ``envleads batch`` gets.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from envleads.evaluation import print_report, read_jsonl
+from envleads.evaluation import read_jsonl
 from envleads.generate_dataset import default_truth_path as truth_path
 
 Events = List[dict]
@@ -148,22 +147,3 @@ def evaluate(paths: Sequence[str], jurisdiction: Optional[str] = None, with_juri
     events, truth = load_gold(paths, jurisdiction, with_jurisdiction)
     rows, leads = run_product(events, engine)
     return {**score_matters(rows, truth), "leads": len(leads), "engine": engine}
-
-
-def _run_command(args: argparse.Namespace) -> int:
-    return print_report(evaluate(args.gold, args.jurisdiction, not args.no_jurisdiction, args.engine), args.json_out)
-
-
-def add_subcommand(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "evaluate-repeats", help="repeat-petition quality through envleads batch on labelled data")
-    parser.add_argument("--gold", required=True, nargs="+",
-                        help="labelled boards (id, title, text, received_at, cluster) or batch input files "
-                             "with <stem>.truth.jsonl beside them")
-    parser.add_argument("--jurisdiction", default=None,
-                        help="for a board: the intake jurisdiction (a city code) given to every message")
-    parser.add_argument("--no-jurisdiction", action="store_true",
-                        help="drop every intake jurisdiction: only the texts place the complaints")
-    parser.add_argument("--engine", choices=("beam", "rounds"), default="beam")
-    parser.add_argument("--json-out", default=None, help="also write the scores as JSON here")
-    parser.set_defaults(func=_run_command)

@@ -50,7 +50,6 @@ can reach or stall the dashboard:
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import ipaddress
 import json
@@ -70,6 +69,7 @@ from waitress.parser import HTTPRequestParser
 from waitress.server import TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 
+from envleads.config import DEFAULT_TOPICS
 from envleads.dashboard import api
 from envleads.feed import LeadFilter, make_filter
 from envleads.records import Lead
@@ -615,7 +615,7 @@ class Dashboard:
     ``allowed_hosts``, ``workers``, ``request_timeout`` and ``max_connections`` are passed to
     :func:`make_server` (see the module docstring)."""
 
-    def __init__(self, *, bootstrap_servers: Optional[str] = None, topic: str = "leads",
+    def __init__(self, *, bootstrap_servers: Optional[str] = None, topic: str = DEFAULT_TOPICS["leads"],
                  input_path: Optional[str] = None, security=None, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                  refresh_s: float = DEFAULT_REFRESH_S, now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
                  allowed_hosts: Iterable[str] = (), workers: int = DEFAULT_WORKERS,
@@ -656,72 +656,3 @@ class Dashboard:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
-
-
-def _dashboard_command(args: argparse.Namespace) -> int:
-    from envleads.ops.kafka_config import security_from_args
-
-    if not is_loopback(args.host):
-        LOG.warning("the dashboard has no login and shows enforcement leads: serving on %s exposes them to "
-                    "the network; put an authenticating proxy in front", args.host)
-        if not args.allowed_host:
-            LOG.warning("only requests naming localhost, 127.0.0.1, [::1] or %s in their Host header are "
-                        "answered; give the names browsers use with --allowed-host", args.host)
-    options = dict(host=args.host, port=args.port, refresh_s=args.refresh, allowed_hosts=args.allowed_host or (),
-                   workers=args.workers, request_timeout=args.request_timeout,
-                   max_connections=args.max_connections)
-    try:
-        if args.input:
-            dashboard = Dashboard(input_path=args.input, **options)
-        else:
-            dashboard = Dashboard(bootstrap_servers=args.bootstrap_servers, topic=args.leads_topic,
-                                  security=security_from_args(args), **options)
-    except ValueError as error:
-        raise SystemExit(f"envleads: {error}") from None
-    with dashboard:
-        print(f"envleads dashboard at {dashboard.url} ({dashboard.store.source}); Ctrl-C stops", flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
-    return 0
-
-
-def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        value = kind(text)
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
-    parse.__name__ = kind.__name__  # argparse names the type in its error message
-    return parse
-
-
-def add_subcommand(subparsers) -> None:
-    from envleads.ops.kafka_config import add_kafka_arguments
-
-    parser = subparsers.add_parser(
-        "dashboard", help="local web page: ranked leads, filters, details, charts and a map, live",
-        description="Serves a web page over the current leads (the lead topic, or a leads file), updated "
-                    "as new leads arrive. Binds to 127.0.0.1: it has no login.")
-    add_kafka_arguments(parser)
-    parser.add_argument("--leads-topic", default="leads", help="compacted topic of leads, keyed by lead_id")
-    parser.add_argument("--input", default=None, metavar="LEADS.jsonl",
-                        help="show this leads file (envleads batch --leads) instead of Kafka; re-read when it changes")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
-    parser.add_argument("--refresh", type=float, default=DEFAULT_REFRESH_S, metavar="SECONDS",
-                        help="how often the leads are re-read (default 2)")
-    parser.add_argument("--allowed-host", action="append", metavar="NAME[:PORT]",
-                        help="also answer requests whose Host header is this name (repeatable; without a port, "
-                             "any port). Always answered: localhost, 127.0.0.1, [::1] and --host, with --port; "
-                             "any other Host gets 421 (against DNS rebinding)")
-    parser.add_argument("--workers", type=_positive(int), default=DEFAULT_WORKERS,
-                        help=f"threads answering requests (default {DEFAULT_WORKERS}); slow clients take none")
-    parser.add_argument("--request-timeout", type=_positive(float), default=DEFAULT_REQUEST_TIMEOUT_S,
-                        metavar="SECONDS", help="a request must arrive whole within this (default 10)")
-    parser.add_argument("--max-connections", type=_positive(int), default=DEFAULT_MAX_CONNECTIONS,
-                        help=f"open connections held at most (default {DEFAULT_MAX_CONNECTIONS}); beyond, the oldest "
-                             "still sending its request is closed")
-    parser.set_defaults(func=_dashboard_command)

@@ -1,8 +1,16 @@
 """The ``envleads`` command line.
 
-Each subcommand lives in the module that owns its work and registers itself through an
-``add_subcommand(subparsers)`` function; this file only collects them and configures logging
-(the library itself never installs handlers).
+Each module of this package holds the argparse definitions of one area's subcommands and thin
+handlers that turn parsed arguments into calls of the domain functions (imported when a command
+runs); :mod:`envleads.cli.arguments` holds the argument groups several commands share. This module
+collects them, configures logging (the library itself never installs handlers) and turns an
+operator's mistake into one line and exit code 2.
+
+    pipelines    batch, stream, replay, demo, generate
+    ops          broker, status
+    models       train, evaluate, models, labels
+    evaluation   evaluate-regions, evaluate-repeats, evaluate-batch
+    feed         tail, export, dashboard
 """
 from __future__ import annotations
 
@@ -14,21 +22,11 @@ from typing import List, Optional
 
 # Modules that contribute subcommands, in the order `envleads --help` lists them.
 SUBCOMMAND_MODULES = (
-    "envleads.pipelines.batch",
-    "envleads.pipelines.stream",
-    "envleads.pipelines.replay",
-    "envleads.demo",
-    "envleads.generate_dataset",
-    "envleads.ops.broker",
-    "envleads.ops.status",
-    "envleads.models.pollution",
-    "envleads.models.registry_cli",
-    "envleads.models.labels_cli",
-    "envleads.region_evaluation",
-    "envleads.repeats_evaluation",
-    "envleads.evaluation",
-    "envleads.feed",
-    "envleads.dashboard.server",
+    "envleads.cli.pipelines",
+    "envleads.cli.ops",
+    "envleads.cli.models",
+    "envleads.cli.evaluation",
+    "envleads.cli.feed",
 )
 
 
@@ -40,13 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as error:
-            if error.name != name:
-                raise
-            continue
-        module.add_subcommand(subparsers)
+        importlib.import_module(name).register(subparsers)
     return parser
 
 
@@ -97,6 +89,3 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"envleads {args.command}: {error}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())
