@@ -18,6 +18,15 @@ from envleads.cli.arguments import ALL_TOPICS, add_command
 
 
 # ------------------------------------------------------------------------------------------ broker
+def _until_exit(broker, exited: str) -> int:
+    """Waits while a broker in the foreground runs; when it exits by itself (not on Ctrl-C), prints
+    ``exited`` with the tail of its log and returns exit code 1."""
+    while broker.is_running():
+        time.sleep(0.5)
+    print(f"{exited}; log tail:\n{broker.log_tail()}", file=sys.stderr)
+    return 1
+
+
 def run_broker(args: argparse.Namespace) -> int:
     """Runs the broker until Ctrl-C or SIGTERM; returns the exit code."""
     from envleads.ops.broker import BrokerStartError, EmbeddedBroker
@@ -43,10 +52,7 @@ def run_broker(args: argparse.Namespace) -> int:
         print(f"topics: {', '.join(args.topics) or '(none)'}", flush=True)
         print(f"broker pid: {broker.pid}", flush=True)
         print("Ctrl-C to stop", flush=True)
-        while broker.is_running():
-            time.sleep(0.5)
-        print(f"envleads broker: Tansu exited; log tail:\n{broker.log_tail()}", file=sys.stderr)
-        return 1
+        return _until_exit(broker, "envleads broker: Tansu exited")
     except KeyboardInterrupt:
         return 0
     finally:
@@ -143,10 +149,7 @@ def apache_kafka_main(argv: Optional[List[str]] = None) -> int:
         if broker.ca_file:
             print(f"CA: {broker.ca_file}", flush=True)
         print(f"log: {broker.log_path}; started in {broker.start_seconds:.1f} s; Ctrl-C to stop", flush=True)
-        while broker.is_running():
-            time.sleep(0.5)
-        print(f"Apache Kafka exited; log tail:\n{broker.log_tail()}", file=sys.stderr)
-        return 1
+        return _until_exit(broker, "Apache Kafka exited")
     except BrokerStartError as error:
         print(f"apache kafka: {error}", file=sys.stderr)
         return 1
