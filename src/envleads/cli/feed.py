@@ -6,14 +6,11 @@ quotas) and :mod:`envleads.dashboard.server`.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import time
 
 from envleads.cli.arguments import LEADS_TOPIC, add_command, positive
-
-LOG = logging.getLogger("envleads.dashboard.server")  # the dashboard's warnings keep their logger name
 
 
 def _filter_from_args(args: argparse.Namespace):
@@ -157,15 +154,10 @@ def _add_export(subparsers) -> None:
 
 # --------------------------------------------------------------------------------------- dashboard
 def _run_dashboard(args: argparse.Namespace) -> int:
-    from envleads.dashboard.server import Dashboard, is_loopback
+    from envleads.dashboard.server import Dashboard, warn_if_exposed
     from envleads.ops.kafka_config import security_from_args
 
-    if not is_loopback(args.host):
-        LOG.warning("the dashboard has no login and shows enforcement leads: serving on %s exposes them to "
-                    "the network; put an authenticating proxy in front", args.host)
-        if not args.allowed_host:
-            LOG.warning("only requests naming localhost, 127.0.0.1, [::1] or %s in their Host header are "
-                        "answered; give the names browsers use with --allowed-host", args.host)
+    warn_if_exposed(args.host, args.allowed_host)
     options = dict(host=args.host, port=args.port, refresh_s=args.refresh, allowed_hosts=args.allowed_host or (),
                    workers=args.workers, request_timeout=args.request_timeout,
                    max_connections=args.max_connections)

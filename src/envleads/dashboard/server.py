@@ -656,3 +656,14 @@ class Dashboard:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+def warn_if_exposed(host: str, allowed_hosts: Optional[Iterable[str]]) -> None:
+    """Warns when the dashboard, which has no login, is to be served beyond this machine (``host``
+    not a loopback address), and when no ``allowed_hosts`` name the address browsers will use."""
+    if not is_loopback(host):
+        LOG.warning("the dashboard has no login and shows enforcement leads: serving on %s exposes them to "
+                    "the network; put an authenticating proxy in front", host)
+        if not allowed_hosts:
+            LOG.warning("only requests naming localhost, 127.0.0.1, [::1] or %s in their Host header are "
+                        "answered; give the names browsers use with --allowed-host", host)
