@@ -24,11 +24,6 @@ from envleads.text import SegmentedDoc, normalise, segment_for_model, shared_tok
 
 LABELS: Tuple[str, ...] = tuple(POLLUTION_LABELS)
 TYPE_TERMS_FILE = "type_terms.json"
-# ClauseCueFeatures' columns: 6 per cue set, a strong and a strong-or-weak set per label, then 5
-# global ones. The rule view and the stacker read these trailing columns by count.
-CUES_PER_LABEL = 12
-CUES_GLOBAL = 5
-CUE_COLUMNS = CUES_PER_LABEL * len(LABELS) + CUES_GLOBAL
 
 
 # --------------------------------------------------------------------------- segmentation step
