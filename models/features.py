@@ -325,7 +325,7 @@ class ClauseCueFeatures(BaseEstimator, TransformerMixin):
     def _compiled(self):
         compiled = getattr(self, "_compiled_cache", None)
         if compiled is None:
-            masked = getattr(self, "masked_pattern_", "")
+            masked = self.masked_pattern_
             # Cue patterns are bits 0-15, then grievance and non-environmental cues.
             compiled = (_CueScan(self.cue_patterns_ + [self.grievance_pattern_,
                                                        self.not_environmental_pattern_]),
