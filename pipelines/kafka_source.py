@@ -57,9 +57,9 @@ import apache_beam as beam
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.io.watermark_estimators import MonotonicWatermarkEstimator
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.core import RestrictionProvider
+from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
 from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
 from envleads.pipelines.transforms import RawEvent
 from envleads.records import KafkaCoordinates
@@ -199,6 +199,21 @@ class _PartitionRestrictionProvider(RestrictionProvider):
 _PROVIDER = _PartitionRestrictionProvider()
 
 
+class _RecordTimeWatermarkProvider(WatermarkEstimatorProvider):
+    """``MonotonicWatermarkEstimator`` starting at the minimum timestamp. Its default provider
+    starts it at None, and Beam 2.78's ``current_watermark()`` then compares a timestamp with None
+    (``TypeError``) the first time a restriction that emitted records checkpoints."""
+
+    def initial_estimator_state(self, element, restriction):
+        return MIN_TIMESTAMP
+
+    def create_watermark_estimator(self, estimator_state):
+        return MonotonicWatermarkEstimator(MIN_TIMESTAMP if estimator_state is None else estimator_state)
+
+
+_WATERMARK = _RecordTimeWatermarkProvider()
+
+
 class _ReadPartitionFn(beam.DoFn):
     """Reads one partition's restriction (bounded form; :class:`_ReadUnboundedPartitionFn` is the
     same with ``unbounded_per_element``). One consumer per partition per DoFn instance, kept across
@@ -271,8 +286,7 @@ class _ReadPartitionFn(beam.DoFn):
 
     def process(self, element: KafkaPartitionRange,
                 tracker=beam.DoFn.RestrictionParam(_PROVIDER),
-                watermark_estimator=beam.DoFn.WatermarkEstimatorParam(
-                    MonotonicWatermarkEstimator.default_provider())):
+                watermark_estimator=beam.DoFn.WatermarkEstimatorParam(_WATERMARK)):
         # no return annotation: the outputs are pickled RawEvent, as in the other stages
         yield from self._read_partition(element, tracker)
 
@@ -286,8 +300,7 @@ class _ReadUnboundedPartitionFn(_ReadPartitionFn):
     @beam.DoFn.unbounded_per_element()
     def process(self, element: KafkaPartitionRange,
                 tracker=beam.DoFn.RestrictionParam(_PROVIDER),
-                watermark_estimator=beam.DoFn.WatermarkEstimatorParam(
-                    MonotonicWatermarkEstimator.default_provider())):
+                watermark_estimator=beam.DoFn.WatermarkEstimatorParam(_WATERMARK)):
         # no return annotation: the outputs are pickled RawEvent, as in the other stages
         yield from self._read_partition(element, tracker)
 

@@ -121,6 +121,93 @@ def test_source_on_prism_reads_every_record_once_with_its_coordinates_and_time(k
     assert sorted(_read_lines(sink)) == expected
 
 
+def test_unbounded_source_on_prism_reads_records_produced_while_it_runs(kafka_broker, tmp_topics, prism_location,
+                                                                       tmp_path):
+    """Unbounded: the job keeps polling (checkpoints while a partition is empty) and emits records
+    produced after it started, from the group's committed offsets; it runs until cancelled."""
+    import time
+
+    from apache_beam.options.pipeline_options import StandardOptions
+    from apache_beam.runners.runner import PipelineState
+
+    bootstrap = kafka_broker.bootstrap_servers
+    topic = tmp_topics("raw", partitions=2)["raw"]
+    _produce(bootstrap, topic, [(i % 2, f"old{i}".encode(), BASE_MS + i) for i in range(4)])
+    group = f"unbounded-{uuid.uuid4().hex[:8]}"
+    commit_offsets(bootstrap, group, {(topic, 0): 2, (topic, 1): 1})  # partition 0 read, 1 half read
+
+    sink = tmp_path / "out"
+    sink.mkdir()
+    options = PipelineOptions(_prism_args(prism_location))
+    options.view_as(StandardOptions).streaming = True
+    pipeline = beam.Pipeline(options=options)
+    _ = (pipeline
+         | "ReadFromKafka" >> ReadFromKafka(bootstrap, [topic], group_id=group, max_call_s=0.5)
+         | "Describe" >> beam.Map(lambda e: f"{e.source.partition} {e.source.offset} {e.payload.decode()}")
+         | "Sink" >> beam.ParDo(_AppendLines(str(sink))))
+    result = pipeline.run()
+    try:
+        time.sleep(3)  # the job is up and has found partition 0 empty at least once
+        _produce(bootstrap, topic, [(i % 2, f"new{i}".encode(), BASE_MS + 100 + i) for i in range(6)])
+        expected = sorted(["1 1 old3"] + [f"{i % 2} {2 + i // 2} new{i}" for i in range(6)])
+        deadline = time.monotonic() + 60
+        while sorted(_read_lines(sink)) != expected and time.monotonic() < deadline:
+            assert result.state not in (PipelineState.FAILED, PipelineState.DONE, PipelineState.CANCELLED)
+            time.sleep(0.5)
+        assert sorted(_read_lines(sink)) == expected
+    finally:
+        result.cancel()
+    assert result.state != PipelineState.DONE  # it would have read on
+
+
+class _WindowContents(beam.DoFn):
+    def process(self, element, window=beam.DoFn.WindowParam):
+        _, payloads = element
+        yield f"{window.start.micros // 1_000_000} " + ",".join(sorted(payloads))
+
+
+def test_unbounded_watermark_follows_record_times(kafka_broker, tmp_topics, prism_location, tmp_path):
+    """The watermark is the newest record time read: a 10 s window closes once a record past it is
+    read, and a window no record has passed stays open however long the job runs (wall-clock time
+    is not the watermark). One partition: with several, Prism takes as the source's watermark the
+    estimate of the restrictions of its latest bundle, not the oldest of all partitions (see
+    docs/operations.md), so a window could close before a slower partition's records reach it."""
+    import time
+
+    from apache_beam.options.pipeline_options import StandardOptions
+    from apache_beam.transforms.window import FixedWindows
+
+    bootstrap = kafka_broker.bootstrap_servers
+    topic = tmp_topics("raw", partitions=1)["raw"]
+    start_s = BASE_MS // 1000
+    _produce(bootstrap, topic, [(0, b"a0", BASE_MS + 1000), (0, b"a1", BASE_MS + 2000)])
+
+    sink = tmp_path / "out"
+    sink.mkdir()
+    options = PipelineOptions(_prism_args(prism_location))
+    options.view_as(StandardOptions).streaming = True
+    pipeline = beam.Pipeline(options=options)
+    _ = (pipeline
+         | "ReadFromKafka" >> ReadFromKafka(bootstrap, [topic], max_call_s=0.5)
+         | "Window" >> beam.WindowInto(FixedWindows(10))
+         | "Key" >> beam.Map(lambda e: ("all", e.payload.decode()))
+         | "Group" >> beam.GroupByKey()
+         | "Describe" >> beam.ParDo(_WindowContents())
+         | "Sink" >> beam.ParDo(_AppendLines(str(sink))))
+    result = pipeline.run()
+    try:
+        time.sleep(6)  # the newest record is at +2 s: the first window cannot close yet
+        assert _read_lines(sink) == []
+        _produce(bootstrap, topic, [(0, b"b0", BASE_MS + 60_000)])
+        deadline = time.monotonic() + 60
+        while not _read_lines(sink) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(2)
+        assert _read_lines(sink) == [f"{start_s} a0,a1"]  # the +60 s window stays open
+    finally:
+        result.cancel()
+
+
 # ------------------------------------------------------------------------------------ 3. end to end
 E2E_EVENTS = 200
 E2E_SEED = 24
