@@ -375,3 +375,78 @@ def test_beam_stream_on_prism_writes_what_the_rounds_engine_writes(kafka_broker,
         # the types of a matter, in an order that follows the order its reports were merged in
         assert sorted(beam_lead["pollution_types"]) == sorted(rounds_lead["pollution_types"]), lead_id
         assert rescored(beam_lead) == rescored(rounds_lead), lead_id
+
+
+def test_beam_stream_restarted_from_its_commit_loses_nothing_and_duplicates_no_lead(kafka_broker, tmp_topics,
+                                                                                    prism_location, model_version,
+                                                                                    monkeypatch):
+    """Two bounded runs of one group, the second over events produced after the first ended (a
+    restart): each complaint enriched once, one lead per matter, leads continued under their keys;
+    a third run finds nothing to read."""
+    import json
+
+    from envleads import schemas
+    from envleads.generator import generate_events
+    from envleads.pipelines.beam_stream import run_beam_stream
+    from envleads.pipelines.rounds.loop import run_stream
+    from envleads.pipelines.rounds.outputs import Topics
+    from envleads.repeats_features import UNKNOWN_BLOCK, blocking_key
+
+    monkeypatch.setenv("ENVLEADS_PSEUDONYM_KEY", "test-beam-kafka-key")
+    bootstrap = kafka_broker.bootstrap_servers
+    events = list(generate_events(E2E_EVENTS, E2E_SEED))
+    truth = [event.truth for event in events]
+    raw = tmp_topics("raw", partitions=2)["raw"]
+    names = tmp_topics("enriched", "leads", "dead_letter")
+    topics = Topics(raw, names["enriched"], names["leads"], names["dead_letter"])
+    args = _prism_args(prism_location) + ["--model_version", model_version]
+    group = f"beam-{uuid.uuid4().hex[:8]}"
+    half = E2E_EVENTS // 2
+
+    _produce_events(bootstrap, raw, events[:half])
+    first = run_beam_stream(bootstrap, topics, args, group_id=group, bounded=True)
+    assert first["planned_records"] == half and first["prior_leads"] == 0
+    leads_after_first = _compacted_leads(bootstrap, topics.leads)
+    _produce_events(bootstrap, raw, events[half:])
+    second = run_beam_stream(bootstrap, topics, args, group_id=group, bounded=True)
+    assert second["planned_records"] == E2E_EVENTS - half
+    assert second["prior_leads"] == len(leads_after_first) >= 5
+    third = run_beam_stream(bootstrap, topics, args, group_id=group, bounded=True)
+    assert third["planned_records"] == 0 and third["committed"] == 0
+
+    valid_ids = {t["complaint_id"] for t in truth if not t["malformed"]}
+    enriched = [r for _, r in _decoded(bootstrap, topics.enriched, schemas.ENRICHED)]
+    assert sorted(r["complaint_id"] for r in enriched) == sorted(valid_ids)  # each once, none lost
+    dead = [d for _, d in _decoded(bootstrap, topics.dead_letter, schemas.DEAD_LETTER)]
+    assert len(dead) == sum(t["malformed"] for t in truth)
+
+    leads = _compacted_leads(bootstrap, topics.leads)
+    members = [cid for lead in leads.values() for cid in lead["complaint_ids"]]
+    assert len(members) == len(set(members)), "a complaint belongs to one lead only"
+    cluster_of = {r["complaint_id"]: r["cluster_id"] for r in enriched}
+    for lead in leads.values():
+        assert {cluster_of[cid] for cid in lead["complaint_ids"]} == {lead["cluster_id"]}
+        assert lead["report_count"] == len(lead["complaint_ids"])
+    # a lead of the first run continued by the second keeps its key and its first complaints
+    continued = [lead_id for lead_id, lead in leads.items() if lead_id in leads_after_first
+                 and len(lead["complaint_ids"]) > len(leads_after_first[lead_id]["complaint_ids"])]
+    assert continued
+    for lead_id in continued:
+        assert set(leads_after_first[lead_id]["complaint_ids"]) < set(leads[lead_id]["complaint_ids"])
+
+    # against the rounds engine in one run: the same leads, complaints of no known city set aside
+    rounds_names = tmp_topics("enriched", "leads", "dead_letter")
+    rounds_topics = Topics(raw, rounds_names["enriched"], rounds_names["leads"], rounds_names["dead_letter"])
+    run_stream(bootstrap, rounds_topics, ["--runner=FnApiRunner", "--model_version", model_version],
+               group_id=f"rounds-{uuid.uuid4().hex[:8]}", max_round_events=E2E_EVENTS, stop_when_idle_s=2.0,
+               poll_wait_s=1.0, round_wait_s=None, kafka_client="python")
+    jurisdiction = {t["complaint_id"]: json.loads(e.line).get("jurisdiction_adcode")
+                    for e, t in zip(events, truth) if not t["malformed"]}
+    unplaced = {r["complaint_id"] for r in enriched
+                if blocking_key(r["region"] and r["region"]["adcode"], jurisdiction[r["complaint_id"]]) == UNKNOWN_BLOCK}
+
+    def placed_membership(leads):
+        return sorted(sorted(set(lead["complaint_ids"]) - unplaced) for lead in leads.values()
+                      if set(lead["complaint_ids"]) - unplaced)
+
+    assert placed_membership(leads) == placed_membership(_compacted_leads(bootstrap, rounds_topics.leads))
