@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import List
+from typing import List, NamedTuple
 
 import apache_beam as beam
 import pytest
@@ -76,6 +76,114 @@ def _read_lines(folder) -> List[str]:
     for path in sorted(folder.glob("*.txt")):
         lines.extend(line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
     return lines
+
+
+# ---------------------------------------------------------------------------- 0. the DoFn alone
+class _Record(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    value: bytes
+
+
+class _ScriptedConsumer:
+    """A kafka-python consumer of one partition whose polls return scripted record lists."""
+
+    def __init__(self, polls, position_after=None):
+        self._polls = list(polls)
+        self._position = None
+        self._position_after = position_after  # where an empty poll leaves the position (control records)
+        self.seeks = []
+
+    def position(self, tp):
+        return self._position if self._position is not None else 0
+
+    def seek(self, tp, offset):
+        self.seeks.append(offset)
+        self._position = offset
+
+    def poll(self, timeout_ms, max_records):
+        from kafka import TopicPartition
+
+        records = self._polls.pop(0) if self._polls else []
+        if records:
+            self._position = records[-1].offset + 1
+        elif self._position_after is not None:
+            self._position = self._position_after
+        return {TopicPartition("t", 0): records} if records else {}
+
+    def close(self):
+        pass
+
+
+def _run_fn(restriction, consumer):
+    """Runs ``_ReadPartitionFn`` over one restriction as the SDK harness does; returns the emitted
+    ``(offset, value, timestamp ms)``, the tracker (done or not) and the deferred residual."""
+    from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRestrictionTracker
+
+    from envleads.pipelines.kafka_source import _CheckpointOnlyTracker, _ReadPartitionFn
+
+    fn = _ReadPartitionFn("unused:9092", poll_timeout_s=0.01, max_call_s=60)
+    fn.setup()
+    fn._consumers[("t", 0)] = consumer
+    tracker = ThreadsafeRestrictionTracker(_CheckpointOnlyTracker(restriction))
+    element = KafkaPartitionRange("t", 0, restriction.start, None)
+    emitted = [(v.value.source.offset, v.value.payload, v.timestamp.micros // 1000)
+               for v in fn._read_partition(element, RestrictionTrackerView(tracker))]
+    deferred = tracker.deferred_status()
+    return emitted, tracker, deferred[0] if deferred else None
+
+
+def test_fn_reads_a_bounded_range_to_its_end_without_checkpointing():
+    from apache_beam.io.restriction_trackers import OffsetRange
+
+    records = [_Record("t", 0, o, BASE_MS + o, f"v{o}".encode()) for o in range(3)]
+    emitted, tracker, residual = _run_fn(OffsetRange(0, 3), _ScriptedConsumer([records]))
+    assert emitted == [(0, b"v0", BASE_MS), (1, b"v1", BASE_MS + 1), (2, b"v2", BASE_MS + 2)]
+    tracker.check_done()
+    assert residual is None
+
+
+def test_fn_checkpoints_an_unbounded_range_when_a_poll_is_empty():
+    import sys
+
+    from apache_beam.io.restriction_trackers import OffsetRange
+
+    consumer = _ScriptedConsumer([[_Record("t", 0, 3, BASE_MS, b"old"), _Record("t", 0, 5, BASE_MS, b"a"),
+                                   _Record("t", 0, 6, BASE_MS + 9, b"b")], []])
+    emitted, tracker, residual = _run_fn(OffsetRange(5, sys.maxsize), consumer)
+    assert consumer.seeks == [5]
+    assert emitted == [(5, b"a", BASE_MS), (6, b"b", BASE_MS + 9)]  # offset 3 is before the restriction
+    assert residual == OffsetRange(7, sys.maxsize)
+    tracker.check_done()
+
+
+def test_fn_finishes_a_bounded_range_whose_last_offsets_hold_no_record():
+    from apache_beam.io.restriction_trackers import OffsetRange
+
+    # offsets 2 and 3 are transaction markers: the position moves past them, no record comes
+    consumer = _ScriptedConsumer([[_Record("t", 0, o, BASE_MS, b"x") for o in range(2)], []], position_after=4)
+    emitted, tracker, residual = _run_fn(OffsetRange(0, 4), consumer)
+    assert [offset for offset, _, _ in emitted] == [0, 1]
+    tracker.check_done()
+    assert residual is None
+
+
+def test_tracker_refuses_fractional_splits_and_accepts_checkpoints():
+    import sys
+
+    from apache_beam.io.restriction_trackers import OffsetRange
+
+    from envleads.pipelines.kafka_source import _CheckpointOnlyTracker
+
+    tracker = _CheckpointOnlyTracker(OffsetRange(0, sys.maxsize))
+    assert tracker.try_claim(3)
+    assert tracker.try_split(0.5) is None
+    assert not tracker.is_bounded()
+    primary, residual = tracker.try_split(0)
+    assert (primary, residual) == (OffsetRange(0, 4), OffsetRange(4, sys.maxsize))
+    assert _CheckpointOnlyTracker(OffsetRange(0, 10)).is_bounded()
 
 
 # ------------------------------------------------------------------------------------- 1. planning
