@@ -35,6 +35,7 @@ from typing import Dict, List, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
+from apache_beam.runners.runner import PipelineState
 
 from envleads import schemas
 from envleads.leads import lead_to_wire_record
@@ -155,7 +156,16 @@ def run_beam_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[
     pipeline = beam.Pipeline(options=options)
     build_beam_stream(pipeline, bootstrap_servers, topics, settings, partitions, group_id, bounded, security,
                       prior_leads)
-    pipeline.run().wait_until_finish()
+    result = pipeline.run()
+    try:
+        state = result.wait_until_finish()
+    except KeyboardInterrupt:
+        # Ctrl-C or SIGTERM on an unbounded job: stop it; nothing is committed
+        LOG.info("interrupted; cancelling the job")
+        result.cancel()
+        raise
+    if state != PipelineState.DONE:
+        raise RuntimeError(f"the Beam stream ended in state {state}; no offsets committed")
     committed = 0
     if bounded and commit and group_id:
         offsets = {(p.topic, p.partition): p.stop for p in partitions if p.stop is not None and p.stop > p.start}
