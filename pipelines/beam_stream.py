@@ -107,10 +107,11 @@ def read_prior_leads(bootstrap_servers: str, topic: str, security=None) -> List[
 
 def build_beam_stream(pipeline: beam.Pipeline, bootstrap_servers: str, topics: Topics, settings,
                       partitions=None, group_id: Optional[str] = None, bounded: bool = False, security=None,
-                      prior_leads: Optional[List[Lead]] = None) -> None:
+                      prior_leads: Optional[List[Lead]] = None, align_watermarks: bool = False) -> None:
     """Adds the job's steps to ``pipeline`` (see the module docstring)."""
     events = pipeline | "ReadFromKafka" >> ReadFromKafka(bootstrap_servers, [topics.raw], group_id=group_id,
-                                                         bounded=bounded, security=security, partitions=partitions)
+                                                         bounded=bounded, security=security, partitions=partitions,
+                                                         align_watermarks=align_watermarks)
     prior = pipeline | "PriorLeads" >> beam.Create(list(prior_leads or []))
     outputs = events | "ComplaintsToLeadsStreaming" >> ComplaintsToLeadsStreaming(settings, prior)
     enriched = _encoded(outputs["enriched"], "EncodeEnriched", encode_enriched_record, ENCODE_ENRICHED_STAGE)
@@ -127,7 +128,7 @@ def build_beam_stream(pipeline: beam.Pipeline, bootstrap_servers: str, topics: T
 
 def run_beam_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[str]] = None,
                     group_id: Optional[str] = DEFAULT_BEAM_GROUP, bounded: bool = False, security=None,
-                    commit: bool = True) -> Dict[str, int]:
+                    commit: bool = True, align_watermarks: Optional[bool] = None) -> Dict[str, int]:
     """Builds and runs the streaming job (streaming option on) until it ends; returns counts.
 
     Args:
@@ -141,6 +142,8 @@ def run_beam_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[
             otherwise run until cancelled.
         security: ``ops.kafka_config.KafkaSecurity`` (None: PLAINTEXT).
         commit: after a bounded run finished, commit its end offsets to ``group_id``.
+        align_watermarks: the source's ``align_watermarks`` (None: on for ``PrismRunner``, which
+            does not take the oldest partition's watermark itself; off elsewhere).
 
     Returns ``{"partitions", "planned_records", "prior_leads", "committed"}``: what was planned and
     done; the outputs are on the topics.
@@ -148,14 +151,18 @@ def run_beam_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[
     from envleads.pipelines.batch import prepared_run
 
     options, settings = prepared_run(beam_args)
-    options.view_as(StandardOptions).streaming = True
+    standard = options.view_as(StandardOptions)
+    standard.streaming = True
+    if align_watermarks is None:
+        runner = standard.runner if isinstance(standard.runner, str) else type(standard.runner).__name__
+        align_watermarks = "prism" in str(runner).lower()
     partitions = plan_partitions(bootstrap_servers, [topics.raw], group_id, bounded, security)
     prior_leads = read_prior_leads(bootstrap_servers, topics.leads, security)
     LOG.info("beam stream: %d partition(s) of %s, %d prior lead(s), %s", len(partitions), topics.raw,
              len(prior_leads), "bounded" if bounded else "unbounded")
     pipeline = beam.Pipeline(options=options)
     build_beam_stream(pipeline, bootstrap_servers, topics, settings, partitions, group_id, bounded, security,
-                      prior_leads)
+                      prior_leads, align_watermarks)
     result = pipeline.run()
     try:
         state = result.wait_until_finish()

@@ -8,8 +8,10 @@ a job over a finite topic finishes). The DoFn claims each record's offset, emits
 record's timestamp, and checkpoints itself (``defer_remainder``, the Python SDK's
 ``ProcessContinuation.resume()``) when a poll comes back empty or after ``max_call_s`` of reading,
 so that every partition of a worker advances and bundles close. The watermark of a partition is
-the newest record timestamp it has emitted (``MonotonicWatermarkEstimator``); the job's is the
-oldest of its partitions'.
+the newest record timestamp it has emitted (``MonotonicWatermarkEstimator``'s rule); the runner
+takes the oldest of the partitions' as the source's. Prism (2.78) does not: it takes the estimate of
+the restrictions in the source's latest bundle, so ``align_watermarks`` (set by ``run_beam_stream``
+on Prism) makes each partition report at most the oldest of all the partitions read in its process.
 
 Why kafka-python and not confluent-kafka (both are dependencies): the Beam sink
 (``WriteToKafka``) and every other Beam-side Kafka helper use kafka-python, so one client's
@@ -42,7 +44,7 @@ checkpoints (a split at fraction 0) but refuses fractional splits: a split of ``
 would leave a residual starting at an offset the partition will never reach.
 
 Known limits: an idle partition holds the job's watermark at its last record's time (no idle
-advance yet); record timestamps should be the intake time (``CreateTime`` set by the intake
+advance yet); ``align_watermarks`` is sound only where one process runs every restriction; record timestamps should be the intake time (``CreateTime`` set by the intake
 system) for the stateful stages' expiry timers to mean event time; partitions added while the job
 runs are not read.
 """
@@ -50,16 +52,18 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
-from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence
+import uuid
+from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
-from apache_beam.io.watermark_estimators import MonotonicWatermarkEstimator
+from apache_beam.io.iobase import WatermarkEstimator
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
 from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
+from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Duration, Timestamp
 
 from envleads.pipelines.transforms import RawEvent
 from envleads.records import KafkaCoordinates
@@ -199,28 +203,66 @@ class _PartitionRestrictionProvider(RestrictionProvider):
 _PROVIDER = _PartitionRestrictionProvider()
 
 
-class _RecordTimeWatermarkProvider(WatermarkEstimatorProvider):
-    """``MonotonicWatermarkEstimator`` starting at the minimum timestamp. Its default provider
-    starts it at None, and Beam 2.78's ``current_watermark()`` then compares a timestamp with None
-    (``TypeError``) the first time a restriction that emitted records checkpoints."""
-
-    def initial_estimator_state(self, element, restriction):
-        return MIN_TIMESTAMP
-
-    def create_watermark_estimator(self, estimator_state):
-        return MonotonicWatermarkEstimator(MIN_TIMESTAMP if estimator_state is None else estimator_state)
+# Aligned watermarks (``align_watermarks``): per job (a token), the newest record time of each
+# partition read in this process. Prism 2.78 takes as a splittable DoFn's output watermark the
+# minimum estimate of the restrictions of its *latest bundle* (engine/elementmanager.go replaces the
+# stage's estimate with each bundle's, and pending restrictions do not hold it), so one partition's
+# estimate can pass another's unread records; aligned, each restriction reports at most the oldest
+# of its job's partitions. Sound only where every restriction of the job runs in one process.
+_ALIGNED_LOCK = threading.Lock()
+_ALIGNED: Dict[str, Dict[Tuple[str, int], Timestamp]] = {}
 
 
-_WATERMARK = _RecordTimeWatermarkProvider()
+def _note_partition_time(token: str, key: Tuple[str, int], newest: Timestamp,
+                         partitions: Sequence[Tuple[str, int]]) -> Timestamp:
+    """Records ``key``'s newest record time (never lowering it); returns the oldest of ``partitions``
+    (a partition not seen yet: the minimum timestamp)."""
+    with _ALIGNED_LOCK:
+        table = _ALIGNED.setdefault(token, {})
+        if newest > table.get(key, MIN_TIMESTAMP):
+            table[key] = newest
+        return min((table.get(p, MIN_TIMESTAMP) for p in partitions), default=MAX_TIMESTAMP)
 
 
-class _ReadPartitionFn(beam.DoFn):
+class _RecordTimeWatermarkEstimator(WatermarkEstimator):
+    """The newest record time emitted by a restriction (``MonotonicWatermarkEstimator``'s rule,
+    started at the minimum timestamp: Beam 2.78's default provider starts it at None, and its
+    ``current_watermark()`` then compares a timestamp with None, ``TypeError``, the first time a
+    restriction that emitted records checkpoints). Aligned (``token``), it reports at most the
+    oldest newest-record-time of the job's ``partitions`` in this process."""
+
+    def __init__(self, state, token: Optional[str] = None, partitions: Sequence[Tuple[str, int]] = ()):
+        self._key, self._watermark = state
+        self._newest = self._watermark
+        self._token, self._partitions = token, partitions
+
+    def observe_timestamp(self, timestamp):
+        if timestamp > self._newest:
+            self._newest = timestamp
+
+    def current_watermark(self):
+        candidate = self._newest
+        if self._token is not None:
+            candidate = min(candidate, _note_partition_time(self._token, self._key, self._newest, self._partitions))
+        if candidate > self._watermark:
+            self._watermark = candidate
+        return self._watermark
+
+    def get_estimator_state(self):
+        return self._key, self._watermark
+
+
+class _ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):
     """Reads one partition's restriction (bounded form; :class:`_ReadUnboundedPartitionFn` is the
     same with ``unbounded_per_element``). One consumer per partition per DoFn instance, kept across
     calls, so a resumed restriction continues from the consumer's buffered position."""
 
     def __init__(self, bootstrap_servers: str, security=None, poll_timeout_s: float = 0.5,
-                 max_call_s: float = 2.0, idle_resume_s: float = 0.5, max_poll_records: int = 500):
+                 max_call_s: float = 2.0, idle_resume_s: float = 0.5, max_poll_records: int = 500,
+                 aligned_partitions: Optional[Sequence[Tuple[str, int]]] = None):
+        """``aligned_partitions``: align the watermark over these partitions (see ``ReadFromKafka``)."""
+        self._token = uuid.uuid4().hex if aligned_partitions else None
+        self._aligned_partitions = tuple(aligned_partitions or ())
         self._bootstrap_servers = bootstrap_servers
         self._security = security
         self._poll_timeout_s = poll_timeout_s
@@ -232,6 +274,18 @@ class _ReadPartitionFn(beam.DoFn):
         self._consumers: Dict[tuple, object] = {}
         self._read = Metrics.counter(SOURCE_STAGE, "records")
         self._resumed = Metrics.counter(SOURCE_STAGE, "checkpoints")
+
+    # WatermarkEstimatorProvider: the estimator state is (topic, partition) and the watermark
+    def initial_estimator_state(self, element: KafkaPartitionRange, restriction):
+        return (element.topic, element.partition), MIN_TIMESTAMP
+
+    def create_watermark_estimator(self, estimator_state):
+        return _RecordTimeWatermarkEstimator(estimator_state, self._token, self._aligned_partitions)
+
+    def _finished(self, element: KafkaPartitionRange) -> None:
+        """A bounded restriction read to its end no longer holds the aligned watermark."""
+        if self._token is not None:
+            _note_partition_time(self._token, (element.topic, element.partition), MAX_TIMESTAMP, ())
 
     def _consumer_for(self, topic: str, partition: int):
         from kafka import TopicPartition
@@ -260,6 +314,7 @@ class _ReadPartitionFn(beam.DoFn):
             if not records:
                 if consumer.position(tp) >= restriction.stop:
                     tracker.try_claim(restriction.stop)  # only control records were left: done
+                    self._finished(element)
                     return
                 self._resumed.inc()
                 tracker.defer_remainder(Duration(seconds=self._idle_resume_s))
@@ -278,6 +333,7 @@ class _ReadPartitionFn(beam.DoFn):
                     Timestamp(micros=last_ms * 1000))
                 next_offset = record.offset + 1
             if next_offset >= restriction.stop:
+                self._finished(element)
                 return  # a bounded restriction read to its end
             if time.monotonic() >= deadline:
                 self._resumed.inc()
@@ -286,7 +342,7 @@ class _ReadPartitionFn(beam.DoFn):
 
     def process(self, element: KafkaPartitionRange,
                 tracker=beam.DoFn.RestrictionParam(_PROVIDER),
-                watermark_estimator=beam.DoFn.WatermarkEstimatorParam(_WATERMARK)):
+                watermark_estimator=beam.DoFn.WatermarkEstimatorParam()):
         # no return annotation: the outputs are pickled RawEvent, as in the other stages
         yield from self._read_partition(element, tracker)
 
@@ -300,7 +356,7 @@ class _ReadUnboundedPartitionFn(_ReadPartitionFn):
     @beam.DoFn.unbounded_per_element()
     def process(self, element: KafkaPartitionRange,
                 tracker=beam.DoFn.RestrictionParam(_PROVIDER),
-                watermark_estimator=beam.DoFn.WatermarkEstimatorParam(_WATERMARK)):
+                watermark_estimator=beam.DoFn.WatermarkEstimatorParam()):
         # no return annotation: the outputs are pickled RawEvent, as in the other stages
         yield from self._read_partition(element, tracker)
 
@@ -329,6 +385,12 @@ class ReadFromKafka(beam.PTransform):
         partitions: the plan itself (:func:`plan_partitions`), made by the caller (so it knows the
             bounded ends, to commit them); by default it is made in the job, when it starts.
         max_call_s: a restriction checkpoints after reading this long, so bundles close.
+        align_watermarks: each partition reports as its watermark at most the oldest of all the
+            planned partitions read in this SDK process. For Prism, which does not take the minimum
+            over a splittable DoFn's restrictions itself (see the module docstring); sound only
+            when one process runs every restriction (Prism, the local runners): on a distributed
+            runner a partition read elsewhere would hold the watermark for ever. Needs
+            ``partitions``.
 
     Delivery: every record of the planned ranges once per run, in offset order within a partition;
     across runs, what the start offsets give (at-least-once from a commit made after the outputs
@@ -337,8 +399,10 @@ class ReadFromKafka(beam.PTransform):
 
     def __init__(self, bootstrap_servers: str, topics: Sequence[str], group_id: Optional[str] = None,
                  bounded: bool = False, security=None, partitions: Optional[List[KafkaPartitionRange]] = None,
-                 max_call_s: float = 2.0, poll_timeout_s: float = 0.5):
+                 max_call_s: float = 2.0, poll_timeout_s: float = 0.5, align_watermarks: bool = False):
         super().__init__()
+        if align_watermarks and partitions is None:
+            raise ValueError("align_watermarks needs the plan (partitions)")
         self._bootstrap_servers = bootstrap_servers
         self._topics = list(topics)
         self._group_id = group_id
@@ -346,7 +410,9 @@ class ReadFromKafka(beam.PTransform):
         self._security = security
         self._partitions = partitions
         fn_class = _ReadPartitionFn if bounded else _ReadUnboundedPartitionFn
-        self._fn = fn_class(bootstrap_servers, security, poll_timeout_s=poll_timeout_s, max_call_s=max_call_s)
+        aligned = [(p.topic, p.partition) for p in partitions] if align_watermarks else None
+        self._fn = fn_class(bootstrap_servers, security, poll_timeout_s=poll_timeout_s, max_call_s=max_call_s,
+                            aligned_partitions=aligned)
 
     def expand(self, pbegin):
         if self._partitions is not None:

@@ -186,6 +186,29 @@ def test_tracker_refuses_fractional_splits_and_accepts_checkpoints():
     assert _CheckpointOnlyTracker(OffsetRange(0, 10)).is_bounded()
 
 
+def test_aligned_estimator_reports_the_oldest_partition_seen_in_the_process():
+    from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Timestamp
+
+    from envleads.pipelines.kafka_source import _note_partition_time, _RecordTimeWatermarkEstimator
+
+    token, partitions = uuid.uuid4().hex, [("t", 0), ("t", 1)]
+    ahead = _RecordTimeWatermarkEstimator((("t", 0), MIN_TIMESTAMP), token, partitions)
+    ahead.observe_timestamp(Timestamp(60))
+    assert ahead.current_watermark() == MIN_TIMESTAMP  # partition 1 has not been read yet
+    behind = _RecordTimeWatermarkEstimator((("t", 1), MIN_TIMESTAMP), token, partitions)
+    behind.observe_timestamp(Timestamp(2))
+    assert behind.current_watermark() == Timestamp(2)
+    assert ahead.current_watermark() == Timestamp(2)
+    behind.observe_timestamp(Timestamp(1))  # an older record does not move it back
+    assert behind.current_watermark() == Timestamp(2)
+    _note_partition_time(token, ("t", 1), MAX_TIMESTAMP, ())  # partition 1's bounded range is read
+    assert ahead.current_watermark() == Timestamp(60)
+    assert ahead.get_estimator_state() == (("t", 0), Timestamp(60))
+    alone = _RecordTimeWatermarkEstimator((("t", 0), MIN_TIMESTAMP))  # not aligned: its own newest record
+    alone.observe_timestamp(Timestamp(60))
+    assert alone.current_watermark() == Timestamp(60)
+
+
 # ------------------------------------------------------------------------------------- 1. planning
 def test_bounded_plan_ends_at_the_readable_end_and_starts_at_the_group_commit(kafka_broker, tmp_topics):
     bootstrap = kafka_broker.bootstrap_servers
@@ -279,7 +302,8 @@ def test_unbounded_watermark_follows_record_times(kafka_broker, tmp_topics, pris
     read, and a window no record has passed stays open however long the job runs (wall-clock time
     is not the watermark). One partition: with several, Prism takes as the source's watermark the
     estimate of the restrictions of its latest bundle, not the oldest of all partitions (see
-    docs/operations.md), so a window could close before a slower partition's records reach it."""
+    docs/operations.md), so a window could close before a slower partition's records reach it unless
+    ``align_watermarks`` is on (next test)."""
     import time
 
     from apache_beam.options.pipeline_options import StandardOptions
@@ -307,6 +331,48 @@ def test_unbounded_watermark_follows_record_times(kafka_broker, tmp_topics, pris
         time.sleep(6)  # the newest record is at +2 s: the first window cannot close yet
         assert _read_lines(sink) == []
         _produce(bootstrap, topic, [(0, b"b0", BASE_MS + 60_000)])
+        deadline = time.monotonic() + 60
+        while not _read_lines(sink) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(2)
+        assert _read_lines(sink) == [f"{start_s} a0,a1"]  # the +60 s window stays open
+    finally:
+        result.cancel()
+
+
+def test_aligned_watermark_waits_for_the_oldest_partition_on_prism(kafka_broker, tmp_topics, prism_location,
+                                                                   tmp_path):
+    """Two partitions, one far ahead: with ``align_watermarks`` a window closes only when both
+    partitions have a record past it, and holds the behind partition's record. (Without it, Prism
+    closed the first window with partition 0's record alone and dropped partition 1's as late.)"""
+    import time
+
+    from apache_beam.options.pipeline_options import StandardOptions
+    from apache_beam.transforms.window import FixedWindows
+
+    bootstrap = kafka_broker.bootstrap_servers
+    topic = tmp_topics("raw", partitions=2)["raw"]
+    start_s = BASE_MS // 1000
+    _produce(bootstrap, topic, [(0, b"a0", BASE_MS + 1000), (1, b"a1", BASE_MS + 2000), (0, b"b0", BASE_MS + 60_000)])
+    plan = plan_partitions(bootstrap, [topic])
+
+    sink = tmp_path / "out"
+    sink.mkdir()
+    options = PipelineOptions(_prism_args(prism_location))
+    options.view_as(StandardOptions).streaming = True
+    pipeline = beam.Pipeline(options=options)
+    _ = (pipeline
+         | "ReadFromKafka" >> ReadFromKafka(bootstrap, [topic], partitions=plan, max_call_s=0.5, align_watermarks=True)
+         | "Window" >> beam.WindowInto(FixedWindows(10))
+         | "Key" >> beam.Map(lambda e: ("all", e.payload.decode()))
+         | "Group" >> beam.GroupByKey()
+         | "Describe" >> beam.ParDo(_WindowContents())
+         | "Sink" >> beam.ParDo(_AppendLines(str(sink))))
+    result = pipeline.run()
+    try:
+        time.sleep(6)  # partition 1's newest record is at +2 s: the first window cannot close yet
+        assert _read_lines(sink) == []
+        _produce(bootstrap, topic, [(1, b"b1", BASE_MS + 61_000)])
         deadline = time.monotonic() + 60
         while not _read_lines(sink) and time.monotonic() < deadline:
             time.sleep(0.5)
