@@ -624,3 +624,52 @@ def test_beam_stream_restarted_from_its_commit_loses_nothing_and_duplicates_no_l
                       if set(lead["complaint_ids"]) - unplaced)
 
     assert placed_membership(leads) == placed_membership(_compacted_leads(bootstrap, rounds_topics.leads))
+
+
+def test_unbounded_beam_stream_on_prism_enriches_and_leads_while_it_runs(kafka_broker, tmp_topics, prism_location,
+                                                                        model_version, monkeypatch):
+    """The job without end (as ``envleads stream --engine beam`` will run it): events produced after
+    it started are enriched once each and reach their leads while it runs; then it is cancelled."""
+    import time
+
+    from apache_beam.options.pipeline_options import StandardOptions
+    from apache_beam.runners.runner import PipelineState
+
+    from envleads import schemas
+    from envleads.generator import generate_events
+    from envleads.pipelines.batch import prepared_run
+    from envleads.pipelines.beam_stream import build_beam_stream
+    from envleads.pipelines.rounds.outputs import Topics
+
+    monkeypatch.setenv("ENVLEADS_PSEUDONYM_KEY", "test-beam-kafka-key")
+    bootstrap = kafka_broker.bootstrap_servers
+    events = list(generate_events(60, E2E_SEED))
+    valid_ids = {e.truth["complaint_id"] for e in events if not e.truth["malformed"]}
+    raw = tmp_topics("raw", partitions=2)["raw"]
+    names = tmp_topics("enriched", "leads", "dead_letter")
+    topics = Topics(raw, names["enriched"], names["leads"], names["dead_letter"])
+
+    options, settings = prepared_run(_prism_args(prism_location) + ["--model_version", model_version])
+    options.view_as(StandardOptions).streaming = True
+    pipeline = beam.Pipeline(options=options)
+    build_beam_stream(pipeline, bootstrap, topics, settings, partitions=plan_partitions(bootstrap, [raw]),
+                      align_watermarks=True)
+    result = pipeline.run()
+    try:
+        time.sleep(3)
+        _produce_events(bootstrap, raw, events)
+        deadline = time.monotonic() + 90
+        enriched = []
+        while time.monotonic() < deadline:
+            assert result.state not in (PipelineState.FAILED, PipelineState.DONE, PipelineState.CANCELLED)
+            enriched = [r["complaint_id"] for _, r in _decoded(bootstrap, topics.enriched, schemas.ENRICHED)]
+            if set(enriched) >= valid_ids:
+                break
+        assert sorted(enriched) == sorted(valid_ids)
+        leads = _compacted_leads(bootstrap, topics.leads)
+        members = [cid for lead in leads.values() for cid in lead["complaint_ids"]]
+        assert leads and len(members) == len(set(members)) and set(members) <= valid_ids
+        assert len(_decoded(bootstrap, topics.dead_letter, schemas.DEAD_LETTER)) == \
+               sum(e.truth["malformed"] for e in events)
+    finally:
+        result.cancel()
