@@ -44,9 +44,9 @@ checkpoints (a split at fraction 0) but refuses fractional splits: a split of ``
 would leave a residual starting at an offset the partition will never reach.
 
 Known limits: an idle partition holds the job's watermark at its last record's time (no idle
-advance yet); ``align_watermarks`` is sound only where one process runs every restriction; record timestamps should be the intake time (``CreateTime`` set by the intake
-system) for the stateful stages' expiry timers to mean event time; partitions added while the job
-runs are not read.
+advance yet); ``align_watermarks`` is sound only where one process runs every restriction; record
+timestamps should be the intake time (``CreateTime`` set by the intake system) for the stateful
+stages' expiry timers to mean event time; partitions added while the job runs are not read.
 """
 from __future__ import annotations
 
@@ -58,8 +58,8 @@ import uuid
 from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
-from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.io.iobase import WatermarkEstimator
+from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
 from apache_beam.transforms.window import TimestampedValue
@@ -392,8 +392,8 @@ class ReadFromKafka(beam.PTransform):
             runner a partition read elsewhere would hold the watermark for ever. Needs
             ``partitions``.
 
-    Delivery: every record of the planned ranges once per run, in offset order within a partition;
-    across runs, what the start offsets give (at-least-once from a commit made after the outputs
+    Delivery: every record of the planned ranges once per run, in offset order within a partition
+    (a bundle the runner retries emits its records again, as with any source); across runs, what the start offsets give (at-least-once from a commit made after the outputs
     were written).
     """
 
