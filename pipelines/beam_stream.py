@@ -29,8 +29,10 @@ decode (``internal_error``) carry the content digest but not the original bytes.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from operator import itemgetter
+from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import apache_beam as beam
@@ -86,6 +88,47 @@ def _encoded(pcoll, label: str, encode, stage: str):
     return pcoll | label >> beam.ParDo(_EncodeFn(encode, stage)).with_outputs(DEAD_LETTER, main=MAIN)
 
 
+# ------------------------------------------------------------------------------------------ Prism
+PRISM_BIN_ENV_VAR = "ENVLEADS_PRISM_BIN"
+
+
+class PrismMissing(RuntimeError):
+    """No Prism binary where ``make prism`` puts it (and none named by ``$ENVLEADS_PRISM_BIN``)."""
+
+
+def local_prism_location() -> Path:
+    """Where ``make prism`` builds Prism for the installed SDK: ``.cache/prism/v<version>/prism`` at
+    the root of the source tree, or the file ``$ENVLEADS_PRISM_BIN`` names."""
+    import importlib.metadata
+
+    override = os.environ.get(PRISM_BIN_ENV_VAR)
+    if override:
+        return Path(override)
+    version = "v" + importlib.metadata.version("apache-beam").replace("rc", "-RC")
+    return Path(__file__).resolve().parents[1] / ".cache" / "prism" / version / "prism"
+
+
+def with_local_prism(beam_args: Optional[List[str]]) -> List[str]:
+    """``beam_args``, with ``--prism_location`` of :func:`local_prism_location` added when the runner
+    is ``PrismRunner`` and no location is given (``PrismRunner`` would download its binary from
+    GitHub at run time). Raises :class:`PrismMissing` when that binary is not there."""
+    args = list(beam_args or [])
+    runner = None
+    for position, arg in enumerate(args):
+        if arg.startswith("--runner="):
+            runner = arg.split("=", 1)[1]
+        elif arg == "--runner" and position + 1 < len(args):
+            runner = args[position + 1]
+    if "prism" not in (runner or "").lower() or any(a == "--prism_location" or a.startswith("--prism_location=")
+                                            for a in args):
+        return args
+    location = local_prism_location()
+    if not (location.is_file() and os.access(location, os.X_OK)):
+        raise PrismMissing(f"no Prism binary at {location}: run make prism (or set {PRISM_BIN_ENV_VAR}, "
+                           "or pass --prism_location)")
+    return args + ["--prism_location", str(location)]
+
+
 # ---------------------------------------------------------------------------------------- the job
 def read_prior_leads(bootstrap_servers: str, topic: str, security=None) -> List[Lead]:
     """The compacted view of the lead topic: the last readable lead per key (tombstones remove)."""
@@ -135,8 +178,8 @@ def run_beam_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[
         bootstrap_servers: ``host:port,...``.
         topics: raw, enriched, leads and dead-letter topics (``Topics``; ``topics.state`` unused).
         beam_args: the runner and its options, and the envleads options (``--model_version``...),
-            e.g. ``["--runner", "PrismRunner", "--prism_location", PATH]``. Prism downloads its
-            binary unless ``--prism_location`` is given.
+            e.g. ``["--runner", "PrismRunner"]``: the binary ``make prism`` built is added as
+            ``--prism_location`` (:func:`with_local_prism`; never downloaded).
         group_id: start at this group's committed offsets (None: at the beginning of the raw topic).
         bounded: read the raw topic up to the end it has now, then finish (backfills, tests);
             otherwise run until cancelled.
@@ -150,7 +193,7 @@ def run_beam_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[
     """
     from envleads.pipelines.batch import prepared_run
 
-    options, settings = prepared_run(beam_args)
+    options, settings = prepared_run(with_local_prism(beam_args))
     standard = options.view_as(StandardOptions)
     standard.streaming = True
     if align_watermarks is None:

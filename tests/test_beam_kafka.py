@@ -209,6 +209,22 @@ def test_aligned_estimator_reports_the_oldest_partition_seen_in_the_process():
     assert alone.current_watermark() == Timestamp(60)
 
 
+def test_prism_location_is_added_for_prism_only_and_never_downloaded(tmp_path, monkeypatch):
+    from envleads.pipelines.beam_stream import PRISM_BIN_ENV_VAR, PrismMissing, with_local_prism
+
+    binary = tmp_path / "prism"
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    monkeypatch.setenv(PRISM_BIN_ENV_VAR, str(binary))
+    assert with_local_prism(["--runner", "FnApiRunner"]) == ["--runner", "FnApiRunner"]
+    assert with_local_prism(["--runner=PrismRunner"]) == ["--runner=PrismRunner", "--prism_location", str(binary)]
+    given = ["--runner", "PrismRunner", "--prism_location", "/elsewhere/prism"]
+    assert with_local_prism(given) == given
+    monkeypatch.setenv(PRISM_BIN_ENV_VAR, str(tmp_path / "missing"))
+    with pytest.raises(PrismMissing, match="run make prism"):
+        with_local_prism(["--runner", "PrismRunner"])
+
+
 # ------------------------------------------------------------------------------------- 1. planning
 def test_bounded_plan_ends_at_the_readable_end_and_starts_at_the_group_commit(kafka_broker, tmp_topics):
     bootstrap = kafka_broker.bootstrap_servers
