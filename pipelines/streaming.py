@@ -6,7 +6,8 @@ global window, with the repeat index and the current lead kept in per-key state 
 event-time timer once the repeat window has passed. :class:`ComplaintsToLeadsStreaming` wires them
 after the shared stateless stages; it is what a Flink or Dataflow job runs over Kafka. The local
 Python runners cannot run it behind an unbounded source (``rounds/`` runs bounded rounds
-instead); the DirectRunner in streaming mode runs it over ``TestStream`` in the tests.
+instead); the DirectRunner in streaming mode runs it over ``TestStream`` in the tests, and Prism
+from Kafka to Kafka (``beam_stream.py``).
 
 Event time is the complaint's ``received_at_ms`` throughout: the index, the leads and the timers use
 it, and :class:`ComplaintsToLeadsStreaming` re-stamps elements with it before the stateful stages.
