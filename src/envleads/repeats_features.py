@@ -15,7 +15,7 @@ from pypinyin import lazy_pinyin
 
 from envleads.config import cached_per_config
 from envleads.divisions import MUNICIPALITY_CODES
-from envleads.repeats_config import EntityClass, RepeatConfig, default_config
+from envleads.repeats_config import DESCRIPTOR_CLASS, EntityClass, RepeatConfig, default_config
 from envleads.repeats_text import (_EMPTY_SLOT, _SEPARATOR, _canonical, _entity_text, _trim, normalise_text,
                                    shingle_hashes, text_sketch)
 
@@ -122,7 +122,7 @@ def _entities_at(norm: str, config: RepeatConfig) -> List[Tuple[int, str]]:
         banned = config.not_followed_by.get(suffix, "")
         if banned and end < len(norm) and norm[end] in banned:
             continue
-        core = _core_before(norm, pos, config)
+        core = _core_before(norm, pos, config, cls.trades)
         if core is None:
             continue
         if len(core) < cls.min_core_chars or core in config.generic_cores or "某" in core:
@@ -204,15 +204,25 @@ def _strip_admin_prefix(core: str) -> str:
     return core
 
 
-def _core_before(norm: str, pos: int, config: RepeatConfig) -> Optional[str]:
+def _core_before(norm: str, pos: int, config: RepeatConfig, trades: bool = False) -> Optional[str]:
+    """The name before a suffix at ``pos``, cut at the nearest boundary; None when there is none
+    within ``max_name_chars``. ``trades``: a trade word just before the suffix is part of the name
+    and cut in no place ("美林家具厂", "宏达表面处理厂": 家 and 处理 are boundaries elsewhere)."""
     limit = config.max_name_chars
     window = norm[max(0, pos - limit - 1):pos]
     bounded = pos - len(window) == 0 or _SEPARATOR in window
     tail = window.rsplit(_SEPARATOR, 1)[-1]
+    trade = ""
+    if trades:
+        name, trade = _strip_category(tail, config)
+        if trade and not _cut_at_boundary(trade, config.boundaries, config.name_boundary_chars) == trade:
+            tail = name
+        else:
+            trade = ""
     core = _cut_at_boundary(tail, config.boundaries, config.name_boundary_chars)
     if len(core) < len(tail):
         bounded = True
-    core = _strip_admin_prefix(core.lstrip("0123456789"))
+    core = _strip_admin_prefix(core.lstrip("0123456789")) + trade
     if not bounded or len(core) > limit:
         return None
     return core
@@ -266,6 +276,7 @@ def matter_features(text: str, title: str, tokens: Sequence[str], region_adcode:
     hashes = shingle_hashes(_without_boilerplate(normalise_text(full, canonical=True), config),
                             config.shingle_chars, config.seed)
     entities, title_entities = _full_and_title_entities(full, title, config)
+    entities = tuple(sorted(set(entities) | set(descriptors(full, entities, config))))
     return MatterFeatures(
         signature=text_sketch(hashes, config.sketch_size),
         entities=entities,
@@ -274,6 +285,39 @@ def matter_features(text: str, title: str, tokens: Sequence[str], region_adcode:
         region_adcode=_clean_adcode(region_adcode),
         shingle_count=int(hashes.size),
     )
+
+
+def descriptors(text: str, entities: Sequence[str], config: RepeatConfig) -> List[str]:
+    """How the complaint describes a source without naming it: each trade its text names (电镀,
+    铸件 -> 铸造; ``entities.descriptors.trades``) on each area it names (a road, a village, a park),
+    as ``descriptor:<trade>@<area core>`` ("延政西路上那家电镀厂" -> ``descriptor:电镀@延政西``).
+    One only joins a matter that is the only live one described so (:meth:`MatterIndex._evaluate`).
+    Sorted; at most ``max_per_complaint`` (a letter listing many plants describes none of them).
+    """
+    spec = config.descriptors
+    if not spec.words:
+        return []
+    areas = sorted({core.partition("#")[0] for cls, core in map(_split, entities) if cls in spec.area_classes})
+    if not areas:
+        return []
+    trades = sorted({trade for _, trade in _descriptor_automaton(config).iter(_entity_text(text, True))})
+    found = sorted(f"{DESCRIPTOR_CLASS}:{trade}@{area}" for trade in trades for area in areas)
+    return found if len(found) <= spec.max_per_complaint else []
+
+
+def trades_named(core: str, config: RepeatConfig) -> List[str]:
+    """The descriptor trades (``entities.descriptors.trades``) a source's name says it is of
+    ("锦盛五金电镀" -> ["电镀"])."""
+    return sorted({trade for _, trade in _descriptor_automaton(config).iter(core)}) if config.descriptors.words else []
+
+
+@cached_per_config
+def _descriptor_automaton(config: RepeatConfig) -> "ahocorasick.Automaton":
+    automaton = ahocorasick.Automaton()
+    for word, trade in config.descriptors.words.items():
+        automaton.add_word(word, trade)
+    automaton.make_automaton()
+    return automaton
 
 
 @cached_per_config
@@ -352,13 +396,18 @@ def _match_memo(config: RepeatConfig) -> Dict[Tuple[str, str, bool], bool]:
 
 def _compare_cores(a: str, b: str, config: RepeatConfig, near: bool) -> bool:
     """:func:`_cores_match` of two different cores, not remembered."""
+    if "@" in a or "@" in b:  # descriptors: one trade on one area
+        trade_a, _, area_a = a.partition("@")
+        trade_b, _, area_b = b.partition("@")
+        return trade_a == trade_b and _cores_match(area_a, area_b, config, near)
     if "#" in a or "#" in b:
         road_a, _, number_a = a.partition("#")
         road_b, _, number_b = b.partition("#")
         return number_a == number_b and _cores_match(road_a, road_b, config, near)
     name_a, trade_a = _strip_category(a, config)
     name_b, trade_b = _strip_category(b, config)
-    if trade_a and trade_b and trade_a != trade_b and not set(trade_a) & set(trade_b):
+    if trade_a and trade_b and trade_a != trade_b and not set(trade_a) & set(trade_b) \
+            and not _same_trade_group(trade_a, trade_b, config):
         short, long_ = (a, b) if len(a) < len(b) else (b, a)
         return len(short) >= 3 and long_.endswith(short)
     if name_a == name_b:
@@ -374,6 +423,23 @@ def _compare_cores(a: str, b: str, config: RepeatConfig, near: bool) -> bool:
                 len(short) >= 3 or trade_a and trade_b or near and (trade_a or trade_b)):
             return False
     return len(short) >= 3 or _is_place_prefix(long_[:-len(short)])
+
+
+def _same_trade_group(a: str, b: str, config: RepeatConfig) -> bool:
+    """Whether two trades end in words of one ``entities.trade_groups`` group (土菜 / 饭店: both
+    restaurants)."""
+    groups = config.trade_groups
+    if not groups:
+        return False
+
+    def group(trade: str) -> Optional[str]:
+        for start in range(len(trade)):  # the longest word of a group the trade ends with
+            if trade[start:] in groups:
+                return groups[trade[start:]]
+        return None
+
+    found = group(a)
+    return found is not None and found == group(b)
 
 
 @lru_cache(maxsize=100_000)
