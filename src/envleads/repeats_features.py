@@ -281,10 +281,18 @@ def matter_features(text: str, title: str, tokens: Sequence[str], region_adcode:
         signature=text_sketch(hashes, config.sketch_size),
         entities=entities,
         title_entities=title_entities,
-        types=tuple(types or ()),
+        types=() if is_not_complaint(title, config) else tuple(types or ()),
         region_adcode=_clean_adcode(region_adcode),
         shingle_count=int(hashes.size),
     )
+
+
+def is_not_complaint(title: str, config: RepeatConfig) -> bool:
+    """Whether the title says the report praises or thanks (``not_complaint_titles``): the
+    classifier reads the problem it thanks for ("之前反映的噪声问题已经解决") as a complaint, and
+    such a report must not join or head that problem's matter."""
+    return bool(config.not_complaint_titles) and normalise_text(title, canonical=True).startswith(
+        config.not_complaint_titles)
 
 
 def descriptors(text: str, entities: Sequence[str], config: RepeatConfig) -> List[str]:
