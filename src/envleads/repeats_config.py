@@ -24,6 +24,8 @@ class Descriptors(NamedTuple):
     # word -> its trade (the first word of its group): 铸件 and 铸造 are one trade
     words: Mapping[str, str] = {}
     max_per_complaint: int = 8
+    # class -> the trade its names are of whatever their words ("江南府" of class site: 工地)
+    class_trades: Mapping[str, str] = {}
 
 
 class EntityClass(NamedTuple):
@@ -190,7 +192,10 @@ def _descriptors(path: str, spec: Mapping[str, Any], classes: List[EntityClass])
     for name in areas:
         if roles.get(name) != "area":
             raise ConfigError(f"{path}: entities.descriptors.area_classes: {name!r} is not a class of role 'area'")
-    return Descriptors(area_classes=areas, words=_groups(spec.get("trades", [])),
+    words = _groups(spec.get("trades", []))
+    class_trades = {name: words.get(str(word).lower(), str(word).lower())
+                    for name, word in spec.get("class_trades", {}).items()}
+    return Descriptors(area_classes=areas, words=words, class_trades=class_trades,
                        max_per_complaint=max(1, int(spec.get("max_per_complaint", 8))))
 
 

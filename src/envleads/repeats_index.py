@@ -188,7 +188,7 @@ class MatterIndex(IndexedMatters):
         elif shared_location and shared_type and (textless or text_sim >= self._location_floor(
                 features, matter, shared, placed)):
             evidence = "location"
-        elif shared_descriptor and shared_type and self._descriptor_joins(features, matter, shared, placed):
+        elif shared_descriptor and shared_type and self._descriptor_joins(text_sim, features, matter, shared, placed):
             evidence = "descriptor"
         elif same_reporter and (shared_type or text_sim >= cfg.min_text_with_reporter):
             evidence = "reporter"
@@ -211,23 +211,28 @@ class MatterIndex(IndexedMatters):
                     "descriptor": self._descriptors}.get(evidence, ())
         return score, evidence, next((e for e in shared if e.partition(":")[0] in named_by), None)
 
-    def _descriptor_joins(self, features: MatterFeatures, matter: _Matter, shared: Sequence[str], placed: bool) -> bool:
+    def _descriptor_joins(self, text_sim: float, features: MatterFeatures, matter: _Matter, shared: Sequence[str],
+                          placed: bool) -> bool:
         """Whether a shared descriptor (a trade on an area, the only live matter described so:
         :meth:`_is_specific`) joins. A descriptor stands for a name the report does not give, so
         not when the complaint names a source (a name that matched nothing is another plant); when
         the matter names sources, one of them must be of that trade (a matter named 顺景 says
-        nothing of which furniture plant it is); and, when the two are not known to be in one city,
-        only on an area name of three characters or more (兴业路 recurs from city to city)."""
+        nothing of which furniture plant it is); and, when the two are not known to be in one city
+        and the area's name has two characters (城西村, 兴业路: they recur from city to city), only
+        with ``min_text_with_location_unplaced`` text, as a two-character compound."""
         if self._names_source(features.entities):
             return False
         described = [e.partition(":")[2] for e in shared if e.partition(":")[0] in self._descriptors]
-        if not placed and not any(len(core.rpartition("@")[2]) >= 3 for core in described):
+        if not placed and text_sim < self.config.min_text_with_location_unplaced and not any(
+                len(core.rpartition("@")[2]) >= 3 for core in described):
             return False
-        named = [e.partition(":")[2] for e in matter.entities if e.partition(":")[0] in self._sources and self._specific(e)]
+        named = [e for e in matter.entities if e.partition(":")[0] in self._sources and self._specific(e)]
         if not named:
             return True
         trades = {core.rpartition("@")[0] for core in described}
-        return any(trade in trades for core in named for trade in trades_named(core, self.config))
+        class_trades = self.config.descriptors.class_trades
+        return any(trade in trades for e in named
+                   for trade in [*trades_named(e.partition(":")[2], self.config), class_trades.get(e.partition(":")[0])])
 
     def _about_shared_source(self, features: MatterFeatures, matter: _Matter, shared: Sequence[str],
                              placed: bool) -> bool:
