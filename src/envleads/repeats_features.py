@@ -276,6 +276,10 @@ def matter_features(text: str, title: str, tokens: Sequence[str], region_adcode:
     hashes = shingle_hashes(_without_boilerplate(normalise_text(full, canonical=True), config),
                             config.shingle_chars, config.seed)
     entities, title_entities = _full_and_title_entities(full, title, config)
+    placed_trades = _area_named_sources(entities, config)
+    if placed_trades:
+        entities = tuple(e for e in entities if e not in placed_trades)
+        title_entities = tuple(e for e in title_entities if e not in placed_trades)
     entities = tuple(sorted(set(entities) | set(descriptors(full, entities, config))))
     return MatterFeatures(
         signature=text_sketch(hashes, config.sketch_size),
@@ -293,6 +297,31 @@ def is_not_complaint(title: str, config: RepeatConfig) -> bool:
     such a report must not join or head that problem's matter."""
     return bool(config.not_complaint_titles) and normalise_text(title, canonical=True).startswith(
         config.not_complaint_titles)
+
+
+def _area_named_sources(entities: Sequence[str], config: RepeatConfig) -> frozenset:
+    """The complaint's source names that are an area it names and a trade ("许巷印花(厂)" beside
+    ``park:许巷``, "延政西电镀"): a description, not a name (its descriptor comes from the text)."""
+    if not config.descriptors.area_classes:
+        return frozenset()
+    areas = {core for cls, core in map(_split, entities) if cls in _area_classes(config)}
+    if not areas:
+        return frozenset()
+    trades = {cls.name for cls in config.entity_classes if cls.trades and cls.role == "source"}
+    out = set()
+    for entity in entities:
+        cls, core = _split(entity)
+        if cls in trades:
+            name, trade = _strip_category(core, config)
+            if trade and any(name == area or _cores_match(name, area, config) for area in areas):
+                out.add(entity)
+    return frozenset(out)
+
+
+@cached_per_config
+def _area_classes(config: RepeatConfig) -> frozenset:
+    """The classes of role ``area`` (roads, villages, towns, parks)."""
+    return frozenset(cls.name for cls in config.entity_classes if cls.role == "area")
 
 
 def descriptors(text: str, entities: Sequence[str], config: RepeatConfig) -> List[str]:
