@@ -249,6 +249,13 @@ class MatterIndex(IndexedMatters):
                      and self._specific(e)]
         return not confirmed or any(self._shared_entities([e], confirmed, near=placed) for e in sources)
 
+    def _describes(self, descriptor: Optional[str]) -> bool:
+        """Whether a live matter here holds ``descriptor`` (a trade on an area)."""
+        if not descriptor:
+            return False
+        holders = _holders(self._entity_index, self._entity_key(descriptor))
+        return bool(holders) and self._matters_naming(descriptor, holders) >= 1
+
     def _matched_length(self, entity: str, matter: _Matter, placed: bool) -> int:
         """The length of the shortest of the matter's names the complaint's ``entity`` matches
         (its own if none): "长安新安" matches "新安", a two-character name with a town before it."""
@@ -559,11 +566,20 @@ def _assign_across(home: MatterIndex, others: Sequence[MatterIndex], complaint_i
         known = index.redelivery(complaint_id) if complaint_id in index._complaint_index or index is home else None
         if known is not None:
             return index, known
-    best, chosen = None, home
+    searched, found_in = [], []
     for index in indexes:
         if index is not home and not index._names_held(keys, reporters):
             continue
+        searched.append(index)
         found = index._match(event_time_ms, features, reporters, index._one_city and index is home, index is not home)
-        if found is not None and (best is None or _rank(found) > _rank(best)):
-            best, chosen = found, index
+        if found is not None:
+            found_in.append((found, index))
+    best, chosen = None, home
+    # best first; stable, so that of equal ranks the first index searched wins
+    for found, index in sorted(found_in, key=lambda pair: _rank(pair[0]), reverse=True):
+        if found.evidence == "descriptor" and any(
+                other is not index and other._describes(found.shared) for other in searched):
+            continue  # described so in another key too: it identifies none of them
+        best, chosen = found, index
+        break
     return chosen, chosen._settle(complaint_id, event_time_ms, features, reporters, best)
