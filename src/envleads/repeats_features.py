@@ -132,8 +132,9 @@ def _entities_at(norm: str, config: RepeatConfig) -> List[Tuple[int, str]]:
             continue  # "一刮风工地", "客人散场", "带泥上路", "晚上炭火烧烤": a phrase, not a name
         if cls.trades:
             name = _strip_category(core, config)[0]
-            if name in config.category_words or name in config.generic_cores or name in _common_words(config):
-                continue  # "化工厂", "门面烧烤", "其他烧烤": a kind or a phrase, not a name
+            if name in config.category_words or name in config.generic_cores or name in _common_words(config) \
+                    or _kind_only(name, cls, config):
+                continue  # "化工厂", "门面烧烤", "其他烧烤", "烧烤店烧烤": a kind or a phrase, not a name
         admin = _admin_names()
         if core + suffix in admin or core + suffix[:1] in admin or any(core + suffix + s in admin for s in "区县市"):
             continue  # "苏州工业园区", "七台河", "普兰店(区)": a division, not a place or party in it
@@ -145,6 +146,16 @@ def _entities_at(norm: str, config: RepeatConfig) -> List[Tuple[int, str]]:
             if number and len(core) >= 2:
                 found.append((end, f"{config.address_class}:{core}#{number.group(1)}"))
     return found
+
+
+def _kind_only(name: str, cls: EntityClass, config: RepeatConfig) -> bool:
+    """Whether a name is only a kind of source with its suffix ("烧烤店", "化工厂"): what is left
+    once a suffix of its class and its trades are taken off is a trade or nothing."""
+    for suffix in cls.suffixes:
+        if len(name) > len(suffix) and name.endswith(suffix):
+            inner = _strip_category(name[:-len(suffix)], config)[0]
+            return inner in config.category_words or inner in config.generic_cores
+    return False
 
 
 @cached_per_config
