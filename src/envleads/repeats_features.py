@@ -291,7 +291,7 @@ def matter_features(text: str, title: str, tokens: Sequence[str], region_adcode:
     if placed_trades:
         entities = tuple(e for e in entities if e not in placed_trades)
         title_entities = tuple(e for e in title_entities if e not in placed_trades)
-    entities = tuple(sorted(set(entities) | set(descriptors(full, entities, config))))
+    entities = tuple(sorted(set(entities) | set(descriptors(full, entities, config, title_entities))))
     return MatterFeatures(
         signature=text_sketch(hashes, config.sketch_size),
         entities=entities,
@@ -335,12 +335,15 @@ def _area_classes(config: RepeatConfig) -> frozenset:
     return frozenset(cls.name for cls in config.entity_classes if cls.role == "area")
 
 
-def descriptors(text: str, entities: Sequence[str], config: RepeatConfig) -> List[str]:
-    """How the complaint describes a source without naming it: each trade its text names (电镀,
-    铸件 -> 铸造; ``entities.descriptors.trades``) on each area it names (a road, a village, a park),
-    as ``descriptor:<trade>@<area core>`` ("延政西路上那家电镀厂" -> ``descriptor:电镀@延政西``).
+def descriptors(text: str, entities: Sequence[str], config: RepeatConfig,
+                title_entities: Sequence[str] = ()) -> List[str]:
+    """How the complaint describes a source without naming it: the trade of its source (电镀,
+    铸件 -> 铸造; ``entities.descriptors.trades``) on each area it names (a road, a village, a
+    park), as ``descriptor:<trade>@<area core>`` ("延政西路上那家电镀厂" -> ``descriptor:电镀@延政西``).
+    The trade is that of the sources it names (those of its title first: "宏达表面处理厂", whose text
+    names 恒丰电镀 on the same road as well), or, when they say none, every trade its text names.
     One only joins a matter that is the only live one described so (:meth:`MatterIndex._evaluate`).
-    Sorted; at most ``max_per_complaint`` (a letter listing many plants describes none of them).
+    Sorted; none past ``max_per_complaint`` (a letter listing many plants describes none of them).
     """
     spec = config.descriptors
     if not spec.words:
@@ -348,9 +351,25 @@ def descriptors(text: str, entities: Sequence[str], config: RepeatConfig) -> Lis
     areas = sorted({core.partition("#")[0] for cls, core in map(_split, entities) if cls in spec.area_classes})
     if not areas:
         return []
-    trades = sorted({trade for _, trade in _descriptor_automaton(config).iter(_entity_text(text, True))})
+    trades: set = set()
+    for named in (title_entities, entities):
+        for cls, core in map(_split, named):
+            if cls in _source_classes(config):
+                trades.update(trades_named(core, config))
+                if cls in spec.class_trades:
+                    trades.add(spec.class_trades[cls])
+        if trades:
+            break
+    if not trades:
+        trades = {trade for _, trade in _descriptor_automaton(config).iter(_entity_text(text, True))}
     found = sorted(f"{DESCRIPTOR_CLASS}:{trade}@{area}" for trade in trades for area in areas)
     return found if len(found) <= spec.max_per_complaint else []
+
+
+@cached_per_config
+def _source_classes(config: RepeatConfig) -> frozenset:
+    """The classes of role ``source`` (companies, sites)."""
+    return frozenset(cls.name for cls in config.entity_classes if cls.role == "source")
 
 
 def trades_named(core: str, config: RepeatConfig) -> List[str]:
