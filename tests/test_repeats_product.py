@@ -109,7 +109,7 @@ def test_every_merge_in_the_batch_leads_says_why():
         assert {j["complaint_id"] for j in joins} <= set(lead["complaint_ids"])
         for join in joins:
             assert join["evidence"].startswith("text")
-            named = join["evidence"] in ("text+entity", "text+title_entity", "text+location")
+            named = join["evidence"] in ("text+entity", "text+title_entity", "text+location", "text+descriptor")
             assert (join["shared"] is not None) == named, join
 
 

@@ -22,7 +22,8 @@ class Assignment(NamedTuple):
     duplicate_of: Optional[str]  # first complaint of the matter; None when this one starts it
     is_new_matter: bool
     similarity: float  # weighted text similarity to the closest report of the matter
-    # "new", "redelivery", "text", or "text+" one of "title_entity", "entity", "location", "reporter"
+    # "new", "redelivery", "text", or "text+" one of "title_entity", "entity", "location", "descriptor",
+    # "reporter"
     matched_on: str
     # the name the complaint shares with the matter ("company:恒丰电镀"), when a name joined it
     shared: Optional[str] = None
