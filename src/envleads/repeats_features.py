@@ -445,6 +445,10 @@ def _cores_match(a: str, b: str, config: RepeatConfig, near: bool = False) -> bo
     are compared again for every complaint naming them)."""
     if a == b:
         return True
+    trade_a, at_a, area_a = a.partition("@")
+    if at_a:  # a descriptor: its trade, then its area (remembered as a name); not remembered itself
+        trade_b, at_b, area_b = b.partition("@")
+        return bool(at_b) and trade_a == trade_b and _cores_match(area_a, area_b, config, near)
     memo = _match_memo(config)
     hit = memo.get((a, b, near))
     if hit is None:
@@ -463,10 +467,8 @@ def _match_memo(config: RepeatConfig) -> Dict[Tuple[str, str, bool], bool]:
 
 def _compare_cores(a: str, b: str, config: RepeatConfig, near: bool) -> bool:
     """:func:`_cores_match` of two different cores, not remembered."""
-    if "@" in a or "@" in b:  # descriptors: one trade on one area
-        trade_a, _, area_a = a.partition("@")
-        trade_b, _, area_b = b.partition("@")
-        return trade_a == trade_b and _cores_match(area_a, area_b, config, near)
+    if "@" in a or "@" in b:  # descriptors (compared in :func:`_cores_match`) match no name
+        return False
     if "#" in a or "#" in b:
         road_a, _, number_a = a.partition("#")
         road_b, _, number_b = b.partition("#")
