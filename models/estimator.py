@@ -10,9 +10,7 @@ the at-least-one rule's thresholds and the confidence calibration. So ``clone``,
 
 Layers: ``features`` (:mod:`envleads.models.features`: word TF-IDF over jieba tokens,
 character 1-3-gram TF-IDF, clause evidence, clause cue features) -> :class:`LabelViews` (per
-label a lexical classifier, optionally averaged with a rule-view regression over the cue
-features, combined with an environmental-or-not gate) -> optionally :class:`LabelStacker`
-(``stack``, off by default: it did not beat the single stage) -> decision rules
+label a logistic regression, combined with an environmental-or-not gate) -> decision rules
 (:mod:`envleads.models.decisions`).
 """
 from __future__ import annotations
@@ -24,40 +22,26 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.calibration import CalibratedClassifierCV
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
-from sklearn.naive_bayes import ComplementNB
 from sklearn.pipeline import FeatureUnion
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import LinearSVC
 from sklearn.utils.validation import check_is_fitted
 
 from envleads.models import decisions
-from envleads.models.decisions import logit
-from envleads.models.features import (CUE_COLUMNS, CUES_GLOBAL, CUES_PER_LABEL, LABELS,
-                                      CharNgramTfidf, ClauseCueFeatures, ClauseEvidence,
+from envleads.models.features import (LABELS, CharNgramTfidf, ClauseCueFeatures, ClauseEvidence,
                                       SegmentedDoc, fold_strata, segment_docs, word_analyzer)
 
 # The estimator's constructor defaults: one dict, so a change of a default is one line here.
 DEFAULT_HYPER: Dict[str, Any] = {
-    "model": "lr",  # lexical view: "lr" | "svc" | "nb"
     "C": 8.0,
     "words": True,
     "char_ngrams": True,
     "rules": True,
-    "rule_view": False,
-    "rule_weight": 0.5,
-    "rule_C": 0.3,
     "synthetic_weight": 1.0,  # 5-fold CV: 1.0 beat 0.5, 1.5 and 2.0 (bench/results/classify.json)
     "threshold_folds": 4,
     "default_threshold": 0.4,
     "gate": True,
-    "stack": False,  # measured: no gain over the single stage on the shared rows (see bench)
-    "stack_C": 1.0,
-    "stack_min": 12,
-    "stack_cues": False,
     "exclusive_other": True,  # `other` only beside a medium when sure (LABELS.md; tuned OOF)
     # Per-label thresholds shrunk toward the one threshold best for all labels together, as if
     # each label had this many more rows at that threshold: a label with 10 positives cannot
@@ -71,7 +55,7 @@ DEFAULT_HYPER: Dict[str, Any] = {
     # every setting tried nearby (shrink 10-40, ratio 0.3-0.5).
     "at_least_one": 0.5,
     # Clause evidence (ClauseEvidence): 5-fold CV micro F1 0.852 -> 0.875; weight 0.5 beat
-    # 0.25, 0.75, 1, 2 and 4, C 4 beat 1 and 8; as input to the stacker instead it gave 0.858.
+    # 0.25, 0.75, 1, 2 and 4, C 4 beat 1 and 8.
     "clauses": True,
     "clause_C": 4.0,
     "clause_weight": 0.5,
@@ -93,41 +77,22 @@ def _binary_proba(model, X) -> np.ndarray:
 
 
 class LabelViews(BaseEstimator):
-    """First stage: per label two views, averaged, combined with an environmental-or-not gate.
+    """First stage: per label one binary classifier, combined with an environmental-or-not gate.
 
-    The *lexical* view is one binary ``estimator`` per label over all columns (word and character
-    TF-IDF and the clause cues). The *rule* view is one small standardised logistic regression per
-    label over the last ``dense_columns`` columns only (the clause cues): with a few hundred real
-    rows, 100 dense domain features generalise where 60,000 sparse ones overfit. Their
-    probabilities are averaged with weight ``dense_weight``.
-
-    With ``gate`` an "environmental at all?" model (both views, trained on every labelled row at
-    once) is combined with each label by a geometric mean, so both must agree. Thresholds and the
-    other decision rules are not here: :class:`PollutionTypeClassifier` learns them out of fold
-    over :meth:`base_proba`.
+    One binary ``estimator`` per label over all columns (word and character TF-IDF, clause
+    evidence and the clause cues). With ``gate`` an "environmental at all?" model (trained on
+    every labelled row at once) is combined with each label by a geometric mean, so both must
+    agree. Thresholds and the other decision rules are not here:
+    :class:`PollutionTypeClassifier` learns them out of fold over :meth:`base_proba`.
 
     Args:
-        estimator: a binary classifier with ``predict_proba`` for the lexical view.
+        estimator: a binary classifier with ``predict_proba``.
         gate: combine with the environmental-or-not model.
-        dense_columns: how many trailing columns form the rule view (0: no rule view).
-        dense_weight: weight of the rule view in the average.
-        dense_C: inverse regularisation of the rule-view regressions.
-        cue_columns: how many trailing columns (the clause cues) :meth:`base_proba` passes on
-            to the stacker (0: probabilities only).
     """
 
-    def __init__(self, estimator=None, gate: bool = False, dense_columns: int = 0,
-                 dense_weight: float = 0.5, dense_C: float = 0.3, cue_columns: int = 0):
+    def __init__(self, estimator=None, gate: bool = False):
         self.estimator = estimator
         self.gate = gate
-        self.dense_columns = dense_columns
-        self.dense_weight = dense_weight
-        self.dense_C = dense_C
-        self.cue_columns = cue_columns
-
-    def _dense(self, X) -> np.ndarray:
-        block = X[:, X.shape[1] - self.dense_columns:]
-        return block.toarray() if sp.issparse(block) else np.asarray(block)
 
     def fit(self, X, Y, sample_weight=None):
         Y = np.asarray(Y)
@@ -136,129 +101,34 @@ class LabelViews(BaseEstimator):
         base = self.estimator if self.estimator is not None else LogisticRegression(max_iter=2000)
         if sp.issparse(X):
             X = sp.csr_matrix(X)
-        targets = [Y[:, column] for column in range(Y.shape[1])]
         env = (Y.sum(axis=1) > 0).astype(int)
-        self.estimators_ = [_fit_binary(base, X, y, sample_weight) for y in targets]
-        self.dense_estimators_ = []
-        self.scaler_ = None
-        if self.dense_columns:
-            dense = self._dense(X)
-            self.scaler_ = StandardScaler().fit(dense)
-            dense = self.scaler_.transform(dense)
-            rule = LogisticRegression(C=self.dense_C, max_iter=3000, class_weight="balanced")
-            self.dense_estimators_ = [_fit_binary(rule, dense, y, sample_weight) for y in targets]
+        self.estimators_ = [_fit_binary(base, X, Y[:, column], sample_weight)
+                            for column in range(Y.shape[1])]
         self.gate_ = None
-        self.dense_gate_ = None
         if self.gate and env.min() != env.max():
             # "Environmental at all?" learns from every labelled row at once, which the
             # per-label models (a few dozen positives each) cannot.
             self.gate_ = _fit_binary(base, X, env, sample_weight)
-            if self.dense_columns:
-                self.dense_gate_ = _fit_binary(rule, dense, env, sample_weight)
         self.n_labels_ = Y.shape[1]
         return self
-
-    def _views(self, lexical, dense_models, X, dense):
-        out = np.column_stack([_binary_proba(m, X) for m in lexical]) if isinstance(
-            lexical, list) else _binary_proba(lexical, X)
-        if dense is None:
-            return out
-        other = np.column_stack([_binary_proba(m, dense) for m in dense_models]) if isinstance(
-            dense_models, list) else _binary_proba(dense_models, dense)
-        return (1.0 - self.dense_weight) * out + self.dense_weight * other
 
     def base_proba(self, X) -> np.ndarray:
-        """First-stage probabilities: per-label views (gated), then the gate (all ones without
-        a gate), then the last ``cue_columns`` feature columns. The stacker reads this matrix."""
+        """First-stage probabilities: per-label (gated), then the gate (all ones without a
+        gate). The decision rules read this matrix."""
         if sp.issparse(X):
             X = sp.csr_matrix(X)
-        cues = []
-        if self.cue_columns:
-            block = X[:, X.shape[1] - self.cue_columns:]
-            cues = [block.toarray() if sp.issparse(block) else np.asarray(block)]
-        dense = None
-        if self.dense_columns and self.scaler_ is not None:
-            dense = self.scaler_.transform(self._dense(X))
-        out = self._views(self.estimators_, self.dense_estimators_, X, dense)
+        out = np.column_stack([_binary_proba(m, X) for m in self.estimators_])
         gate = np.ones(out.shape[0])
         if self.gate_ is not None:
-            gate = self._views(self.gate_, self.dense_gate_, X,
-                               dense if self.dense_gate_ is not None else None)
+            gate = _binary_proba(self.gate_, X)
             out = np.sqrt(out * gate[:, None])
-        return np.column_stack([out, gate] + cues)
+        return np.column_stack([out, gate])
 
 
-def _stack_features(base: np.ndarray, label: int, n_labels: int) -> np.ndarray:
-    """What the second stage sees for one label: the logits of every label's first-stage
-    probability and of the gate, the label's margin over the strongest other label, whether it
-    is the top label, and (when :meth:`base_proba` passes them) the label's own clause cues and
-    the global ones. So it can learn the annotation rules that link labels (``other`` only when
-    no medium is named; a secondary medium needs more evidence than the main concern)."""
-    Z = logit(base[:, :n_labels + 1])
-    labels = Z[:, :n_labels]
-    others = np.delete(labels, label, axis=1)
-    margin = labels[:, label] - others.max(axis=1)
-    parts = [Z, margin, (margin > 0).astype(np.float64)]
-    cues = base[:, n_labels + 1:]
-    if cues.shape[1] >= CUES_PER_LABEL * n_labels + CUES_GLOBAL:
-        parts.append(cues[:, CUES_PER_LABEL * label:CUES_PER_LABEL * (label + 1)])
-        parts.append(cues[:, -CUES_GLOBAL:])
-    return np.column_stack(parts)
-
-
-class LabelStacker(BaseEstimator):
-    """Second stage: per label a small logistic regression over :func:`_stack_features`.
-
-    Fitted on out-of-fold first-stage probabilities of the real rows (never on in-sample ones,
-    which are over-confident). Labels with fewer than ``min_positives`` positives keep their
-    first-stage probability: a dozen features need more than a handful of examples.
-
-    Args:
-        C: inverse regularisation of the per-label regressions.
-        min_positives: fewest positives for a label to be stacked.
-    """
-
-    def __init__(self, C: float = 1.0, min_positives: int = 12):
-        self.C = C
-        self.min_positives = min_positives
-
-    def fit(self, base: np.ndarray, Y: np.ndarray):
-        self.models_ = []
-        self.n_labels_ = Y.shape[1]
-        for label in range(Y.shape[1]):
-            y = Y[:, label]
-            if y.sum() < self.min_positives or y.sum() == len(y):
-                self.models_.append(None)
-                continue
-            features = _stack_features(base, label, self.n_labels_)
-            scaler = StandardScaler().fit(features)
-            model = LogisticRegression(C=self.C, max_iter=2000).fit(scaler.transform(features), y)
-            self.models_.append((scaler, model))
-        return self
-
-    def transform(self, base: np.ndarray) -> np.ndarray:
-        out = base[:, :self.n_labels_].copy()
-        for label, fitted in enumerate(self.models_):
-            if fitted is not None:
-                scaler, model = fitted
-                out[:, label] = model.predict_proba(
-                    scaler.transform(_stack_features(base, label, self.n_labels_)))[:, 1]
-        return out
-
-
-def _base_estimator(model: str, C: float, seed: int):
-    if model == "lr":
-        # dual: the same L2 objective, solved 2-4 times faster when features outnumber rows
-        return LogisticRegression(C=C, max_iter=3000, class_weight="balanced", solver="liblinear",
-                                  dual=True, random_state=seed)
-    if model == "svc":
-        return CalibratedClassifierCV(LinearSVC(C=C / 10.0, class_weight="balanced",
-                                                random_state=seed), method="sigmoid", cv=3)
-    if model == "nb":
-        return ComplementNB(alpha=0.3)
-    raise ValueError(f"unknown model {model!r}; expected 'lr', 'svc' or 'nb'")
-
-
+def _base_estimator(C: float, seed: int):
+    # dual: the same L2 objective, solved 2-4 times faster when features outnumber rows
+    return LogisticRegression(C=C, max_iter=3000, class_weight="balanced", solver="liblinear",
+                              dual=True, random_state=seed)
 
 
 # --------------------------------------------------------------------------- the estimator
@@ -314,44 +184,32 @@ class PollutionTypeClassifier(ClassifierMixin, BaseEstimator):
     :data:`LABELS`. ``tests/test_estimator.py`` runs the checks that do apply (``clone``,
     ``get_params``/``set_params``, ``fit`` returns self, cross-validation of clones, pickling).
 
-    Args: the keys of :data:`DEFAULT_HYPER`, with its values as defaults. ``model``, ``C``:
-        the lexical view's classifier; ``words``, ``char_ngrams``, ``clauses`` (``clause_C``,
-        ``clause_weight``), ``rules``: the feature blocks; ``rule_view`` (``rule_weight``,
-        ``rule_C``): the rule view; ``gate``; ``stack`` (``stack_C``, ``stack_min``,
-        ``stack_cues``): the second stage; ``synthetic_weight``; ``threshold_folds`` (0: no
-        tuning, ``default_threshold`` everywhere), ``threshold_shrink``, ``exclusive_other``,
-        ``at_least_one``: the decision rules; ``seed``: every fold split and solver.
+    Args: the keys of :data:`DEFAULT_HYPER`, with its values as defaults. ``C``: the per-label
+        logistic regressions; ``words``, ``char_ngrams``, ``clauses`` (``clause_C``,
+        ``clause_weight``), ``rules``: the feature blocks; ``gate``; ``synthetic_weight``;
+        ``threshold_folds`` (0: no tuning, ``default_threshold`` everywhere),
+        ``threshold_shrink``, ``exclusive_other``, ``at_least_one``: the decision rules;
+        ``seed``: every fold split and solver.
     """
 
-    def __init__(self, model: str = _H["model"], C: float = _H["C"], words: bool = _H["words"],
+    def __init__(self, C: float = _H["C"], words: bool = _H["words"],
                  char_ngrams: bool = _H["char_ngrams"], rules: bool = _H["rules"],
-                 rule_view: bool = _H["rule_view"], rule_weight: float = _H["rule_weight"],
-                 rule_C: float = _H["rule_C"], synthetic_weight: float = _H["synthetic_weight"],
+                 synthetic_weight: float = _H["synthetic_weight"],
                  threshold_folds: int = _H["threshold_folds"],
                  default_threshold: float = _H["default_threshold"], gate: bool = _H["gate"],
-                 stack: bool = _H["stack"], stack_C: float = _H["stack_C"],
-                 stack_min: int = _H["stack_min"], stack_cues: bool = _H["stack_cues"],
                  exclusive_other: bool = _H["exclusive_other"],
                  threshold_shrink: float = _H["threshold_shrink"],
                  at_least_one: Optional[float] = _H["at_least_one"], clauses: bool = _H["clauses"],
                  clause_C: float = _H["clause_C"], clause_weight: float = _H["clause_weight"],
                  seed: int = _H["seed"]):
-        self.model = model
         self.C = C
         self.words = words
         self.char_ngrams = char_ngrams
         self.rules = rules
-        self.rule_view = rule_view
-        self.rule_weight = rule_weight
-        self.rule_C = rule_C
         self.synthetic_weight = synthetic_weight
         self.threshold_folds = threshold_folds
         self.default_threshold = default_threshold
         self.gate = gate
-        self.stack = stack
-        self.stack_C = stack_C
-        self.stack_min = stack_min
-        self.stack_cues = stack_cues
         self.exclusive_other = exclusive_other
         self.threshold_shrink = threshold_shrink
         self.at_least_one = at_least_one
@@ -381,16 +239,11 @@ class PollutionTypeClassifier(ClassifierMixin, BaseEstimator):
             features.append(("clauses", ClauseEvidence(C=self.clause_C, weight=self.clause_weight,
                                                        seed=self.seed)))
         if self.rules:
-            # Last, so that the rule view and the stacker can take the trailing columns.
             features.append(("cues", ClauseCueFeatures()))
         return FeatureUnion(features)
 
     def _build_views(self) -> LabelViews:
-        cue_columns = CUE_COLUMNS if self.rules else 0
-        return LabelViews(_base_estimator(self.model, self.C, self.seed), gate=self.gate,
-                          dense_columns=cue_columns if self.rule_view else 0,
-                          dense_weight=self.rule_weight, dense_C=self.rule_C,
-                          cue_columns=cue_columns if self.stack and self.stack_cues else 0)
+        return LabelViews(_base_estimator(self.C, self.seed), gate=self.gate)
 
     def _fit_stage(self, docs: Sequence[Any], Y: np.ndarray, weights: np.ndarray
                    ) -> Tuple[FeatureUnion, LabelViews]:
@@ -426,7 +279,6 @@ class PollutionTypeClassifier(ClassifierMixin, BaseEstimator):
         self.thresholds_ = np.full(len(LABELS), float(self.default_threshold))
         self.exclusive_keep_ = 1.01  # over 1: the exclusive rule is off until tuned
         self.confidence_calibration_: Optional[Tuple[float, float]] = None
-        self.stacker_: Optional[LabelStacker] = None
         if self.threshold_folds and len(real) >= 5 * self.threshold_folds:
             self._fit_rules(self._out_of_fold_base(docs, Y, weights, synthetic), Y[real])
         self.features_, self.views_ = self._fit_stage(docs, Y, weights)
@@ -450,12 +302,10 @@ class PollutionTypeClassifier(ClassifierMixin, BaseEstimator):
         return base
 
     def _fit_rules(self, base: np.ndarray, Y: np.ndarray) -> None:
-        """Stacker, thresholds, ``other`` keep level and calibration from out-of-fold ``base``,
-        each tuned on what the rules before it output (as :meth:`predict_proba` applies them)."""
+        """Thresholds, ``other`` keep level and calibration from out-of-fold ``base``, each
+        tuned on what the rules before it output (as :meth:`predict_proba` applies them)."""
         n_labels = len(LABELS)
         P = base[:, :n_labels]
-        if self.stack:
-            P, self.stacker_ = self._stack_out_of_fold(base, Y)
         thresholds = np.asarray(decisions.tune_thresholds(Y, P, self.default_threshold,
                                                           shrink=self.threshold_shrink),
                                 dtype=np.float64)
@@ -468,18 +318,6 @@ class PollutionTypeClassifier(ClassifierMixin, BaseEstimator):
         self.confidence_calibration_ = decisions.fit_confidence_calibration(Y, P, thresholds)
         self.thresholds_ = thresholds
 
-    def _stack_out_of_fold(self, base: np.ndarray, Y: np.ndarray
-                           ) -> Tuple[np.ndarray, LabelStacker]:
-        """Out-of-fold second-stage probabilities (cheap: the first stage is not refitted), so
-        the rules are tuned on what the stacked model outputs; and the stacker fitted on all."""
-        P = np.zeros((len(base), len(LABELS)))
-        inner = StratifiedKFold(self.threshold_folds, shuffle=True, random_state=self.seed + 1)
-        for train_idx, test_idx in inner.split(base, fold_strata(Y)):
-            fold_stacker = LabelStacker(C=self.stack_C, min_positives=self.stack_min).fit(
-                base[train_idx], Y[train_idx])
-            P[test_idx] = fold_stacker.transform(base[test_idx])
-        return P, LabelStacker(C=self.stack_C, min_positives=self.stack_min).fit(base, Y)
-
     # ------------------------------------------------------------------ prediction
     def predict_proba(self, X) -> np.ndarray:
         """Per-label probabilities after the decision rules, columns in :data:`LABELS` order;
@@ -490,7 +328,7 @@ class PollutionTypeClassifier(ClassifierMixin, BaseEstimator):
             return np.zeros((0, len(LABELS)))
         base = self.views_.base_proba(self.features_.transform(docs))
         n_labels = len(LABELS)
-        out = self.stacker_.transform(base) if self.stacker_ is not None else base[:, :n_labels]
+        out = base[:, :n_labels]
         out = decisions.exclusive_rule(out, self.thresholds_, self._exclusive_label(),
                                        self.exclusive_keep_)
         if self.views_.gate_ is None:

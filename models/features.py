@@ -24,11 +24,6 @@ from envleads.text import SegmentedDoc, normalise, segment_for_model, shared_tok
 
 LABELS: Tuple[str, ...] = tuple(POLLUTION_LABELS)
 TYPE_TERMS_FILE = "type_terms.json"
-# ClauseCueFeatures' columns: 6 per cue set, a strong and a strong-or-weak set per label, then 5
-# global ones. The rule view and the stacker read these trailing columns by count.
-CUES_PER_LABEL = 12
-CUES_GLOBAL = 5
-CUE_COLUMNS = CUES_PER_LABEL * len(LABELS) + CUES_GLOBAL
 
 
 # --------------------------------------------------------------------------- segmentation step
@@ -330,7 +325,7 @@ class ClauseCueFeatures(BaseEstimator, TransformerMixin):
     def _compiled(self):
         compiled = getattr(self, "_compiled_cache", None)
         if compiled is None:
-            masked = getattr(self, "masked_pattern_", "")
+            masked = self.masked_pattern_
             # Cue patterns are bits 0-15, then grievance and non-environmental cues.
             compiled = (_CueScan(self.cue_patterns_ + [self.grievance_pattern_,
                                                        self.not_environmental_pattern_]),

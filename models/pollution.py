@@ -5,7 +5,7 @@ The classifier is one scikit-learn estimator, split along its seams:
 - :mod:`envleads.models.features`: segmentation, word and character n-gram TF-IDF, clause cue
   features (domain knowledge as data, ``type_terms.json``) and clause evidence;
 - :mod:`envleads.models.estimator`: :class:`PollutionTypeClassifier` (hyper-parameters as
-  constructor parameters, :data:`DEFAULT_HYPER`) and its first and second stages;
+  constructor parameters, :data:`DEFAULT_HYPER`) and its first stage;
 - :mod:`envleads.models.decisions`: thresholds, the exclusive ``other`` rule, the at-least-one
   rule and the confidence calibration, each tuned out of fold inside ``fit``;
 - :mod:`envleads.models.train`: :func:`train_model` (labelled rows -> fitted estimator) and the
@@ -26,8 +26,7 @@ from typing import List, Sequence
 
 from envleads.models.decisions import (at_least_one, exclusive_rule, fit_confidence_calibration,
                                        tune_exclusive_keep, tune_thresholds)
-from envleads.models.estimator import (DEFAULT_HYPER, LabelStacker, LabelViews,
-                                       PollutionTypeClassifier)
+from envleads.models.estimator import DEFAULT_HYPER, LabelViews, PollutionTypeClassifier
 from envleads.models.evaluation import cross_validate, evaluate, format_report, score_predictions
 from envleads.models.features import (LABELS, CharNgramTfidf, ClauseCueFeatures, ClauseEvidence,
                                       SegmentedDoc, load_type_terms, segment_docs,
@@ -38,7 +37,7 @@ from envleads.models.train import (TRAINING_DIR, label_matrix, load_project_trai
 
 __all__ = ["LABELS", "DEFAULT_HYPER", "PIPELINE_FORMAT", "DEFAULT_REVIEW_THRESHOLD",
            "TRAINING_DIR", "SegmentedDoc", "segment_for_model", "segment_docs",
-           "PollutionTypeClassifier", "LabelViews", "LabelStacker", "PollutionModel",
+           "PollutionTypeClassifier", "LabelViews", "PollutionModel",
            "train_model", "cross_validate", "evaluate", "score_predictions", "format_report",
            "decide", "CharNgramTfidf", "ClauseCueFeatures", "ClauseEvidence", "load_type_terms",
            "label_matrix", "record_docs", "read_jsonl", "training_files", "load_project_training",

@@ -54,6 +54,9 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _ENSURE_LOCK = threading.Lock()
 # What an operator runs when a model cannot be used: never an automatic retrain on default data,
 # which would drop the rows the promoted model was trained on.
+# Options removed from the estimator with their off values (measured without gain): a format-6
+# model trained with one on would load without it and predict otherwise, so it is refused.
+_REMOVED_OPTIONS = {"model": "lr", "rule_view": False, "stack": False}
 _RETRAIN = "fix: `envleads train`, then `envleads models promote VERSION` with the new version"
 _FIX = ("fix: `envleads train` then `envleads models promote VERSION` (or `envleads models "
         "promote` an older loadable version, see `envleads models list`)")
@@ -346,6 +349,12 @@ def _check_compatible(version: str, metadata: Dict) -> None:
         raise ModelMismatchError(
             f"{MODEL_KIND}/{version} has pipeline format {metadata.get('pipeline_format')} but this "
             f"code reads format {PIPELINE_FORMAT}; {_RETRAIN}")
+    removed = {key: value for key, value in (metadata.get("hyper") or {}).items()
+               if key in _REMOVED_OPTIONS and value != _REMOVED_OPTIONS[key]}
+    if removed:
+        raise ModelMismatchError(
+            f"{MODEL_KIND}/{version} was trained with options this code no longer has "
+            f"({json.dumps(removed)}); {_RETRAIN}")
     if metadata.get("sklearn_version") != sklearn.__version__:
         raise ModelMismatchError(
             f"{MODEL_KIND}/{version} was trained with scikit-learn {metadata.get('sklearn_version')}"

@@ -6,7 +6,8 @@ global window, with the repeat index and the current lead kept in per-key state 
 event-time timer once the repeat window has passed. :class:`ComplaintsToLeadsStreaming` wires them
 after the shared stateless stages; it is what a Flink or Dataflow job runs over Kafka. The local
 Python runners cannot run it behind an unbounded source (``rounds/`` runs bounded rounds
-instead); the DirectRunner in streaming mode runs it over ``TestStream`` in the tests.
+instead); the DirectRunner in streaming mode runs it over ``TestStream`` in the tests, and Prism
+from Kafka to Kafka (``beam_stream.py``).
 
 Event time is the complaint's ``received_at_ms`` throughout: the index, the leads and the timers use
 it, and :class:`ComplaintsToLeadsStreaming` re-stamps elements with it before the stateful stages.
@@ -37,8 +38,9 @@ from apache_beam.utils.timestamp import Timestamp
 from envleads.leads import (MatterReport, block_of_complaint, block_of_lead, lead_from_avro_dict, lead_id_for,
                             lead_to_wire_record, merge_lead, report_matter, seed_index)
 from envleads.pipelines.options import StageSettings
-from envleads.pipelines.transforms import (DEAD_LETTER, MAIN, ClassifyPollutionType, DecodeComplaints,
-                                           ResolveRegion, SegmentText, set_up_repeat_stage)
+from envleads.pipelines.transforms import (BUILD_LEADS_STAGE, DEAD_LETTER, DEDUPLICATE_STAGE, MAIN,
+                                           ClassifyPollutionType, DecodeComplaints, ResolveRegion, SegmentText,
+                                           failed, set_up_repeat_stage)
 from envleads.records import EnrichedComplaint, Lead
 from envleads.repeats import MatterIndex
 
@@ -151,13 +153,18 @@ class _AssignMattersStreamingFn(beam.DoFn):
                 seeded_state=beam.DoFn.StateParam(SEEDED_STATE),
                 expiry_timer=beam.DoFn.TimerParam(EXPIRY_TIMER)) -> Iterable[MatterReport]:
         block, enriched = keyed
-        index = self._load(index_state, block)
-        if not seeded_state.read():
-            restored, unrestorable = seed_index(index, prior_by_block[block])
-            self._restored.inc(restored)
-            self._unrestorable.inc(unrestorable)
-            seeded_state.write(True)
-        report, assignment = report_matter(index, enriched, self._weights)
+        try:
+            index = self._load(index_state, block)
+            if not seeded_state.read():
+                restored, unrestorable = seed_index(index, prior_by_block[block])
+                self._restored.inc(restored)
+                self._unrestorable.inc(unrestorable)
+                seeded_state.write(True)
+            report, assignment = report_matter(index, enriched, self._weights)
+        except Exception as error:  # noqa: BLE001 - one record must not stop the stream
+            # the index in state is as before this complaint: the key goes on as if it had not come
+            yield failed(DEDUPLICATE_STAGE, error, enriched.complaint)
+            return
         (self._matters if assignment.is_new_matter else self._repeats).inc()
         self._save(index, index_state, expiry_timer)
         yield report
@@ -199,7 +206,10 @@ class DeduplicatePetitionsStreaming(beam.PTransform):
             be bounded (or windowed into the global window with a trigger).
 
     Delivery: a redelivered complaint (same id) gets its matter again, is not counted again by the
-    index or the lead, and a matter's first report stays its first report (``duplicate_of`` None). Emitted in arrival order, with the input element's timestamp.
+    index or the lead, and a matter's first report stays its first report (``duplicate_of`` None).
+    Emitted in arrival order, with the input element's timestamp. Returns ``{ok, dead_letter}``: a
+    complaint whose assignment raises is a dead letter ``internal_error`` and leaves its key's
+    state as it was.
     """
 
     def __init__(self, prior_leads=None):
@@ -212,7 +222,8 @@ class DeduplicatePetitionsStreaming(beam.PTransform):
         prior_by_block = prior | "KeyPriorByBlock" >> beam.Map(lambda lead: (block_of_lead(lead), lead))
         return (enriched
                 | "KeyByBlock" >> beam.Map(lambda e: (block_of_complaint(e), e)).with_output_types(Tuple[str, Any])
-                | "AssignMatters" >> beam.ParDo(_AssignMattersStreamingFn(), AsMultiMap(prior_by_block)))
+                | "AssignMatters" >> beam.ParDo(_AssignMattersStreamingFn(), AsMultiMap(prior_by_block))
+                .with_outputs(DEAD_LETTER, main=MAIN))
 
 
 # ------------------------------------------------------------------------------------- leads (state)
@@ -254,7 +265,13 @@ class _MergeLeadStreamingFn(beam.DoFn):
         if previous is None:
             previous = prior_by_id.get(lead_id_for(cluster_id))
         pending: List[MatterReport] = list(pending_state.read()) if previous is None else []
-        lead = merge_lead(previous, pending + [report], event_ms, self._weights)
+        try:
+            lead = merge_lead(previous, pending + [report], event_ms, self._weights)
+        except Exception as error:  # noqa: BLE001 - one matter must not stop the stream
+            # the lead in state is unchanged and reports pending before stay pending: this report alone
+            # is a dead letter (the bounded form, merging a matter at once, dead-letters all of them)
+            yield failed(BUILD_LEADS_STAGE, error, report.enriched.complaint)
+            return
         if lead is None:
             if all(r.enriched.complaint.complaint_id != report.enriched.complaint.complaint_id for r in pending):
                 pending_state.add(report)
@@ -295,6 +312,9 @@ class BuildLeadsStreaming(beam.PTransform):
     Args:
         prior_leads: optional ``Lead`` records (the compacted lead topic at start-up); a matter
             without a lead in state continues from its prior lead. A bounded side input.
+
+    Returns ``{ok, dead_letter}``: a report whose merge raises is a dead letter ``internal_error``
+    and leaves the lead in state as it was.
     """
 
     def __init__(self, prior_leads=None):
@@ -307,7 +327,8 @@ class BuildLeadsStreaming(beam.PTransform):
         prior_by_id = prior | "KeyPriorById" >> beam.Map(lambda lead: (lead.lead_id, lead))
         return (reports
                 | "KeyByMatter" >> beam.Map(lambda r: (r.enriched.cluster_id, r)).with_output_types(Tuple[str, Any])
-                | "MergeLead" >> beam.ParDo(_MergeLeadStreamingFn(), AsDict(prior_by_id)))
+                | "MergeLead" >> beam.ParDo(_MergeLeadStreamingFn(), AsDict(prior_by_id))
+                .with_outputs(DEAD_LETTER, main=MAIN))
 
 
 # ----------------------------------------------------------------------------------------- whole
@@ -339,9 +360,10 @@ class ComplaintsToLeadsStreaming(beam.PTransform):
         resolved = classified[MAIN] | "ResolveRegion" >> ResolveRegion()
         enriched = resolved[MAIN] | "AssignEventTime" >> beam.Map(_stamp_with_event_time)
         reports = enriched | "DeduplicatePetitions" >> DeduplicatePetitionsStreaming(self._prior_leads)
-        leads = reports | "BuildLeads" >> BuildLeadsStreaming(self._prior_leads)
-        # a record a stateless stage raised on: a dead letter with its content digest, not its bytes
+        leads = reports[MAIN] | "BuildLeads" >> BuildLeadsStreaming(self._prior_leads)
+        # a record a later stage raised on: a dead letter with its content digest, not its bytes
         # (the bounded form's AttachOriginals needs the whole input as a side input)
-        dead_letters = ((decoded[DEAD_LETTER], segmented[DEAD_LETTER], classified[DEAD_LETTER], resolved[DEAD_LETTER])
+        dead_letters = ((decoded[DEAD_LETTER], segmented[DEAD_LETTER], classified[DEAD_LETTER], resolved[DEAD_LETTER],
+                         reports[DEAD_LETTER], leads[DEAD_LETTER])
                         | "DeadLetters" >> beam.Flatten())
-        return {"enriched": reports, "leads": leads, "dead_letters": dead_letters}
+        return {"enriched": reports[MAIN], "leads": leads[MAIN], "dead_letters": dead_letters}

@@ -231,7 +231,9 @@ def test_training_fingerprint_depends_on_rows():
 
 
 @pytest.mark.parametrize("key, value", [("sklearn_version", "0.0.1"),
-                                        ("labels", ["air", "water"])])
+                                        ("labels", ["air", "water"]),
+                                        ("hyper", {"stack": True}),
+                                        ("hyper", {"model": "svc", "C": 8.0})])
 def test_registry_refuses_mismatch(tmp_path, model, key, value):
     version = registry.register(model.estimator, {"training_fingerprint": "ab" * 32},
                                 registry_dir=str(tmp_path))
@@ -494,7 +496,7 @@ def test_generated_rows_are_reproducible_and_cover_every_label():
     assert all(row["synthetic"] for row in rows)
 
 
-# ------------------------------------------------------------------ masked phrases and stacker
+# ------------------------------------------------------------------ masked phrases
 def _terms_file(tmp_path, masked):
     document = pollution.load_type_terms()
     document["masked"] = masked
@@ -520,47 +522,3 @@ def test_masked_must_be_a_list(tmp_path):
     path = _terms_file(tmp_path, "豆腐渣")
     with pytest.raises(Exception, match="masked"):
         pollution.load_type_terms(path)
-
-
-def test_label_stacker_learns_that_a_named_medium_excludes_other():
-    # First stage: "other" looks likely in every row; it is gold only where no medium is likely.
-    rng = np.random.default_rng(0)
-    n = 400
-    air = rng.uniform(0.02, 0.98, n)
-    other = rng.uniform(0.5, 0.9, n)
-    base = np.zeros((n, len(pollution.LABELS) + 1))
-    base[:, :len(pollution.LABELS)] = 0.05
-    base[:, pollution.LABELS.index("air")] = air
-    base[:, pollution.LABELS.index("other")] = other
-    base[:, -1] = 0.9  # the gate
-    Y = np.zeros((n, len(pollution.LABELS)), dtype=int)
-    Y[:, pollution.LABELS.index("air")] = air > 0.5
-    Y[:, pollution.LABELS.index("other")] = air < 0.5
-    stacker = pollution.LabelStacker(C=1.0, min_positives=12).fit(base, Y)
-    probe = np.tile(base[:1], (2, 1))
-    probe[:, pollution.LABELS.index("other")] = 0.7
-    probe[:, pollution.LABELS.index("air")] = [0.9, 0.1]
-    stacked = stacker.transform(probe)[:, pollution.LABELS.index("other")]
-    assert stacked[0] < 0.3 < 0.7 < stacked[1]
-    # Labels without enough positives keep the first-stage probability.
-    soil = pollution.LABELS.index("soil")
-    np.testing.assert_allclose(stacker.transform(probe)[:, soil], probe[:, soil])
-
-
-def test_stacked_training_round_trips_through_the_registry(tmp_path, project_rows):
-    rows = [dict(r, synthetic=not r["id"].startswith("hand")) for r in project_rows[::2]]
-    rows += [dict(r, synthetic=False) for r in project_rows if r["id"].startswith("hand")]
-    estimator = pollution.train_model(rows, threshold_folds=2, stack=True, stack_cues=True,
-                                      stack_min=5)
-    assert estimator.stacker_ is not None and estimator.views_.cue_columns > 0
-    version = registry.register(estimator, {"training_fingerprint": "ab" * 32},
-                                registry_dir=str(tmp_path))
-    loaded = registry.load_model(version, str(tmp_path))
-    docs = [("", "河对岸的皮革厂晚上往河里偷排污水，河水又黑又臭。"), ("", "请问社保卡怎么补办？")]
-    probabilities = loaded.predict_proba(docs)
-    assert probabilities.shape == (2, len(pollution.LABELS))
-    assert ((0 <= probabilities) & (probabilities <= 1)).all()
-    np.testing.assert_allclose(probabilities, pollution.PollutionModel(estimator).predict_proba(docs))
-    water, none = loaded.predict(docs)
-    assert water.primary == "water" and none.labels == []
-    assert 0.0 <= water.confidence <= 1.0

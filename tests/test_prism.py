@@ -289,8 +289,8 @@ def _stateful_stages_on_direct_runner(plan: StreamPlan, enriched_by_line, folder
     """``DeduplicatePetitionsStreaming`` and ``BuildLeadsStreaming`` over the enriched complaints, in the
     plan's order and watermark steps, on the DirectRunner in streaming mode (as test_streaming.py)."""
     with beam.Pipeline(options=_streaming_options(["--runner", "DirectRunner"])) as p:
-        reports = p | plan.test_stream(enriched_by_line.get) | DeduplicatePetitionsStreaming()
-        leads = reports | BuildLeadsStreaming()
+        reports = (p | plan.test_stream(enriched_by_line.get) | DeduplicatePetitionsStreaming())[MAIN]
+        leads = (reports | BuildLeadsStreaming())[MAIN]
         _sink({"enriched": reports | "ReportJson" >> beam.Map(_report_json),
                "leads": leads | "LeadJson" >> beam.Map(_lead_json)}, folder)
     return {label: _read_sink(folder, label) for label in ("enriched", "leads")}
@@ -369,7 +369,7 @@ def test_prism_hands_a_keys_elements_of_one_step_in_event_time_order(prism_locat
                                                scenarios._complaint("x3", 3, scenarios.DYEING_3)))
               .advance_watermark_to_infinity())
     with beam.Pipeline(options=_streaming_options(_prism_args(prism_location))) as p:
-        reports = p | stream | DeduplicatePetitionsStreaming()
+        reports = (p | stream | DeduplicatePetitionsStreaming())[MAIN]
         assert_that(scenarios._assignments(reports), equal_to([
             ("x1", scenarios._matter("x1"), None), ("x2", scenarios._matter("x1"), "x1"),
             ("x3", scenarios._matter("x1"), "x1")]))

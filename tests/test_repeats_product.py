@@ -42,7 +42,7 @@ def test_the_corpus_is_what_its_readme_says():
     assert len(non_env) >= 40 and all(len(by_matter[truth[cid]["matter_id"]]) == 1 for cid in non_env)
 
 
-@pytest.mark.parametrize("engine, precision, recall", [("beam", 0.90, 0.35), ("rounds", 0.90, 0.25)])
+@pytest.mark.parametrize("engine, precision, recall", [("beam", 0.93, 0.42), ("rounds", 0.93, 0.42)])
 def test_confusable_development_part_through_batch(engine, precision, recall):
     """Thresholds hold with the default model trained with or without ``../shared`` (its types
     decide what is environmental, so the figures move by a few points between the two)."""
@@ -66,7 +66,7 @@ def test_confusable_development_part_through_batch(engine, precision, recall):
 def test_real_board_through_batch(jurisdiction):
     report = E.evaluate([REAL_REPEATS], jurisdiction)
     assert report["pairwise_precision"] >= 0.95, report
-    assert report["pairwise_recall"] >= 0.55, report
+    assert report["pairwise_recall"] >= 0.70, report
     assert report["bcubed_f1"] >= 0.90, report
 
 
@@ -111,7 +111,7 @@ def test_every_merge_in_the_batch_leads_says_why():
         assert {j["complaint_id"] for j in joins} <= set(lead["complaint_ids"])
         for join in joins:
             assert join["evidence"].startswith("text")
-            named = join["evidence"] in ("text+entity", "text+title_entity", "text+location")
+            named = join["evidence"] in ("text+entity", "text+title_entity", "text+location", "text+descriptor")
             assert (join["shared"] is not None) == named, join
 
 

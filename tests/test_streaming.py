@@ -27,7 +27,7 @@ from envleads.leads import lead_from_avro_dict, lead_to_avro_dict, merge_lead, r
 from envleads.pipelines.streaming import (BuildLeadsStreaming, ComplaintsToLeadsStreaming,
                                           DeduplicatePetitionsStreaming, JsonStateCoder, LeadStateCoder,
                                           _AssignMattersStreamingFn, _MergeLeadStreamingFn, next_expiry_ms)
-from envleads.pipelines.transforms import MAIN, DeduplicatePetitions, RawEvent
+from envleads.pipelines.transforms import DEAD_LETTER, MAIN, DeduplicatePetitions, RawEvent
 from envleads.records import Complaint, EnrichedComplaint, RegionResolution, TypePrediction
 from envleads.repeats import MatterIndex, load_repeat_config
 from envleads.scoring import load_scoring_weights
@@ -97,8 +97,10 @@ def _run(stream, assertions, prior=None):
     with TestPipeline(options=_streaming_options()) as p:
         prior_leads = p | "Prior" >> beam.Create(prior) if prior is not None else None
         reports = p | "Complaints" >> stream | DeduplicatePetitionsStreaming(prior_leads)
-        leads = reports | BuildLeadsStreaming(prior_leads)
-        assertions(reports, leads)
+        leads = reports[MAIN] | BuildLeadsStreaming(prior_leads)
+        assert_that((reports[DEAD_LETTER], leads[DEAD_LETTER]) | "DeadLetters" >> beam.Flatten(), equal_to([]),
+                    label="NoDeadLetters")
+        assertions(reports[MAIN], leads[MAIN])
 
 
 # ----------------------------------------------------------------------------------- (a) in order
@@ -316,7 +318,7 @@ def test_bounded_and_streaming_repeat_detection_assign_the_same_matters():
         stream = stream.add_elements(_stamped(complaint)).advance_watermark_to(
             _watermark((complaint.complaint.received_at_ms - T0_MS) / DAY_MS))
     with TestPipeline(options=_streaming_options()) as p:
-        reports = p | stream.advance_watermark_to_infinity() | DeduplicatePetitionsStreaming()
+        reports = (p | stream.advance_watermark_to_infinity() | DeduplicatePetitionsStreaming())[MAIN]
         assert_that(_assignments(reports), equal_to(EXPECTED_MATTERS))
 
 

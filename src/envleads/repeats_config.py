@@ -11,7 +11,21 @@ CONFIG_FILE = "repeats.json"
 _MS_PER_DAY = 86_400_000
 
 
-ROLES = ("source", "location", "area")
+ROLES = ("source", "location", "area", "descriptor")
+DESCRIPTOR_CLASS = "descriptor"  # "descriptor:电镀@延政西": a trade on a road or in a village (see Descriptors)
+
+
+class Descriptors(NamedTuple):
+    """How a source described without its name ("延政西路上那家电镀厂") is compared: by its trade
+    on an area (a road, village or park), written ``descriptor:<trade>@<area core>``."""
+
+    # the area classes a descriptor is built on (a town is too large: many plants of one trade)
+    area_classes: frozenset = frozenset()
+    # word -> its trade (the first word of its group): 铸件 and 铸造 are one trade
+    words: Mapping[str, str] = {}
+    max_per_complaint: int = 8
+    # class -> the trade its names are of whatever their words ("江南府" of class site: 工地)
+    class_trades: Mapping[str, str] = {}
 
 
 class EntityClass(NamedTuple):
@@ -75,6 +89,13 @@ class RepeatConfig:
     name_boundary_chars: str = ""
     max_rare_holders: int = 2048
     max_rare_holders_unplaced: int = 2048
+    descriptors: Descriptors = Descriptors()
+    # titles starting so are praise or thanks, not complaints ("感谢环保局"): such a report is
+    # matched as non-environmental whatever its types
+    not_complaint_titles: Tuple[str, ...] = ()
+    # trade -> its group (the first word of a ``trade_groups`` entry): "土菜" and "饭店" are both
+    # restaurants, so "老绍兴土菜(馆)" and "老绍兴饭店" can be one source
+    trade_groups: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def window_ms(self) -> int:
@@ -82,7 +103,7 @@ class RepeatConfig:
 
 
 _WEIGHT_KEYS = ("text", "shared_source", "shared_title_entity", "shared_location", "entity_conflict",
-                "shared_type", "same_reporter")
+                "shared_type", "same_reporter", "shared_descriptor")
 
 
 def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
@@ -138,6 +159,7 @@ def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
         address_role=str(address.get("role", "location")),
         common_word_min_frequency=int(entities.get("common_words", {}).get("min_frequency", 0)),
         common_word_tags=frozenset(entities.get("common_words", {}).get("tags", ())),
+        not_complaint_titles=tuple(normalise_text(p) for p in doc.get("not_complaint_titles", []) if p),
         boilerplate=tuple(sorted((normalise_text(p) for p in doc.get("boilerplate", []) if p), key=len, reverse=True)),
         bound_words=frozenset(entities.get("bound_words", [])),
         phrase_initial=str(entities.get("phrase_initial", "")),
@@ -145,7 +167,36 @@ def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
         name_boundary_chars=str(entities.get("name_boundary_chars", "")),
         conflict_classes=frozenset(entities.get("conflict_classes", ("company",))),
         max_ids_per_matter=max(1, int(doc.get("max_ids_per_matter", 64))),
+        descriptors=_descriptors(path, entities.get("descriptors", {}), classes),
+        trade_groups=_groups(entities.get("trade_groups", [])),
     )
+
+
+def _groups(groups: List[List[str]]) -> Dict[str, str]:
+    """Word -> the first word of its group (lower-cased), for lists of synonymous words."""
+    out: Dict[str, str] = {}
+    for group in groups:
+        words = [w.lower() for w in group if w]
+        for word in words:
+            out.setdefault(word, words[0])
+    return out
+
+
+def _descriptors(path: str, spec: Mapping[str, Any], classes: List[EntityClass]) -> Descriptors:
+    """The ``entities.descriptors`` block: ``area_classes`` (area-role classes) and ``trades``
+    (groups of words naming one trade)."""
+    if not spec:
+        return Descriptors()
+    areas = frozenset(spec.get("area_classes", ()))
+    roles = {c.name: c.role for c in classes}
+    for name in areas:
+        if roles.get(name) != "area":
+            raise ConfigError(f"{path}: entities.descriptors.area_classes: {name!r} is not a class of role 'area'")
+    words = _groups(spec.get("trades", []))
+    class_trades = {name: words.get(str(word).lower(), str(word).lower())
+                    for name, word in spec.get("class_trades", {}).items()}
+    return Descriptors(area_classes=areas, words=words, class_trades=class_trades,
+                       max_per_complaint=max(1, int(spec.get("max_per_complaint", 8))))
 
 
 def _need(path: str, mapping: Mapping[str, Any], key: str, where: str) -> Any:

@@ -15,7 +15,7 @@ from pypinyin import lazy_pinyin
 
 from envleads.config import cached_per_config
 from envleads.divisions import MUNICIPALITY_CODES
-from envleads.repeats_config import EntityClass, RepeatConfig, default_config
+from envleads.repeats_config import DESCRIPTOR_CLASS, EntityClass, RepeatConfig, default_config
 from envleads.repeats_text import (_EMPTY_SLOT, _SEPARATOR, _canonical, _entity_text, _trim, normalise_text,
                                    shingle_hashes, text_sketch)
 
@@ -122,7 +122,7 @@ def _entities_at(norm: str, config: RepeatConfig) -> List[Tuple[int, str]]:
         banned = config.not_followed_by.get(suffix, "")
         if banned and end < len(norm) and norm[end] in banned:
             continue
-        core = _core_before(norm, pos, config)
+        core = _core_before(norm, pos, config, cls.trades)
         if core is None:
             continue
         if len(core) < cls.min_core_chars or core in config.generic_cores or "某" in core:
@@ -132,8 +132,9 @@ def _entities_at(norm: str, config: RepeatConfig) -> List[Tuple[int, str]]:
             continue  # "一刮风工地", "客人散场", "带泥上路", "晚上炭火烧烤": a phrase, not a name
         if cls.trades:
             name = _strip_category(core, config)[0]
-            if name in config.category_words or name in config.generic_cores or name in _common_words(config):
-                continue  # "化工厂", "门面烧烤", "其他烧烤": a kind or a phrase, not a name
+            if name in config.category_words or name in config.generic_cores or name in _common_words(config) \
+                    or _kind_only(name, cls, config):
+                continue  # "化工厂", "门面烧烤", "其他烧烤", "烧烤店烧烤": a kind or a phrase, not a name
         admin = _admin_names()
         if core + suffix in admin or core + suffix[:1] in admin or any(core + suffix + s in admin for s in "区县市"):
             continue  # "苏州工业园区", "七台河", "普兰店(区)": a division, not a place or party in it
@@ -145,6 +146,16 @@ def _entities_at(norm: str, config: RepeatConfig) -> List[Tuple[int, str]]:
             if number and len(core) >= 2:
                 found.append((end, f"{config.address_class}:{core}#{number.group(1)}"))
     return found
+
+
+def _kind_only(name: str, cls: EntityClass, config: RepeatConfig) -> bool:
+    """Whether a name is only a kind of source with its suffix ("烧烤店", "化工厂"): what is left
+    once a suffix of its class and its trades are taken off is a trade or nothing."""
+    for suffix in cls.suffixes:
+        if len(name) > len(suffix) and name.endswith(suffix):
+            inner = _strip_category(name[:-len(suffix)], config)[0]
+            return inner in config.category_words or inner in config.generic_cores
+    return False
 
 
 @cached_per_config
@@ -204,15 +215,25 @@ def _strip_admin_prefix(core: str) -> str:
     return core
 
 
-def _core_before(norm: str, pos: int, config: RepeatConfig) -> Optional[str]:
+def _core_before(norm: str, pos: int, config: RepeatConfig, trades: bool = False) -> Optional[str]:
+    """The name before a suffix at ``pos``, cut at the nearest boundary; None when there is none
+    within ``max_name_chars``. ``trades``: a trade word just before the suffix is part of the name
+    and cut in no place ("美林家具厂", "宏达表面处理厂": 家 and 处理 are boundaries elsewhere)."""
     limit = config.max_name_chars
     window = norm[max(0, pos - limit - 1):pos]
     bounded = pos - len(window) == 0 or _SEPARATOR in window
     tail = window.rsplit(_SEPARATOR, 1)[-1]
+    trade = ""
+    if trades:
+        name, trade = _strip_category(tail, config)
+        if trade and not _cut_at_boundary(trade, config.boundaries, config.name_boundary_chars) == trade:
+            tail = name
+        else:
+            trade = ""
     core = _cut_at_boundary(tail, config.boundaries, config.name_boundary_chars)
     if len(core) < len(tail):
         bounded = True
-    core = _strip_admin_prefix(core.lstrip("0123456789"))
+    core = _strip_admin_prefix(core.lstrip("0123456789")) + trade
     if not bounded or len(core) > limit:
         return None
     return core
@@ -266,14 +287,104 @@ def matter_features(text: str, title: str, tokens: Sequence[str], region_adcode:
     hashes = shingle_hashes(_without_boilerplate(normalise_text(full, canonical=True), config),
                             config.shingle_chars, config.seed)
     entities, title_entities = _full_and_title_entities(full, title, config)
+    placed_trades = _area_named_sources(entities, config)
+    if placed_trades:
+        entities = tuple(e for e in entities if e not in placed_trades)
+        title_entities = tuple(e for e in title_entities if e not in placed_trades)
+    entities = tuple(sorted(set(entities) | set(descriptors(full, entities, config, title_entities))))
     return MatterFeatures(
         signature=text_sketch(hashes, config.sketch_size),
         entities=entities,
         title_entities=title_entities,
-        types=tuple(types or ()),
+        types=() if is_not_complaint(title, config) else tuple(types or ()),
         region_adcode=_clean_adcode(region_adcode),
         shingle_count=int(hashes.size),
     )
+
+
+def is_not_complaint(title: str, config: RepeatConfig) -> bool:
+    """Whether the title says the report praises or thanks (``not_complaint_titles``): the
+    classifier reads the problem it thanks for ("之前反映的噪声问题已经解决") as a complaint, and
+    such a report must not join or head that problem's matter."""
+    return bool(config.not_complaint_titles) and normalise_text(title, canonical=True).startswith(
+        config.not_complaint_titles)
+
+
+def _area_named_sources(entities: Sequence[str], config: RepeatConfig) -> frozenset:
+    """The complaint's source names that are an area it names and a trade ("许巷印花(厂)" beside
+    ``park:许巷``, "延政西电镀"): a description, not a name (its descriptor comes from the text)."""
+    if not config.descriptors.area_classes:
+        return frozenset()
+    areas = {core for cls, core in map(_split, entities) if cls in _area_classes(config)}
+    if not areas:
+        return frozenset()
+    trades = {cls.name for cls in config.entity_classes if cls.trades and cls.role == "source"}
+    out = set()
+    for entity in entities:
+        cls, core = _split(entity)
+        if cls in trades:
+            name, trade = _strip_category(core, config)
+            if trade and any(name == area or _cores_match(name, area, config) for area in areas):
+                out.add(entity)
+    return frozenset(out)
+
+
+@cached_per_config
+def _area_classes(config: RepeatConfig) -> frozenset:
+    """The classes of role ``area`` (roads, villages, towns, parks)."""
+    return frozenset(cls.name for cls in config.entity_classes if cls.role == "area")
+
+
+def descriptors(text: str, entities: Sequence[str], config: RepeatConfig,
+                title_entities: Sequence[str] = ()) -> List[str]:
+    """How the complaint describes a source without naming it: the trade of its source (电镀,
+    铸件 -> 铸造; ``entities.descriptors.trades``) on each area it names (a road, a village, a
+    park), as ``descriptor:<trade>@<area core>`` ("延政西路上那家电镀厂" -> ``descriptor:电镀@延政西``).
+    The trade is that of the sources it names (those of its title first: "宏达表面处理厂", whose text
+    names 恒丰电镀 on the same road as well), or, when they say none, every trade its text names.
+    One only joins a matter that is the only live one described so (:meth:`MatterIndex._evaluate`).
+    Sorted; none past ``max_per_complaint`` (a letter listing many plants describes none of them).
+    """
+    spec = config.descriptors
+    if not spec.words:
+        return []
+    areas = sorted({core.partition("#")[0] for cls, core in map(_split, entities) if cls in spec.area_classes})
+    if not areas:
+        return []
+    trades: set = set()
+    for named in (title_entities, entities):
+        for cls, core in map(_split, named):
+            if cls in _source_classes(config):
+                trades.update(trades_named(core, config))
+                if cls in spec.class_trades:
+                    trades.add(spec.class_trades[cls])
+        if trades:
+            break
+    if not trades:
+        trades = {trade for _, trade in _descriptor_automaton(config).iter(_entity_text(text, True))}
+    found = sorted(f"{DESCRIPTOR_CLASS}:{trade}@{area}" for trade in trades for area in areas)
+    return found if len(found) <= spec.max_per_complaint else []
+
+
+@cached_per_config
+def _source_classes(config: RepeatConfig) -> frozenset:
+    """The classes of role ``source`` (companies, sites)."""
+    return frozenset(cls.name for cls in config.entity_classes if cls.role == "source")
+
+
+def trades_named(core: str, config: RepeatConfig) -> List[str]:
+    """The descriptor trades (``entities.descriptors.trades``) a source's name says it is of
+    ("锦盛五金电镀" -> ["电镀"])."""
+    return sorted({trade for _, trade in _descriptor_automaton(config).iter(core)}) if config.descriptors.words else []
+
+
+@cached_per_config
+def _descriptor_automaton(config: RepeatConfig) -> "ahocorasick.Automaton":
+    automaton = ahocorasick.Automaton()
+    for word, trade in config.descriptors.words.items():
+        automaton.add_word(word, trade)
+    automaton.make_automaton()
+    return automaton
 
 
 @cached_per_config
@@ -334,6 +445,10 @@ def _cores_match(a: str, b: str, config: RepeatConfig, near: bool = False) -> bo
     are compared again for every complaint naming them)."""
     if a == b:
         return True
+    trade_a, at_a, area_a = a.partition("@")
+    if at_a:  # a descriptor: its trade, then its area (remembered as a name); not remembered itself
+        trade_b, at_b, area_b = b.partition("@")
+        return bool(at_b) and trade_a == trade_b and _cores_match(area_a, area_b, config, near)
     memo = _match_memo(config)
     hit = memo.get((a, b, near))
     if hit is None:
@@ -352,13 +467,16 @@ def _match_memo(config: RepeatConfig) -> Dict[Tuple[str, str, bool], bool]:
 
 def _compare_cores(a: str, b: str, config: RepeatConfig, near: bool) -> bool:
     """:func:`_cores_match` of two different cores, not remembered."""
+    if "@" in a or "@" in b:  # descriptors (compared in :func:`_cores_match`) match no name
+        return False
     if "#" in a or "#" in b:
         road_a, _, number_a = a.partition("#")
         road_b, _, number_b = b.partition("#")
         return number_a == number_b and _cores_match(road_a, road_b, config, near)
     name_a, trade_a = _strip_category(a, config)
     name_b, trade_b = _strip_category(b, config)
-    if trade_a and trade_b and trade_a != trade_b and not set(trade_a) & set(trade_b):
+    if trade_a and trade_b and trade_a != trade_b and not set(trade_a) & set(trade_b) \
+            and not _same_trade_group(trade_a, trade_b, config):
         short, long_ = (a, b) if len(a) < len(b) else (b, a)
         return len(short) >= 3 and long_.endswith(short)
     if name_a == name_b:
@@ -374,6 +492,23 @@ def _compare_cores(a: str, b: str, config: RepeatConfig, near: bool) -> bool:
                 len(short) >= 3 or trade_a and trade_b or near and (trade_a or trade_b)):
             return False
     return len(short) >= 3 or _is_place_prefix(long_[:-len(short)])
+
+
+def _same_trade_group(a: str, b: str, config: RepeatConfig) -> bool:
+    """Whether two trades end in words of one ``entities.trade_groups`` group (土菜 / 饭店: both
+    restaurants)."""
+    groups = config.trade_groups
+    if not groups:
+        return False
+
+    def group(trade: str) -> Optional[str]:
+        for start in range(len(trade)):  # the longest word of a group the trade ends with
+            if trade[start:] in groups:
+                return groups[trade[start:]]
+        return None
+
+    found = group(a)
+    return found is not None and found == group(b)
 
 
 @lru_cache(maxsize=100_000)

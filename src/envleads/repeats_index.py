@@ -12,7 +12,7 @@ import numpy as np
 
 from envleads.postings import Lookup
 from envleads.repeats_config import RepeatConfig
-from envleads.repeats_features import MatterFeatures, _cores_match, _split, region_relation
+from envleads.repeats_features import MatterFeatures, _cores_match, _split, region_relation, trades_named
 from envleads.repeats_matters import (_NAMING_SCAN, IndexedMatters, _Matter, _holders, _reporter_digests)
 from envleads.repeats_text import _below_cut, _name_hashes, _sorted_membership, _trim
 
@@ -22,7 +22,8 @@ class Assignment(NamedTuple):
     duplicate_of: Optional[str]  # first complaint of the matter; None when this one starts it
     is_new_matter: bool
     similarity: float  # weighted text similarity to the closest report of the matter
-    # "new", "redelivery", "text", or "text+" one of "title_entity", "entity", "location", "reporter"
+    # "new", "redelivery", "text", or "text+" one of "title_entity", "entity", "location", "descriptor",
+    # "reporter"
     matched_on: str
     # the name the complaint shares with the matter ("company:恒丰电镀"), when a name joined it
     shared: Optional[str] = None
@@ -159,6 +160,9 @@ class MatterIndex(IndexedMatters):
             shared = self._shared_entities(features.entities, matter.entities, near=placed)
         classes = {entity.partition(":")[0] for entity in shared}
         shared_source, shared_location = bool(classes & self._sources), bool(classes & self._locations)
+        shared_descriptor = bool(classes & self._descriptors)
+        if shared_source and not self._about_shared_source(features, matter, shared, placed):
+            shared_source = False  # a neighbour the report names beside its own source
         if bool(features.types) != matter.environmental and not (
                 (shared_source or shared_location) and text_sim >= cfg.text_only_unplaced):
             return None  # the classifier may miss a repeat's type, never a restatement's
@@ -185,6 +189,8 @@ class MatterIndex(IndexedMatters):
         elif shared_location and shared_type and (textless or text_sim >= self._location_floor(
                 features, matter, shared, placed)):
             evidence = "location"
+        elif shared_descriptor and shared_type and self._descriptor_joins(text_sim, features, matter, shared, placed):
+            evidence = "descriptor"
         elif same_reporter and (shared_type or text_sim >= cfg.min_text_with_reporter):
             evidence = "reporter"
         elif shared_type and text_sim >= (cfg.conflict_text_similarity
@@ -199,10 +205,72 @@ class MatterIndex(IndexedMatters):
         score += w["shared_source"] * shared_source + w["shared_location"] * shared_location
         score += w["shared_title_entity"] * shared_title
         score += w["shared_type"] * shared_type + w["same_reporter"] * same_reporter
+        score += w["shared_descriptor"] * shared_descriptor
         score -= w["entity_conflict"] * conflict
         # the name an inspector reads to check the merge
-        named_by = {"title_entity": self._sources, "entity": self._sources, "location": self._locations}.get(evidence, ())
+        named_by = {"title_entity": self._sources, "entity": self._sources, "location": self._locations,
+                    "descriptor": self._descriptors}.get(evidence, ())
         return score, evidence, next((e for e in shared if e.partition(":")[0] in named_by), None)
+
+    def _descriptor_joins(self, text_sim: float, features: MatterFeatures, matter: _Matter, shared: Sequence[str],
+                          placed: bool) -> bool:
+        """Whether a shared descriptor (a trade on an area, the only live matter described so:
+        :meth:`_is_specific`) joins. A descriptor stands for a name the report does not give, so
+        not when the complaint names a source (a name that matched nothing is another plant); when
+        the matter names sources, one of them must be of that trade (a matter named 顺景 says
+        nothing of which furniture plant it is); and, when the two are not known to be in one city
+        and the area's name has two characters (城西村, 兴业路: they recur from city to city), only
+        with ``min_text_with_location_unplaced`` text, as a two-character compound."""
+        if self._names_source(features.entities):
+            return False
+        described = [e.partition(":")[2] for e in shared if e.partition(":")[0] in self._descriptors]
+        if not placed and text_sim < self.config.min_text_with_location_unplaced and not any(
+                len(core.rpartition("@")[2]) >= 3 for core in described):
+            return False
+        named = [e for e in matter.entities if e.partition(":")[0] in self._sources and self._specific(e)]
+        if not named:
+            return True
+        trades = {core.rpartition("@")[0] for core in described}
+        class_trades = self.config.descriptors.class_trades
+        return any(trade in trades for e in named
+                   for trade in [*trades_named(e.partition(":")[2], self.config), class_trades.get(e.partition(":")[0])])
+
+    def _about_shared_source(self, features: MatterFeatures, matter: _Matter, shared: Sequence[str],
+                             placed: bool) -> bool:
+        """Whether a source both name is what each is about, not a neighbour named beside it
+        ("华丰印染, 就在鸿锦印染隔壁"): not when the complaint's title names a source that is not
+        the matter's, nor when the matter has confirmed sources (named in a title or by two
+        reports) and the shared one is none of them."""
+        sources = [e for e in shared if e.partition(":")[0] in self._sources]
+        titled = [e for e in features.title_entities if e.partition(":")[0] in self._sources and self._specific(e)]
+        if titled and not self._shared_entities(titled, matter.entities, near=placed):
+            return False
+        confirmed = [e for e, n in matter.entities.items()
+                     if e.partition(":")[0] in self._sources and (n >= 2 or e in matter.title_entities)
+                     and self._specific(e)]
+        return not confirmed or any(self._shared_entities([e], confirmed, near=placed) for e in sources)
+
+    def _describes(self, descriptor: Optional[str]) -> bool:
+        """Whether a live matter here holds ``descriptor`` (a trade on an area)."""
+        if not descriptor:
+            return False
+        holders = _holders(self._entity_index, self._entity_key(descriptor))
+        return bool(holders) and self._matters_naming(descriptor, holders) >= 1
+
+    def _matched_length(self, entity: str, matter: _Matter, placed: bool) -> int:
+        """The length of the shortest of the matter's names the complaint's ``entity`` matches
+        (its own if none): "长安新安" matches "新安", a two-character name with a town before it."""
+        cls, _, core = entity.partition(":")
+        lengths = [len(core.partition("#")[0])]
+        for known in matter.entities:
+            kcls, _, kcore = known.partition(":")
+            if kcls == cls and _cores_match(core, kcore, self.config, placed):
+                lengths.append(len(kcore.partition("#")[0]))
+        return min(lengths)
+
+    def _names_source(self, entities: Iterable[str]) -> bool:
+        """Whether ``entities`` hold the name of a specific source."""
+        return any(entity.partition(":")[0] in self._sources and self._specific(entity) for entity in entities)
 
     def _location_floor(self, features: MatterFeatures, matter: _Matter, shared: Sequence[str], placed: bool) -> float:
         """The text similarity a shared precise place needs besides a shared type: more when either
@@ -210,16 +278,12 @@ class MatterIndex(IndexedMatters):
         two are not known to be in one city and no shared place name has three characters or more
         (a two-character compound name, 长虹苑 or 河李小区, recurs from city to city)."""
         cfg = self.config
-        floor = cfg.min_text_with_location_beside_source if self._names_source(features, matter) \
+        floor = cfg.min_text_with_location_beside_source \
+            if self._names_source(itertools.chain(features.entities, matter.entities)) \
             else cfg.min_text_with_location
-        long_name = any(e.partition(":")[0] in self._locations and len(e.partition(":")[2].partition("#")[0]) >= 3
+        long_name = any(e.partition(":")[0] in self._locations and self._matched_length(e, matter, placed) >= 3
                         for e in shared)
         return floor if placed or long_name else max(floor, cfg.min_text_with_location_unplaced)
-
-    def _names_source(self, features: MatterFeatures, matter: _Matter) -> bool:
-        """Whether the complaint or the matter names a specific source (not necessarily a shared one)."""
-        return any(entity.partition(":")[0] in self._sources and self._specific(entity)
-                   for entity in itertools.chain(features.entities, matter.entities))
 
     def _shared_entities(self, new: Sequence[str], known: Iterable[str], near: bool = False) -> List[str]:
         """The complaint's specific names that match one of the matter's (same kind, :func:`_cores_match`;
@@ -248,6 +312,8 @@ class MatterIndex(IndexedMatters):
         the suffix rules mistook for a name, "客人散场" -> ``company:客人散``).
         """
         holders = _holders(self._entity_index, self._entity_key(entity))
+        if entity.partition(":")[0] in self._descriptors:  # only while one live matter is described so
+            return len(holders) <= 1 or self._matters_naming(entity, holders) <= 1
         if len(holders) >= self.config.generic_matters and self._matters_naming(entity, holders) >= \
                 self.config.generic_matters:
             return False
@@ -487,7 +553,7 @@ def assign_across(home: MatterIndex, others: Sequence[MatterIndex], complaint_id
 def _name_keys(home: MatterIndex, features: MatterFeatures) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
     """The index keys of a complaint's source and place names, ``(entity keys, title entity
     keys)``: what another key's index is searched under (a road or a town alone never joins)."""
-    evidence = home._sources | home._locations
+    evidence = home._sources | home._locations | home._descriptors
     return (tuple(home._entity_key(e) for e in features.entities if e.partition(":")[0] in evidence),
             tuple(home._entity_key(e) for e in features.title_entities if e.partition(":")[0] in evidence))
 
@@ -501,11 +567,20 @@ def _assign_across(home: MatterIndex, others: Sequence[MatterIndex], complaint_i
         known = index.redelivery(complaint_id) if complaint_id in index._complaint_index or index is home else None
         if known is not None:
             return index, known
-    best, chosen = None, home
+    searched, found_in = [], []
     for index in indexes:
         if index is not home and not index._names_held(keys, reporters):
             continue
+        searched.append(index)
         found = index._match(event_time_ms, features, reporters, index._one_city and index is home, index is not home)
-        if found is not None and (best is None or _rank(found) > _rank(best)):
-            best, chosen = found, index
+        if found is not None:
+            found_in.append((found, index))
+    best, chosen = None, home
+    # best first; stable, so that of equal ranks the first index searched wins
+    for found, index in sorted(found_in, key=lambda pair: _rank(pair[0]), reverse=True):
+        if found.evidence == "descriptor" and any(
+                other is not index and other._describes(found.shared) for other in searched):
+            continue  # described so in another key too: it identifies none of them
+        best, chosen = found, index
+        break
     return chosen, chosen._settle(complaint_id, event_time_ms, features, reporters, best)

@@ -15,7 +15,7 @@ import numpy as np
 
 from envleads.config import ConfigError, cached_per_config
 from envleads.postings import ShinglePostings
-from envleads.repeats_config import RepeatConfig, default_config
+from envleads.repeats_config import DESCRIPTOR_CLASS, RepeatConfig, default_config
 from envleads.repeats_features import UNKNOWN_BLOCK, MatterFeatures, _clean_adcode, _split, _strip_category, sound
 from envleads.repeats_text import (_signature_from_b64, _signature_to_b64, _sorted_membership, _trim, is_sketch,
                                    signature_from_list, signature_to_list, text_sketch)
@@ -94,6 +94,7 @@ class IndexedMatters:
         roles[self.config.address_class] = self.config.address_role
         self._sources = frozenset(name for name, role in roles.items() if role == "source")
         self._locations = frozenset(name for name, role in roles.items() if role == "location")
+        self._descriptors = frozenset({DESCRIPTOR_CLASS}) if self.config.descriptors.words else frozenset()
         self._matters: Dict[str, _Matter] = {}
         # shingle hash -> the clusters whose retained sketches hold it (their number is the shingle's
         # document frequency), packed in numpy arrays: most of a live matter's memory otherwise
@@ -231,6 +232,12 @@ class IndexedMatters:
         key = self._key_memo.get(entity)
         if key is None:
             cls, core = _split(entity)
+            trade, at, area = core.rpartition("@")
+            if at:  # a descriptor: its trade and its area's tail
+                key = f"{cls}|{trade}@{''.join(sound(area[-2:]))}"
+                if len(self._key_memo) < 200_000:
+                    self._key_memo[entity] = key
+                return key
             road, _, number = core.partition("#")
             tail = "".join(sound(_strip_category(road, self.config)[0][-2:]))
             key = f"{cls}|{tail}#{number}" if number else f"{cls}|{tail}"

@@ -15,17 +15,10 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from envleads.config import ConfigError, data_path, load_json_config
 from envleads.records import RegionResolution
+from envleads.text import normalise as _normalise  # one spelling of a word reaches one keyword
 
 ROUTING_FILE = "routing.json"
 OVERRIDES_DIR = "routing"
-
-try:  # one spelling of a word (traditional, full-width) reaches one keyword
-    from envleads.text import normalise as _normalise
-except ImportError:  # pragma: no cover
-    import unicodedata
-
-    def _normalise(text: str) -> str:
-        return unicodedata.normalize("NFKC", text)
 
 
 class Routing(NamedTuple):

@@ -1,0 +1,226 @@
+"""The Beam streaming job, Kafka in and Kafka out: :func:`run_beam_stream`.
+
+``ReadFromKafka`` (the raw topic, ``kafka_source.py``) -> ``ComplaintsToLeadsStreaming``
+(``streaming.py``: the stateless stages, then repeat detection and lead building in keyed state
+with event-time timers) -> ``WriteToKafka`` (``kafka_io.py``) of enriched complaints (keyed by
+complaint id), leads (keyed by ``lead_id``, for the compacted topic) and dead letters (keyed by
+the complaint id when readable), each Avro in the topic contract, framed as the rounds engine
+frames them (``rounds/outputs.py``). The job runs with the streaming option on, on any portable
+runner; locally on Prism (``--runner PrismRunner --prism_location .cache/prism/v<version>/prism``).
+
+At start the lead topic is read (the last record per key) and handed to the stateful stages as
+their prior leads, so a restarted job attaches repeats to the leads already written, and a
+complaint read again is recognised as a redelivery by its id.
+
+Delivery: at-least-once from the offsets the job starts at (the group's committed offsets, else
+the beginning of the raw topic). A bounded run (``bounded=True``: up to the end the raw topic has
+when the job is planned) commits its end offsets to ``group_id`` after the job finished, when
+every sink bundle had been acknowledged by the broker; a run that fails commits nothing and the
+next one reads the same records again. An unbounded run commits nothing yet (see
+``kafka_source.py``). Enriched records and dead letters can repeat after a restart; leads do not.
+
+Differences from the rounds engine (``envleads stream``) on the same events: complaints of no
+known city are assigned as they arrive against the ``"unknown"`` key's own index (not last, against
+every city index of their province), matters expire when the watermark (the raw records'
+timestamps) passes them rather than by each key's newest event, a reused complaint id with other
+content is not refused as ``duplicate_id_conflict``, and the dead letters of the stages after
+decode (``internal_error``) carry the content digest but not the original bytes.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from operator import itemgetter
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import StandardOptions
+from apache_beam.runners.runner import PipelineState
+
+from envleads import schemas
+from envleads.leads import lead_to_wire_record
+from envleads.pipelines.kafka_io import WriteToKafka, decode_lead_record, read_whole_topic
+from envleads.pipelines.kafka_source import ReadFromKafka, commit_offsets, plan_partitions
+from envleads.pipelines.rounds.outputs import Topics
+from envleads.pipelines.streaming import ComplaintsToLeadsStreaming
+from envleads.pipelines.transforms import (DEAD_LETTER, ENCODE_ENRICHED_STAGE, ENCODE_LEADS_STAGE, MAIN, failed)
+from envleads.records import DeadLetter, Lead
+from envleads.serialize import dead_letter_to_avro_dict, enriched_to_avro_dict
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_BEAM_GROUP = "envleads-beam-stream"
+
+
+# ------------------------------------------------------------------------------------------ encode
+def encode_enriched_record(report) -> Tuple[str, bytes]:
+    """``(complaint id, framed Avro enriched_complaint)`` of a report."""
+    return report.enriched.complaint.complaint_id, schemas.encode(schemas.ENRICHED, enriched_to_avro_dict(report.enriched))
+
+
+def encode_lead_record(lead: Lead) -> Tuple[str, bytes]:
+    """``(lead_id, framed Avro lead)``."""
+    return lead.lead_id, schemas.encode(schemas.LEADS, lead_to_wire_record(lead))
+
+
+def encode_dead_letter_record(dead: DeadLetter) -> Tuple[Optional[str], bytes]:
+    """``(complaint id or None, framed Avro dead_letter)``, rejected now."""
+    return dead.event_id, schemas.encode(schemas.DEAD_LETTER, dead_letter_to_avro_dict(dead, int(time.time() * 1000)))
+
+
+class _EncodeFn(beam.DoFn):
+    """``encode(element)``; one that raises is a dead letter ``internal_error`` of ``stage``."""
+
+    def __init__(self, encode, stage: str):
+        self._encode, self._stage = encode, stage
+
+    def process(self, element):
+        try:
+            yield self._encode(element)
+        except Exception as error:  # noqa: BLE001 - one record must not stop the stream
+            complaint = element.enriched.complaint if hasattr(element, "enriched") else None
+            yield failed(self._stage, error, complaint)
+
+
+def _encoded(pcoll, label: str, encode, stage: str):
+    return pcoll | label >> beam.ParDo(_EncodeFn(encode, stage)).with_outputs(DEAD_LETTER, main=MAIN)
+
+
+# ------------------------------------------------------------------------------------------ Prism
+PRISM_BIN_ENV_VAR = "ENVLEADS_PRISM_BIN"
+
+
+class PrismMissing(RuntimeError):
+    """No Prism binary where ``make prism`` puts it (and none named by ``$ENVLEADS_PRISM_BIN``)."""
+
+
+def local_prism_location() -> Path:
+    """Where ``make prism`` builds Prism for the installed SDK: ``.cache/prism/v<version>/prism`` at
+    the root of the source tree, or the file ``$ENVLEADS_PRISM_BIN`` names."""
+    import importlib.metadata
+
+    override = os.environ.get(PRISM_BIN_ENV_VAR)
+    if override:
+        return Path(override)
+    version = "v" + importlib.metadata.version("apache-beam").replace("rc", "-RC")
+    return Path(__file__).resolve().parents[1] / ".cache" / "prism" / version / "prism"
+
+
+def with_local_prism(beam_args: Optional[List[str]]) -> List[str]:
+    """``beam_args``, with ``--prism_location`` of :func:`local_prism_location` added when the runner
+    is ``PrismRunner`` and no location is given (``PrismRunner`` would download its binary from
+    GitHub at run time). Raises :class:`PrismMissing` when that binary is not there."""
+    args = list(beam_args or [])
+    runner = None
+    for position, arg in enumerate(args):
+        if arg.startswith("--runner="):
+            runner = arg.split("=", 1)[1]
+        elif arg == "--runner" and position + 1 < len(args):
+            runner = args[position + 1]
+    if "prism" not in (runner or "").lower() or any(a == "--prism_location" or a.startswith("--prism_location=")
+                                            for a in args):
+        return args
+    location = local_prism_location()
+    if not (location.is_file() and os.access(location, os.X_OK)):
+        raise PrismMissing(f"no Prism binary at {location}: run make prism (or set {PRISM_BIN_ENV_VAR}, "
+                           "or pass --prism_location)")
+    return args + ["--prism_location", str(location)]
+
+
+# ---------------------------------------------------------------------------------------- the job
+def read_prior_leads(bootstrap_servers: str, topic: str, security=None) -> List[Lead]:
+    """The compacted view of the lead topic: the last readable lead per key (tombstones remove)."""
+    leads: Dict[str, Lead] = {}
+
+    def handle(records):
+        for record in records:
+            key = record.key.decode("utf-8") if record.key else None
+            if record.value is None:
+                leads.pop(key, None)
+                continue
+            lead = decode_lead_record(record)
+            if lead is not None:
+                leads[lead.lead_id] = lead
+
+    read_whole_topic(bootstrap_servers, topic, handle, security=security)
+    return list(leads.values())
+
+
+def build_beam_stream(pipeline: beam.Pipeline, bootstrap_servers: str, topics: Topics, settings,
+                      partitions=None, group_id: Optional[str] = None, bounded: bool = False, security=None,
+                      prior_leads: Optional[List[Lead]] = None, align_watermarks: bool = False) -> None:
+    """Adds the job's steps to ``pipeline`` (see the module docstring)."""
+    events = pipeline | "ReadFromKafka" >> ReadFromKafka(bootstrap_servers, [topics.raw], group_id=group_id,
+                                                         bounded=bounded, security=security, partitions=partitions,
+                                                         align_watermarks=align_watermarks)
+    prior = pipeline | "PriorLeads" >> beam.Create(list(prior_leads or []))
+    outputs = events | "ComplaintsToLeadsStreaming" >> ComplaintsToLeadsStreaming(settings, prior)
+    enriched = _encoded(outputs["enriched"], "EncodeEnriched", encode_enriched_record, ENCODE_ENRICHED_STAGE)
+    leads = _encoded(outputs["leads"], "EncodeLeads", encode_lead_record, ENCODE_LEADS_STAGE)
+    dead_letters = ((outputs["dead_letters"], enriched[DEAD_LETTER], leads[DEAD_LETTER])
+                    | "DeadLetters" >> beam.Flatten()
+                    | "EncodeDeadLetters" >> beam.Map(encode_dead_letter_record))
+    key, value = itemgetter(0), itemgetter(1)
+    for label, pcoll, topic in (("WriteEnriched", enriched[MAIN], topics.enriched),
+                                ("WriteLeads", leads[MAIN], topics.leads),
+                                ("WriteDeadLetters", dead_letters, topics.dead_letter)):
+        _ = pcoll | label >> WriteToKafka(bootstrap_servers, topic, key, value, security=security)
+
+
+def run_beam_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[str]] = None,
+                    group_id: Optional[str] = DEFAULT_BEAM_GROUP, bounded: bool = False, security=None,
+                    commit: bool = True, align_watermarks: Optional[bool] = None) -> Dict[str, int]:
+    """Builds and runs the streaming job (streaming option on) until it ends; returns counts.
+
+    Args:
+        bootstrap_servers: ``host:port,...``.
+        topics: raw, enriched, leads and dead-letter topics (``Topics``; ``topics.state`` unused).
+        beam_args: the runner and its options, and the envleads options (``--model_version``...),
+            e.g. ``["--runner", "PrismRunner"]``: the binary ``make prism`` built is added as
+            ``--prism_location`` (:func:`with_local_prism`; never downloaded).
+        group_id: start at this group's committed offsets (None: at the beginning of the raw topic).
+        bounded: read the raw topic up to the end it has now, then finish (backfills, tests);
+            otherwise run until cancelled.
+        security: ``ops.kafka_config.KafkaSecurity`` (None: PLAINTEXT).
+        commit: after a bounded run finished, commit its end offsets to ``group_id``.
+        align_watermarks: the source's ``align_watermarks`` (None: on for ``PrismRunner``, which
+            does not take the oldest partition's watermark itself; off elsewhere).
+
+    Returns ``{"partitions", "planned_records", "prior_leads", "committed"}``: what was planned and
+    done; the outputs are on the topics.
+    """
+    from envleads.pipelines.batch import prepared_run
+
+    options, settings = prepared_run(with_local_prism(beam_args))
+    standard = options.view_as(StandardOptions)
+    standard.streaming = True
+    if align_watermarks is None:
+        runner = standard.runner if isinstance(standard.runner, str) else type(standard.runner).__name__
+        align_watermarks = "prism" in str(runner).lower()
+    partitions = plan_partitions(bootstrap_servers, [topics.raw], group_id, bounded, security)
+    prior_leads = read_prior_leads(bootstrap_servers, topics.leads, security)
+    LOG.info("beam stream: %d partition(s) of %s, %d prior lead(s), %s", len(partitions), topics.raw,
+             len(prior_leads), "bounded" if bounded else "unbounded")
+    pipeline = beam.Pipeline(options=options)
+    build_beam_stream(pipeline, bootstrap_servers, topics, settings, partitions, group_id, bounded, security,
+                      prior_leads, align_watermarks)
+    result = pipeline.run()
+    try:
+        state = result.wait_until_finish()
+    except KeyboardInterrupt:
+        # Ctrl-C or SIGTERM on an unbounded job: stop it; nothing is committed
+        LOG.info("interrupted; cancelling the job")
+        result.cancel()
+        raise
+    if state != PipelineState.DONE:
+        raise RuntimeError(f"the Beam stream ended in state {state}; no offsets committed")
+    committed = 0
+    if bounded and commit and group_id:
+        offsets = {(p.topic, p.partition): p.stop for p in partitions if p.stop is not None and p.stop > p.start}
+        commit_offsets(bootstrap_servers, group_id, offsets, security)
+        committed = len(offsets)
+    return {"partitions": len(partitions),
+            "planned_records": sum((p.stop - p.start) for p in partitions if p.stop is not None),
+            "prior_leads": len(prior_leads), "committed": committed}
