@@ -7,7 +7,9 @@ separate process started before and not counted):
 
 * ``batch-rounds``: ``envleads batch --engine rounds`` (the rounds engine over a file);
 * ``batch-beam``: ``envleads batch`` (the Beam pipeline on the in-process FnApiRunner);
-* ``stream``: ``envleads stream`` over the embedded broker (Tansu), the events produced first, until idle.
+* ``stream``: ``envleads stream`` over the embedded broker (Tansu), the events produced first, until idle;
+* ``stream-beam-prism``: ``envleads stream --engine beam --until-end --runner PrismRunner`` over the
+  same topic (the Beam streaming job on Prism, the binary ``make prism`` built; skipped without it).
 
     .venv/bin/python bench/bench_engines.py [--events 20000] [--seed 5]
 
@@ -56,6 +58,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from envleads.ops.broker import EmbeddedBroker, create_topics
+    from envleads.pipelines.beam_stream import local_prism_location
     from envleads.pipelines.stream import produce_lines
 
     os.environ.setdefault("ENVLEADS_PSEUDONYM_KEY", "bench-engines-key")
@@ -71,13 +74,20 @@ def main() -> None:
         with EmbeddedBroker() as broker:
             stem = f"bench.engines.{uuid.uuid4().hex[:8]}"
             topics = {role: f"{stem}.{role}" for role in ("raw", "enriched", "leads", "deadletter")}
-            create_topics(broker.bootstrap_servers, topics.values())
+            create_topics(broker.bootstrap_servers, list(topics.values())
+                          + [f"{stem}.beam.{role}" for role in ("enriched", "leads", "deadletter")])
             with open(source, "rb") as handle:
                 produce_lines(broker.bootstrap_servers, topics["raw"], (line.rstrip(b"\n") for line in handle))
             rows.append(_timed("stream", ENVLEADS + [
                 "stream", "--bootstrap-servers", broker.bootstrap_servers, "--raw-topic", topics["raw"],
                 "--enriched-topic", topics["enriched"], "--leads-topic", topics["leads"],
                 "--dead-letter-topic", topics["deadletter"], "--stop-when-idle", "5"], args.events))
+            if local_prism_location().is_file():
+                rows.append(_timed("stream-beam-prism", ENVLEADS + [
+                    "stream", "--engine", "beam", "--until-end", "--runner", "PrismRunner",
+                    "--bootstrap-servers", broker.bootstrap_servers, "--raw-topic", topics["raw"],
+                    "--enriched-topic", f"{stem}.beam.enriched", "--leads-topic", f"{stem}.beam.leads",
+                    "--dead-letter-topic", f"{stem}.beam.deadletter"], args.events))
     write_result(args.out, "engines", {"events": args.events, "seed": args.seed, "engines": rows,
                                        "note": "stream includes its 5 s idle stop and reading state at start"})
 

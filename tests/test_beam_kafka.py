@@ -689,3 +689,40 @@ def test_unbounded_beam_stream_on_prism_enriches_and_leads_while_it_runs(kafka_b
                sum(e.truth["malformed"] for e in events)
     finally:
         result.cancel()
+
+
+def test_envleads_stream_engine_beam_until_end_runs_the_job_and_commits(kafka_broker, tmp_topics, prism_location,
+                                                                       model_version):
+    """The command an operator runs: ``envleads stream --engine beam --until-end --runner PrismRunner``
+    (the binary ``make prism`` built is found by itself) reads the raw topic to its end, writes every
+    valid complaint's enriched record, commits, and a second run finds nothing to read."""
+    import json
+    import subprocess
+    import sys
+
+    from envleads import schemas
+    from envleads.generator import generate_events
+    from envleads.pipelines.beam_stream import PRISM_BIN_ENV_VAR
+
+    bootstrap = kafka_broker.bootstrap_servers
+    events = list(generate_events(60, 23))
+    raw = tmp_topics("raw", partitions=2)["raw"]
+    names = tmp_topics("enriched", "leads", "dead_letter")
+    _produce_events(bootstrap, raw, events)
+    env = dict(os.environ, ENVLEADS_PSEUDONYM_KEY="test-beam-cli-key", **{PRISM_BIN_ENV_VAR: prism_location})
+    command = [sys.executable, "-m", "envleads.cli", "stream", "--engine", "beam", "--until-end",
+               "--bootstrap-servers", bootstrap, "--raw-topic", raw, "--enriched-topic", names["enriched"],
+               "--leads-topic", names["leads"], "--dead-letter-topic", names["dead_letter"],
+               "--group-id", f"cli-{uuid.uuid4().hex[:8]}", "--runner", "PrismRunner",
+               "--model_version", model_version]
+
+    def run() -> dict:
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=600)
+        assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+        return json.loads(done.stdout.decode().strip().splitlines()[-1])
+
+    first = run()
+    assert first["planned_records"] == len(events) and first["committed"] == 2
+    valid_ids = sorted(e.truth["complaint_id"] for e in events if not e.truth["malformed"])
+    assert sorted(r["complaint_id"] for _, r in _decoded(bootstrap, names["enriched"], schemas.ENRICHED)) == valid_ids
+    assert run()["planned_records"] == 0

@@ -12,6 +12,7 @@ import json
 from typing import List
 
 from envleads.cli.arguments import ALL_TOPICS, add_command
+from envleads.config import OperatorError
 
 
 # ------------------------------------------------------------------------------------------- batch
@@ -63,13 +64,17 @@ def _run_stream(args: argparse.Namespace, beam_args: List[str]) -> int:
     import signal
 
     from envleads.ops.kafka_config import security_from_args
-    from envleads.pipelines.rounds.loop import run_stream
+    from envleads.pipelines.rounds.loop import DEFAULT_GROUP, run_stream
 
     def _interrupt(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _interrupt)
-    totals = run_stream(args.bootstrap_servers, _topics(args), beam_args, group_id=args.group_id,
+    if args.engine == "beam":
+        return _run_beam_stream(args, beam_args)
+    if args.until_end:
+        raise OperatorError("--until-end is for --engine beam; the rounds engine stops with --stop-when-idle")
+    totals = run_stream(args.bootstrap_servers, _topics(args), beam_args, group_id=args.group_id or DEFAULT_GROUP,
                         max_round_events=args.max_round_events, stop_when_idle_s=args.stop_when_idle,
                         security=security_from_args(args), round_wait_s=args.round_wait,
                         enrich_workers=args.enrich_workers, kafka_client=args.kafka_client,
@@ -77,6 +82,24 @@ def _run_stream(args: argparse.Namespace, beam_args: List[str]) -> int:
                         wait_for_fence=args.wait_for_fence, max_round_bytes=args.round_bytes)
     print(json.dumps(totals))
     return 130 if totals.get("interrupted") else 0
+
+
+def _run_beam_stream(args: argparse.Namespace, beam_args: List[str]) -> int:
+    from envleads.ops.kafka_config import security_from_args
+    from envleads.pipelines.beam_stream import DEFAULT_BEAM_GROUP, PrismMissing, run_beam_stream
+
+    if args.stop_when_idle is not None:
+        raise OperatorError("--stop-when-idle is for the rounds engine; the Beam job stops with --until-end")
+    try:
+        totals = run_beam_stream(args.bootstrap_servers, _topics(args), beam_args,
+                                 group_id=args.group_id or DEFAULT_BEAM_GROUP, bounded=args.until_end,
+                                 security=security_from_args(args))
+    except PrismMissing as error:
+        raise OperatorError(str(error)) from None
+    except KeyboardInterrupt:
+        return 130
+    print(json.dumps(totals))
+    return 0
 
 
 def _add_stream(subparsers) -> None:
@@ -89,7 +112,16 @@ def _add_stream(subparsers) -> None:
         subparsers, "stream", _run_stream, "process complaints from Kafka continuously (bounded rounds)",
         description="Reads complaints.raw from the committed offsets, writes enriched complaints, "
                     "leads and dead letters. Unknown flags go to Beam.", topics=ALL_TOPICS, pipeline_args=True)
-    parser.add_argument("--group-id", default=DEFAULT_GROUP, help="consumer group whose offsets record progress")
+    parser.add_argument("--engine", choices=["rounds", "beam"], default="rounds",
+                        help="rounds (default): bounded rounds in this process, the fastest on one machine; beam: "
+                             "the Beam streaming job (ReadFromKafka, keyed state and timers) on the runner the "
+                             "Beam flags name, e.g. --runner PrismRunner (the binary make prism built)")
+    parser.add_argument("--until-end", action="store_true",
+                        help="--engine beam: read the raw topic up to its end at start, then finish and commit "
+                             "(default: run until Ctrl-C, committing nothing)")
+    parser.add_argument("--group-id", default=None,
+                        help=f"consumer group whose offsets record progress (default {DEFAULT_GROUP}; "
+                             "with --engine beam envleads-beam-stream)")
     parser.add_argument("--max-round-events", type=int, default=2000, help="events per round at most")
     parser.add_argument("--round-bytes", type=int, default=DEFAULT_ROUND_BYTES,
                         help=f"event bytes per round at most (default {DEFAULT_ROUND_BYTES:,}: bounds a round's memory)")
