@@ -39,13 +39,19 @@ def _children_cpu_s() -> float:
 
 
 def _timed(name: str, command, events: int) -> dict:
+    """One engine's run; a run that fails is recorded as failed (with its exit status), not dropped."""
+    load = round(os.getloadavg()[0], 2)
     cpu_before, started = _children_cpu_s(), time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
     wall_s, cpu_s = time.perf_counter() - started, _children_cpu_s() - cpu_before
     row = {"engine": name, "events": events, "wall_s": round(wall_s, 1), "cpu_s": round(cpu_s, 1),
-           "events_per_wall_s": round(events / wall_s, 1), "cpu_ms_per_event": round(1000 * cpu_s / events, 3),
-           "load_1min_at_start": round(os.getloadavg()[0], 2)}
-    print(f"{name:<14} {row['wall_s']:>8.1f} s {row['events_per_wall_s']:>9.1f} events/s "
+           "load_1min_at_start": load, "returncode": done.returncode}
+    if done.returncode:
+        row["error_tail"] = done.stderr.decode("utf-8", "replace")[-1500:]
+        print(f"{name:<18} FAILED (exit {done.returncode}) after {row['wall_s']:.1f} s", flush=True)
+        return row
+    row.update(events_per_wall_s=round(events / wall_s, 1), cpu_ms_per_event=round(1000 * cpu_s / events, 3))
+    print(f"{name:<18} {row['wall_s']:>8.1f} s {row['events_per_wall_s']:>9.1f} events/s "
           f"{row['cpu_ms_per_event']:>7.3f} CPU ms/event", flush=True)
     return row
 

@@ -51,10 +51,10 @@ def enriched_rounds(events: int, seed: int, cache: str):
     from itertools import islice
 
     from envleads.generator import generate_events
-    from envleads.pipelines.batch import prepared_run
+    from envleads.pipelines.options import prepared_run
     from envleads.pipelines.rounds.enrich import Enricher
     from envleads.pipelines.stream import raw_event_bytes
-    from envleads.pipelines.transforms import RawEvent
+    from envleads.records import RawEvent
 
     _, settings = prepared_run(["--runner=FnApiRunner"])
     enricher = Enricher(settings, keep_tokens=False, wire_parts=True)  # as the enrichment workers
@@ -67,7 +67,7 @@ def enriched_rounds(events: int, seed: int, cache: str):
 
 
 def run(rounds, tail: int, profile: str = None) -> Dict[str, object]:
-    from envleads.pipelines.batch import prepared_run
+    from envleads.pipelines.options import prepared_run
     from envleads.pipelines.heap import RoundCollector
     from envleads.pipelines.rounds.engine import LocalRoundEngine, RoundOutputs
     from envleads.pipelines.rounds.outputs import Topics, output_records

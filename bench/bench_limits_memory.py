@@ -109,8 +109,8 @@ def measure(count: int, filler: str) -> dict:
 
 
 def _setup(count: int, filler: str):
-    from envleads.pipelines.batch import prepared_run
-    from envleads.pipelines.transforms import RawEvent
+    from envleads.pipelines.options import prepared_run
+    from envleads.records import RawEvent
 
     os.environ.setdefault("ENVLEADS_PSEUDONYM_KEY", "bench-limits-key")
     lines = limit_size_events(count, filler=filler)

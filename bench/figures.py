@@ -122,6 +122,18 @@ def _memory(d: dict) -> str:
             f"RSS {end['rss_mb'] / 1000:.2f} GB")
 
 
+def _engine(row: dict) -> str:
+    if row.get("returncode"):
+        return f"{row['engine']} failed (exit {row['returncode']})"
+    return f"{row['engine']} {row['events_per_wall_s']:,.0f}/s ({row['cpu_ms_per_event']:.2f} ms CPU)"
+
+
+def _engines(d: dict) -> str:
+    results = d["results"]
+    return (f"engines, the same {results['events']:,} generated events, events/s (CPU per event): "
+            + "; ".join(_engine(row) for row in results["engines"]))
+
+
 def _commands(d: dict) -> str:
     demo, test = d["results"].get("demo"), d["results"].get("test_clean_clone")
     parts = [f"`make demo` {demo['wall_s']:.1f} s" if demo else "`make demo` not measured"]
@@ -155,6 +167,8 @@ ROWS = (
         lambda d: _met(d["ok"] and d["batch"]["lost"] == 0)),
     Row("repeats_memory_1000000.json", "python bench/bench_repeats_memory.py --events 1000000", _memory,
         lambda d: f"tracking (measured with {d['config_version']})"),
+    Row("engines.json", "python bench/bench_engines.py --events 20000", _engines,
+        lambda d: "issue 24: measured"),
     Row("commands.json", "python bench/time_commands.py demo test", _commands, _commands_status),
 )
 

@@ -225,7 +225,8 @@ def _read_topic(bootstrap: str, topic: str, idle_s: float = 5.0):
 def run_stream_soak(count: int, seed: int, workdir: str, sample_s: float, beam_args: List[str],
                     max_round_events: int, idle_s: float) -> Dict:
     from envleads import schemas
-    from envleads.ops.broker import DEFAULT_TOPICS, EmbeddedBroker, create_topics
+    from envleads.config import DEFAULT_TOPICS
+    from envleads.ops.broker import EmbeddedBroker, create_topics
     from envleads.pipelines.stream import produce_lines
 
     source = os.path.join(workdir, "complaints.jsonl")

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from envleads.config import ConfigError, OperatorError, data_path, load_json_config
+from envleads.evaluation import read_jsonl
 
 ALIASES_FILE = "label_aliases.json"
 FORMATS = ("auto", "label-studio", "json-min", "csv", "jsonl")
@@ -387,15 +388,11 @@ def read_messages(path: str) -> List[dict]:
     """Messages to score: JSON Lines with ``id`` (or ``complaint_id``, the batch input's),
     ``text`` and an optional ``title``."""
     rows = []
-    with open(path, encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            key = row.get("id", row.get("complaint_id"))
-            if key is None or not isinstance(row.get("text"), str):
-                raise OperatorError(f"{path}:{number}: a message needs 'id' and 'text'")
-            rows.append(dict(row, id=str(key)))
+    for number, row in enumerate(read_jsonl(path), 1):
+        key = row.get("id", row.get("complaint_id"))
+        if key is None or not isinstance(row.get("text"), str):
+            raise OperatorError(f"{path}: row {number}: a message needs 'id' and 'text'")
+        rows.append(dict(row, id=str(key)))
     return rows
 
 

@@ -7,12 +7,12 @@ A labelled row is a dict with ``text``, optional ``title``, ``labels`` (a list o
 from __future__ import annotations
 
 import glob
-import json
 import os
 from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from envleads.evaluation import read_jsonl as read_rows
 from envleads.models.estimator import PollutionTypeClassifier
 from envleads.models.features import LABELS
 
@@ -51,16 +51,7 @@ def train_model(records: List[dict], **hyper: Any) -> PollutionTypeClassifier:
 # --------------------------------------------------------------------------- data files
 def read_jsonl(path: str) -> List[dict]:
     """Reads labelled rows (JSON Lines); each needs ``text`` and ``labels``."""
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            if "text" not in row or "labels" not in row:
-                raise ValueError(f"{path}:{number}: a row needs 'text' and 'labels'")
-            rows.append(row)
-    return rows
+    return read_rows(path, required=("text", "labels"))
 
 
 def training_files() -> List[str]:

@@ -60,8 +60,8 @@ import uuid
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional
 
-from envleads.ops.broker import (LIVE_BROKERS, BrokerStartError, _api_versions_probe, _pdeathsig_preexec, create_topics,
-                                 free_port, port_is_free, signal_group, wait_for_kafka)
+from envleads.ops.broker import (LIVE_BROKERS, BrokerStartError, ManagedBroker, _api_versions_probe, _pdeathsig_preexec,
+                                 create_topics, free_port, port_is_free, signal_group, wait_for_kafka)
 from envleads.ops.kafka_config import KafkaSecurity
 
 LIBS_ENV_VAR = "ENVLEADS_KAFKA_LIBS"
@@ -117,7 +117,7 @@ def kafka_version(libs_dir: Optional[os.PathLike] = None) -> str:
     return jar.name[len("kafka_2.13-"):-len(".jar")]
 
 
-class ApacheKafkaBroker:
+class ApacheKafkaBroker(ManagedBroker):
     """A single-node KRaft Apache Kafka broker on 127.0.0.1; a context manager (see the module doc).
 
     Args:
@@ -307,21 +307,6 @@ class ApacheKafkaBroker:
             self.directory = None
             self._formatted = False
 
-    def __enter__(self) -> "ApacheKafkaBroker":
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.stop()
-        except Exception:  # noqa: BLE001 - interpreter may be shutting down
-            pass
 
     def create_topics(self, names: Iterable[str], partitions: int = 1,
                       config: Optional[Mapping[str, str]] = None) -> List[str]:

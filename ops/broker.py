@@ -67,7 +67,6 @@ import time
 import weakref
 from typing import Dict, Iterable, List, Mapping, Optional
 
-from envleads.config import DEFAULT_TOPICS  # noqa: F401 - the topics created by default, imported from here too
 from envleads.ops.kafka_config import KafkaSecurity, client_kwargs
 
 logger = logging.getLogger(__name__)
@@ -152,7 +151,32 @@ def _stop_live_brokers() -> None:
         broker.stop()
 
 
-class EmbeddedBroker:
+class ManagedBroker:
+    """A broker process this process started: a context manager that stops it (also when starting
+    failed halfway), and stops it when garbage-collected. Subclasses define ``start`` and ``stop``,
+    and ``close`` when closing does more than stopping."""
+
+    def close(self) -> None:
+        self.stop()
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.stop()
+        except Exception:  # noqa: BLE001 - interpreter may be shutting down
+            pass
+
+
+class EmbeddedBroker(ManagedBroker):
     """A Tansu broker on 127.0.0.1 for tests, demos and ``envleads broker``; a context manager.
 
     Example::
@@ -347,17 +371,6 @@ class EmbeddedBroker:
             handle.seek(max(0, handle.tell() - max_bytes))
             return handle.read().decode("utf-8", "replace")
 
-    def __enter__(self) -> "EmbeddedBroker":
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
-
-    def __del__(self) -> None:
-        try:
-            self.stop()
-        except Exception:  # noqa: BLE001 - interpreter may be shutting down
-            pass
 
     # -- topics ----------------------------------------------------------------------------
     def create_topics(

@@ -52,9 +52,9 @@ from apache_beam.io.filesystem import CompressionTypes
 
 from envleads.config import OperatorError
 from envleads.leads import lead_to_avro_dict, rescore_lead
-from envleads.pipelines.options import DEFAULT_ROUND_BYTES, StageSettings, pipeline_options, settings_from_options
-from envleads.pipelines.transforms import ComplaintsToLeads, RawEvent
-from envleads.records import Lead
+from envleads.pipelines.options import DEFAULT_ROUND_BYTES, StageSettings, prepared_run
+from envleads.pipelines.transforms import ComplaintsToLeads
+from envleads.records import Lead, RawEvent
 from envleads.scoring import rank_key
 from envleads.serialize import dead_letter_to_json, enriched_to_contract
 
@@ -202,34 +202,6 @@ def build_batch_pipeline(pipeline: beam.Pipeline, input_path: str, output_path: 
                            | "CollectLeads" >> beam.CombineGlobally(beam.combiners.ToListCombineFn()).without_defaults()
                            | "RankLeads" >> beam.FlatMap(ranked_lead_lines),
                            leads_path, "WriteLeads")
-
-
-def prepare_worker_environment(settings: StageSettings) -> str:
-    """Makes sure a model is registered and a pseudonymisation key is set for this run's workers.
-
-    In demo mode (no --production) a missing key is generated once here and put in the
-    environment, so every local worker process pseudonymises with the same key. Returns the model
-    version the run will use: ``production`` resolved through the registry's alias (an empty
-    registry gets the default model trained and promoted; a production model that cannot be
-    loaded fails here, with the fix, never silently retrained), ``latest`` the newest version.
-    """
-    from envleads.models.registry import resolve_for_run
-    from envleads.privacy import KEY_ENV, KEY_FILE_ENV, load_pseudonym_key
-
-    key = load_pseudonym_key(settings.production)  # raises here, not in every worker, when unusable
-    if not (os.environ.get(KEY_ENV) or os.environ.get(KEY_FILE_ENV)):
-        os.environ[KEY_ENV] = key.hex()
-        LOG.warning("no pseudonymisation key configured: generated one for this run only "
-                    "(reporter keys are not comparable across runs; set %s in production)", KEY_ENV)
-    return resolve_for_run(settings.model_version, settings.model_registry)
-
-
-def prepared_run(beam_args: Optional[List[str]]):
-    """The options and stage settings of a run, with its worker environment prepared (see
-    :func:`prepare_worker_environment`) and ``production``/``latest`` resolved to a version."""
-    options = pipeline_options(list(beam_args or []))
-    settings = settings_from_options(options)
-    return options, settings._replace(model_version=prepare_worker_environment(settings))
 
 
 def run_batch(input_path: str, output_path: str, leads_path: Optional[str] = None,

@@ -191,7 +191,7 @@ def run_beam_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[
     Returns ``{"partitions", "planned_records", "prior_leads", "committed"}``: what was planned and
     done; the outputs are on the topics.
     """
-    from envleads.pipelines.batch import prepared_run
+    from envleads.pipelines.options import prepared_run
 
     options, settings = prepared_run(with_local_prism(beam_args))
     standard = options.view_as(StandardOptions)

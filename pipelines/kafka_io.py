@@ -29,8 +29,7 @@ from apache_beam.metrics import Metrics
 from envleads import schemas
 from envleads.leads import lead_from_avro_dict
 from envleads.pipelines.options import DEFAULT_ROUND_BYTES
-from envleads.pipelines.transforms import RawEvent
-from envleads.records import KafkaCoordinates, Lead
+from envleads.records import KafkaCoordinates, Lead, RawEvent
 
 LOG = logging.getLogger(__name__)
 

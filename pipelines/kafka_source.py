@@ -65,8 +65,7 @@ from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorP
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Duration, Timestamp
 
-from envleads.pipelines.transforms import RawEvent
-from envleads.records import KafkaCoordinates
+from envleads.records import KafkaCoordinates, RawEvent
 
 LOG = logging.getLogger(__name__)
 

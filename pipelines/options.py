@@ -8,11 +8,16 @@ the pseudonymisation key comes from the environment of the workers (see ``envlea
 """
 from __future__ import annotations
 
+import logging
+import os
+
 from typing import List, NamedTuple, Optional
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from envleads.decode import DecodeLimits
+
+LOG = logging.getLogger(__name__)
 
 # The local runner is named explicitly: Beam's default would first try to download Prism, which
 # fails offline. FnApiRunner runs batch pipelines (and bounded rounds) in-process.
@@ -78,3 +83,31 @@ def pipeline_options(beam_args: List[str], streaming: bool = False) -> PipelineO
     if streaming:
         standard.streaming = True
     return options
+
+
+def prepare_worker_environment(settings: StageSettings) -> str:
+    """Makes sure a model is registered and a pseudonymisation key is set for this run's workers.
+
+    In demo mode (no --production) a missing key is generated once here and put in the
+    environment, so every local worker process pseudonymises with the same key. Returns the model
+    version the run will use: ``production`` resolved through the registry's alias (an empty
+    registry gets the default model trained and promoted; a production model that cannot be
+    loaded fails here, with the fix, never silently retrained), ``latest`` the newest version.
+    """
+    from envleads.models.registry import resolve_for_run
+    from envleads.privacy import KEY_ENV, KEY_FILE_ENV, load_pseudonym_key
+
+    key = load_pseudonym_key(settings.production)  # raises here, not in every worker, when unusable
+    if not (os.environ.get(KEY_ENV) or os.environ.get(KEY_FILE_ENV)):
+        os.environ[KEY_ENV] = key.hex()
+        LOG.warning("no pseudonymisation key configured: generated one for this run only "
+                    "(reporter keys are not comparable across runs; set %s in production)", KEY_ENV)
+    return resolve_for_run(settings.model_version, settings.model_registry)
+
+
+def prepared_run(beam_args: Optional[List[str]]):
+    """The options and stage settings of a run, with its worker environment prepared (see
+    :func:`prepare_worker_environment`) and ``production``/``latest`` resolved to a version."""
+    options = pipeline_options(list(beam_args or []))
+    settings = settings_from_options(options)
+    return options, settings._replace(model_version=prepare_worker_environment(settings))

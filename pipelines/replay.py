@@ -29,8 +29,7 @@ from envleads.pipelines.rounds.loop import DEFAULT_GROUP
 from envleads.pipelines.rounds.outputs import Topics, write_outputs
 from envleads.pipelines.rounds.session import KafkaSession
 from envleads.pipelines.rounds.store import LeadStore
-from envleads.pipelines.transforms import RawEvent
-from envleads.records import KafkaCoordinates
+from envleads.records import KafkaCoordinates, RawEvent
 
 LOG = logging.getLogger(__name__)
 
@@ -135,7 +134,7 @@ def replay(bootstrap_servers: str, topics: Topics, events: Iterable[RawEvent], b
     from kafka import KafkaProducer
 
     from envleads.ops.kafka_config import client_kwargs
-    from envleads.pipelines.batch import prepared_run
+    from envleads.pipelines.options import prepared_run
 
     _, settings = prepared_run(beam_args)
     store = LeadStore()

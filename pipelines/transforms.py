@@ -13,7 +13,7 @@ for bad input (reason codes), every stage for a record that makes it raise (``in
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -24,8 +24,7 @@ from envleads.failures import INTERNAL_ERROR, internal_error, with_original
 from envleads.leads import (block_of_complaint, event_order, lead_id_for, merge_lead, report_matter,
                             scope_of_complaint)
 from envleads.pipelines.options import StageSettings
-from envleads.records import (Complaint, DeadLetter, EnrichedComplaint, KafkaCoordinates, Lead,
-                              SegmentedComplaint)
+from envleads.records import Complaint, DeadLetter, EnrichedComplaint, Lead, RawEvent, SegmentedComplaint
 from envleads.repeats import UNKNOWN_BLOCK
 
 LOG = logging.getLogger(__name__)
@@ -33,13 +32,6 @@ LOG = logging.getLogger(__name__)
 DEAD_LETTER = "dead_letter"
 MAIN = "ok"
 
-
-class RawEvent(NamedTuple):
-    """An undecoded event: its bytes, how they are encoded, where they came from."""
-
-    payload: bytes
-    fmt: str  # "json" or "avro"
-    source: Optional[KafkaCoordinates] = None
 
 
 def failed(stage: str, error: Exception, complaint: Optional[Complaint] = None, original: bytes = b"") -> TaggedOutput:

@@ -653,7 +653,7 @@ def test_unbounded_beam_stream_on_prism_enriches_and_leads_while_it_runs(kafka_b
 
     from envleads import schemas
     from envleads.generator import generate_events
-    from envleads.pipelines.batch import prepared_run
+    from envleads.pipelines.options import prepared_run
     from envleads.pipelines.beam_stream import build_beam_stream
     from envleads.pipelines.rounds.outputs import Topics
 

@@ -114,7 +114,8 @@ def test_fuzz_through_decode_complaints_transform_loses_nothing(fuzz_corpus, mon
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from envleads.pipelines.options import StageSettings
-    from envleads.pipelines.transforms import DEAD_LETTER, MAIN, DecodeComplaints, RawEvent
+    from envleads.pipelines.transforms import DEAD_LETTER, MAIN, DecodeComplaints
+    from envleads.records import RawEvent
 
     monkeypatch.setenv("ENVLEADS_PSEUDONYM_KEY", "fuzz-key")
     # oversize events are left to the decode and batch runs: beam.Create would embed them in the graph

@@ -234,7 +234,8 @@ def demo_run(tmp_path_factory):
     from kafka import KafkaProducer
 
     from envleads import cli
-    from envleads.ops.broker import DEFAULT_TOPICS, EmbeddedBroker, create_topics
+    from envleads.config import DEFAULT_TOPICS
+    from envleads.ops.broker import EmbeddedBroker, create_topics
     from envleads.ops.kafka_config import client_kwargs
 
     workdir = tmp_path_factory.mktemp("identity")

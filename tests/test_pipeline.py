@@ -10,8 +10,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from envleads.leads import lead_from_avro_dict, lead_id_for, lead_to_avro_dict
 from envleads.pipelines.options import StageSettings
 from envleads.pipelines.transforms import (DEAD_LETTER, MAIN, BuildLeads, ClassifyPollutionType, ComplaintsToLeads,
-                                           DecodeComplaints, DeduplicatePetitions, RawEvent, ResolveRegion,
-                                           SegmentText)
+                                           DecodeComplaints, DeduplicatePetitions, ResolveRegion, SegmentText)
+from envleads.records import RawEvent
 
 pytestmark = pytest.mark.usefixtures("pseudonym_key")
 

@@ -19,7 +19,7 @@ from typing import Dict, List, NamedTuple
 import pytest
 
 from envleads.pipelines.options import StageSettings
-from envleads.pipelines.transforms import RawEvent
+from envleads.records import RawEvent
 
 MARKER = "毒丸路"  # in the planted complaint's text (its address) only
 NAME, PHONE = "张三丰", "13912345678"

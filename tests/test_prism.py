@@ -46,8 +46,9 @@ from envleads.leads import lead_to_avro_dict
 from envleads.pipelines.batch import run_batch
 from envleads.pipelines.options import StageSettings
 from envleads.pipelines.streaming import BuildLeadsStreaming, ComplaintsToLeadsStreaming, DeduplicatePetitionsStreaming
-from envleads.pipelines.transforms import (DEAD_LETTER, MAIN, ClassifyPollutionType, DecodeComplaints, RawEvent,
-                                           ResolveRegion, SegmentText)
+from envleads.pipelines.transforms import (DEAD_LETTER, MAIN, ClassifyPollutionType, DecodeComplaints, ResolveRegion,
+                                           SegmentText)
+from envleads.records import RawEvent
 from envleads.serialize import dead_letter_to_json, enriched_to_contract
 
 import test_streaming as scenarios  # the module, not its functions: pytest collects nothing twice

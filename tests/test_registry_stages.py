@@ -89,7 +89,7 @@ def no_shared(monkeypatch, tmp_path):
 
 
 def _production_run(monkeypatch, registry_dir: str) -> str:
-    from envleads.pipelines.batch import prepare_worker_environment
+    from envleads.pipelines.options import prepare_worker_environment
     from envleads.pipelines.options import StageSettings
 
     monkeypatch.setenv("ENVLEADS_PSEUDONYM_KEY", "test-registry-key")
@@ -133,7 +133,7 @@ def test_latest_still_means_the_newest_folder(reg, monkeypatch):
     registry_dir, a, b = reg
     registry.promote(a, registry_dir)
     newest = registry.list_versions(registry_dir)[-1]
-    from envleads.pipelines.batch import prepare_worker_environment
+    from envleads.pipelines.options import prepare_worker_environment
     from envleads.pipelines.options import StageSettings
 
     monkeypatch.setenv("ENVLEADS_PSEUDONYM_KEY", "test-registry-key")

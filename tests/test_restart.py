@@ -27,7 +27,7 @@ from envleads.pipelines.rounds.outputs import Topics, _encode_lead
 from envleads.pipelines.rounds.pools import KeyedAssigner
 from envleads.pipelines.rounds.store import LeadStore, StateChanges
 from envleads.pipelines.stream import produce_lines
-from envleads.pipelines.transforms import RawEvent
+from envleads.records import RawEvent
 from envleads.repeats import UNKNOWN_BLOCK
 
 ROUND = 120

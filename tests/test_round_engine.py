@@ -11,7 +11,7 @@ from envleads.pipelines.rounds.enrich import Enricher
 from envleads.pipelines.rounds.outputs import _encode_lead
 from envleads.pipelines.rounds.pools import KeyedAssigner
 from envleads.pipelines.rounds.store import LeadStore
-from envleads.pipelines.transforms import RawEvent
+from envleads.records import RawEvent
 from envleads.repeats import UNKNOWN_BLOCK
 
 ROUND = 150

@@ -27,8 +27,8 @@ from envleads.leads import lead_from_avro_dict, lead_to_avro_dict, merge_lead, r
 from envleads.pipelines.streaming import (BuildLeadsStreaming, ComplaintsToLeadsStreaming,
                                           DeduplicatePetitionsStreaming, JsonStateCoder, LeadStateCoder,
                                           _AssignMattersStreamingFn, _MergeLeadStreamingFn, next_expiry_ms)
-from envleads.pipelines.transforms import DEAD_LETTER, MAIN, DeduplicatePetitions, RawEvent
-from envleads.records import Complaint, EnrichedComplaint, RegionResolution, TypePrediction
+from envleads.pipelines.transforms import DEAD_LETTER, MAIN, DeduplicatePetitions
+from envleads.records import Complaint, EnrichedComplaint, RawEvent, RegionResolution, TypePrediction
 from envleads.repeats import MatterIndex, load_repeat_config
 from envleads.scoring import load_scoring_weights
 

@@ -16,9 +16,9 @@ from envleads.pipelines.options import StageSettings
 from envleads.pipelines.rounds.enrich import Enricher
 from envleads.pipelines.rounds.outputs import with_originals
 from envleads.pipelines.rounds.store import LeadStore, StateChanges
-from envleads.pipelines.transforms import (BUILD_LEADS_STAGE, DEDUPLICATE_STAGE, RawEvent, distinct_complaints,
+from envleads.pipelines.transforms import (BUILD_LEADS_STAGE, DEDUPLICATE_STAGE, distinct_complaints,
                                            reused_id_dead_letter)
-from envleads.records import DeadLetter, EnrichedComplaint, Lead
+from envleads.records import DeadLetter, EnrichedComplaint, Lead, RawEvent
 from envleads.repeats import UNKNOWN_BLOCK, KeyIndexes, MatterIndex, assign_unplaced, in_scope
 
 if TYPE_CHECKING:

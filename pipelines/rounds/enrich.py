@@ -10,8 +10,8 @@ from envleads.failures import internal_error
 from envleads.leads import complaint_features
 from envleads.pipelines.options import StageSettings
 from envleads.pipelines.rounds.outputs import enriched_wire_parts, with_originals
-from envleads.pipelines.transforms import DEDUPLICATE_STAGE, ENCODE_ENRICHED_STAGE, RawEvent
-from envleads.records import DeadLetter, EnrichedComplaint
+from envleads.pipelines.transforms import DEDUPLICATE_STAGE, ENCODE_ENRICHED_STAGE
+from envleads.records import DeadLetter, EnrichedComplaint, RawEvent
 
 
 class Enricher:

@@ -17,7 +17,7 @@ from envleads.pipelines.rounds.outputs import Topics, output_records
 from envleads.pipelines.rounds.pools import DEFAULT_WORKER_CITY_SHARE, EnrichmentPool, KeyedAssigner
 from envleads.pipelines.rounds.session import KafkaSession, _check_broker_state, _kafka_errors, open_session
 from envleads.pipelines.rounds.store import LeadStore
-from envleads.pipelines.transforms import RawEvent
+from envleads.records import RawEvent
 
 LOG = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
     Returns totals: events read, rounds run, leads in the compacted view, Kafka retries, dead
     letters, and of them `internal_error` (records a stage raised on; each also a WARNING).
     """
-    from envleads.pipelines.batch import prepared_run
+    from envleads.pipelines.options import prepared_run
 
     _, settings = prepared_run(beam_args)
     options = _LoopOptions(bootstrap_servers, topics, group_id, security, kafka_client, wait_for_fence,

@@ -23,8 +23,8 @@ from envleads.failures import internal_error, with_original
 from envleads.leads import MatterReport, lead_to_wire_record
 from envleads.pipelines.kafka_native import OutputRecord
 from envleads.pipelines.rounds.store import state_records
-from envleads.pipelines.transforms import ENCODE_ENRICHED_STAGE, ENCODE_LEADS_STAGE, RawEvent, distinct_complaints
-from envleads.records import DeadLetter, EnrichedComplaint, Lead
+from envleads.pipelines.transforms import ENCODE_ENRICHED_STAGE, ENCODE_LEADS_STAGE, distinct_complaints
+from envleads.records import DeadLetter, EnrichedComplaint, Lead, RawEvent
 from envleads.serialize import dead_letter_to_avro_dict, enriched_to_avro_dict
 
 if TYPE_CHECKING:

@@ -11,8 +11,7 @@ from envleads.pipelines.heap import RoundCollector
 from envleads.pipelines.options import StageSettings
 from envleads.pipelines.rounds.engine import assign_key_rounds
 from envleads.pipelines.rounds.enrich import Enricher
-from envleads.pipelines.transforms import RawEvent
-from envleads.records import DeadLetter, EnrichedComplaint
+from envleads.records import DeadLetter, EnrichedComplaint, RawEvent
 from envleads.repeats import KeyIndexes, MatterIndex
 
 

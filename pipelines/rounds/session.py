@@ -16,7 +16,7 @@ from envleads.pipelines.kafka_io import TopicNotFound, commit_events, open_consu
 from envleads.pipelines.kafka_native import NativeKafkaError, NativeKafkaSession, OutputRecord, native_client_available
 from envleads.pipelines.options import DEFAULT_ROUND_BYTES
 from envleads.pipelines.rounds.outputs import send_acknowledged
-from envleads.pipelines.transforms import RawEvent
+from envleads.records import RawEvent
 
 LOG = logging.getLogger(__name__)
 

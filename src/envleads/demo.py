@@ -43,7 +43,8 @@ def format_lead_table(leads: List[Lead], top: int = 10) -> str:
 def run_demo(count: int, seed: int, bootstrap_servers: str = None, beam_args: List[str] = None,
              security=None) -> Dict:
     from envleads.generator import generate_events
-    from envleads.ops.broker import DEFAULT_TOPICS, EmbeddedBroker, create_topics
+    from envleads.config import DEFAULT_TOPICS
+    from envleads.ops.broker import EmbeddedBroker, create_topics
     from envleads.pipelines.kafka_io import LeadView
     from envleads.pipelines.rounds.loop import run_stream
     from envleads.pipelines.rounds.outputs import Topics

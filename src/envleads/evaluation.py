@@ -10,14 +10,26 @@ leads file, the number of leads against the number of true environmental matters
 from __future__ import annotations
 
 import json
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
+from envleads.config import OperatorError
 from envleads.records import TypePrediction
 
 
-def read_jsonl(path: str) -> List[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+def read_jsonl(path: str, required: Sequence[str] = ()) -> List[dict]:
+    """The rows of a JSON Lines file (blank lines and a byte-order mark skipped); a row without
+    one of the ``required`` fields is an :class:`~envleads.config.OperatorError` naming its line."""
+    rows = []
+    with open(path, encoding="utf-8-sig") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            missing = [field for field in required if field not in row]
+            if missing:
+                raise OperatorError(f"{path}:{number}: a row needs {' and '.join(map(repr, required))}")
+            rows.append(row)
+    return rows
 
 
 def _region_scores(pairs) -> Dict[str, float]:

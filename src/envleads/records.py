@@ -21,6 +21,14 @@ class KafkaCoordinates(NamedTuple):
     offset: int
 
 
+class RawEvent(NamedTuple):
+    """An undecoded event: its bytes, how they are encoded, where they came from."""
+
+    payload: bytes
+    fmt: str  # "json" or "avro"
+    source: Optional[KafkaCoordinates] = None
+
+
 class DeadLetter(NamedTuple):
     """An input that a stage could not process: reason code, short facts and the original bytes."""
 

@@ -62,7 +62,8 @@ def run_broker(args: argparse.Namespace) -> int:
 
 
 def _add_broker(subparsers) -> None:
-    from envleads.ops.broker import DEFAULT_STORAGE_ENGINE, DEFAULT_TOPICS
+    from envleads.config import DEFAULT_TOPICS
+    from envleads.ops.broker import DEFAULT_STORAGE_ENGINE
 
     parser = add_command(
         subparsers, "broker", run_broker,
