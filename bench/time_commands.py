@@ -40,7 +40,10 @@ def time_demo() -> dict:
 
 def pytest_counts(output: str) -> dict:
     """passed / skipped / failed / errors of pytest's last summary line in ``output``."""
-    summary = [line for line in output.splitlines() if re.search(r"\d+ (passed|failed)", line)][-1]
+    summaries = [line for line in output.splitlines() if re.search(r"\d+ (passed|failed)", line)]
+    if not summaries:  # pytest never reported (the install or a build failed): no counts
+        return {"passed": 0, "skipped": 0, "failed": 0, "errors": 0}
+    summary = summaries[-1]
     counts = {word: int(number) for number, word in re.findall(r"(\d+) (passed|skipped|failed|errors?)", summary)}
     return {key: counts.get(key, 0) for key in ("passed", "skipped", "failed")} | {
         "errors": counts.get("errors", counts.get("error", 0))}
@@ -53,7 +56,10 @@ def time_clean_clone_test() -> dict:
         clone = os.path.join(folder, "envleads")
         subprocess.run(["git", "clone", "--quiet", ROOT, clone], check=True)
         result = _timed(["bash", ".ci/run"], clone)
-    result.update(pytest_counts(result.pop("tail")), commit=head)
+    tail = result.pop("tail")
+    result.update(pytest_counts(tail), commit=head)
+    if result["returncode"]:
+        result["tail"] = tail[-2000:]  # why it failed (test names, make's message)
     return result
 
 

@@ -1,6 +1,7 @@
 """Against Apache Kafka itself (``apache_kafka`` in conftest: single-node KRaft from the Maven jars
 ``make`` fetched), what the embedded Tansu cannot do: a broker killed and restarted on its data,
-SASL/SCRAM, TLS. Real broker, real ``envleads stream``, no mocks."""
+SASL/SCRAM, TLS; and the Beam streaming job on Prism against it. Real broker, real ``envleads
+stream``, no mocks."""
 import time
 import uuid
 
@@ -176,3 +177,32 @@ def test_the_stream_runs_over_tls_with_the_generated_ca(apache_kafka, monkeypatc
     untrusted = KafkaSecurity(security_protocol="SSL")  # the system's CAs only
     with pytest.raises(TimeoutError):
         wait_for_kafka(tls_bootstrap, timeout_s=5, security=untrusted)
+
+
+def test_the_beam_stream_on_prism_runs_against_apache_kafka(apache_kafka, prism_location, monkeypatch):
+    """The Beam streaming job (``ReadFromKafka`` → ``ComplaintsToLeadsStreaming`` → Avro sinks) on
+    Prism against Apache Kafka itself: every valid complaint enriched once, every malformed event a
+    dead letter, leads keyed by their id, the end offsets committed, so a second run reads nothing."""
+    from envleads.models.registry import ensure_default_model
+    from envleads.pipelines.beam_stream import run_beam_stream
+
+    monkeypatch.setenv("ENVLEADS_PSEUDONYM_KEY", "apache-kafka-beam-key")
+    events = list(generate_events(80, seed=53))
+    topics = _topics(apache_kafka, "beam")
+    bootstrap = apache_kafka.bootstrap_servers
+    produce_lines(bootstrap, topics.raw, (event.line for event in events))
+    args = ["--runner", "PrismRunner", "--prism_location", prism_location, "--environment_type", "LOOPBACK",
+            "--model_version", ensure_default_model()]
+    group = f"beam-{uuid.uuid4().hex[:8]}"
+    first = run_beam_stream(bootstrap, topics, args, group_id=group, bounded=True)
+    assert first["planned_records"] == len(events) and first["committed"] >= 1
+
+    valid = sorted(e.truth["complaint_id"] for e in events if not e.truth["malformed"])
+    enriched = [schemas.decode(schemas.ENRICHED, r.value)["complaint_id"] for r in scan_topic(bootstrap, topics.enriched)]
+    assert sorted(enriched) == valid  # each once, none lost
+    dead = [schemas.decode(schemas.DEAD_LETTER, r.value) for r in scan_topic(bootstrap, topics.dead_letter)]
+    assert len(dead) == sum(e.truth["malformed"] for e in events)
+    leads, ids_of_cluster = _leads(bootstrap, topics)
+    assert leads and all(key == lead.lead_id for key, lead in leads.items())
+    assert all(len(ids) == 1 for ids in ids_of_cluster.values())
+    assert run_beam_stream(bootstrap, topics, args, group_id=group, bounded=True)["planned_records"] == 0

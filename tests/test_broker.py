@@ -17,8 +17,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from kafka.structs import OffsetAndMetadata
 
+from envleads.config import DEFAULT_TOPICS
 from envleads.ops.broker import (
-    DEFAULT_TOPICS,
     BrokerStartError,
     EmbeddedBroker,
     create_topics,
