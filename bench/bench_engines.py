@@ -65,7 +65,7 @@ def main() -> None:
 
     from envleads.ops.broker import EmbeddedBroker, create_topics
     from envleads.pipelines.beam_stream import local_prism_location
-    from envleads.pipelines.stream import produce_lines
+    from envleads.pipelines.kafka_edge.write import produce_lines
 
     os.environ.setdefault("ENVLEADS_PSEUDONYM_KEY", "bench-engines-key")
     rows = []

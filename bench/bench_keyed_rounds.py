@@ -53,7 +53,7 @@ def enriched_rounds(events: int, seed: int, cache: str):
     from envleads.generator import generate_events
     from envleads.pipelines.options import prepared_run
     from envleads.pipelines.rounds.enrich import Enricher
-    from envleads.pipelines.stream import raw_event_bytes
+    from envleads.pipelines.kafka_edge.write import raw_event_bytes
     from envleads.records import RawEvent
 
     _, settings = prepared_run(["--runner=FnApiRunner"])

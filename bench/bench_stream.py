@@ -310,7 +310,7 @@ def _quiet_logging() -> RoundLog:
 # ------------------------------------------------------------------------------------------ live
 def run_live(args, broker, workdir: str) -> Dict[str, object]:
     from envleads.pipelines.rounds.loop import run_stream
-    from envleads.pipelines.stream import raw_event_bytes
+    from envleads.pipelines.kafka_edge.write import raw_event_bytes
 
     count = int(round(args.rate * args.seconds))
     payload, malformed = generated_payload(count, args.seed)
@@ -406,7 +406,7 @@ def backfill_producer(bootstrap: str, topic: str, count: int, seed: int, result_
 
     from envleads.generator import generate_events
     from envleads.ops.kafka_config import client_kwargs
-    from envleads.pipelines.stream import raw_event_bytes
+    from envleads.pipelines.kafka_edge.write import raw_event_bytes
 
     producer = KafkaProducer(**client_kwargs(bootstrap, None, role="producer", linger_ms=20,
                                              batch_size=256 * 1024))

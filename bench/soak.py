@@ -207,7 +207,7 @@ def run_batch_soak(count: int, seed: int, workdir: str, sample_s: float, beam_ar
 
 
 def _read_topic(bootstrap: str, topic: str, idle_s: float = 5.0):
-    from envleads.pipelines.kafka_io import open_consumer
+    from envleads.pipelines.kafka_edge.read import open_consumer
 
     consumer = open_consumer(bootstrap, topic, group_id=None)
     deadline = time.monotonic() + idle_s
@@ -227,7 +227,7 @@ def run_stream_soak(count: int, seed: int, workdir: str, sample_s: float, beam_a
     from envleads import schemas
     from envleads.config import DEFAULT_TOPICS
     from envleads.ops.broker import EmbeddedBroker, create_topics
-    from envleads.pipelines.stream import produce_lines
+    from envleads.pipelines.kafka_edge.write import produce_lines
 
     source = os.path.join(workdir, "complaints.jsonl")
     print(f"generating {count:,} complaints into {source} ...", flush=True)

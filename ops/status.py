@@ -47,7 +47,7 @@ def topic_status(bootstrap_servers: str, topics: List[str], group_id: Optional[s
 
 def _scan_counts(bootstrap_servers: str, topic: str, security, idle_s: float = 1.5) -> Dict[int, int]:
     """Records per partition, counted by reading the whole topic (exact, unlike the offsets)."""
-    from envleads.pipelines.kafka_io import read_whole_topic
+    from envleads.pipelines.kafka_edge.read import read_whole_topic
 
     counts: Counter = Counter()
     read_whole_topic(bootstrap_servers, topic, lambda records: counts.update(r.partition for r in records),

@@ -1,14 +1,14 @@
 """The Beam streaming job, Kafka in and Kafka out: :func:`run_beam_stream`.
 
-``ReadFromKafka`` (the raw topic, ``kafka_source.py``) -> ``ComplaintsToLeadsStreaming``
+``ReadFromKafka`` (the raw topic, ``kafka_edge/beam_source.py``) -> ``ComplaintsToLeadsStreaming``
 (``streaming.py``: the stateless stages, then repeat detection and lead building in keyed state
-with event-time timers) -> ``WriteToKafka`` (``kafka_io.py``) of enriched complaints (keyed by
+with event-time timers) -> ``WriteToKafka`` (``kafka_edge/beam_sink.py``) of enriched complaints (keyed by
 complaint id), leads (keyed by ``lead_id``, for the compacted topic) and dead letters (keyed by
 the complaint id when readable), each Avro in the topic contract, framed as the rounds engine
 frames them (``rounds/outputs.py``). The job runs with the streaming option on, on any portable
 runner; locally on Prism (``--runner PrismRunner --prism_location .cache/prism/v<version>/prism``).
 
-At start the lead topic is read (the last record per key) and handed to the stateful stages as
+At start the lead topic is read (``kafka_edge/lead_topic.py``: the last record per key) and handed to the stateful stages as
 their prior leads, so a restarted job attaches repeats to the leads already written, and a
 complaint read again is recognised as a redelivery by its id.
 
@@ -17,7 +17,7 @@ the beginning of the raw topic). A bounded run (``bounded=True``: up to the end 
 when the job is planned) commits its end offsets to ``group_id`` after the job finished, when
 every sink bundle had been acknowledged by the broker; a run that fails commits nothing and the
 next one reads the same records again. An unbounded run commits nothing yet (see
-``kafka_source.py``). Enriched records and dead letters can repeat after a restart; leads do not.
+``kafka_edge/beam_source.py``). Enriched records and dead letters can repeat after a restart; leads do not.
 
 Differences from the rounds engine (``envleads stream``) on the same events: complaints of no
 known city are assigned as they arrive against the ``"unknown"`` key's own index (not last, against
@@ -41,8 +41,10 @@ from apache_beam.runners.runner import PipelineState
 
 from envleads import schemas
 from envleads.leads import lead_to_wire_record
-from envleads.pipelines.kafka_io import WriteToKafka, decode_lead_record, read_whole_topic
-from envleads.pipelines.kafka_source import ReadFromKafka, commit_offsets, plan_partitions
+from envleads.pipelines.kafka_edge.beam_sink import WriteToKafka
+from envleads.pipelines.kafka_edge.beam_source import ReadFromKafka, plan_partitions
+from envleads.pipelines.kafka_edge.lead_topic import read_leads
+from envleads.pipelines.kafka_edge.read import commit_group_offsets
 from envleads.pipelines.rounds.outputs import Topics
 from envleads.pipelines.streaming import ComplaintsToLeadsStreaming
 from envleads.pipelines.transforms import (DEAD_LETTER, ENCODE_ENRICHED_STAGE, ENCODE_LEADS_STAGE, MAIN, failed)
@@ -130,24 +132,6 @@ def with_local_prism(beam_args: Optional[List[str]]) -> List[str]:
 
 
 # ---------------------------------------------------------------------------------------- the job
-def read_prior_leads(bootstrap_servers: str, topic: str, security=None) -> List[Lead]:
-    """The compacted view of the lead topic: the last readable lead per key (tombstones remove)."""
-    leads: Dict[str, Lead] = {}
-
-    def handle(records):
-        for record in records:
-            key = record.key.decode("utf-8") if record.key else None
-            if record.value is None:
-                leads.pop(key, None)
-                continue
-            lead = decode_lead_record(record)
-            if lead is not None:
-                leads[lead.lead_id] = lead
-
-    read_whole_topic(bootstrap_servers, topic, handle, security=security)
-    return list(leads.values())
-
-
 def build_beam_stream(pipeline: beam.Pipeline, bootstrap_servers: str, topics: Topics, settings,
                       partitions=None, group_id: Optional[str] = None, bounded: bool = False, security=None,
                       prior_leads: Optional[List[Lead]] = None, align_watermarks: bool = False) -> None:
@@ -200,7 +184,7 @@ def run_beam_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[
         runner = standard.runner if isinstance(standard.runner, str) else type(standard.runner).__name__
         align_watermarks = "prism" in str(runner).lower()
     partitions = plan_partitions(bootstrap_servers, [topics.raw], group_id, bounded, security)
-    prior_leads = read_prior_leads(bootstrap_servers, topics.leads, security)
+    prior_leads = list(read_leads(bootstrap_servers, topics.leads, security).values())
     LOG.info("beam stream: %d partition(s) of %s, %d prior lead(s), %s", len(partitions), topics.raw,
              len(prior_leads), "bounded" if bounded else "unbounded")
     pipeline = beam.Pipeline(options=options)
@@ -219,7 +203,7 @@ def run_beam_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[
     committed = 0
     if bounded and commit and group_id:
         offsets = {(p.topic, p.partition): p.stop for p in partitions if p.stop is not None and p.stop > p.start}
-        commit_offsets(bootstrap_servers, group_id, offsets, security)
+        commit_group_offsets(bootstrap_servers, group_id, offsets, security)
         committed = len(offsets)
     return {"partitions": len(partitions),
             "planned_records": sum((p.stop - p.start) for p in partitions if p.stop is not None),

@@ -22,12 +22,12 @@ import logging
 import time
 from typing import Dict, Iterable, Iterator, List, Optional
 
-from envleads.pipelines.kafka_io import open_consumer
+from envleads.pipelines.kafka_edge.read import open_consumer
+from envleads.pipelines.kafka_edge.write import ROUND_PRODUCER_OVERRIDES, new_producer
 from envleads.pipelines.heap import RoundCollector
 from envleads.pipelines.rounds.engine import LocalRoundEngine
 from envleads.pipelines.rounds.loop import DEFAULT_GROUP
 from envleads.pipelines.rounds.outputs import Topics, write_outputs
-from envleads.pipelines.rounds.session import KafkaSession
 from envleads.pipelines.rounds.store import LeadStore
 from envleads.records import KafkaCoordinates, RawEvent
 
@@ -131,9 +131,6 @@ def replay(bootstrap_servers: str, topics: Topics, events: Iterable[RawEvent], b
     runs, or waits with ``wait_for_fence``) and confirms it before each round's outputs."""
     from envleads.pipelines.writer_fence import WriterFence
 
-    from kafka import KafkaProducer
-
-    from envleads.ops.kafka_config import client_kwargs
     from envleads.pipelines.options import prepared_run
 
     _, settings = prepared_run(beam_args)
@@ -147,8 +144,7 @@ def replay(bootstrap_servers: str, topics: Topics, events: Iterable[RawEvent], b
         store.load_topics(bootstrap_servers, topics, security)
         engine = LocalRoundEngine(settings, store, checkpoint=True)  # continues the stream's state
         collector.start()
-        producer = KafkaProducer(**client_kwargs(bootstrap_servers, security, role="producer",
-                                                 **KafkaSession.PRODUCER_OVERRIDES))
+        producer = new_producer(bootstrap_servers, security, **ROUND_PRODUCER_OVERRIDES)
         for chunk in _chunks(events, max_round_events):
             outputs = engine.run(chunk)
             fence.confirm()

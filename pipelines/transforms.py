@@ -2,7 +2,7 @@
 
 ``DecodeComplaints -> SegmentText -> ClassifyPollutionType -> ResolveRegion ->
 DeduplicatePetitions -> BuildLeads``; :class:`ComplaintsToLeads` wires them. Sources and sinks are
-not here (files in ``batch.py``, Kafka in ``kafka_io.py``), so the same stages run in batch over
+not here (files in ``batch.py``, Kafka in ``kafka_edge/``), so the same stages run in batch over
 files and in bounded rounds or streaming over Kafka.
 
 Every stage emits ``DeadLetter`` records on the ``dead_letter`` output; nothing is dropped: decode

@@ -1,7 +1,7 @@
 """One writer at a time: the stream's writer fence, held through the broker's group membership.
 
 ``envleads stream`` reads its raw partitions by explicit assignment (no group join, see
-:mod:`~envleads.pipelines.kafka_io`), so nothing in Kafka stopped a second stream of the same group
+:mod:`~envleads.pipelines.kafka_edge.read`), so nothing in Kafka stopped a second stream of the same group
 (a rolling update, a second replica) from reading the same events: both processed them, and a
 complaint could end up in two leads. The fence makes the broker choose one writer:
 

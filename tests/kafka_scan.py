@@ -4,7 +4,7 @@ import time
 
 def scan_topic(bootstrap_servers: str, topic: str, idle_s: float = 2.0) -> list:
     """Every record of ``topic``, in poll order (offset order within a partition)."""
-    from envleads.pipelines.kafka_io import open_consumer
+    from envleads.pipelines.kafka_edge.read import open_consumer
 
     consumer = open_consumer(bootstrap_servers, topic, group_id=None)
     records, deadline = [], time.monotonic() + idle_s

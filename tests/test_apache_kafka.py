@@ -15,7 +15,7 @@ from envleads.ops.broker import create_topics, wait_for_kafka
 from envleads.ops.kafka_config import KafkaSecurity, client_kwargs, librdkafka_config
 from envleads.pipelines.rounds.loop import run_stream
 from envleads.pipelines.rounds.outputs import Topics
-from envleads.pipelines.stream import produce_lines
+from envleads.pipelines.kafka_edge.write import produce_lines
 from kafka_scan import scan_topic
 
 pytestmark = pytest.mark.kafka

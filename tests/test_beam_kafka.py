@@ -1,4 +1,4 @@
-"""The Beam Kafka source (``pipelines/kafka_source.py``) and the streaming job Kafka in, Kafka out
+"""The Beam Kafka source (``pipelines/kafka_edge/beam_source.py``) and the streaming job Kafka in, Kafka out
 (``pipelines/beam_stream.py``), on Prism against the embedded broker.
 
 1. Planning: the bounded end of each partition is the readable end even where the embedded broker
@@ -21,7 +21,8 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from envleads.pipelines.kafka_source import KafkaPartitionRange, ReadFromKafka, commit_offsets, plan_partitions
+from envleads.pipelines.kafka_edge.beam_source import KafkaPartitionRange, ReadFromKafka, plan_partitions
+from envleads.pipelines.kafka_edge.read import commit_group_offsets
 
 pytestmark = pytest.mark.kafka
 
@@ -122,7 +123,7 @@ def _run_fn(restriction, consumer):
     ``(offset, value, timestamp ms)``, the tracker (done or not) and the deferred residual."""
     from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRestrictionTracker
 
-    from envleads.pipelines.kafka_source import _CheckpointOnlyTracker, _ReadPartitionFn
+    from envleads.pipelines.kafka_edge.beam_source import _CheckpointOnlyTracker, _ReadPartitionFn
 
     fn = _ReadPartitionFn("unused:9092", poll_timeout_s=0.01, max_call_s=60)
     fn.setup()
@@ -175,7 +176,7 @@ def test_tracker_refuses_fractional_splits_and_accepts_checkpoints():
 
     from apache_beam.io.restriction_trackers import OffsetRange
 
-    from envleads.pipelines.kafka_source import _CheckpointOnlyTracker
+    from envleads.pipelines.kafka_edge.beam_source import _CheckpointOnlyTracker
 
     tracker = _CheckpointOnlyTracker(OffsetRange(0, sys.maxsize))
     assert tracker.try_claim(3)
@@ -189,7 +190,7 @@ def test_tracker_refuses_fractional_splits_and_accepts_checkpoints():
 def test_aligned_estimator_reports_the_oldest_partition_seen_in_the_process():
     from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Timestamp
 
-    from envleads.pipelines.kafka_source import _note_partition_time, _RecordTimeWatermarkEstimator
+    from envleads.pipelines.kafka_edge.beam_source import _note_partition_time, _RecordTimeWatermarkEstimator
 
     token, partitions = uuid.uuid4().hex, [("t", 0), ("t", 1)]
     ahead = _RecordTimeWatermarkEstimator((("t", 0), MIN_TIMESTAMP), token, partitions)
@@ -236,7 +237,7 @@ def test_bounded_plan_ends_at_the_readable_end_and_starts_at_the_group_commit(ka
     assert all(p.stop is None for p in plan_partitions(bootstrap, [topic]))
 
     group = f"plan-{uuid.uuid4().hex[:8]}"
-    commit_offsets(bootstrap, group, {(topic, 0): 5, (topic, 2): 19})
+    commit_group_offsets(bootstrap, group, {(topic, 0): 5, (topic, 2): 19})
     planned = {p.partition: (p.start, p.stop) for p in plan_partitions(bootstrap, [topic], group, bounded=True)}
     assert planned == {0: (5, 20), 1: (0, 20), 2: (19, 20)}
 
@@ -281,7 +282,7 @@ def test_unbounded_source_on_prism_reads_records_produced_while_it_runs(kafka_br
     topic = tmp_topics("raw", partitions=2)["raw"]
     _produce(bootstrap, topic, [(i % 2, f"old{i}".encode(), BASE_MS + i) for i in range(4)])
     group = f"unbounded-{uuid.uuid4().hex[:8]}"
-    commit_offsets(bootstrap, group, {(topic, 0): 2, (topic, 1): 1})  # partition 0 read, 1 half read
+    commit_group_offsets(bootstrap, group, {(topic, 0): 2, (topic, 1): 1})  # partition 0 read, 1 half read
 
     sink = tmp_path / "out"
     sink.mkdir()
@@ -421,7 +422,7 @@ def _produce_events(bootstrap: str, topic: str, events) -> List[tuple]:
 
     from envleads.decode import parse_event_time
     from envleads.ops.kafka_config import client_kwargs
-    from envleads.pipelines.stream import raw_event_bytes
+    from envleads.pipelines.kafka_edge.write import raw_event_bytes
 
     producer = KafkaProducer(**client_kwargs(bootstrap, None, role="producer", linger_ms=20))
     futures, last_ms = [], BASE_MS
@@ -463,7 +464,7 @@ def test_beam_stream_on_prism_writes_what_the_rounds_engine_writes(kafka_broker,
     from envleads.pipelines.beam_stream import run_beam_stream
     from envleads.pipelines.rounds.loop import run_stream
     from envleads.pipelines.rounds.outputs import Topics
-    from envleads.pipelines.stream import raw_event_bytes
+    from envleads.pipelines.kafka_edge.write import raw_event_bytes
     import json
 
     monkeypatch.setenv("ENVLEADS_PSEUDONYM_KEY", "test-beam-kafka-key")

@@ -278,7 +278,7 @@ def test_native_producer_puts_a_key_in_the_partition_kafka_python_would(kafka_br
 
 @pytest.mark.kafka
 def test_native_session_resumes_at_its_committed_offsets(kafka_broker, tmp_topics):
-    from envleads.pipelines.kafka_native import NativeKafkaSession
+    from envleads.pipelines.kafka_edge.native import NativeKafkaSession
 
     names = tmp_topics("raw", "out", partitions=2)
     bootstrap = kafka_broker.bootstrap_servers
@@ -467,7 +467,7 @@ def test_stream_survives_broker_loss_and_resumes(tmp_path):
     retries with backoff, one WARNING per attempt and no identity, does not exit, and processes
     the events produced to the recreated topics."""
     from envleads.generator import generate_events
-    from envleads.pipelines.stream import produce_lines
+    from envleads.pipelines.kafka_edge.write import produce_lines
 
     events = [e for e in generate_events(60, seed=23) if not e.truth["malformed"]]
     before, after = events[:20], events[20:50]

@@ -15,7 +15,7 @@ from envleads.generator import generate_events
 from envleads.leads import lead_from_avro_dict
 from envleads.pipelines.rounds.loop import run_stream
 from envleads.pipelines.rounds.outputs import Topics
-from envleads.pipelines.stream import produce_lines
+from envleads.pipelines.kafka_edge.write import produce_lines
 from kafka_scan import scan_topic
 
 pytestmark = pytest.mark.kafka
@@ -55,7 +55,7 @@ def _check_outputs(bootstrap, topics, truth, events):
     """The delivery contract after any restarts: every valid complaint enriched at least once,
     every malformed event dead-lettered, each complaint in exactly one lead of the compacted view
     (last record per key), that lead being its matter's. Returns the duplicate counts."""
-    from envleads.pipelines.stream import raw_event_bytes
+    from envleads.pipelines.kafka_edge.write import raw_event_bytes
 
     valid_ids = {t["complaint_id"] for t in truth if not t["malformed"]}
     enriched = [schemas.decode(schemas.ENRICHED, record.value) for record in scan_topic(bootstrap, topics.enriched)]
@@ -133,7 +133,7 @@ def test_stream_killed_mid_round_loses_nothing_and_keeps_one_lead_per_matter(kaf
                               "--stop-when-idle", "3")
     with open(tmp_path / "first.log", "wb") as log:
         first = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    from envleads.pipelines.kafka_io import open_consumer
+    from envleads.pipelines.kafka_edge.read import open_consumer
 
     watcher = open_consumer(bootstrap, topics.enriched, group_id=None)
     seen, deadline = 0, time.monotonic() + 240
@@ -188,7 +188,7 @@ def test_no_identity_reaches_enriched_leads_or_logs(kafka_broker, tmp_topics, ge
 
 def test_status_reports_lag_of_the_stream_group(kafka_broker, tmp_topics, generated):
     from envleads.ops.status import topic_status
-    from envleads.pipelines.kafka_io import commit_events, open_consumer, poll_new_events
+    from envleads.pipelines.kafka_edge.read import commit_events, open_consumer, poll_new_events
 
     events, _ = generated
     names = tmp_topics("raw")

@@ -210,7 +210,7 @@ def streamed(kafka_broker):
     from envleads.ops.broker import create_topics
     from envleads.pipelines.rounds.loop import run_stream
     from envleads.pipelines.rounds.outputs import Topics
-    from envleads.pipelines.stream import produce_lines
+    from envleads.pipelines.kafka_edge.write import produce_lines
 
     suffix = uuid.uuid4().hex[:8]
     topics = Topics(*(f"test.feed.{role}.{suffix}" for role in ("raw", "enriched", "leads", "dead_letter")))

@@ -206,7 +206,7 @@ def _captured_logging_and_metrics():
 
 
 def _read_topic(bootstrap: str, topic: str, idle_s: float = 3.0) -> list:
-    from envleads.pipelines.kafka_io import open_consumer
+    from envleads.pipelines.kafka_edge.read import open_consumer
 
     consumer = open_consumer(bootstrap, topic, group_id=None)
     records, deadline = [], time.monotonic() + idle_s

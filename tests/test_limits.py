@@ -141,7 +141,7 @@ def _values():
 
 @pytest.mark.kafka
 def test_the_stream_poll_bounds_a_round_by_its_bytes_kafka_python(kafka_broker, tmp_topics):
-    from envleads.pipelines.kafka_io import open_consumer, poll_new_events
+    from envleads.pipelines.kafka_edge.read import open_consumer, poll_new_events
 
     assert inspect.signature(poll_new_events).parameters["max_bytes"].default == DEFAULT_ROUND_BYTES
     names = tmp_topics("raw", partitions=2)
@@ -158,7 +158,7 @@ def test_the_stream_poll_bounds_a_round_by_its_bytes_kafka_python(kafka_broker, 
 
 @pytest.mark.kafka
 def test_the_stream_poll_bounds_a_round_by_its_bytes_native(kafka_broker, tmp_topics):
-    from envleads.pipelines.kafka_native import NativeKafkaSession, native_client_available
+    from envleads.pipelines.kafka_edge.native import NativeKafkaSession, native_client_available
 
     if not native_client_available():
         pytest.skip("confluent-kafka is not installed")

@@ -14,7 +14,7 @@ from envleads.leads import lead_from_avro_dict
 from envleads.pipelines.replay import events_from_file, events_from_topic, parse_time_ms, replay
 from envleads.pipelines.rounds.loop import run_stream
 from envleads.pipelines.rounds.outputs import Topics
-from envleads.pipelines.stream import produce_lines
+from envleads.pipelines.kafka_edge.write import produce_lines
 from kafka_scan import scan_topic
 
 pytestmark = pytest.mark.kafka

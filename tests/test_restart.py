@@ -26,7 +26,7 @@ from envleads.pipelines.rounds.loop import run_stream
 from envleads.pipelines.rounds.outputs import Topics, _encode_lead
 from envleads.pipelines.rounds.pools import KeyedAssigner
 from envleads.pipelines.rounds.store import LeadStore, StateChanges
-from envleads.pipelines.stream import produce_lines
+from envleads.pipelines.kafka_edge.write import produce_lines
 from envleads.records import RawEvent
 from envleads.repeats import UNKNOWN_BLOCK
 

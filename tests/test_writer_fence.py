@@ -19,7 +19,7 @@ from envleads.generator import generate_events
 from envleads.leads import lead_from_avro_dict
 from envleads.pipelines.rounds.loop import run_stream
 from envleads.pipelines.rounds.outputs import Topics
-from envleads.pipelines.stream import produce_lines, raw_event_bytes
+from envleads.pipelines.kafka_edge.write import produce_lines, raw_event_bytes
 from envleads.pipelines.writer_fence import (WriterFence, WriterFenceAssignor, WriterFenceHeld, WriterFenceLost,
                                              fence_names)
 from kafka_scan import scan_topic

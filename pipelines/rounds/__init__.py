@@ -26,7 +26,7 @@ Modules, in the order they depend on one another:
 
 - ``store``: the :class:`LeadStore` (SQLite cache of the lead topic and of the keyed state's
   changelog), :class:`StateChanges` and its changelog records (rebuilt at start by
-  :func:`envleads.pipelines.kafka_io.read_whole_topic`);
+  :mod:`envleads.pipelines.kafka_edge.lead_topic`);
 - ``outputs``: the :class:`Topics` of a deployment, the Avro encoding of a round's outputs
   (the enriched record spliced from the parts the workers encoded) and their producer side;
 - ``enrich``: the stateless stages (:class:`Enricher`);
@@ -38,5 +38,6 @@ Modules, in the order they depend on one another:
   :func:`open_session`) and the errors a round retries on;
 - ``loop``: :func:`run_stream`, the rounds until interrupted, with :class:`Backoff`.
 
-The command line (``envleads stream``) is :mod:`envleads.pipelines.stream`.
+The command line (``envleads stream``) is in :mod:`envleads.cli.pipelines`; its Kafka session is
+:mod:`envleads.pipelines.kafka_edge.session`.
 """

@@ -15,7 +15,7 @@ from envleads.pipelines.options import DEFAULT_ROUND_BYTES, StageSettings
 from envleads.pipelines.rounds.engine import LocalRoundEngine
 from envleads.pipelines.rounds.outputs import Topics, output_records
 from envleads.pipelines.rounds.pools import DEFAULT_WORKER_CITY_SHARE, EnrichmentPool, KeyedAssigner
-from envleads.pipelines.rounds.session import KafkaSession, _check_broker_state, _kafka_errors, open_session
+from envleads.pipelines.kafka_edge.session import KafkaSession, _check_broker_state, _kafka_errors, open_session
 from envleads.pipelines.rounds.store import LeadStore
 from envleads.records import RawEvent
 

@@ -1,17 +1,14 @@
 """A round's outputs as Kafka records: the :class:`Topics` of a deployment, the Avro encoding of
 enriched complaints (spliced from the parts the enrichment workers encoded), leads, dead letters
-and state changes, and their producer side.
-
-Delivery: at-least-once. :func:`send_acknowledged` waits until the broker acknowledged every record
-(a failed send raises, so the round's offsets are not committed and its events are read again);
-lead keys are stable, so a re-sent lead replaces itself in the compacted topic.
+and state changes. They are sent by ``kafka_edge/write.py`` (at-least-once, acknowledged; its
+docstring says how).
 """
 from __future__ import annotations
 
 import functools
 import io
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple
 
 import fastavro
 from fastavro.io.binary_encoder import BinaryEncoder
@@ -21,7 +18,7 @@ from envleads.config import DEFAULT_TOPICS
 from envleads.decode import content_digest
 from envleads.failures import internal_error, with_original
 from envleads.leads import MatterReport, lead_to_wire_record
-from envleads.pipelines.kafka_native import OutputRecord
+from envleads.pipelines.kafka_edge.write import OutputRecord, send_acknowledged
 from envleads.pipelines.rounds.store import state_records
 from envleads.pipelines.transforms import ENCODE_ENRICHED_STAGE, ENCODE_LEADS_STAGE, distinct_complaints
 from envleads.records import DeadLetter, EnrichedComplaint, Lead, RawEvent
@@ -158,16 +155,6 @@ def encode_or_dead_letter(encode: Callable[[Any], bytes], record, stage: str, re
     except Exception as error:  # noqa: BLE001 - one record must not stop the stream
         failed.extend(internal_error(stage, error, complaint) for complaint in distinct_complaints(reports))
         return None
-
-
-def send_acknowledged(producer, records: Iterable[OutputRecord]) -> None:
-    """Sends records with a kafka-python producer and waits until the broker acknowledged every
-    one (a failed send raises: the round is not committed and its events are read again)."""
-    send = producer.send
-    futures = [send(topic, key=key, value=value) for topic, key, value in records]
-    producer.flush()
-    for future in futures:
-        future.get(timeout=30)
 
 
 def write_outputs(producer, topics: Topics, outputs: RoundOutputs, events: Sequence[RawEvent] = ()

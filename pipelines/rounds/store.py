@@ -1,6 +1,6 @@
 """The local state of the rounds engine: the :class:`LeadStore` (the compacted lead view and the
 keyed state's changelog, on local disk) and :class:`StateChanges` with their changelog records; it is
-a cache rebuilt from the topics at every start by :func:`envleads.pipelines.kafka_io.read_whole_topic`."""
+a cache rebuilt from the topics at every start (``kafka_edge/lead_topic.py``, ``kafka_edge/read.py``)."""
 from __future__ import annotations
 
 import json
@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Dict, Iterable, List, NamedTuple, Optional, Se
 
 from envleads import schemas
 from envleads.leads import block_of_lead, lead_from_avro_dict
-from envleads.pipelines.kafka_io import decode_lead_record, read_whole_topic
-from envleads.pipelines.kafka_native import OutputRecord
+from envleads.pipelines.kafka_edge.lead_topic import LeadChange, read_lead_topic
+from envleads.pipelines.kafka_edge.read import read_whole_topic
+from envleads.pipelines.kafka_edge.write import OutputRecord
 from envleads.records import Lead
 
 if TYPE_CHECKING:
@@ -146,20 +147,11 @@ class LeadStore:
 
     def load_topic(self, bootstrap_servers: str, topic: str, security=None, idle_s: float = 1.0) -> int:
         """Reads the whole lead topic into the store (tombstones delete); returns records read."""
-        def store(records) -> None:
-            encoded, gone = [], []
-            for record in records:
-                if record.value is None:
-                    if record.key:
-                        gone.append(record.key.decode("utf-8"))
-                    continue
-                lead = decode_lead_record(record)
-                if lead is not None:
-                    encoded.append((lead, record.value))
-            self.put_leads(encoded)
-            self.delete(gone)
+        def store(changes: List[LeadChange]) -> None:
+            self.put_leads((change.lead, change.value) for change in changes if change.lead is not None)
+            self.delete(change.key for change in changes if change.tombstone and change.key)
 
-        return read_whole_topic(bootstrap_servers, topic, store, security, idle_s)
+        return read_lead_topic(bootstrap_servers, topic, store, security, idle_s)
 
     def load_topics(self, bootstrap_servers: str, topics: "Topics", security=None) -> None:
         """Fills the store from the lead topic and the keyed state's changelog (created compacted

@@ -45,10 +45,10 @@ def run_demo(count: int, seed: int, bootstrap_servers: str = None, beam_args: Li
     from envleads.generator import generate_events
     from envleads.config import DEFAULT_TOPICS
     from envleads.ops.broker import EmbeddedBroker, create_topics
-    from envleads.pipelines.kafka_io import LeadView
+    from envleads.pipelines.kafka_edge.lead_topic import LeadView
     from envleads.pipelines.rounds.loop import run_stream
     from envleads.pipelines.rounds.outputs import Topics
-    from envleads.pipelines.stream import produce_lines
+    from envleads.pipelines.kafka_edge.write import produce_lines
 
     started = time.monotonic()
     topics = Topics()  # the default topics, which the embedded broker creates

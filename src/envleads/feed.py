@@ -370,7 +370,7 @@ def read_leads_file(path: str) -> Dict[str, Lead]:
 def read_leads_topic(bootstrap_servers: str, topic: str, security=None, idle_s: float = 2.0) -> Dict[str, Lead]:
     """The compacted view of the lead topic: read from the beginning until nothing arrives for
     ``idle_s`` (the embedded broker under-reports end offsets, so the end is found by waiting)."""
-    from envleads.pipelines.kafka_io import LeadView
+    from envleads.pipelines.kafka_edge.lead_topic import LeadView
 
     view = LeadView(bootstrap_servers, topic, security)
     try:
@@ -521,7 +521,8 @@ def tail_leads(bootstrap_servers: str, topic: str, emit: Callable[[str], None], 
         emit: called with each line (no newline).
         now_fn: the clock that decides ``overdue`` (epoch ms).
     """
-    from envleads.pipelines.kafka_io import decode_lead_record, open_consumer
+    from envleads.pipelines.kafka_edge.lead_topic import lead_changes
+    from envleads.pipelines.kafka_edge.read import open_consumer
 
     consumer = open_consumer(bootstrap_servers, topic, group_id, security, from_beginning=from_beginning)
     index = RankIndex()
@@ -543,19 +544,18 @@ def tail_leads(bootstrap_servers: str, topic: str, emit: Callable[[str], None], 
                 continue
             last_record = time.monotonic()
             positions = {}
-            for record in records:
+            for record, change in zip(records, lead_changes(records)):
                 tp = _topic_partition(record)
                 positions[tp] = record.offset + 1
                 if tp in guards:
                     if record.timestamp < guards[tp]:
                         continue  # written before the start asked for (see _position)
                     del guards[tp]
-                key = record.key.decode("utf-8") if record.key else None
-                if record.value is None:
-                    if key:
-                        index.discard(key)  # tombstone: the lead was withdrawn
+                if change.tombstone:
+                    if change.key:
+                        index.discard(change.key)  # the lead was withdrawn
                     continue
-                lead = decode_lead_record(record)
+                lead = change.lead
                 if lead is None:
                     skipped += 1
                     continue

@@ -106,7 +106,7 @@ def _add_stream(subparsers) -> None:
     from envleads.pipelines.options import DEFAULT_ROUND_BYTES
     from envleads.pipelines.rounds.loop import DEFAULT_GROUP
     from envleads.pipelines.rounds.pools import DEFAULT_WORKER_CITY_SHARE
-    from envleads.pipelines.rounds.session import KAFKA_CLIENTS
+    from envleads.pipelines.kafka_edge.session import KAFKA_CLIENTS
 
     parser = add_command(
         subparsers, "stream", _run_stream, "process complaints from Kafka continuously (bounded rounds)",
@@ -232,7 +232,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     print(f"wrote {summary['output']} and {summary['truth']}")
     if args.topic:
         from envleads.ops.kafka_config import security_from_args
-        from envleads.pipelines.stream import produce_lines
+        from envleads.pipelines.kafka_edge.write import produce_lines
 
         with open(args.output, "rb") as handle:
             produced = produce_lines(args.bootstrap_servers, args.topic, (line.rstrip(b"\n") for line in handle),

@@ -10,7 +10,7 @@ inline SVG charts and map: nothing may be downloaded at run time (no CDN, no map
 vendored chart or map library would be more code than the three charts it would draw.
 
 Live updates: a background thread keeps a :class:`LeadStore` current, from the lead topic (a
-:class:`~envleads.pipelines.kafka_io.LeadView` refreshed every ``refresh_s``) or from a leads file
+:class:`~envleads.pipelines.kafka_edge.lead_topic.LeadView` refreshed every ``refresh_s``) or from a leads file
 (re-read when it changes). The page polls ``/api/leads`` every few seconds with the version it
 has, and gets a full answer only when the leads (or the minute, which decides ``overdue``) changed.
 
@@ -152,7 +152,7 @@ class KafkaRefresher(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
-        from envleads.pipelines.kafka_io import LeadView
+        from envleads.pipelines.kafka_edge.lead_topic import LeadView
 
         view = None
         while not self.stopping.is_set():

@@ -1,4 +1,4 @@
-"""A Kafka source as a Beam transform: :class:`ReadFromKafka`, a splittable DoFn over kafka-python.
+"""Reading Kafka in a Beam job, a Kafka source as a Beam transform: :class:`ReadFromKafka`, a splittable DoFn over kafka-python.
 
 Each partition of the topics is one element and one restriction, an :class:`OffsetRange` of its
 offsets: ``[start, sys.maxsize)`` when unbounded, ``[start, end)`` when bounded (tests, backfills:
@@ -31,7 +31,7 @@ changes nothing): see :func:`readable_end_offsets`.
 Delivery: the source itself commits nothing. Started over the same offsets it re-reads the same
 records, so a job is at-least-once from the offsets it starts at; enriched records and dead
 letters can then repeat, and leads do not (stable ``lead_id`` keys, a redelivered complaint is
-recognised by its id). ``run_beam_stream`` (``beam_stream.py``) commits a bounded run's end offsets
+recognised by its id). ``run_beam_stream`` (``pipelines/beam_stream.py``) commits a bounded run's end offsets
 to the group only after the job finished, i.e. after every sink bundle was acknowledged by the
 broker: at-least-once across restarts for bounded runs. An unbounded job does not commit yet
 (committing after the *sinks* acknowledged needs the sinks to report the offsets they wrote, per
@@ -65,6 +65,7 @@ from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorP
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Duration, Timestamp
 
+from envleads.pipelines.kafka_edge.read import new_consumer, partitions_for
 from envleads.records import KafkaCoordinates, RawEvent
 
 LOG = logging.getLogger(__name__)
@@ -84,14 +85,9 @@ class KafkaPartitionRange(NamedTuple):
 
 # --------------------------------------------------------------------------------------- planning
 def _consumer(bootstrap_servers: str, security, group_id: Optional[str] = None):
-    from kafka import KafkaConsumer
-
-    from envleads.ops.kafka_config import client_kwargs
-
     # auto_offset_reset only matters when a start offset was deleted by retention: read on from
     # the earliest kept record (the process loop skips nothing it should not: offsets only grow)
-    return KafkaConsumer(**client_kwargs(bootstrap_servers, security, role="consumer", group_id=group_id,
-                                         enable_auto_commit=False, auto_offset_reset="earliest"))
+    return new_consumer(bootstrap_servers, security, group_id, auto_offset_reset="earliest")
 
 
 def readable_end_offsets(consumer, partitions: Sequence, timeout_s: float = 10.0) -> Dict:
@@ -134,11 +130,9 @@ def plan_partitions(bootstrap_servers: str, topics: Iterable[str], group_id: Opt
     when ``bounded``, else without end."""
     from kafka import TopicPartition
 
-    from envleads.pipelines.kafka_io import _partitions_for
-
     consumer = _consumer(bootstrap_servers, security, group_id)
     try:
-        partitions = [TopicPartition(topic, p) for topic in topics for p in _partitions_for(consumer, topic)]
+        partitions = [TopicPartition(topic, p) for topic in topics for p in partitions_for(consumer, topic)]
         beginnings = consumer.beginning_offsets(partitions)
         ends = readable_end_offsets(consumer, partitions) if bounded else {}
         plan = []
@@ -150,22 +144,6 @@ def plan_partitions(bootstrap_servers: str, topics: Iterable[str], group_id: Opt
                 start = min(start, stop)
             plan.append(KafkaPartitionRange(tp.topic, tp.partition, start, stop))
         return plan
-    finally:
-        consumer.close()
-
-
-def commit_offsets(bootstrap_servers: str, group_id: str, offsets: Dict[tuple, int], security=None) -> None:
-    """Commits ``{(topic, partition): next offset to read}`` for ``group_id`` (without joining it,
-    as ``kafka_io.commit_events`` does)."""
-    from kafka import TopicPartition
-    from kafka.structs import OffsetAndMetadata
-
-    if not offsets:
-        return
-    consumer = _consumer(bootstrap_servers, security, group_id)
-    try:
-        consumer.assign([TopicPartition(t, p) for t, p in offsets])
-        consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()})
     finally:
         consumer.close()
 

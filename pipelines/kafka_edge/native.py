@@ -3,11 +3,11 @@
 kafka-python does its protocol work in Python: in a 200,000-complaint backfill its produce path
 was a fifth of the stream process's CPU, on the process that bounds throughput. librdkafka does
 the same in C threads for a few microseconds per record (measured against the embedded broker:
-0.004 ms to produce and 0.002 ms to consume a 1.5 KB record). The session keeps :class:`~envleads.pipelines.rounds.session.KafkaSession`'s
+0.004 ms to produce and 0.002 ms to consume a 1.5 KB record). The session keeps :class:`~envleads.pipelines.kafka_edge.session.KafkaSession`'s
 contract, so ``run_stream`` uses either: explicit assignment at the group's committed offsets (no
 group join, no rebalance wait), outputs acknowledged by the broker before the offsets of their
 events are committed, and any failure raised as a :class:`NativeKafkaError` so the stream
-reconnects. The Beam transforms of ``kafka_io`` stay on kafka-python.
+reconnects (delivery: at-least-once, as there). The Beam transforms stay on kafka-python.
 """
 from __future__ import annotations
 
@@ -15,14 +15,12 @@ import logging
 import time
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from envleads.pipelines.kafka_io import RoundBudget, RoundWindow, TopicNotFound, next_offsets, seek_back
+from envleads.pipelines.kafka_edge.read import RoundBudget, RoundWindow, TopicNotFound, next_offsets, seek_back
+from envleads.pipelines.kafka_edge.write import OutputRecord
 from envleads.pipelines.options import DEFAULT_ROUND_BYTES
 from envleads.records import KafkaCoordinates, RawEvent
 
 LOG = logging.getLogger(__name__)
-
-OutputRecord = Tuple[str, Optional[bytes], bytes]  # (topic, key, value)
-
 
 class NativeKafkaError(RuntimeError):
     """A Kafka operation of the native session failed; the message names error codes only."""
@@ -97,7 +95,7 @@ class NativeKafkaSession:
 
     def poll(self, max_records: int, wait_s: float, round_wait_s: Optional[float] = None,
              max_bytes: int = DEFAULT_ROUND_BYTES) -> List[RawEvent]:
-        """As :func:`~envleads.pipelines.kafka_io.poll_new_events`: waits up to ``wait_s`` for a
+        """As :func:`~envleads.pipelines.kafka_edge.read.poll_new_events`: waits up to ``wait_s`` for a
         first record, then returns at ``max_records`` or ``max_bytes``, after ``min(wait_s, 0.5)`` s
         without a new record, or ``round_wait_s`` after the first record."""
         from confluent_kafka import KafkaError, KafkaException, TopicPartition

@@ -1,7 +1,7 @@
-"""The rounds engine's Kafka edge: the raw topic's consumer and one producer for the output topics
-(:class:`KafkaSession` on kafka-python, or
-:class:`~envleads.pipelines.kafka_native.NativeKafkaSession` on librdkafka: :func:`open_session`),
-and the errors after which the loop reconnects.
+"""The rounds engine's Kafka session: the raw topic's consumer and one producer for the output topics
+(:class:`KafkaSession` on kafka-python, over ``read.py`` and ``write.py``, or
+:class:`~envleads.pipelines.kafka_edge.native.NativeKafkaSession` on librdkafka:
+:func:`open_session`), and the errors after which the loop reconnects.
 
 Delivery: at-least-once. The consumer reads from the group's committed offsets, which are
 committed only after the broker acknowledged every output of the round (:meth:`KafkaSession.send`
@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from envleads.pipelines.kafka_io import TopicNotFound, commit_events, open_consumer, poll_new_events
-from envleads.pipelines.kafka_native import NativeKafkaError, NativeKafkaSession, OutputRecord, native_client_available
+from envleads.pipelines.kafka_edge.native import NativeKafkaError, NativeKafkaSession, native_client_available
+from envleads.pipelines.kafka_edge.read import TopicNotFound, commit_events, open_consumer, poll_new_events
+from envleads.pipelines.kafka_edge.write import ROUND_PRODUCER_OVERRIDES, OutputRecord, new_producer, send_acknowledged
 from envleads.pipelines.options import DEFAULT_ROUND_BYTES
-from envleads.pipelines.rounds.outputs import send_acknowledged
 from envleads.records import RawEvent
 
 LOG = logging.getLogger(__name__)
@@ -24,26 +24,14 @@ LOG = logging.getLogger(__name__)
 class KafkaSession:
     """The raw topic's consumer (explicit assignment at the group's committed offsets) and one
     producer for the three output topics, on kafka-python; rebuilt whole after a Kafka error.
-    :class:`~envleads.pipelines.kafka_native.NativeKafkaSession` is the same on librdkafka."""
-
-    # Timeouts short enough that a lost broker surfaces within seconds, not the library's minutes.
-    # Batches of 512 KiB: a round's records go out in a few requests, and kafka-python wakes its
-    # sender thread (a socket write) per new batch; at the default 16 KiB, lead records of ~2 KB
-    # made that a quarter of this process's CPU in a backfill.
-    PRODUCER_OVERRIDES = dict(max_block_ms=10_000, request_timeout_ms=10_000, delivery_timeout_ms=30_000,
-                              batch_size=512 * 1024)
+    :class:`~envleads.pipelines.kafka_edge.native.NativeKafkaSession` is the same on librdkafka."""
 
     def __init__(self, bootstrap_servers: str, raw_topic: str, group_id: str, security=None):
-        from kafka import KafkaProducer
-
-        from envleads.ops.kafka_config import client_kwargs
-
         self.consumer = None
         self.producer = None
         try:
             self.consumer = open_consumer(bootstrap_servers, raw_topic, group_id, security)
-            self.producer = KafkaProducer(**client_kwargs(bootstrap_servers, security, role="producer",
-                                                          **self.PRODUCER_OVERRIDES))
+            self.producer = new_producer(bootstrap_servers, security, **ROUND_PRODUCER_OVERRIDES)
         except BaseException:
             self.close()
             raise

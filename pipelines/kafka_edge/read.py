@@ -1,106 +1,45 @@
-"""Kafka I/O in pure Python (kafka-python): Beam's Java ``ReadFromKafka`` needs jars that cannot be
-downloaded offline, so reading and writing are done here.
+"""Reading Kafka with kafka-python, outside Beam: the consumer of the rounds engine's raw topic
+(:func:`poll_new_events` and :func:`commit_events`), whole-topic reads (:func:`read_whole_topic`:
+the lead store and the state changelog at start, ``envleads status --scan``) and group commits.
 
-* :class:`WriteToKafka` is the sink: its producer lives in ``setup()``, every send's future is kept
-  and checked in ``finish_bundle()`` after ``flush()``, so a send error fails the bundle (and the
-  runner retries it) instead of losing a record silently.
-* :func:`poll_new_events` reads the next records of a topic for a round bounded in records and
-  bytes, starting from the consumer group's committed offsets; offsets are committed by
-  :func:`commit_events` only after the round's outputs were acknowledged by the broker
-  (at-least-once).
-* :func:`read_whole_topic` reads a topic from its start until it is quiet: the one reader of a
-  whole topic (the stream's lead store and state changelog at start, ``envleads status --scan``).
-* :class:`LeadView` keeps the compacted view of the lead topic (last record per key), for the
-  demo, `tail` and the dashboard (the stream restores from its LeadStore and state changelog).
+Delivery: at-least-once. Reading never commits by itself (``enable_auto_commit`` is off): the
+caller commits a round's offsets with :func:`commit_events` only after the broker acknowledged
+every output of the round, so a round lost to a crash or a Kafka error is read again.
 
 Partitions are assigned explicitly rather than joining a consumer group: a group join on the
 embedded broker waits for the full rebalance timeout, and one local process owns all partitions
-anyway. Offsets are still committed to the group, so progress survives restarts.
+anyway (the writer fence, ``writer_fence.py``, keeps it to one). Offsets are still committed to
+the group, so progress survives restarts.
 """
 from __future__ import annotations
 
-import logging
 import time
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
-import apache_beam as beam
-from apache_beam.metrics import Metrics
-
-from envleads import schemas
-from envleads.leads import lead_from_avro_dict
 from envleads.pipelines.options import DEFAULT_ROUND_BYTES
-from envleads.records import KafkaCoordinates, Lead, RawEvent
-
-LOG = logging.getLogger(__name__)
+from envleads.records import KafkaCoordinates, RawEvent
 
 
-def _kafka_kwargs(bootstrap_servers: str, security, role: str) -> dict:
+def new_consumer(bootstrap_servers: str, security=None, group_id: Optional[str] = None, **overrides):
+    """A kafka-python consumer of the project's client settings (TLS, SASL: ``ops/kafka_config``)
+    that never commits by itself."""
+    from kafka import KafkaConsumer
+
     from envleads.ops.kafka_config import client_kwargs
 
-    return client_kwargs(bootstrap_servers, security, role=role)
-
-
-class _WriteFn(beam.DoFn):
-    def __init__(self, bootstrap_servers: str, topic: str, security, key_of: Callable, value_of: Callable):
-        self._bootstrap_servers = bootstrap_servers
-        self._topic = topic
-        self._security = security
-        self._key_of = key_of
-        self._value_of = value_of
-
-    def setup(self):
-        from kafka import KafkaProducer
-
-        self._producer = KafkaProducer(**_kafka_kwargs(self._bootstrap_servers, self._security, "producer"))
-        self._written = Metrics.counter("WriteToKafka", f"written.{self._topic}")
-
-    def start_bundle(self):
-        self._pending = []
-
-    def process(self, element):
-        key = self._key_of(element)
-        self._pending.append(self._producer.send(self._topic, key=key.encode("utf-8") if key else None,
-                                                 value=self._value_of(element)))
-
-    def finish_bundle(self):
-        self._producer.flush()
-        for future in self._pending:
-            future.get(timeout=30)  # raises the send error: the bundle fails and is retried
-        self._written.inc(len(self._pending))
-        self._pending = []
-
-    def teardown(self):
-        producer = getattr(self, "_producer", None)
-        if producer is not None:
-            producer.close(timeout=10)
-
-
-class WriteToKafka(beam.PTransform):
-    """Writes elements to a topic: ``key_of(element) -> str | None``, ``value_of(element) -> bytes``.
-
-    Delivery: at-least-once. A bundle completes only when the broker acknowledged every record
-    (``acks=all``); a failed send fails the bundle.
-    """
-
-    def __init__(self, bootstrap_servers: str, topic: str, key_of: Callable, value_of: Callable, security=None):
-        super().__init__()
-        self._fn = _WriteFn(bootstrap_servers, topic, security, key_of, value_of)
-
-    def expand(self, pcoll):
-        return pcoll | "Produce" >> beam.ParDo(self._fn)
+    return KafkaConsumer(**client_kwargs(bootstrap_servers, security, role="consumer",
+                                         **{"group_id": group_id, "enable_auto_commit": False, **overrides}))
 
 
 def open_consumer(bootstrap_servers: str, topic: str, group_id: Optional[str], security=None,
                   from_beginning: bool = True):
     """A consumer assigned to every partition of ``topic``, positioned at the group's committed
     offsets (or the beginning/end when the group has none)."""
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
 
-    kwargs = _kafka_kwargs(bootstrap_servers, security, "consumer")
-    kwargs.update(group_id=group_id, enable_auto_commit=False,
-                  auto_offset_reset="earliest" if from_beginning else "latest")
-    consumer = KafkaConsumer(**kwargs)
-    partitions = _partitions_for(consumer, topic)
+    consumer = new_consumer(bootstrap_servers, security, group_id,
+                            auto_offset_reset="earliest" if from_beginning else "latest")
+    partitions = partitions_for(consumer, topic)
     assignment = [TopicPartition(topic, p) for p in partitions]
     consumer.assign(assignment)
     for tp in assignment:
@@ -138,7 +77,7 @@ class TopicNotFound(RuntimeError):
     """The topic has no partitions in the broker's metadata (not created, or lost)."""
 
 
-def _partitions_for(consumer, topic: str, timeout_s: float = 10.0) -> List[int]:
+def partitions_for(consumer, topic: str, timeout_s: float = 10.0) -> List[int]:
     deadline = time.monotonic() + timeout_s
     while True:
         partitions = consumer.partitions_for_topic(topic)
@@ -250,50 +189,31 @@ def next_offsets(events: Iterable[RawEvent]) -> Dict[Tuple[str, int], int]:
 
 def commit_events(consumer, events: Iterable[RawEvent]) -> Dict[Tuple[str, int], int]:
     """Commits, per partition, the offset after the last event processed (the next to read)."""
-    from kafka import TopicPartition
-    from kafka.structs import OffsetAndMetadata
-
     offsets = next_offsets(events)
-    if offsets:
-        consumer.commit({TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
-                         for (topic, partition), offset in offsets.items()})
+    _commit(consumer, offsets)
     return offsets
 
 
-def decode_lead_record(record) -> Optional[Lead]:
-    """The lead in a lead-topic record, or None (logged with its coordinates) when it is unreadable:
-    one bad record must not stop a view, the stream's start or the feed."""
+def commit_group_offsets(bootstrap_servers: str, group_id: str, offsets: Dict[Tuple[str, int], int],
+                         security=None) -> None:
+    """Commits ``{(topic, partition): next offset to read}`` for ``group_id`` without joining it
+    (the Beam job's bounded runs, after the job finished)."""
+    from kafka import TopicPartition
+
+    if not offsets:
+        return
+    consumer = new_consumer(bootstrap_servers, security, group_id)
     try:
-        return lead_from_avro_dict(schemas.decode(schemas.LEADS, record.value))
-    except Exception:  # noqa: BLE001 - any decoding failure means "unreadable"
-        LOG.warning("skipped an unreadable lead record at %s/%d@%d", record.topic, record.partition, record.offset)
-        return None
+        consumer.assign([TopicPartition(t, p) for t, p in offsets])
+        _commit(consumer, offsets)
+    finally:
+        consumer.close()
 
 
-class LeadView:
-    """The compacted view of the lead topic: the last lead per key, refreshed incrementally."""
+def _commit(consumer, offsets: Dict[Tuple[str, int], int]) -> None:
+    from kafka import TopicPartition
+    from kafka.structs import OffsetAndMetadata
 
-    def __init__(self, bootstrap_servers: str, topic: str, security=None):
-        self._consumer = open_consumer(bootstrap_servers, topic, group_id=None, security=security)
-        self.leads: Dict[str, Lead] = {}
-
-    def refresh(self, wait_s: float = 1.0) -> int:
-        """Reads what arrived since the last refresh; returns the number of records read."""
-        read = 0
-        while True:
-            batch = self._consumer.poll(timeout_ms=int(wait_s * 1000) if read == 0 else 300, max_records=5000)
-            records = [record for partition_records in batch.values() for record in partition_records]
-            if not records:
-                return read
-            for record in records:
-                read += 1
-                key = record.key.decode("utf-8") if record.key else None
-                if record.value is None:
-                    self.leads.pop(key, None)  # tombstone
-                    continue
-                lead = decode_lead_record(record)
-                if lead is not None:
-                    self.leads[lead.lead_id] = lead
-
-    def close(self) -> None:
-        self._consumer.close()
+    if offsets:
+        consumer.commit({TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+                         for (topic, partition), offset in offsets.items()})
