@@ -349,8 +349,7 @@ def run_live(args, broker, workdir: str) -> Dict[str, object]:
                         stop_when_idle_s=args.idle_stop, status_every_s=0,
                         round_wait_s=args.round_wait, enrich_workers=args.enrich_workers,
                         on_ready=None if args.include_startup else start_production, kafka_client=args.kafka_client,
-                        unplaced_worker=args.unplaced_worker,
-                        worker_city_share=args.worker_city_share)
+                        unplaced_worker=args.unplaced_worker)
     started_at = clock["started_at"]
     stream_wall, stream_cpu = time.perf_counter() - wall0, _self_cpu_s() - cpu0
     done.set()
@@ -458,8 +457,7 @@ def run_backfill(args, broker) -> Dict[str, object]:
                         max_round_events=args.max_round_events, poll_wait_s=args.poll_wait,
                         stop_when_idle_s=args.idle_stop, status_every_s=0,
                         round_wait_s=args.round_wait, enrich_workers=args.enrich_workers,
-                        kafka_client=args.kafka_client, unplaced_worker=args.unplaced_worker,
-                        worker_city_share=args.worker_city_share)
+                        kafka_client=args.kafka_client, unplaced_worker=args.unplaced_worker)
     if profiler:
         profiler.disable()
         profiler.dump_stats(args.profile)
@@ -546,9 +544,6 @@ def main(argv=None) -> int:
                         help="run_stream's round_wait_s: a round closes this long after its first event")
     parser.add_argument("--kafka-client", choices=("auto", "native", "python"), default="native",
                         help="run_stream's Kafka client (default native: confluent-kafka, the fast path)")
-    parser.add_argument("--worker-city-share", type=float, default=None,
-                        help="run_stream's worker_city_share: city keys assigned in the unplaced worker too "
-                             "(default: run_stream's)")
     parser.add_argument("--unplaced-worker", action=argparse.BooleanOptionalAction, default=True,
                         help="run_stream's unplaced_worker: the unknown key's assignment in its own process "
                              "(default on, as in envleads stream)")
@@ -564,11 +559,6 @@ def main(argv=None) -> int:
                         help="backfill mode: cProfile (CPU clock) of the stream process to FILE (pstats format)")
     args = parser.parse_args(argv)
     os.environ.setdefault("ENVLEADS_PSEUDONYM_KEY", BENCH_KEY)
-    if args.worker_city_share is None:
-        from envleads.pipelines.rounds.pools import DEFAULT_WORKER_CITY_SHARE
-
-        args.worker_city_share = DEFAULT_WORKER_CITY_SHARE
-
     from envleads.models.registry import ensure_default_model
     from envleads.ops.broker import EmbeddedBroker
 
@@ -589,7 +579,7 @@ def main(argv=None) -> int:
                            "beam_args": BEAM_ARGS, "model_version": model_version,
                            "round_wait_s": args.round_wait, "enrich_workers": args.enrich_workers,
                            "include_startup": args.include_startup, "kafka_client": args.kafka_client,
-                           "unplaced_worker": args.unplaced_worker, "worker_city_share": args.worker_city_share},
+                           "unplaced_worker": args.unplaced_worker},
                 "machine_note": "2 cores SHARED with other engineers' jobs while measured: wall time, latency "
                                 "and throughput are noisy (see loadavg); CPU seconds are the steadier figure",
                 "cpu_note": "CPU = user+system seconds: stream = this process (getrusage), broker and "

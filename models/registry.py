@@ -11,7 +11,7 @@ Stages: ``<registry>/pollution_type/aliases.json`` names the ``production`` vers
 pipeline runs (``--model_version production``, the default), with the history of every promotion
 and rollback. Training registers a version without promoting it (except the first one of an empty
 registry); an analyst promotes with ``envleads models promote`` (``envleads models`` lives in
-:mod:`envleads.models.registry_cli`). ``latest`` still means the newest folder, for whoever asks.
+:mod:`envleads.models.registry_stages`). ``latest`` still means the newest folder, for whoever asks.
 
 Only artefacts this project wrote are loaded (joblib runs pickle, which executes code); a
 scikit-learn version or label-set mismatch is refused at load time instead of failing, or worse
@@ -33,9 +33,6 @@ import tempfile
 import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence
-
-import joblib
-import sklearn
 
 from envleads.config import OperatorError
 from envleads.records import POLLUTION_LABELS
@@ -74,6 +71,13 @@ class UnusableModelError(OperatorError):
     """The model a run asked for (production by default) is missing or cannot be loaded here; it
     is never silently replaced by a retrained one. The message says the fix."""
 
+
+def _sklearn_version() -> str:
+    """The installed scikit-learn's version, read without importing it (``envleads --help`` and
+    the registry commands that only read metadata stay fast)."""
+    from importlib.metadata import version
+
+    return version("scikit-learn")
 
 def _writable(path: str) -> bool:
     probe = path
@@ -241,7 +245,7 @@ def register(estimator, metadata: Dict[str, Any], registry_dir: Optional[str] = 
         "version": version,
         "labels": list(POLLUTION_LABELS),
         "dictionary_version": DICTIONARY_VERSION,
-        "sklearn_version": sklearn.__version__,
+        "sklearn_version": _sklearn_version(),
         "jieba_version": getattr(jieba, "__version__", "unknown"),
         "segmenter": segmenter_engine(),
         "pipeline_format": PIPELINE_FORMAT,
@@ -250,6 +254,8 @@ def register(estimator, metadata: Dict[str, Any], registry_dir: Optional[str] = 
         **metadata,
     }
     staging = tempfile.mkdtemp(prefix=f".{version}.", dir=root)
+    import joblib
+
     joblib.dump(estimator, os.path.join(staging, MODEL_FILE), compress=3)
     with open(os.path.join(staging, METADATA_FILE), "w", encoding="utf-8") as handle:
         json.dump(full, handle, ensure_ascii=False, indent=2)
@@ -280,6 +286,8 @@ def load_model(version: str = PRODUCTION, registry_dir: Optional[str] = None,
     version = _resolve(version, registry_dir)
     metadata = read_metadata(version, registry_dir)
     _check_compatible(version, metadata)
+    import joblib
+
     estimator = joblib.load(os.path.join(_kind_dir(registry_dir), version, MODEL_FILE))
     return PollutionModel(estimator, version=version,
                           review_threshold=metadata.get("review_threshold", DEFAULT_REVIEW_THRESHOLD)
@@ -355,10 +363,10 @@ def _check_compatible(version: str, metadata: Dict) -> None:
         raise ModelMismatchError(
             f"{MODEL_KIND}/{version} was trained with options this code no longer has "
             f"({json.dumps(removed)}); {_RETRAIN}")
-    if metadata.get("sklearn_version") != sklearn.__version__:
+    if metadata.get("sklearn_version") != _sklearn_version():
         raise ModelMismatchError(
             f"{MODEL_KIND}/{version} was trained with scikit-learn {metadata.get('sklearn_version')}"
-            f" but {sklearn.__version__} is installed; {_RETRAIN}, or install "
+            f" but {_sklearn_version()} is installed; {_RETRAIN}, or install "
             f"scikit-learn=={metadata.get('sklearn_version')}")
     if tuple(metadata.get("labels") or ()) != tuple(LABELS):
         raise ModelMismatchError(

@@ -153,7 +153,7 @@ class ApacheKafkaBroker(ManagedBroker):
         self.ca_file: Optional[str] = None
         self.start_seconds: Optional[float] = None  # JVM launch to first metadata, last start
         self._process: Optional[subprocess.Popen] = None
-        self._stdout = None
+        self._output = None
         self._formatted = False
         self._lock = threading.Lock()
 
@@ -414,9 +414,9 @@ class ApacheKafkaBroker(ManagedBroker):
                    "-Djava.awt.headless=true", f"-Dkafka.logs.dir={self.directory}",
                    f"-Dlog4j2.configurationFile={self.directory / 'log4j2.properties'}",
                    "-cp", f"{libs}/*", "kafka.Kafka", str(self.directory / "server.properties")]
-        self._stdout = open(self.directory / "stdout.log", "ab")
+        self._output = open(self.directory / "stdout.log", "ab")
         started = time.monotonic()
-        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self._stdout,
+        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self._output,
                                          stderr=subprocess.STDOUT, start_new_session=True,
                                          preexec_fn=_pdeathsig_preexec(os.getpid()), close_fds=True,
                                          cwd=str(self.directory))
@@ -426,7 +426,7 @@ class ApacheKafkaBroker(ManagedBroker):
         while True:
             if self._process.poll() is not None:
                 code = self._process.returncode
-                self._after_exit()
+                self._forget_process()
                 tail = self.log_tail()
                 reason = "Address already in use" if "Address already in use" in tail else f"exit code {code}"
                 raise BrokerStartError(f"Apache Kafka exited during start ({reason}); log tail:\n{tail}")
@@ -478,14 +478,7 @@ class ApacheKafkaBroker(ManagedBroker):
                 signal_group(process, signal.SIGKILL)
                 process.wait(10)
         signal_group(process, signal.SIGKILL)
-        self._after_exit()
-
-    def _after_exit(self) -> None:
-        LIVE_BROKERS.discard(self)
-        self._process = None
-        if self._stdout is not None:
-            self._stdout.close()
-            self._stdout = None
+        self._forget_process()
 
     def _make_tls_material(self) -> None:
         """A CA and a broker certificate it signed, with ``keytool`` (see the module doc)."""

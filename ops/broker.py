@@ -156,8 +156,19 @@ class ManagedBroker:
     failed halfway), and stops it when garbage-collected. Subclasses define ``start`` and ``stop``,
     and ``close`` when closing does more than stopping."""
 
+    _process = None
+    _output = None  # the file the broker process writes its output to
+
     def close(self) -> None:
         self.stop()
+
+    def _forget_process(self) -> None:
+        """After the broker process exited: no longer live, its output file closed."""
+        LIVE_BROKERS.discard(self)
+        self._process = None
+        if self._output is not None:
+            self._output.close()
+            self._output = None
 
     def __enter__(self):
         try:
@@ -216,7 +227,7 @@ class EmbeddedBroker(ManagedBroker):
         self._binary = binary
         self._log_path = log_path
         self._owns_log = log_path is None
-        self._log_handle = None
+        self._output = None
         self._process: Optional[subprocess.Popen] = None
         self._lock = threading.Lock()
 
@@ -282,12 +293,12 @@ class EmbeddedBroker(ManagedBroker):
         if self._owns_log:
             fd, self._log_path = tempfile.mkstemp(prefix="envleads-tansu-", suffix=".log")
             os.close(fd)
-        self._log_handle = open(self._log_path, "ab")
+        self._output = open(self._log_path, "ab")
         env = dict(os.environ, NO_COLOR="1")
         self._process = subprocess.Popen(
             self._command(port),
             stdin=subprocess.DEVNULL,
-            stdout=self._log_handle,
+            stdout=self._output,
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
@@ -354,11 +365,7 @@ class EmbeddedBroker(ManagedBroker):
             self._requested_port = requested
 
     def _cleanup_after_exit(self) -> None:
-        LIVE_BROKERS.discard(self)
-        self._process = None
-        if self._log_handle is not None:
-            self._log_handle.close()
-            self._log_handle = None
+        self._forget_process()
         if self._owns_log and self._log_path and os.path.exists(self._log_path):
             os.unlink(self._log_path)
 

@@ -52,7 +52,8 @@ from apache_beam.io.filesystem import CompressionTypes
 
 from envleads.config import OperatorError
 from envleads.leads import lead_to_avro_dict, rescore_lead
-from envleads.pipelines.options import DEFAULT_ROUND_BYTES, StageSettings, prepared_run
+from envleads.config import DEFAULT_ROUND_BYTES
+from envleads.pipelines.options import StageSettings, prepared_run
 from envleads.pipelines.transforms import ComplaintsToLeads
 from envleads.records import Lead, RawEvent
 from envleads.scoring import rank_key

@@ -40,6 +40,7 @@ from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.runners.runner import PipelineState
 
 from envleads import schemas
+from envleads.config import DEFAULT_BEAM_GROUP
 from envleads.leads import lead_to_wire_record
 from envleads.pipelines.kafka_edge.beam_sink import WriteToKafka
 from envleads.pipelines.kafka_edge.beam_source import ReadFromKafka, plan_partitions
@@ -53,7 +54,6 @@ from envleads.serialize import dead_letter_to_avro_dict, enriched_to_avro_dict
 
 LOG = logging.getLogger(__name__)
 
-DEFAULT_BEAM_GROUP = "envleads-beam-stream"
 
 
 # ------------------------------------------------------------------------------------------ encode

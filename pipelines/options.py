@@ -23,12 +23,6 @@ LOG = logging.getLogger(__name__)
 # fails offline. FnApiRunner runs batch pipelines (and bounded rounds) in-process.
 DEFAULT_RUNNER = "FnApiRunner"
 
-# A round's raw event bytes at most (besides its event count), in the batch rounds engine and the
-# stream. An event at the field limits (~24 KB) cost ~2.2 MB at a round's peak (measured with
-# bench/bench_limits_memory.py: tokens held as Python strings, and the classifier's n-gram arrays
-# of its whole batch), so 8 MiB (~350 such events) keeps one process of a round of limit-size
-# events near 1.3 GB; a round of 5,000 ordinary complaints (under 1.6 KB each) is not cut.
-DEFAULT_ROUND_BYTES = 8 * 1024 * 1024
 
 
 class EnvleadsOptions(PipelineOptions):

@@ -24,9 +24,9 @@ from typing import Dict, Iterable, Iterator, List, Optional
 
 from envleads.pipelines.kafka_edge.read import open_consumer
 from envleads.pipelines.kafka_edge.write import ROUND_PRODUCER_OVERRIDES, new_producer
+from envleads.config import DEFAULT_STREAM_GROUP
 from envleads.pipelines.heap import RoundCollector
 from envleads.pipelines.rounds.engine import LocalRoundEngine
-from envleads.pipelines.rounds.loop import DEFAULT_GROUP
 from envleads.pipelines.rounds.outputs import Topics, write_outputs
 from envleads.pipelines.rounds.store import LeadStore
 from envleads.records import KafkaCoordinates, RawEvent
@@ -121,7 +121,7 @@ def _chunks(events: Iterable[RawEvent], size: int) -> Iterator[List[RawEvent]]:
 
 # ------------------------------------------------------------------------------------------- replay
 def replay(bootstrap_servers: str, topics: Topics, events: Iterable[RawEvent], beam_args: Optional[List[str]] = None,
-           security=None, max_round_events: int = 2000, group_id: str = DEFAULT_GROUP,
+           security=None, max_round_events: int = 2000, group_id: str = DEFAULT_STREAM_GROUP,
            wait_for_fence: bool = False) -> Dict[str, int]:
     """Runs ``events`` through the stream's stages in rounds, writing to ``topics`` (acknowledged
     round by round); returns totals (events, rounds, enriched, leads written, dead letters).

@@ -66,6 +66,11 @@ def _to_ms(timestamp: Timestamp) -> int:
     return timestamp.micros // 1000
 
 
+def _prior_or_none(pipeline, prior_leads):
+    """The prior leads, or an empty PCollection when the job has none."""
+    return prior_leads if prior_leads is not None else pipeline | "NoPriorLeads" >> beam.Create([])
+
+
 # ------------------------------------------------------------------------------------- state coders
 class JsonStateCoder(Coder):
     """Compact UTF-8 JSON for state values that are plain dicts and lists (``MatterIndex.to_state()``).
@@ -217,8 +222,7 @@ class DeduplicatePetitionsStreaming(beam.PTransform):
         self._prior_leads = prior_leads
 
     def expand(self, enriched):
-        pipeline = enriched.pipeline
-        prior = self._prior_leads if self._prior_leads is not None else pipeline | "NoPriorLeads" >> beam.Create([])
+        prior = _prior_or_none(enriched.pipeline, self._prior_leads)
         prior_by_block = prior | "KeyPriorByBlock" >> beam.Map(lambda lead: (block_of_lead(lead), lead))
         return (enriched
                 | "KeyByBlock" >> beam.Map(lambda e: (block_of_complaint(e), e)).with_output_types(Tuple[str, Any])
@@ -322,8 +326,7 @@ class BuildLeadsStreaming(beam.PTransform):
         self._prior_leads = prior_leads
 
     def expand(self, reports):
-        pipeline = reports.pipeline
-        prior = self._prior_leads if self._prior_leads is not None else pipeline | "NoPriorLeads" >> beam.Create([])
+        prior = _prior_or_none(reports.pipeline, self._prior_leads)
         prior_by_id = prior | "KeyPriorById" >> beam.Map(lambda lead: (lead.lead_id, lead))
         return (reports
                 | "KeyByMatter" >> beam.Map(lambda r: (r.enriched.cluster_id, r)).with_output_types(Tuple[str, Any])

@@ -123,9 +123,9 @@ def _run_fn(restriction, consumer):
     ``(offset, value, timestamp ms)``, the tracker (done or not) and the deferred residual."""
     from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRestrictionTracker
 
-    from envleads.pipelines.kafka_edge.beam_source import _CheckpointOnlyTracker, _ReadPartitionFn
+    from envleads.pipelines.kafka_edge.beam_source import PollSettings, _CheckpointOnlyTracker, _ReadPartitionFn
 
-    fn = _ReadPartitionFn("unused:9092", poll_timeout_s=0.01, max_call_s=60)
+    fn = _ReadPartitionFn("unused:9092", poll=PollSettings(poll_timeout_s=0.01, max_call_s=60))
     fn.setup()
     fn._consumers[("t", 0)] = consumer
     tracker = ThreadsafeRestrictionTracker(_CheckpointOnlyTracker(restriction))

@@ -18,7 +18,7 @@ import uuid
 import pytest
 
 from envleads.decode import DecodeLimits, decode_event
-from envleads.pipelines.options import DEFAULT_ROUND_BYTES
+from envleads.config import DEFAULT_ROUND_BYTES
 from envleads.records import DeadLetter
 
 LIMITS = DecodeLimits()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from envleads import cli
-from envleads.models import pollution, protocol, registry, registry_cli
+from envleads.models import pollution, protocol, registry, registry_stages
 from envleads.records import TypePrediction
 
 ROWS = [
@@ -236,9 +236,9 @@ def test_a_fresh_registry_trains_the_default_model_and_promotes_it(tmp_path, mon
 
 def test_train_promotes_only_into_a_registry_without_production(reg):
     registry_dir, a, b = reg
-    message = registry_cli.after_train(a, registry_dir, command="envleads train")
+    message = registry_stages.after_train(a, registry_dir, command="envleads train")
     assert "promoted" in message and registry.production_version(registry_dir) == a
-    message = registry_cli.after_train(b, registry_dir, command="envleads train")
+    message = registry_stages.after_train(b, registry_dir, command="envleads train")
     assert message.startswith("not promoted")
     assert f"envleads models compare {a} {b}" in message
     assert registry.production_version(registry_dir) == a
@@ -308,12 +308,12 @@ def test_paired_bootstrap_separates_a_real_difference_from_noise():
             for n in range(100)]
     right = [_prediction(r["labels"]) for r in gold]
     empty = [_prediction([]) for _ in gold]
-    worse = registry_cli.paired_bootstrap(gold, right, empty, resamples=200, seed=1)
+    worse = registry_stages.paired_bootstrap(gold, right, empty, resamples=200, seed=1)
     assert worse["micro F1"]["old"] == 1.0 and worse["micro F1"]["new"] == 0.0
     assert (worse["micro F1"]["low"], worse["micro F1"]["high"]) == (-1.0, -1.0)
     assert worse["micro F1"]["beyond_noise"] and worse["env/not accuracy"]["diff"] == -1.0
     one_off = right[:-1] + [_prediction(["water"])]  # one row of 100 wrong: noise
-    close = registry_cli.paired_bootstrap(gold, right, one_off, resamples=200, seed=1)
+    close = registry_stages.paired_bootstrap(gold, right, one_off, resamples=200, seed=1)
     assert close["micro F1"]["diff"] == pytest.approx(-0.01)
     assert close["micro F1"]["low"] < 0 <= close["micro F1"]["high"]
     assert not close["micro F1"]["beyond_noise"]

@@ -63,14 +63,14 @@ def _outcome(outputs, assignments, leads):
         leads[lead.lead_id] = (lead.cluster_id, tuple(lead.complaint_ids), lead.report_count, lead.score, lead.tier)
 
 
-def _run(enriched_rounds, restart_every_round: bool, keyed_worker=None, city_share=0.0):
+def _run(enriched_rounds, restart_every_round: bool, keyed_worker=None):
     """The rounds through the engine; with restarts, a new engine and a new store rebuilt from
     what the rounds before wrote (leads and state changes, in order), as ``envleads stream`` does
     at start from its topics."""
     written_leads, written_state = [], []
     assignments, leads = [], {}
     store = LeadStore()
-    engine = LocalRoundEngine(StageSettings(), store, keyed_worker=keyed_worker, worker_city_share=city_share,
+    engine = LocalRoundEngine(StageSettings(), store, keyed_worker=keyed_worker,
                               checkpoint=True)
     try:
         for number, ((enriched, dead), events) in enumerate(enriched_rounds):
@@ -82,7 +82,7 @@ def _run(enriched_rounds, restart_every_round: bool, keyed_worker=None, city_sha
                     store.put_state(changes)
                 engine.forget()  # what a new process holds: nothing but the store
                 engine = LocalRoundEngine(StageSettings(), store, keyed_worker=keyed_worker,
-                                          worker_city_share=city_share, checkpoint=True)
+                                          checkpoint=True)
             outputs = engine.finish(enriched, dead, events)
             encoded = [(lead, _encode_lead(lead)) for lead in outputs.leads]
             store.put_leads(encoded)
@@ -131,7 +131,7 @@ def test_a_restart_with_keys_in_the_keyed_worker_assigns_as_no_restart(enriched_
     uninterrupted = _run(enriched_rounds, restart_every_round=False)
     assigner = KeyedAssigner()
     try:
-        restarted = _run(enriched_rounds, restart_every_round=True, keyed_worker=assigner, city_share=0.5)
+        restarted = _run(enriched_rounds, restart_every_round=True, keyed_worker=assigner)
     finally:
         assigner.close()
     assert restarted == uninterrupted

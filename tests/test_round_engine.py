@@ -26,10 +26,10 @@ def enriched_rounds():
     return [enricher.enrich(events[start:start + ROUND]) for start in range(0, len(events), ROUND)]
 
 
-def _run(enriched_rounds, keyed_worker, city_share=0.0):
+def _run(enriched_rounds, keyed_worker):
     """Rounds through a fresh engine and store; the state is forgotten before the fourth round."""
     store = LeadStore()
-    engine = LocalRoundEngine(StageSettings(), store, keyed_worker=keyed_worker, worker_city_share=city_share)
+    engine = LocalRoundEngine(StageSettings(), store, keyed_worker=keyed_worker)
     rounds = []
     try:
         for number, (enriched, dead) in enumerate(enriched_rounds):

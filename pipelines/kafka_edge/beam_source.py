@@ -229,23 +229,29 @@ class _RecordTimeWatermarkEstimator(WatermarkEstimator):
         return self._key, self._watermark
 
 
+class PollSettings(NamedTuple):
+    """How a restriction reads: each poll waits up to ``poll_timeout_s`` for ``max_poll_records``;
+    a call checkpoints after ``max_call_s`` of reading, or when a poll comes back empty, resuming
+    ``idle_resume_s`` later."""
+
+    poll_timeout_s: float = 0.5
+    max_call_s: float = 2.0
+    idle_resume_s: float = 0.5
+    max_poll_records: int = 500
+
+
 class _ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):
     """Reads one partition's restriction (bounded form; :class:`_ReadUnboundedPartitionFn` is the
     same with ``unbounded_per_element``). One consumer per partition per DoFn instance, kept across
     calls, so a resumed restriction continues from the consumer's buffered position."""
 
-    def __init__(self, bootstrap_servers: str, security=None, poll_timeout_s: float = 0.5,
-                 max_call_s: float = 2.0, idle_resume_s: float = 0.5, max_poll_records: int = 500,
+    def __init__(self, bootstrap_servers: str, security=None, poll: PollSettings = PollSettings(),
                  aligned_partitions: Optional[Sequence[Tuple[str, int]]] = None):
         """``aligned_partitions``: align the watermark over these partitions (see ``ReadFromKafka``)."""
         self._token = uuid.uuid4().hex if aligned_partitions else None
         self._aligned_partitions = tuple(aligned_partitions or ())
-        self._bootstrap_servers = bootstrap_servers
-        self._security = security
-        self._poll_timeout_s = poll_timeout_s
-        self._max_call_s = max_call_s
-        self._idle_resume_s = idle_resume_s
-        self._max_poll_records = max_poll_records
+        self._client = (bootstrap_servers, security)
+        self._poll = poll
 
     def setup(self):
         self._consumers: Dict[tuple, object] = {}
@@ -269,7 +275,7 @@ class _ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):
 
         consumer = self._consumers.get((topic, partition))
         if consumer is None:
-            consumer = _consumer(self._bootstrap_servers, self._security)
+            consumer = _consumer(*self._client)
             consumer.assign([TopicPartition(topic, partition)])
             self._consumers[(topic, partition)] = consumer
         return consumer
@@ -284,17 +290,17 @@ class _ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):
             consumer.seek(tp, restriction.start)
         next_offset = restriction.start
         last_ms = 0
-        deadline = time.monotonic() + self._max_call_s
+        deadline = time.monotonic() + self._poll.max_call_s
         while True:
-            records = consumer.poll(timeout_ms=int(self._poll_timeout_s * 1000),
-                                    max_records=self._max_poll_records).get(tp, [])
+            records = consumer.poll(timeout_ms=int(self._poll.poll_timeout_s * 1000),
+                                    max_records=self._poll.max_poll_records).get(tp, [])
             if not records:
                 if consumer.position(tp) >= restriction.stop:
                     tracker.try_claim(restriction.stop)  # only control records were left: done
                     self._finished(element)
                     return
                 self._resumed.inc()
-                tracker.defer_remainder(Duration(seconds=self._idle_resume_s))
+                tracker.defer_remainder(Duration(seconds=self._poll.idle_resume_s))
                 return
             for record in records:
                 if record.offset < next_offset:
@@ -380,15 +386,12 @@ class ReadFromKafka(beam.PTransform):
         super().__init__()
         if align_watermarks and partitions is None:
             raise ValueError("align_watermarks needs the plan (partitions)")
-        self._bootstrap_servers = bootstrap_servers
-        self._topics = list(topics)
-        self._group_id = group_id
         self._bounded = bounded
-        self._security = security
         self._partitions = partitions
+        self._plan_fn = _PlanPartitionsFn(bootstrap_servers, topics, group_id, bounded, security)
         fn_class = _ReadPartitionFn if bounded else _ReadUnboundedPartitionFn
         aligned = [(p.topic, p.partition) for p in partitions] if align_watermarks else None
-        self._fn = fn_class(bootstrap_servers, security, poll_timeout_s=poll_timeout_s, max_call_s=max_call_s,
+        self._fn = fn_class(bootstrap_servers, security, PollSettings(poll_timeout_s, max_call_s),
                             aligned_partitions=aligned)
 
     def expand(self, pbegin):
@@ -398,6 +401,5 @@ class ReadFromKafka(beam.PTransform):
             planned = pbegin | "Partitions" >> beam.Create(list(self._partitions))
         else:
             planned = (pbegin | "Impulse" >> beam.Impulse()
-                       | "PlanPartitions" >> beam.ParDo(_PlanPartitionsFn(
-                           self._bootstrap_servers, self._topics, self._group_id, self._bounded, self._security)))
+                       | "PlanPartitions" >> beam.ParDo(self._plan_fn))
         return planned | "ReadPartitions" >> beam.ParDo(self._fn)

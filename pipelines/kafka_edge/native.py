@@ -17,7 +17,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from envleads.pipelines.kafka_edge.read import RoundBudget, RoundWindow, TopicNotFound, next_offsets, seek_back
 from envleads.pipelines.kafka_edge.write import OutputRecord
-from envleads.pipelines.options import DEFAULT_ROUND_BYTES
+from envleads.config import DEFAULT_ROUND_BYTES
 from envleads.records import KafkaCoordinates, RawEvent
 
 LOG = logging.getLogger(__name__)

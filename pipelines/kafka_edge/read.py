@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
-from envleads.pipelines.options import DEFAULT_ROUND_BYTES
+from envleads.config import DEFAULT_ROUND_BYTES
 from envleads.records import KafkaCoordinates, RawEvent
 
 

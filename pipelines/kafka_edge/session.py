@@ -15,7 +15,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from envleads.pipelines.kafka_edge.native import NativeKafkaError, NativeKafkaSession, native_client_available
 from envleads.pipelines.kafka_edge.read import TopicNotFound, commit_events, open_consumer, poll_new_events
 from envleads.pipelines.kafka_edge.write import ROUND_PRODUCER_OVERRIDES, OutputRecord, new_producer, send_acknowledged
-from envleads.pipelines.options import DEFAULT_ROUND_BYTES
+from envleads.config import DEFAULT_ROUND_BYTES, KAFKA_CLIENTS
 from envleads.records import RawEvent
 
 LOG = logging.getLogger(__name__)
@@ -78,7 +78,6 @@ def _kafka_errors() -> Tuple[type, ...]:
     return (KafkaError, OSError, TopicNotFound, _BrokerLostState, NativeKafkaError)
 
 
-KAFKA_CLIENTS = ("auto", "native", "python")
 
 
 def open_session(kafka_client: str, bootstrap_servers: str, raw_topic: str, group_id: str, security=None):

@@ -67,11 +67,9 @@ class LocalRoundEngine:
     """
 
     def __init__(self, settings: StageSettings, store: LeadStore, enricher: Optional["Enricher"] = None,
-                 keyed_worker: Optional["KeyedAssigner"] = None, worker_city_share: float = 0.0,
-                 checkpoint: bool = False):
+                 keyed_worker: Optional["KeyedAssigner"] = None, checkpoint: bool = False):
         """``keyed_worker``: assigns every key's complaints in a process of its own (None: here);
-        every key, since an unplaced complaint searches the city keys of its scope.
-        ``worker_city_share``: no longer used (it was the share of city keys assigned there)."""
+        every key, since an unplaced complaint searches the city keys of its scope."""
         from envleads.repeats import load_repeat_config
         from envleads.scoring import load_scoring_weights
 

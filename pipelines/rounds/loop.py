@@ -11,17 +11,17 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 from envleads.failures import count_internal_errors
 from envleads.pipelines.heap import RoundCollector
-from envleads.pipelines.options import DEFAULT_ROUND_BYTES, StageSettings
+from envleads.config import DEFAULT_ROUND_BYTES, DEFAULT_STREAM_GROUP
+from envleads.pipelines.options import StageSettings
 from envleads.pipelines.rounds.engine import LocalRoundEngine
 from envleads.pipelines.rounds.outputs import Topics, output_records
-from envleads.pipelines.rounds.pools import DEFAULT_WORKER_CITY_SHARE, EnrichmentPool, KeyedAssigner
+from envleads.pipelines.rounds.pools import EnrichmentPool, KeyedAssigner
 from envleads.pipelines.kafka_edge.session import KafkaSession, _check_broker_state, _kafka_errors, open_session
 from envleads.pipelines.rounds.store import LeadStore
 from envleads.records import RawEvent
 
 LOG = logging.getLogger(__name__)
 
-DEFAULT_GROUP = "envleads-stream"
 
 
 class Backoff:
@@ -41,13 +41,13 @@ class Backoff:
 
 
 def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[str]] = None,
-               group_id: str = DEFAULT_GROUP, max_round_events: int = 2000, poll_wait_s: float = 2.0,
+               group_id: str = DEFAULT_STREAM_GROUP, max_round_events: int = 2000, poll_wait_s: float = 2.0,
                stop_when_idle_s: Optional[float] = None, status_every_s: float = 10.0,
                max_rounds: Optional[int] = None, security=None,
                round_wait_s: Optional[float] = 0.25, enrich_workers: int = 0, backoff: Optional[Backoff] = None,
                offset_check_s: float = 5.0, on_ready: Optional[Callable[[], None]] = None,
                kafka_client: str = "auto", unplaced_worker: bool = False,
-               worker_city_share: float = DEFAULT_WORKER_CITY_SHARE, wait_for_fence: bool = False,
+               wait_for_fence: bool = False,
                max_round_bytes: int = DEFAULT_ROUND_BYTES) -> Dict[str, int]:
     """Runs rounds until interrupted, or until no event arrived for ``stop_when_idle_s``.
 
@@ -77,8 +77,6 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
         unplaced_worker: assign every key's complaints (repeat detection) in a process of its own
             (:class:`KeyedAssigner`). On in ``envleads stream`` and the benchmark; off here, so a
             library caller gets no process it did not ask for.
-        worker_city_share: no longer used (every key is assigned in the worker: complaints of no
-            known city search the city keys).
         wait_for_fence: wait while another stream of the group holds the writer fence (default:
             refuse to start).
 
@@ -91,7 +89,7 @@ def run_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[List[
     options = _LoopOptions(bootstrap_servers, topics, group_id, security, kafka_client, wait_for_fence,
                            max_round_events, max_round_bytes, poll_wait_s, round_wait_s, stop_when_idle_s,
                            status_every_s, offset_check_s, max_rounds)
-    loop = _RoundLoop(options, settings, backoff or Backoff(), enrich_workers, unplaced_worker, worker_city_share,
+    loop = _RoundLoop(options, settings, backoff or Backoff(), enrich_workers, unplaced_worker,
                       on_ready)
     return loop.run()
 
@@ -120,7 +118,7 @@ class _RoundLoop:
     and the writer fence, the round being enriched in the workers, the totals and the clocks."""
 
     def __init__(self, options: _LoopOptions, settings: StageSettings, backoff: Backoff, enrich_workers: int,
-                 unplaced_worker: bool, worker_city_share: float, on_ready: Optional[Callable[[], None]]):
+                 unplaced_worker: bool, on_ready: Optional[Callable[[], None]]):
         self.options, self.backoff, self.on_ready = options, backoff, on_ready
         self.store = LeadStore()
         self.pool = EnrichmentPool(settings, enrich_workers) if enrich_workers > 0 else None
@@ -131,8 +129,7 @@ class _RoundLoop:
                 self.pool.close()
                 raise
         self.keyed_worker = KeyedAssigner() if unplaced_worker else None
-        self.local = LocalRoundEngine(settings, self.store, keyed_worker=self.keyed_worker,
-                                      worker_city_share=worker_city_share, checkpoint=True)
+        self.local = LocalRoundEngine(settings, self.store, keyed_worker=self.keyed_worker, checkpoint=True)
         if self.pool is None:
             self.local.enrich([])  # sets the stages up now rather than in the first round
         self.collector = RoundCollector()

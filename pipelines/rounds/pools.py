@@ -18,9 +18,6 @@ from envleads.repeats import KeyIndexes, MatterIndex
 _WORKER_INDEXES: Dict[str, MatterIndex] = KeyIndexes()
 # a worker process's garbage collection (``heap.py``): started when its setup is done
 _WORKER_COLLECTOR = RoundCollector()
-# The city keys' share assigned beside the unknown key (see KeyedAssigner): measured to balance the
-# stream process against the workers in a backfill on two cores.
-DEFAULT_WORKER_CITY_SHARE = 0.2
 
 
 def _assign_in_worker(forget: bool, rounds, checkpoint: bool = False):

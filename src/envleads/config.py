@@ -26,6 +26,19 @@ DEFAULT_TOPICS: Dict[str, str] = {
 }
 
 
+# Defaults shared by the command line and the engines, here (not beside the engines) so that
+# ``envleads --help`` and argument parsing import neither Beam nor scikit-learn.
+DEFAULT_STREAM_GROUP = "envleads-stream"  # the rounds engine's consumer group and writer fence
+DEFAULT_BEAM_GROUP = "envleads-beam-stream"  # the Beam streaming job's consumer group
+KAFKA_CLIENTS = ("auto", "native", "python")  # the rounds engine's Kafka session (kafka_edge/session.py)
+# A round's raw event bytes at most (besides its event count), in the batch rounds engine and the
+# stream. An event at the field limits (~24 KB) cost ~2.2 MB at a round's peak (measured with
+# bench/bench_limits_memory.py: tokens held as Python strings, and the classifier's n-gram arrays
+# of its whole batch), so 8 MiB (~350 such events) keeps one process of a round of limit-size
+# events near 1.3 GB; a round of 5,000 ordinary complaints (under 1.6 KB each) is not cut.
+DEFAULT_ROUND_BYTES = 8 * 1024 * 1024
+
+
 def data_path(name: str) -> str:
     """Absolute path of a packaged data file (``src/envleads/data/<name>``)."""
     return os.path.join(DATA_DIR, name)

@@ -2,7 +2,7 @@
 registry's stages and its labelled data.
 
 The work is in :mod:`envleads.models.pollution`, :mod:`envleads.models.registry` (with the
-comparison of :mod:`envleads.models.registry_cli`) and :mod:`envleads.models.labels_cli`.
+comparison of :mod:`envleads.models.registry_stages`) and :mod:`envleads.models.labelling`.
 """
 from __future__ import annotations
 
@@ -27,16 +27,16 @@ def _write_json(path: Optional[str], document: Dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------------------- train, evaluate
 def _run_train(args: argparse.Namespace) -> int:
-    from envleads.models import pollution, registry, registry_cli
+    from envleads.models import pollution, registry, registry_stages
 
     records = pollution.training_records(args.extra, args.include_shared)
     version = registry.train_and_register(records, registry_dir=args.out,
-                                          command=registry_cli.invoked_command(),
+                                          command=registry_stages.invoked_command(),
                                           cv_folds=args.cv, data_files=registry.training_files_for(
                                               args.extra, args.include_shared))
     metadata = registry.read_metadata(version, args.out)
     print(f"registered pollution_type/{version}")
-    print(registry_cli.after_train(version, args.out))
+    print(registry_stages.after_train(version, args.out))
     if metadata.get("metrics"):
         print(pollution.format_report(metadata["metrics"]))
     _write_json(args.json_out, {"version": version, **metadata})
@@ -58,7 +58,7 @@ def _gold_rows(args: argparse.Namespace) -> List[dict]:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from envleads.models import evaluation, pollution, protocol
-    from envleads.models.registry_cli import training_rows_warning
+    from envleads.models.registry_stages import training_rows_warning
 
     if bool(args.part) == bool(args.gold):
         raise SystemExit("give --part or --gold (one of them)")
@@ -135,7 +135,7 @@ def _operator_errors(function):
 def _run_list(args: argparse.Namespace) -> int:
     """Prints the registered versions, which is production, and the recent promotions."""
     from envleads.models import registry
-    from envleads.models.registry_cli import format_versions, version_rows
+    from envleads.models.registry_stages import format_versions, version_rows
 
     rows = version_rows(args.registry)
     aliases = registry.read_aliases(args.registry)
@@ -151,7 +151,7 @@ def _run_list(args: argparse.Namespace) -> int:
 def _run_promote(args: argparse.Namespace) -> int:
     """Points production at a version; the pipeline's next run uses it."""
     from envleads.models import registry
-    from envleads.models.registry_cli import invoked_command
+    from envleads.models.registry_stages import invoked_command
 
     entry = registry.promote(args.version, args.registry, command=invoked_command())
     current = registry.production_version(args.registry)
@@ -167,7 +167,7 @@ def _run_promote(args: argparse.Namespace) -> int:
 def _run_rollback(args: argparse.Namespace) -> int:
     """Points production back at the version promoted before the current one."""
     from envleads.models import registry
-    from envleads.models.registry_cli import invoked_command
+    from envleads.models.registry_stages import invoked_command
 
     entry = registry.rollback(args.registry, command=invoked_command())
     print(f"production rolled back: {entry['previous']} -> {entry['version']}")
@@ -178,7 +178,7 @@ def _run_rollback(args: argparse.Namespace) -> int:
 def _run_compare(args: argparse.Namespace) -> int:
     """Scores OLD and NEW on identical rows and says which differences are beyond noise."""
     from envleads.models import registry
-    from envleads.models.registry_cli import compare_on, comparison_data, format_comparison
+    from envleads.models.registry_stages import compare_on, comparison_data, format_comparison
 
     old_model = registry.load_model(args.old, args.registry)
     new_model = registry.load_model(args.new, args.registry)
@@ -201,7 +201,7 @@ def _run_compare(args: argparse.Namespace) -> int:
 
 def _add_models(subparsers) -> None:
     """``envleads models`` with its actions ``list``, ``compare``, ``promote``, ``rollback``."""
-    from envleads.models.registry_cli import DEFAULT_RESAMPLES
+    from envleads.models.registry_stages import DEFAULT_RESAMPLES
 
     models = add_command(subparsers, "models", None,
                          "list, compare, promote and roll back registered pollution-type models")
@@ -241,7 +241,7 @@ def _add_models(subparsers) -> None:
 def _run_import(args: argparse.Namespace) -> int:
     """Imports a labelling tool's export as ``id`` + ``labels`` rows."""
     from envleads.models import pollution, protocol
-    from envleads.models.labels_cli import import_labels, import_report, write_jsonl
+    from envleads.models.labelling import import_labels, import_report, write_jsonl
 
     if not os.path.isfile(args.file):
         raise OperatorError(f"no such file: {args.file}")
@@ -260,7 +260,7 @@ def _run_import(args: argparse.Namespace) -> int:
 
 def _queue_messages(args: argparse.Namespace) -> List[dict]:
     from envleads.models import pollution
-    from envleads.models.labels_cli import labelled_ids, read_messages
+    from envleads.models.labelling import labelled_ids, read_messages
 
     shared = pollution.shared_data_dir()
     source = args.source or (os.path.join(shared, "unlabelled_real.jsonl") if shared else None)
@@ -275,7 +275,7 @@ def _queue_messages(args: argparse.Namespace) -> List[dict]:
 def _run_queue(args: argparse.Namespace) -> int:
     """Writes the least confident unlabelled messages (id, guess, confidence) to label next."""
     from envleads.models import registry
-    from envleads.models.labels_cli import (inside_repo, label_studio_tasks, rank_queue, score_messages,
+    from envleads.models.labelling import (inside_repo, label_studio_tasks, rank_queue, score_messages,
                                             write_jsonl)
 
     if args.label_studio and inside_repo(args.label_studio):
@@ -302,7 +302,7 @@ def _run_queue(args: argparse.Namespace) -> int:
 
 def _add_labels(subparsers) -> None:
     """``envleads labels`` with its actions ``import`` and ``queue``."""
-    from envleads.models.labels_cli import DEFAULT_QUEUE, FORMATS
+    from envleads.models.labelling import DEFAULT_QUEUE, FORMATS
 
     labels = add_command(subparsers, "labels", None,
                          "import labelling-tool exports as id + labels; queue messages to label")

@@ -104,11 +104,11 @@ def _run_status(args: argparse.Namespace) -> int:
 
 
 def _add_status(subparsers) -> None:
-    from envleads.pipelines.rounds.loop import DEFAULT_GROUP
+    from envleads.config import DEFAULT_STREAM_GROUP
 
     parser = add_command(subparsers, "status", _run_status, "consumer lag and topic offsets from the broker",
                          topics=ALL_TOPICS)
-    parser.add_argument("--group-id", default=DEFAULT_GROUP, help="the stream's consumer group")
+    parser.add_argument("--group-id", default=DEFAULT_STREAM_GROUP, help="the stream's consumer group")
     parser.add_argument("--scan", action="store_true", help="count records by reading (exact, slow)")
     parser.add_argument("--json", action="store_true", help="print JSON")
 

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from typing import List
 
 from envleads.cli.arguments import ALL_TOPICS, add_command
-from envleads.config import OperatorError
+from envleads.config import (DEFAULT_BEAM_GROUP, DEFAULT_ROUND_BYTES, DEFAULT_STREAM_GROUP, KAFKA_CLIENTS,
+                             OperatorError)
+
+LOG = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------- batch
@@ -30,8 +34,6 @@ def _run_batch(args: argparse.Namespace, beam_args: List[str]) -> int:
 
 
 def _add_batch(subparsers) -> None:
-    from envleads.pipelines.options import DEFAULT_ROUND_BYTES
-
     parser = add_command(
         subparsers, "batch", _run_batch, "run the whole pipeline over a JSON Lines file (the batch contract)",
         description="Enriches complaints from a JSON Lines file; unknown flags go to Beam "
@@ -64,7 +66,7 @@ def _run_stream(args: argparse.Namespace, beam_args: List[str]) -> int:
     import signal
 
     from envleads.ops.kafka_config import security_from_args
-    from envleads.pipelines.rounds.loop import DEFAULT_GROUP, run_stream
+    from envleads.pipelines.rounds.loop import run_stream
 
     def _interrupt(signum, frame):
         raise KeyboardInterrupt
@@ -74,11 +76,13 @@ def _run_stream(args: argparse.Namespace, beam_args: List[str]) -> int:
         return _run_beam_stream(args, beam_args)
     if args.until_end:
         raise OperatorError("--until-end is for --engine beam; the rounds engine stops with --stop-when-idle")
-    totals = run_stream(args.bootstrap_servers, _topics(args), beam_args, group_id=args.group_id or DEFAULT_GROUP,
+    if args.worker_city_share is not None:
+        LOG.warning("--worker-city-share has no effect (every key is assigned in the keyed worker) and will be removed")
+    totals = run_stream(args.bootstrap_servers, _topics(args), beam_args, group_id=args.group_id or DEFAULT_STREAM_GROUP,
                         max_round_events=args.max_round_events, stop_when_idle_s=args.stop_when_idle,
                         security=security_from_args(args), round_wait_s=args.round_wait,
                         enrich_workers=args.enrich_workers, kafka_client=args.kafka_client,
-                        unplaced_worker=args.unplaced_worker, worker_city_share=args.worker_city_share,
+                        unplaced_worker=args.unplaced_worker,
                         wait_for_fence=args.wait_for_fence, max_round_bytes=args.round_bytes)
     print(json.dumps(totals))
     return 130 if totals.get("interrupted") else 0
@@ -86,7 +90,7 @@ def _run_stream(args: argparse.Namespace, beam_args: List[str]) -> int:
 
 def _run_beam_stream(args: argparse.Namespace, beam_args: List[str]) -> int:
     from envleads.ops.kafka_config import security_from_args
-    from envleads.pipelines.beam_stream import DEFAULT_BEAM_GROUP, PrismMissing, run_beam_stream
+    from envleads.pipelines.beam_stream import PrismMissing, run_beam_stream
 
     if args.stop_when_idle is not None:
         raise OperatorError("--stop-when-idle is for the rounds engine; the Beam job stops with --until-end")
@@ -103,11 +107,6 @@ def _run_beam_stream(args: argparse.Namespace, beam_args: List[str]) -> int:
 
 
 def _add_stream(subparsers) -> None:
-    from envleads.pipelines.options import DEFAULT_ROUND_BYTES
-    from envleads.pipelines.rounds.loop import DEFAULT_GROUP
-    from envleads.pipelines.rounds.pools import DEFAULT_WORKER_CITY_SHARE
-    from envleads.pipelines.kafka_edge.session import KAFKA_CLIENTS
-
     parser = add_command(
         subparsers, "stream", _run_stream, "process complaints from Kafka continuously (bounded rounds)",
         description="Reads complaints.raw from the committed offsets, writes enriched complaints, "
@@ -120,7 +119,7 @@ def _add_stream(subparsers) -> None:
                         help="--engine beam: read the raw topic up to its end at start, then finish and commit "
                              "(default: run until Ctrl-C, committing nothing)")
     parser.add_argument("--group-id", default=None,
-                        help=f"consumer group whose offsets record progress (default {DEFAULT_GROUP}; "
+                        help=f"consumer group whose offsets record progress (default {DEFAULT_STREAM_GROUP}; "
                              "with --engine beam envleads-beam-stream)")
     parser.add_argument("--max-round-events", type=int, default=2000, help="events per round at most")
     parser.add_argument("--round-bytes", type=int, default=DEFAULT_ROUND_BYTES,
@@ -133,9 +132,9 @@ def _add_stream(subparsers) -> None:
     parser.add_argument("--unplaced-worker", action=argparse.BooleanOptionalAction, default=True,
                         help="assign the complaints of every blocking key (repeat detection) in a process of their "
                              "own, beside this one (default on; --no-unplaced-worker: in the stream process)")
-    parser.add_argument("--worker-city-share", type=float, default=DEFAULT_WORKER_CITY_SHARE,
-                        help="no longer used: the worker assigns every key, since complaints of no known city "
-                             "search the city keys of their province")
+    # accepted so that deployments that pass it keep starting; it has had no effect since every key
+    # is assigned in the keyed worker (complaints of no known city search the city keys)
+    parser.add_argument("--worker-city-share", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--stop-when-idle", type=float, default=None,
                         help="stop after this many seconds without new events (default: run until Ctrl-C)")
     parser.add_argument("--wait-for-fence", action="store_true",
@@ -173,8 +172,6 @@ def _run_replay(args: argparse.Namespace, beam_args: List[str]) -> int:
 
 
 def _add_replay(subparsers) -> None:
-    from envleads.pipelines.rounds.loop import DEFAULT_GROUP
-
     parser = add_command(
         subparsers, "replay", _run_replay,
         "re-process a range of complaints.raw (or a file archive) into the same topics",
@@ -194,7 +191,7 @@ def _add_replay(subparsers) -> None:
     parser.add_argument("--partition", type=int, action="append", default=None,
                         help="replay only this partition (repeatable; default: all)")
     parser.add_argument("--max-round-events", type=int, default=2000, help="events per round at most")
-    parser.add_argument("--group-id", default=DEFAULT_GROUP,
+    parser.add_argument("--group-id", default=DEFAULT_STREAM_GROUP,
                         help="the stream's consumer group: the replay takes its writer fence (refuses while that "
                              "stream runs)")
     parser.add_argument("--wait-for-fence", action="store_true",

@@ -13,7 +13,7 @@ import pytest
 
 from envleads import cli
 from envleads.config import ConfigError
-from envleads.models import labels_cli, pollution, protocol, registry
+from envleads.models import labelling, pollution, protocol, registry
 from envleads.records import TypePrediction
 
 SECRET = "张三家楼下的烧烤店每天晚上油烟熏人"  # a made-up complainant text that must never be copied
@@ -60,7 +60,7 @@ def test_label_studio_json_export_takes_the_latest_non_cancelled_annotation(tmp_
                                   "value": {"text": ["x"]}})]),
         {"id": 9, "data": {"text": SECRET}, "annotations": [_annotation(_choices("水"))]},
     ]
-    result = labels_cli.import_labels(_write_json(tmp_path / "export.json", tasks))
+    result = labelling.import_labels(_write_json(tmp_path / "export.json", tasks))
     assert result.format == "label-studio"
     assert result.rows == [{"id": "m1", "labels": ["air", "noise"]}, {"id": "m2", "labels": []},
                            {"id": "m3", "labels": []},
@@ -77,9 +77,9 @@ def test_label_studio_id_key_and_from_name(tmp_path):
               "annotations": [_annotation(_choices("water"),
                                           _choices("noise", from_name="other"))]}]
     path = _write_json(tmp_path / "export.json", tasks)
-    result = labels_cli.import_labels(path, id_key="message_id", from_name="pollution")
+    result = labelling.import_labels(path, id_key="message_id", from_name="pollution")
     assert result.rows == [{"id": "m1", "labels": ["water"]}]
-    assert labels_cli.import_labels(path, id_key="message_id").rows == [
+    assert labelling.import_labels(path, id_key="message_id").rows == [
         {"id": "m1", "labels": ["water", "noise"]}]
 
 
@@ -97,13 +97,13 @@ def test_json_min_export(tmp_path):
         {"id": 4, "message_id": "m4", "text": SECRET, "annotator": 1, "annotation_id": 4},
     ]
     path = _write_json(tmp_path / "min.json", records)
-    result = labels_cli.import_labels(path, id_key="message_id")
+    result = labelling.import_labels(path, id_key="message_id")
     assert result.format == "json-min"
     assert result.rows == [{"id": "m1", "labels": ["air", "noise"]},
                            {"id": "m2", "labels": ["air", "water"]}]
     assert [(s.where, s.id, s.reason) for s in result.skipped] == [
         ("row 1", "m1", "superseded"), ("row 4", "m4", "no_choices")]
-    by_default = labels_cli.import_labels(path)  # id is the task number: refused, not imported
+    by_default = labelling.import_labels(path)  # id is the task number: refused, not imported
     assert by_default.rows == [] and by_default.reasons() == {"id_is_task_id": 4}
 
 
@@ -117,7 +117,7 @@ def test_csv_export_with_both_separators(tmp_path):
                     "c5,air;dust,\n"
                     ",air,\n"
                     'c7,"[""ecological""]",\n', encoding="utf-8")
-    result = labels_cli.import_labels(str(path))
+    result = labelling.import_labels(str(path))
     assert result.format == "csv"
     assert result.rows == [{"id": "c1", "labels": ["air", "noise"]},
                            {"id": "c2", "labels": ["water", "soil"]},
@@ -131,28 +131,28 @@ def test_the_project_format_reads_back(tmp_path):
     path = tmp_path / "mine.jsonl"
     path.write_text('{"id": "u1", "labels": ["noise", "air"]}\n{"id": "u2", "labels": []}\n',
                     encoding="utf-8")
-    result = labels_cli.import_labels(str(path))
+    result = labelling.import_labels(str(path))
     assert result.format == "jsonl"
     assert result.rows == [{"id": "u1", "labels": ["noise", "air"]}, {"id": "u2", "labels": []}]
 
 
 def test_aliases_map_chinese_names_and_the_file_is_validated(tmp_path):
-    aliases = labels_cli.load_aliases()
-    assert [aliases[labels_cli.normalise_name(n)] for n in
+    aliases = labelling.load_aliases()
+    assert [aliases[labelling.normalise_name(n)] for n in
             ("大气", "水", "噪声", "固体废物", "土壤", "辐射", "生态", "其他", "solid-waste",
              " Not Environmental ")] == ["air", "water", "noise", "solid_waste", "soil",
                                          "radiation", "ecological", "other", "solid_waste", None]
-    assert labels_cli.map_choices(["噪声", "noise", "大气"], aliases) == (["noise", "air"], "", "")
+    assert labelling.map_choices(["噪声", "noise", "大气"], aliases) == (["noise", "air"], "", "")
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"version": "t", "none": [], "labels": {"smell": ["臭"]}}),
                    encoding="utf-8")
     with pytest.raises(ConfigError, match="labels.smell"):
-        labels_cli.load_aliases(str(bad))
+        labelling.load_aliases(str(bad))
     twice = tmp_path / "twice.json"
     twice.write_text(json.dumps({"version": "t", "none": ["无"], "labels": {"air": ["无"]}}),
                      encoding="utf-8")
     with pytest.raises(ConfigError, match="both"):
-        labels_cli.load_aliases(str(twice))
+        labelling.load_aliases(str(twice))
 
 
 def test_import_command_writes_ids_and_labels_only_and_never_prints_texts(
@@ -203,7 +203,7 @@ class _FakeModel:
 def test_queue_margin_is_the_probability_closest_to_a_threshold():
     table = {"甲": [0.9, 0.05] + [0.0] * 6, "乙": [0.58, 0.45] + [0.0] * 6}
     messages = [{"id": "a", "text": "甲"}, {"id": "b", "text": "乙"}]
-    scored = labels_cli.score_messages(_FakeModel(table), messages)
+    scored = labelling.score_messages(_FakeModel(table), messages)
     assert [(row["id"], row["margin"], row["confidence"]) for row in scored] == [
         ("a", 0.4, 0.9), ("b", 0.05, 0.58)]
 
@@ -213,9 +213,9 @@ def test_queue_ranks_least_sure_first():
               {"id": "b", "confidence": 0.42, "margin": 0.20},
               {"id": "c", "confidence": 0.42, "margin": 0.02},
               {"id": "d", "confidence": 0.60, "margin": 0.01}]
-    assert [r["id"] for r in labels_cli.rank_queue(scored, 3)] == ["c", "b", "d"]
-    assert [r["id"] for r in labels_cli.rank_queue(scored, 2, by="margin")] == ["d", "c"]
-    assert [r["rank"] for r in labels_cli.rank_queue(scored, 4)] == [1, 2, 3, 4]
+    assert [r["id"] for r in labelling.rank_queue(scored, 3)] == ["c", "b", "d"]
+    assert [r["id"] for r in labelling.rank_queue(scored, 2, by="margin")] == ["d", "c"]
+    assert [r["rank"] for r in labelling.rank_queue(scored, 4)] == [1, 2, 3, 4]
 
 
 TRAIN = [
@@ -286,7 +286,7 @@ def test_queue_command_writes_the_least_confident_unlabelled_messages(
 
 def test_queue_refuses_label_studio_tasks_inside_the_repository(tiny_registry, tmp_path, capsys):
     registry_dir, _ = tiny_registry
-    inside = Path(labels_cli._REPO_DIR) / "tasks.json"
+    inside = Path(labelling._REPO_DIR) / "tasks.json"
     assert cli.main(["labels", "queue", "--registry", registry_dir, "--label-studio",
                      str(inside), "--out", str(tmp_path / "q.jsonl")]) == 2
     assert "inside the repository" in capsys.readouterr().err
