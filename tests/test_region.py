@@ -650,3 +650,63 @@ def test_new_area_named_with_its_county_and_a_new_area_across_cities(resolver):
     assert code(resolver, "雄安新区雄县一家塑料厂偷偷开工。") == "130638"
     assert code(resolver, "贵安新区一家砖厂粉尘很大。") == "520000"
     assert code(resolver, "张家港保税区一家仓库的化学品泄漏。") == "320582"
+
+
+# -- province and city cues of 2026-12-07 (issue 23): newspapers, government codes, lanes, landmarks
+
+def test_newspaper_of_a_province_settles_a_same_named_district_but_not_alone(resolver):
+    assert code(resolver, "据南方都市报消息,白云区一家洗水厂的废水染蓝了水渠。") == "440111"  # not Guiyang's
+    assert code(resolver, "新民晚报接到读者电话,普陀区一家冷库的氨味很重。") == "310107"  # not Zhoushan's
+    assert code(resolver, "楚天都市报消息,铁西区一家锅炉房冒黑烟。") is None  # no 铁西区 in Hubei
+    assert code(resolver, "扬子晚报的记者说,一家化工厂偷排废水。") is None
+
+
+def test_a_newspaper_never_outweighs_a_named_place(resolver):
+    assert code(resolver, "新京报记者在河北省廊坊市安次区一处砂场看到扬尘。") == "131002"
+
+
+def test_province_government_document_code_needs_its_year(resolver):
+    assert code(resolver, "闽政办发〔2026〕4号督办的问题里,鼓楼区一家洗涤厂偷排。") == "350102"
+    assert code(resolver, "粤府函[2026]9号 南山区一家码头的粉尘没有治理。") == "440305"
+    assert code(resolver, "川政发的文件里说,市中区一家火锅店油烟扰民。") is None  # no year: not a code
+    assert code(resolver, "他说新政发布以后,和平区一家工地还在夜间施工。") is None
+
+
+def test_lane_words_of_beijing_and_shanghai(resolver):
+    assert code(resolver, "朝阳区某胡同口的早点摊烧煤炉,烟熏得路人直咳嗽。") == "110105"
+    assert code(resolver, "宝山区一条老弄堂里有人烧垃圾。") == "310113"
+    assert code(resolver, "胡同里有户人家烧蜂窝煤,烟很大。") is None  # the lane word alone names no place
+
+
+def test_landmark_that_names_its_city_alone(resolver):
+    result = resolver.resolve("玄武湖边一家茶室的污水管接进了湖里。")
+    assert (result.province, result.city, result.county, result.level) == ("江苏省", "南京市", None, "city")
+    assert code(resolver, "解放碑附近一家火锅店油烟直排。") == "500000"
+    assert code(resolver, "鞍钢的一处料场扬尘。") is None  # works and rivers only help to choose
+    assert code(resolver, "钟楼旁边有家饭馆油烟扰民。") is None  # a landmark of many cities
+
+
+def test_landmark_in_a_comparison_is_no_place(resolver):
+    assert code(resolver, "村里的河快成了第二个滇池,全是绿藻。") is None
+    assert code(resolver, "这条河好像黄浦江一样宽,岸边有人倒垃圾。") is None
+
+
+def test_landmark_gives_way_to_a_named_place(resolver):
+    assert code(resolver, "小时候常去滇池玩,如今贵州省遵义市汇川区一家沥青厂的烟味让人想念那里的风。") == "520303"
+
+
+def test_informal_names_of_provinces_and_cities(resolver):
+    assert code(resolver, "内蒙一处煤矿的矸石山自燃,烟味很大。") == "150000"
+    assert code(resolver, "在冰城一家洗浴中心门口,锅炉烟囱冒黑烟。") == "230100"
+    assert code(resolver, "申城一家面包房的排风扇噪声扰民。") == "310000"
+
+
+def test_informal_name_at_the_end_of_an_estate_or_firm_name_is_no_place(resolver):
+    assert code(resolver, "我家住碧桂园羊城一期,楼下烧烤店油烟扰民。") is None
+    assert code(resolver, "时代鹏城小区门口的垃圾站臭味很大。") is None
+
+
+def test_city_then_de_then_its_county_is_the_county(resolver):
+    assert code(resolver, "温州的瑞安有家制革厂偷排。") == "330381"
+    assert code(resolver, "无锡的江阴一家印染厂夜里排黑水。") == "320281"
+    assert code(resolver, "上周去了南京,的确江宁那边空气不好。") == "320100"  # 的 is not the link here

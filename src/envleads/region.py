@@ -188,7 +188,8 @@ class RegionResolver(Gazetteer):
                 "after_road", "after_feature_bare", "after_dateline", "before_dateline",
                 "after_organisation", "after_premises_bare", "after_agency", "document_code",
                 "after_locative_bare", "before_locative_bare", "after_locative_unique_bare",
-                "after_cue_bare", "province_document")}
+                "after_cue_bare", "province_document", "adjacent_gap",
+                "before_informal", "before_comparison")}
             decision = config["decision"]
             self._common_full_min = int(decision["common_full_name_min_chars"])
             self._min_support = float(decision["min_support"])
@@ -236,15 +237,24 @@ class RegionResolver(Gazetteer):
             piece = text[start:end]
             if piece in self._not_places:
                 continue
-            if piece in self._cues:  # a landmark or river: only helps to choose (鞍钢 ... 铁西区)
-                mentions.append(_Mention(start, end, piece, {self._cues[piece]: self._weights["cue"] * scale},
-                                         "cue", True))
+            if piece in self._cues:  # a landmark, river or newspaper: only helps to choose (鞍钢 ... 铁西区)
+                mentions.append(self._cue(text, start, piece, scale))
                 continue
             mention = self._weigh(text, start, piece, scale)
             if mention is not None:
                 mentions.append(mention)
         mentions.sort(key=lambda m: m.start)
-        return self._adjacent(self._in_areas(mentions))
+        return self._adjacent(text, self._in_areas(mentions))
+
+    def _cue(self, text: str, start: int, piece: str, scale: float) -> _Mention:
+        """A place cue's mention: weak (it only helps to choose), unless it is a landmark that lies
+        in one city and names it alone (滇池, 黄浦江) and is no comparison (像滇池那样): then it
+        is a sure, light vote for that city."""
+        before = text[max(0, start - 3):start]
+        alone = piece in self._landmarks and not self._re["before_comparison"].search(before)
+        kind = "landmark" if alone else "cue"
+        return _Mention(start, start + len(piece), piece, {self._cues[piece]: self._weights[kind] * scale},
+                        kind, kind == "cue")
 
     def _longest_names(self, text: str) -> List[Tuple[int, int]]:
         """``(-length, start)`` of the longest name starting at each position where one starts."""
@@ -351,15 +361,17 @@ class RegionResolver(Gazetteer):
                 mentions[index] = mention = mention._replace(candidates=candidates)
         return mentions
 
-    def _adjacent(self, mentions: List[_Mention]) -> List[_Mention]:
-        """A weak county name right after its own province or city (浙江萧山, 杭州萧山) is sure.
+    def _adjacent(self, text: str, mentions: List[_Mention]) -> List[_Mention]:
+        """A weak county name right after its own province or city (浙江萧山, 杭州萧山, or with only
+        ``context.adjacent_gap`` between them: 南京的江宁) is sure.
 
         So is the pair when the city name is itself weak, a common word (普洱孟连, 长治长子): two
         names that nest and touch are seldom two words by chance. The city then counts as a bare city.
         """
         for index in range(1, len(mentions)):
             previous, mention = mentions[index - 1], mentions[index]
-            if not mention.needs_support or previous.end != mention.start:
+            gap = text[previous.end:mention.start] if previous.end <= mention.start else None
+            if not mention.needs_support or gap is None or not self._re["adjacent_gap"].fullmatch(gap):
                 continue
             inside = {code: max(weight, self._weights["bare_county"])
                       for code, weight in mention.candidates.items()
@@ -381,6 +393,8 @@ class RegionResolver(Gazetteer):
         before = text[max(0, start - 4):start]
         if self._re["after_road"].match(after):
             return None
+        if surface in self._informal and not self._re["before_informal"].search(before):
+            return None  # 润和星城: the tail of an estate's or a firm's name
         cue = (surface in self._alias_kinds and self._alias_kinds[surface].bare
                and self._re["after_cue_bare"].match(after))
         if cue or self._re["after_dateline"].match(after) or self._re["before_dateline"].search(before):
