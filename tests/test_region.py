@@ -710,3 +710,18 @@ def test_city_then_de_then_its_county_is_the_county(resolver):
     assert code(resolver, "温州的瑞安有家制革厂偷排。") == "330381"
     assert code(resolver, "无锡的江阴一家印染厂夜里排黑水。") == "320281"
     assert code(resolver, "上周去了南京,的确江宁那边空气不好。") == "320100"  # 的 is not the link here
+
+
+def test_names_rewritten_by_the_traditional_converter(resolver):
+    assert code(resolver, "乾安縣一家化工廠夜間偷排廢水。") == "220723"  # t2s makes it 干安县
+    assert code(resolver, "乾安县一家化工厂夜间偷排废水。") == "220723"
+
+
+def test_every_name_the_converter_rewrites_is_listed(resolver):
+    """A name inside a traditional text is converted with it (縣 forces the conversion); its
+    converted form must be a name too (``converted_names``), or that division is lost there."""
+    from envleads.text import normalise
+
+    lost = [name for name in resolver._aliases
+            if normalise(name + "縣")[:-1] != name and normalise(name + "縣")[:-1] not in resolver._aliases]
+    assert lost == []

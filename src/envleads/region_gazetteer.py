@@ -183,8 +183,8 @@ class Gazetteer:
         """Names that are no division's: parts of a province (苏北, 鲁西南), new areas that span
         divisions (贵安新区), informal names of provinces and cities (内蒙, 冰城: read like their
         short forms), province short forms in document codes (浙环函), place cues (鞍钢, 赣江) and
-        newspapers (扬子晚报) with the landmarks among them that name their place alone (滇池), and
-        the counties of a city-level new area that the table lists under their old city (雄安新区)."""
+        newspapers (扬子晚报) with the landmarks among them that name their place alone (滇池), names
+        as the traditional-to-simplified converter rewrites them (干安县 in 乾安縣), and the counties of a city-level new area that the table lists under their old city (雄安新区)."""
         try:
             for name, code in config["province_regions"]["names"].items():
                 if name not in self._aliases and code in self._divisions:
@@ -203,6 +203,9 @@ class Gazetteer:
             self._cues = {name: code for name, code in cues.items()
                           if code in self._divisions and name not in self._aliases}
             self._landmarks = frozenset(name for name in config["landmarks_alone"]["names"] if name in self._cues)
+            for converted, original in config["converted_names"]["names"].items():
+                if original in self._aliases and converted not in self._aliases:
+                    self._aliases[converted] = dict(self._aliases[original])
             self._area_counties = {code: frozenset(counties)
                                    for code, counties in config["area_counties"]["areas"].items()}
         except KeyError as error:
