@@ -725,3 +725,14 @@ def test_every_name_the_converter_rewrites_is_listed(resolver):
     lost = [name for name in resolver._aliases
             if normalise(name + "縣")[:-1] != name and normalise(name + "縣")[:-1] not in resolver._aliases]
     assert lost == []
+
+
+def test_city_inside_a_one_word_chain_of_jieba_counts(resolver):
+    """jieba segments 福建厦门 as one word: the city nests in the province before it, so it holds."""
+    assert code(resolver, "福建厦门一家企业被曝光,老板是浙江温州人。") == "350200"
+    assert code(resolver, "在云南昆明打工,住处旁边有个石场粉尘很大。") == "530100"
+    assert code(resolver, "这几天水面上漂着死鱼。") is None  # 天水 inside other words still is no place
+
+
+def test_bureaucratic_phrases_that_hold_a_county_name(resolver):
+    assert code(resolver, "已责成县环保部门调查处理。") is None  # 责成县 holds 成县

@@ -329,6 +329,21 @@ class RegionResolver(Gazetteer):
                 return True
         return False
 
+    def _after_parent(self, text: str, start: int, entries: Iterable[str]) -> bool:
+        """True when a name right before ``start`` names a division holding one of ``entries``.
+
+        jieba lists some chains as one word (福建厦门, 云南昆明, 辽宁沈阳), so a city that its own
+        province precedes does not hold up as a word on its own; the two nest and touch, which
+        words seldom do by chance (安居乐业 holds 安居 and 乐业, which do not nest).
+        """
+        for length in self._alias_lengths:
+            if length > start:
+                break
+            before = self._aliases.get(text[start - length:start])
+            if before and any(self._within(code, parent) for code in entries for parent in before):
+                return True
+        return False
+
     def _unique_bare_cue(self, text: str, start: int, surface: str, after: str) -> bool:
         """True for a bare county name of one division before 一家/一处/某 (桐庐一家造纸厂) that starts
         at a boundary and holds up as a word there: 准备新建一家 and 胡龙海某 are no places."""
@@ -414,7 +429,8 @@ class RegionResolver(Gazetteer):
         if (is_bare and self._re["after_feature_bare"].match(after) and not self._full_name_at(text, end)
                 and not self._nested_name_at(text, end, entries)):
             return None
-        if is_bare and kind in self._word_check_kinds and not self._holds_as_word(text, start, end):
+        if (is_bare and kind in self._word_check_kinds and not self._holds_as_word(text, start, end)
+                and not self._after_parent(text, start, entries)):
             return None
         if agency and surface in self._bureaus:
             return _Mention(start, end, surface, {self._bureaus[surface]: self._weights["agency"] * scale},
