@@ -709,6 +709,7 @@ def test_informal_name_at_the_end_of_an_estate_or_firm_name_is_no_place(resolver
 def test_city_then_de_then_its_county_is_the_county(resolver):
     assert code(resolver, "温州的瑞安有家制革厂偷排。") == "330381"
     assert code(resolver, "无锡的江阴一家印染厂夜里排黑水。") == "320281"
+    assert code(resolver, "嘉兴·海宁一家皮革厂的废水直排。") == "330481"
     assert code(resolver, "上周去了南京,的确江宁那边空气不好。") == "320100"  # 的 is not the link here
 
 
