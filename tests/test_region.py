@@ -737,3 +737,22 @@ def test_city_inside_a_one_word_chain_of_jieba_counts(resolver):
 
 def test_bureaucratic_phrases_that_hold_a_county_name(resolver):
     assert code(resolver, "已责成县环保部门调查处理。") is None  # 责成县 holds 成县
+
+
+def test_two_names_that_nest_beat_a_longer_name_across_them(resolver):
+    """Longest-first matching read 甘肃宁县 as 肃宁县 (Hebei) and 山西城区 as 西城区 (Beijing)."""
+    assert code(resolver, "甘肃宁县一家化工厂偷排废水。") == "621026"
+    assert code(resolver, "山西吉县一家洗煤厂的煤泥水流进了河沟。") == "141028"  # not Ningxia's 西吉县
+    assert code(resolver, "山西夏县一家化工厂偷排废水。") == "140828"  # not a guessed 西夏县
+    assert code(resolver, "陇南康县一处采砂场破坏河道。") == "621224"  # not Jiangxi's 南康
+    assert code(resolver, "信阳新县一家石材厂粉尘很大。") == "411523"  # not Hubei's 阳新县
+    assert code(resolver, "乐山市中区一家火锅店油烟直排。") == "511102"
+    assert code(resolver, "山西城区一家焦化厂冒黑烟。") == "140000"  # two 城区 in Shanxi: the province
+    assert code(resolver, "北京西城区一家饭馆油烟扰民。") == "110102"  # no overlap, no change
+
+
+def test_city_right_before_its_own_county_holds_as_a_word(resolver):
+    """jieba cuts 信|阳光|山 and 三|明清|流: a city before one of its counties still counts."""
+    assert code(resolver, "信阳光山一家羽绒厂的废水直排。") == "411522"
+    assert code(resolver, "三明清流一家萤石矿的尾砂堆在河边。") == "350423"
+    assert code(resolver, "阳光下的河面漂着死鱼。") is None

@@ -227,9 +227,11 @@ class RegionResolver(Gazetteer):
             if code is not None:
                 mentions.append(_Mention(match.start(1), match.end(1), match.group(1),
                                          {code: self._weights["province_document"] * scale}, "agency"))
-        # Longest names first, then leftmost: 安居区 must not lose its first character to 和安.
+        # Longest names first, then leftmost: 安居区 must not lose its first character to 和安; but
+        # two names that nest go before both (山西|城区, not 山|西城区|).
         taken = bytearray(len(text))  # characters of the names kept so far, places or not
-        for negative_length, start in sorted(self._longest_names(text)):
+        found = sorted(self._longest_names(text))
+        for negative_length, start in self._nested_splits(text, found) + found:
             end = start - negative_length
             if taken.find(1, start, end) >= 0:
                 continue
@@ -245,6 +247,35 @@ class RegionResolver(Gazetteer):
                 mentions.append(mention)
         mentions.sort(key=lambda m: m.start)
         return self._adjacent(text, self._in_areas(mentions))
+
+    def _nested_splits(self, text: str, found: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
+        """``(-length, start)`` of two names that nest, where two overlapping names were found.
+
+        The longest name may take the head of the next one or the tail of the one before:
+        甘肃宁县 holds 肃宁县 (Hebei), 山西城区 holds 西城区 (Beijing), 乐山市中区 holds 乐山市 and
+        市中区. When the characters split into two names of which one holds the other (甘肃 and its
+        宁县, 乐山 and its 市中区), that split is the reading: a province or city followed by one of
+        its own counties is no accident of spelling, and the overlapping name is.
+        """
+        spans = sorted((start, start - negative) for negative, start in found)
+        splits: List[Tuple[int, int]] = []
+        for index, (start, end) in enumerate(spans):
+            for later, later_end in spans[index + 1:]:
+                if later >= end:
+                    break
+                if later_end <= end:
+                    continue
+                for first, second in (((start, end), (end, later_end)), ((start, later), (later, later_end))):
+                    if self._nest(text[first[0]:first[1]], text[second[0]:second[1]]):
+                        splits += [(first[0] - first[1], first[0]), (second[0] - second[1], second[0])]
+                        break
+        return splits
+
+    def _nest(self, outer: str, inner: str) -> bool:
+        """True when the names ``outer`` and ``inner`` (in this order) name a division and one inside it."""
+        outer_codes, inner_codes = self._aliases.get(outer), self._aliases.get(inner)
+        return bool(outer_codes and inner_codes and len(outer) >= 2 and len(inner) >= 2
+                    and any(self._within(code, parent) for code in inner_codes for parent in outer_codes))
 
     def _cue(self, text: str, start: int, piece: str, scale: float) -> _Mention:
         """A place cue's mention: weak (it only helps to choose), unless it is a landmark that lies
@@ -334,7 +365,8 @@ class RegionResolver(Gazetteer):
 
         jieba lists some chains as one word (福建厦门, 云南昆明, 辽宁沈阳), so a city that its own
         province precedes does not hold up as a word on its own; the two nest and touch, which
-        words seldom do by chance (安居乐业 holds 安居 and 乐业, which do not nest).
+        words seldom do by chance (安居乐业 holds 安居 and 乐业, which do not nest). The same holds
+        for a city right before one of its own counties (:meth:`_nested_name_at`).
         """
         for length in self._alias_lengths:
             if length > start:
@@ -430,8 +462,8 @@ class RegionResolver(Gazetteer):
                 and not self._nested_name_at(text, end, entries)):
             return None
         if (is_bare and kind in self._word_check_kinds and not self._holds_as_word(text, start, end)
-                and not self._after_parent(text, start, entries)):
-            return None
+                and not self._after_parent(text, start, entries) and not self._nested_name_at(text, end, entries)):
+            return None  # 几天水面 holds no 天水; but 信阳光山 is 信阳 and its 光山 (jieba: 信|阳光|山)
         if agency and surface in self._bureaus:
             return _Mention(start, end, surface, {self._bureaus[surface]: self._weights["agency"] * scale},
                             "agency")
