@@ -20,9 +20,10 @@ CLASSES = {"easy", "city_and_district", "ethnic_short", "variant_character", "co
 # written later for development only (wd-137 on): no locked counterpart
 DEV_ONLY_CLASSES = {"province_short", "zone_or_county_city", "renamed"}
 DEALT = 124  # wd-001 .. wd-124 were dealt alternately with the locked part
-# written on 2026-12-07 in one list per class and dealt alternately: wd-234..254 and wl-125..145
-SECOND_CLASSES = {"province_cue", "landmark_or_informal", "city_gap_district"}
-SECOND_DEALT = {"dev": range(234, 255), "locked": range(125, 146)}
+# written on 2026-12-07 in one list per class and dealt alternately: wd-234..254 with wl-125..145,
+# wd-262..267 with wl-146..151 (wd-255..261 are for development only)
+SECOND_CLASSES = {"province_cue", "landmark_or_informal", "city_gap_district", "overlapping_names"}
+SECOND_DEALT = {"dev": {*range(234, 255), *range(262, 268)}, "locked": range(125, 152)}
 LEVELS = (PROVINCE, CITY, COUNTY)
 
 
@@ -115,7 +116,8 @@ def test_class_gold_levels():
         for row in _rows(part):
             if row["class"] == "no_place":
                 assert row["gold"]["level"] is None, row["id"]
-            if row["class"] in ("same_name_with_cue", "city_and_district", "county_without_suffix", "city_gap_district"):
+            if row["class"] in ("same_name_with_cue", "city_and_district", "county_without_suffix",
+                                "city_gap_district", "overlapping_names"):
                 assert row["gold"]["level"] == COUNTY, row["id"]
             if row["class"] == "same_name_no_cue":
                 assert row["gold"]["level"] in (None, PROVINCE), row["id"]

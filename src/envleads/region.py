@@ -462,7 +462,8 @@ class RegionResolver(Gazetteer):
                 and not self._nested_name_at(text, end, entries)):
             return None
         if (is_bare and kind in self._word_check_kinds and not self._holds_as_word(text, start, end)
-                and not self._after_parent(text, start, entries) and not self._nested_name_at(text, end, entries)):
+                and not self._after_parent(text, start, entries)
+                and not self._nested_name_at(text, end, entries)):
             return None  # 几天水面 holds no 天水; but 信阳光山 is 信阳 and its 光山 (jieba: 信|阳光|山)
         if agency and surface in self._bureaus:
             return _Mention(start, end, surface, {self._bureaus[surface]: self._weights["agency"] * scale},
