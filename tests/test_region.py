@@ -756,3 +756,9 @@ def test_city_right_before_its_own_county_holds_as_a_word(resolver):
     assert code(resolver, "信阳光山一家羽绒厂的废水直排。") == "411522"
     assert code(resolver, "三明清流一家萤石矿的尾砂堆在河边。") == "350423"
     assert code(resolver, "阳光下的河面漂着死鱼。") is None
+
+
+def test_city_before_its_district_that_starts_like_a_road(resolver):
+    """唐山市路南区 is no road 唐山市路: the district's full name nests in the city."""
+    assert code(resolver, "金昌市一家企业把危险废物拉到河北省唐山市路南区倾倒。") == "130202"
+    assert code(resolver, "北京唐山路南侧一家饭馆油烟扰民。") == "110000"  # a road, and 路南 is bare

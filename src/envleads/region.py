@@ -351,12 +351,15 @@ class RegionResolver(Gazetteer):
                 return True
         return False
 
-    def _nested_name_at(self, text: str, start: int, parents: Iterable[str]) -> bool:
+    def _nested_name_at(self, text: str, start: int, parents: Iterable[str], full_only: bool = False) -> bool:
         """True when a name of a division inside one of ``parents`` starts at ``start``: 常德石门 is
-        常德 and 石门 (a county of Changde), not a stone of Changde, nor 普洱镇 a township."""
+        常德 and 石门 (a county of Changde), not a stone of Changde, nor 普洱镇 a township. With
+        ``full_only``, only a name with its suffix counts (唐山市路南区, not 唐山路南侧)."""
         for length in self._alias_lengths:
-            entries = self._aliases.get(text[start:start + length])
-            if entries and any(self._within(code, parent) for code in entries for parent in parents):
+            name = text[start:start + length]
+            entries = self._aliases.get(name)
+            if (entries and not (full_only and self._alias_kinds[name].bare)
+                    and any(self._within(code, parent) for code in entries for parent in parents)):
                 return True
         return False
 
@@ -438,8 +441,9 @@ class RegionResolver(Gazetteer):
         end = start + len(surface)
         after = text[end:end + 20]
         before = text[max(0, start - 4):start]
-        if self._re["after_road"].match(after):
-            return None
+        if self._re["after_road"].match(after) and not (
+                surface in self._aliases and self._nested_name_at(text, end, self._aliases[surface], True)):
+            return None  # 唐山路 is a road, but 唐山市路南区 is a city and its district
         if surface in self._informal and not self._re["before_informal"].search(before):
             return None  # 润和星城: the tail of an estate's or a firm's name
         cue = (surface in self._alias_kinds and self._alias_kinds[surface].bare
