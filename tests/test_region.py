@@ -650,3 +650,115 @@ def test_new_area_named_with_its_county_and_a_new_area_across_cities(resolver):
     assert code(resolver, "雄安新区雄县一家塑料厂偷偷开工。") == "130638"
     assert code(resolver, "贵安新区一家砖厂粉尘很大。") == "520000"
     assert code(resolver, "张家港保税区一家仓库的化学品泄漏。") == "320582"
+
+
+# -- province and city cues of 2026-12-07 (issue 23): newspapers, government codes, lanes, landmarks
+
+def test_newspaper_of_a_province_settles_a_same_named_district_but_not_alone(resolver):
+    assert code(resolver, "据南方都市报消息,白云区一家洗水厂的废水染蓝了水渠。") == "440111"  # not Guiyang's
+    assert code(resolver, "新民晚报接到读者电话,普陀区一家冷库的氨味很重。") == "310107"  # not Zhoushan's
+    assert code(resolver, "楚天都市报消息,铁西区一家锅炉房冒黑烟。") is None  # no 铁西区 in Hubei
+    assert code(resolver, "扬子晚报的记者说,一家化工厂偷排废水。") is None
+
+
+def test_a_newspaper_never_outweighs_a_named_place(resolver):
+    assert code(resolver, "新京报记者在河北省廊坊市安次区一处砂场看到扬尘。") == "131002"
+
+
+def test_province_government_document_code_needs_its_year(resolver):
+    assert code(resolver, "闽政办发〔2026〕4号督办的问题里,鼓楼区一家洗涤厂偷排。") == "350102"
+    assert code(resolver, "粤府函[2026]9号 南山区一家码头的粉尘没有治理。") == "440305"
+    assert code(resolver, "川政发的文件里说,市中区一家火锅店油烟扰民。") is None  # no year: not a code
+    assert code(resolver, "他说新政发布以后,和平区一家工地还在夜间施工。") is None
+
+
+def test_lane_words_of_beijing_and_shanghai(resolver):
+    assert code(resolver, "朝阳区某胡同口的早点摊烧煤炉,烟熏得路人直咳嗽。") == "110105"
+    assert code(resolver, "宝山区一条老弄堂里有人烧垃圾。") == "310113"
+    assert code(resolver, "胡同里有户人家烧蜂窝煤,烟很大。") is None  # the lane word alone names no place
+
+
+def test_landmark_that_names_its_city_alone(resolver):
+    result = resolver.resolve("玄武湖边一家茶室的污水管接进了湖里。")
+    assert (result.province, result.city, result.county, result.level) == ("江苏省", "南京市", None, "city")
+    assert code(resolver, "解放碑附近一家火锅店油烟直排。") == "500000"
+    assert code(resolver, "鞍钢的一处料场扬尘。") is None  # works and rivers only help to choose
+    assert code(resolver, "钟楼旁边有家饭馆油烟扰民。") is None  # a landmark of many cities
+
+
+def test_landmark_in_a_comparison_is_no_place(resolver):
+    assert code(resolver, "村里的河快成了第二个滇池,全是绿藻。") is None
+    assert code(resolver, "这条河好像黄浦江一样宽,岸边有人倒垃圾。") is None
+
+
+def test_landmark_gives_way_to_a_named_place(resolver):
+    assert code(resolver, "小时候常去滇池玩,如今贵州省遵义市汇川区一家沥青厂的烟味让人想念那里的风。") == "520303"
+
+
+def test_informal_names_of_provinces_and_cities(resolver):
+    assert code(resolver, "内蒙一处煤矿的矸石山自燃,烟味很大。") == "150000"
+    assert code(resolver, "在冰城一家洗浴中心门口,锅炉烟囱冒黑烟。") == "230100"
+    assert code(resolver, "申城一家面包房的排风扇噪声扰民。") == "310000"
+
+
+def test_informal_name_at_the_end_of_an_estate_or_firm_name_is_no_place(resolver):
+    assert code(resolver, "我家住碧桂园羊城一期,楼下烧烤店油烟扰民。") is None
+    assert code(resolver, "时代鹏城小区门口的垃圾站臭味很大。") is None
+
+
+def test_city_then_de_then_its_county_is_the_county(resolver):
+    assert code(resolver, "温州的瑞安有家制革厂偷排。") == "330381"
+    assert code(resolver, "无锡的江阴一家印染厂夜里排黑水。") == "320281"
+    assert code(resolver, "嘉兴·海宁一家皮革厂的废水直排。") == "330481"
+    assert code(resolver, "上周去了南京,的确江宁那边空气不好。") == "320100"  # 的 is not the link here
+
+
+def test_names_rewritten_by_the_traditional_converter(resolver):
+    assert code(resolver, "乾安縣一家化工廠夜間偷排廢水。") == "220723"  # t2s makes it 干安县
+    assert code(resolver, "乾安县一家化工厂夜间偷排废水。") == "220723"
+
+
+def test_every_name_the_converter_rewrites_is_listed(resolver):
+    """A name inside a traditional text is converted with it (縣 forces the conversion); its
+    converted form must be a name too (``converted_names``), or that division is lost there."""
+    from envleads.text import normalise
+
+    lost = [name for name in resolver._aliases
+            if normalise(name + "縣")[:-1] != name and normalise(name + "縣")[:-1] not in resolver._aliases]
+    assert lost == []
+
+
+def test_city_inside_a_one_word_chain_of_jieba_counts(resolver):
+    """jieba segments 福建厦门 as one word: the city nests in the province before it, so it holds."""
+    assert code(resolver, "福建厦门一家企业被曝光,老板是浙江温州人。") == "350200"
+    assert code(resolver, "在云南昆明打工,住处旁边有个石场粉尘很大。") == "530100"
+    assert code(resolver, "这几天水面上漂着死鱼。") is None  # 天水 inside other words still is no place
+
+
+def test_bureaucratic_phrases_that_hold_a_county_name(resolver):
+    assert code(resolver, "已责成县环保部门调查处理。") is None  # 责成县 holds 成县
+
+
+def test_two_names_that_nest_beat_a_longer_name_across_them(resolver):
+    """Longest-first matching read 甘肃宁县 as 肃宁县 (Hebei) and 山西城区 as 西城区 (Beijing)."""
+    assert code(resolver, "甘肃宁县一家化工厂偷排废水。") == "621026"
+    assert code(resolver, "山西吉县一家洗煤厂的煤泥水流进了河沟。") == "141028"  # not Ningxia's 西吉县
+    assert code(resolver, "山西夏县一家化工厂偷排废水。") == "140828"  # not a guessed 西夏县
+    assert code(resolver, "陇南康县一处采砂场破坏河道。") == "621224"  # not Jiangxi's 南康
+    assert code(resolver, "信阳新县一家石材厂粉尘很大。") == "411523"  # not Hubei's 阳新县
+    assert code(resolver, "乐山市中区一家火锅店油烟直排。") == "511102"
+    assert code(resolver, "山西城区一家焦化厂冒黑烟。") == "140000"  # two 城区 in Shanxi: the province
+    assert code(resolver, "北京西城区一家饭馆油烟扰民。") == "110102"  # no overlap, no change
+
+
+def test_city_right_before_its_own_county_holds_as_a_word(resolver):
+    """jieba cuts 信|阳光|山 and 三|明清|流: a city before one of its counties still counts."""
+    assert code(resolver, "信阳光山一家羽绒厂的废水直排。") == "411522"
+    assert code(resolver, "三明清流一家萤石矿的尾砂堆在河边。") == "350423"
+    assert code(resolver, "阳光下的河面漂着死鱼。") is None
+
+
+def test_city_before_its_district_that_starts_like_a_road(resolver):
+    """唐山市路南区 is no road 唐山市路: the district's full name nests in the city."""
+    assert code(resolver, "金昌市一家企业把危险废物拉到河北省唐山市路南区倾倒。") == "130202"
+    assert code(resolver, "北京唐山路南侧一家饭馆油烟扰民。") == "110000"  # a road, and 路南 is bare

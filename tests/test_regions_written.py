@@ -20,6 +20,10 @@ CLASSES = {"easy", "city_and_district", "ethnic_short", "variant_character", "co
 # written later for development only (wd-137 on): no locked counterpart
 DEV_ONLY_CLASSES = {"province_short", "zone_or_county_city", "renamed"}
 DEALT = 124  # wd-001 .. wd-124 were dealt alternately with the locked part
+# written on 2026-12-07 in one list per class and dealt alternately: wd-234..254 with wl-125..145,
+# wd-262..267 with wl-146..151 (wd-255..261 are for development only)
+SECOND_CLASSES = {"province_cue", "landmark_or_informal", "city_gap_district", "overlapping_names"}
+SECOND_DEALT = {"dev": {*range(234, 255), *range(262, 268)}, "locked": range(125, 152)}
 LEVELS = (PROVINCE, CITY, COUNTY)
 
 
@@ -46,7 +50,7 @@ def test_row_counts_and_fields(part):
         assert set(row) <= {"id", "text", "gold", "class", "note"}, row["id"]
         assert set(row["gold"]) == {"province", "city", "county", "adcode", "level"}, row["id"]
         assert isinstance(row["text"], str) and row["text"].strip(), row["id"]
-        assert row["class"] in CLASSES | (DEV_ONLY_CLASSES if name == "dev" else set()), row["id"]
+        assert row["class"] in CLASSES | SECOND_CLASSES | (DEV_ONLY_CLASSES if name == "dev" else set()), row["id"]
 
 
 def test_ids_and_texts_unique_across_parts():
@@ -61,6 +65,16 @@ def test_every_class_in_both_parts_with_similar_counts():
         dev, locked = counts["dev"][cls], counts["locked"][cls]
         assert dev > 0 and locked > 0, cls
         assert abs(dev - locked) <= max(2, (dev + locked) // 5), (cls, dev, locked)
+
+
+def test_second_dealt_classes_in_both_parts_with_equal_counts():
+    """The passages of 2026-12-07 were dealt alternately per class: both parts hold every class
+    about equally, and only those classes."""
+    counts = {part: Counter(row["class"] for row in _rows(part) if int(row["id"][3:]) in SECOND_DEALT[part])
+              for part in PARTS}
+    assert set(counts["dev"]) == set(counts["locked"]) == SECOND_CLASSES
+    for cls in SECOND_CLASSES:
+        assert abs(counts["dev"][cls] - counts["locked"][cls]) <= 1, cls
 
 
 def test_gold_codes_exist_and_agree(part, table):
@@ -102,7 +116,8 @@ def test_class_gold_levels():
         for row in _rows(part):
             if row["class"] == "no_place":
                 assert row["gold"]["level"] is None, row["id"]
-            if row["class"] in ("same_name_with_cue", "city_and_district", "county_without_suffix"):
+            if row["class"] in ("same_name_with_cue", "city_and_district", "county_without_suffix",
+                                "city_gap_district", "overlapping_names"):
                 assert row["gold"]["level"] == COUNTY, row["id"]
             if row["class"] == "same_name_no_cue":
                 assert row["gold"]["level"] in (None, PROVINCE), row["id"]

@@ -188,7 +188,8 @@ class RegionResolver(Gazetteer):
                 "after_road", "after_feature_bare", "after_dateline", "before_dateline",
                 "after_organisation", "after_premises_bare", "after_agency", "document_code",
                 "after_locative_bare", "before_locative_bare", "after_locative_unique_bare",
-                "after_cue_bare", "province_document")}
+                "after_cue_bare", "province_document", "adjacent_gap",
+                "before_informal", "before_comparison")}
             decision = config["decision"]
             self._common_full_min = int(decision["common_full_name_min_chars"])
             self._min_support = float(decision["min_support"])
@@ -226,9 +227,11 @@ class RegionResolver(Gazetteer):
             if code is not None:
                 mentions.append(_Mention(match.start(1), match.end(1), match.group(1),
                                          {code: self._weights["province_document"] * scale}, "agency"))
-        # Longest names first, then leftmost: 安居区 must not lose its first character to 和安.
+        # Longest names first, then leftmost: 安居区 must not lose its first character to 和安; but
+        # two names that nest go before both (山西|城区, not 山|西城区|).
         taken = bytearray(len(text))  # characters of the names kept so far, places or not
-        for negative_length, start in sorted(self._longest_names(text)):
+        found = sorted(self._longest_names(text))
+        for negative_length, start in self._nested_splits(text, found) + found:
             end = start - negative_length
             if taken.find(1, start, end) >= 0:
                 continue
@@ -236,15 +239,53 @@ class RegionResolver(Gazetteer):
             piece = text[start:end]
             if piece in self._not_places:
                 continue
-            if piece in self._cues:  # a landmark or river: only helps to choose (鞍钢 ... 铁西区)
-                mentions.append(_Mention(start, end, piece, {self._cues[piece]: self._weights["cue"] * scale},
-                                         "cue", True))
+            if piece in self._cues:  # a landmark, river or newspaper: only helps to choose (鞍钢 ... 铁西区)
+                mentions.append(self._cue(text, start, piece, scale))
                 continue
             mention = self._weigh(text, start, piece, scale)
             if mention is not None:
                 mentions.append(mention)
         mentions.sort(key=lambda m: m.start)
-        return self._adjacent(self._in_areas(mentions))
+        return self._adjacent(text, self._in_areas(mentions))
+
+    def _nested_splits(self, text: str, found: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
+        """``(-length, start)`` of two names that nest, where two overlapping names were found.
+
+        The longest name may take the head of the next one or the tail of the one before:
+        甘肃宁县 holds 肃宁县 (Hebei), 山西城区 holds 西城区 (Beijing), 乐山市中区 holds 乐山市 and
+        市中区. When the characters split into two names of which one holds the other (甘肃 and its
+        宁县, 乐山 and its 市中区), that split is the reading: a province or city followed by one of
+        its own counties is no accident of spelling, and the overlapping name is.
+        """
+        spans = sorted((start, start - negative) for negative, start in found)
+        splits: List[Tuple[int, int]] = []
+        for index, (start, end) in enumerate(spans):
+            for later, later_end in spans[index + 1:]:
+                if later >= end:
+                    break
+                if later_end <= end:
+                    continue
+                for first, second in (((start, end), (end, later_end)), ((start, later), (later, later_end))):
+                    if self._nest(text[first[0]:first[1]], text[second[0]:second[1]]):
+                        splits += [(first[0] - first[1], first[0]), (second[0] - second[1], second[0])]
+                        break
+        return splits
+
+    def _nest(self, outer: str, inner: str) -> bool:
+        """True when the names ``outer`` and ``inner`` (in this order) name a division and one inside it."""
+        outer_codes, inner_codes = self._aliases.get(outer), self._aliases.get(inner)
+        return bool(outer_codes and inner_codes and len(outer) >= 2 and len(inner) >= 2
+                    and any(self._within(code, parent) for code in inner_codes for parent in outer_codes))
+
+    def _cue(self, text: str, start: int, piece: str, scale: float) -> _Mention:
+        """A place cue's mention: weak (it only helps to choose), unless it is a landmark that lies
+        in one city and names it alone (滇池, 黄浦江) and is no comparison (像滇池那样): then it
+        is a sure, light vote for that city."""
+        before = text[max(0, start - 3):start]
+        alone = piece in self._landmarks and not self._re["before_comparison"].search(before)
+        kind = "landmark" if alone else "cue"
+        return _Mention(start, start + len(piece), piece, {self._cues[piece]: self._weights[kind] * scale},
+                        kind, kind == "cue")
 
     def _longest_names(self, text: str) -> List[Tuple[int, int]]:
         """``(-length, start)`` of the longest name starting at each position where one starts."""
@@ -310,12 +351,31 @@ class RegionResolver(Gazetteer):
                 return True
         return False
 
-    def _nested_name_at(self, text: str, start: int, parents: Iterable[str]) -> bool:
+    def _nested_name_at(self, text: str, start: int, parents: Iterable[str], full_only: bool = False) -> bool:
         """True when a name of a division inside one of ``parents`` starts at ``start``: 常德石门 is
-        常德 and 石门 (a county of Changde), not a stone of Changde, nor 普洱镇 a township."""
+        常德 and 石门 (a county of Changde), not a stone of Changde, nor 普洱镇 a township. With
+        ``full_only``, only a name with its suffix counts (唐山市路南区, not 唐山路南侧)."""
         for length in self._alias_lengths:
-            entries = self._aliases.get(text[start:start + length])
-            if entries and any(self._within(code, parent) for code in entries for parent in parents):
+            name = text[start:start + length]
+            entries = self._aliases.get(name)
+            if (entries and not (full_only and self._alias_kinds[name].bare)
+                    and any(self._within(code, parent) for code in entries for parent in parents)):
+                return True
+        return False
+
+    def _after_parent(self, text: str, start: int, entries: Iterable[str]) -> bool:
+        """True when a name right before ``start`` names a division holding one of ``entries``.
+
+        jieba lists some chains as one word (福建厦门, 云南昆明, 辽宁沈阳), so a city that its own
+        province precedes does not hold up as a word on its own; the two nest and touch, which
+        words seldom do by chance (安居乐业 holds 安居 and 乐业, which do not nest). The same holds
+        for a city right before one of its own counties (:meth:`_nested_name_at`).
+        """
+        for length in self._alias_lengths:
+            if length > start:
+                break
+            before = self._aliases.get(text[start - length:start])
+            if before and any(self._within(code, parent) for code in entries for parent in before):
                 return True
         return False
 
@@ -351,15 +411,17 @@ class RegionResolver(Gazetteer):
                 mentions[index] = mention = mention._replace(candidates=candidates)
         return mentions
 
-    def _adjacent(self, mentions: List[_Mention]) -> List[_Mention]:
-        """A weak county name right after its own province or city (浙江萧山, 杭州萧山) is sure.
+    def _adjacent(self, text: str, mentions: List[_Mention]) -> List[_Mention]:
+        """A weak county name right after its own province or city (浙江萧山, 杭州萧山, or with only
+        ``context.adjacent_gap`` between them: 南京的江宁) is sure.
 
         So is the pair when the city name is itself weak, a common word (普洱孟连, 长治长子): two
         names that nest and touch are seldom two words by chance. The city then counts as a bare city.
         """
         for index in range(1, len(mentions)):
             previous, mention = mentions[index - 1], mentions[index]
-            if not mention.needs_support or previous.end != mention.start:
+            gap = text[previous.end:mention.start] if previous.end <= mention.start else None
+            if not mention.needs_support or gap is None or not self._re["adjacent_gap"].fullmatch(gap):
                 continue
             inside = {code: max(weight, self._weights["bare_county"])
                       for code, weight in mention.candidates.items()
@@ -379,8 +441,11 @@ class RegionResolver(Gazetteer):
         end = start + len(surface)
         after = text[end:end + 20]
         before = text[max(0, start - 4):start]
-        if self._re["after_road"].match(after):
-            return None
+        if self._re["after_road"].match(after) and not (
+                surface in self._aliases and self._nested_name_at(text, end, self._aliases[surface], True)):
+            return None  # 唐山路 is a road, but 唐山市路南区 is a city and its district
+        if surface in self._informal and not self._re["before_informal"].search(before):
+            return None  # 润和星城: the tail of an estate's or a firm's name
         cue = (surface in self._alias_kinds and self._alias_kinds[surface].bare
                and self._re["after_cue_bare"].match(after))
         if cue or self._re["after_dateline"].match(after) or self._re["before_dateline"].search(before):
@@ -400,8 +465,10 @@ class RegionResolver(Gazetteer):
         if (is_bare and self._re["after_feature_bare"].match(after) and not self._full_name_at(text, end)
                 and not self._nested_name_at(text, end, entries)):
             return None
-        if is_bare and kind in self._word_check_kinds and not self._holds_as_word(text, start, end):
-            return None
+        if (is_bare and kind in self._word_check_kinds and not self._holds_as_word(text, start, end)
+                and not self._after_parent(text, start, entries)
+                and not self._nested_name_at(text, end, entries)):
+            return None  # 几天水面 holds no 天水; but 信阳光山 is 信阳 and its 光山 (jieba: 信|阳光|山)
         if agency and surface in self._bureaus:
             return _Mention(start, end, surface, {self._bureaus[surface]: self._weights["agency"] * scale},
                             "agency")

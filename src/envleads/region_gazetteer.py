@@ -58,6 +58,11 @@ def _common_words(names: set, min_freq: int) -> set:
     return {word for word, freq in _ordinary_words(names).items() if freq >= min_freq}
 
 
+def _informal_kind(level: str) -> str:
+    """The kind of an informal name (冰城, 内蒙): read with the rules of a bare short name of its level."""
+    return "bare_province" if level == PROVINCE else "bare_city"
+
+
 def _one_character_variants(name: str, wrong_for: Dict[str, Tuple[str, ...]]) -> List[str]:
     """``name`` with one character replaced by a character commonly written for it (汨罗市 -> 汩罗市)."""
     return [name[:index] + wrong + name[index + 1:]
@@ -176,8 +181,10 @@ class Gazetteer:
 
     def _build_extra_names(self, config: dict) -> None:
         """Names that are no division's: parts of a province (苏北, 鲁西南), new areas that span
-        divisions (贵安新区), province short forms in document codes (浙环函), place cues (鞍钢, 赣江)
-        and the counties of a city-level new area that the table lists under their old city (雄安新区)."""
+        divisions (贵安新区), informal names of provinces and cities (内蒙, 冰城: read like their
+        short forms), province short forms in document codes (浙环函), place cues (鞍钢, 赣江) and
+        newspapers (扬子晚报) with the landmarks among them that name their place alone (滇池), names
+        as the traditional-to-simplified converter rewrites them (干安县 in 乾安縣), and the counties of a city-level new area that the table lists under their old city (雄安新区)."""
         try:
             for name, code in config["province_regions"]["names"].items():
                 if name not in self._aliases and code in self._divisions:
@@ -187,8 +194,18 @@ class Gazetteer:
                     self._add(name, code, "full")
             self._province_short = {short: code for short, code in config["province_short_forms"]["forms"].items()
                                     if code in self._divisions}
-            self._cues = {name: code for name, code in config["place_cues"]["names"].items()
+            informal = {name: code for name, code in config["informal_names"]["names"].items()
+                        if name not in self._aliases and code in self._divisions}
+            for name, code in informal.items():
+                self._add(name, code, _informal_kind(self._divisions[code].level))
+            self._informal = frozenset(informal)
+            cues = {**config["place_cues"]["names"], **config["media_cues"]["names"]}
+            self._cues = {name: code for name, code in cues.items()
                           if code in self._divisions and name not in self._aliases}
+            self._landmarks = frozenset(name for name in config["landmarks_alone"]["names"] if name in self._cues)
+            for converted, original in config["converted_names"]["names"].items():
+                if original in self._aliases and converted not in self._aliases:
+                    self._aliases[converted] = dict(self._aliases[original])
             self._area_counties = {code: frozenset(counties)
                                    for code, counties in config["area_counties"]["areas"].items()}
         except KeyError as error:
