@@ -92,7 +92,34 @@ def extract_entities(text: str, config: RepeatConfig, canonical: bool = False) -
     return sorted({entity for _, entity in _entities_at(_entity_text(text, canonical), config)})
 
 
-_HOUSE_NUMBER = re.compile(r"(\d{1,5})号(?!楼|院|线|门)")
+# a house number right after a road: "建设路12号", "兴隆路十八号(楼)" (a building or courtyard
+# numbered on the road is that address; a line or a gate number is not)
+_HOUSE_NUMBER = re.compile(r"(\d{1,5}|[零〇一二两三四五六七八九十百]{1,6})号(?!线|门)")
+_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九")} | {"〇": 0, "两": 2}
+
+
+def house_number(written: str) -> Optional[str]:
+    """A house number in digits ("18"), from digits or Chinese numerals (十八, 一百零八, 一二八);
+    None when the numerals do not read as a number."""
+    if written.isdigit():
+        return str(int(written))
+    if "十" not in written and "百" not in written:  # digit by digit: 一二八
+        return "".join(str(_DIGITS[c]) for c in written) if all(c in _DIGITS for c in written) else None
+    value, digit = 0, None
+    for char in written:
+        if char in "零〇" and value:  # 一百零八: a gap, not a digit
+            continue
+        if char in _DIGITS:
+            if digit is not None:
+                return None
+            digit = _DIGITS[char]
+        elif char in "十百":
+            unit = 10 if char == "十" else 100
+            value += (1 if digit is None else digit) * unit
+            digit = None
+        else:
+            return None
+    return str(value + (digit or 0)) if value or digit else None
 @cached_per_config
 def _suffix_automaton(config: RepeatConfig) -> "ahocorasick.Automaton":
     """Every entity suffix in one Aho-Corasick automaton: one scan finds all their occurrences
@@ -143,8 +170,9 @@ def _entities_at(norm: str, config: RepeatConfig) -> List[Tuple[int, str]]:
         found.append((end, f"{cls.name}:{core}"))
         if cls.name == "road" or suffix in config.address_roads:
             number = _HOUSE_NUMBER.match(norm, end, end + 8)
-            if number and len(core) >= 2:
-                found.append((end, f"{config.address_class}:{core}#{number.group(1)}"))
+            digits = house_number(number.group(1)) if number else None
+            if digits and len(core) >= 2:
+                found.append((end, f"{config.address_class}:{core}#{digits}"))
     return found
 
 
