@@ -12,7 +12,8 @@ import numpy as np
 
 from envleads.postings import Lookup
 from envleads.repeats_config import RepeatConfig
-from envleads.repeats_features import MatterFeatures, _cores_match, _split, region_relation, trades_named
+from envleads.repeats_features import (MatterFeatures, _cores_match, _split, _strip_category, region_relation,
+                                       trades_named)
 from envleads.repeats_matters import (_NAMING_SCAN, IndexedMatters, _Matter, _holders, _reporter_digests)
 from envleads.repeats_text import _below_cut, _name_hashes, _sorted_membership, _trim
 
@@ -317,17 +318,27 @@ class MatterIndex(IndexedMatters):
         if len(holders) >= self.config.generic_matters and self._matters_naming(entity, holders) >= \
                 self.config.generic_matters:
             return False
-        core = _split(entity)[1].partition("#")[0]
+        cls, core = _split(entity)
+        core = core.partition("#")[0]
         k = self.config.shingle_chars
-        if len(core) < k or not len(self._postings):
+        if len(core) < k or not len(self._postings) or self._named_with_trade(cls, core):
             return True
         cap = max(float(self.config.generic_matters), self.config.common_share * len(self._matters))
         hashes = _name_hashes(core, k, self.config.seed)
         return bool((self._postings.document_frequency(hashes) < cap).any())
 
+    def _named_with_trade(self, cls: str, core: str) -> bool:
+        """Whether a source's name is a name and a trade ("鸿锦印染": 鸿锦 and 印染): the shape of a
+        real name, so that its words being common in the texts means the source is much talked
+        about (a landmark, a neighbour), not that the rules took a phrase for a name."""
+        return cls in self._sources and len(_strip_category(core, self.config)[0]) >= 2 \
+            and _strip_category(core, self.config)[1] != ""
+
     def _matters_naming(self, entity: str, holders: Collection[str]) -> int:
         """How many of ``holders`` (the matters under the entity's index key) name the entity itself,
-        counted up to ``generic_matters``. The key is the name's last two characters, so in a large
+        counted up to ``generic_matters``; for a source, only environmental matters count (a job
+        seeker or a wage claim naming a plant does not make its name common among its problems,
+        while a compound that many letters of any kind name is a busy place). The key is the name's last two characters, so in a large
         index (a province's unplaced complaints, a big city) "锦松北路" and "龙松北路" share it; only
         matters naming the same place make a name generic. Past :data:`_NAMING_SCAN` holders the
         key itself is taken as generic."""
@@ -338,8 +349,11 @@ class MatterIndex(IndexedMatters):
         prefix = cls + ":"
         cut = len(prefix)
         found = 0
+        problems_only = cls in self._sources
         for cid in sorted(holders):
-            if any(e.startswith(prefix) and _cores_match(core, e[cut:], cfg) for e in self._matters[cid].entities):
+            matter = self._matters[cid]
+            if (matter.environmental or not problems_only) and any(e.startswith(prefix) and _cores_match(core, e[cut:], cfg)
+                                            for e in matter.entities):
                 found += 1
                 if found >= cfg.generic_matters:
                     break
