@@ -31,6 +31,8 @@ class MatterFeatures(NamedTuple):
     types: Tuple[str, ...]
     region_adcode: Optional[str]
     shingle_count: int
+    # no types, but the text says what only a report of pollution says (``pollution_words``)
+    states_pollution: bool = False
 
     def __reduce__(self):
         # Pickled between the stream's processes for every complaint: the sketch without its empty
@@ -320,14 +322,24 @@ def matter_features(text: str, title: str, tokens: Sequence[str], region_adcode:
         entities = tuple(e for e in entities if e not in placed_trades)
         title_entities = tuple(e for e in title_entities if e not in placed_trades)
     entities = tuple(sorted(set(entities) | set(descriptors(full, entities, config, title_entities))))
+    thanks = is_not_complaint(title, config)
     return MatterFeatures(
         signature=text_sketch(hashes, config.sketch_size),
         entities=entities,
         title_entities=title_entities,
-        types=() if is_not_complaint(title, config) else tuple(types or ()),
+        types=() if thanks else tuple(types or ()),
         region_adcode=_clean_adcode(region_adcode),
         shingle_count=int(hashes.size),
+        states_pollution=not types and not thanks and states_pollution(full, config),
     )
+
+
+def states_pollution(text: str, config: RepeatConfig) -> bool:
+    """Whether the text says what only a report of pollution says (``pollution_words``: 偷排,
+    酸味, 噪音): short angry repeats ("恒昌染厂又在偷排!!!") are often typed as no pollution by the
+    classifier, while a job, wage or subsidy question naming the same plant says none of these."""
+    return bool(config.pollution_words) and any(word in normalise_text(text, canonical=True)
+                                                for word in config.pollution_words)
 
 
 def is_not_complaint(title: str, config: RepeatConfig) -> bool:

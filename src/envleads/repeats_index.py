@@ -151,12 +151,10 @@ class MatterIndex(IndexedMatters):
         A road, town, village or park (role ``area``) is never evidence: many sources share one.
         Two reports naming different sources of one kind join only with nearly identical text.
         Environmental and non-environmental complaints (no types) share a matter only when one
-        restates the other (a shared name and ``text_only_unplaced`` text); non-environmental
-        ones join each other by text alone.
-        """
+        restates the other (a shared name and ``text_only_unplaced`` text), or the untyped one names
+        the matter's source and says ``pollution_words``; non-environmental ones join by text alone."""
         cfg, w = self.config, self.config.weights
-        # known to be in one city: by the index's key, or by both resolved regions
-        placed = one_city or relation in ("same_county", "same_city")
+        placed = one_city or relation in ("same_county", "same_city")  # by the key, or both regions
         if shared is None or placed != one_city:  # names sound alike more loosely within one city
             shared = self._shared_entities(features.entities, matter.entities, near=placed)
         classes = {entity.partition(":")[0] for entity in shared}
@@ -164,6 +162,8 @@ class MatterIndex(IndexedMatters):
         shared_descriptor = bool(classes & self._descriptors)
         if shared_source and not self._about_shared_source(features, matter, shared, placed):
             shared_source = False  # a neighbour the report names beside its own source
+        if not features.types and features.states_pollution and matter.environmental and shared_source:
+            features = features._replace(types=tuple(matter.types) or ("other",))  # typed as none, says 偷排
         if bool(features.types) != matter.environmental and not (
                 (shared_source or shared_location) and text_sim >= cfg.text_only_unplaced):
             return None  # the classifier may miss a repeat's type, never a restatement's
