@@ -317,6 +317,7 @@ def matter_features(text: str, title: str, tokens: Sequence[str], region_adcode:
     hashes = shingle_hashes(_without_boilerplate(normalise_text(full, canonical=True), config),
                             config.shingle_chars, config.seed)
     entities, title_entities = _full_and_title_entities(full, title, config)
+    entities = tuple(sorted(set(entities) | set(given_names(full, config))))
     placed_trades = _area_named_sources(entities, config)
     if placed_trades:
         entities = tuple(e for e in entities if e not in placed_trades)
@@ -332,6 +333,50 @@ def matter_features(text: str, title: str, tokens: Sequence[str], region_adcode:
         shingle_count=int(hashes.size),
         states_pollution=not types and not thanks and states_pollution(full, config),
     )
+
+
+# a source's name given beside its description: quoted or bracketed ("门口立着“森美”两个大字",
+# "一家湖南菜馆(湘味轩)"), or read off its signboard ("门口牌子上写的是恒昌", "招牌是阿强")
+_QUOTED_NAME = re.compile(r"[“\"「『(]([\u4e00-\u9fff]{2,6})[”\"」』)]")
+_SIGNBOARD_NAME = re.compile(r"(?:招牌|牌子|厂名|店名)[^，。；！？,.;!?]{0,4}?(?:写的是|写着|是|叫)"
+                             r"([\u4e00-\u9fff]{2,6}?)(?=[^\u4e00-\u9fff]|$)")
+
+
+def given_names(text: str, config: RepeatConfig) -> List[str]:
+    """Names a report gives its source in quotes, brackets or as read off a signboard, when it
+    describes a source by its trade ("那家地板厂(门口立着“森美”两个大字)"): people who do not know
+    a plant's registered name say what its sign says. As ``class:core`` of the first source class
+    with trades; not a place, a kind, a division, a generic word or a phrase (a boundary inside:
+    "进门第二家")."""
+    found = [m.group(1) for m in _SIGNBOARD_NAME.finditer(text)]
+    found += [m.group(1) for m in _QUOTED_NAME.finditer(text) if _beside_source_word(text, m.start(), m.end(), config)]
+    if not found or not any(True for _ in _descriptor_automaton(config).iter(_entity_text(text, True))):
+        return []
+    cls = next((c.name for c in config.entity_classes if c.role == "source" and c.trades), None)
+    names = []
+    for name in found:
+        core = _strip_admin_prefix(name)
+        if cls is None or len(core) < 2 or core in config.generic_cores or core in config.category_words \
+                or "某" in core or core[0] in config.phrase_initial or core in _admin_names() \
+                or core in _place_words() or core in _common_words(config) \
+                or _cut_at_boundary(core, config.boundaries) != core:
+            continue
+        names.append(f"{cls}:{core}")
+    return names
+
+
+def _beside_source_word(text: str, start: int, end: int, config: RepeatConfig) -> bool:
+    """Whether a quoted or bracketed span names a source: a source's suffix ends at most
+    ``max_name_chars`` before it ("地板厂(门口立着“森美”", "菜馆(湘味轩)"), or one follows it
+    ("“蜀湘园”饭店"); a slogan or an aside in quotes is beside none."""
+    before, after = text[max(0, start - config.max_name_chars):start], text[end:end + 4]
+    return any(suffix in before or after.startswith(suffix) for suffix in _source_suffixes(config))
+
+
+@cached_per_config
+def _source_suffixes(config: RepeatConfig) -> Tuple[str, ...]:
+    """The suffixes of the source classes (厂, 店, 公司, 工地 ...)."""
+    return tuple(sorted({suffix for cls in config.entity_classes if cls.role == "source" for suffix in cls.suffixes}))
 
 
 def states_pollution(text: str, config: RepeatConfig) -> bool:
