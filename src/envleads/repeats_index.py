@@ -277,13 +277,14 @@ class MatterIndex(IndexedMatters):
         """The text similarity a shared precise place needs besides a shared type: more when either
         side names a source there (the place then says less about the other report), and when the
         two are not known to be in one city and no shared place name has three characters or more
-        (a two-character compound name, 长虹苑 or 河李小区, recurs from city to city)."""
+        (a two-character compound name, 长虹苑 or 河李小区, recurs from city to city; a road with a
+        house number, 兴隆路18号, is one place however short the road's name)."""
         cfg = self.config
         floor = cfg.min_text_with_location_beside_source \
             if self._names_source(itertools.chain(features.entities, matter.entities)) \
             else cfg.min_text_with_location
-        long_name = any(e.partition(":")[0] in self._locations and self._matched_length(e, matter, placed) >= 3
-                        for e in shared)
+        long_name = any(e.partition(":")[0] in self._locations and (
+            e.partition(":")[0] == cfg.address_class or self._matched_length(e, matter, placed) >= 3) for e in shared)
         return floor if placed or long_name else max(floor, cfg.min_text_with_location_unplaced)
 
     def _shared_entities(self, new: Sequence[str], known: Iterable[str], near: bool = False) -> List[str]:
