@@ -221,13 +221,15 @@ class MatterIndex(IndexedMatters):
         the matter names sources, one of them must be of that trade (a matter named 顺景 says
         nothing of which furniture plant it is); and, when the two are not known to be in one city
         and the area's name has two characters (城西村, 兴业路: they recur from city to city), only
-        with ``min_text_with_location_unplaced`` text, as a two-character compound."""
+        with ``min_text_with_location_unplaced`` text, as a two-character compound, unless two
+        areas are shared (a crossing of two roads)."""
         if self._names_source(features.entities):
             return False
         described = [e.partition(":")[2] for e in shared if e.partition(":")[0] in self._descriptors]
-        if not placed and text_sim < self.config.min_text_with_location_unplaced and not any(
-                len(core.rpartition("@")[2]) >= 3 for core in described):
-            return False
+        areas = {core.rpartition("@")[2] for core in described}
+        if not placed and text_sim < self.config.min_text_with_location_unplaced and len(areas) < 2 and not any(
+                len(area) >= 3 for area in areas):
+            return False  # two areas shared: a crossing ("遥观大道和勤新路路口"), one place
         named = [e for e in matter.entities if e.partition(":")[0] in self._sources and self._specific(e)]
         if not named:
             return True
