@@ -102,12 +102,14 @@ _DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九")} | {"〇
 
 def house_number(written: str) -> Optional[str]:
     """A house number in digits ("18"), from digits or Chinese numerals (十八, 一百零八, 一二八);
-    None when the numerals do not read as a number."""
+    None when the numerals do not read as a house number (零, 十十)."""
     if written.isdigit():
-        return str(int(written))
+        return str(int(written)) if int(written) else None
     if "十" not in written and "百" not in written:  # digit by digit: 一二八
-        return "".join(str(_DIGITS[c]) for c in written) if all(c in _DIGITS for c in written) else None
-    value, digit = 0, None
+        if written[0] in "零〇" or not all(c in _DIGITS for c in written):
+            return None
+        return "".join(str(_DIGITS[c]) for c in written)
+    value, digit, last_unit = 0, None, 1000
     for char in written:
         if char in "零〇" and value:  # 一百零八: a gap, not a digit
             continue
@@ -117,11 +119,14 @@ def house_number(written: str) -> Optional[str]:
             digit = _DIGITS[char]
         elif char in "十百":
             unit = 10 if char == "十" else 100
-            value += (1 if digit is None else digit) * unit
-            digit = None
+            if unit >= last_unit:
+                return None
+            value, digit, last_unit = value + (1 if digit is None else digit) * unit, None, unit
         else:
             return None
-    return str(value + (digit or 0)) if value or digit else None
+    return str(value + (digit or 0))
+
+
 @cached_per_config
 def _suffix_automaton(config: RepeatConfig) -> "ahocorasick.Automaton":
     """Every entity suffix in one Aho-Corasick automaton: one scan finds all their occurrences
