@@ -65,6 +65,7 @@ def test_a_crossing_of_two_roads_names_both(config):
     ("村西边有一家印染厂，门口牌子上写的是恒昌。", ["company:恒昌"]),
     ("小区底商一家湖南菜馆(湘味轩)油烟很大", ["company:湘味轩"]),
     ("夜市里有一家烤串店(招牌是阿强)，烟很大", ["company:阿强"]),
+    ("光明路在建楼盘(翠澜府)半夜还在打桩", ["site:翠澜府"]),     # a building project's name: a site's
     ("要建设“美丽中国”，化工厂就不能偷排", []),       # a slogan beside no source word
     ("印染厂(进门第二家)晚上排臭气", []),              # an aside: a phrase, not a name
     ("“森美”两个字", []),                              # no trade named: nothing to name

@@ -350,38 +350,45 @@ _SIGNBOARD_NAME = re.compile(r"(?:招牌|牌子|厂名|店名)[^，。；！？,
 def given_names(text: str, config: RepeatConfig) -> List[str]:
     """Names a report gives its source in quotes, brackets or as read off a signboard, when it
     describes a source by its trade ("那家地板厂(门口立着“森美”两个大字)"): people who do not know
-    a plant's registered name say what its sign says. As ``class:core`` of the first source class
-    with trades; not a place, a kind, a division, a generic word or a phrase (a boundary inside:
-    "进门第二家")."""
-    found = [m.group(1) for m in _SIGNBOARD_NAME.finditer(text)]
-    found += [m.group(1) for m in _QUOTED_NAME.finditer(text) if _beside_source_word(text, m.start(), m.end(), config)]
+    a plant's registered name say what its sign says. As ``class:core``, of the class of the source
+    word beside it (a 楼盘's name is a site's), else of the first source class with trades; not a
+    place, a kind, a division, a generic word or a phrase (a boundary inside: "进门第二家")."""
+    found = [(m.group(1), None) for m in _SIGNBOARD_NAME.finditer(text)]
+    found += [(m.group(1), cls) for m in _QUOTED_NAME.finditer(text)
+              for cls in [_source_word_beside(text, m.start(), m.end(), config)] if cls]
     if not found or not any(True for _ in _descriptor_automaton(config).iter(_entity_text(text, True))):
         return []
-    cls = next((c.name for c in config.entity_classes if c.role == "source" and c.trades), None)
+    default = next((c.name for c in config.entity_classes if c.role == "source" and c.trades), None)
     names = []
-    for name in found:
+    for name, cls in found:
         core = _strip_admin_prefix(name)
-        if cls is None or len(core) < 2 or core in config.generic_cores or core in config.category_words \
-                or "某" in core or core[0] in config.phrase_initial or core in _admin_names() \
-                or core in _place_words() or core in _common_words(config) \
+        if (cls or default) is None or len(core) < 2 or core in config.generic_cores \
+                or core in config.category_words or "某" in core or core[0] in config.phrase_initial \
+                or core in _admin_names() or core in _place_words() or core in _common_words(config) \
                 or _cut_at_boundary(core, config.boundaries) != core:
             continue
-        names.append(f"{cls}:{core}")
+        names.append(f"{cls or default}:{core}")
     return names
 
 
-def _beside_source_word(text: str, start: int, end: int, config: RepeatConfig) -> bool:
-    """Whether a quoted or bracketed span names a source: a source's suffix ends at most
-    ``max_name_chars`` before it ("地板厂(门口立着“森美”", "菜馆(湘味轩)"), or one follows it
-    ("“蜀湘园”饭店"); a slogan or an aside in quotes is beside none."""
-    before, after = text[max(0, start - config.max_name_chars):start], text[end:end + 4]
-    return any(suffix in before or after.startswith(suffix) for suffix in _source_suffixes(config))
+def _source_word_beside(text: str, start: int, end: int, config: RepeatConfig) -> Optional[str]:
+    """The source class whose suffix is beside a quoted or bracketed span: one following it
+    ("“蜀湘园”饭店"), else the nearest ending at most ``max_name_chars`` before it ("地板厂(门口立着
+    “森美”", "在建楼盘(江南府)"); None for a slogan or an aside in quotes."""
+    after = text[end:end + 4]
+    for suffix, cls in _source_suffixes(config):
+        if after.startswith(suffix):
+            return cls
+    before = text[max(0, start - config.max_name_chars):start]
+    found = [(before.rfind(suffix) + len(suffix), cls) for suffix, cls in _source_suffixes(config) if suffix in before]
+    return max(found)[1] if found else None
 
 
 @cached_per_config
-def _source_suffixes(config: RepeatConfig) -> Tuple[str, ...]:
-    """The suffixes of the source classes (厂, 店, 公司, 工地 ...)."""
-    return tuple(sorted({suffix for cls in config.entity_classes if cls.role == "source" for suffix in cls.suffixes}))
+def _source_suffixes(config: RepeatConfig) -> Tuple[Tuple[str, str], ...]:
+    """The suffixes of the source classes (厂, 店, 公司, 工地 ...) with their class, longest first."""
+    pairs = {(suffix, cls.name) for cls in config.entity_classes if cls.role == "source" for suffix in cls.suffixes}
+    return tuple(sorted(pairs, key=lambda pair: (-len(pair[0]), pair)))
 
 
 def states_pollution(text: str, config: RepeatConfig) -> bool:
