@@ -343,6 +343,7 @@ def matter_features(text: str, title: str, tokens: Sequence[str], region_adcode:
 # a source's name given beside its description: quoted or bracketed ("门口立着“森美”两个大字",
 # "一家湖南菜馆(湘味轩)"), or read off its signboard ("门口牌子上写的是恒昌", "招牌是阿强")
 _QUOTED_NAME = re.compile(r"[“\"「『(]([\u4e00-\u9fff]{2,6})[”\"」』)]")
+_NAME_MARKS = re.compile(r"[“\"「『(牌名]")
 _SIGNBOARD_NAME = re.compile(r"(?:招牌|牌子|厂名|店名)[^，。；！？,.;!?]{0,4}?(?:写的是|写着|是|叫)"
                              r"([\u4e00-\u9fff]{2,6}?)(?=[^\u4e00-\u9fff]|$)")
 
@@ -353,6 +354,8 @@ def given_names(text: str, config: RepeatConfig) -> List[str]:
     a plant's registered name say what its sign says. As ``class:core``, of the class of the source
     word beside it (a 楼盘's name is a site's), else of the first source class with trades; not a
     place, a kind, a division, a generic word or a phrase (a boundary inside: "进门第二家")."""
+    if not _NAME_MARKS.search(text):
+        return []  # most reports: no quote, bracket or signboard to read
     found = [(m.group(1), None) for m in _SIGNBOARD_NAME.finditer(text)]
     found += [(m.group(1), cls) for m in _QUOTED_NAME.finditer(text)
               for cls in [_source_word_beside(text, m.start(), m.end(), config)] if cls]
@@ -395,8 +398,10 @@ def states_pollution(text: str, config: RepeatConfig) -> bool:
     """Whether the text says what only a report of pollution says (``pollution_words``: 偷排,
     酸味, 噪音): short angry repeats ("恒昌染厂又在偷排!!!") are often typed as no pollution by the
     classifier, while a job, wage or subsidy question naming the same plant says none of these."""
-    return bool(config.pollution_words) and any(word in normalise_text(text, canonical=True)
-                                                for word in config.pollution_words)
+    if not config.pollution_words:
+        return False
+    normalised = normalise_text(text, canonical=True)
+    return any(word in normalised for word in config.pollution_words)
 
 
 def is_not_complaint(title: str, config: RepeatConfig) -> bool:
