@@ -13,6 +13,8 @@ from datetime import datetime
 import pytest
 
 from envleads import repeats_evaluation as E
+from envleads.repeats_config import load_repeat_config
+from envleads.repeats_features import states_pollution
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(HERE, "data", "confusable")
@@ -42,7 +44,7 @@ def test_the_corpus_is_what_its_readme_says():
     assert len(non_env) >= 40 and all(len(by_matter[truth[cid]["matter_id"]]) == 1 for cid in non_env)
 
 
-@pytest.mark.parametrize("engine, precision, recall", [("beam", 0.93, 0.42), ("rounds", 0.93, 0.42)])
+@pytest.mark.parametrize("engine, precision, recall", [("beam", 0.95, 0.58), ("rounds", 0.95, 0.58)])
 def test_confusable_development_part_through_batch(engine, precision, recall):
     """Thresholds hold with the default model trained with or without ``../shared`` (its types
     decide what is environmental, so the figures move by a few points between the two)."""
@@ -52,12 +54,18 @@ def test_confusable_development_part_through_batch(engine, precision, recall):
     assert report["rows_missing"] == 0
     assert report["pairwise_precision"] >= precision, report
     assert report["pairwise_recall"] >= recall, report
-    # the rule itself: a complaint the pipeline found not environmental never shares a matter
-    # with one it found environmental; against the gold, the classifier's errors may add one
-    by_matter = collections.defaultdict(set)
+    # the rule itself: a complaint the pipeline found not environmental shares a matter with one it
+    # found environmental only when it says what only a pollution report says (偷排, 酸味) and names
+    # the matter's source; against the gold, the classifier's errors may add one
+    config = load_repeat_config()
+    text = {event["complaint_id"]: f"{event.get('title') or ''}。{event['text']}" for event in events}
+    by_matter = collections.defaultdict(list)
     for row in rows:
-        by_matter[row["cluster_id"]].add(row["environmental"])
-    assert all(len(kinds) == 1 for kinds in by_matter.values())
+        by_matter[row["cluster_id"]].append(row)
+    for members in by_matter.values():
+        if any(row["environmental"] for row in members):
+            assert all(row["environmental"] or states_pollution(text[row["complaint_id"]], config)
+                       for row in members), members
     assert report["non_environmental_in_multi_report_matters"] <= 1, report
 
 
@@ -66,8 +74,8 @@ def test_confusable_development_part_through_batch(engine, precision, recall):
 def test_real_board_through_batch(jurisdiction):
     report = E.evaluate([REAL_REPEATS], jurisdiction)
     assert report["pairwise_precision"] >= 0.95, report
-    assert report["pairwise_recall"] >= 0.70, report
-    assert report["bcubed_f1"] >= 0.90, report
+    assert report["pairwise_recall"] >= 0.75, report
+    assert report["bcubed_f1"] >= 0.92, report
 
 
 def test_evaluate_repeats_command_scores_what_batch_wrote(tmp_path):

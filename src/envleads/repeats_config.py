@@ -93,6 +93,9 @@ class RepeatConfig:
     # titles starting so are praise or thanks, not complaints ("感谢环保局"): such a report is
     # matched as non-environmental whatever its types
     not_complaint_titles: Tuple[str, ...] = ()
+    # words only a report of pollution uses ("偷排", "酸味"): a report the classifier found not
+    # environmental that says one of them and names a matter's source is that matter's repeat
+    pollution_words: Tuple[str, ...] = ()
     # trade -> its group (the first word of a ``trade_groups`` entry): "土菜" and "饭店" are both
     # restaurants, so "老绍兴土菜(馆)" and "老绍兴饭店" can be one source
     trade_groups: Mapping[str, str] = field(default_factory=dict)
@@ -160,6 +163,7 @@ def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
         common_word_min_frequency=int(entities.get("common_words", {}).get("min_frequency", 0)),
         common_word_tags=frozenset(entities.get("common_words", {}).get("tags", ())),
         not_complaint_titles=tuple(normalise_text(p) for p in doc.get("not_complaint_titles", []) if p),
+        pollution_words=tuple(normalise_text(p) for p in doc.get("pollution_words", []) if p),
         boilerplate=tuple(sorted((normalise_text(p) for p in doc.get("boilerplate", []) if p), key=len, reverse=True)),
         bound_words=frozenset(entities.get("bound_words", [])),
         phrase_initial=str(entities.get("phrase_initial", "")),

@@ -31,6 +31,8 @@ class MatterFeatures(NamedTuple):
     types: Tuple[str, ...]
     region_adcode: Optional[str]
     shingle_count: int
+    # no types, but the text says what only a report of pollution says (``pollution_words``)
+    states_pollution: bool = False
 
     def __reduce__(self):
         # Pickled between the stream's processes for every complaint: the sketch without its empty
@@ -92,7 +94,39 @@ def extract_entities(text: str, config: RepeatConfig, canonical: bool = False) -
     return sorted({entity for _, entity in _entities_at(_entity_text(text, canonical), config)})
 
 
-_HOUSE_NUMBER = re.compile(r"(\d{1,5})号(?!楼|院|线|门)")
+# a house number right after a road: "建设路12号", "兴隆路十八号(楼)" (a building or courtyard
+# numbered on the road is that address; a line or a gate number is not)
+_HOUSE_NUMBER = re.compile(r"(\d{1,5}|[零〇一二两三四五六七八九十百]{1,6})号(?!线|门)")
+_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九")} | {"〇": 0, "两": 2}
+
+
+def house_number(written: str) -> Optional[str]:
+    """A house number in digits ("18"), from digits or Chinese numerals (十八, 一百零八, 一二八);
+    None when the numerals do not read as a house number (零, 十十)."""
+    if written.isdigit():
+        return str(int(written)) if int(written) else None
+    if "十" not in written and "百" not in written:  # digit by digit: 一二八
+        if written[0] in "零〇" or not all(c in _DIGITS for c in written):
+            return None
+        return "".join(str(_DIGITS[c]) for c in written)
+    value, digit, last_unit = 0, None, 1000
+    for char in written:
+        if char in "零〇" and value:  # 一百零八: a gap, not a digit
+            continue
+        if char in _DIGITS:
+            if digit is not None:
+                return None
+            digit = _DIGITS[char]
+        elif char in "十百":
+            unit = 10 if char == "十" else 100
+            if unit >= last_unit:
+                return None
+            value, digit, last_unit = value + (1 if digit is None else digit) * unit, None, unit
+        else:
+            return None
+    return str(value + (digit or 0))
+
+
 @cached_per_config
 def _suffix_automaton(config: RepeatConfig) -> "ahocorasick.Automaton":
     """Every entity suffix in one Aho-Corasick automaton: one scan finds all their occurrences
@@ -143,8 +177,9 @@ def _entities_at(norm: str, config: RepeatConfig) -> List[Tuple[int, str]]:
         found.append((end, f"{cls.name}:{core}"))
         if cls.name == "road" or suffix in config.address_roads:
             number = _HOUSE_NUMBER.match(norm, end, end + 8)
-            if number and len(core) >= 2:
-                found.append((end, f"{config.address_class}:{core}#{number.group(1)}"))
+            digits = house_number(number.group(1)) if number else None
+            if digits and len(core) >= 2:
+                found.append((end, f"{config.address_class}:{core}#{digits}"))
     return found
 
 
@@ -287,19 +322,86 @@ def matter_features(text: str, title: str, tokens: Sequence[str], region_adcode:
     hashes = shingle_hashes(_without_boilerplate(normalise_text(full, canonical=True), config),
                             config.shingle_chars, config.seed)
     entities, title_entities = _full_and_title_entities(full, title, config)
+    entities = tuple(sorted(set(entities) | set(given_names(full, config))))
     placed_trades = _area_named_sources(entities, config)
     if placed_trades:
         entities = tuple(e for e in entities if e not in placed_trades)
         title_entities = tuple(e for e in title_entities if e not in placed_trades)
     entities = tuple(sorted(set(entities) | set(descriptors(full, entities, config, title_entities))))
+    thanks = is_not_complaint(title, config)
     return MatterFeatures(
         signature=text_sketch(hashes, config.sketch_size),
         entities=entities,
         title_entities=title_entities,
-        types=() if is_not_complaint(title, config) else tuple(types or ()),
+        types=() if thanks else tuple(types or ()),
         region_adcode=_clean_adcode(region_adcode),
         shingle_count=int(hashes.size),
+        states_pollution=not types and not thanks and states_pollution(full, config),
     )
+
+
+# a source's name given beside its description: quoted or bracketed ("门口立着“森美”两个大字",
+# "一家湖南菜馆(湘味轩)"), or read off its signboard ("门口牌子上写的是恒昌", "招牌是阿强")
+_QUOTED_NAME = re.compile(r"[“\"「『(]([\u4e00-\u9fff]{2,6})[”\"」』)]")
+_NAME_MARKS = re.compile(r"[“\"「『(牌名]")
+_SIGNBOARD_NAME = re.compile(r"(?:招牌|牌子|厂名|店名)[^，。；！？,.;!?]{0,4}?(?:写的是|写着|是|叫)"
+                             r"([\u4e00-\u9fff]{2,6}?)(?=[^\u4e00-\u9fff]|$)")
+
+
+def given_names(text: str, config: RepeatConfig) -> List[str]:
+    """Names a report gives its source in quotes, brackets or as read off a signboard, when it
+    describes a source by its trade ("那家地板厂(门口立着“森美”两个大字)"): people who do not know
+    a plant's registered name say what its sign says. As ``class:core``, of the class of the source
+    word beside it (a 楼盘's name is a site's), else of the first source class with trades; not a
+    place, a kind, a division, a generic word or a phrase (a boundary inside: "进门第二家")."""
+    if not _NAME_MARKS.search(text):
+        return []  # most reports: no quote, bracket or signboard to read
+    found = [(m.group(1), None) for m in _SIGNBOARD_NAME.finditer(text)]
+    found += [(m.group(1), cls) for m in _QUOTED_NAME.finditer(text)
+              for cls in [_source_word_beside(text, m.start(), m.end(), config)] if cls]
+    if not found or not any(True for _ in _descriptor_automaton(config).iter(_entity_text(text, True))):
+        return []
+    default = next((c.name for c in config.entity_classes if c.role == "source" and c.trades), None)
+    names = []
+    for name, cls in found:
+        core = _strip_admin_prefix(name)
+        if (cls or default) is None or len(core) < 2 or core in config.generic_cores \
+                or core in config.category_words or "某" in core or core[0] in config.phrase_initial \
+                or core in _admin_names() or core in _place_words() or core in _common_words(config) \
+                or _cut_at_boundary(core, config.boundaries) != core:
+            continue
+        names.append(f"{cls or default}:{core}")
+    return names
+
+
+def _source_word_beside(text: str, start: int, end: int, config: RepeatConfig) -> Optional[str]:
+    """The source class whose suffix is beside a quoted or bracketed span: one following it
+    ("“蜀湘园”饭店"), else the nearest ending at most ``max_name_chars`` before it ("地板厂(门口立着
+    “森美”", "在建楼盘(江南府)"); None for a slogan or an aside in quotes."""
+    after = text[end:end + 4]
+    for suffix, cls in _source_suffixes(config):
+        if after.startswith(suffix):
+            return cls
+    before = text[max(0, start - config.max_name_chars):start]
+    found = [(before.rfind(suffix) + len(suffix), cls) for suffix, cls in _source_suffixes(config) if suffix in before]
+    return max(found)[1] if found else None
+
+
+@cached_per_config
+def _source_suffixes(config: RepeatConfig) -> Tuple[Tuple[str, str], ...]:
+    """The suffixes of the source classes (厂, 店, 公司, 工地 ...) with their class, longest first."""
+    pairs = {(suffix, cls.name) for cls in config.entity_classes if cls.role == "source" for suffix in cls.suffixes}
+    return tuple(sorted(pairs, key=lambda pair: (-len(pair[0]), pair)))
+
+
+def states_pollution(text: str, config: RepeatConfig) -> bool:
+    """Whether the text says what only a report of pollution says (``pollution_words``: 偷排,
+    酸味, 噪音): short angry repeats ("恒昌染厂又在偷排!!!") are often typed as no pollution by the
+    classifier, while a job, wage or subsidy question naming the same plant says none of these."""
+    if not config.pollution_words:
+        return False
+    normalised = normalise_text(text, canonical=True)
+    return any(word in normalised for word in config.pollution_words)
 
 
 def is_not_complaint(title: str, config: RepeatConfig) -> bool:

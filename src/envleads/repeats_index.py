@@ -12,7 +12,8 @@ import numpy as np
 
 from envleads.postings import Lookup
 from envleads.repeats_config import RepeatConfig
-from envleads.repeats_features import MatterFeatures, _cores_match, _split, region_relation, trades_named
+from envleads.repeats_features import (MatterFeatures, _cores_match, _split, _strip_category, region_relation,
+                                       trades_named)
 from envleads.repeats_matters import (_NAMING_SCAN, IndexedMatters, _Matter, _holders, _reporter_digests)
 from envleads.repeats_text import _below_cut, _name_hashes, _sorted_membership, _trim
 
@@ -150,12 +151,10 @@ class MatterIndex(IndexedMatters):
         A road, town, village or park (role ``area``) is never evidence: many sources share one.
         Two reports naming different sources of one kind join only with nearly identical text.
         Environmental and non-environmental complaints (no types) share a matter only when one
-        restates the other (a shared name and ``text_only_unplaced`` text); non-environmental
-        ones join each other by text alone.
-        """
+        restates the other (a shared name and ``text_only_unplaced`` text), or the untyped one names
+        the matter's source and says ``pollution_words``; non-environmental ones join by text alone."""
         cfg, w = self.config, self.config.weights
-        # known to be in one city: by the index's key, or by both resolved regions
-        placed = one_city or relation in ("same_county", "same_city")
+        placed = one_city or relation in ("same_county", "same_city")  # by the key, or both regions
         if shared is None or placed != one_city:  # names sound alike more loosely within one city
             shared = self._shared_entities(features.entities, matter.entities, near=placed)
         classes = {entity.partition(":")[0] for entity in shared}
@@ -163,6 +162,8 @@ class MatterIndex(IndexedMatters):
         shared_descriptor = bool(classes & self._descriptors)
         if shared_source and not self._about_shared_source(features, matter, shared, placed):
             shared_source = False  # a neighbour the report names beside its own source
+        if not features.types and features.states_pollution and matter.environmental and shared_source:
+            features = features._replace(types=tuple(matter.types) or ("other",))  # typed as none, says 偷排
         if bool(features.types) != matter.environmental and not (
                 (shared_source or shared_location) and text_sim >= cfg.text_only_unplaced):
             return None  # the classifier may miss a repeat's type, never a restatement's
@@ -220,13 +221,15 @@ class MatterIndex(IndexedMatters):
         the matter names sources, one of them must be of that trade (a matter named 顺景 says
         nothing of which furniture plant it is); and, when the two are not known to be in one city
         and the area's name has two characters (城西村, 兴业路: they recur from city to city), only
-        with ``min_text_with_location_unplaced`` text, as a two-character compound."""
+        with ``min_text_with_location_unplaced`` text, as a two-character compound, unless two
+        areas are shared (a crossing of two roads)."""
         if self._names_source(features.entities):
             return False
         described = [e.partition(":")[2] for e in shared if e.partition(":")[0] in self._descriptors]
-        if not placed and text_sim < self.config.min_text_with_location_unplaced and not any(
-                len(core.rpartition("@")[2]) >= 3 for core in described):
-            return False
+        areas = {core.rpartition("@")[2] for core in described}
+        if not placed and text_sim < self.config.min_text_with_location_unplaced and len(areas) < 2 and not any(
+                len(area) >= 3 for area in areas):
+            return False  # two areas shared: a crossing ("遥观大道和勤新路路口"), one place
         named = [e for e in matter.entities if e.partition(":")[0] in self._sources and self._specific(e)]
         if not named:
             return True
@@ -276,13 +279,14 @@ class MatterIndex(IndexedMatters):
         """The text similarity a shared precise place needs besides a shared type: more when either
         side names a source there (the place then says less about the other report), and when the
         two are not known to be in one city and no shared place name has three characters or more
-        (a two-character compound name, 长虹苑 or 河李小区, recurs from city to city)."""
+        (a two-character compound name, 长虹苑 or 河李小区, recurs from city to city; a road with a
+        house number, 兴隆路18号, is one place however short the road's name)."""
         cfg = self.config
         floor = cfg.min_text_with_location_beside_source \
             if self._names_source(itertools.chain(features.entities, matter.entities)) \
             else cfg.min_text_with_location
-        long_name = any(e.partition(":")[0] in self._locations and self._matched_length(e, matter, placed) >= 3
-                        for e in shared)
+        long_name = any(e.partition(":")[0] in self._locations and (
+            e.partition(":")[0] == cfg.address_class or self._matched_length(e, matter, placed) >= 3) for e in shared)
         return floor if placed or long_name else max(floor, cfg.min_text_with_location_unplaced)
 
     def _shared_entities(self, new: Sequence[str], known: Iterable[str], near: bool = False) -> List[str]:
@@ -317,17 +321,27 @@ class MatterIndex(IndexedMatters):
         if len(holders) >= self.config.generic_matters and self._matters_naming(entity, holders) >= \
                 self.config.generic_matters:
             return False
-        core = _split(entity)[1].partition("#")[0]
+        cls, core = _split(entity)
+        core = core.partition("#")[0]
         k = self.config.shingle_chars
-        if len(core) < k or not len(self._postings):
+        if len(core) < k or not len(self._postings) or self._named_with_trade(cls, core):
             return True
         cap = max(float(self.config.generic_matters), self.config.common_share * len(self._matters))
         hashes = _name_hashes(core, k, self.config.seed)
         return bool((self._postings.document_frequency(hashes) < cap).any())
 
+    def _named_with_trade(self, cls: str, core: str) -> bool:
+        """Whether a source's name is a name and a trade ("鸿锦印染": 鸿锦 and 印染): the shape of a
+        real name, so that its words being common in the texts means the source is much talked
+        about (a landmark, a neighbour), not that the rules took a phrase for a name."""
+        return cls in self._sources and len(_strip_category(core, self.config)[0]) >= 2 \
+            and _strip_category(core, self.config)[1] != ""
+
     def _matters_naming(self, entity: str, holders: Collection[str]) -> int:
         """How many of ``holders`` (the matters under the entity's index key) name the entity itself,
-        counted up to ``generic_matters``. The key is the name's last two characters, so in a large
+        counted up to ``generic_matters``; for a source, only environmental matters count (a job
+        seeker or a wage claim naming a plant does not make its name common among its problems,
+        while a compound that many letters of any kind name is a busy place). The key is the name's last two characters, so in a large
         index (a province's unplaced complaints, a big city) "锦松北路" and "龙松北路" share it; only
         matters naming the same place make a name generic. Past :data:`_NAMING_SCAN` holders the
         key itself is taken as generic."""
@@ -338,8 +352,11 @@ class MatterIndex(IndexedMatters):
         prefix = cls + ":"
         cut = len(prefix)
         found = 0
+        problems_only = cls in self._sources
         for cid in sorted(holders):
-            if any(e.startswith(prefix) and _cores_match(core, e[cut:], cfg) for e in self._matters[cid].entities):
+            matter = self._matters[cid]
+            if (matter.environmental or not problems_only) and any(e.startswith(prefix) and _cores_match(core, e[cut:], cfg)
+                                            for e in matter.entities):
                 found += 1
                 if found >= cfg.generic_matters:
                     break
