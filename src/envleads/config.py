@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+from datetime import timedelta, timezone
 from typing import Any, Callable, Dict, Iterable, Tuple, TypeVar
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
@@ -25,6 +26,10 @@ DEFAULT_TOPICS: Dict[str, str] = {
     "dead_letter": "complaints.deadletter",
 }
 
+
+# China Standard Time (UTC+8), the time zone of the complaints: a time without an offset is read in
+# it, and the feed, the dashboard and the due dates of leads show and count days in it.
+CHINA_TZ = timezone(timedelta(hours=8))
 
 # Defaults shared by the command line and the engines, here (not beside the engines) so that
 # ``envleads --help`` and argument parsing import neither Beam nor scikit-learn.

@@ -11,9 +11,10 @@ import hashlib
 import json
 import re
 import unicodedata
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Dict, NamedTuple, Optional, Union
 
+from envleads.config import CHINA_TZ
 from envleads import schemas
 from envleads.privacy import mask_identity, reporter_key
 from envleads.records import Complaint, DeadLetter, KafkaCoordinates
@@ -26,7 +27,6 @@ AVRO = "avro"
 # are clock errors. Bounds are fixed, not "now", so a replay years later decides the same way.
 MIN_EVENT_TIME_MS = int(datetime(2000, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
 MAX_EVENT_TIME_MS = int(datetime(2100, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
-CHINA_TZ = timezone(timedelta(hours=8))
 
 
 class DecodeLimits(NamedTuple):

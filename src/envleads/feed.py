@@ -39,15 +39,15 @@ import os
 import sys
 import time
 import unicodedata
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, TextIO, Tuple
 
+from envleads.config import CHINA_TZ
 from envleads.records import POLLUTION_LABELS, Lead
 from envleads.scoring import rank_key
 
 LOG = logging.getLogger(__name__)
 
-CST = timezone(timedelta(hours=8))
 EXPORT_FORMATS = ("csv", "jsonl", "geojson")
 # Never in any output: pseudonymous reporter keys (linkable across leads) and the internal text sketch
 # signature (state for rebuilding the repeat index, meaningless to a reader).
@@ -204,7 +204,7 @@ def format_time_ms(epoch_ms: Optional[int]) -> str:
     """``2025-01-10 14:57:32`` in China Standard Time (Excel reads it as a date), or ``""``."""
     if epoch_ms is None:
         return ""
-    return datetime.fromtimestamp(epoch_ms / 1000, CST).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(epoch_ms / 1000, CHINA_TZ).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def place_name(region: Optional[dict]) -> str:
@@ -274,7 +274,7 @@ def _excel_safe(text: str) -> str:
 
 
 def lead_to_csv_row(lead: Lead, rank: int, now_ms: int) -> Dict[str, object]:
-    """One CSV row keyed by :data:`CSV_COLUMNS` (lists joined with ``;``, times in CST)."""
+    """One CSV row keyed by :data:`CSV_COLUMNS` (lists joined with ``;``, times in China Standard Time)."""
     region = lead.region or {}
     row = {
         "rank": rank,
@@ -463,7 +463,7 @@ def parse_since(value: str) -> int:
     except ValueError:
         raise ValueError(f"not an ISO-8601 time: {value!r} (e.g. 2025-01-10T08:00 or 2025-01-10)") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=CST)
+        moment = moment.replace(tzinfo=CHINA_TZ)
     return int(moment.timestamp() * 1000)
 
 

@@ -26,13 +26,13 @@ import random
 import re
 from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
 
+from envleads.config import CHINA_TZ
 from envleads.divisions import CITY, COUNTY, MUNICIPALITY_CODES, PROVINCE
 from envleads.generator_banks import CHANNELS, Banks, banks, short_name  # short_name: public here too
 
 MALFORMED_REASONS = ("invalid_json", "truncated", "empty_text", "missing_id", "oversize_text",
                      "invalid_utf8", "bad_timestamp", "not_object")
 _ID_PREFIX = {"phone": "RX", "wechat": "WX", "web": "WB", "letter": "XF"}
-_CST = _dt.timezone(_dt.timedelta(hours=8))
 _DAY_MS = 86_400_000
 _FULLWIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -569,7 +569,7 @@ class _Generator:
         self.seq += 1
         line_no = self.seq
         now_ms = self._next_time_ms()
-        date = _dt.datetime.fromtimestamp(now_ms / 1000.0, _CST)
+        date = _dt.datetime.fromtimestamp(now_ms / 1000.0, CHINA_TZ)
         night = date.hour >= 22 or date.hour < 6
         channel = CHANNELS[bisect.bisect_right(b.channel_cum, rng.random() * b.channel_cum[-1])]
         complaint_id = f"{_ID_PREFIX[channel]}{date:%Y%m%d}{self.seq:08d}"

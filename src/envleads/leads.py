@@ -16,12 +16,12 @@ import array
 import functools
 import sys
 from collections import Counter
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from typing import Dict, FrozenSet, Iterable, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from envleads.config import data_path, load_json_config
+from envleads.config import CHINA_TZ, data_path, load_json_config
 from envleads.records import EnrichedComplaint, Lead, ReportJoin, ScoreReason
 from envleads.repeats import (UNKNOWN_BLOCK, Assignment, KeyIndexes, MatterFeatures, MatterIndex, assign_unplaced,
                               blocking_key, in_scope, is_sketch, matter_features, signature_from_list,
@@ -46,7 +46,6 @@ class MatterReport(NamedTuple):
 MAX_JOINS = 50
 
 
-_CST = timezone(timedelta(hours=8))
 
 
 class DeadlineRules(NamedTuple):
@@ -76,7 +75,7 @@ def assignment_deadline_ms(received_at_ms: int, channel: Optional[str], rules: D
     count (numpy's business-day calendar does the arithmetic).
     """
     days = rules.working_days.get(channel or "", rules.default_working_days)
-    received = datetime.fromtimestamp(received_at_ms / 1000, _CST).date()
+    received = datetime.fromtimestamp(received_at_ms / 1000, CHINA_TZ).date()
     return _end_of_due_day_ms(received, days, rules.holidays)
 
 
@@ -84,7 +83,7 @@ def assignment_deadline_ms(received_at_ms: int, channel: Optional[str], rules: D
 def _end_of_due_day_ms(received: date, days: int, holidays: Tuple[str, ...]) -> int:
     """Cached: every new lead asks, and the calendar arithmetic (~7 µs) depends on the day only."""
     due = np.busday_offset(np.datetime64(received), days, roll="backward", busdaycal=_calendar(holidays))
-    end_of_day = datetime.fromisoformat(str(due)).replace(hour=23, minute=59, second=59, tzinfo=_CST)
+    end_of_day = datetime.fromisoformat(str(due)).replace(hour=23, minute=59, second=59, tzinfo=CHINA_TZ)
     return int(end_of_day.timestamp() * 1000)
 
 

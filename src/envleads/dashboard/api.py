@@ -20,7 +20,7 @@ from datetime import date, datetime, timedelta
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 from envleads.feed import (
-    CST, LeadFilter, format_reason, format_time_ms, is_overdue, lead_location, lead_to_feed_dict, place_name,
+    CHINA_TZ, LeadFilter, format_reason, format_time_ms, is_overdue, lead_location, lead_to_feed_dict, place_name,
     rank_leads,
 )
 
@@ -140,7 +140,7 @@ def counts_over_time(leads: Sequence[Lead], group_of: Callable[[Lead], str],
     """
     if not leads:
         return {"bucket": "day", "buckets": [], "series": []}
-    days = [datetime.fromtimestamp(lead.first_seen_ms / 1000, CST).date() for lead in leads]
+    days = [datetime.fromtimestamp(lead.first_seen_ms / 1000, CHINA_TZ).date() for lead in leads]
     span_days = (max(days) - min(days)).days
     bucket_of, bucket = _bucket_function(span_days), _bucket_name(span_days)
     groups = [group_of(lead) for lead in leads]
