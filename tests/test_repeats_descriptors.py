@@ -7,19 +7,7 @@ import pytest
 
 from envleads import repeats as R
 from envleads.repeats_features import _kind_only, descriptors, is_not_complaint, trades_named
-
-DAY_MS = 86_400_000
-T0 = 1_700_000_000_000
-CITY = "320100"  # a city key: its complaints are known to be in one city
-
-
-@pytest.fixture(scope="module")
-def config():
-    return R.load_repeat_config()
-
-
-def feats(config, title, text, types=("air",), region=None):
-    return R.matter_features(text, title, [], region, list(types), config)
+from repeats_cases import CITY, DAY_MS, T0, config, feats  # noqa: F401 (config: a fixture)
 
 
 def company(config, text):
