@@ -24,7 +24,7 @@ import pytest
 
 from envleads import feed
 from envleads.dashboard import api, server
-from envleads.dashboard.server import Dashboard, LeadStore
+from envleads.dashboard.server import Dashboard, CurrentLeads
 from envleads.feed import LeadFilter, make_filter
 from envleads.leads import lead_to_avro_dict
 from envleads.records import Lead, ReportJoin, ScoreReason
@@ -259,7 +259,7 @@ def test_beyond_max_connections_the_oldest_stalled_one_makes_room(leads_file):
                 sock.close()
 
 
-class _BlockingStore(LeadStore):
+class _BlockingStore(CurrentLeads):
     def __init__(self):
         super().__init__("blocking")
         self.entered, self.release = threading.Event(), threading.Event()

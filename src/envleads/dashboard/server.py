@@ -9,7 +9,7 @@ the dashboard uses it rather than a server of its own. Why plain HTML, CSS and J
 inline SVG charts and map: nothing may be downloaded at run time (no CDN, no map tiles), and a
 vendored chart or map library would be more code than the three charts it would draw.
 
-Live updates: a background thread keeps a :class:`LeadStore` current, from the lead topic (a
+Live updates: a background thread keeps a :class:`CurrentLeads` current, from the lead topic (a
 :class:`~envleads.pipelines.kafka_edge.lead_topic.LeadView` refreshed every ``refresh_s``) or from a leads file
 (re-read when it changes). The page polls ``/api/leads`` every few seconds with the version it
 has, and gets a full answer only when the leads (or the minute, which decides ``overdue``) changed.
@@ -108,7 +108,7 @@ FILTER_PARAMETERS = ("region", "type", "campaign")
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
-class LeadStore:
+class CurrentLeads:
     """The current leads, shared between the refresher thread and request threads."""
 
     def __init__(self, source: str):
@@ -144,7 +144,7 @@ class LeadStore:
 class KafkaRefresher(threading.Thread):
     """Keeps ``store`` equal to the compacted view of the lead topic (reconnects on errors)."""
 
-    def __init__(self, store: LeadStore, bootstrap_servers: str, topic: str, security=None,
+    def __init__(self, store: CurrentLeads, bootstrap_servers: str, topic: str, security=None,
                  refresh_s: float = DEFAULT_REFRESH_S):
         super().__init__(name="envleads-dashboard-kafka", daemon=True)
         self._store, self._servers, self._topic = store, bootstrap_servers, topic
@@ -184,7 +184,7 @@ def _close_quietly(view) -> None:
 class FileRefresher(threading.Thread):
     """Keeps ``store`` equal to a leads file, re-reading it when its size or mtime changes."""
 
-    def __init__(self, store: LeadStore, path: str, refresh_s: float = DEFAULT_REFRESH_S):
+    def __init__(self, store: CurrentLeads, path: str, refresh_s: float = DEFAULT_REFRESH_S):
         super().__init__(name="envleads-dashboard-file", daemon=True)
         self._store, self._path, self._refresh_s = store, path, refresh_s
         self.stopping = threading.Event()
@@ -314,7 +314,7 @@ class DashboardApp:
     At most ``workers`` requests are answered at once; one more gets ``503`` with ``Retry-After: 1``
     (the server runs one thread beyond ``workers`` for that, see :class:`DashboardServer`)."""
 
-    def __init__(self, store: LeadStore, now_ms: Callable[[], int], allowed_hosts: FrozenSet[HostEntry],
+    def __init__(self, store: CurrentLeads, now_ms: Callable[[], int], allowed_hosts: FrozenSet[HostEntry],
                  loopback_bound: bool, workers: int = DEFAULT_WORKERS):
         self.store, self.now_ms = store, now_ms
         self.allowed_hosts, self.loopback_bound = allowed_hosts, loopback_bound
@@ -591,7 +591,7 @@ class DashboardServer(TcpWSGIServer):
                 channel.will_close = True
 
 
-def make_server(store: LeadStore, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+def make_server(store: CurrentLeads, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                 now_ms: Callable[[], int] = lambda: int(time.time() * 1000), *, allowed_hosts: Iterable[str] = (),
                 workers: int = DEFAULT_WORKERS, request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S,
                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> DashboardServer:
@@ -623,11 +623,11 @@ class Dashboard:
         if (bootstrap_servers is None) == (input_path is None):
             raise ValueError("give exactly one source: bootstrap_servers (with topic) or input_path")
         if input_path is not None:
-            self.store = LeadStore(os.path.basename(input_path))
+            self.store = CurrentLeads(os.path.basename(input_path))
             self.refresher = FileRefresher(self.store, input_path, refresh_s)
             self.refresher.load_if_changed()  # fail now, not in the background, if the file is unreadable
         else:
-            self.store = LeadStore(f"topic {topic}")
+            self.store = CurrentLeads(f"topic {topic}")
             self.refresher = KafkaRefresher(self.store, bootstrap_servers, topic, security, refresh_s)
         self.server = make_server(self.store, host, port, now_ms, allowed_hosts=allowed_hosts, workers=workers,
                                   request_timeout=request_timeout, max_connections=max_connections)
