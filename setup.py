@@ -61,6 +61,7 @@ setup(
     extras_require={
         "test": [
             "pytest>=8",
+            "pytest-timeout>=2.3",  # a hung test fails with its stack (pytest.ini) instead of holding CI
             "hypothesis>=6.100",
             "nbclient>=0.10",
             "nbformat>=5.9",
