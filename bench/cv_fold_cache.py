@@ -166,7 +166,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         print(f"{'default':<26}", summary(*rule_predictions(cache)))
         for key, values in RULE_SETTINGS.items():
             for value in values:
-                print(f"{key + '=' + str(value):<26}", summary(*rule_predictions(cache, **{key: value})))
+                name = f"{key}={value}"
+                print(f"{name:<26}", summary(*rule_predictions(cache, **{key: value})))
 
 
 if __name__ == "__main__":
