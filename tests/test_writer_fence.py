@@ -246,6 +246,31 @@ def test_the_fence_is_released_on_close_and_refused_while_held(kafka_broker, tmp
         successor.confirm()
 
 
+def test_a_join_that_never_settles_starts_again_from_a_new_consumer(kafka_broker, tmp_topics, monkeypatch):
+    """kafka-python 3.0.12 can stop for good in a join (no more heartbeats, the coordinator looked
+    for without end); acquire() then joins again from a new consumer instead of waiting it out."""
+    raw = tmp_topics("raw")["raw"]
+    monkeypatch.setattr(WriterFence, "REOPEN_UNSETTLED_AFTER_S", 8.0)  # a join on Tansu takes ~3 s
+    keep = WriterFence._keep
+    opened = []
+
+    def stuck_first(self):
+        opened.append(self._consumer)
+        if len(opened) == 1:
+            self._stop.wait()  # the stuck client: it never polls, so its join never settles
+            return
+        keep(self)
+
+    monkeypatch.setattr(WriterFence, "_keep", stuck_first)
+    fence = WriterFence(kafka_broker.bootstrap_servers, raw, "stuck")
+    try:
+        fence.acquire()
+        fence.confirm()
+        assert len(opened) == 2 and opened[0] is not opened[1]
+    finally:
+        fence.close()
+
+
 def _member(member_id, topic, held=-1, waiting_since=0, pid=1):
     import json
 
