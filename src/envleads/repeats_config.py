@@ -99,6 +99,10 @@ class RepeatConfig:
     # trade -> its group (the first word of a ``trade_groups`` entry): "土菜" and "饭店" are both
     # restaurants, so "老绍兴土菜(馆)" and "老绍兴饭店" can be one source
     trade_groups: Mapping[str, str] = field(default_factory=dict)
+    # area and location classes (roads, addresses, parks) that tell two places apart: a complaint
+    # not known to be in a matter's city that names one of them, where the matter names others of
+    # that class and none alike, is about another place (鑫隆巷286号 is not 海联巷235号)
+    place_conflict_classes: frozenset = frozenset()
 
     @property
     def window_ms(self) -> int:
@@ -173,7 +177,20 @@ def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
         max_ids_per_matter=max(1, int(doc.get("max_ids_per_matter", 64))),
         descriptors=_descriptors(path, entities.get("descriptors", {}), classes),
         trade_groups=_groups(entities.get("trade_groups", [])),
+        place_conflict_classes=_place_conflict_classes(path, entities.get("place_conflict_classes", ()), classes,
+                                                       str(address.get("class", "address"))),
     )
+
+
+def _place_conflict_classes(path: str, names: List[str], classes: List[EntityClass], address_class: str) -> frozenset:
+    """``entities.place_conflict_classes``: classes of role ``area`` or ``location`` (or the address
+    class), never a source class (a source's name is compared by :meth:`MatterIndex._entity_conflict`)."""
+    roles = {c.name: c.role for c in classes}
+    roles[address_class] = "location"
+    for name in names:
+        if roles.get(name) not in ("area", "location"):
+            raise ConfigError(f"{path}: entities.place_conflict_classes: {name!r} is not an area or location class")
+    return frozenset(names)
 
 
 def _groups(groups: List[List[str]]) -> Dict[str, str]:

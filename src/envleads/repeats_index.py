@@ -155,6 +155,8 @@ class MatterIndex(IndexedMatters):
         the matter's source and says ``pollution_words``; non-environmental ones join by text alone."""
         cfg, w = self.config, self.config.weights
         placed = one_city or relation in ("same_county", "same_city")  # by the key, or both regions
+        if not placed and text_sim < cfg.conflict_text_similarity and self._places_conflict(features.entities, matter):
+            return None  # another road or park somewhere else: a namesake, not this matter
         if shared is None or placed != one_city:  # names sound alike more loosely within one city
             shared = self._shared_entities(features.entities, matter.entities, near=placed)
         classes = {entity.partition(":")[0] for entity in shared}
@@ -212,6 +214,24 @@ class MatterIndex(IndexedMatters):
         named_by = {"title_entity": self._sources, "entity": self._sources, "location": self._locations,
                     "descriptor": self._descriptors}.get(evidence, ())
         return score, evidence, next((e for e in shared if e.partition(":")[0] in named_by), None)
+
+    def _places_conflict(self, entities: Sequence[str], matter: _Matter) -> bool:
+        """Whether the complaint names a road, an address or a park (``place_conflict_classes``)
+        where the matter names others of that class and none alike (:func:`_cores_match`).
+
+        Only for a complaint not known to be in the matter's city: across the country a name
+        recurs (李记烧烤, 裕西花园, two 港德大道), and the street it is on is what tells the
+        namesakes apart; within one city a plant is often described from the next road."""
+        classes = self.config.place_conflict_classes
+        for cls in classes:
+            prefix = cls + ":"
+            mine = [e[len(prefix):] for e in entities if e.startswith(prefix)]
+            if not mine:
+                continue
+            theirs = [e[len(prefix):] for e in matter.entities if e.startswith(prefix)]
+            if theirs and not any(_cores_match(a, b, self.config) for a in mine for b in theirs):
+                return True
+        return False
 
     def _descriptor_joins(self, text_sim: float, features: MatterFeatures, matter: _Matter, shared: Sequence[str],
                           placed: bool) -> bool:

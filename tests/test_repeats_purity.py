@@ -1,0 +1,58 @@
+"""Repeat detection, repeats-2026.8: a matter holds one true matter. Namesakes in other cities (a
+shop name, a compound name that recurs across the country) are told apart by the street they are
+on, and the generated stream through the product path keeps its multi-report leads pure.
+
+All complaint sentences here are written for these tests.
+"""
+from envleads import repeats as R
+from repeats_cases import CITY, DAY_MS, T0, config, feats  # noqa: F401 (config: a fixture)
+
+GRILL = "南京市鼓楼区海联巷235号的侯记烧烤，每天晚上烟熏火燎，吵到凌晨"
+
+
+def _city_with_grill(config):
+    indexes = R.KeyIndexes({CITY: R.MatterIndex(config, CITY)})
+    first = indexes[CITY].assign("g-001", T0, feats(config, "", GRILL, region="320106"), None)
+    return indexes, first
+
+
+def _unplaced(indexes, config, cid, text, days=2):
+    return R.assign_unplaced(indexes, R.UNKNOWN_BLOCK, cid, T0 + days * DAY_MS, feats(config, "", text), None,
+                             config)[1]
+
+
+def test_a_namesake_on_another_street_of_no_known_city_is_another_matter(config):
+    indexes, first = _city_with_grill(config)
+    other = _unplaced(indexes, config, "g-002", "鑫隆巷286号的侯记烧烤，烤串的烟雾飘满整条街，管不管")
+    assert other.is_new_matter and other.cluster_id != first.cluster_id
+
+
+def test_the_same_name_on_the_same_street_or_with_no_street_still_joins(config):
+    indexes, first = _city_with_grill(config)
+    same_street = _unplaced(indexes, config, "g-002", "海联巷那家侯记烧烤又在烧炭，烟大得看不清对面楼")
+    no_street = _unplaced(indexes, config, "g-003", "我家楼下的侯记烧烤油烟太大了，晚上吵得睡不着", days=3)
+    assert same_street.cluster_id == first.cluster_id and same_street.matched_on == "text+entity"
+    assert no_street.cluster_id == first.cluster_id
+
+
+def test_within_one_city_a_plant_described_from_the_next_road_still_joins(config):
+    """The rule is for namesakes across the country: in one city people say where they live."""
+    index = R.MatterIndex(config, CITY)
+    first = index.assign("p-001", T0, feats(config, "", "兴业路上的恒昌染厂天天偷排污水，河水发黑发臭",
+                                            types=("water",)), None)
+    again = index.assign("p-002", T0 + DAY_MS, feats(config, "", "我住在光明路，旁边恒昌染厂的污水又排进河里了",
+                                                     types=("water",)), None)
+    assert again.cluster_id == first.cluster_id
+
+
+def test_place_conflict_classes_must_be_places(tmp_path, config):
+    import json
+
+    import pytest
+
+    doc = json.load(open(R.__file__.replace("repeats.py", "data/repeats.json"), encoding="utf-8"))
+    doc["entities"]["place_conflict_classes"] = ["company"]
+    path = tmp_path / "repeats.json"
+    path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(R.ConfigError, match="place_conflict_classes"):
+        R.load_repeat_config(str(path))
