@@ -56,3 +56,30 @@ def test_place_conflict_classes_must_be_places(tmp_path, config):
     path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
     with pytest.raises(R.ConfigError, match="place_conflict_classes"):
         R.load_repeat_config(str(path))
+
+
+DANCE = "龙德家园24栋楼下广场舞音箱放得震耳朵，每天晚上放音乐到十点多"
+
+
+def test_a_compound_name_is_also_kept_in_full(config):
+    assert {"compound:龙德", "estate:龙德家园"} <= set(feats(config, "", DANCE).entities)
+
+
+def test_across_cities_a_two_character_compound_under_another_full_name_is_another_place(config):
+    indexes = R.KeyIndexes({CITY: R.MatterIndex(config, CITY)})
+    first = indexes[CITY].assign("d-001", T0, feats(config, "", DANCE, types=("noise",), region="320106"), None)
+    other = R.assign_unplaced(indexes, R.UNKNOWN_BLOCK, "d-002", T0 + DAY_MS,
+                              feats(config, "", "龙德花园门口跳舞的大妈音箱放得震耳朵", types=("noise",)), None, config)[1]
+    same = R.assign_unplaced(indexes, R.UNKNOWN_BLOCK, "d-003", T0 + 2 * DAY_MS,
+                             feats(config, "", "龙德家园24栋楼下又在跳广场舞，每天晚上放音乐", types=("noise",)),
+                             None, config)[1]
+    assert other.is_new_matter
+    assert same.cluster_id == first.cluster_id and same.matched_on == "text+location"
+
+
+def test_within_one_city_one_estate_written_either_way_is_one_place(config):
+    index = R.MatterIndex(config, CITY)
+    first = index.assign("d-001", T0, feats(config, "", DANCE, types=("noise",)), None)
+    again = index.assign("d-002", T0 + DAY_MS, feats(config, "", "龙德花园楼下广场舞音箱放得震耳朵，晚上放音乐到十点多",
+                                                     types=("noise",)), None)
+    assert again.cluster_id == first.cluster_id

@@ -41,6 +41,9 @@ class EntityClass(NamedTuple):
     # suffixes that say what kind of place a name is ("佳松便利店", "佳松电镀厂"): kept with the
     # name as its trade, so that two kinds under one name are two sources
     kind_suffixes: frozenset = frozenset()
+    # the class of the same name written in full, suffix included ("estate:裕西花园" beside
+    # "compound:裕西"): across cities, 裕西小区 and 裕西花园 are two places
+    full_name_class: str = ""
 
 
 @dataclass(frozen=True)
@@ -240,6 +243,7 @@ def _entity_classes(path: str, specs: Mapping[str, Any]) -> List[EntityClass]:
             keep_suffix=bool(spec.get("keep_suffix", False)),
             trades=bool(spec.get("trades", False)),
             kind_suffixes=frozenset(s.lower() for s in spec.get("kind_suffixes", ())),
+            full_name_class=str(spec.get("full_name_class", "")),
             # longest first so that 有限公司 wins over 公司
             suffixes=tuple(sorted((s.lower() for s in _need(path, spec, "suffixes", f"entities.classes.{name}.")),
                                   key=len, reverse=True))))

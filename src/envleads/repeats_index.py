@@ -159,6 +159,8 @@ class MatterIndex(IndexedMatters):
             return None  # another road or park somewhere else: a namesake, not this matter
         if shared is None or placed != one_city:  # names sound alike more loosely within one city
             shared = self._shared_entities(features.entities, matter.entities, near=placed)
+        if not placed and shared:
+            shared = self._same_full_names(shared, features.entities, matter)
         classes = {entity.partition(":")[0] for entity in shared}
         shared_source, shared_location = bool(classes & self._sources), bool(classes & self._locations)
         shared_descriptor = bool(classes & self._descriptors)
@@ -215,9 +217,27 @@ class MatterIndex(IndexedMatters):
                     "descriptor": self._descriptors}.get(evidence, ())
         return score, evidence, next((e for e in shared if e.partition(":")[0] in named_by), None)
 
+    def _same_full_names(self, shared: List[str], entities: Sequence[str], matter: _Matter) -> List[str]:
+        """``shared`` without the names whose full forms (``full_name_class``) both sides give and
+        none alike: across cities a two-character compound name recurs, and 裕西小区 here and
+        裕西花园 there are two places (within one city people write one estate either way)."""
+        full = {cls.name: cls.full_name_class for cls in self.config.entity_classes if cls.full_name_class}
+        kept = []
+        for entity in shared:
+            cls, _, core = entity.partition(":")
+            twin = full.get(cls)
+            if twin:
+                prefix = f"{twin}:{core}"
+                mine = {e for e in entities if e.startswith(prefix)}
+                theirs = {e for e in matter.entities if e.startswith(prefix)}
+                if mine and theirs and not mine & theirs:
+                    continue
+            kept.append(entity)
+        return kept
+
     def _places_conflict(self, entities: Sequence[str], matter: _Matter) -> bool:
         """Whether the complaint names a road, an address or a park (``place_conflict_classes``)
-        where the matter names others of that class and none alike (:func:`_cores_match`).
+        where the matter names others of that class and none alike (:func:`_places_alike`).
 
         Only for a complaint not known to be in the matter's city: across the country a name
         recurs (李记烧烤, 裕西花园, two 港德大道), and the street it is on is what tells the
@@ -229,7 +249,7 @@ class MatterIndex(IndexedMatters):
             if not mine:
                 continue
             theirs = [e[len(prefix):] for e in matter.entities if e.startswith(prefix)]
-            if theirs and not any(_cores_match(a, b, self.config) for a in mine for b in theirs):
+            if theirs and not any(_places_alike(a, b, self.config) for a in mine for b in theirs):
                 return True
         return False
 
@@ -561,6 +581,13 @@ class MatterIndex(IndexedMatters):
         index = cls(config, block if block is not None else state.get("block"))
         index.merge_state(state)
         return index
+
+
+def _places_alike(a: str, b: str, config: RepeatConfig) -> bool:
+    """Whether two road, address or park names may be one place: :func:`_cores_match`, or one
+    ending with the other (a word the rules left before a road, "反映过建设路" -> 过建设, is no
+    other road): a conflict needs two plainly different names."""
+    return a.endswith(b) or b.endswith(a) or _cores_match(a, b, config)
 
 
 def _rank(candidate: _Candidate) -> Tuple[float, float, int, str]:
