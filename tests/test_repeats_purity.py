@@ -83,3 +83,14 @@ def test_within_one_city_one_estate_written_either_way_is_one_place(config):
     again = index.assign("d-002", T0 + DAY_MS, feats(config, "", "龙德花园楼下广场舞音箱放得震耳朵，晚上放音乐到十点多",
                                                      types=("noise",)), None)
     assert again.cluster_id == first.cluster_id
+
+
+def test_one_question_from_two_estates_is_two_residents_question(config):
+    index = R.MatterIndex(config, CITY)
+    first = index.assign("q-001", T0, feats(config, "", "我住在昌山家园，想咨询一下新能源汽车的购车补贴怎么申请", types=()), None)
+    other = index.assign("q-002", T0 + DAY_MS, feats(config, "", "我住在湾鑫村，想咨询一下新能源汽车的购车补贴怎么申请",
+                                                     types=()), None)
+    again = index.assign("q-003", T0 + 2 * DAY_MS, feats(config, "", "昌山家园的居民，想咨询一下新能源汽车的购车补贴怎么申请",
+                                                         types=()), None)
+    assert other.is_new_matter
+    assert again.cluster_id == first.cluster_id

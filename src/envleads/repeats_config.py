@@ -106,6 +106,9 @@ class RepeatConfig:
     # not known to be in a matter's city that names one of them, where the matter names others of
     # that class and none alike, is about another place (鑫隆巷286号 is not 海联巷235号)
     place_conflict_classes: frozenset = frozenset()
+    # place classes of a non-environmental question (a town, a village, an estate, a road): the
+    # same question asked from places none alike is two residents' question, not one matter
+    question_place_classes: frozenset = frozenset()
 
     @property
     def window_ms(self) -> int:
@@ -182,17 +185,21 @@ def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
         trade_groups=_groups(entities.get("trade_groups", [])),
         place_conflict_classes=_place_conflict_classes(path, entities.get("place_conflict_classes", ()), classes,
                                                        str(address.get("class", "address"))),
+        question_place_classes=_place_conflict_classes(path, entities.get("question_place_classes", ()), classes,
+                                                       str(address.get("class", "address"))),
     )
 
 
 def _place_conflict_classes(path: str, names: List[str], classes: List[EntityClass], address_class: str) -> frozenset:
-    """``entities.place_conflict_classes``: classes of role ``area`` or ``location`` (or the address
-    class), never a source class (a source's name is compared by :meth:`MatterIndex._entity_conflict`)."""
+    """``entities.place_conflict_classes`` or ``question_place_classes``: classes of role ``area``
+    or ``location`` (or the address class), never a source class (a source's name is compared by
+    :meth:`MatterIndex._entity_conflict`)."""
     roles = {c.name: c.role for c in classes}
     roles[address_class] = "location"
     for name in names:
         if roles.get(name) not in ("area", "location"):
-            raise ConfigError(f"{path}: entities.place_conflict_classes: {name!r} is not an area or location class")
+            raise ConfigError(f"{path}: entities.place_conflict_classes / question_place_classes: {name!r} "
+                              "is not an area or location class")
     return frozenset(names)
 
 

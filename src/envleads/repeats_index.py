@@ -186,7 +186,8 @@ class MatterIndex(IndexedMatters):
         elif not features.types:
             # a non-environmental complaint names a company for a job, a wage or a subsidy: only
             # the same letter again makes a matter of such complaints
-            evidence = "text" if text_sim >= (cfg.text_only_similarity if placed else cfg.text_only_unplaced) else None
+            evidence = "text" if text_sim >= (cfg.text_only_similarity if placed else cfg.text_only_unplaced) \
+                and not self._asked_elsewhere(features.entities, matter) else None
         elif shared_title and (textless or text_sim >= cfg.min_text_with_title_entity):
             evidence = "title_entity"
         elif shared_source and (textless or text_sim >= cfg.min_text_with_entity):
@@ -234,6 +235,16 @@ class MatterIndex(IndexedMatters):
                     continue
             kept.append(entity)
         return kept
+
+    def _asked_elsewhere(self, entities: Sequence[str], matter: _Matter) -> bool:
+        """Whether a non-environmental complaint and the matter both name places
+        (``question_place_classes``: towns, villages, estates, roads) and none alike: the same
+        question about parking or a subsidy from two estates is two residents' question."""
+        classes = self.config.question_place_classes
+        mine = [e.partition(":")[::2] for e in entities if e.partition(":")[0] in classes]
+        theirs = [e.partition(":")[::2] for e in matter.entities if e.partition(":")[0] in classes]
+        return bool(mine) and bool(theirs) and not any(
+            cls == kcls and _places_alike(core, kcore, self.config) for cls, core in mine for kcls, kcore in theirs)
 
     def _places_conflict(self, entities: Sequence[str], matter: _Matter) -> bool:
         """Whether the complaint names a road, an address or a park (``place_conflict_classes``)
