@@ -155,8 +155,6 @@ class MatterIndex(IndexedMatters):
         the matter's source and says ``pollution_words``; non-environmental ones join by text alone."""
         cfg, w = self.config, self.config.weights
         placed = one_city or relation in ("same_county", "same_city")  # by the key, or both regions
-        if not placed and text_sim < cfg.conflict_text_similarity and self._places_conflict(features.entities, matter):
-            return None  # another road or park somewhere else: a namesake, not this matter
         if shared is None or placed != one_city:  # names sound alike more loosely within one city
             shared = self._shared_entities(features.entities, matter.entities, near=placed)
         if not placed and shared:
@@ -205,8 +203,9 @@ class MatterIndex(IndexedMatters):
             evidence = "text"
         else:
             evidence = None
-        if evidence is None:
-            return None
+        if evidence is None or (not placed and text_sim < cfg.conflict_text_similarity
+                                and self._places_conflict(features.entities, matter)):
+            return None  # (or: another road or park somewhere else, a namesake, not this matter)
         score = w["text"] * text_sim
         score += w["shared_source"] * shared_source + w["shared_location"] * shared_location
         score += w["shared_title_entity"] * shared_title
@@ -222,7 +221,9 @@ class MatterIndex(IndexedMatters):
         """``shared`` without the names whose full forms (``full_name_class``) both sides give and
         none alike: across cities a two-character compound name recurs, and 裕西小区 here and
         裕西花园 there are two places (within one city people write one estate either way)."""
-        full = {cls.name: cls.full_name_class for cls in self.config.entity_classes if cls.full_name_class}
+        full = self._full_name_classes
+        if not full:
+            return shared
         kept = []
         for entity in shared:
             cls, _, core = entity.partition(":")
@@ -254,15 +255,20 @@ class MatterIndex(IndexedMatters):
         recurs (李记烧烤, 裕西花园, two 港德大道), and the street it is on is what tells the
         namesakes apart; within one city a plant is often described from the next road."""
         classes = self.config.place_conflict_classes
-        for cls in classes:
-            prefix = cls + ":"
-            mine = [e[len(prefix):] for e in entities if e.startswith(prefix)]
-            if not mine:
-                continue
-            theirs = [e[len(prefix):] for e in matter.entities if e.startswith(prefix)]
-            if theirs and not any(_places_alike(a, b, self.config) for a in mine for b in theirs):
-                return True
-        return False
+        mine: Dict[str, List[str]] = {}
+        for entity in entities:
+            cls, _, core = entity.partition(":")
+            if cls in classes:
+                mine.setdefault(cls, []).append(core)
+        if not mine:
+            return False
+        theirs: Dict[str, List[str]] = {}
+        for entity in matter.entities:
+            cls, _, core = entity.partition(":")
+            if cls in mine:
+                theirs.setdefault(cls, []).append(core)
+        return any(not any(_places_alike(a, b, self.config) for a in mine[cls] for b in known)
+                   for cls, known in theirs.items())
 
     def _descriptor_joins(self, text_sim: float, features: MatterFeatures, matter: _Matter, shared: Sequence[str],
                           placed: bool) -> bool:
@@ -342,12 +348,22 @@ class MatterIndex(IndexedMatters):
 
     def _shared_entities(self, new: Sequence[str], known: Iterable[str], near: bool = False) -> List[str]:
         """The complaint's specific names that match one of the matter's (same kind, :func:`_cores_match`;
-        ``near``: both in one city), in the complaint's order."""
+        ``near``: both in one city), in the complaint's order. Areas (roads, towns, estates) are
+        never compared: they are no evidence, and comparing them was most of the cost."""
         cfg = self.config
-        known_split = [e.partition(":")[::2] for e in known]  # (class, core), as _split, without its call
-        shared = []
-        for entity in new:  # names first: whether a name is specific costs a look at the postings
+        areas = self._areas
+        wanted = []
+        for entity in new:
             cls, _, core = entity.partition(":")
+            if cls not in areas:
+                wanted.append((entity, cls, core))
+        if not wanted:
+            return []
+        classes = {cls for _, cls, _ in wanted}
+        # (class, core) of the matter's names of those classes, as _split, without its call
+        known_split = [(kcls, kcore) for kcls, _, kcore in (e.partition(":") for e in known) if kcls in classes]
+        shared = []
+        for entity, cls, core in wanted:  # names first: whether a name is specific costs a look at the postings
             if any(kcls == cls and _cores_match(core, kcore, cfg, near) for kcls, kcore in known_split) \
                     and self._specific(entity):
                 shared.append(entity)
