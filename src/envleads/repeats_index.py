@@ -148,17 +148,15 @@ class MatterIndex(IndexedMatters):
         * ``reporter``: the same reporter writes again about the same type, or with text in common;
         * ``text``: the same type and very similar text (boilerplate removed before shingling).
 
-        A road, town, village or park (role ``area``) is never evidence: many sources share one.
-        Two reports naming different sources of one kind join only with nearly identical text.
-        Environmental and non-environmental complaints (no types) share a matter only when one
-        restates the other (a shared name and ``text_only_unplaced`` text), or the untyped one names
-        the matter's source and says ``pollution_words``; non-environmental ones join by text alone."""
+        A road, town, village or park (role ``area``) is never evidence (across cities another one
+        is another place: :meth:`_namesake`). Different sources of one kind join only with nearly
+        identical text. An environmental and a non-environmental (untyped) complaint share a matter
+        only as a restatement, or when the untyped one names the source and says ``pollution_words``."""
         cfg, w = self.config, self.config.weights
         placed = one_city or relation in ("same_county", "same_city")  # by the key, or both regions
         if shared is None or placed != one_city:  # names sound alike more loosely within one city
             shared = self._shared_entities(features.entities, matter.entities, near=placed)
-        if not placed and shared:
-            shared = self._same_full_names(shared, features.entities, matter)
+        shared = shared if placed else self._same_full_names(shared, features.entities, matter)
         classes = {entity.partition(":")[0] for entity in shared}
         shared_source, shared_location = bool(classes & self._sources), bool(classes & self._locations)
         shared_descriptor = bool(classes & self._descriptors)
@@ -184,8 +182,7 @@ class MatterIndex(IndexedMatters):
         elif not features.types:
             # a non-environmental complaint names a company for a job, a wage or a subsidy: only
             # the same letter again makes a matter of such complaints
-            evidence = "text" if text_sim >= (cfg.text_only_similarity if placed else cfg.text_only_unplaced) \
-                and not self._asked_elsewhere(features.entities, matter) else None
+            evidence = "text" if self._same_question(text_sim, features, matter, placed) else None
         elif shared_title and (textless or text_sim >= cfg.min_text_with_title_entity):
             evidence = "title_entity"
         elif shared_source and (textless or text_sim >= cfg.min_text_with_entity):
@@ -203,9 +200,8 @@ class MatterIndex(IndexedMatters):
             evidence = "text"
         else:
             evidence = None
-        if evidence is None or (not placed and text_sim < cfg.conflict_text_similarity
-                                and self._places_conflict(features.entities, matter)):
-            return None  # (or: another road or park somewhere else, a namesake, not this matter)
+        if evidence is None or not placed and self._namesake(text_sim, features, matter):
+            return None
         score = w["text"] * text_sim
         score += w["shared_source"] * shared_source + w["shared_location"] * shared_location
         score += w["shared_title_entity"] * shared_title
@@ -222,7 +218,7 @@ class MatterIndex(IndexedMatters):
         none alike: across cities a two-character compound name recurs, and 裕西小区 here and
         裕西花园 there are two places (within one city people write one estate either way)."""
         full = self._full_name_classes
-        if not full:
+        if not full or not shared:
             return shared
         kept = []
         for entity in shared:
@@ -236,6 +232,18 @@ class MatterIndex(IndexedMatters):
                     continue
             kept.append(entity)
         return kept
+
+    def _same_question(self, text_sim: float, features: MatterFeatures, matter: _Matter, placed: bool) -> bool:
+        """Whether a non-environmental complaint asks the matter's question again: the same letter
+        (text only), from no place or one alike (:meth:`_asked_elsewhere`)."""
+        cfg = self.config
+        return text_sim >= (cfg.text_only_similarity if placed else cfg.text_only_unplaced) \
+            and not self._asked_elsewhere(features.entities, matter)
+
+    def _namesake(self, text_sim: float, features: MatterFeatures, matter: _Matter) -> bool:
+        """Whether a complaint not known to be in the matter's city is about a namesake elsewhere:
+        another road, address or park (:meth:`_places_conflict`), unless it restates the matter."""
+        return text_sim < self.config.conflict_text_similarity and self._places_conflict(features.entities, matter)
 
     def _asked_elsewhere(self, entities: Sequence[str], matter: _Matter) -> bool:
         """Whether a non-environmental complaint and the matter both name places
