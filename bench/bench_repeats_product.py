@@ -8,7 +8,10 @@
   with every jurisdiction dropped. Every rule and threshold was chosen on the ``dev_*`` files;
   ``locked_*`` (other writers, other provinces) is reported and never tuned on.
 
-    .venv/bin/python bench/bench_repeats_product.py [--engine beam|rounds]
+    .venv/bin/python bench/bench_repeats_product.py [--engine beam|rounds] [--parts real dev locked]
+
+``--parts real dev`` runs the sets rules may be chosen on and never opens the locked files (write
+its ``--out`` outside ``bench/results/``: the figure of record holds every part).
 """
 from __future__ import annotations
 
@@ -35,12 +38,14 @@ def main() -> None:
     parser.add_argument("--engine", default="beam", choices=["beam", "rounds"])
     parser.add_argument("--jurisdiction", default="430100", help="intake city code given to the real board")
     parser.add_argument("--out", default=None, help="default bench/results/repeats_product_<engine>.json")
+    parser.add_argument("--parts", nargs="+", default=["real", "dev", "locked"], choices=["real", "dev", "locked"],
+                        help="which sets to run (default all); without locked, the locked files are not read")
     args = parser.parse_args()
     sets = []
-    if os.path.exists(REAL):
+    if "real" in args.parts and os.path.exists(REAL):
         sets += [("real, no jurisdiction", [REAL], None, False), ("real, with jurisdiction", [REAL], args.jurisdiction, True)]
     for part in ("dev", "locked"):
-        if corpus_files(part):
+        if part in args.parts and corpus_files(part):
             sets += [(f"confusable {part}, as written", corpus_files(part), None, True),
                      (f"confusable {part}, no jurisdiction", corpus_files(part), None, False)]
     results = []

@@ -89,6 +89,17 @@ def _generated(d: dict) -> str:
     return f"repeats, generated (seeds {seeds}): multi-report matters holding > 1 true matter {shares}"
 
 
+def _generated_status(d: dict) -> str:
+    """Met or not at the row's size, and on the issue's 100,000 complaints when measured."""
+    status = f"issue 21: < 1%: {_met(max(_mixed(d)) < 0.01)} at {d['runs'][0]['events']:,}"
+    long_run = os.path.join(HERE, "results", "repeats_pipeline_100000.json")
+    if os.path.exists(long_run):
+        with open(long_run, encoding="utf-8") as handle:
+            share = max(_mixed(json.load(handle)))
+        status += f"; 100,000: {share:.1%}, {_met(share < 0.01)}"
+    return status
+
+
 def _stream(d: dict) -> str:
     r = d["result"]
     return (f"live stream at {r['target_rate']:.0f} events/s: sustained {r['sustained_rate']:.1f}/s, "
@@ -153,7 +164,7 @@ ROWS = (
     Row("regions_libraries.json", "python bench/bench_regions_libraries.py", _regions, _regions_status),
     Row("repeats_product_beam.json", "python bench/bench_repeats_product.py --engine beam", _repeats, _repeats_status),
     Row("repeats_pipeline.json", "python bench/bench_repeats_pipeline.py --count 5000", _generated,
-        lambda d: f"issue 21: < 1%: {_met(max(_mixed(d)) < 0.01)}"),
+        _generated_status),
     Row("stream.json", "python bench/bench_stream.py --rate 200 --seconds 120", _stream,
         lambda d: f"≤ 3 s: {_met(d['result']['latency_to_lead_s']['p99'] <= 3)}"),
     Row("stream_backfill_1000000.json", "python bench/bench_stream.py --backfill 1000000", _backfill, _backfill_status),

@@ -52,7 +52,7 @@ def score_batch_output(output_rows: List[dict], truth_rows: List[dict],
                        lead_rows: Optional[List[dict]] = None) -> Dict:
     """Compares the rows of ``envleads batch`` with the truth rows by ``complaint_id``."""
     from envleads.models.pollution import score_predictions
-    from envleads.repeats_evaluation import score_matters
+    from envleads.repeats_evaluation import score_leads, score_matters
 
     truth = {row["complaint_id"]: row for row in truth_rows if not row.get("malformed") and row.get("complaint_id")}
     rows = [row for row in output_rows if row["complaint_id"] in truth]
@@ -72,7 +72,8 @@ def score_batch_output(output_rows: List[dict], truth_rows: List[dict],
     if lead_rows is not None:
         true_matters = {t["matter_id"] for t in truth.values() if t.get("environmental")}
         report["leads"] = {"leads": len(lead_rows), "true_environmental_matters": len(true_matters),
-                           "relative_error": round((len(lead_rows) - len(true_matters)) / max(1, len(true_matters)), 4)}
+                           "relative_error": round((len(lead_rows) - len(true_matters)) / max(1, len(true_matters)), 4),
+                           **score_leads(rows, truth, lead_rows)}
     return report
 
 

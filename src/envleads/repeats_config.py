@@ -41,6 +41,9 @@ class EntityClass(NamedTuple):
     # suffixes that say what kind of place a name is ("佳松便利店", "佳松电镀厂"): kept with the
     # name as its trade, so that two kinds under one name are two sources
     kind_suffixes: frozenset = frozenset()
+    # the class of the same name written in full, suffix included ("estate:裕西花园" beside
+    # "compound:裕西"): across cities, 裕西小区 and 裕西花园 are two places
+    full_name_class: str = ""
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,13 @@ class RepeatConfig:
     # trade -> its group (the first word of a ``trade_groups`` entry): "土菜" and "饭店" are both
     # restaurants, so "老绍兴土菜(馆)" and "老绍兴饭店" can be one source
     trade_groups: Mapping[str, str] = field(default_factory=dict)
+    # area and location classes (roads, addresses, parks) that tell two places apart: a complaint
+    # not known to be in a matter's city that names one of them, where the matter names others of
+    # that class and none alike, is about another place (鑫隆巷286号 is not 海联巷235号)
+    place_conflict_classes: frozenset = frozenset()
+    # place classes of a non-environmental question (a town, a village, an estate, a road): the
+    # same question asked from places none alike is two residents' question, not one matter
+    question_place_classes: frozenset = frozenset()
 
     @property
     def window_ms(self) -> int:
@@ -173,7 +183,24 @@ def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
         max_ids_per_matter=max(1, int(doc.get("max_ids_per_matter", 64))),
         descriptors=_descriptors(path, entities.get("descriptors", {}), classes),
         trade_groups=_groups(entities.get("trade_groups", [])),
+        place_conflict_classes=_place_conflict_classes(path, entities.get("place_conflict_classes", ()), classes,
+                                                       str(address.get("class", "address"))),
+        question_place_classes=_place_conflict_classes(path, entities.get("question_place_classes", ()), classes,
+                                                       str(address.get("class", "address"))),
     )
+
+
+def _place_conflict_classes(path: str, names: List[str], classes: List[EntityClass], address_class: str) -> frozenset:
+    """``entities.place_conflict_classes`` or ``question_place_classes``: classes of role ``area``
+    or ``location`` (or the address class), never a source class (a source's name is compared by
+    :meth:`MatterIndex._entity_conflict`)."""
+    roles = {c.name: c.role for c in classes}
+    roles[address_class] = "location"
+    for name in names:
+        if roles.get(name) not in ("area", "location"):
+            raise ConfigError(f"{path}: entities.place_conflict_classes / question_place_classes: {name!r} "
+                              "is not an area or location class")
+    return frozenset(names)
 
 
 def _groups(groups: List[List[str]]) -> Dict[str, str]:
@@ -223,6 +250,7 @@ def _entity_classes(path: str, specs: Mapping[str, Any]) -> List[EntityClass]:
             keep_suffix=bool(spec.get("keep_suffix", False)),
             trades=bool(spec.get("trades", False)),
             kind_suffixes=frozenset(s.lower() for s in spec.get("kind_suffixes", ())),
+            full_name_class=str(spec.get("full_name_class", "")),
             # longest first so that 有限公司 wins over 公司
             suffixes=tuple(sorted((s.lower() for s in _need(path, spec, "suffixes", f"entities.classes.{name}.")),
                                   key=len, reverse=True))))

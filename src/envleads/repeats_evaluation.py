@@ -141,6 +141,19 @@ def score_matters(rows: Sequence[dict], truth: Truth) -> Dict[str, float]:
                 1 for cids in multi for cid in cids if truth[cid].get("environmental") is False)}
 
 
+def score_leads(rows: Sequence[dict], truth: Truth, leads: Sequence[dict]) -> Dict[str, int]:
+    """The multi-report leads (leads whose matter holds several scored reports) and those holding
+    reports of more than one gold matter: issue 21's purity figure is over leads, and a
+    non-environmental matter makes no lead."""
+    lead_ids = {lead["cluster_id"] for lead in leads}
+    matters: Dict[str, List[str]] = {}
+    for row in rows:
+        if row["complaint_id"] in truth and row["cluster_id"] in lead_ids:
+            matters.setdefault(row["cluster_id"], []).append(str(truth[row["complaint_id"]]["matter_id"]))
+    multi = [gold for gold in matters.values() if len(gold) > 1]
+    return {"multi_report_leads": len(multi), "multi_report_leads_mixed": sum(1 for gold in multi if len(set(gold)) > 1)}
+
+
 def evaluate(paths: Sequence[str], jurisdiction: Optional[str] = None, with_jurisdiction: bool = True,
              engine: str = "beam") -> Dict[str, float]:
     """Loads the gold, runs the batch contract on it and scores its matters."""

@@ -175,6 +175,8 @@ def _entities_at(norm: str, config: RepeatConfig) -> List[Tuple[int, str]]:
         if cls.keep_suffix or suffix in cls.kind_suffixes:
             core += suffix
         found.append((end, f"{cls.name}:{core}"))
+        if cls.full_name_class:
+            found.append((end, f"{cls.full_name_class}:{core}{suffix}"))
         if cls.name == "road" or suffix in config.address_roads:
             number = _HOUSE_NUMBER.match(norm, end, end + 8)
             digits = house_number(number.group(1)) if number else None
@@ -434,7 +436,8 @@ def _area_named_sources(entities: Sequence[str], config: RepeatConfig) -> frozen
 @cached_per_config
 def _area_classes(config: RepeatConfig) -> frozenset:
     """The classes of role ``area`` (roads, villages, towns, parks)."""
-    return frozenset(cls.name for cls in config.entity_classes if cls.role == "area")
+    twins = {cls.full_name_class for cls in config.entity_classes}  # a compound in full names no area
+    return frozenset(cls.name for cls in config.entity_classes if cls.role == "area" and cls.name not in twins)
 
 
 def descriptors(text: str, entities: Sequence[str], config: RepeatConfig,

@@ -148,15 +148,15 @@ class MatterIndex(IndexedMatters):
         * ``reporter``: the same reporter writes again about the same type, or with text in common;
         * ``text``: the same type and very similar text (boilerplate removed before shingling).
 
-        A road, town, village or park (role ``area``) is never evidence: many sources share one.
-        Two reports naming different sources of one kind join only with nearly identical text.
-        Environmental and non-environmental complaints (no types) share a matter only when one
-        restates the other (a shared name and ``text_only_unplaced`` text), or the untyped one names
-        the matter's source and says ``pollution_words``; non-environmental ones join by text alone."""
+        A road, town, village or park (role ``area``) is never evidence (across cities another one
+        is another place: :meth:`_namesake`). Different sources of one kind join only with nearly
+        identical text. An environmental and a non-environmental (untyped) complaint share a matter
+        only as a restatement, or when the untyped one names the source and says ``pollution_words``."""
         cfg, w = self.config, self.config.weights
         placed = one_city or relation in ("same_county", "same_city")  # by the key, or both regions
         if shared is None or placed != one_city:  # names sound alike more loosely within one city
             shared = self._shared_entities(features.entities, matter.entities, near=placed)
+        shared = shared if placed else self._same_full_names(shared, features.entities, matter)
         classes = {entity.partition(":")[0] for entity in shared}
         shared_source, shared_location = bool(classes & self._sources), bool(classes & self._locations)
         shared_descriptor = bool(classes & self._descriptors)
@@ -182,7 +182,7 @@ class MatterIndex(IndexedMatters):
         elif not features.types:
             # a non-environmental complaint names a company for a job, a wage or a subsidy: only
             # the same letter again makes a matter of such complaints
-            evidence = "text" if text_sim >= (cfg.text_only_similarity if placed else cfg.text_only_unplaced) else None
+            evidence = "text" if self._same_question(text_sim, features, matter, placed) else None
         elif shared_title and (textless or text_sim >= cfg.min_text_with_title_entity):
             evidence = "title_entity"
         elif shared_source and (textless or text_sim >= cfg.min_text_with_entity):
@@ -200,7 +200,7 @@ class MatterIndex(IndexedMatters):
             evidence = "text"
         else:
             evidence = None
-        if evidence is None:
+        if evidence is None or not placed and self._namesake(text_sim, features, matter):
             return None
         score = w["text"] * text_sim
         score += w["shared_source"] * shared_source + w["shared_location"] * shared_location
@@ -212,6 +212,71 @@ class MatterIndex(IndexedMatters):
         named_by = {"title_entity": self._sources, "entity": self._sources, "location": self._locations,
                     "descriptor": self._descriptors}.get(evidence, ())
         return score, evidence, next((e for e in shared if e.partition(":")[0] in named_by), None)
+
+    def _same_full_names(self, shared: List[str], entities: Sequence[str], matter: _Matter) -> List[str]:
+        """``shared`` without the names whose full forms (``full_name_class``) both sides give and
+        none alike: across cities a two-character compound name recurs, and 裕西小区 here and
+        裕西花园 there are two places (within one city people write one estate either way)."""
+        full = self._full_name_classes
+        if not full or not shared:
+            return shared
+        kept = []
+        for entity in shared:
+            cls, _, core = entity.partition(":")
+            twin = full.get(cls)
+            if twin:
+                prefix = f"{twin}:{core}"
+                mine = {e for e in entities if e.startswith(prefix)}
+                theirs = {e for e in matter.entities if e.startswith(prefix)}
+                if mine and theirs and not mine & theirs:
+                    continue
+            kept.append(entity)
+        return kept
+
+    def _same_question(self, text_sim: float, features: MatterFeatures, matter: _Matter, placed: bool) -> bool:
+        """Whether a non-environmental complaint asks the matter's question again: the same letter
+        (text only), from no place or one alike (:meth:`_asked_elsewhere`)."""
+        cfg = self.config
+        return text_sim >= (cfg.text_only_similarity if placed else cfg.text_only_unplaced) \
+            and not self._asked_elsewhere(features.entities, matter)
+
+    def _namesake(self, text_sim: float, features: MatterFeatures, matter: _Matter) -> bool:
+        """Whether a complaint not known to be in the matter's city is about a namesake elsewhere:
+        another road, address or park (:meth:`_places_conflict`), unless it restates the matter."""
+        return text_sim < self.config.conflict_text_similarity and self._places_conflict(features.entities, matter)
+
+    def _asked_elsewhere(self, entities: Sequence[str], matter: _Matter) -> bool:
+        """Whether a non-environmental complaint and the matter both name places
+        (``question_place_classes``: towns, villages, estates, roads) and none alike: the same
+        question about parking or a subsidy from two estates is two residents' question."""
+        classes = self.config.question_place_classes
+        mine = [e.partition(":")[::2] for e in entities if e.partition(":")[0] in classes]
+        theirs = [e.partition(":")[::2] for e in matter.entities if e.partition(":")[0] in classes]
+        return bool(mine) and bool(theirs) and not any(
+            cls == kcls and _places_alike(core, kcore, self.config) for cls, core in mine for kcls, kcore in theirs)
+
+    def _places_conflict(self, entities: Sequence[str], matter: _Matter) -> bool:
+        """Whether the complaint names a road, an address or a park (``place_conflict_classes``)
+        where the matter names others of that class and none alike (:func:`_places_alike`).
+
+        Only for a complaint not known to be in the matter's city: across the country a name
+        recurs (李记烧烤, 裕西花园, two 港德大道), and the street it is on is what tells the
+        namesakes apart; within one city a plant is often described from the next road."""
+        classes = self.config.place_conflict_classes
+        mine: Dict[str, List[str]] = {}
+        for entity in entities:
+            cls, _, core = entity.partition(":")
+            if cls in classes:
+                mine.setdefault(cls, []).append(core)
+        if not mine:
+            return False
+        theirs: Dict[str, List[str]] = {}
+        for entity in matter.entities:
+            cls, _, core = entity.partition(":")
+            if cls in mine:
+                theirs.setdefault(cls, []).append(core)
+        return any(not any(_places_alike(a, b, self.config) for a in mine[cls] for b in known)
+                   for cls, known in theirs.items())
 
     def _descriptor_joins(self, text_sim: float, features: MatterFeatures, matter: _Matter, shared: Sequence[str],
                           placed: bool) -> bool:
@@ -291,12 +356,22 @@ class MatterIndex(IndexedMatters):
 
     def _shared_entities(self, new: Sequence[str], known: Iterable[str], near: bool = False) -> List[str]:
         """The complaint's specific names that match one of the matter's (same kind, :func:`_cores_match`;
-        ``near``: both in one city), in the complaint's order."""
+        ``near``: both in one city), in the complaint's order. Areas (roads, towns, estates) are
+        never compared: they are no evidence, and comparing them was most of the cost."""
         cfg = self.config
-        known_split = [e.partition(":")[::2] for e in known]  # (class, core), as _split, without its call
-        shared = []
-        for entity in new:  # names first: whether a name is specific costs a look at the postings
+        areas = self._areas
+        wanted = []
+        for entity in new:
             cls, _, core = entity.partition(":")
+            if cls not in areas:
+                wanted.append((entity, cls, core))
+        if not wanted:
+            return []
+        classes = {cls for _, cls, _ in wanted}
+        # (class, core) of the matter's names of those classes, as _split, without its call
+        known_split = [(kcls, kcore) for kcls, _, kcore in (e.partition(":") for e in known) if kcls in classes]
+        shared = []
+        for entity, cls, core in wanted:  # names first: whether a name is specific costs a look at the postings
             if any(kcls == cls and _cores_match(core, kcore, cfg, near) for kcls, kcore in known_split) \
                     and self._specific(entity):
                 shared.append(entity)
@@ -541,6 +616,13 @@ class MatterIndex(IndexedMatters):
         index = cls(config, block if block is not None else state.get("block"))
         index.merge_state(state)
         return index
+
+
+def _places_alike(a: str, b: str, config: RepeatConfig) -> bool:
+    """Whether two road, address or park names may be one place: :func:`_cores_match`, or one
+    ending with the other (a word the rules left before a road, "反映过建设路" -> 过建设, is no
+    other road): a conflict needs two plainly different names."""
+    return a.endswith(b) or b.endswith(a) or _cores_match(a, b, config)
 
 
 def _rank(candidate: _Candidate) -> Tuple[float, float, int, str]:

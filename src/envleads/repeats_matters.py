@@ -94,7 +94,11 @@ class IndexedMatters:
         roles[self.config.address_class] = self.config.address_role
         self._sources = frozenset(name for name, role in roles.items() if role == "source")
         self._locations = frozenset(name for name, role in roles.items() if role == "location")
+        self._areas = frozenset(name for name, role in roles.items() if role == "area")
         self._descriptors = frozenset({DESCRIPTOR_CLASS}) if self.config.descriptors.words else frozenset()
+        # class -> the class of its names in full ("compound" -> "estate"), for comparisons across cities
+        self._full_name_classes = {c.name: c.full_name_class for c in self.config.entity_classes if c.full_name_class}
+        self._full_names = frozenset(self._full_name_classes.values())
         self._matters: Dict[str, _Matter] = {}
         # shingle hash -> the clusters whose retained sketches hold it (their number is the shingle's
         # document frequency), packed in numpy arrays: most of a live matter's memory otherwise
@@ -235,6 +239,11 @@ class IndexedMatters:
             trade, at, area = core.rpartition("@")
             if at:  # a descriptor: its trade and its area's tail
                 key = f"{cls}|{trade}@{''.join(sound(area[-2:]))}"
+                if len(self._key_memo) < 200_000:
+                    self._key_memo[entity] = key
+                return key
+            if cls in self._full_names:  # never looked up by a tail: keyed whole ("estate|裕西花园")
+                key = f"{cls}|{core}"
                 if len(self._key_memo) < 200_000:
                     self._key_memo[entity] = key
                 return key
