@@ -14,13 +14,11 @@ from typing import Dict, List, Optional
 def topic_status(bootstrap_servers: str, topics: List[str], group_id: Optional[str], security=None,
                  scan: bool = False) -> Dict[str, Dict]:
     """Per topic and partition: first and end offset, records (scanned if asked), committed and lag."""
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
 
-    from envleads.ops.kafka_config import client_kwargs
+    from envleads.pipelines.kafka_edge.read import new_consumer
 
-    kwargs = client_kwargs(bootstrap_servers, security, role="consumer")
-    kwargs.update(group_id=group_id, enable_auto_commit=False)
-    consumer = KafkaConsumer(**kwargs)
+    consumer = new_consumer(bootstrap_servers, security, group_id)
     report: Dict[str, Dict] = {}
     try:
         for topic in topics:

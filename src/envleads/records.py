@@ -127,7 +127,7 @@ class ReportJoin(NamedTuple):
     """Why a repeat joined its matter (``lead.v5`` ``joins``): an inspector checks the merge by it."""
 
     complaint_id: str
-    evidence: str  # Assignment.matched_on: text+entity, text+location, text+descriptor, text+reporter, text ...
+    evidence: str  # Assignment.matched_on: text+entity, text+trade_name, text+location, text+descriptor, text ...
     shared: Optional[str]  # the shared name as "kind:name", or None when no name joined it
     similarity: float
 

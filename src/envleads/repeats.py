@@ -61,7 +61,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from envleads.repeats_config import RepeatConfig, default_config
 from envleads.repeats_features import UNKNOWN_BLOCK, MatterFeatures, blocking_key, in_scope, matter_features, unplaced_scope
 from envleads.repeats_index import Assignment, MatterIndex, _assign_across, _name_keys
-from envleads.repeats_matters import _COMPLAINT, _ENTITY, _REPORTER, _TITLE, _Directory, _holders
+from envleads.repeats_matters import _COMPLAINT, _ENTITY, _REPORTER, _TITLE, _TRADE, _Directory, _holders
 
 # what the engines, tests and benches import from here besides the above (their homes are the modules
 # named in the docstring)
@@ -105,7 +105,7 @@ class KeyIndexes(dict):
 
     def __init__(self, indexes: Optional[Mapping[str, MatterIndex]] = None):
         super().__init__()
-        self._directory: _Directory = {kind: {} for kind in (_ENTITY, _TITLE, _REPORTER, _COMPLAINT)}
+        self._directory: _Directory = {kind: {} for kind in (_ENTITY, _TITLE, _REPORTER, _COMPLAINT, _TRADE)}
         self.update(indexes or {})
 
     def __setitem__(self, block: str, index: MatterIndex) -> None:
@@ -150,13 +150,14 @@ class KeyIndexes(dict):
             holders.clear()
         super().clear()
 
-    def holding(self, keys: Tuple[Tuple[str, ...], Tuple[str, ...]], reporters: Sequence[str],
+    def holding(self, keys: Tuple[Tuple[str, ...], ...], reporters: Sequence[str],
                 complaint_id: str) -> set:
         """The keys whose index holds one of the entity keys ``keys[0]``, title entity keys
-        ``keys[1]``, ``reporters`` or ``complaint_id``: the only keys where the complaint can be a
-        redelivery or find a matter by name or reporter (:meth:`MatterIndex._names_held`)."""
+        ``keys[1]``, trade name keys ``keys[2]``, ``reporters`` or ``complaint_id``: the only keys
+        where the complaint can be a redelivery or find a matter by name or reporter
+        (:meth:`MatterIndex._names_held`)."""
         found: set = set()
-        for kind, wanted in ((_ENTITY, keys[0]), (_TITLE, keys[1]), (_REPORTER, reporters),
+        for kind, wanted in ((_ENTITY, keys[0]), (_TITLE, keys[1]), (_TRADE, keys[2]), (_REPORTER, reporters),
                              (_COMPLAINT, (complaint_id,))):
             directory = self._directory[kind]
             for key in wanted:

@@ -28,6 +28,21 @@ class Descriptors(NamedTuple):
     class_trades: Mapping[str, str] = {}
 
 
+class TradeNames(NamedTuple):
+    """How a source's trade name (字号: 鑫晟 of 唐山市丰南区鑫晟轧钢有限公司) is found again in a
+    later report that does not give the name in a form the suffix rules read ("路北那家轧钢厂(鑫晟)",
+    "园区南头那家齐昌", "鑫盛轧钢(音)")."""
+
+    # longest trade name looked for; 0: trade names are not looked for
+    max_chars: int = 0
+    # a mark after a name written by ear ("(音)"): the name is meant by its sound
+    sound_marks: Tuple[str, ...] = ()
+    # words after or before a name that say the report is about a neighbour ("就在鸿锦隔壁")
+    neighbour_words: Tuple[str, ...] = ()
+    # words right before a name that say it is the source's name ("好像叫齐昌")
+    called: Tuple[str, ...] = ()
+
+
 class EntityClass(NamedTuple):
     name: str
     # "source": a problem source (a company, a site): the same source is the same matter;
@@ -109,6 +124,7 @@ class RepeatConfig:
     # place classes of a non-environmental question (a town, a village, an estate, a road): the
     # same question asked from places none alike is two residents' question, not one matter
     question_place_classes: frozenset = frozenset()
+    trade_names: TradeNames = TradeNames()
 
     @property
     def window_ms(self) -> int:
@@ -116,7 +132,7 @@ class RepeatConfig:
 
 
 _WEIGHT_KEYS = ("text", "shared_source", "shared_title_entity", "shared_location", "entity_conflict",
-                "shared_type", "same_reporter", "shared_descriptor")
+                "shared_type", "same_reporter", "shared_descriptor", "trade_name_said")
 
 
 def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
@@ -187,7 +203,20 @@ def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
                                                        str(address.get("class", "address"))),
         question_place_classes=_place_conflict_classes(path, entities.get("question_place_classes", ()), classes,
                                                        str(address.get("class", "address"))),
+        trade_names=_trade_names(entities.get("trade_names", {})),
     )
+
+
+def _trade_names(spec: Mapping[str, Any]) -> TradeNames:
+    """The ``entities.trade_names`` block (absent: trade names are not looked for)."""
+    if not spec:
+        return TradeNames()
+
+    def words(key: str) -> Tuple[str, ...]:
+        return tuple(sorted({normalise_text(w) for w in spec.get(key, ()) if w}, key=len, reverse=True))
+
+    return TradeNames(max_chars=max(0, int(spec.get("max_chars", 4))), sound_marks=words("sound_marks"),
+                      neighbour_words=words("neighbour_words"), called=words("called"))
 
 
 def _place_conflict_classes(path: str, names: List[str], classes: List[EntityClass], address_class: str) -> frozenset:

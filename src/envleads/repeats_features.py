@@ -11,7 +11,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import ahocorasick
 import numpy as np
-from pypinyin import lazy_pinyin
+from pypinyin import Style, lazy_pinyin, pinyin
 
 from envleads.config import cached_per_config
 from envleads.divisions import MUNICIPALITY_CODES
@@ -33,6 +33,9 @@ class MatterFeatures(NamedTuple):
     shingle_count: int
     # no types, but the text says what only a report of pollution says (``pollution_words``)
     states_pollution: bool = False
+    # the normalised text with separators where punctuation was: a live matter's trade name is
+    # looked for in it (:func:`trade_name_said`)
+    plain_text: str = ""
 
     def __reduce__(self):
         # Pickled between the stream's processes for every complaint: the sketch without its empty
@@ -339,6 +342,7 @@ def matter_features(text: str, title: str, tokens: Sequence[str], region_adcode:
         region_adcode=_clean_adcode(region_adcode),
         shingle_count=int(hashes.size),
         states_pollution=not types and not thanks and states_pollution(full, config),
+        plain_text=_entity_text(full, True) if config.trade_names.max_chars else "",
     )
 
 
@@ -469,6 +473,187 @@ def descriptors(text: str, entities: Sequence[str], config: RepeatConfig,
         trades = {trade for _, trade in _descriptor_automaton(config).iter(_entity_text(text, True))}
     found = sorted(f"{DESCRIPTOR_CLASS}:{trade}@{area}" for trade in trades for area in areas)
     return found if len(found) <= spec.max_per_complaint else []
+
+
+# --------------------------------------------------------------------------------------------
+# Trade names said again
+# --------------------------------------------------------------------------------------------
+
+class TradeNameSaid(NamedTuple):
+    """Where a report says a matter's trade name: ``by_sound`` when written with other characters
+    of the same sound (鑫盛 for 鑫晟), ``marked`` when the text says it is a source's name (a source
+    word or trade follows, "(音)" follows, "叫" / "那家" precedes, or it stands in brackets)."""
+
+    name: str
+    by_sound: bool
+    marked: bool
+
+
+def trade_name(entity: str, config: RepeatConfig) -> Optional[str]:
+    """The trade name (字号) of a source's name: the name without the division before it, its
+    trade and its legal form (``company:唐山市丰南区鑫晟轧钢`` -> 鑫晟), the part people say when
+    they do not say the rest; None for a name that is no trade name (a place, a common word, a
+    phrase the suffix rules caught, or longer than ``trade_names.max_chars``). Remembered per
+    configuration."""
+    memo = _trade_name_memo(config)
+    if entity in memo:
+        return memo[entity]
+    cls, _, core = entity.partition(":")
+    name: Optional[str] = None
+    if cls in _source_classes(config) and "#" not in core and "@" not in core:
+        stripped = _strip_category(core, config)[0]
+        while _strip_admin_prefix(stripped) != stripped:  # 唐山市丰南区鑫晟
+            stripped = _strip_admin_prefix(stripped)
+        if 2 <= len(stripped) <= config.trade_names.max_chars and _plain_name(stripped, config):
+            name = stripped
+    if len(memo) < 100_000:
+        memo[entity] = name
+    return name
+
+
+def _plain_name(name: str, config: RepeatConfig) -> bool:
+    """Whether ``name`` can be a trade name: Chinese characters only, no place, division, trade,
+    common word, generic core, source word, boilerplate or pollution word in it, not starting as a
+    phrase does (又, 都 ...)."""
+    if not all("\u4e00" <= ch <= "\u9fff" for ch in name) or "某" in name or name[0] in config.phrase_initial:
+        return False
+    if any(name in phrase for phrase in config.boilerplate) or any(word in name for word in config.pollution_words):
+        return False  # 扰民 (of 严重扰民), 偷排: what complaints say, not whom
+    if name in _place_words() or name in _admin_names() or _common_phrase(name, config) \
+            or name in config.generic_cores or name in config.category_words or _is_place_prefix(name):
+        return False
+    return not any(suffix in name for suffix, _ in _source_suffixes(config) if len(suffix) >= 2) \
+        and not any(word in name for word in config.boundaries if len(word) >= 2)
+
+
+def _common_phrase(name: str, config: RepeatConfig) -> bool:
+    """Whether ``name`` is a common function word (:func:`_common_words`), or two or more frequent
+    words end to end (垃圾焚烧: 垃圾 + 焚烧): what the suffix rules catch of a sentence, not a trade
+    name (one frequent word, 星光 or 金龙, is a name often enough)."""
+    return name in _common_words(config) or _words_end_to_end(name, _frequent_words(config), 0)
+
+
+def _words_end_to_end(name: str, words: frozenset, found: int) -> bool:
+    if not name:
+        return found >= 2
+    return any(name[:n] in words and _words_end_to_end(name[n:], words, found + 1) for n in range(2, len(name) + 1))
+
+
+@cached_per_config
+def _frequent_words(config: RepeatConfig) -> frozenset:
+    """jieba's dictionary words of two characters or more with at least
+    ``common_words.min_frequency`` (any part of speech)."""
+    if config.common_word_min_frequency <= 0:
+        return frozenset()
+    words = set()
+    with open(_jieba_dictionary(), encoding="utf-8") as handle:
+        for line in handle:
+            parts = line.split()
+            if len(parts) >= 2 and len(parts[0]) >= 2 and int(parts[1]) >= config.common_word_min_frequency:
+                words.add(parts[0])
+    return frozenset(words)
+
+
+@cached_per_config
+def _trade_name_memo(config: RepeatConfig) -> Dict[str, Optional[str]]:
+    return {}
+
+
+@lru_cache(maxsize=200_000)
+def trade_name_keys(name: str) -> Tuple[str, ...]:
+    """Index keys of a trade name: the sounds of its first two characters in every reading
+    ("xin|sheng", "xin|cheng" for 鑫晟), so that a report writing it by ear (鑫盛) is found under
+    one of them."""
+    first, second = _char_readings(name[0]), _char_readings(name[1])
+    return tuple(sorted(f"{a}|{b}" for a in first for b in second))
+
+
+@lru_cache(maxsize=64)  # one complaint's text is looked up in every index it searches
+def text_trade_name_keys(text: str) -> Tuple[str, ...]:
+    """The keys (:func:`trade_name_keys`) of every two Chinese characters of ``text``: the keys
+    under which a live matter whose trade name the text says is indexed."""
+    keys = set()
+    for a, b in zip(text, text[1:]):
+        if _is_han(a) and _is_han(b):
+            keys.update(trade_name_keys(a + b))
+    return tuple(sorted(keys))
+
+
+def _is_han(ch: str) -> bool:
+    return "\u4e00" <= ch <= "\u9fff"
+
+
+@lru_cache(maxsize=20_000)
+def _char_readings(ch: str) -> frozenset:
+    """Every toneless reading of a character (长: chang, zhang); a non-Chinese character is itself."""
+    if not _is_han(ch):
+        return frozenset((ch,))
+    return frozenset(pinyin(ch, style=Style.NORMAL, heteronym=True, errors="default")[0])
+
+
+def _sounds_alike(window: str, name: str) -> bool:
+    """Whether each character of ``window`` has a reading of the character of ``name`` at its place."""
+    return all(a == b or _char_readings(a) & _char_readings(b) for a, b in zip(window, name))
+
+
+def trade_name_said(text: str, name: str, config: RepeatConfig) -> Optional[TradeNameSaid]:
+    """Whether ``text`` (:attr:`MatterFeatures.plain_text`) says the trade name ``name``, in the
+    same characters or in others of the same sound. Not a mention: one followed by a road's,
+    village's or compound's suffix (金桥路 is a road), or with a ``neighbour_words`` word beside it
+    ("就在鸿锦隔壁": the report is about the neighbour). ``marked``: one of its mentions is."""
+    tn = config.trade_names
+    n = len(name)
+    if not tn.max_chars or n < 2 or len(text) < n:
+        return None
+    exact = marked = found = False
+    for start in range(len(text) - n + 1):
+        window = text[start:start + n]
+        if window != name and not _sounds_alike(window, name):
+            continue
+        end = start + n
+        after, before = text[end:end + 8], text[max(0, start - 4):start]
+        if after.startswith(_place_suffixes(config)) or any(w in after or w in before for w in tn.neighbour_words):
+            continue
+        found, exact = True, exact or window == name
+        marked = marked or _marked_as_name(text, start, end, config)
+    return TradeNameSaid(name, not exact, marked) if found else None
+
+
+def named_as_neighbour(text: str, core: str, config: RepeatConfig) -> bool:
+    """Whether every mention of ``core`` in ``text`` has a ``neighbour_words`` word beside it
+    ("挨着中石化加油站的那家轧钢厂"): a landmark the report places its source by, not its source."""
+    words = config.trade_names.neighbour_words
+    starts = [m.start() for m in re.finditer(re.escape(core), text)] if core and words else []
+    return bool(starts) and all(any(w in text[max(0, i - 4):i] or w in text[i + len(core):i + len(core) + 8]
+                                    for w in words) for i in starts)
+
+
+def _marked_as_name(text: str, start: int, end: int, config: RepeatConfig) -> bool:
+    tn = config.trade_names
+    after = text[end:end + 6]
+    if any(after[k:].startswith(word) for k in range(3) for word in _name_followers(config)):
+        return True
+    if any(mark in after for mark in tn.sound_marks):
+        return True
+    before = text[:start]
+    if before.endswith(tn.called):
+        return True
+    return (start == 0 or text[start - 1] == _SEPARATOR) and (end == len(text) or text[end] == _SEPARATOR) \
+        and start > 0 and end < len(text)
+
+
+@cached_per_config
+def _name_followers(config: RepeatConfig) -> Tuple[str, ...]:
+    """Source suffixes and trade words: what follows a source's name."""
+    words = {suffix for suffix, _ in _source_suffixes(config)} | set(config.category_words)
+    return tuple(sorted(words, key=len, reverse=True))
+
+
+@cached_per_config
+def _place_suffixes(config: RepeatConfig) -> Tuple[str, ...]:
+    """Suffixes of area and location classes (路, 村, 小区 ...): a name followed by one is a place."""
+    words = {suffix for cls in config.entity_classes if cls.role != "source" for suffix in cls.suffixes}
+    return tuple(sorted(words, key=len, reverse=True))
 
 
 @cached_per_config

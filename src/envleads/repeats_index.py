@@ -12,7 +12,8 @@ import numpy as np
 
 from envleads.postings import Lookup
 from envleads.repeats_config import RepeatConfig
-from envleads.repeats_features import (MatterFeatures, _cores_match, _split, _strip_category, region_relation,
+from envleads.repeats_features import (MatterFeatures, TradeNameSaid, _cores_match, _split, _strip_category,
+                                       named_as_neighbour, region_relation, text_trade_name_keys, trade_name_said,
                                        trades_named)
 from envleads.repeats_matters import (_NAMING_SCAN, IndexedMatters, _Matter, _holders, _reporter_digests)
 from envleads.repeats_text import _below_cut, _name_hashes, _sorted_membership, _trim
@@ -23,8 +24,8 @@ class Assignment(NamedTuple):
     duplicate_of: Optional[str]  # first complaint of the matter; None when this one starts it
     is_new_matter: bool
     similarity: float  # weighted text similarity to the closest report of the matter
-    # "new", "redelivery", "text", or "text+" one of "title_entity", "entity", "location", "descriptor",
-    # "reporter"
+    # "new", "redelivery", "text", or "text+" one of "title_entity", "entity", "trade_name", "location",
+    # "descriptor", "reporter"
     matched_on: str
     # the name the complaint shares with the matter ("company:恒丰电镀"), when a name joined it
     shared: Optional[str] = None
@@ -134,13 +135,17 @@ class MatterIndex(IndexedMatters):
 
     def _evaluate(self, text_sim: float, features: MatterFeatures, matter: _Matter,
                   reporters: Sequence[str], relation: str, shared: Optional[List[str]] = None,
-                  one_city: bool = False) -> Optional[Tuple[float, str, Optional[str]]]:
+                  one_city: bool = False, said: Optional[TradeNameSaid] = None
+                  ) -> Optional[Tuple[float, str, Optional[str]]]:
         """The join score and its evidence, or None when the complaint does not report this matter.
 
         A matter is one problem source at one place. Evidence, strongest first:
 
         * ``title_entity`` / ``entity``: both name the same source (a company, a site), with a
           little text in common; the same source is the same matter whatever the problem;
+        * ``trade_name``: the complaint says the trade name of the matter's source (鑫晟 of
+          鑫晟轧钢有限公司) in another form, with a pollution type in common or marked as a name
+          (:meth:`_trade_name_joins`);
         * ``location``: both name the same precise place (a compound, an address, a river or a
           school) and share a pollution type: a restaurant's fumes and a shop's noise in one
           compound are two matters; when either names a source there (a KTV, a restaurant), the
@@ -162,15 +167,18 @@ class MatterIndex(IndexedMatters):
         shared_descriptor = bool(classes & self._descriptors)
         if shared_source and not self._about_shared_source(features, matter, shared, placed):
             shared_source = False  # a neighbour the report names beside its own source
-        if not features.types and features.states_pollution and matter.environmental and shared_source:
+        said = said if said is not None and self._trade_name_joins(said, features, matter, placed) else None
+        if not features.types and features.states_pollution and matter.environmental and (shared_source or said):
             features = features._replace(types=tuple(matter.types) or ("other",))  # typed as none, says 偷排
         if bool(features.types) != matter.environmental and not (
-                (shared_source or shared_location) and text_sim >= cfg.text_only_unplaced):
+                (shared_source or shared_location or said) and text_sim >= cfg.text_only_unplaced):
             return None  # the classifier may miss a repeat's type, never a restatement's
         shared_title = shared_source and any(
             entity.partition(":")[0] in self._sources
             for entity in self._shared_entities(features.title_entities, matter.title_entities, near=placed))
-        conflict = self._entity_conflict(features.entities, matter)
+        # a name of the report's that differs from the matter's but says its trade name (齐长化工(音),
+        # 好像叫齐昌) is no other source
+        conflict = said is None and self._entity_conflict(features.entities, matter)
         same_reporter = any(r in matter.reporters for r in reporters)
         # a restored matter whose lead names no type could be of any type
         shared_type = bool(set(features.types) & set(matter.types)) or (
@@ -187,6 +195,8 @@ class MatterIndex(IndexedMatters):
             evidence = "title_entity"
         elif shared_source and (textless or text_sim >= cfg.min_text_with_entity):
             evidence = "entity"
+        elif said is not None and (shared_type or said.marked):
+            evidence = "trade_name"
         elif shared_location and shared_type and (textless or text_sim >= self._location_floor(
                 features, matter, shared, placed)):
             evidence = "location"
@@ -208,10 +218,41 @@ class MatterIndex(IndexedMatters):
         score += w["shared_type"] * shared_type + w["same_reporter"] * same_reporter
         score += w["shared_descriptor"] * shared_descriptor
         score -= w["entity_conflict"] * conflict
+        if evidence == "trade_name":
+            score += w["trade_name_said"]
+            return score, evidence, f"trade_name:{said.name}"
         # the name an inspector reads to check the merge
         named_by = {"title_entity": self._sources, "entity": self._sources, "location": self._locations,
                     "descriptor": self._descriptors}.get(evidence, ())
         return score, evidence, next((e for e in shared if e.partition(":")[0] in named_by), None)
+
+    def _trade_name_joins(self, said: TradeNameSaid, features: MatterFeatures, matter: _Matter, placed: bool) -> bool:
+        """Whether the matter's trade name said in the complaint (:func:`trade_name_said`) makes it
+        this matter's report: said in the same characters, or by sound when marked as a name
+        ("鑫盛轧钢(音)"); of three characters or more for a complaint not known to be in the
+        matter's city (鑫达, 星光 recur from city to city); a name of the matter's confirmed sources
+        when it has some (:meth:`_about_shared_source`); and every source the complaint names
+        itself is the matter's or carries that trade name ("好像叫齐昌" is 齐昌): a report about
+        another plant that mentions this one is not this one's."""
+        name = said.name
+        if said.by_sound and not said.marked or not placed and len(name) < 3:
+            return False
+        if self._shared_entities([e for e in features.entities if e.partition(":")[0] in self._sources],
+                                 matter.entities, near=placed):
+            return False  # the report names the matter's source: the name's own rules judged it
+        confirmed = [e for e, n in matter.entities.items()
+                     if e.partition(":")[0] in self._sources and (n >= 2 or e in matter.title_entities)
+                     and self._specific(e)]
+        if confirmed and not any(name in e.partition(":")[2] for e in confirmed):
+            return False  # a neighbour one report named beside the matter's source
+        for entity in features.entities:
+            cls, _, core = entity.partition(":")
+            if cls in self._sources and name not in core and self._specific(entity) \
+                    and not self._shared_entities([entity], matter.entities, near=placed) \
+                    and trade_name_said(core, name, self.config) is None \
+                    and not named_as_neighbour(features.plain_text, core, self.config):
+                return False
+        return True
 
     def _same_full_names(self, shared: List[str], entities: Sequence[str], matter: _Matter) -> List[str]:
         """``shared`` without the names whose full forms (``full_name_class``) both sides give and
@@ -249,11 +290,10 @@ class MatterIndex(IndexedMatters):
         """Whether a non-environmental complaint and the matter both name places
         (``question_place_classes``: towns, villages, estates, roads) and none alike: the same
         question about parking or a subsidy from two estates is two residents' question."""
-        classes = self.config.question_place_classes
-        mine = [e.partition(":")[::2] for e in entities if e.partition(":")[0] in classes]
-        theirs = [e.partition(":")[::2] for e in matter.entities if e.partition(":")[0] in classes]
+        mine = _cores_by_class(entities, self.config.question_place_classes)
+        theirs = _cores_by_class(matter.entities, self.config.question_place_classes)
         return bool(mine) and bool(theirs) and not any(
-            cls == kcls and _places_alike(core, kcore, self.config) for cls, core in mine for kcls, kcore in theirs)
+            _places_alike(a, b, self.config) for cls in mine.keys() & theirs.keys() for a in mine[cls] for b in theirs[cls])
 
     def _places_conflict(self, entities: Sequence[str], matter: _Matter) -> bool:
         """Whether the complaint names a road, an address or a park (``place_conflict_classes``)
@@ -262,19 +302,10 @@ class MatterIndex(IndexedMatters):
         Only for a complaint not known to be in the matter's city: across the country a name
         recurs (李记烧烤, 裕西花园, two 港德大道), and the street it is on is what tells the
         namesakes apart; within one city a plant is often described from the next road."""
-        classes = self.config.place_conflict_classes
-        mine: Dict[str, List[str]] = {}
-        for entity in entities:
-            cls, _, core = entity.partition(":")
-            if cls in classes:
-                mine.setdefault(cls, []).append(core)
+        mine = _cores_by_class(entities, self.config.place_conflict_classes)
         if not mine:
             return False
-        theirs: Dict[str, List[str]] = {}
-        for entity in matter.entities:
-            cls, _, core = entity.partition(":")
-            if cls in mine:
-                theirs.setdefault(cls, []).append(core)
+        theirs = _cores_by_class(matter.entities, mine.keys())
         return any(not any(_places_alike(a, b, self.config) for a in mine[cls] for b in known)
                    for cls, known in theirs.items())
 
@@ -409,8 +440,10 @@ class MatterIndex(IndexedMatters):
         """Whether a source's name is a name and a trade ("鸿锦印染": 鸿锦 and 印染): the shape of a
         real name, so that its words being common in the texts means the source is much talked
         about (a landmark, a neighbour), not that the rules took a phrase for a name."""
-        return cls in self._sources and len(_strip_category(core, self.config)[0]) >= 2 \
-            and _strip_category(core, self.config)[1] != ""
+        if cls not in self._sources:
+            return False
+        name, trade = _strip_category(core, self.config)
+        return len(name) >= 2 and trade != ""
 
     def _matters_naming(self, entity: str, holders: Collection[str]) -> int:
         """How many of ``holders`` (the matters under the entity's index key) name the entity itself,
@@ -504,12 +537,13 @@ class MatterIndex(IndexedMatters):
                              f"index expects {self.config.sketch_size}")
         return features._replace(signature=_trim(features.signature)), _reporter_digests(reporter_key)
 
-    def _names_held(self, keys: Tuple[Tuple[str, ...], Tuple[str, ...]], reporters: Sequence[str]) -> bool:
+    def _names_held(self, keys: Tuple[Tuple[str, ...], ...], reporters: Sequence[str]) -> bool:
         """Whether a live matter here is under one of a complaint's name keys (``(entity keys,
-        title entity keys)``) or reporters: a cheap test before another key's index is searched
-        (the holders' key is dropped with its last matter, so membership is the test)."""
+        title entity keys, trade name keys)``) or reporters: a cheap test before another key's
+        index is searched (the holders' key is dropped with its last matter, so membership is the
+        test)."""
         return (any(key in self._entity_index for key in keys[0]) or any(key in self._title_index for key in keys[1])
-                or any(r in self._reporter_index for r in reporters))
+                or any(key in self._trade_index for key in keys[2]) or any(r in self._reporter_index for r in reporters))
 
     def _match(self, event_time_ms: int, features: MatterFeatures, reporters: Sequence[str],
                one_city: bool, by_name: bool = False) -> Optional[_Candidate]:
@@ -538,6 +572,8 @@ class MatterIndex(IndexedMatters):
         # text cannot reach a text-only threshold could not join, and is not compared
         named = self._entity_holders(features.entities, self._entity_index)
         named |= self._entity_holders(features.title_entities, self._title_index)
+        said_of = self._trade_names_said(features)
+        candidates.update(said_of)
         shared_of: Dict[str, List[str]] = {}
         for cluster_id in named - candidates:
             shared = self._shared_entities(features.entities, self._matters[cluster_id].entities, one_city)
@@ -559,13 +595,41 @@ class MatterIndex(IndexedMatters):
         best: Optional[_Candidate] = None
         for (cluster_id, matter, relation), text_sim in zip(comparable, similarities):
             judged = self._evaluate(text_sim, features, matter, reporters, relation, shared_of.get(cluster_id),
-                                    one_city)
+                                    one_city, said_of.get(cluster_id))
             if judged is None:
                 continue
             found = _Candidate(judged[0], text_sim, judged[1], matter.first_seen_ms, cluster_id, judged[2])
             if best is None or _rank(found) > _rank(best):
                 best = found
         return best
+
+    def _trade_names_said(self, features: MatterFeatures) -> Dict[str, TradeNameSaid]:
+        """The live matters whose source's trade name the complaint's text says
+        (:func:`trade_name_said`), as cluster id -> how. A trade name that two live matters here
+        hold identifies neither (a common one: 宏达, 鑫源), nor one of a name that is not specific
+        here (:meth:`_is_specific`)."""
+        text = features.plain_text
+        if not self._trade_index or not text:
+            return {}
+        holders: set = set()
+        for key in text_trade_name_keys(text):
+            found = _holders(self._trade_index, key)
+            if len(found) <= _NAMING_SCAN:
+                holders.update(found)
+        said_of: Dict[str, TradeNameSaid] = {}
+        matters_of: Dict[str, set] = {}
+        for cluster_id in sorted(holders):
+            for name, entity in self._trade_names(self._matters[cluster_id]):
+                if not self._specific(entity):
+                    continue  # named by several live matters, or a phrase (every shingle common)
+                said = trade_name_said(text, name, self.config)
+                if said is not None:
+                    matters_of.setdefault(name, set()).add(cluster_id)
+                    best = said_of.get(cluster_id)
+                    if best is None or (not said.by_sound, said.marked, len(name)) > (
+                            not best.by_sound, best.marked, len(best.name)):
+                        said_of[cluster_id] = said
+        return {cid: said for cid, said in said_of.items() if len(matters_of[said.name]) == 1}
 
     def _settle(self, complaint_id: str, event_time_ms: int, features: MatterFeatures, reporters: Sequence[str],
                 best: Optional[_Candidate]) -> Assignment:
@@ -618,6 +682,16 @@ class MatterIndex(IndexedMatters):
         return index
 
 
+def _cores_by_class(entities: Iterable[str], classes: Collection[str]) -> Dict[str, List[str]]:
+    """The names of ``classes`` among ``entities``, as class -> cores."""
+    found: Dict[str, List[str]] = {}
+    for entity in entities:
+        cls, _, core = entity.partition(":")
+        if cls in classes:
+            found.setdefault(cls, []).append(core)
+    return found
+
+
 def _places_alike(a: str, b: str, config: RepeatConfig) -> bool:
     """Whether two road, address or park names may be one place: :func:`_cores_match`, or one
     ending with the other (a word the rules left before a road, "反映过建设路" -> 过建设, is no
@@ -645,21 +719,23 @@ def assign_across(home: MatterIndex, others: Sequence[MatterIndex], complaint_id
     :meth:`MatterIndex.assign`.
     """
     features, reporters = home._prepared(features, reporter_key)
-    keys = _name_keys(home, features) if others else ((), ())
+    keys = _name_keys(home, features) if others else ((), (), ())
     return _assign_across(home, others, complaint_id, event_time_ms, features, reporters, keys)
 
 
-def _name_keys(home: MatterIndex, features: MatterFeatures) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
-    """The index keys of a complaint's source and place names, ``(entity keys, title entity
-    keys)``: what another key's index is searched under (a road or a town alone never joins)."""
+def _name_keys(home: MatterIndex, features: MatterFeatures) -> Tuple[Tuple[str, ...], ...]:
+    """The index keys of a complaint's source and place names and of the trade names its text
+    may say, ``(entity keys, title entity keys, trade name keys)``: what another key's index is
+    searched under (a road or a town alone never joins)."""
     evidence = home._sources | home._locations | home._descriptors
     return (tuple(home._entity_key(e) for e in features.entities if e.partition(":")[0] in evidence),
-            tuple(home._entity_key(e) for e in features.title_entities if e.partition(":")[0] in evidence))
+            tuple(home._entity_key(e) for e in features.title_entities if e.partition(":")[0] in evidence),
+            text_trade_name_keys(features.plain_text) if features.plain_text else ())
 
 
 def _assign_across(home: MatterIndex, others: Sequence[MatterIndex], complaint_id: str, event_time_ms: int,
                    features: MatterFeatures, reporters: Sequence[str],
-                   keys: Tuple[Tuple[str, ...], Tuple[str, ...]]) -> Tuple[MatterIndex, Assignment]:
+                   keys: Tuple[Tuple[str, ...], ...]) -> Tuple[MatterIndex, Assignment]:
     """:func:`assign_across` of a prepared complaint (:meth:`MatterIndex._prepared`) and its name keys."""
     indexes = (home, *others)
     for index in indexes:

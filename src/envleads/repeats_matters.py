@@ -16,7 +16,8 @@ import numpy as np
 from envleads.config import ConfigError, cached_per_config
 from envleads.postings import ShinglePostings
 from envleads.repeats_config import DESCRIPTOR_CLASS, RepeatConfig, default_config
-from envleads.repeats_features import UNKNOWN_BLOCK, MatterFeatures, _clean_adcode, _split, _strip_category, sound
+from envleads.repeats_features import (UNKNOWN_BLOCK, MatterFeatures, _clean_adcode, _split, _strip_category, sound,
+                                       trade_name, trade_name_keys)
 from envleads.repeats_text import (_signature_from_b64, _signature_to_b64, _sorted_membership, _trim, is_sketch,
                                    signature_from_list, signature_to_list, text_sketch)
 
@@ -27,8 +28,8 @@ STATE_FORMAT = 3  # 3: each matter row ends with whether the matter is environme
 
 _NAMING_SCAN = 256  # past this many matters under one entity key, its names count as generic
 # what a :class:`KeyIndexes` directory maps to the keys holding it: entity name keys, title entity
-# name keys, reporter digests, complaint ids
-_ENTITY, _TITLE, _REPORTER, _COMPLAINT = "entity", "title", "reporter", "complaint"
+# name keys, reporter digests, complaint ids, trade name keys
+_ENTITY, _TITLE, _REPORTER, _COMPLAINT, _TRADE = "entity", "title", "reporter", "complaint", "trade"
 
 
 @cached_per_config
@@ -113,8 +114,11 @@ class IndexedMatters:
         # complaint id -> its cluster (the ids each matter keeps): at-least-once delivery repeats
         # complaints, and a repeat delivery must neither count again nor match its own matter
         self._complaint_index: Dict[str, str] = {}
+        # trade name key (:func:`trade_name_keys`) -> clusters naming a source with such a trade name
+        self._trade_index: _Holders = {}
         self._maps: Dict[str, dict] = {_ENTITY: self._entity_index, _TITLE: self._title_index,
-                                       _REPORTER: self._reporter_index, _COMPLAINT: self._complaint_index}
+                                       _REPORTER: self._reporter_index, _COMPLAINT: self._complaint_index,
+                                       _TRADE: self._trade_index}
         self._specific_cache: Dict[str, bool] = {}  # valid while the index does not change
         self._key_memo = _entity_key_memo(self.config)
         # the directory of the :class:`KeyIndexes` holding this index (kept in step: every key
@@ -165,7 +169,7 @@ class IndexedMatters:
         self._set_shingles(matter)
         self._postings.release(cluster_id)
         for entity in matter.entities:
-            self._release(_ENTITY, self._entity_key(entity), cluster_id)
+            self._release_entity(entity, cluster_id)
         for entity in matter.title_entities:
             self._release(_TITLE, self._entity_key(entity), cluster_id)
         for reporter in matter.reporters:
@@ -235,24 +239,40 @@ class IndexedMatters:
         """
         key = self._key_memo.get(entity)
         if key is None:
-            cls, core = _split(entity)
-            trade, at, area = core.rpartition("@")
-            if at:  # a descriptor: its trade and its area's tail
-                key = f"{cls}|{trade}@{''.join(sound(area[-2:]))}"
-                if len(self._key_memo) < 200_000:
-                    self._key_memo[entity] = key
-                return key
-            if cls in self._full_names:  # never looked up by a tail: keyed whole ("estate|裕西花园")
-                key = f"{cls}|{core}"
-                if len(self._key_memo) < 200_000:
-                    self._key_memo[entity] = key
-                return key
-            road, _, number = core.partition("#")
-            tail = "".join(sound(_strip_category(road, self.config)[0][-2:]))
-            key = f"{cls}|{tail}#{number}" if number else f"{cls}|{tail}"
+            key = self._new_entity_key(entity)
             if len(self._key_memo) < 200_000:
                 self._key_memo[entity] = key
         return key
+
+    def _new_entity_key(self, entity: str) -> str:
+        cls, core = _split(entity)
+        trade, at, area = core.rpartition("@")
+        if at:  # a descriptor: its trade and its area's tail
+            return f"{cls}|{trade}@{''.join(sound(area[-2:]))}"
+        if cls in self._full_names:  # never looked up by a tail: keyed whole ("estate|裕西花园")
+            return f"{cls}|{core}"
+        road, _, number = core.partition("#")
+        tail = "".join(sound(_strip_category(road, self.config)[0][-2:]))
+        return f"{cls}|{tail}#{number}" if number else f"{cls}|{tail}"
+
+    def _hold_entity(self, entity: str, cluster_id: str) -> None:
+        """Indexes a matter's name under its entity key and, for a source, its trade name's keys."""
+        self._hold(_ENTITY, self._entity_key(entity), cluster_id)
+        name = trade_name(entity, self.config)
+        if name is not None:
+            for key in trade_name_keys(name):
+                self._hold(_TRADE, key, cluster_id)
+
+    def _release_entity(self, entity: str, cluster_id: str) -> None:
+        self._release(_ENTITY, self._entity_key(entity), cluster_id)
+        name = trade_name(entity, self.config)
+        if name is not None:
+            for key in trade_name_keys(name):
+                self._release(_TRADE, key, cluster_id)
+
+    def _trade_names(self, matter: _Matter) -> List[Tuple[str, str]]:
+        """The trade names of the matter's sources (:func:`trade_name`), with their names."""
+        return sorted((name, e) for e in matter.entities for name in [trade_name(e, self.config)] if name)
 
     def _entity_holders(self, entities: Iterable[str], index: "_Holders") -> set:
         """Matters under the entities' index keys; a key held by more than :data:`_NAMING_SCAN`
@@ -270,7 +290,7 @@ class IndexedMatters:
         for entity in entities:
             if entity not in matter.entities:
                 matter.entities[entity] = 0
-                self._hold(_ENTITY, self._entity_key(entity), matter.cluster_id)
+                self._hold_entity(entity, matter.cluster_id)
             matter.entities[entity] += 1
         limit = self.config.max_entities_per_matter
         for entity in title_entities:
@@ -280,11 +300,11 @@ class IndexedMatters:
         if len(matter.entities) > limit:
             ranked = sorted(matter.entities.items(), key=lambda kv: (-kv[1], kv[0]))
             for entity, _ in ranked[limit:]:
-                self._release(_ENTITY, self._entity_key(entity), matter.cluster_id)
+                self._release_entity(entity, matter.cluster_id)
             kept = dict(ranked[:limit])
             # entities sharing a key with a kept one stay indexed through it
             for entity in kept:
-                self._hold(_ENTITY, self._entity_key(entity), matter.cluster_id)
+                self._hold_entity(entity, matter.cluster_id)
             matter.entities = kept
 
     def _add_report(self, matter: _Matter, features: MatterFeatures, reporters: Sequence[str]) -> None:
@@ -406,7 +426,7 @@ class IndexedMatters:
         self._add_entities(matter, [], titled)
         for entity, n in ents.items():
             matter.entities[entity] = int(n)
-            self._hold(_ENTITY, self._entity_key(entity), cid)
+            self._hold_entity(entity, cid)
         for reporter in matter.reporters:
             self._hold(_REPORTER, reporter, cid)
         self._add_complaint_ids(matter, complaint_ids)

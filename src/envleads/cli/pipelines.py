@@ -120,7 +120,7 @@ def _add_stream(subparsers) -> None:
                              "(default: run until Ctrl-C, committing nothing)")
     parser.add_argument("--group-id", default=None,
                         help=f"consumer group whose offsets record progress (default {DEFAULT_STREAM_GROUP}; "
-                             "with --engine beam envleads-beam-stream)")
+                             f"with --engine beam {DEFAULT_BEAM_GROUP})")
     parser.add_argument("--max-round-events", type=int, default=2000, help="events per round at most")
     parser.add_argument("--round-bytes", type=int, default=DEFAULT_ROUND_BYTES,
                         help=f"event bytes per round at most (default {DEFAULT_ROUND_BYTES:,}: bounds a round's memory)")
