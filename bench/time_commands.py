@@ -28,13 +28,16 @@ def _timed(command, cwd: str) -> dict:
     load = round(os.getloadavg()[0], 2)
     started = time.perf_counter()
     run = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    failures = [line for line in run.stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))]
     return {"returncode": run.returncode, "wall_s": round(time.perf_counter() - started, 1),
-            "load_1min_at_start": load, "tail": (run.stdout + run.stderr)[-4000:]}
+            "load_1min_at_start": load, "failures": failures,
+            "tail": (run.stdout[-4000:] + run.stderr[-1000:])}
 
 
 def time_demo() -> dict:
     result = _timed(["make", "demo"], ROOT)
     result.pop("tail")
+    result.pop("failures")
     return result
 
 
@@ -59,7 +62,9 @@ def time_clean_clone_test() -> dict:
     tail = result.pop("tail")
     result.update(pytest_counts(tail), commit=head)
     if result["returncode"]:
-        result["tail"] = tail[-2000:]  # why it failed (test names, make's message)
+        result["tail"] = tail[-2000:]  # why it failed (make's message; the tests are in "failures")
+    else:
+        result.pop("failures")
     return result
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import re
 from functools import lru_cache
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Collection, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import ahocorasick
 import numpy as np
@@ -569,14 +569,49 @@ def trade_name_keys(name: str) -> Tuple[str, ...]:
 
 
 @lru_cache(maxsize=64)  # one complaint's text is looked up in every index it searches
-def text_trade_name_keys(text: str) -> Tuple[str, ...]:
+def text_trade_name_keys(text: str) -> frozenset:
     """The keys (:func:`trade_name_keys`) of every two Chinese characters of ``text``: the keys
-    under which a live matter whose trade name the text says is indexed."""
-    keys = set()
-    for a, b in zip(text, text[1:]):
-        if _is_han(a) and _is_han(b):
-            keys.update(trade_name_keys(a + b))
-    return tuple(sorted(keys))
+    under which a live matter whose trade name the text may say is indexed."""
+    readings = [_reading_tuple(ch) for ch in text]
+    usual = [r[0] if r else "" for r in readings]
+    keys = {f"{a}|{b}" for a, b in zip(usual, usual[1:]) if a and b}
+    for start in range(len(text) - 1):  # characters of several readings: every combination
+        first, second = readings[start], readings[start + 1]
+        if (len(first) > 1 and second) or (len(second) > 1 and first):
+            keys.update(f"{x}|{y}" for x in first for y in second)
+    return frozenset(keys)
+
+
+def trade_name_key_starts(text: str, keys: Collection[str]) -> Dict[str, List[int]]:
+    """Where in ``text`` each of ``keys`` (:func:`text_trade_name_keys`) starts."""
+    readings = [_reading_tuple(ch) for ch in text]
+    starts: Dict[str, List[int]] = {}
+    for start in range(len(text) - 1):
+        first, second = readings[start], readings[start + 1]
+        if first and second:
+            for x in first:
+                for y in second:
+                    key = f"{x}|{y}"
+                    if key in keys:
+                        starts.setdefault(key, []).append(start)
+    return starts
+
+
+@lru_cache(maxsize=20_000)
+def _reading_tuple(ch: str) -> Tuple[str, ...]:
+    """:func:`_char_readings` as a tuple, the usual reading first; empty for a character that is
+    not Chinese."""
+    if not _is_han(ch):
+        return ()
+    usual = sound(ch)[0]
+    return (usual, *sorted(_char_readings(ch) - {usual}))
+
+
+@lru_cache(maxsize=64)
+def text_character_pairs(text: str) -> Tuple[str, ...]:
+    """Every two Chinese characters of ``text``, once each: the first two characters of a trade
+    name written in the same characters (the :class:`KeyIndexes` directory's trade name keys)."""
+    return tuple(sorted({text[i:i + 2] for i in range(len(text) - 1) if _is_han(text[i]) and _is_han(text[i + 1])}))
 
 
 def _is_han(ch: str) -> bool:
@@ -596,18 +631,22 @@ def _sounds_alike(window: str, name: str) -> bool:
     return all(a == b or _char_readings(a) & _char_readings(b) for a, b in zip(window, name))
 
 
-def trade_name_said(text: str, name: str, config: RepeatConfig) -> Optional[TradeNameSaid]:
+def trade_name_said(text: str, name: str, config: RepeatConfig,
+                    starts: Optional[Sequence[int]] = None) -> Optional[TradeNameSaid]:
     """Whether ``text`` (:attr:`MatterFeatures.plain_text`) says the trade name ``name``, in the
     same characters or in others of the same sound. Not a mention: one followed by a road's,
     village's or compound's suffix (金桥路 is a road), or with a ``neighbour_words`` word beside it
-    ("就在鸿锦隔壁": the report is about the neighbour). ``marked``: one of its mentions is."""
+    ("就在鸿锦隔壁": the report is about the neighbour). ``marked``: one of its mentions is.
+    ``starts``: the only positions to look at (:func:`text_trade_name_keys`), else all."""
     tn = config.trade_names
     n = len(name)
     if not tn.max_chars or n < 2 or len(text) < n:
         return None
     exact = marked = found = False
-    for start in range(len(text) - n + 1):
+    for start in (range(len(text) - n + 1) if starts is None else starts):
         window = text[start:start + n]
+        if len(window) < n:
+            continue
         if window != name and not _sounds_alike(window, name):
             continue
         end = start + n
@@ -631,7 +670,8 @@ def named_as_neighbour(text: str, core: str, config: RepeatConfig) -> bool:
 def _marked_as_name(text: str, start: int, end: int, config: RepeatConfig) -> bool:
     tn = config.trade_names
     after = text[end:end + 6]
-    if any(after[k:].startswith(word) for k in range(3) for word in _name_followers(config)):
+    followers, lengths = _name_followers(config)
+    if any(after[k:k + n] in followers for k in range(3) for n in lengths):
         return True
     if any(mark in after for mark in tn.sound_marks):
         return True
@@ -643,10 +683,10 @@ def _marked_as_name(text: str, start: int, end: int, config: RepeatConfig) -> bo
 
 
 @cached_per_config
-def _name_followers(config: RepeatConfig) -> Tuple[str, ...]:
-    """Source suffixes and trade words: what follows a source's name."""
-    words = {suffix for suffix, _ in _source_suffixes(config)} | set(config.category_words)
-    return tuple(sorted(words, key=len, reverse=True))
+def _name_followers(config: RepeatConfig) -> Tuple[frozenset, Tuple[int, ...]]:
+    """Source suffixes and trade words (what follows a source's name), and their lengths."""
+    words = frozenset({suffix for suffix, _ in _source_suffixes(config)} | set(config.category_words))
+    return words, tuple(sorted({len(w) for w in words}))
 
 
 @cached_per_config

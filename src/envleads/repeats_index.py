@@ -13,7 +13,8 @@ import numpy as np
 from envleads.postings import Lookup
 from envleads.repeats_config import RepeatConfig
 from envleads.repeats_features import (MatterFeatures, TradeNameSaid, _cores_match, _split, _strip_category,
-                                       named_as_neighbour, region_relation, text_trade_name_keys, trade_name_said,
+                                       named_as_neighbour, region_relation, text_character_pairs, text_trade_name_keys,
+                                       trade_name_key_starts, trade_name_said,
                                        trades_named)
 from envleads.repeats_matters import (_NAMING_SCAN, IndexedMatters, _Matter, _holders, _reporter_digests)
 from envleads.repeats_text import _below_cut, _name_hashes, _sorted_membership, _trim
@@ -229,13 +230,14 @@ class MatterIndex(IndexedMatters):
     def _trade_name_joins(self, said: TradeNameSaid, features: MatterFeatures, matter: _Matter, placed: bool) -> bool:
         """Whether the matter's trade name said in the complaint (:func:`trade_name_said`) makes it
         this matter's report: said in the same characters, or by sound when marked as a name
-        ("鑫盛轧钢(音)"); of three characters or more for a complaint not known to be in the
-        matter's city (鑫达, 星光 recur from city to city); a name of the matter's confirmed sources
+        ("鑫盛轧钢(音)"); for a complaint not known to be in the matter's city, of three
+        characters or more (鑫达, 星光 recur from city to city) or with a place named alike; a name of the matter's confirmed sources
         when it has some (:meth:`_about_shared_source`); and every source the complaint names
         itself is the matter's or carries that trade name ("好像叫齐昌" is 齐昌): a report about
         another plant that mentions this one is not this one's."""
         name = said.name
-        if said.by_sound and not said.marked or not placed and len(name) < 3:
+        if said.by_sound and not said.marked or not placed and len(name) < 3 and not self._shares_a_place(
+                features.entities, matter):
             return False
         if self._shared_entities([e for e in features.entities if e.partition(":")[0] in self._sources],
                                  matter.entities, near=placed):
@@ -543,7 +545,8 @@ class MatterIndex(IndexedMatters):
         index is searched (the holders' key is dropped with its last matter, so membership is the
         test)."""
         return (any(key in self._entity_index for key in keys[0]) or any(key in self._title_index for key in keys[1])
-                or any(key in self._trade_index for key in keys[2]) or any(r in self._reporter_index for r in reporters))
+                or any(key in self._trade_chars_index for key in keys[2])
+                or any(r in self._reporter_index for r in reporters))
 
     def _match(self, event_time_ms: int, features: MatterFeatures, reporters: Sequence[str],
                one_city: bool, by_name: bool = False) -> Optional[_Candidate]:
@@ -603,26 +606,39 @@ class MatterIndex(IndexedMatters):
                 best = found
         return best
 
+    def _shares_a_place(self, entities: Sequence[str], matter: _Matter) -> bool:
+        """Whether the complaint and the matter name a place alike (:func:`_places_alike`) of any
+        area or location class: a town, road, village, compound ... (彭记烧烤 at 斑马湖畔 in both)."""
+        classes = self._areas | self._locations
+        mine = _cores_by_class(entities, classes)
+        theirs = _cores_by_class(matter.entities, mine.keys())
+        return any(_places_alike(a, b, self.config) for cls, known in theirs.items() for a in mine[cls] for b in known)
+
     def _trade_names_said(self, features: MatterFeatures) -> Dict[str, TradeNameSaid]:
         """The live matters whose source's trade name the complaint's text says
         (:func:`trade_name_said`), as cluster id -> how. A trade name that two live matters here
         hold identifies neither (a common one: 宏达, 鑫源), nor one of a name that is not specific
-        here (:meth:`_is_specific`)."""
+        here (:meth:`_is_specific`); a key held by more than ``generic_matters`` matters is not
+        looked at (what several hold identifies none: the cost of a common name is one look-up)."""
         text = features.plain_text
         if not self._trade_index or not text:
             return {}
-        holders: set = set()
-        for key in text_trade_name_keys(text):
-            found = _holders(self._trade_index, key)
-            if len(found) <= _NAMING_SCAN:
-                holders.update(found)
+        keys = [key for key in text_trade_name_keys(text) & self._trade_index.keys()
+                if len(_holders(self._trade_index, key)) <= self.config.generic_matters]
+        if not keys:
+            return {}
+        starts_of: Dict[str, set] = {}  # cluster id -> where its trade names' keys start in the text
+        for key, starts in trade_name_key_starts(text, keys).items():
+            for cluster_id in _holders(self._trade_index, key):
+                starts_of.setdefault(cluster_id, set()).update(starts)
         said_of: Dict[str, TradeNameSaid] = {}
         matters_of: Dict[str, set] = {}
-        for cluster_id in sorted(holders):
+        for cluster_id in sorted(starts_of):
+            starts = sorted(starts_of[cluster_id])
             for name, entity in self._trade_names(self._matters[cluster_id]):
                 if not self._specific(entity):
                     continue  # named by several live matters, or a phrase (every shingle common)
-                said = trade_name_said(text, name, self.config)
+                said = trade_name_said(text, name, self.config, starts)
                 if said is not None:
                     matters_of.setdefault(name, set()).add(cluster_id)
                     best = said_of.get(cluster_id)
@@ -730,7 +746,7 @@ def _name_keys(home: MatterIndex, features: MatterFeatures) -> Tuple[Tuple[str, 
     evidence = home._sources | home._locations | home._descriptors
     return (tuple(home._entity_key(e) for e in features.entities if e.partition(":")[0] in evidence),
             tuple(home._entity_key(e) for e in features.title_entities if e.partition(":")[0] in evidence),
-            text_trade_name_keys(features.plain_text) if features.plain_text else ())
+            text_character_pairs(features.plain_text) if features.plain_text else ())
 
 
 def _assign_across(home: MatterIndex, others: Sequence[MatterIndex], complaint_id: str, event_time_ms: int,

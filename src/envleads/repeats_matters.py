@@ -114,11 +114,15 @@ class IndexedMatters:
         # complaint id -> its cluster (the ids each matter keeps): at-least-once delivery repeats
         # complaints, and a repeat delivery must neither count again nor match its own matter
         self._complaint_index: Dict[str, str] = {}
-        # trade name key (:func:`trade_name_keys`) -> clusters naming a source with such a trade name
+        # trade name sound key (:func:`trade_name_keys`) -> clusters naming a source with such a
+        # trade name; and its first two characters -> the same (what the :class:`KeyIndexes`
+        # directory holds: a report of no known city visits another key only for a trade name
+        # written in the same characters, since sound keys are held by too many keys)
         self._trade_index: _Holders = {}
+        self._trade_chars_index: _Holders = {}
         self._maps: Dict[str, dict] = {_ENTITY: self._entity_index, _TITLE: self._title_index,
                                        _REPORTER: self._reporter_index, _COMPLAINT: self._complaint_index,
-                                       _TRADE: self._trade_index}
+                                       _TRADE: self._trade_chars_index}
         self._specific_cache: Dict[str, bool] = {}  # valid while the index does not change
         self._key_memo = _entity_key_memo(self.config)
         # the directory of the :class:`KeyIndexes` holding this index (kept in step: every key
@@ -261,14 +265,16 @@ class IndexedMatters:
         name = trade_name(entity, self.config)
         if name is not None:
             for key in trade_name_keys(name):
-                self._hold(_TRADE, key, cluster_id)
+                _index(self._trade_index, key, cluster_id)
+            self._hold(_TRADE, name[:2], cluster_id)
 
     def _release_entity(self, entity: str, cluster_id: str) -> None:
         self._release(_ENTITY, self._entity_key(entity), cluster_id)
         name = trade_name(entity, self.config)
         if name is not None:
             for key in trade_name_keys(name):
-                self._release(_TRADE, key, cluster_id)
+                _unindex(self._trade_index, key, cluster_id)
+            self._release(_TRADE, name[:2], cluster_id)
 
     def _trade_names(self, matter: _Matter) -> List[Tuple[str, str]]:
         """The trade names of the matter's sources (:func:`trade_name`), with their names."""
