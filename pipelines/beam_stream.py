@@ -22,9 +22,14 @@ next one reads the same records again. An unbounded run commits nothing yet (see
 Differences from the rounds engine (``envleads stream``) on the same events: complaints of no
 known city are assigned as they arrive against the ``"unknown"`` key's own index (not last, against
 every city index of their province), matters expire when the watermark (the raw records'
-timestamps) passes them rather than by each key's newest event, a reused complaint id with other
-content is not refused as ``duplicate_id_conflict``, and the dead letters of the stages after
-decode (``internal_error``) carry the content digest but not the original bytes.
+timestamps) passes them rather than by each key's newest event, and a reused complaint id with
+other content is not refused as ``duplicate_id_conflict``.
+
+Dead letters carry the event's original bytes, as in every engine, those of the stages after
+decode (``internal_error``) too, the stateful ones and the encoders included: each record travels
+beside its bytes through the job (never in keyed state), and the encoders run inside
+``ComplaintsToLeadsStreaming``. A lead version that fails to encode is the dead letter of the
+report that made it, and the lead's state stays as before that report.
 """
 from __future__ import annotations
 
@@ -48,7 +53,6 @@ from envleads.pipelines.kafka_edge.lead_topic import read_leads
 from envleads.pipelines.kafka_edge.read import commit_group_offsets
 from envleads.pipelines.rounds.outputs import Topics
 from envleads.pipelines.streaming import ComplaintsToLeadsStreaming
-from envleads.pipelines.transforms import (DEAD_LETTER, ENCODE_ENRICHED_STAGE, ENCODE_LEADS_STAGE, MAIN, failed)
 from envleads.records import DeadLetter, Lead
 from envleads.serialize import dead_letter_to_avro_dict, enriched_to_avro_dict
 
@@ -70,24 +74,6 @@ def encode_lead_record(lead: Lead) -> Tuple[str, bytes]:
 def encode_dead_letter_record(dead: DeadLetter) -> Tuple[Optional[str], bytes]:
     """``(complaint id or None, framed Avro dead_letter)``, rejected now."""
     return dead.event_id, schemas.encode(schemas.DEAD_LETTER, dead_letter_to_avro_dict(dead, int(time.time() * 1000)))
-
-
-class _EncodeFn(beam.DoFn):
-    """``encode(element)``; one that raises is a dead letter ``internal_error`` of ``stage``."""
-
-    def __init__(self, encode, stage: str):
-        self._encode, self._stage = encode, stage
-
-    def process(self, element):
-        try:
-            yield self._encode(element)
-        except Exception as error:  # noqa: BLE001 - one record must not stop the stream
-            complaint = element.enriched.complaint if hasattr(element, "enriched") else None
-            yield failed(self._stage, error, complaint)
-
-
-def _encoded(pcoll, label: str, encode, stage: str):
-    return pcoll | label >> beam.ParDo(_EncodeFn(encode, stage)).with_outputs(DEAD_LETTER, main=MAIN)
 
 
 # ------------------------------------------------------------------------------------------ Prism
@@ -140,15 +126,13 @@ def build_beam_stream(pipeline: beam.Pipeline, bootstrap_servers: str, topics: T
                                                          bounded=bounded, security=security, partitions=partitions,
                                                          align_watermarks=align_watermarks)
     prior = pipeline | "PriorLeads" >> beam.Create(list(prior_leads or []))
-    outputs = events | "ComplaintsToLeadsStreaming" >> ComplaintsToLeadsStreaming(settings, prior)
-    enriched = _encoded(outputs["enriched"], "EncodeEnriched", encode_enriched_record, ENCODE_ENRICHED_STAGE)
-    leads = _encoded(outputs["leads"], "EncodeLeads", encode_lead_record, ENCODE_LEADS_STAGE)
-    dead_letters = ((outputs["dead_letters"], enriched[DEAD_LETTER], leads[DEAD_LETTER])
-                    | "DeadLetters" >> beam.Flatten()
-                    | "EncodeDeadLetters" >> beam.Map(encode_dead_letter_record))
+    # encoded inside the job, so that a record that fails to encode is a dead letter with its bytes
+    outputs = events | "ComplaintsToLeadsStreaming" >> ComplaintsToLeadsStreaming(
+        settings, prior, encode_enriched=encode_enriched_record, encode_lead=encode_lead_record)
+    dead_letters = outputs["dead_letters"] | "EncodeDeadLetters" >> beam.Map(encode_dead_letter_record)
     key, value = itemgetter(0), itemgetter(1)
-    for label, pcoll, topic in (("WriteEnriched", enriched[MAIN], topics.enriched),
-                                ("WriteLeads", leads[MAIN], topics.leads),
+    for label, pcoll, topic in (("WriteEnriched", outputs["enriched"], topics.enriched),
+                                ("WriteLeads", outputs["leads"], topics.leads),
                                 ("WriteDeadLetters", dead_letters, topics.dead_letter)):
         _ = pcoll | label >> WriteToKafka(bootstrap_servers, topic, key, value, security=security)
 

@@ -24,7 +24,7 @@ is not reachable from a key).
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import BooleanCoder, Coder, FastPrimitivesCoder
@@ -38,10 +38,10 @@ from apache_beam.utils.timestamp import Timestamp
 from envleads.leads import (MatterReport, block_of_complaint, block_of_lead, lead_from_avro_dict, lead_id_for,
                             lead_to_wire_record, merge_lead, report_matter, seed_index)
 from envleads.pipelines.options import StageSettings
-from envleads.pipelines.transforms import (BUILD_LEADS_STAGE, DEAD_LETTER, DEDUPLICATE_STAGE, MAIN,
-                                           ClassifyPollutionType, DecodeComplaints, ResolveRegion, SegmentText,
-                                           failed, set_up_repeat_stage)
-from envleads.records import EnrichedComplaint, Lead
+from envleads.pipelines.transforms import (BUILD_LEADS_STAGE, DEAD_LETTER, DEDUPLICATE_STAGE, ENCODE_LEADS_STAGE,
+                                           MAIN, ClassifyPollutionType, DecodeComplaints, EncodeEnriched, InFlight,
+                                           ResolveRegion, SegmentText, failed, set_up_repeat_stage)
+from envleads.records import Lead
 from envleads.repeats import MatterIndex
 
 
@@ -69,6 +69,12 @@ def _to_ms(timestamp: Timestamp) -> int:
 def _prior_or_none(pipeline, prior_leads):
     """The prior leads, or an empty PCollection when the job has none."""
     return prior_leads if prior_leads is not None else pipeline | "NoPriorLeads" >> beam.Create([])
+
+
+def _in_flight(element: Any, keep_original: bool) -> InFlight:
+    """An element of a stateful stage as ``(record, original bytes)``: as it comes when its event's
+    bytes travel with it (``keep_original``), else with none, so one code path serves both."""
+    return element if keep_original else (element, b"")
 
 
 # ------------------------------------------------------------------------------------- state coders
@@ -129,11 +135,16 @@ class _AssignMattersStreamingFn(beam.DoFn):
       window (:func:`next_expiry_ms`); it calls ``expire``, re-arms for the next oldest matter, and
       clears ``matter_index`` when none is left. Memory per key is bounded by the matters of the
       last window, however long the stream runs.
+    With ``keep_original``, elements and reports are in flight (``(record, original bytes)``): the
+    bytes pass through with the complaint, into its report or its dead letter, never into state.
     """
 
     INDEX_STATE = ReadModifyWriteStateSpec("matter_index", JsonStateCoder())
     SEEDED_STATE = ReadModifyWriteStateSpec("seeded", BooleanCoder())
     EXPIRY_TIMER = TimerSpec("expiry", TimeDomain.WATERMARK)
+
+    def __init__(self, keep_original: bool = False):
+        self._keep_original = keep_original
 
     def setup(self):
         set_up_repeat_stage(self)
@@ -153,11 +164,12 @@ class _AssignMattersStreamingFn(beam.DoFn):
             due_ms = max(due_ms, not_before_ms)
         expiry_timer.set(_to_timestamp(due_ms))
 
-    def process(self, keyed: Tuple[str, EnrichedComplaint], prior_by_block,
+    def process(self, keyed: Tuple[str, Any], prior_by_block,
                 index_state=beam.DoFn.StateParam(INDEX_STATE),
                 seeded_state=beam.DoFn.StateParam(SEEDED_STATE),
-                expiry_timer=beam.DoFn.TimerParam(EXPIRY_TIMER)) -> Iterable[MatterReport]:
-        block, enriched = keyed
+                expiry_timer=beam.DoFn.TimerParam(EXPIRY_TIMER)) -> Iterable[Any]:
+        block, element = keyed
+        enriched, original = _in_flight(element, self._keep_original)
         try:
             index = self._load(index_state, block)
             if not seeded_state.read():
@@ -168,11 +180,11 @@ class _AssignMattersStreamingFn(beam.DoFn):
             report, assignment = report_matter(index, enriched, self._weights)
         except Exception as error:  # noqa: BLE001 - one record must not stop the stream
             # the index in state is as before this complaint: the key goes on as if it had not come
-            yield failed(DEDUPLICATE_STAGE, error, enriched.complaint)
+            yield failed(DEDUPLICATE_STAGE, error, enriched.complaint, original)
             return
         (self._matters if assignment.is_new_matter else self._repeats).inc()
         self._save(index, index_state, expiry_timer)
-        yield report
+        yield (report, original) if self._keep_original else report
 
     @on_timer(EXPIRY_TIMER)
     def expire(self, fire_ts=beam.DoFn.TimestampParam,
@@ -209,6 +221,8 @@ class DeduplicatePetitionsStreaming(beam.PTransform):
             first time a key is seen its index is seeded with the key's prior leads, so a
             restarted job attaches a repeat to the existing lead. Read as a side input, so it must
             be bounded (or windowed into the global window with a trigger).
+        keep_original: input and main output are in flight, ``(record, original bytes)``
+            (``transforms.InFlight``), and a dead letter carries its complaint's bytes.
 
     Delivery: a redelivered complaint (same id) gets its matter again, is not counted again by the
     index or the lead, and a matter's first report stays its first report (``duplicate_of`` None).
@@ -217,16 +231,19 @@ class DeduplicatePetitionsStreaming(beam.PTransform):
     state as it was.
     """
 
-    def __init__(self, prior_leads=None):
+    def __init__(self, prior_leads=None, keep_original: bool = False):
         super().__init__()
         self._prior_leads = prior_leads
+        self._keep_original = keep_original
 
     def expand(self, enriched):
+        keep = self._keep_original
         prior = _prior_or_none(enriched.pipeline, self._prior_leads)
         prior_by_block = prior | "KeyPriorByBlock" >> beam.Map(lambda lead: (block_of_lead(lead), lead))
         return (enriched
-                | "KeyByBlock" >> beam.Map(lambda e: (block_of_complaint(e), e)).with_output_types(Tuple[str, Any])
-                | "AssignMatters" >> beam.ParDo(_AssignMattersStreamingFn(), AsMultiMap(prior_by_block))
+                | "KeyByBlock" >> beam.Map(lambda e: (block_of_complaint(_in_flight(e, keep)[0]), e))
+                .with_output_types(Tuple[str, Any])
+                | "AssignMatters" >> beam.ParDo(_AssignMattersStreamingFn(keep), AsMultiMap(prior_by_block))
                 .with_outputs(DEAD_LETTER, main=MAIN))
 
 
@@ -242,11 +259,19 @@ class _MergeLeadStreamingFn(beam.DoFn):
         form, where all reports of a matter are merged at once.
     Timer ``expiry`` (event time): the matter's last report + the repeat window + 1 ms, when
       repeat detection forgets the matter too; it clears both state cells.
+    With ``keep_original``, reports are in flight (``(report, original bytes)``): the bytes go into
+    the report's dead letter, if any, never into ``pending_reports`` (the report alone waits there).
+    With ``encode``, a new lead version is emitted encoded, and one that fails to encode is a dead
+    letter of the report that made it.
     """
 
     LEAD_STATE = ReadModifyWriteStateSpec("lead", LeadStateCoder())
     PENDING_STATE = BagStateSpec("pending_reports", FastPrimitivesCoder())
     EXPIRY_TIMER = TimerSpec("expiry", TimeDomain.WATERMARK)
+
+    def __init__(self, encode: Optional[Callable[[Lead], Any]] = None, keep_original: bool = False):
+        self._encode = encode
+        self._keep_original = keep_original
 
     def setup(self):
         from envleads.repeats import load_repeat_config
@@ -259,22 +284,33 @@ class _MergeLeadStreamingFn(beam.DoFn):
         self._pending = Metrics.counter("BuildLeads", "reports_pending")
         self._expired = Metrics.counter("BuildLeads", "leads_expired")
 
-    def process(self, keyed: Tuple[str, MatterReport], prior_by_id,
+    def _encoded(self, lead: Optional[Lead], previous: Optional[Lead]) -> Any:
+        """What a new version of the lead is emitted as; computed before the state changes, so that
+        a lead that fails to encode leaves the state as it was, as one that fails to merge does."""
+        if lead is None or lead is previous or self._encode is None:
+            return lead
+        return self._encode(lead)
+
+    def process(self, keyed: Tuple[str, Any], prior_by_id,
                 lead_state=beam.DoFn.StateParam(LEAD_STATE),
                 pending_state=beam.DoFn.StateParam(PENDING_STATE),
-                expiry_timer=beam.DoFn.TimerParam(EXPIRY_TIMER)) -> Iterable[Lead]:
-        cluster_id, report = keyed
+                expiry_timer=beam.DoFn.TimerParam(EXPIRY_TIMER)) -> Iterable[Any]:
+        cluster_id, element = keyed
+        report, original = _in_flight(element, self._keep_original)
         event_ms = report.enriched.complaint.received_at_ms
         previous = lead_state.read()
         if previous is None:
             previous = prior_by_id.get(lead_id_for(cluster_id))
         pending: List[MatterReport] = list(pending_state.read()) if previous is None else []
+        stage = BUILD_LEADS_STAGE
         try:
             lead = merge_lead(previous, pending + [report], event_ms, self._weights)
+            stage = ENCODE_LEADS_STAGE
+            encoded = self._encoded(lead, previous)
         except Exception as error:  # noqa: BLE001 - one matter must not stop the stream
             # the lead in state is unchanged and reports pending before stay pending: this report alone
             # is a dead letter (the bounded form, merging a matter at once, dead-letters all of them)
-            yield failed(BUILD_LEADS_STAGE, error, report.enriched.complaint)
+            yield failed(stage, error, report.enriched.complaint, original)
             return
         if lead is None:
             if all(r.enriched.complaint.complaint_id != report.enriched.complaint.complaint_id for r in pending):
@@ -288,7 +324,7 @@ class _MergeLeadStreamingFn(beam.DoFn):
             if lead is not previous:
                 lead_state.write(lead)
                 (self._updated if previous else self._emitted).inc()
-                yield lead
+                yield encoded
             elif lead_state.read() is None:
                 return  # nothing new for a prior lead, and nothing kept: no timer needed
         expiry_timer.set(_to_timestamp(last_seen_ms + self._window_ms + 1))
@@ -316,27 +352,45 @@ class BuildLeadsStreaming(beam.PTransform):
     Args:
         prior_leads: optional ``Lead`` records (the compacted lead topic at start-up); a matter
             without a lead in state continues from its prior lead. A bounded side input.
+        encode: what the main output holds, from each new lead version (default: the lead);
+            encoded here, so that a version that fails to encode is the dead letter ``EncodeLeads``
+            of the report that made it (the bounded form's: of each report of the matter).
+        keep_original: reports come in flight, ``(report, original bytes)``
+            (``transforms.InFlight``), and a dead letter carries its report's bytes.
 
-    Returns ``{ok, dead_letter}``: a report whose merge raises is a dead letter ``internal_error``
-    and leaves the lead in state as it was.
+    Returns ``{ok, dead_letter}``: a report whose merge (or encoding) raises is a dead letter
+    ``internal_error`` and leaves the lead in state as it was.
     """
 
-    def __init__(self, prior_leads=None):
+    def __init__(self, prior_leads=None, encode: Optional[Callable[[Lead], Any]] = None,
+                 keep_original: bool = False):
         super().__init__()
         self._prior_leads = prior_leads
+        self._encode = encode
+        self._keep_original = keep_original
 
     def expand(self, reports):
+        keep = self._keep_original
         prior = _prior_or_none(reports.pipeline, self._prior_leads)
         prior_by_id = prior | "KeyPriorById" >> beam.Map(lambda lead: (lead.lead_id, lead))
         return (reports
-                | "KeyByMatter" >> beam.Map(lambda r: (r.enriched.cluster_id, r)).with_output_types(Tuple[str, Any])
-                | "MergeLead" >> beam.ParDo(_MergeLeadStreamingFn(), AsDict(prior_by_id))
+                | "KeyByMatter" >> beam.Map(lambda r: (_in_flight(r, keep)[0].enriched.cluster_id, r))
+                .with_output_types(Tuple[str, Any])
+                | "MergeLead" >> beam.ParDo(_MergeLeadStreamingFn(self._encode, keep), AsDict(prior_by_id))
                 .with_outputs(DEAD_LETTER, main=MAIN))
 
 
 # ----------------------------------------------------------------------------------------- whole
-def _stamp_with_event_time(enriched: EnrichedComplaint):
-    return TimestampedValue(enriched, enriched.complaint.received_at_ms / 1000.0)
+def _stamp_with_event_time(in_flight: InFlight) -> TimestampedValue:
+    """An enriched complaint in flight, stamped with its ``received_at`` (the stateful stages' event time)."""
+    enriched, _ = in_flight
+    return TimestampedValue(in_flight, enriched.complaint.received_at_ms / 1000.0)
+
+
+def _without_original(in_flight: InFlight) -> Any:
+    """The record alone, as it leaves the job: its event's bytes are needed no further."""
+    record, _ = in_flight
+    return record
 
 
 class ComplaintsToLeadsStreaming(beam.PTransform):
@@ -349,24 +403,40 @@ class ComplaintsToLeadsStreaming(beam.PTransform):
     to be written to the compacted lead topic keyed by ``lead_id``) and ``dead_letters``.
     Delivery is what the runner gives: with checkpointed state and transactional or idempotent
     sinks, each lead version is written once; on replay a lead version may repeat, never conflict.
+
+    Every dead letter carries its event's original bytes, those of a later stage too: the stream
+    has no side input of the whole input (the bounded form's ``AttachOriginals``), so each record
+    travels from decode to the last stage beside its bytes (``keep_original``), which the
+    stateful stages hand on and never keep in state; they are dropped as the record leaves.
     """
 
-    def __init__(self, settings: StageSettings, prior_leads=None):
+    def __init__(self, settings: StageSettings, prior_leads=None, encode_enriched: Optional[Callable] = None,
+                 encode_lead: Optional[Callable[[Lead], Any]] = None):
+        """``encode_enriched``, ``encode_lead``: the sink's encodings, applied here so that a record
+        that fails to encode is a dead letter with its bytes (``enriched``, ``leads``: encoded)."""
         super().__init__()
         self._settings = settings
         self._prior_leads = prior_leads
+        self._encode_enriched = encode_enriched
+        self._encode_lead = encode_lead
 
     def expand(self, events):
-        decoded = events | "DecodeComplaints" >> DecodeComplaints(self._settings)
-        segmented = decoded[MAIN] | "SegmentText" >> SegmentText()
-        classified = segmented[MAIN] | "ClassifyPollutionType" >> ClassifyPollutionType(self._settings)
-        resolved = classified[MAIN] | "ResolveRegion" >> ResolveRegion()
+        decoded = events | "DecodeComplaints" >> DecodeComplaints(self._settings, keep_original=True)
+        segmented = decoded[MAIN] | "SegmentText" >> SegmentText(keep_original=True)
+        classified = segmented[MAIN] | "ClassifyPollutionType" >> ClassifyPollutionType(self._settings,
+                                                                                         keep_original=True)
+        resolved = classified[MAIN] | "ResolveRegion" >> ResolveRegion(keep_original=True)
         enriched = resolved[MAIN] | "AssignEventTime" >> beam.Map(_stamp_with_event_time)
-        reports = enriched | "DeduplicatePetitions" >> DeduplicatePetitionsStreaming(self._prior_leads)
-        leads = reports[MAIN] | "BuildLeads" >> BuildLeadsStreaming(self._prior_leads)
-        # a record a later stage raised on: a dead letter with its content digest, not its bytes
-        # (the bounded form's AttachOriginals needs the whole input as a side input)
-        dead_letters = ((decoded[DEAD_LETTER], segmented[DEAD_LETTER], classified[DEAD_LETTER], resolved[DEAD_LETTER],
-                         reports[DEAD_LETTER], leads[DEAD_LETTER])
-                        | "DeadLetters" >> beam.Flatten())
-        return {"enriched": reports[MAIN], "leads": leads[MAIN], "dead_letters": dead_letters}
+        reports = enriched | "DeduplicatePetitions" >> DeduplicatePetitionsStreaming(self._prior_leads,
+                                                                                     keep_original=True)
+        leads = reports[MAIN] | "BuildLeads" >> BuildLeadsStreaming(self._prior_leads, self._encode_lead,
+                                                                    keep_original=True)
+        failed_stages = [decoded, segmented, classified, resolved, reports, leads]
+        written = reports[MAIN]
+        if self._encode_enriched is not None:
+            encoded = reports[MAIN] | "EncodeEnriched" >> EncodeEnriched(self._encode_enriched, keep_original=True)
+            failed_stages.append(encoded)
+            written = encoded[MAIN]
+        dead_letters = [stage[DEAD_LETTER] for stage in failed_stages] | "DeadLetters" >> beam.Flatten()
+        return {"enriched": written | "DropOriginals" >> beam.Map(_without_original), "leads": leads[MAIN],
+                "dead_letters": dead_letters}

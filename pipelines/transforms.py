@@ -13,7 +13,7 @@ for bad input (reason codes), every stage for a record that makes it raise (``in
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -36,9 +36,60 @@ MAIN = "ok"
 
 def failed(stage: str, error: Exception, complaint: Optional[Complaint] = None, original: bytes = b"") -> TaggedOutput:
     """The ``dead_letter`` output of a record that made ``stage`` raise (counted per stage as
-    ``dead_letter.internal_error``); a later stage's has no bytes: :class:`AttachOriginals`."""
+    ``dead_letter.internal_error``). A later stage has the complaint, not its bytes: the bounded
+    form finds them afterwards (:class:`AttachOriginals`), the streaming form carries them beside
+    the record (``keep_original``, :class:`_InFlightFn`)."""
     Metrics.counter(stage, f"dead_letter.{INTERNAL_ERROR}").inc()
     return TaggedOutput(DEAD_LETTER, internal_error(stage, error, complaint, original))
+
+
+# ------------------------------------------------------------------------------- records in flight
+# A record of the streaming form and its event's original bytes: a stream has no side input of the
+# whole input to find them in when a later stage fails on the record, so they travel beside it,
+# never in state (the ``keep_original`` option of the stages).
+InFlight = Tuple[Any, bytes]
+
+
+def _with_original_bytes(output: Any, original: bytes) -> Any:
+    """A stage's output for an in-flight record: its dead letter gets the record's bytes, the record
+    it became travels on with them."""
+    if isinstance(output, TaggedOutput):  # the stages' only tagged output is the dead letter
+        return TaggedOutput(output.tag, output.value._replace(original=original))
+    return output, original
+
+
+class _InFlightFn(beam.DoFn):
+    """A per-record stage's DoFn (``fn``, with ``setup`` and ``teardown`` only) run on in-flight
+    records, so that the stage's code stays that of the bounded form."""
+
+    def __init__(self, fn: beam.DoFn):
+        self._fn = fn
+
+    def setup(self):
+        self._fn.setup()
+
+    def teardown(self):
+        self._fn.teardown()
+
+    def process(self, in_flight: InFlight):
+        record, original = in_flight
+        for output in self._fn.process(record):
+            yield _with_original_bytes(output, original)
+
+
+class _InFlightBatchFn(_InFlightFn):
+    """A batched stage's DoFn run on batches of in-flight records; ``fn`` gives one output per
+    record, in the batch's order, which is how each output finds its record's bytes."""
+
+    def process(self, batch: List[InFlight]):
+        outputs = self._fn.process([record for record, _ in batch])
+        for output, (_, original) in zip(outputs, batch, strict=True):
+            yield _with_original_bytes(output, original)
+
+
+def _in_flight_if(keep_original: bool, fn: beam.DoFn, wrapper: type = _InFlightFn) -> beam.DoFn:
+    """``fn``, run on in-flight records when ``keep_original``."""
+    return wrapper(fn) if keep_original else fn
 
 
 # ------------------------------------------------------------------------------------------ decode
@@ -168,8 +219,15 @@ class SegmentText(beam.PTransform):
     """Segments title and text with jieba and the domain dictionary (normalised first); a
     complaint that makes it raise goes to ``dead_letter`` (``internal_error``)."""
 
+    def __init__(self, keep_original: bool = False):
+        """``keep_original``: input and main output are in-flight ``(record, original bytes)`` pairs
+        (:data:`InFlight`), and a dead letter carries its record's bytes."""
+        super().__init__()
+        self._keep_original = keep_original
+
     def expand(self, complaints):
-        return complaints | "Segment" >> beam.ParDo(_SegmentFn()).with_outputs(DEAD_LETTER, main=MAIN)
+        return complaints | "Segment" >> beam.ParDo(_in_flight_if(self._keep_original, _SegmentFn())).with_outputs(
+            DEAD_LETTER, main=MAIN)
 
 
 # ---------------------------------------------------------------------------------------- classify
@@ -187,6 +245,7 @@ class _ClassifyFn(beam.DoFn):
         self._needs_review = Metrics.counter("ClassifyPollutionType", "needs_review")
 
     def process(self, batch: List[SegmentedComplaint]):
+        # one output per item, in the batch's order (_InFlightBatchFn relies on it)
         for item, prediction in self._predict(batch):
             if isinstance(prediction, Exception):
                 yield failed(CLASSIFY_STAGE, prediction, item.complaint)
@@ -224,15 +283,18 @@ class ClassifyPollutionType(beam.PTransform):
     alone goes to ``dead_letter`` (``internal_error``).
     """
 
-    def __init__(self, settings: StageSettings):
+    def __init__(self, settings: StageSettings, keep_original: bool = False):
+        """``keep_original``: as :class:`SegmentText`'s."""
         super().__init__()
         self._settings = settings
+        self._keep_original = keep_original
 
     def expand(self, segmented):
         size = self._settings.classify_batch_size
+        classify = _in_flight_if(self._keep_original, _ClassifyFn(self._settings), _InFlightBatchFn)
         return (segmented
                 | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=size)
-                | "Classify" >> beam.ParDo(_ClassifyFn(self._settings)).with_outputs(DEAD_LETTER, main=MAIN))
+                | "Classify" >> beam.ParDo(classify).with_outputs(DEAD_LETTER, main=MAIN))
 
 
 # ------------------------------------------------------------------------------------------ region
@@ -272,8 +334,14 @@ class ResolveRegion(beam.PTransform):
     makes resolution or routing raise goes to ``dead_letter`` (``internal_error``).
     """
 
+    def __init__(self, keep_original: bool = False):
+        """``keep_original``: as :class:`SegmentText`'s."""
+        super().__init__()
+        self._keep_original = keep_original
+
     def expand(self, classified):
-        return classified | "Resolve" >> beam.ParDo(_ResolveRegionFn()).with_outputs(DEAD_LETTER, main=MAIN)
+        resolve = _in_flight_if(self._keep_original, _ResolveRegionFn())
+        return classified | "Resolve" >> beam.ParDo(resolve).with_outputs(DEAD_LETTER, main=MAIN)
 
 
 # --------------------------------------------------------------------------------------- repeats
@@ -519,12 +587,15 @@ class EncodeEnriched(beam.PTransform):
     """Enriched reports to what the sink writes (``encode``); one that raises goes to
     ``dead_letter`` (``internal_error``). Returns ``{ok, dead_letter}``."""
 
-    def __init__(self, encode: Callable[[Any], Any]):
+    def __init__(self, encode: Callable[[Any], Any], keep_original: bool = False):
+        """``keep_original``: as :class:`SegmentText`'s."""
         super().__init__()
         self._encode = encode
+        self._keep_original = keep_original
 
     def expand(self, reports):
-        return reports | "Encode" >> beam.ParDo(_EncodeFn(self._encode)).with_outputs(DEAD_LETTER, main=MAIN)
+        encode = _in_flight_if(self._keep_original, _EncodeFn(self._encode))
+        return reports | "Encode" >> beam.ParDo(encode).with_outputs(DEAD_LETTER, main=MAIN)
 
 
 class _AttachOriginalFn(beam.DoFn):

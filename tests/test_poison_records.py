@@ -8,8 +8,8 @@ the exception's class and its original bytes, and nothing of its text, name or p
 dead letter's detail or the logs. Run on the rounds engine (``LocalRoundEngine`` with the Kafka
 records it writes, and ``envleads batch --engine rounds``), on the Beam pipeline (``envleads
 batch``, FnApiRunner in process, so a patched module function is the one the workers call) and on
-the Beam streaming job (``ComplaintsToLeadsStreaming``, its stateful stages included; its later
-stages' dead letters carry the content digest, not the bytes).
+the Beam streaming job (``ComplaintsToLeadsStreaming`` with the Kafka sink's encoders, its stateful
+stages included, under ``TestStream``: its records carry their bytes from stage to stage).
 """
 import base64
 import json
@@ -135,9 +135,11 @@ def _raise_on_planted_enriched(enriched):
 
 def _plant_encode_enriched(patch):
     import envleads.pipelines.batch as batch
+    import envleads.pipelines.beam_stream as beam_stream
     import envleads.pipelines.rounds.outputs as outputs
 
-    for module, name in ((batch, "enriched_to_contract"), (outputs, "enriched_to_avro_dict")):
+    for module, name in ((batch, "enriched_to_contract"), (outputs, "enriched_to_avro_dict"),
+                         (beam_stream, "enriched_to_avro_dict")):
         real = getattr(module, name)
 
         def encode(enriched, *args, _real=real, **kwargs):
@@ -149,9 +151,12 @@ def _plant_encode_enriched(patch):
 
 def _plant_encode_leads(patch):
     import envleads.pipelines.batch as batch
+    import envleads.pipelines.beam_stream as beam_stream
     import envleads.pipelines.rounds.outputs as outputs
 
-    for module, name in ((batch, "lead_to_avro_dict"), (outputs, "lead_to_wire_record")):
+    # beam_stream's own name only: the streaming job's lead state is encoded by envleads.leads' function
+    for module, name in ((batch, "lead_to_avro_dict"), (outputs, "lead_to_wire_record"),
+                         (beam_stream, "lead_to_wire_record")):
         real = getattr(module, name)
 
         def encode(lead, *args, _real=real, **kwargs):
@@ -270,26 +275,42 @@ class _AppendJson:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def _append_enriched(folder, record) -> None:
+    """An encoded enriched record of the streaming job, ``(complaint id, framed Avro)``, as a line."""
+    from envleads import schemas
+
+    enriched = schemas.decode(schemas.ENRICHED, record[1])
+    _AppendJson(folder, "enriched")({"complaint_id": enriched["complaint_id"], "duplicate_of": enriched["duplicate_of"]})
+
+
+def _append_lead(folder, record) -> None:
+    """An encoded lead version of the streaming job, ``(lead_id, framed Avro)``, as a line."""
+    from envleads import schemas
+
+    lead = schemas.decode(schemas.LEADS, record[1])
+    _AppendJson(folder, "leads")({"lead_id": lead["lead_id"], "first_complaint_id": lead["first_complaint_id"],
+                                  "complaint_ids": sorted(lead["complaint_ids"])})
+
+
 def _run_beam_streaming(model, tmp_path) -> Outputs:
-    """``ComplaintsToLeadsStreaming`` (the stateful stages) over a ``TestStream`` on the DirectRunner
-    in streaming mode. Its encoders belong to the Kafka sink, so its stages end at ``BuildLeads``;
-    a later stage's dead letter carries the content digest, not the bytes (see its docstring)."""
+    """``ComplaintsToLeadsStreaming`` (the stateful stages) with the Kafka job's encoders
+    (``beam_stream.py``) over a ``TestStream`` on the DirectRunner in streaming mode."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
     from apache_beam.testing.test_stream import TestStream
 
+    from envleads.pipelines.beam_stream import encode_enriched_record, encode_lead_record
     from envleads.pipelines.streaming import ComplaintsToLeadsStreaming
 
     options = PipelineOptions(["--runner=DirectRunner"])
     options.view_as(StandardOptions).streaming = True
     stream = TestStream().add_elements([RawEvent(line, "json") for line in LINES]).advance_watermark_to_infinity()
     with beam.Pipeline(options=options) as p:
-        outputs = p | stream | ComplaintsToLeadsStreaming(StageSettings(model_version=model))
-        _ = outputs["enriched"] | "Enriched" >> beam.Map(lambda report: _AppendJson(tmp_path, "enriched")(
-            {"complaint_id": report.enriched.complaint.complaint_id, "duplicate_of": report.enriched.duplicate_of}))
-        _ = outputs["leads"] | "Leads" >> beam.Map(lambda lead: _AppendJson(tmp_path, "leads")(
-            {"lead_id": lead.lead_id, "first_complaint_id": lead.first_complaint_id,
-             "complaint_ids": sorted(lead.complaint_ids)}))
+        outputs = p | stream | ComplaintsToLeadsStreaming(StageSettings(model_version=model),
+                                                          encode_enriched=encode_enriched_record,
+                                                          encode_lead=encode_lead_record)
+        _ = outputs["enriched"] | "Enriched" >> beam.Map(lambda record: _append_enriched(tmp_path, record))
+        _ = outputs["leads"] | "Leads" >> beam.Map(lambda record: _append_lead(tmp_path, record))
         _ = outputs["dead_letters"] | "Dead" >> beam.Map(lambda dead: _AppendJson(tmp_path, "dead")(
             {"stage": dead.stage, "reason": dead.reason, "detail": dead.detail, "event_id": dead.event_id,
              "original_base64": base64.b64encode(dead.original).decode()}))
@@ -309,9 +330,6 @@ def _run_beam_streaming(model, tmp_path) -> Outputs:
 
 ENGINES = {"local_round_engine": _run_local_engine, "batch_rounds": _run_batch_rounds, "batch_beam": _run_batch_beam,
            "beam_streaming": _run_beam_streaming}
-# the streaming job encodes in its Kafka sink, and its later stages' dead letters carry no bytes
-STREAMING_STAGES = ("DecodeComplaints", "SegmentText", "ClassifyPollutionType", "ResolveRegion",
-                    "DeduplicatePetitions", "BuildLeads")
 
 
 @pytest.mark.parametrize("engine", list(ENGINES))
@@ -323,8 +341,7 @@ def test_without_a_planted_failure_every_complaint_is_enriched(engine, model, tm
     assert outputs.dead == []
 
 
-@pytest.mark.parametrize("engine, stage", [(engine, stage) for engine in ENGINES for stage in STAGES
-                                           if engine != "beam_streaming" or stage in STREAMING_STAGES])
+@pytest.mark.parametrize("engine, stage", [(engine, stage) for engine in ENGINES for stage in STAGES])
 def test_a_record_that_makes_a_stage_raise_is_a_dead_letter_and_the_rest_goes_on(engine, stage, model, tmp_path,
                                                                                   monkeypatch, caplog):
     plant, enriched, has_lead = STAGES[stage]
@@ -347,9 +364,8 @@ def test_a_record_that_makes_a_stage_raise_is_a_dead_letter_and_the_rest_goes_on
     # (b) the planted one is a dead letter of its stage, with the exception's class and its bytes
     # (and its id, but when the decoder raised: it is what reads the id)
     event_id = None if stage == "DecodeComplaints" else POISON_ID
-    original = b"" if engine == "beam_streaming" and stage != "DecodeComplaints" else POISON_LINE
     assert outputs.dead == [{"stage": stage, "reason": "internal_error", "detail": "PoisonError",
-                             "event_id": event_id, "original": original}]
+                             "event_id": event_id, "original": POISON_LINE}]
     # (c) nothing of its text, name or phone in the detail or in any log line
     logged = [(record.name, record.getMessage()) for record in caplog.records]
     assert any("PoisonError" in message and stage in message for _, message in logged)

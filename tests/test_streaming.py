@@ -436,6 +436,25 @@ def test_next_expiry_is_the_oldest_matter_plus_the_window_plus_one_ms():
     assert next_expiry_ms({"matters": []}, 1_000) is None
 
 
+def test_event_bytes_pass_through_the_stateful_stages_and_never_into_state():
+    """``keep_original``: the bytes travel with the complaint into its report (and would go into its
+    dead letter), while the index and the pending reports hold what they hold without them."""
+    original = "原始事件字节 13900000009".encode("utf-8")
+    question = _complaint("q1", 0, "请问新能源汽车购置补贴怎么申请？", labels=())  # no lead: it waits in state
+    assign = _AssignMattersStreamingFn(keep_original=True)
+    assign.setup()
+    index, seeded, timer = _FakeState(), _FakeState(), _FakeTimer()
+    [(report, carried)] = list(assign.process(("330100", (question, original)), {"330100": []}, index, seeded, timer))
+    assert carried == original
+    assert original not in JsonStateCoder().encode(index.value)
+    merge = _MergeLeadStreamingFn(keep_original=True)
+    merge.setup()
+    lead_state, pending = _FakeState(), _FakeBag()
+    assert list(merge.process((report.enriched.cluster_id, (report, original)), {}, lead_state, pending,
+                              _FakeTimer())) == []
+    assert pending.items == [report] and lead_state.value is None
+
+
 def test_state_coders_round_trip():
     index = MatterIndex(load_repeat_config())
     report, _ = report_matter(index, _complaint("a1", 0, DYEING_1), load_scoring_weights())
