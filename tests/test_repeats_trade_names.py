@@ -17,6 +17,7 @@ PLANT = ("", "来电人反映，丰南区黄各庄镇丰黄路北侧的唐山市
     ("company:宏基混凝土", "宏基"),
     ("company:金嗓子ktv", "金嗓子"),
     ("company:垃圾焚烧", None),                   # two frequent words: a phrase the rules caught
+    ("company:棋牌室ktv", None),                  # a kind of business, not its name
     ("company:某化工", None),
     ("road:鑫晟", None),                          # only sources have trade names
     ("company:希望能督促饭店", None),             # longer than any trade name
@@ -40,9 +41,15 @@ def test_a_trade_name_said_in_other_forms(config, text, by_sound, marked):
     "鑫晟路上的烧烤摊天天冒烟",          # a road of that name
     "华丰印染，就在鑫晟隔壁，夜里排臭气",  # a neighbour the report places its source by
     "小区门口的早餐店油烟大",              # not said at all
+    "新城轧钢厂夜里开工",                  # both characters other ones (xin cheng): another name
 ])
 def test_what_is_not_saying_a_trade_name(config, text):
     assert trade_name_said(_entity_text(text), "鑫晟", config) is None
+
+
+def test_a_rare_reading_of_the_written_character_is_not_the_name_by_ear(config):
+    """泵 has a rare reading liu: "气泵和打磨机" does not say 柳和 (of 柳和KTV)."""
+    assert trade_name_said(_entity_text("气泵和打磨机噪音很大"), "柳和", config) is None
 
 
 def test_a_plant_described_with_its_trade_name_in_brackets_joins_its_matter(config):

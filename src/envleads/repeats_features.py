@@ -523,14 +523,30 @@ def _plain_name(name: str, config: RepeatConfig) -> bool:
             or name in config.generic_cores or name in config.category_words or _is_place_prefix(name):
         return False
     return not any(suffix in name for suffix, _ in _source_suffixes(config) if len(suffix) >= 2) \
+        and not name.endswith(tuple(suffix for suffix, _ in _source_suffixes(config))) \
         and not any(word in name for word in config.boundaries if len(word) >= 2)
 
 
+@cached_per_config
+def _kind_nouns(config: RepeatConfig) -> frozenset:
+    """jieba's dictionary words of three characters or more tagged as common nouns (棋牌室,
+    理发店, 洗车场): kinds of places and businesses, not trade names (proper nouns are tagged nz)."""
+    words = set()
+    with open(_jieba_dictionary(), encoding="utf-8") as handle:
+        for line in handle:
+            parts = line.split()
+            if len(parts) >= 3 and len(parts[0]) >= 3 and parts[2] == "n":
+                words.add(parts[0])
+    return frozenset(words)
+
+
 def _common_phrase(name: str, config: RepeatConfig) -> bool:
-    """Whether ``name`` is a common function word (:func:`_common_words`), or two or more frequent
-    words end to end (垃圾焚烧: 垃圾 + 焚烧): what the suffix rules catch of a sentence, not a trade
-    name (one frequent word, 星光 or 金龙, is a name often enough)."""
-    return name in _common_words(config) or _words_end_to_end(name, _frequent_words(config), 0)
+    """Whether ``name`` is a common function word (:func:`_common_words`), a kind of business
+    (:func:`_kind_nouns`), or two or more frequent words end to end (垃圾焚烧: 垃圾 + 焚烧): what
+    the suffix rules catch of a sentence, not a trade name (one frequent two-character word, 星光
+    or 金龙, is a name often enough)."""
+    return name in _common_words(config) or name in _kind_nouns(config) \
+        or _words_end_to_end(name, _frequent_words(config), 0)
 
 
 def _words_end_to_end(name: str, words: frozenset, found: int) -> bool:
@@ -627,8 +643,13 @@ def _char_readings(ch: str) -> frozenset:
 
 
 def _sounds_alike(window: str, name: str) -> bool:
-    """Whether each character of ``window`` has a reading of the character of ``name`` at its place."""
-    return all(a == b or _char_readings(a) & _char_readings(b) for a, b in zip(window, name))
+    """Whether ``window`` is ``name`` written by ear: one character other than the name's (鑫盛 /
+    鑫晟, 齐长 / 齐昌), of a reading of the name's character at its place. Two characters that
+    both differ, or one whose usual reading is not the name's (泵和 / 柳和), are another word."""
+    others = [(a, b) for a, b in zip(window, name) if a != b]
+    # the written character's usual reading is one of the name's character's (盛 sheng: 晟 cheng
+    # or sheng); a rare reading of the written one (泵: liu) is not how anyone hears it
+    return len(others) == 1 and sound(others[0][0])[0] in _char_readings(others[0][1])
 
 
 def trade_name_said(text: str, name: str, config: RepeatConfig,

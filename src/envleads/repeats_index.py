@@ -242,6 +242,10 @@ class MatterIndex(IndexedMatters):
         if self._shared_entities([e for e in features.entities if e.partition(":")[0] in self._sources],
                                  matter.entities, near=placed):
             return False  # the report names the matter's source: the name's own rules judged it
+        cores = [(e.partition(":")[0] in self._sources, e.partition(":")[2]) for e in features.entities]
+        if any(name in core for source, core in cores if not source) and not any(
+                name in core for source, core in cores if source):
+            return False  # said as part of a place's name (柳红快速路), not a source's
         confirmed = [e for e, n in matter.entities.items()
                      if e.partition(":")[0] in self._sources and (n >= 2 or e in matter.title_entities)
                      and self._specific(e)]
