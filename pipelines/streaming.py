@@ -41,7 +41,7 @@ from envleads.pipelines.options import StageSettings
 from envleads.pipelines.transforms import (BUILD_LEADS_STAGE, DEAD_LETTER, DEDUPLICATE_STAGE, ENCODE_LEADS_STAGE,
                                            MAIN, ClassifyPollutionType, DecodeComplaints, EncodeEnriched, InFlight,
                                            ResolveRegion, SegmentText, failed, set_up_repeat_stage)
-from envleads.records import Lead
+from envleads.records import Complaint, Lead
 from envleads.repeats import MatterIndex
 
 
@@ -75,6 +75,61 @@ def _in_flight(element: Any, keep_original: bool) -> InFlight:
     """An element of a stateful stage as ``(record, original bytes)``: as it comes when its event's
     bytes travel with it (``keep_original``), else with none, so one code path serves both."""
     return element if keep_original else (element, b"")
+
+
+def matter_of_report(report: MatterReport) -> str:
+    """The key of a report's lead state: its matter (``cluster_id``)."""
+    return report.enriched.cluster_id
+
+
+class _KeyInFlightFn(beam.DoFn):
+    """Keys an element of a stateful stage, ``(key, element)``, the element as it came (in flight
+    with ``keep_original``). A record that makes the keying raise is a dead letter ``internal_error``
+    of ``STAGE``, with its bytes, as in the stage itself: one record must not stop the stream."""
+
+    STAGE = ""
+
+    def __init__(self, keep_original: bool = False):
+        self._keep_original = keep_original
+
+    def _key(self, record: Any) -> str:
+        raise NotImplementedError
+
+    def _complaint(self, record: Any) -> Complaint:
+        raise NotImplementedError
+
+    def process(self, element: Any) -> Iterable[Any]:
+        record, original = _in_flight(element, self._keep_original)
+        try:
+            key = self._key(record)
+        except Exception as error:  # noqa: BLE001 - one record must not stop the stream
+            yield failed(self.STAGE, error, self._complaint(record), original)
+            return
+        yield key, element
+
+
+class _KeyByBlockStreamingFn(_KeyInFlightFn):
+    """An enriched complaint keyed by its blocking key (``block_of_complaint``)."""
+
+    STAGE = DEDUPLICATE_STAGE
+
+    def _key(self, enriched) -> str:
+        return block_of_complaint(enriched)
+
+    def _complaint(self, enriched) -> Complaint:
+        return enriched.complaint
+
+
+class _KeyByMatterStreamingFn(_KeyInFlightFn):
+    """A report keyed by its matter (``matter_of_report``)."""
+
+    STAGE = BUILD_LEADS_STAGE
+
+    def _key(self, report) -> str:
+        return matter_of_report(report)
+
+    def _complaint(self, report) -> Complaint:
+        return report.enriched.complaint
 
 
 # ------------------------------------------------------------------------------------- state coders
@@ -227,8 +282,8 @@ class DeduplicatePetitionsStreaming(beam.PTransform):
     Delivery: a redelivered complaint (same id) gets its matter again, is not counted again by the
     index or the lead, and a matter's first report stays its first report (``duplicate_of`` None).
     Emitted in arrival order, with the input element's timestamp. Returns ``{ok, dead_letter}``: a
-    complaint whose assignment raises is a dead letter ``internal_error`` and leaves its key's
-    state as it was.
+    complaint whose keying or assignment raises is a dead letter ``internal_error`` (of
+    ``DeduplicatePetitions``) and leaves its key's state as it was.
     """
 
     def __init__(self, prior_leads=None, keep_original: bool = False):
@@ -240,11 +295,14 @@ class DeduplicatePetitionsStreaming(beam.PTransform):
         keep = self._keep_original
         prior = _prior_or_none(enriched.pipeline, self._prior_leads)
         prior_by_block = prior | "KeyPriorByBlock" >> beam.Map(lambda lead: (block_of_lead(lead), lead))
-        return (enriched
-                | "KeyByBlock" >> beam.Map(lambda e: (block_of_complaint(_in_flight(e, keep)[0]), e))
-                .with_output_types(Tuple[str, Any])
-                | "AssignMatters" >> beam.ParDo(_AssignMattersStreamingFn(keep), AsMultiMap(prior_by_block))
-                .with_outputs(DEAD_LETTER, main=MAIN))
+        keyed = (enriched
+                 | "KeyByBlock" >> beam.ParDo(_KeyByBlockStreamingFn(keep)).with_output_types(Tuple[str, Any])
+                 .with_outputs(DEAD_LETTER, main=MAIN))
+        assigned = (keyed[MAIN]
+                    | "AssignMatters" >> beam.ParDo(_AssignMattersStreamingFn(keep), AsMultiMap(prior_by_block))
+                    .with_outputs(DEAD_LETTER, main=MAIN))
+        return {MAIN: assigned[MAIN],
+                DEAD_LETTER: (keyed[DEAD_LETTER], assigned[DEAD_LETTER]) | "MergeDeadLetters" >> beam.Flatten()}
 
 
 # ------------------------------------------------------------------------------------- leads (state)
@@ -358,8 +416,8 @@ class BuildLeadsStreaming(beam.PTransform):
         keep_original: reports come in flight, ``(report, original bytes)``
             (``transforms.InFlight``), and a dead letter carries its report's bytes.
 
-    Returns ``{ok, dead_letter}``: a report whose merge (or encoding) raises is a dead letter
-    ``internal_error`` and leaves the lead in state as it was.
+    Returns ``{ok, dead_letter}``: a report whose keying or merge (or encoding) raises is a dead
+    letter ``internal_error`` (of ``BuildLeads``, ``EncodeLeads``) and leaves the lead in state as it was.
     """
 
     def __init__(self, prior_leads=None, encode: Optional[Callable[[Lead], Any]] = None,
@@ -373,11 +431,14 @@ class BuildLeadsStreaming(beam.PTransform):
         keep = self._keep_original
         prior = _prior_or_none(reports.pipeline, self._prior_leads)
         prior_by_id = prior | "KeyPriorById" >> beam.Map(lambda lead: (lead.lead_id, lead))
-        return (reports
-                | "KeyByMatter" >> beam.Map(lambda r: (_in_flight(r, keep)[0].enriched.cluster_id, r))
-                .with_output_types(Tuple[str, Any])
-                | "MergeLead" >> beam.ParDo(_MergeLeadStreamingFn(self._encode, keep), AsDict(prior_by_id))
-                .with_outputs(DEAD_LETTER, main=MAIN))
+        keyed = (reports
+                 | "KeyByMatter" >> beam.ParDo(_KeyByMatterStreamingFn(keep)).with_output_types(Tuple[str, Any])
+                 .with_outputs(DEAD_LETTER, main=MAIN))
+        merged = (keyed[MAIN]
+                  | "MergeLead" >> beam.ParDo(_MergeLeadStreamingFn(self._encode, keep), AsDict(prior_by_id))
+                  .with_outputs(DEAD_LETTER, main=MAIN))
+        return {MAIN: merged[MAIN],
+                DEAD_LETTER: (keyed[DEAD_LETTER], merged[DEAD_LETTER]) | "MergeDeadLetters" >> beam.Flatten()}
 
 
 # ----------------------------------------------------------------------------------------- whole

@@ -9,7 +9,8 @@ dead letter's detail or the logs. Run on the rounds engine (``LocalRoundEngine``
 records it writes, and ``envleads batch --engine rounds``), on the Beam pipeline (``envleads
 batch``, FnApiRunner in process, so a patched module function is the one the workers call) and on
 the Beam streaming job (``ComplaintsToLeadsStreaming`` with the Kafka sink's encoders, its stateful
-stages included, under ``TestStream``: its records carry their bytes from stage to stage).
+stages included, under ``TestStream``: its records carry their bytes from stage to stage), where the
+keying steps before the stateful stages (``KeyByBlock``, ``KeyByMatter``) are planted too.
 """
 import base64
 import json
@@ -182,6 +183,44 @@ STAGES = {
 }
 
 
+def _raise_on_planted_complaint(complaint, what):
+    if complaint.complaint_id == POISON_ID:
+        raise PoisonError(f"cannot {what} {complaint.text!r} of {NAME} {PHONE}")
+
+
+def _plant_key_by_block(patch):
+    import envleads.pipelines.streaming as streaming
+
+    real = streaming.block_of_complaint
+
+    def block_of_complaint(enriched, *args, **kwargs):
+        _raise_on_planted_complaint(enriched.complaint, "key")
+        return real(enriched, *args, **kwargs)
+
+    patch.setattr(streaming, "block_of_complaint", block_of_complaint)
+
+
+def _plant_key_by_matter(patch):
+    import envleads.pipelines.streaming as streaming
+
+    real = streaming.matter_of_report
+
+    def matter_of_report(report, *args, **kwargs):
+        _raise_on_planted_complaint(report.enriched.complaint, "key")
+        return real(report, *args, **kwargs)
+
+    patch.setattr(streaming, "matter_of_report", matter_of_report)
+
+
+# The streaming form's keying steps before its stateful stages, "stage/step": (plant, enriched, has a lead);
+# their dead letter is one of the stage. (The bounded form's KeyByBlock is that of ``transforms.py``.)
+STREAMING_STEPS = {
+    "DeduplicatePetitions/KeyByBlock": (_plant_key_by_block, False, False),
+    # the report was assigned, so its enriched record is written; it has no lead
+    "BuildLeads/KeyByMatter": (_plant_key_by_matter, True, False),
+}
+
+
 class Outputs(NamedTuple):
     enriched: Dict[str, object]  # complaint id -> duplicate_of
     leads: Dict[str, List[str]]  # first complaint id -> complaint ids
@@ -341,10 +380,12 @@ def test_without_a_planted_failure_every_complaint_is_enriched(engine, model, tm
     assert outputs.dead == []
 
 
-@pytest.mark.parametrize("engine, stage", [(engine, stage) for engine in ENGINES for stage in STAGES])
-def test_a_record_that_makes_a_stage_raise_is_a_dead_letter_and_the_rest_goes_on(engine, stage, model, tmp_path,
+@pytest.mark.parametrize("engine, step", [(engine, stage) for engine in ENGINES for stage in STAGES]
+                         + [("beam_streaming", step) for step in STREAMING_STEPS])
+def test_a_record_that_makes_a_stage_raise_is_a_dead_letter_and_the_rest_goes_on(engine, step, model, tmp_path,
                                                                                   monkeypatch, caplog):
-    plant, enriched, has_lead = STAGES[stage]
+    plant, enriched, has_lead = {**STAGES, **STREAMING_STEPS}[step]
+    stage = step.split("/")[0]
     plant(monkeypatch)
     # INFO, as operators run it (at DEBUG Beam's own workers log the elements they process, the
     # masked text of every complaint and lead included); envleads' own loggers at DEBUG
