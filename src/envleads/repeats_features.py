@@ -586,41 +586,40 @@ def trade_name_keys(name: str) -> Tuple[str, ...]:
 
 @lru_cache(maxsize=64)  # one complaint's text is looked up in every index it searches
 def text_trade_name_keys(text: str) -> frozenset:
-    """The keys (:func:`trade_name_keys`) of every two Chinese characters of ``text``: the keys
-    under which a live matter whose trade name the text may say is indexed."""
-    readings = [_reading_tuple(ch) for ch in text]
-    usual = [r[0] if r else "" for r in readings]
-    keys = {f"{a}|{b}" for a, b in zip(usual, usual[1:]) if a and b}
-    for start in range(len(text) - 1):  # characters of several readings: every combination
-        first, second = readings[start], readings[start + 1]
-        if (len(first) > 1 and second) or (len(second) > 1 and first):
-            keys.update(f"{x}|{y}" for x in first for y in second)
-    return frozenset(keys)
+    """The keys (:func:`trade_name_keys`) of every two Chinese characters of ``text`` read as
+    usual: the keys under which a live matter whose trade name the text may say is indexed (a
+    name is indexed under every reading of its characters, a text read as its writer reads it)."""
+    usual = _usual_readings(text)
+    return frozenset(f"{a}|{b}" for a, b in zip(usual, usual[1:]) if a and b)
 
 
 def trade_name_key_starts(text: str, keys: Collection[str]) -> Dict[str, List[int]]:
     """Where in ``text`` each of ``keys`` (:func:`text_trade_name_keys`) starts."""
-    readings = [_reading_tuple(ch) for ch in text]
+    usual = _usual_readings(text)
     starts: Dict[str, List[int]] = {}
-    for start in range(len(text) - 1):
-        first, second = readings[start], readings[start + 1]
-        if first and second:
-            for x in first:
-                for y in second:
-                    key = f"{x}|{y}"
-                    if key in keys:
-                        starts.setdefault(key, []).append(start)
+    for start, (a, b) in enumerate(zip(usual, usual[1:])):
+        if a and b:
+            key = f"{a}|{b}"
+            if key in keys:
+                starts.setdefault(key, []).append(start)
     return starts
 
 
-@lru_cache(maxsize=20_000)
-def _reading_tuple(ch: str) -> Tuple[str, ...]:
-    """:func:`_char_readings` as a tuple, the usual reading first; empty for a character that is
-    not Chinese."""
-    if not _is_han(ch):
-        return ()
-    usual = sound(ch)[0]
-    return (usual, *sorted(_char_readings(ch) - {usual}))
+_USUAL_READINGS: Dict[str, str] = {}  # character -> its usual reading ("" if not Chinese), filled as met
+
+
+@lru_cache(maxsize=64)
+def _usual_readings(text: str) -> List[str]:
+    """Each character's usual reading (:func:`sound`), "" for a character that is not Chinese;
+    a plain dict per character (every complaint's text is read so)."""
+    known = _USUAL_READINGS
+    out = []
+    for ch in text:
+        reading = known.get(ch)
+        if reading is None:
+            reading = known[ch] = sound(ch)[0] if _is_han(ch) else ""
+        out.append(reading)
+    return out
 
 
 @lru_cache(maxsize=64)

@@ -640,10 +640,9 @@ class MatterIndex(IndexedMatters):
         for cluster_id in sorted(starts_of):
             starts = sorted(starts_of[cluster_id])
             for name, entity in self._trade_names(self._matters[cluster_id]):
-                if not self._specific(entity):
-                    continue  # named by several live matters, or a phrase (every shingle common)
                 said = trade_name_said(text, name, self.config, starts)
-                if said is not None:
+                # not of a name several live matters give, nor of a phrase (every shingle common)
+                if said is not None and self._specific(entity):
                     matters_of.setdefault(name, set()).add(cluster_id)
                     best = said_of.get(cluster_id)
                     if best is None or (not said.by_sound, said.marked, len(name)) > (
