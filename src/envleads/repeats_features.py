@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import re
 from functools import lru_cache
-from typing import Collection, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Collection, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import ahocorasick
 import numpy as np
@@ -204,12 +204,17 @@ def _common_words(config: RepeatConfig) -> frozenset:
     ``common_words.tags``: a source's name that is one of them is an ordinary word."""
     if config.common_word_min_frequency <= 0:
         return frozenset()
+    return _dictionary_words(lambda word, frequency, tag: len(word) >= 2 and tag in config.common_word_tags
+                             and frequency >= config.common_word_min_frequency)
+
+
+def _dictionary_words(keep: Callable[[str, int, str], bool]) -> frozenset:
+    """The words of jieba's dictionary that ``keep(word, frequency, tag)`` keeps."""
     words = set()
     with open(_jieba_dictionary(), encoding="utf-8") as handle:
         for line in handle:
             parts = line.split()
-            if len(parts) >= 2 and int(parts[1]) >= config.common_word_min_frequency and len(parts[0]) >= 2 \
-                    and len(parts) >= 3 and parts[2] in config.common_word_tags:
+            if len(parts) >= 3 and keep(parts[0], int(parts[1]), parts[2]):
                 words.add(parts[0])
     return frozenset(words)
 
@@ -531,13 +536,7 @@ def _plain_name(name: str, config: RepeatConfig) -> bool:
 def _kind_nouns(config: RepeatConfig) -> frozenset:
     """jieba's dictionary words of three characters or more tagged as common nouns (棋牌室,
     理发店, 洗车场): kinds of places and businesses, not trade names (proper nouns are tagged nz)."""
-    words = set()
-    with open(_jieba_dictionary(), encoding="utf-8") as handle:
-        for line in handle:
-            parts = line.split()
-            if len(parts) >= 3 and len(parts[0]) >= 3 and parts[2] == "n":
-                words.add(parts[0])
-    return frozenset(words)
+    return _dictionary_words(lambda word, frequency, tag: len(word) >= 3 and tag == "n")
 
 
 def _common_phrase(name: str, config: RepeatConfig) -> bool:
@@ -561,13 +560,8 @@ def _frequent_words(config: RepeatConfig) -> frozenset:
     ``common_words.min_frequency`` (any part of speech)."""
     if config.common_word_min_frequency <= 0:
         return frozenset()
-    words = set()
-    with open(_jieba_dictionary(), encoding="utf-8") as handle:
-        for line in handle:
-            parts = line.split()
-            if len(parts) >= 2 and len(parts[0]) >= 2 and int(parts[1]) >= config.common_word_min_frequency:
-                words.add(parts[0])
-    return frozenset(words)
+    return _dictionary_words(lambda word, frequency, tag: len(word) >= 2
+                             and frequency >= config.common_word_min_frequency)
 
 
 @cached_per_config
