@@ -53,7 +53,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from envleads.config import OperatorError
 from envleads.leads import lead_to_avro_dict, rescore_lead
 from envleads.config import DEFAULT_ROUND_BYTES
-from envleads.pipelines.options import StageSettings, prepared_run
+from envleads.pipelines.options import StageSettings, prepared_run, without_job_stream_deadline
 from envleads.pipelines.transforms import ComplaintsToLeads
 from envleads.records import Lead, RawEvent
 from envleads.scoring import rank_key
@@ -215,6 +215,7 @@ def run_batch(input_path: str, output_path: str, leads_path: Optional[str] = Non
         _decompress(input_path, None)  # a damaged file fails here in one line, not silently halfway
     with staged_outputs(output_path, dead_letter_path, leads_path) as (output, dead_letters, leads):
         with beam.Pipeline(options=options) as pipeline:
+            without_job_stream_deadline(pipeline.runner)  # on Prism: a run may outlast --job_server_timeout
             build_batch_pipeline(pipeline, input_path, output, dead_letters, leads, settings)
         counts = {"enriched": _count_lines(output), "dead_letters": _count_lines(dead_letters)}
         if leads:

@@ -159,7 +159,7 @@ def run_beam_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[
     Returns ``{"partitions", "planned_records", "prior_leads", "committed"}``: what was planned and
     done; the outputs are on the topics.
     """
-    from envleads.pipelines.options import prepared_run
+    from envleads.pipelines.options import prepared_run, without_job_stream_deadline
 
     options, settings = prepared_run(with_local_prism(beam_args))
     standard = options.view_as(StandardOptions)
@@ -172,6 +172,7 @@ def run_beam_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[
     LOG.info("beam stream: %d partition(s) of %s, %d prior lead(s), %s", len(partitions), topics.raw,
              len(prior_leads), "bounded" if bounded else "unbounded")
     pipeline = beam.Pipeline(options=options)
+    without_job_stream_deadline(pipeline.runner)  # else a job longer than --job_server_timeout fails
     build_beam_stream(pipeline, bootstrap_servers, topics, settings, partitions, group_id, bounded, security,
                       prior_leads, align_watermarks)
     result = pipeline.run()

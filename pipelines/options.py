@@ -99,6 +99,37 @@ def prepare_worker_environment(settings: StageSettings) -> str:
     return resolve_for_run(settings.model_version, settings.model_registry)
 
 
+def without_job_stream_deadline(runner):
+    """``runner``, made to wait for its job as long as the job runs: for portable runners (Prism,
+    ``PortableRunner``, Flink, Spark), whose job service handle (Beam 2.78,
+    ``portable_runner.JobServiceHandle.run``) opens the job's state and message streams with
+    ``--job_server_timeout`` (300 s by default) as their gRPC deadline, although that option is
+    documented as not applying to the run time. Without this, ``wait_until_finish`` raises
+    ``DEADLINE_EXCEEDED`` on any job that runs longer than the timeout (an unbounded job always),
+    and the runner's cleanup then stops Prism and the SDK worker mid-job. The timeout still bounds
+    the calls before the run (options, prepare). Other runners are returned unchanged.
+    """
+    from apache_beam.runners.portability.portable_runner import PortableRunner
+
+    if not isinstance(runner, PortableRunner):
+        return runner
+    create_handle = runner.create_job_service_handle
+
+    def create_job_service_handle(job_service, options):
+        handle = create_handle(job_service, options)
+        submit_run = handle.run
+
+        def run(preparation_id):
+            handle.timeout = None  # run() only opens the streams and starts the job
+            return submit_run(preparation_id)
+
+        handle.run = run
+        return handle
+
+    runner.create_job_service_handle = create_job_service_handle
+    return runner
+
+
 def prepared_run(beam_args: Optional[List[str]]):
     """The options and stage settings of a run, with its worker environment prepared (see
     :func:`prepare_worker_environment`) and ``production``/``latest`` resolved to a version."""

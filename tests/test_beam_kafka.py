@@ -643,6 +643,35 @@ def test_beam_stream_restarted_from_its_commit_loses_nothing_and_duplicates_no_l
     assert placed_membership(leads) == placed_membership(_compacted_leads(bootstrap, rounds_topics.leads))
 
 
+def test_beam_stream_outlasting_the_job_server_timeout_finishes(kafka_broker, tmp_topics, prism_location,
+                                                               model_version, monkeypatch):
+    """Beam 2.78's portable runner opens the job's state and message streams with
+    ``--job_server_timeout`` (300 s by default) as their gRPC deadline: a job that ran longer failed
+    with ``DEADLINE_EXCEEDED`` and was torn down (the 20,000-event row of bench/bench_engines.py).
+    ``run_beam_stream`` waits without that deadline: a bounded run outlasting a 1 s timeout finishes
+    and commits."""
+    import time
+
+    from envleads.generator import generate_events
+    from envleads.pipelines.beam_stream import run_beam_stream
+    from envleads.pipelines.rounds.outputs import Topics
+
+    monkeypatch.setenv("ENVLEADS_PSEUDONYM_KEY", "test-beam-kafka-key")
+    bootstrap = kafka_broker.bootstrap_servers
+    events = list(generate_events(40, E2E_SEED))
+    raw = tmp_topics("raw", partitions=2)["raw"]
+    names = tmp_topics("enriched", "leads", "dead_letter")
+    _produce_events(bootstrap, raw, events)
+    timeout_s = 1
+    started = time.monotonic()
+    counts = run_beam_stream(bootstrap, Topics(raw, names["enriched"], names["leads"], names["dead_letter"]),
+                             _prism_args(prism_location) + ["--model_version", model_version,
+                                                            "--job_server_timeout", str(timeout_s)],
+                             group_id=f"beam-{uuid.uuid4().hex[:8]}", bounded=True)
+    assert time.monotonic() - started > 3 * timeout_s  # the job did outlast the timeout
+    assert counts["planned_records"] == len(events) and counts["committed"] == 2
+
+
 def test_unbounded_beam_stream_on_prism_enriches_and_leads_while_it_runs(kafka_broker, tmp_topics, prism_location,
                                                                         model_version, monkeypatch):
     """The job without end (as ``envleads stream --engine beam`` will run it): events produced after
