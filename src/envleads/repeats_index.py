@@ -231,10 +231,11 @@ class MatterIndex(IndexedMatters):
         """Whether the matter's trade name said in the complaint (:func:`trade_name_said`) makes it
         this matter's report: said in the same characters, or by sound when marked as a name
         ("鑫盛轧钢(音)"); for a complaint not known to be in the matter's city, of three
-        characters or more (鑫达, 星光 recur from city to city) or with a place named alike; a name of the matter's confirmed sources
-        when it has some (:meth:`_about_shared_source`); and every source the complaint names
-        itself is the matter's or carries that trade name ("好像叫齐昌" is 齐昌): a report about
-        another plant that mentions this one is not this one's."""
+        characters or more (鑫达, 星光 recur from city to city) or with a place named alike; a name
+        of the matter's confirmed sources when it has some; never when the complaint names the
+        matter's source itself (the name's own rules judged it); and every source the complaint
+        names carries that trade name or is a landmark beside it ("好像叫齐昌" is 齐昌): a report
+        about another plant that mentions this one is not this one's."""
         name = said.name
         if said.by_sound and not said.marked or not placed and len(name) < 3 and not self._shares_a_place(
                 features.entities, matter):
@@ -246,15 +247,12 @@ class MatterIndex(IndexedMatters):
         if any(name in core for source, core in cores if not source) and not any(
                 name in core for source, core in cores if source):
             return False  # said as part of a place's name (柳红快速路), not a source's
-        confirmed = [e for e, n in matter.entities.items()
-                     if e.partition(":")[0] in self._sources and (n >= 2 or e in matter.title_entities)
-                     and self._specific(e)]
+        confirmed = self._confirmed_sources(matter)
         if confirmed and not any(name in e.partition(":")[2] for e in confirmed):
             return False  # a neighbour one report named beside the matter's source
         for entity in features.entities:
             cls, _, core = entity.partition(":")
             if cls in self._sources and name not in core and self._specific(entity) \
-                    and not self._shared_entities([entity], matter.entities, near=placed) \
                     and trade_name_said(core, name, self.config) is None \
                     and not named_as_neighbour(features.plain_text, core, self.config):
                 return False
@@ -350,10 +348,14 @@ class MatterIndex(IndexedMatters):
         titled = [e for e in features.title_entities if e.partition(":")[0] in self._sources and self._specific(e)]
         if titled and not self._shared_entities(titled, matter.entities, near=placed):
             return False
-        confirmed = [e for e, n in matter.entities.items()
-                     if e.partition(":")[0] in self._sources and (n >= 2 or e in matter.title_entities)
-                     and self._specific(e)]
+        confirmed = self._confirmed_sources(matter)
         return not confirmed or any(self._shared_entities([e], confirmed, near=placed) for e in sources)
+
+    def _confirmed_sources(self, matter: _Matter) -> List[str]:
+        """The matter's specific source names named in a title or by two reports: what it is about."""
+        return [e for e, n in matter.entities.items()
+                if e.partition(":")[0] in self._sources and (n >= 2 or e in matter.title_entities)
+                and self._specific(e)]
 
     def _describes(self, descriptor: Optional[str]) -> bool:
         """Whether a live matter here holds ``descriptor`` (a trade on an area)."""
