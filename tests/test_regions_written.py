@@ -25,6 +25,13 @@ DEALT = 124  # wd-001 .. wd-124 were dealt alternately with the locked part
 SECOND_CLASSES = {"province_cue", "landmark_or_informal", "city_gap_district", "overlapping_names"}
 SECOND_DEALT = {"dev": {*range(234, 255), *range(262, 268)}, "locked": range(125, 152)}
 LEVELS = (PROVINCE, CITY, COUNTY)
+# written on 2026-12-07 by an outside writer who never saw the rules (writer o), one list per class
+# dealt alternately: wod-NNN (dev_wo) and wol-NNN (locked_wo, reporting only)
+OUTSIDE_PARTS = ("dev_wo", "locked_wo")
+OUTSIDE_PREFIX = {"dev_wo": "wod-", "locked_wo": "wol-"}
+OUTSIDE_CLASSES = {"city_and_district", "short_or_variant", "same_name_with_cue", "same_name_no_cue",
+                   "traditional", "several_places", "partial_or_no_place"}
+ALL_PARTS = PARTS + OUTSIDE_PARTS
 
 
 def _rows(part):
@@ -37,7 +44,7 @@ def table():
     return load_divisions()
 
 
-@pytest.fixture(scope="module", params=PARTS)
+@pytest.fixture(scope="module", params=ALL_PARTS)
 def part(request):
     return request.param, _rows(request.param)
 
@@ -50,11 +57,15 @@ def test_row_counts_and_fields(part):
         assert set(row) <= {"id", "text", "gold", "class", "note"}, row["id"]
         assert set(row["gold"]) == {"province", "city", "county", "adcode", "level"}, row["id"]
         assert isinstance(row["text"], str) and row["text"].strip(), row["id"]
-        assert row["class"] in CLASSES | SECOND_CLASSES | (DEV_ONLY_CLASSES if name == "dev" else set()), row["id"]
+        if name in OUTSIDE_PARTS:
+            assert row["id"].startswith(OUTSIDE_PREFIX[name]), row["id"]
+            assert row["class"] in OUTSIDE_CLASSES, row["id"]
+        else:
+            assert row["class"] in CLASSES | SECOND_CLASSES | (DEV_ONLY_CLASSES if name == "dev" else set()), row["id"]
 
 
 def test_ids_and_texts_unique_across_parts():
-    rows = [row for part in PARTS for row in _rows(part)]
+    rows = [row for part in ALL_PARTS for row in _rows(part)]
     assert len({row["id"] for row in rows}) == len(rows)
     assert len({row["text"] for row in rows}) == len(rows)
 
@@ -75,6 +86,14 @@ def test_second_dealt_classes_in_both_parts_with_equal_counts():
     assert set(counts["dev"]) == set(counts["locked"]) == SECOND_CLASSES
     for cls in SECOND_CLASSES:
         assert abs(counts["dev"][cls] - counts["locked"][cls]) <= 1, cls
+
+
+def test_outside_parts_hold_the_same_classes_equally():
+    """Writer o's passages were dealt alternately per class: both parts hold every class, within one row."""
+    counts = {part: Counter(row["class"] for row in _rows(part)) for part in OUTSIDE_PARTS}
+    assert set(counts["dev_wo"]) == set(counts["locked_wo"]) == OUTSIDE_CLASSES
+    for cls in OUTSIDE_CLASSES:
+        assert abs(counts["dev_wo"][cls] - counts["locked_wo"][cls]) <= 1, cls
 
 
 def test_gold_codes_exist_and_agree(part, table):
@@ -112,7 +131,7 @@ def test_gold_codes_exist_and_agree(part, table):
 
 
 def test_class_gold_levels():
-    for part in PARTS:
+    for part in ALL_PARTS:
         for row in _rows(part):
             if row["class"] == "no_place":
                 assert row["gold"]["level"] is None, row["id"]
