@@ -48,7 +48,7 @@ def test_the_corpus_is_what_its_readme_says():
     assert len(non_env) >= 40 and all(kinds[truth[cid]["matter_id"]] == {False} for cid in non_env)
 
 
-@pytest.mark.parametrize("engine, precision, recall", [("beam", 0.91, 0.52), ("rounds", 0.91, 0.52)])
+@pytest.mark.parametrize("engine, precision, recall", [("beam", 0.80, 0.44), ("rounds", 0.80, 0.44)])
 def test_confusable_development_part_through_batch(engine, precision, recall):
     """Thresholds hold with the default model trained with or without ``../shared`` (its types
     decide what is environmental, so the figures move by a few points between the two)."""
