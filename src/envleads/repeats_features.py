@@ -525,7 +525,8 @@ def _plain_name(name: str, config: RepeatConfig) -> bool:
     if any(name in phrase for phrase in config.boilerplate) or any(word in name for word in config.pollution_words):
         return False  # 扰民 (of 严重扰民), 偷排: what complaints say, not whom
     if name in _place_words() or name in _admin_names() or _common_phrase(name, config) \
-            or name in config.generic_cores or name in config.category_words or _is_place_prefix(name):
+            or name in config.generic_cores or name in config.category_words or _is_place_prefix(name) \
+            or any(word in name for word in config.descriptors.words):  # a trade (小镀锌作坊) names no one
         return False
     return not any(suffix in name for suffix, _ in _source_suffixes(config) if len(suffix) >= 2) \
         and not name.endswith(tuple(suffix for suffix, _ in _source_suffixes(config))) \

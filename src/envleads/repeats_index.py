@@ -13,7 +13,7 @@ import numpy as np
 from envleads.postings import Lookup
 from envleads.repeats_config import RepeatConfig
 from envleads.repeats_features import (MatterFeatures, TradeNameSaid, _cores_match, _split, _strip_category,
-                                       named_as_neighbour, region_relation, text_character_pairs, text_trade_name_keys,
+                                       named_as_neighbour, region_relation, text_character_pairs, text_trade_name_keys, trade_name_keys,
                                        trade_name_key_starts, trade_name_said,
                                        trades_named)
 from envleads.repeats_matters import (_NAMING_SCAN, IndexedMatters, _Matter, _holders, _reporter_digests)
@@ -203,8 +203,9 @@ class MatterIndex(IndexedMatters):
             evidence = "location"
         elif shared_descriptor and shared_type and self._descriptor_joins(text_sim, features, matter, shared, placed):
             evidence = "descriptor"
-        elif same_reporter and (shared_type or text_sim >= cfg.min_text_with_reporter):
-            evidence = "reporter"
+        elif same_reporter and (shared_type or text_sim >= cfg.min_text_with_reporter) \
+                and not self._entity_conflict(features.entities, matter, False):
+            evidence = "reporter"  # one resident writes about each neighbour: 华磊陶瓷, then 新盛建材
         elif shared_type and text_sim >= (cfg.conflict_text_similarity
                                           if self._entity_conflict(features.entities, matter, False)
                                           else cfg.text_only_similarity if placed else cfg.text_only_unplaced):
@@ -358,9 +359,14 @@ class MatterIndex(IndexedMatters):
                 and self._specific(e)]
 
     def _describes(self, descriptor: Optional[str]) -> bool:
-        """Whether a live matter here holds ``descriptor`` (a trade on an area)."""
+        """Whether a live matter here holds ``descriptor`` (a trade on an area) or names ``source``
+        (``company:阿强烧烤``; ``trade_name:鑫晟``, the trade name of one of its sources)."""
         if not descriptor:
             return False
+        if descriptor.startswith("trade_name:"):
+            name = descriptor.partition(":")[2]
+            holders = set().union(*(_holders(self._trade_index, key) for key in trade_name_keys(name)))
+            return any(name == known for cid in holders for known, _ in self._trade_names(self._matters[cid]))
         holders = _holders(self._entity_index, self._entity_key(descriptor))
         return bool(holders) and self._matters_naming(descriptor, holders) >= 1
 
@@ -720,6 +726,11 @@ def _places_alike(a: str, b: str, config: RepeatConfig) -> bool:
     return a.endswith(b) or b.endswith(a) or _cores_match(a, b, config)
 
 
+# evidence by a name that a live matter of another key may give too (阿强烧烤, 鑫达电镀 and 星光KTV
+# recur from city to city): a complaint that two keys could take by it is neither's by it
+_AMBIGUOUS_ACROSS_KEYS = frozenset({"descriptor", "entity", "title_entity", "trade_name"})
+
+
 def _rank(candidate: _Candidate) -> Tuple[float, float, int, str]:
     """Order of candidates: score, then text; ties go to the older matter so that replays are
     deterministic."""
@@ -774,9 +785,9 @@ def _assign_across(home: MatterIndex, others: Sequence[MatterIndex], complaint_i
     best, chosen = None, home
     # best first; stable, so that of equal ranks the first index searched wins
     for found, index in sorted(found_in, key=lambda pair: _rank(pair[0]), reverse=True):
-        if found.evidence == "descriptor" and any(
+        if found.evidence in _AMBIGUOUS_ACROSS_KEYS and any(
                 other is not index and other._describes(found.shared) for other in searched):
-            continue  # described so in another key too: it identifies none of them
+            continue  # described or named so in another key too: it identifies none of them
         best, chosen = found, index
         break
     return chosen, chosen._settle(complaint_id, event_time_ms, features, reporters, best)
