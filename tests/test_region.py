@@ -832,3 +832,18 @@ def test_city_in_brackets_joins_its_districts_chain(resolver):
 def test_informal_city_names_and_a_provinces_lake(resolver):
     assert code(resolver, "呼市赛罕区一家洗煤厂粉尘大。") == "150105"
     assert code(resolver, "洞庭湖边上有人非法采砂。") == "430000"
+
+
+def test_landmark_settles_a_same_named_district_even_a_common_word_one(resolver):
+    assert code(resolver, "新华区滹沱河边上有人烧垃圾，烟很大。") == "130105"  # Shijiazhuang's
+    assert code(resolver, "城中区一家汽修店把废机油倒进下水道，听说鱼峰山那边也有人这么干。") == "450202"
+    assert code(resolver, "城中区一家汽修店把废机油倒进下水道。") is None
+
+
+def test_a_cue_named_again_and_again_counts_once(resolver):
+    text = "九江一家化工厂旁边新开了楼盘叫观音桥花园，观音桥花园的业主说观音桥花园天天闻到臭味。"
+    assert code(resolver, text) == "360400"
+
+
+def test_short_form_of_a_district_does_not_confirm_its_own_name(resolver):
+    assert code(resolver, "城北区域的道路太少了，城北的居民出行不便。") is None

@@ -263,6 +263,7 @@ class RegionResolver(Gazetteer):
         # Longest names first, then leftmost: 安居区 must not lose its first character to 和安; but
         # two names that nest go before both (山西|城区, not 山|西城区|).
         taken = bytearray(len(text))  # characters of the names kept so far, places or not
+        cued = set()
         found = sorted(self._longest_names(text))
         for negative_length, start in self._nested_splits(text, found) + found:
             end = start - negative_length
@@ -273,7 +274,9 @@ class RegionResolver(Gazetteer):
             if piece in self._not_places:
                 continue
             if piece in self._cues:  # a landmark, river or newspaper: only helps to choose (鞍钢 ... 铁西区)
-                mentions.append(self._cue(text, start, piece, scale))
+                if piece not in cued:  # counted once: an estate's name (...花园) repeated is one cue
+                    cued.add(piece)
+                    mentions.append(self._cue(text, start, piece, scale))
                 continue
             mention = self._weigh(text, start, piece, scale)
             if mention is not None:
@@ -654,7 +657,8 @@ class RegionResolver(Gazetteer):
         towns += self._chained([town for town in self._towns(body) if not any(m.start < town.end < m.end for m in found)],
                                found)
         if all(mention.needs_support for mention in mentions):
-            return self._by_town(towns, None, 1.0, [], jurisdiction_adcode) or self._empty()
+            return (self._by_town(towns, None, 1.0, [], jurisdiction_adcode)
+                    or self._common_full_by_cue(mentions) or self._empty())
         helper = []
         if jurisdiction_adcode and jurisdiction_adcode in self._divisions:
             helper = [_Mention(-1, -1, "", {jurisdiction_adcode: self._weights["jurisdiction"]},
@@ -705,6 +709,29 @@ class RegionResolver(Gazetteer):
             inside = tuple(code for code in town.parents if before is not None and code in before.candidates)
             chained.append(town._replace(parents=inside) if inside else town)
         return chained
+
+    def _common_full_by_cue(self, mentions: List[_Mention]) -> Optional[RegionResolution]:
+        """The one division of a common-word full name (城中区, 市中区) that the text's other weak
+        names agree with, when nothing sure is named: 城中区 ... 柳江边 is Liuzhou's (柳江 is a
+        district of Liuzhou), 市中区 ... 英雄山 Jinan's. One such name only, and exactly one of
+        its divisions must lie in a city (or province) that another name points to."""
+        names = {m.surface for m in mentions if m.kind == "common_word" and m.surface in self._common_full_names}
+        if len(names) != 1:
+            return None
+        name = names.pop()
+        districts = {c for m in mentions if m.surface == name for c in m.candidates
+                     if self._divisions[c].level == COUNTY}
+        others = {c for m in mentions if m.surface != name for c in m.candidates} - districts  # not 城北 for 城北区
+        agreed = {c for c in districts if any(self._agrees(c, other) for other in others)}
+        if len(agreed) != 1:
+            return None
+        return self._resolution(agreed.pop(), round(0.5 + 0.5 * self._weights["cue"], 2), mentions)
+
+    def _agrees(self, county: str, other: str) -> bool:
+        """True when ``other`` is ``county``'s province, or lies in its city (or is it)."""
+        if self._divisions[other].level == PROVINCE:
+            return self._divisions[county].province_code == other
+        return self._key(other, CITY) == self._key(county, CITY)
 
     def _common_full_in_scope(self, left: List[_Mention]) -> Optional[str]:
         """The one county that common-word full names (新城区) leave inside the settled division.
