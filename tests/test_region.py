@@ -847,3 +847,12 @@ def test_a_cue_named_again_and_again_counts_once(resolver):
 
 def test_short_form_of_a_district_does_not_confirm_its_own_name(resolver):
     assert code(resolver, "城北区域的道路太少了，城北的居民出行不便。") is None
+
+
+def test_variant_ideograph_of_a_district_name(resolver):
+    assert code(resolver, "瑯琊区一家印刷厂气味大，晚上更明显。") == "341102"  # 琅琊区, Chuzhou
+
+
+def test_unique_county_name_before_a_firm_outweighs_a_weak_word(resolver):
+    # 排黑水 holds 黑水 (a county of Sichuan, weak): 波阳 (former 波阳县, now 鄱阳县) before 一家 still wins
+    assert code(resolver, "波阳一家造纸厂往河里排黑水。") == "361128"

@@ -551,10 +551,10 @@ class RegionResolver(Gazetteer):
             return _Mention(start, end, surface, {self._bureaus[surface]: self._weights["agency"] * scale},
                             "agency")
         cap = None
-        plain = bare_county and self._plain_bare_name(text, start, surface)
+        plain = bare_county and (self._unique_bare_cue(text, start, surface, after)
+                                 or self._plain_bare_name(text, start, surface))
         locative = bare_county and bool(self._re["after_locative_bare"].match(after)
-                                        or self._re["before_locative_bare"].search(before)
-                                        or self._unique_bare_cue(text, start, surface, after) or plain)
+                                        or self._re["before_locative_bare"].search(before) or plain)
         if agency:
             kind = "agency"
             weak_alone = False
