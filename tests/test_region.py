@@ -856,3 +856,13 @@ def test_variant_ideograph_of_a_district_name(resolver):
 def test_unique_county_name_before_a_firm_outweighs_a_weak_word(resolver):
     # 排黑水 holds 黑水 (a county of Sichuan, weak): 波阳 (former 波阳县, now 鄱阳县) before 一家 still wins
     assert code(resolver, "波阳一家造纸厂往河里排黑水。") == "361128"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("总公司在上海市浦东新区，分厂设在江苏省启东市，分厂夜里偷排。", "320681"),  # head office vs branch plant
+    ("举报人现居北京市海淀区，反映河北省涿州市一家家具厂喷漆无处理。", "130681"),  # where the writer lives
+    ("我家在西安市雁塔区，这次是回老家渭南市临渭区看到一家砖厂冒黑烟。", "610502"),
+    ("运输公司在天津市滨海新区，污染发生在河北省黄骅市港区附近。", "130983"),  # where it happened
+])
+def test_more_words_of_home_head_office_and_site(resolver, text, expected):
+    assert code(resolver, text) == expected
