@@ -866,3 +866,8 @@ def test_unique_county_name_before_a_firm_outweighs_a_weak_word(resolver):
 ])
 def test_more_words_of_home_head_office_and_site(resolver, text, expected):
     assert code(resolver, text) == expected
+
+
+def test_two_character_district_name_counts_inside_its_settled_city_only(resolver):
+    assert code(resolver, "城区一家饭店油烟直排，晋城市城管部门已介入。") == "140502"
+    assert code(resolver, "城区一家饭店油烟直排，听说品清湖那边也有。") is None  # no city settled

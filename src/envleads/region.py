@@ -222,6 +222,7 @@ class RegionResolver(Gazetteer):
             self._surnames = frozenset(context["person_surnames"])
             decision = config["decision"]
             self._common_full_min = int(decision["common_full_name_min_chars"])
+            self._common_by_cue_min = int(decision["common_full_by_cue_min_chars"])
             self._min_support = float(decision["min_support"])
             self._margin = float(decision["margin"])
             self._ratio = {level: float(decision["ratio"][level]) for level in (PROVINCE, CITY, COUNTY)}
@@ -715,7 +716,8 @@ class RegionResolver(Gazetteer):
         names agree with, when nothing sure is named: 城中区 ... 柳江边 is Liuzhou's (柳江 is a
         district of Liuzhou), 市中区 ... 英雄山 Jinan's. One such name only, and exactly one of
         its divisions must lie in a city (or province) that another name points to."""
-        names = {m.surface for m in mentions if m.kind == "common_word" and m.surface in self._common_full_names}
+        names = {m.surface for m in mentions if m.kind == "common_word" and m.surface in self._common_full_names
+                 and len(m.surface) >= self._common_by_cue_min}
         if len(names) != 1:
             return None
         name = names.pop()
