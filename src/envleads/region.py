@@ -321,16 +321,16 @@ class RegionResolver(Gazetteer):
         counties are compared, and only where no other name was read."""
         found = []
         for mention in mentions:
-            if mention.needs_support:
+            window = text[mention.end:mention.end + self._homophone_max]
+            lengths = [n for n in range(2, len(window) + 1) if window[:n].endswith(self._homophone_suffixes)]
+            if mention.needs_support or not lengths:
                 continue
             parents = [code for code in mention.candidates if self._divisions[code].level != COUNTY]
-            for length in range(2, self._homophone_max + 1):
+            for length in lengths:
                 end = mention.end + length
-                if end > len(text) or taken.find(1, mention.end, end) >= 0:
+                if taken.find(1, mention.end, end) >= 0:
                     break
                 written = text[mention.end:end]
-                if not written.endswith(self._homophone_suffixes):
-                    continue
                 codes = {code for parent in parents for name, code in self._children.get((parent, length), ())
                          if name[-1] == written[-1] and _one_homophone_apart(name, written)}
                 if len(codes) == 1:
