@@ -195,14 +195,15 @@ class RegionResolver(Gazetteer):
         self._alias_lengths = sorted({len(alias) for alias in self._aliases})
         self._children = self._counties_by_parent()
 
-    def _counties_by_parent(self) -> Dict[Tuple[str, int], Tuple[Tuple[str, str], ...]]:
-        """(city or province code, name length) -> (name, code) of its counties, for homophones."""
-        children: Dict[Tuple[str, int], List[Tuple[str, str]]] = defaultdict(list)
+    def _counties_by_parent(self) -> Dict[Tuple[str, str, int], Tuple[Tuple[str, str], ...]]:
+        """(city or province code, last character, name length) -> (name, code) of its counties,
+        for homophones."""
+        children: Dict[Tuple[str, str, int], List[Tuple[str, str]]] = defaultdict(list)
         for division in self._divisions.values():
             if division.level != COUNTY or not division.name.endswith(self._homophone_suffixes):
                 continue
             for parent in {self._key(division.adcode, CITY), division.province_code}:
-                children[(parent, len(division.name))].append((division.name, division.adcode))
+                children[(parent, division.name[-1], len(division.name))].append((division.name, division.adcode))
         return {key: tuple(found) for key, found in children.items()}
 
     def _configure(self, config: dict, roles: dict) -> None:
@@ -282,7 +283,6 @@ class RegionResolver(Gazetteer):
             mention = self._weigh(text, start, piece, scale)
             if mention is not None:
                 mentions.append(mention)
-        mentions += self._homophones(text, mentions, taken, scale)
         mentions.sort(key=lambda m: m.start)
         return self._adjacent(text, self._in_areas(mentions))
 
@@ -315,27 +315,39 @@ class RegionResolver(Gazetteer):
         return bool(outer_codes and inner_codes and len(outer) >= 2 and len(inner) >= 2
                     and any(self._within(code, parent) for code in inner_codes for parent in outer_codes))
 
+    def _misspelt_county(self, text: str, found: List[_Mention], scope: str) -> Optional[_Mention]:
+        """The one county inside ``scope`` written with a homophone right after its city or
+        province (:meth:`_homophones`); looked for only once the vote has stopped above county."""
+        taken = bytearray(len(text))
+        for mention in found:
+            taken[mention.start:mention.end] = b"\1" * (mention.end - mention.start)
+        inside = [m for m in self._homophones(text, found, taken, 1.0)
+                  if self._within(next(iter(m.candidates)), scope)]
+        return inside[0] if len({c for m in inside for c in m.candidates}) == 1 else None
+
     def _homophones(self, text: str, mentions: List[_Mention], taken: bytearray, scale: float) -> List[_Mention]:
         """Counties written with one homophone character right after their own city or province
         (邯郸瓷县 is 磁县, 信阳狮河区 is 浉河区; ``homophone_after_parent``): only the parent's
         counties are compared, and only where no other name was read."""
         found = []
         for mention in mentions:
-            window = text[mention.end:mention.end + self._homophone_max]
-            lengths = [n for n in range(2, len(window) + 1) if window[:n].endswith(self._homophone_suffixes)]
-            if mention.needs_support or not lengths:
-                continue
+            if mention.needs_support or taken[mention.end:mention.end + 1] == b"\1":
+                continue  # a name follows right away (南京市鼓楼区): nothing misspelt to look for
             parents = [code for code in mention.candidates if self._divisions[code].level != COUNTY]
-            for length in lengths:
-                end = mention.end + length
-                if taken.find(1, mention.end, end) >= 0:
+            if not parents:
+                continue
+            window = text[mention.end:mention.end + self._homophone_max]
+            for length in range(2, len(window) + 1):
+                written = window[:length]
+                if not written.endswith(self._homophone_suffixes):
+                    continue
+                if taken.find(1, mention.end, mention.end + length) >= 0:
                     break
-                written = text[mention.end:end]
-                codes = {code for parent in parents for name, code in self._children.get((parent, length), ())
-                         if name[-1] == written[-1] and _one_homophone_apart(name, written)}
+                codes = {code for parent in parents for name, code in self._children.get((parent, written[-1], length), ())
+                         if _one_homophone_apart(name, written)}
                 if len(codes) == 1:
-                    found.append(_Mention(mention.end, end, written, {codes.pop(): self._weights["variant"] * scale},
-                                          "variant"))
+                    found.append(_Mention(mention.end, mention.end + length, written,
+                                          {codes.pop(): self._weights["variant"] * scale}, "variant"))
                     break
         return found
 
@@ -683,8 +695,12 @@ class RegionResolver(Gazetteer):
             if not level_mentions:
                 break
         if chosen is None or self._divisions[chosen].level != COUNTY:
-            # Stopped above county: a common-word district name unique inside what the text settled,
-            # or a township inside what the text already says, may settle it.
+            # Stopped above county: a county misspelt right after its city, a common-word district
+            # name unique inside what the text settled, or a township inside it may settle it.
+            misspelt = self._misspelt_county(body, found, chosen) if chosen else None
+            if misspelt is not None:
+                return self._resolution(next(iter(misspelt.candidates)), round(min(confidence, 0.5 + 0.5 * self._weights[
+                    "variant"]), 2), mentions + [misspelt])
             left = level_mentions if chosen else mentions
             common = self._common_full_in_scope(left) if chosen else None
             if common is not None:
@@ -703,6 +719,8 @@ class RegionResolver(Gazetteer):
         """Townships right after a district name that holds one of them (郊区大通镇: of the 大通镇
         in five counties, the one in a 郊区), narrowed to those districts, even when the district's
         name is a common word that settles nothing alone."""
+        if not towns:
+            return towns
         ends = {mention.end: mention for mention in mentions}
         chained = []
         for town in towns:
