@@ -1,14 +1,16 @@
 """Region resolution side by side: envleads through ``envleads batch``, and the libraries jionlp and
 cpca-new, on the same passages (issue 23).
 
-    .venv/bin/python bench/bench_regions_libraries.py [--parts dev,locked,real] [--engine rounds|beam]
+    .venv/bin/python bench/bench_regions_libraries.py [--parts dev,locked,dev_wo,locked_wo,real]
+                                                      [--engine rounds|beam]
                                                       [--systems envleads,jionlp,cpca_new] [--out PATH]
                                                       [--keep-workdir]
 
 Parts: ``dev`` and ``locked`` are the project's written corpus (``tests/data/regions_written/``);
+``dev_wo`` and ``locked_wo`` the same folder's passages by an outside writer who never saw the rules;
 ``real`` is ``../shared/data/regions_dev.jsonl`` (52 published passages), skipped when absent.
-Choices are made on ``dev`` (and ``real``); ``locked`` is only reported: its per-row answers are
-neither printed nor saved, only its aggregate figures.
+Choices are made on ``dev``, ``dev_wo`` (and ``real``); ``locked`` and ``locked_wo`` are only
+reported: their per-row answers are neither printed nor saved, only their aggregate figures.
 
 envleads runs through its product path: each part is written as complaint events (``complaint_id``,
 ``received_at``, ``text``; no title, no intake jurisdiction) and given to the ``envleads`` CLI of
@@ -32,8 +34,8 @@ county was answered and it is not the gold code; ``abstain_rate`` share of all p
 above county level or not at all; ``exact_accuracy`` same code (or both empty). Per part, and per
 class (the corpus's ``class``; for ``real`` the gold level stands in for a class).
 
-Writes ``bench/results/regions_libraries.json`` (with the misses of ``dev`` and ``real`` by id and
-codes, never texts; none for ``locked``).
+Writes ``bench/results/regions_libraries.json`` (with the misses of ``dev``, ``dev_wo`` and ``real``
+by id and codes, never texts; none for ``locked`` and ``locked_wo``).
 """
 from __future__ import annotations
 
@@ -64,7 +66,8 @@ METRICS = ("county_accuracy", "province_accuracy", "city_accuracy", "wrong_count
            "exact_accuracy")
 SHORT = {"county_accuracy": "county", "province_accuracy": "prov", "city_accuracy": "city",
          "wrong_county_rate": "wrongC", "abstain_rate": "abstain", "exact_accuracy": "exact"}
-REPORT_MISSES = ("dev", "real")  # never the locked part
+WRITTEN_PARTS = ("dev", "locked", "dev_wo", "locked_wo")
+REPORT_MISSES = ("dev", "dev_wo", "real")  # never a locked part
 
 
 # -- the passages -------------------------------------------------------------------------------
@@ -76,7 +79,7 @@ def _read_jsonl(path: Path) -> List[dict]:
 
 def load_part(part: str, table) -> Optional[List[dict]]:
     """Rows ``{id, text, class, gold}`` with ``gold`` a batch-contract region record (or None)."""
-    if part in ("dev", "locked"):
+    if part in WRITTEN_PARTS:
         path = WRITTEN / f"{part}.jsonl"
         if not path.exists():
             return None
@@ -97,7 +100,7 @@ def load_part(part: str, table) -> Optional[List[dict]]:
             rows.append({"id": row["id"], "text": row["text"], "class": f"level_{row.get('level') or 'none'}",
                          "gold": gold})
         return rows
-    raise SystemExit(f"unknown part {part!r} (dev, locked, real)")
+    raise SystemExit(f"unknown part {part!r} ({', '.join(WRITTEN_PARTS)}, real)")
 
 
 # -- scoring ------------------------------------------------------------------------------------
@@ -259,7 +262,8 @@ LIBRARIES = {"jionlp": jionlp_system, "cpca_new": cpca_system}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="dev,locked,real", help="comma-separated: dev, locked, real")
+    parser.add_argument("--parts", default="dev,locked,dev_wo,locked_wo,real",
+                        help="comma-separated: dev, locked, dev_wo, locked_wo, real")
     parser.add_argument("--systems", default="envleads,jionlp,cpca_new")
     parser.add_argument("--engine", default="rounds", choices=["rounds", "beam"], help="envleads batch --engine")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "regions_libraries.json"))

@@ -762,3 +762,112 @@ def test_city_before_its_district_that_starts_like_a_road(resolver):
     """唐山市路南区 is no road 唐山市路: the district's full name nests in the city."""
     assert code(resolver, "金昌市一家企业把危险废物拉到河北省唐山市路南区倾倒。") == "130202"
     assert code(resolver, "北京唐山路南侧一家饭馆油烟扰民。") == "110000"  # a road, and 路南 is bare
+
+
+# -- outside writer's classes (issue 23): mechanisms chosen on dev_wo, passages written here --------
+
+@pytest.mark.parametrize("text, expected", [
+    ("达旗一家化工厂夜里偷排废水。", "150621"),  # 达拉特旗: first character + 旗
+    ("察右前旗的一处采石场粉尘很大。", "150926"),  # 察哈尔右翼前旗: direction without 翼
+    ("锡盟一家乳品厂的污水流进草原。", "152500"),  # 锡林郭勒盟
+])
+def test_banner_and_league_short_forms_are_built_from_the_table(resolver, text, expected):
+    assert code(resolver, text) == expected
+
+
+def test_banner_short_form_shared_by_two_banners_or_inside_a_word_is_no_place(resolver):
+    assert code(resolver, "阿旗一家煤矿冒黑烟。") is None  # 阿鲁科尔沁旗 and 阿巴嘎旗
+    assert code(resolver, "这面标准旗帜挂在厂门口。") is None  # 标准|旗帜 holds no 准旗
+
+
+def test_homophone_county_counts_only_right_after_its_city(resolver):
+    assert code(resolver, "洛阳峦川县一家钼矿的尾矿库渗漏。") == "410324"  # 峦 for 栾
+    assert code(resolver, "峦川县一家钼矿的尾矿库渗漏。") is None
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("滦县一家钢厂夜间排放黄烟。", "130284"),  # 滦州市 since 2018
+    ("通什市一家橡胶厂异味很重。", "469001"),  # 五指山市
+])
+def test_more_former_names_map_to_the_division_in_force(resolver, text, expected):
+    assert code(resolver, text) == expected
+
+
+def test_plain_county_name_before_works_at_a_clause_start(resolver):
+    assert code(resolver, "泗洪化工厂偷排废水，河里的鱼都死了。") == "321324"
+    assert code(resolver, "惠民政策落实得不好。") is None  # a word, not before works
+    assert code(resolver, "涟水名城小区门口垃圾堆成山。") is None  # an estate
+
+
+def test_person_named_like_a_place_is_no_place(resolver):
+    assert code(resolver, "张天津师傅说隔壁的厂天天排黑烟。") is None
+
+
+def test_full_district_name_before_a_street_is_no_road(resolver):
+    assert code(resolver, "沭阳县东大街一家饭店油烟直排。") == "321322"
+
+
+@needs_townships
+def test_township_right_after_a_common_word_district_is_that_districts(resolver):
+    # 大通镇 lies in five counties, one of them a 郊区 (Tongling's); 郊区 alone settles nothing
+    assert code(resolver, "郊区大通镇一家砂石码头粉尘飞扬，晚上也不停。") == "340711"
+    assert code(resolver, "大通镇一家砂石码头粉尘飞扬，晚上也不停。") is None
+
+
+@needs_townships
+def test_weak_name_inside_a_districts_township_does_not_hide_it(resolver):
+    # 天门山 (a township of Zhangjiajie's 永定区) holds 天门, a weak city name of Hubei
+    assert code(resolver, "永定区天门山景区门口的一家饭店把泔水倒进溪沟。") == "430802"
+
+
+def test_home_and_workplace_give_way_to_the_site(resolver):
+    assert code(resolver, "投诉人住苏州工业园区，举报的是吴江区盛泽镇一家印染厂。") == "320509"
+    assert code(resolver, "我在南京江宁区工作，老家溧阳市一家化工厂偷排。") == "320481"
+
+
+def test_city_in_brackets_joins_its_districts_chain(resolver):
+    assert code(resolver, "我住在思明区（厦门），楼下一家烧烤店油烟大。") == "350203"
+
+
+def test_informal_city_names_and_a_provinces_lake(resolver):
+    assert code(resolver, "呼市赛罕区一家洗煤厂粉尘大。") == "150105"
+    assert code(resolver, "洞庭湖边上有人非法采砂。") == "430000"
+
+
+def test_landmark_settles_a_same_named_district_even_a_common_word_one(resolver):
+    assert code(resolver, "新华区滹沱河边上有人烧垃圾，烟很大。") == "130105"  # Shijiazhuang's
+    assert code(resolver, "城中区一家汽修店把废机油倒进下水道，听说鱼峰山那边也有人这么干。") == "450202"
+    assert code(resolver, "城中区一家汽修店把废机油倒进下水道。") is None
+
+
+def test_a_cue_named_again_and_again_counts_once(resolver):
+    text = "九江一家化工厂旁边新开了楼盘叫观音桥花园，观音桥花园的业主说观音桥花园天天闻到臭味。"
+    assert code(resolver, text) == "360400"
+
+
+def test_short_form_of_a_district_does_not_confirm_its_own_name(resolver):
+    assert code(resolver, "城北区域的道路太少了，城北的居民出行不便。") is None
+
+
+def test_variant_ideograph_of_a_district_name(resolver):
+    assert code(resolver, "瑯琊区一家印刷厂气味大，晚上更明显。") == "341102"  # 琅琊区, Chuzhou
+
+
+def test_unique_county_name_before_a_firm_outweighs_a_weak_word(resolver):
+    # 排黑水 holds 黑水 (a county of Sichuan, weak): 波阳 (former 波阳县, now 鄱阳县) before 一家 still wins
+    assert code(resolver, "波阳一家造纸厂往河里排黑水。") == "361128"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("总公司在上海市浦东新区，分厂设在江苏省启东市，分厂夜里偷排。", "320681"),  # head office vs branch plant
+    ("举报人现居北京市海淀区，反映河北省涿州市一家家具厂喷漆无处理。", "130681"),  # where the writer lives
+    ("我家在西安市雁塔区，这次是回老家渭南市临渭区看到一家砖厂冒黑烟。", "610502"),
+    ("运输公司在天津市滨海新区，污染发生在河北省黄骅市港区附近。", "130983"),  # where it happened
+])
+def test_more_words_of_home_head_office_and_site(resolver, text, expected):
+    assert code(resolver, text) == expected
+
+
+def test_two_character_district_name_counts_inside_its_settled_city_only(resolver):
+    assert code(resolver, "城区一家饭店油烟直排，晋城市城管部门已介入。") == "140502"
+    assert code(resolver, "城区一家饭店油烟直排，听说品清湖那边也有。") is None  # no city settled

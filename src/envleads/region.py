@@ -39,10 +39,13 @@ procedure.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections import defaultdict
 from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
+
+from pypinyin import Style, pinyin
 
 from envleads.config import ConfigError, data_path, load_json_config
 from envleads.divisions import (CITY, COUNTY, MUNICIPALITY_CODES, PROVINCE, DivisionTable, TownshipTable,
@@ -62,6 +65,18 @@ _CJK_RE = re.compile(r"[\u4e00-\u9fff]")
 def _char_class(chars: Iterable[str]) -> str:
     """A regex character class of ``chars`` (sorted, so the pattern is the same in every process)."""
     return "[" + "".join(re.escape(char) for char in sorted(set(chars))) + "]"
+
+
+@functools.lru_cache(maxsize=4096)
+def _sounds(char: str) -> frozenset:
+    """Every toneless reading of one character (瓷 and 磁 share ci)."""
+    return frozenset(pinyin(char, style=Style.NORMAL, heteronym=True)[0])
+
+
+def _one_homophone_apart(name: str, written: str) -> bool:
+    """True when ``written`` is ``name`` with exactly one character replaced by one of the same sound."""
+    differ = [(a, b) for a, b in zip(name, written) if a != b]
+    return len(differ) == 1 and bool(_sounds(differ[0][0]) & _sounds(differ[0][1]))
 
 
 def _holds_in(tokens: Iterable[str], start: int, end: int) -> bool:
@@ -105,7 +120,7 @@ class _Kinds(NamedTuple):
 
 
 _WEAK_KINDS = frozenset({"bare_county", "organisation", "common_word", "variant_bare"})
-_BARE_KINDS = _WEAK_KINDS | {"bare_province", "bare_city", "province_region"}
+_BARE_KINDS = _WEAK_KINDS | {"bare_province", "bare_city", "province_region", "abbreviation"}
 
 
 def _kinds(entries: Dict[str, Tuple[float, str]]) -> _Kinds:
@@ -152,6 +167,7 @@ class RegionResolver(Gazetteer):
         self._bureaus: Dict[str, str] = {}
         self._build_aliases(config)
         self._build_extra_names(config)
+        self._build_abbreviations(config)
         self._build_variants()
         self._alias_kinds = {alias: _kinds(entries) for alias, entries in self._aliases.items()}
         self._build_unique_bare()
@@ -177,6 +193,18 @@ class RegionResolver(Gazetteer):
         self._name_starts = re.compile(_char_class(pair[0] for pair in lengths)
                                        + "(?=" + _char_class(pair[1] for pair in lengths) + ")")
         self._alias_lengths = sorted({len(alias) for alias in self._aliases})
+        self._children = self._counties_by_parent()
+
+    def _counties_by_parent(self) -> Dict[Tuple[str, str, int], Tuple[Tuple[str, str], ...]]:
+        """(city or province code, last character, name length) -> (name, code) of its counties,
+        for homophones."""
+        children: Dict[Tuple[str, str, int], List[Tuple[str, str]]] = defaultdict(list)
+        for division in self._divisions.values():
+            if division.level != COUNTY or not division.name.endswith(self._homophone_suffixes):
+                continue
+            for parent in {self._key(division.adcode, CITY), division.province_code}:
+                children[(parent, division.name[-1], len(division.name))].append((division.name, division.adcode))
+        return {key: tuple(found) for key, found in children.items()}
 
     def _configure(self, config: dict, roles: dict) -> None:
         """Weights, context patterns and decision thresholds from the two configuration files."""
@@ -189,9 +217,13 @@ class RegionResolver(Gazetteer):
                 "after_organisation", "after_premises_bare", "after_agency", "document_code",
                 "after_locative_bare", "before_locative_bare", "after_locative_unique_bare",
                 "after_cue_bare", "province_document", "adjacent_gap",
-                "before_informal", "before_comparison")}
+                "before_informal", "before_comparison", "before_person", "after_person", "before_plain_bare",
+                "after_plain_bare",
+                "full_name_not_road")}
+            self._surnames = frozenset(context["person_surnames"])
             decision = config["decision"]
             self._common_full_min = int(decision["common_full_name_min_chars"])
+            self._common_by_cue_min = int(decision["common_full_by_cue_min_chars"])
             self._min_support = float(decision["min_support"])
             self._margin = float(decision["margin"])
             self._ratio = {level: float(decision["ratio"][level]) for level in (PROVINCE, CITY, COUNTY)}
@@ -205,6 +237,9 @@ class RegionResolver(Gazetteer):
                 wrong_for[right].append(wrong)
             self._wrong_for = {right: tuple(wrongs) for right, wrongs in wrong_for.items()}
             self._ordinary_min = int(config["unique_bare_county"]["ordinary_word_min_freq"])
+            self._plain_max_freq = int(config["unique_bare_county"]["plain_max_freq"])
+            self._homophone_suffixes = tuple(config["homophone_after_parent"]["suffixes"])
+            self._homophone_max = int(config["homophone_after_parent"]["max_chars"])
             self._word_check_kinds = frozenset(config["bare_word_check"]["kinds"])
             self._word_window = int(config["bare_word_check"]["window"])
             self._role_window = int(roles["window"])
@@ -230,6 +265,7 @@ class RegionResolver(Gazetteer):
         # Longest names first, then leftmost: 安居区 must not lose its first character to 和安; but
         # two names that nest go before both (山西|城区, not 山|西城区|).
         taken = bytearray(len(text))  # characters of the names kept so far, places or not
+        cued = set()
         found = sorted(self._longest_names(text))
         for negative_length, start in self._nested_splits(text, found) + found:
             end = start - negative_length
@@ -240,7 +276,9 @@ class RegionResolver(Gazetteer):
             if piece in self._not_places:
                 continue
             if piece in self._cues:  # a landmark, river or newspaper: only helps to choose (鞍钢 ... 铁西区)
-                mentions.append(self._cue(text, start, piece, scale))
+                if piece not in cued:  # counted once: an estate's name (...花园) repeated is one cue
+                    cued.add(piece)
+                    mentions.append(self._cue(text, start, piece, scale))
                 continue
             mention = self._weigh(text, start, piece, scale)
             if mention is not None:
@@ -276,6 +314,57 @@ class RegionResolver(Gazetteer):
         outer_codes, inner_codes = self._aliases.get(outer), self._aliases.get(inner)
         return bool(outer_codes and inner_codes and len(outer) >= 2 and len(inner) >= 2
                     and any(self._within(code, parent) for code in inner_codes for parent in outer_codes))
+
+    def _misspelt_county(self, text: str, found: List[_Mention], scope: str) -> Optional[_Mention]:
+        """The one county inside ``scope`` written with a homophone right after its city or
+        province (:meth:`_homophones`); looked for only once the vote has stopped above county."""
+        taken = bytearray(len(text))
+        for mention in found:
+            taken[mention.start:mention.end] = b"\1" * (mention.end - mention.start)
+        inside = [m for m in self._homophones(text, found, taken, 1.0)
+                  if self._within(next(iter(m.candidates)), scope)]
+        return inside[0] if len({c for m in inside for c in m.candidates}) == 1 else None
+
+    def _homophones(self, text: str, mentions: List[_Mention], taken: bytearray, scale: float) -> List[_Mention]:
+        """Counties written with one homophone character right after their own city or province
+        (邯郸瓷县 is 磁县, 信阳狮河区 is 浉河区; ``homophone_after_parent``): only the parent's
+        counties are compared, and only where no other name was read."""
+        found = []
+        for mention in mentions:
+            if mention.needs_support or taken[mention.end:mention.end + 1] == b"\1":
+                continue  # a name follows right away (南京市鼓楼区): nothing misspelt to look for
+            parents = [code for code in mention.candidates if self._divisions[code].level != COUNTY]
+            if not parents:
+                continue
+            window = text[mention.end:mention.end + self._homophone_max]
+            for length in range(2, len(window) + 1):
+                written = window[:length]
+                if not written.endswith(self._homophone_suffixes):
+                    continue
+                if taken.find(1, mention.end, mention.end + length) >= 0:
+                    break
+                codes = {code for parent in parents for name, code in self._children.get((parent, written[-1], length), ())
+                         if _one_homophone_apart(name, written)}
+                if len(codes) == 1:
+                    found.append(_Mention(mention.end, mention.end + length, written,
+                                          {codes.pop(): self._weights["variant"] * scale}, "variant"))
+                    break
+        return found
+
+    def _person(self, text: str, start: int, end: int) -> bool:
+        """True when the name at ``text[start:end]`` is a person's (一个叫江宁的人, 张天津师傅)."""
+        if self._re["before_person"].search(text[max(0, start - 3):start]):
+            return True
+        return (start > 0 and text[start - 1] in self._surnames
+                and bool(self._re["after_person"].match(text[end:end + 3])))
+
+    def _plain_bare_name(self, text: str, start: int, surface: str) -> bool:
+        """True for a bare county name of one division that is seldom any word (阆中, 沭阳), at the
+        start of a clause, before works or its old town (沭阳板材厂, 阆中古城), and holding up as a
+        word there (``unique_bare_county.plain_max_freq``, ``context.after_plain_bare``)."""
+        return (surface in self._plain_bare and bool(self._re["before_plain_bare"].search(text[max(0, start - 4):start]))
+                and bool(self._re["after_plain_bare"].match(text[start + len(surface):start + len(surface) + 8]))
+                and self._holds_as_word(text, start, start + len(surface)))
 
     def _cue(self, text: str, start: int, piece: str, scale: float) -> _Mention:
         """A place cue's mention: weak (it only helps to choose), unless it is a landmark that lies
@@ -441,9 +530,9 @@ class RegionResolver(Gazetteer):
         end = start + len(surface)
         after = text[end:end + 20]
         before = text[max(0, start - 4):start]
-        if self._re["after_road"].match(after) and not (
-                surface in self._aliases and self._nested_name_at(text, end, self._aliases[surface], True)):
-            return None  # 唐山路 is a road, but 唐山市路南区 is a city and its district
+        if (self._re["after_road"].match(after) and not self._re["full_name_not_road"].match(surface) and not (
+                surface in self._aliases and self._nested_name_at(text, end, self._aliases[surface], True))):
+            return None  # 唐山路 is a road, but 唐山市路南区 is a city and its district, 鼓楼区东街口 a place
         if surface in self._informal and not self._re["before_informal"].search(before):
             return None  # 润和星城: the tail of an estate's or a firm's name
         cue = (surface in self._alias_kinds and self._alias_kinds[surface].bare
@@ -462,6 +551,8 @@ class RegionResolver(Gazetteer):
                             "agency")
         entries = self._aliases[surface]
         kind, is_bare, weak_alone, bare_county = self._alias_kinds[surface]
+        if is_bare and self._person(text, start, end):
+            return None
         if (is_bare and self._re["after_feature_bare"].match(after) and not self._full_name_at(text, end)
                 and not self._nested_name_at(text, end, entries)):
             return None
@@ -473,9 +564,10 @@ class RegionResolver(Gazetteer):
             return _Mention(start, end, surface, {self._bureaus[surface]: self._weights["agency"] * scale},
                             "agency")
         cap = None
+        plain = bare_county and (self._unique_bare_cue(text, start, surface, after)
+                                 or self._plain_bare_name(text, start, surface))
         locative = bare_county and bool(self._re["after_locative_bare"].match(after)
-                                        or self._re["before_locative_bare"].search(before)
-                                        or self._unique_bare_cue(text, start, surface, after))
+                                        or self._re["before_locative_bare"].search(before) or plain)
         if agency:
             kind = "agency"
             weak_alone = False
@@ -492,6 +584,8 @@ class RegionResolver(Gazetteer):
         for code, (weight, entry_kind) in entries.items():
             if agency and entry_kind in ("bare_county", "common_word", "organisation"):
                 weight = self._weights["agency"] if len(entries) == 1 else self._weights["bare_county"]
+            if plain:
+                weight = max(weight, self._weights["plain_bare"])
             if cap is not None:
                 weight = min(weight, cap)
             candidates[code] = weight * scale
@@ -573,9 +667,11 @@ class RegionResolver(Gazetteer):
         body_mentions = self._by_role(body, found)
         mentions += body_mentions
         # a township whose suffix starts a division's name is no township: 普洱镇沅 is 普洱 and 镇沅
-        towns += [town for town in self._towns(body) if not any(m.start < town.end < m.end for m in found)]
+        towns += self._chained([town for town in self._towns(body) if not any(m.start < town.end < m.end for m in found)],
+                               found)
         if all(mention.needs_support for mention in mentions):
-            return self._by_town(towns, None, 1.0, [], jurisdiction_adcode) or self._empty()
+            return (self._by_town(towns, None, 1.0, [], jurisdiction_adcode)
+                    or self._common_full_by_cue(mentions) or self._empty())
         helper = []
         if jurisdiction_adcode and jurisdiction_adcode in self._divisions:
             helper = [_Mention(-1, -1, "", {jurisdiction_adcode: self._weights["jurisdiction"]},
@@ -599,8 +695,12 @@ class RegionResolver(Gazetteer):
             if not level_mentions:
                 break
         if chosen is None or self._divisions[chosen].level != COUNTY:
-            # Stopped above county: a common-word district name unique inside what the text settled,
-            # or a township inside what the text already says, may settle it.
+            # Stopped above county: a county misspelt right after its city, a common-word district
+            # name unique inside what the text settled, or a township inside it may settle it.
+            misspelt = self._misspelt_county(body, found, chosen) if chosen else None
+            if misspelt is not None:
+                return self._resolution(next(iter(misspelt.candidates)), round(min(confidence, 0.5 + 0.5 * self._weights[
+                    "variant"]), 2), mentions + [misspelt])
             left = level_mentions if chosen else mentions
             common = self._common_full_in_scope(left) if chosen else None
             if common is not None:
@@ -614,6 +714,44 @@ class RegionResolver(Gazetteer):
         if chosen is None:
             return self._empty()
         return self._resolution(chosen, round(confidence, 2), mentions)
+
+    def _chained(self, towns: List[_Town], mentions: List[_Mention]) -> List[_Town]:
+        """Townships right after a district name that holds one of them (郊区大通镇: of the 大通镇
+        in five counties, the one in a 郊区), narrowed to those districts, even when the district's
+        name is a common word that settles nothing alone."""
+        if not towns:
+            return towns
+        ends = {mention.end: mention for mention in mentions}
+        chained = []
+        for town in towns:
+            before = ends.get(town.start)
+            inside = tuple(code for code in town.parents if before is not None and code in before.candidates)
+            chained.append(town._replace(parents=inside) if inside else town)
+        return chained
+
+    def _common_full_by_cue(self, mentions: List[_Mention]) -> Optional[RegionResolution]:
+        """The one division of a common-word full name (城中区, 市中区) that the text's other weak
+        names agree with, when nothing sure is named: 城中区 ... 柳江边 is Liuzhou's (柳江 is a
+        district of Liuzhou), 市中区 ... 英雄山 Jinan's. One such name only, and exactly one of
+        its divisions must lie in a city (or province) that another name points to."""
+        names = {m.surface for m in mentions if m.kind == "common_word" and m.surface in self._common_full_names
+                 and len(m.surface) >= self._common_by_cue_min}
+        if len(names) != 1:
+            return None
+        name = names.pop()
+        districts = {c for m in mentions if m.surface == name for c in m.candidates
+                     if self._divisions[c].level == COUNTY}
+        others = {c for m in mentions if m.surface != name for c in m.candidates} - districts  # not 城北 for 城北区
+        agreed = {c for c in districts if any(self._agrees(c, other) for other in others)}
+        if len(agreed) != 1:
+            return None
+        return self._resolution(agreed.pop(), round(0.5 + 0.5 * self._weights["cue"], 2), mentions)
+
+    def _agrees(self, county: str, other: str) -> bool:
+        """True when ``other`` is ``county``'s province, or lies in its city (or is it)."""
+        if self._divisions[other].level == PROVINCE:
+            return self._divisions[county].province_code == other
+        return self._key(other, CITY) == self._key(county, CITY)
 
     def _common_full_in_scope(self, left: List[_Mention]) -> Optional[str]:
         """The one county that common-word full names (新城区) leave inside the settled division.
@@ -653,8 +791,9 @@ class RegionResolver(Gazetteer):
             for base in self._district_towns.get(code, ()):
                 holders[base].add(code)
         taken = bytearray(len(text))
-        for mention in spans:
-            taken[mention.start:mention.end] = b"\1" * (mention.end - mention.start)
+        for mention in spans:  # a weak name inside a township's (天门 in 天门山) does not hide it
+            if not mention.needs_support:
+                taken[mention.start:mention.end] = b"\1" * (mention.end - mention.start)
         found = []
         for base in sorted(holders):
             start = text.find(base)

@@ -31,26 +31,35 @@ def _lengths_by_ending(names: Iterable[str]) -> Dict[str, Tuple[int, ...]]:
 
 def _ordinary_words(names: set) -> Dict[str, int]:
     """Those of ``names`` that jieba's general dictionary lists as ordinary words (part of speech
-    not ns), with their frequency.
+    not ns), with their frequency."""
+    return _word_frequencies(names)[1]
+
+
+def _word_frequencies(names: set) -> Tuple[Dict[str, int], Dict[str, int]]:
+    """Those of ``names`` that jieba's general dictionary lists: with their highest frequency under
+    any part of speech (天桥 528 as a place name, 新建 1000: how often the name is written at all),
+    and, separately, those listed as ordinary words (part of speech not ns) with that frequency.
 
     The dictionary file is read, not imported through jieba (whose global tokenizer we never
     touch); only its lines for ``names`` are split. Without jieba nothing is listed.
     """
     if not names:
-        return {}
+        return {}, {}
     spec = importlib.util.find_spec("jieba")
     if spec is None or not spec.submodule_search_locations:  # pragma: no cover - jieba is a dependency
         _LOGGER.warning("jieba not installed: names are not checked against common words")
-        return {}
-    words: Dict[str, int] = {}
+        return {}, {}
+    anywhere: Dict[str, int] = {}
+    ordinary: Dict[str, int] = {}
     with open(os.path.join(list(spec.submodule_search_locations)[0], "dict.txt"), encoding="utf-8") as handle:
         for line in handle:
             word = line[:line.find(" ")]
             if word in names:
                 _, freq, pos = line.split()
+                anywhere[word] = max(anywhere.get(word, 0), int(freq))
                 if not pos.startswith("ns"):
-                    words[word] = max(words.get(word, 0), int(freq))
-    return words
+                    ordinary[word] = max(ordinary.get(word, 0), int(freq))
+    return anywhere, ordinary
 
 
 def _common_words(names: set, min_freq: int) -> set:
@@ -232,13 +241,56 @@ class Gazetteer:
                 (code, kind), = codes.items()
                 self._add(variant, code, kind)
 
+    def _build_abbreviations(self, config: dict) -> None:
+        """Short forms of banners and leagues (``abbreviations``): 科左中旗, 准旗, 锡盟, 达茂旗."""
+        try:
+            rules = config["abbreviations"]
+            suffixes = tuple(rules["suffixes"])
+            directions = sorted(rules["directions"], key=len, reverse=True)
+            dropped, leading = rules["dropped_from_direction"], tuple(rules["leading_directions"])
+            min_stem, no_short = int(rules["min_stem_chars"]), set(rules["no_short"])
+            extra = rules["names"]
+        except KeyError as error:
+            raise ConfigError(f"{ALIASES_FILE}: missing key abbreviations.{error}") from error
+        built: Dict[str, set] = defaultdict(set)
+        for division in self._divisions.values():
+            if division.name in no_short or not division.name.endswith(suffixes):
+                continue
+            short = self._banner_short(division.name, directions, dropped, leading, min_stem)
+            if short:
+                built[short].add(division.adcode)
+        for short, codes in sorted(built.items()):
+            if len(codes) == 1 and short not in self._aliases:
+                self._add(short, codes.pop(), "abbreviation")
+        for short, code in extra.items():
+            if code in self._divisions and short not in self._aliases:
+                self._add(short, code, "abbreviation")
+
+    def _banner_short(self, name: str, directions: Sequence[str], dropped: str, leading: Tuple[str, ...],
+                      min_stem: int) -> Optional[str]:
+        """科尔沁左翼中旗 -> 科左中旗, 东乌珠穆沁旗 -> 东乌旗, 准格尔旗 -> 准旗 (see ``abbreviations``)."""
+        suffix = name[-1]
+        stem = name[:-1]
+        for autonomous in ("自治",):  # 莫力达瓦达斡尔族自治旗 -> 莫力达瓦
+            if stem.endswith(autonomous):
+                stem = self._strip_ethnic(stem[: -len(autonomous)], self._ethnic) or ""
+        for direction in directions:
+            if stem.endswith(direction) and len(stem) - len(direction) >= 2:
+                return stem[0] + direction.replace(dropped, "") + suffix
+        if stem.startswith(leading) and len(stem) >= min_stem:
+            return stem[:2] + suffix
+        return stem[0] + suffix if len(stem) >= min_stem else None
+
     def _build_unique_bare(self) -> None:
         """Bare county names that may count before 一家/一处/某: those of one division only that
-        jieba does not list as frequent ordinary words (合作, 资源 are)."""
+        jieba does not list as frequent ordinary words (合作, 资源 are); and, among them, those
+        that count anywhere: jieba lists them seldom or not at all, under any part of speech
+        (阆中, 沭阳; not 天桥, 新建, which are words too)."""
         unique = {alias for alias, entries in self._aliases.items()
                   if len(entries) == 1 and next(iter(entries.values()))[1] == "bare_county"}
-        ordinary = _ordinary_words(unique)
+        frequency, ordinary = _word_frequencies(unique)
         self._unique_bare = frozenset(a for a in unique if ordinary.get(a, 0) < self._ordinary_min)
+        self._plain_bare = frozenset(a for a in unique if frequency.get(a, 0) < self._plain_max_freq)
 
     def _build_towns(self, towns: dict) -> None:
         for branch in towns["bureau_branches"]:
