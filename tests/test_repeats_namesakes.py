@@ -47,11 +47,30 @@ def test_a_report_of_no_known_city_naming_another_town_is_another_place(config):
     assert (block, got.duplicate_of) == (RUIAN, "r-1")
 
 
+NANCHANG = "360100"
+KTV_NANCHANG = ("", "青山湖区湖韵雅苑小区沿街商铺二楼的金麦克KTV每晚营业到凌晨三点，低音炮震得楼上睡不着。", ("noise",),
+                "360111")
+
+
+def test_a_report_of_no_known_city_naming_another_compound_is_another_place(config):
+    indexes = R.KeyIndexes({NANCHANG: R.MatterIndex(config, NANCHANG)})
+    indexes[NANCHANG].assign("n-1", T0, feats(config, *KTV_NANCHANG))
+    elsewhere = ("", "翠岭华庭小区商业楼二楼的金麦克KTV，每晚唱到凌晨一两点，低音炮震得楼板都在响。", ("noise",), None)
+    block, got = _unplaced(indexes, config, "u-1", elsewhere)
+    assert (block, got.is_new_matter) == (R.UNKNOWN_BLOCK, True)
+    indexes = R.KeyIndexes({NANCHANG: R.MatterIndex(config, NANCHANG)})
+    indexes[NANCHANG].assign("n-1", T0, feats(config, *KTV_NANCHANG))
+    same = ("", "湖韵雅苑小区商业楼二楼的金麦克KTV，每晚唱到凌晨一两点，低音炮震得楼板都在响。", ("noise",), None)
+    block, got = _unplaced(indexes, config, "u-2", same)
+    assert (block, got.duplicate_of) == (NANCHANG, "n-1")
+
+
 def test_a_community_is_an_area_like_a_village_not_a_precise_place(config):
     """A 社区 is a residents' committee's area, in the country a village by another name: a
     compound (小区, 花园) is a precise place, a community is not."""
     community = feats(config, "", "望城区高塘岭街道马桥河社区有一家沥青搅拌站，烟囱冒黄黑色的烟。")
     assert "village:马桥河" in community.entities
+    assert not any(e.startswith("water:") for e in community.entities)  # 马桥河社区 is no river
     assert not any(e.startswith("compound:马桥河") for e in community.entities)
     compound = feats(config, "", "望城区高塘岭街道马桥河花园楼下有一家烧烤店，油烟很大。")
     assert any(e.startswith("compound:马桥河") for e in compound.entities)
@@ -60,6 +79,7 @@ def test_a_community_is_an_area_like_a_village_not_a_precise_place(config):
 def test_a_trade_word_is_no_trade_name(config):
     assert trade_name("company:小镀锌", config) is None
     assert trade_name("company:镀锌", config) is None
+    assert trade_name("company:箱包", config) is None  # "北张庄那个箱包厂": a trade, not a name
     assert trade_name("company:鸿锦印染", config) == "鸿锦"  # the trade is taken off a name, not the name
 
 
