@@ -13,6 +13,7 @@ read.
     .venv/bin/python bench/cv_fold_cache.py fit default
     .venv/bin/python bench/cv_fold_cache.py fit C4 --hyper '{"C": 4.0}'
     .venv/bin/python bench/cv_fold_cache.py fit negatives --presumed-negatives 2000
+    .venv/bin/python bench/cv_fold_cache.py fit v2 --extra-file models/training/unused/handwritten_v2.jsonl
     .venv/bin/python bench/cv_fold_cache.py compare default C4
     .venv/bin/python bench/cv_fold_cache.py rules default
 """
@@ -141,6 +142,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     fit.add_argument("name")
     fit.add_argument("--hyper", default="{}", help="estimator parameters as JSON")
     fit.add_argument("--presumed-negatives", type=int, default=0)
+    fit.add_argument("--extra-file", nargs="*", default=[],
+                     help="more project-written rows (JSON Lines), synthetic like models/training/")
     fit.add_argument("--seed", type=int, default=0)
     pair = commands.add_parser("compare", help="two caches on the same rows")
     pair.add_argument("old")
@@ -151,6 +154,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "fit":
         extra = project_rows(()) + presumed_negatives(args.presumed_negatives)
+        extra += [row for path in args.extra_file for row in pollution.read_jsonl(path)]
         cache = fit_folds(json.loads(args.hyper), extra, args.seed)
         os.makedirs(CACHE_DIR, exist_ok=True)
         with open(_path(args.name), "wb") as handle:
