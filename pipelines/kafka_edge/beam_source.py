@@ -288,7 +288,7 @@ class _ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):
         consumer = self._consumer_for(element.topic, element.partition)
         if consumer.position(tp) != restriction.start:
             consumer.seek(tp, restriction.start)
-        next_offset = restriction.start
+        next_offset = span_start = restriction.start
         last_ms = 0
         deadline = time.monotonic() + self._poll.max_call_s
         while True:
@@ -312,9 +312,9 @@ class _ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):
                 self._read.inc()
                 yield TimestampedValue(
                     RawEvent(record.value if record.value is not None else b"", "avro",
-                             KafkaCoordinates(record.topic, record.partition, record.offset)),
+                             KafkaCoordinates(record.topic, record.partition, record.offset, span_start)),
                     Timestamp(micros=last_ms * 1000))
-                next_offset = record.offset + 1
+                next_offset = span_start = record.offset + 1
             if next_offset >= restriction.stop:
                 self._finished(element)
                 return  # a bounded restriction read to its end
