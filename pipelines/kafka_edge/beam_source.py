@@ -33,11 +33,12 @@ records, so a job is at-least-once from the offsets it starts at; enriched recor
 letters can then repeat, and leads do not (stable ``lead_id`` keys, a redelivered complaint is
 recognised by its id). ``run_beam_stream`` (``pipelines/beam_stream.py``) commits a bounded run's end offsets
 to the group only after the job finished, i.e. after every sink bundle was acknowledged by the
-broker: at-least-once across restarts for bounded runs. An unbounded job does not commit yet
-(committing after the *sinks* acknowledged needs the sinks to report the offsets they wrote, per
-partition, in order; a bundle finaliser on the source would commit when the runner holds the
-records, which Prism keeps in memory only), so its restart re-reads from the group's last commit
-or from the beginning.
+broker: at-least-once across restarts for bounded runs. An unbounded job commits while it runs,
+each record once its outputs are acknowledged (``beam_commit.py``: the sinks report what they
+wrote; a bundle finaliser here would commit when the runner holds the records, which Prism keeps
+in memory only). Each record's coordinates carry ``span_start``, the first offset it accounts for
+(the record before it + 1, or the restriction's start), so that commits step over offsets that
+hold no record.
 
 Splitting: one restriction per partition is the parallelism. The tracker accepts the runner's
 checkpoints (a split at fraction 0) but refuses fractional splits: a split of ``[n, sys.maxsize)``
