@@ -135,25 +135,44 @@ def local_prism_location() -> Path:
     return Path(__file__).resolve().parents[1] / ".cache" / "prism" / version / "prism"
 
 
-def with_local_prism(beam_args: Optional[List[str]]) -> List[str]:
-    """``beam_args``, with ``--prism_location`` of :func:`local_prism_location` added when the runner
-    is ``PrismRunner`` and no location is given (``PrismRunner`` would download its binary from
-    GitHub at run time). Raises :class:`PrismMissing` when that binary is not there."""
-    args = list(beam_args or [])
-    runner = None
+# Prism (2.78) splits a slow bundle of any stage by default and, in a stateful stage, hands the keys
+# only the residual holds to a new bundle while the primary keeps the state they had when it started,
+# and writes it back when it finishes (engine/elementmanager.go: splitBundle frees the keys,
+# StateForBundle copied them, PersistBundle writes every key copied): when the residual's bundle
+# finishes first, its writes are lost and the key's next element reads the older state (seen as a
+# matter index missing the matter of the element before, tests/test_prism.py). This experiment
+# turns runner-initiated splits off; the Kafka source checkpoints itself and needs none.
+PRISM_NO_SPLITS_EXPERIMENT = "prism_disable_sdf_split"
+
+
+def _runner_of(args: List[str]) -> str:
+    runner = ""
     for position, arg in enumerate(args):
         if arg.startswith("--runner="):
             runner = arg.split("=", 1)[1]
         elif arg == "--runner" and position + 1 < len(args):
             runner = args[position + 1]
-    if "prism" not in (runner or "").lower() or any(a == "--prism_location" or a.startswith("--prism_location=")
-                                            for a in args):
+    return runner
+
+
+def with_local_prism(beam_args: Optional[List[str]]) -> List[str]:
+    """``beam_args`` as a Prism run needs them when the runner is ``PrismRunner``: with
+    ``--prism_location`` of :func:`local_prism_location` when no location is given (``PrismRunner``
+    would download its binary from GitHub at run time), and without Prism's bundle splits, which
+    lose state writes (:data:`PRISM_NO_SPLITS_EXPERIMENT`). Raises :class:`PrismMissing` when that
+    binary is not there."""
+    args = list(beam_args or [])
+    if "prism" not in _runner_of(args).lower():
         return args
-    location = local_prism_location()
-    if not (location.is_file() and os.access(location, os.X_OK)):
-        raise PrismMissing(f"no Prism binary at {location}: run make prism (or set {PRISM_BIN_ENV_VAR}, "
-                           "or pass --prism_location)")
-    return args + ["--prism_location", str(location)]
+    if not any(a == "--prism_location" or a.startswith("--prism_location=") for a in args):
+        location = local_prism_location()
+        if not (location.is_file() and os.access(location, os.X_OK)):
+            raise PrismMissing(f"no Prism binary at {location}: run make prism (or set {PRISM_BIN_ENV_VAR}, "
+                               "or pass --prism_location)")
+        args += ["--prism_location", str(location)]
+    if not any(PRISM_NO_SPLITS_EXPERIMENT in arg for arg in args):
+        args.append(f"--experiments={PRISM_NO_SPLITS_EXPERIMENT}")
+    return args
 
 
 # ---------------------------------------------------------------------------------------- the job
@@ -198,7 +217,8 @@ def run_beam_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[
         topics: raw, enriched, leads and dead-letter topics (``Topics``; ``topics.state`` unused).
         beam_args: the runner and its options, and the envleads options (``--model_version``...),
             e.g. ``["--runner", "PrismRunner"]``: the binary ``make prism`` built is added as
-            ``--prism_location`` (:func:`with_local_prism`; never downloaded).
+            ``--prism_location`` (never downloaded), and Prism's bundle splits are turned off
+            (:func:`with_local_prism`).
         group_id: start at this group's committed offsets (None: at the beginning of the raw topic).
         bounded: read the raw topic up to the end it has now, then finish (backfills, tests);
             otherwise run until cancelled.
