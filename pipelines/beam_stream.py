@@ -141,7 +141,9 @@ def local_prism_location() -> Path:
 # StateForBundle copied them, PersistBundle writes every key copied): when the residual's bundle
 # finishes first, its writes are lost and the key's next element reads the older state (seen as a
 # matter index missing the matter of the element before, tests/test_prism.py). This experiment
-# turns runner-initiated splits off; the Kafka source checkpoints itself and needs none.
+# turns runner-initiated splits off. Bounded runs only: without splits, unbounded reads on Prism
+# stalled (tests/test_beam_kafka.py: a window of the aligned watermark never closed, unbounded jobs
+# wrote nothing in 90 s), so an unbounded run on Prism keeps the splits and the risk.
 PRISM_NO_SPLITS_EXPERIMENT = "prism_disable_sdf_split"
 
 
@@ -155,12 +157,12 @@ def _runner_of(args: List[str]) -> str:
     return runner
 
 
-def with_local_prism(beam_args: Optional[List[str]]) -> List[str]:
+def with_local_prism(beam_args: Optional[List[str]], no_splits: bool = False) -> List[str]:
     """``beam_args`` as a Prism run needs them when the runner is ``PrismRunner``: with
     ``--prism_location`` of :func:`local_prism_location` when no location is given (``PrismRunner``
-    would download its binary from GitHub at run time), and without Prism's bundle splits, which
-    lose state writes (:data:`PRISM_NO_SPLITS_EXPERIMENT`). Raises :class:`PrismMissing` when that
-    binary is not there."""
+    would download its binary from GitHub at run time), and with ``no_splits`` without Prism's
+    bundle splits, which lose state writes (:data:`PRISM_NO_SPLITS_EXPERIMENT`). Raises
+    :class:`PrismMissing` when that binary is not there."""
     args = list(beam_args or [])
     if "prism" not in _runner_of(args).lower():
         return args
@@ -170,7 +172,7 @@ def with_local_prism(beam_args: Optional[List[str]]) -> List[str]:
             raise PrismMissing(f"no Prism binary at {location}: run make prism (or set {PRISM_BIN_ENV_VAR}, "
                                "or pass --prism_location)")
         args += ["--prism_location", str(location)]
-    if not any(PRISM_NO_SPLITS_EXPERIMENT in arg for arg in args):
+    if no_splits and not any(PRISM_NO_SPLITS_EXPERIMENT in arg for arg in args):
         args.append(f"--experiments={PRISM_NO_SPLITS_EXPERIMENT}")
     return args
 
@@ -217,8 +219,8 @@ def run_beam_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[
         topics: raw, enriched, leads and dead-letter topics (``Topics``; ``topics.state`` unused).
         beam_args: the runner and its options, and the envleads options (``--model_version``...),
             e.g. ``["--runner", "PrismRunner"]``: the binary ``make prism`` built is added as
-            ``--prism_location`` (never downloaded), and Prism's bundle splits are turned off
-            (:func:`with_local_prism`).
+            ``--prism_location`` (never downloaded), and for a bounded run Prism's bundle splits
+            are turned off (:func:`with_local_prism`).
         group_id: start at this group's committed offsets (None: at the beginning of the raw topic).
         bounded: read the raw topic up to the end it has now, then finish (backfills, tests);
             otherwise run until cancelled.
@@ -233,7 +235,7 @@ def run_beam_stream(bootstrap_servers: str, topics: Topics, beam_args: Optional[
     """
     from envleads.pipelines.options import prepared_run, without_job_stream_deadline
 
-    options, settings = prepared_run(with_local_prism(beam_args))
+    options, settings = prepared_run(with_local_prism(beam_args, no_splits=bounded))
     standard = options.view_as(StandardOptions)
     standard.streaming = True
     if align_watermarks is None:

@@ -31,11 +31,8 @@ PARTITIONS = 3
 
 
 def _prism_args(prism_location: str) -> List[str]:
-    """Prism as the project runs it (``with_local_prism``: its bundle splits off)."""
-    from envleads.pipelines.beam_stream import with_local_prism
-
-    return with_local_prism(["--runner", "PrismRunner", "--prism_location", prism_location, "--prism_log_level",
-                             "warn", "--environment_type", "LOOPBACK"])
+    return ["--runner", "PrismRunner", "--prism_location", prism_location, "--prism_log_level", "warn",
+            "--environment_type", "LOOPBACK"]
 
 
 def _produce(bootstrap: str, topic: str, records) -> None:
@@ -213,7 +210,7 @@ def test_aligned_estimator_reports_the_oldest_partition_seen_in_the_process():
     assert alone.current_watermark() == Timestamp(60)
 
 
-def test_prism_location_and_no_splits_are_added_for_prism_only_and_never_downloaded(tmp_path, monkeypatch):
+def test_prism_location_and_no_splits_are_added_for_prism_only_and_prism_never_downloaded(tmp_path, monkeypatch):
     from envleads.pipelines.beam_stream import (PRISM_BIN_ENV_VAR, PRISM_NO_SPLITS_EXPERIMENT, PrismMissing,
                                                 with_local_prism)
 
@@ -222,12 +219,12 @@ def test_prism_location_and_no_splits_are_added_for_prism_only_and_never_downloa
     binary.chmod(0o755)
     monkeypatch.setenv(PRISM_BIN_ENV_VAR, str(binary))
     no_splits = f"--experiments={PRISM_NO_SPLITS_EXPERIMENT}"
-    assert with_local_prism(["--runner", "FnApiRunner"]) == ["--runner", "FnApiRunner"]
-    assert with_local_prism(["--runner=PrismRunner"]) == ["--runner=PrismRunner", "--prism_location", str(binary),
-                                                          no_splits]
+    assert with_local_prism(["--runner", "FnApiRunner"], no_splits=True) == ["--runner", "FnApiRunner"]
+    assert with_local_prism(["--runner=PrismRunner"]) == ["--runner=PrismRunner", "--prism_location", str(binary)]
     given = ["--runner", "PrismRunner", "--prism_location", "/elsewhere/prism"]
-    assert with_local_prism(given) == given + [no_splits]
-    assert with_local_prism(given + [no_splits]) == given + [no_splits]
+    assert with_local_prism(given) == given
+    assert with_local_prism(given, no_splits=True) == given + [no_splits]
+    assert with_local_prism(given + [no_splits], no_splits=True) == given + [no_splits]
     monkeypatch.setenv(PRISM_BIN_ENV_VAR, str(tmp_path / "missing"))
     with pytest.raises(PrismMissing, match="run make prism"):
         with_local_prism(["--runner", "PrismRunner"])
