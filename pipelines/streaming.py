@@ -320,16 +320,20 @@ class _MergeLeadStreamingFn(beam.DoFn):
     With ``keep_original``, reports are in flight (``(report, original bytes)``): the bytes go into
     the report's dead letter, if any, never into ``pending_reports`` (the report alone waits there).
     With ``encode``, a new lead version is emitted encoded, and one that fails to encode is a dead
-    letter of the report that made it.
+    letter of the report that made it. With ``sourced``, every report that is not a dead letter
+    gives one output, ``(new version or None, the report's KafkaCoordinates)``, so a sink can tell
+    that the report's lead branch is written (``kafka_edge/beam_commit.py``).
     """
 
     LEAD_STATE = ReadModifyWriteStateSpec("lead", LeadStateCoder())
     PENDING_STATE = BagStateSpec("pending_reports", FastPrimitivesCoder())
     EXPIRY_TIMER = TimerSpec("expiry", TimeDomain.WATERMARK)
 
-    def __init__(self, encode: Optional[Callable[[Lead], Any]] = None, keep_original: bool = False):
+    def __init__(self, encode: Optional[Callable[[Lead], Any]] = None, keep_original: bool = False,
+                 sourced: bool = False):
         self._encode = encode
         self._keep_original = keep_original
+        self._sourced = sourced
 
     def setup(self):
         from envleads.repeats import load_repeat_config
@@ -341,6 +345,14 @@ class _MergeLeadStreamingFn(beam.DoFn):
         self._updated = Metrics.counter("BuildLeads", "leads_updated")
         self._pending = Metrics.counter("BuildLeads", "reports_pending")
         self._expired = Metrics.counter("BuildLeads", "leads_expired")
+
+    def _output(self, version: Any, report: MatterReport) -> Iterable[Any]:
+        """What a report gives: its new lead version (``version``; None: none), with the report's
+        source when ``sourced``."""
+        if self._sourced:
+            yield version, report.enriched.complaint.source
+        elif version is not None:
+            yield version
 
     def _encoded(self, lead: Optional[Lead], previous: Optional[Lead]) -> Any:
         """What a new version of the lead is emitted as; computed before the state changes, so that
@@ -375,6 +387,7 @@ class _MergeLeadStreamingFn(beam.DoFn):
                 pending_state.add(report)
                 self._pending.inc()
             last_seen_ms = max(r.enriched.complaint.received_at_ms for r in pending + [report])
+            yield from self._output(None, report)
         else:
             if pending:
                 pending_state.clear()
@@ -382,9 +395,11 @@ class _MergeLeadStreamingFn(beam.DoFn):
             if lead is not previous:
                 lead_state.write(lead)
                 (self._updated if previous else self._emitted).inc()
-                yield encoded
-            elif lead_state.read() is None:
-                return  # nothing new for a prior lead, and nothing kept: no timer needed
+                yield from self._output(encoded, report)
+            else:
+                yield from self._output(None, report)
+                if lead_state.read() is None:
+                    return  # nothing new for a prior lead, and nothing kept: no timer needed
         expiry_timer.set(_to_timestamp(last_seen_ms + self._window_ms + 1))
 
     @on_timer(EXPIRY_TIMER)
@@ -415,17 +430,20 @@ class BuildLeadsStreaming(beam.PTransform):
             of the report that made it (the bounded form's: of each report of the matter).
         keep_original: reports come in flight, ``(report, original bytes)``
             (``transforms.InFlight``), and a dead letter carries its report's bytes.
+        sourced: the main output is one ``(new version or None, the report's KafkaCoordinates)``
+            per report that is not a dead letter (what offset commits need to know).
 
     Returns ``{ok, dead_letter}``: a report whose keying or merge (or encoding) raises is a dead
     letter ``internal_error`` (of ``BuildLeads``, ``EncodeLeads``) and leaves the lead in state as it was.
     """
 
     def __init__(self, prior_leads=None, encode: Optional[Callable[[Lead], Any]] = None,
-                 keep_original: bool = False):
+                 keep_original: bool = False, sourced: bool = False):
         super().__init__()
         self._prior_leads = prior_leads
         self._encode = encode
         self._keep_original = keep_original
+        self._sourced = sourced
 
     def expand(self, reports):
         keep = self._keep_original
@@ -435,7 +453,8 @@ class BuildLeadsStreaming(beam.PTransform):
                  | "KeyByMatter" >> beam.ParDo(_KeyByMatterStreamingFn(keep)).with_output_types(Tuple[str, Any])
                  .with_outputs(DEAD_LETTER, main=MAIN))
         merged = (keyed[MAIN]
-                  | "MergeLead" >> beam.ParDo(_MergeLeadStreamingFn(self._encode, keep), AsDict(prior_by_id))
+                  | "MergeLead" >> beam.ParDo(_MergeLeadStreamingFn(self._encode, keep, self._sourced),
+                                              AsDict(prior_by_id))
                   .with_outputs(DEAD_LETTER, main=MAIN))
         return {MAIN: merged[MAIN],
                 DEAD_LETTER: (keyed[DEAD_LETTER], merged[DEAD_LETTER]) | "MergeDeadLetters" >> beam.Flatten()}
@@ -454,6 +473,17 @@ def _without_original(in_flight: InFlight) -> Any:
     return record
 
 
+class _WithSource:
+    """An enriched report's encoding, paired with where its event was read: ``(encoded, KafkaCoordinates)``."""
+
+    def __init__(self, encode: Optional[Callable]):
+        self._encode = encode
+
+    def __call__(self, report: MatterReport) -> Tuple[Any, Any]:
+        encoded = self._encode(report) if self._encode is not None else report
+        return encoded, report.enriched.complaint.source
+
+
 class ComplaintsToLeadsStreaming(beam.PTransform):
     """The whole path as one streaming job: raw events to enriched complaints, leads and dead letters.
 
@@ -469,10 +499,15 @@ class ComplaintsToLeadsStreaming(beam.PTransform):
     has no side input of the whole input (the bounded form's ``AttachOriginals``), so each record
     travels from decode to the last stage beside its bytes (``keep_original``), which the
     stateful stages hand on and never keep in state; they are dropped as the record leaves.
+
+    With ``sourced`` (offset commits after the sinks wrote, ``kafka_edge/beam_commit.py``), each
+    output says which raw record it settles: ``enriched`` holds ``(encoded, KafkaCoordinates)``,
+    ``leads`` one ``(new version or None, KafkaCoordinates)`` per report, and a dead letter has
+    its ``source``.
     """
 
     def __init__(self, settings: StageSettings, prior_leads=None, encode_enriched: Optional[Callable] = None,
-                 encode_lead: Optional[Callable[[Lead], Any]] = None):
+                 encode_lead: Optional[Callable[[Lead], Any]] = None, sourced: bool = False):
         """``encode_enriched``, ``encode_lead``: the sink's encodings, applied here so that a record
         that fails to encode is a dead letter with its bytes (``enriched``, ``leads``: encoded)."""
         super().__init__()
@@ -480,6 +515,7 @@ class ComplaintsToLeadsStreaming(beam.PTransform):
         self._prior_leads = prior_leads
         self._encode_enriched = encode_enriched
         self._encode_lead = encode_lead
+        self._sourced = sourced
 
     def expand(self, events):
         decoded = events | "DecodeComplaints" >> DecodeComplaints(self._settings, keep_original=True)
@@ -491,11 +527,12 @@ class ComplaintsToLeadsStreaming(beam.PTransform):
         reports = enriched | "DeduplicatePetitions" >> DeduplicatePetitionsStreaming(self._prior_leads,
                                                                                      keep_original=True)
         leads = reports[MAIN] | "BuildLeads" >> BuildLeadsStreaming(self._prior_leads, self._encode_lead,
-                                                                    keep_original=True)
+                                                                    keep_original=True, sourced=self._sourced)
         failed_stages = [decoded, segmented, classified, resolved, reports, leads]
         written = reports[MAIN]
-        if self._encode_enriched is not None:
-            encoded = reports[MAIN] | "EncodeEnriched" >> EncodeEnriched(self._encode_enriched, keep_original=True)
+        encode_enriched = _WithSource(self._encode_enriched) if self._sourced else self._encode_enriched
+        if encode_enriched is not None:
+            encoded = reports[MAIN] | "EncodeEnriched" >> EncodeEnriched(encode_enriched, keep_original=True)
             failed_stages.append(encoded)
             written = encoded[MAIN]
         dead_letters = [stage[DEAD_LETTER] for stage in failed_stages] | "DeadLetters" >> beam.Flatten()

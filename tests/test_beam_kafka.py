@@ -210,17 +210,21 @@ def test_aligned_estimator_reports_the_oldest_partition_seen_in_the_process():
     assert alone.current_watermark() == Timestamp(60)
 
 
-def test_prism_location_is_added_for_prism_only_and_never_downloaded(tmp_path, monkeypatch):
-    from envleads.pipelines.beam_stream import PRISM_BIN_ENV_VAR, PrismMissing, with_local_prism
+def test_prism_location_and_no_splits_are_added_for_prism_only_and_prism_never_downloaded(tmp_path, monkeypatch):
+    from envleads.pipelines.beam_stream import (PRISM_BIN_ENV_VAR, PRISM_NO_SPLITS_EXPERIMENT, PrismMissing,
+                                                with_local_prism)
 
     binary = tmp_path / "prism"
     binary.write_text("#!/bin/sh\n")
     binary.chmod(0o755)
     monkeypatch.setenv(PRISM_BIN_ENV_VAR, str(binary))
-    assert with_local_prism(["--runner", "FnApiRunner"]) == ["--runner", "FnApiRunner"]
+    no_splits = f"--experiments={PRISM_NO_SPLITS_EXPERIMENT}"
+    assert with_local_prism(["--runner", "FnApiRunner"], no_splits=True) == ["--runner", "FnApiRunner"]
     assert with_local_prism(["--runner=PrismRunner"]) == ["--runner=PrismRunner", "--prism_location", str(binary)]
     given = ["--runner", "PrismRunner", "--prism_location", "/elsewhere/prism"]
     assert with_local_prism(given) == given
+    assert with_local_prism(given, no_splits=True) == given + [no_splits]
+    assert with_local_prism(given + [no_splits], no_splits=True) == given + [no_splits]
     monkeypatch.setenv(PRISM_BIN_ENV_VAR, str(tmp_path / "missing"))
     with pytest.raises(PrismMissing, match="run make prism"):
         with_local_prism(["--runner", "PrismRunner"])
@@ -457,6 +461,25 @@ def _compacted_leads(bootstrap: str, topic: str) -> dict:
     return leads
 
 
+def _unplaced_ids(events, enriched) -> set:
+    """The complaints of no known city (blocking key "unknown"), which the streaming job assigns
+    against the "unknown" key's own index and the rounds engine against their province's cities."""
+    import json
+
+    from envleads.repeats_features import UNKNOWN_BLOCK, blocking_key
+
+    jurisdiction = {e.truth["complaint_id"]: json.loads(e.line).get("jurisdiction_adcode")
+                    for e in events if not e.truth["malformed"]}
+    return {r["complaint_id"] for r in enriched
+            if blocking_key(r["region"] and r["region"]["adcode"], jurisdiction[r["complaint_id"]]) == UNKNOWN_BLOCK}
+
+
+def _placed_membership(leads: dict, unplaced: set) -> list:
+    """The leads' complaints, those of no known city set aside."""
+    return sorted(sorted(set(lead["complaint_ids"]) - unplaced) for lead in leads.values()
+                  if set(lead["complaint_ids"]) - unplaced)
+
+
 def test_beam_stream_on_prism_writes_what_the_rounds_engine_writes(kafka_broker, tmp_topics, prism_location,
                                                                   model_version, monkeypatch):
     from envleads import schemas
@@ -568,31 +591,33 @@ def test_beam_stream_on_prism_writes_what_the_rounds_engine_writes(kafka_broker,
         assert rescored(beam_lead) == rescored(rounds_lead), lead_id
 
 
+def _restart_case(kafka_broker, tmp_topics, prism_location: str, model_version: str):
+    """What the restart tests share: the broker's address, the generated events, fresh topics (a
+    raw topic of two partitions), the job's arguments on Prism and a fresh group."""
+    from envleads.generator import generate_events
+    from envleads.pipelines.rounds.outputs import Topics
+
+    raw = tmp_topics("raw", partitions=2)["raw"]
+    names = tmp_topics("enriched", "leads", "dead_letter")
+    return (kafka_broker.bootstrap_servers, list(generate_events(E2E_EVENTS, E2E_SEED)),
+            Topics(raw, names["enriched"], names["leads"], names["dead_letter"]),
+            _prism_args(prism_location) + ["--model_version", model_version], f"beam-{uuid.uuid4().hex[:8]}")
+
+
 def test_beam_stream_restarted_from_its_commit_loses_nothing_and_duplicates_no_lead(kafka_broker, tmp_topics,
                                                                                     prism_location, model_version,
                                                                                     monkeypatch):
     """Two bounded runs of one group, the second over events produced after the first ended (a
     restart): each complaint enriched once, one lead per matter, leads continued under their keys;
     a third run finds nothing to read."""
-    import json
-
     from envleads import schemas
-    from envleads.generator import generate_events
     from envleads.pipelines.beam_stream import run_beam_stream
     from envleads.pipelines.rounds.loop import run_stream
     from envleads.pipelines.rounds.outputs import Topics
-    from envleads.repeats_features import UNKNOWN_BLOCK, blocking_key
 
     monkeypatch.setenv("ENVLEADS_PSEUDONYM_KEY", "test-beam-kafka-key")
-    bootstrap = kafka_broker.bootstrap_servers
-    events = list(generate_events(E2E_EVENTS, E2E_SEED))
-    truth = [event.truth for event in events]
-    raw = tmp_topics("raw", partitions=2)["raw"]
-    names = tmp_topics("enriched", "leads", "dead_letter")
-    topics = Topics(raw, names["enriched"], names["leads"], names["dead_letter"])
-    args = _prism_args(prism_location) + ["--model_version", model_version]
-    group = f"beam-{uuid.uuid4().hex[:8]}"
-    half = E2E_EVENTS // 2
+    bootstrap, events, topics, args, group = _restart_case(kafka_broker, tmp_topics, prism_location, model_version)
+    truth, raw, half = [event.truth for event in events], topics.raw, E2E_EVENTS // 2
 
     _produce_events(bootstrap, raw, events[:half])
     first = run_beam_stream(bootstrap, topics, args, group_id=group, bounded=True)
@@ -631,16 +656,9 @@ def test_beam_stream_restarted_from_its_commit_loses_nothing_and_duplicates_no_l
     run_stream(bootstrap, rounds_topics, ["--runner=FnApiRunner", "--model_version", model_version],
                group_id=f"rounds-{uuid.uuid4().hex[:8]}", max_round_events=E2E_EVENTS, stop_when_idle_s=2.0,
                poll_wait_s=1.0, round_wait_s=None, kafka_client="python")
-    jurisdiction = {t["complaint_id"]: json.loads(e.line).get("jurisdiction_adcode")
-                    for e, t in zip(events, truth) if not t["malformed"]}
-    unplaced = {r["complaint_id"] for r in enriched
-                if blocking_key(r["region"] and r["region"]["adcode"], jurisdiction[r["complaint_id"]]) == UNKNOWN_BLOCK}
-
-    def placed_membership(leads):
-        return sorted(sorted(set(lead["complaint_ids"]) - unplaced) for lead in leads.values()
-                      if set(lead["complaint_ids"]) - unplaced)
-
-    assert placed_membership(leads) == placed_membership(_compacted_leads(bootstrap, rounds_topics.leads))
+    unplaced = _unplaced_ids(events, enriched)
+    assert _placed_membership(leads, unplaced) == \
+           _placed_membership(_compacted_leads(bootstrap, rounds_topics.leads), unplaced)
 
 
 def test_beam_stream_outlasting_the_job_server_timeout_finishes(kafka_broker, tmp_topics, prism_location,
@@ -756,3 +774,119 @@ def test_envleads_stream_engine_beam_until_end_runs_the_job_and_commits(kafka_br
     valid_ids = sorted(e.truth["complaint_id"] for e in events if not e.truth["malformed"])
     assert sorted(r["complaint_id"] for _, r in _decoded(bootstrap, names["enriched"], schemas.ENRICHED)) == valid_ids
     assert run()["planned_records"] == 0
+
+
+def _committed_offsets(bootstrap: str, group: str, topic: str) -> dict:
+    """``{partition: next offset}`` the group committed for ``topic`` (partitions without a commit left out)."""
+    from kafka import TopicPartition
+
+    from envleads.pipelines.kafka_edge.read import new_consumer, partitions_for
+
+    consumer = new_consumer(bootstrap, None, group)
+    try:
+        committed = {p: consumer.committed(TopicPartition(topic, p)) for p in partitions_for(consumer, topic)}
+    finally:
+        consumer.close()
+    return {p: offset for p, offset in committed.items() if offset is not None}
+
+
+def _start_unbounded_job(bootstrap: str, topics, group: str, args: List[str]):
+    """The job as ``run_beam_stream`` builds it unbounded (group commits while it runs), started, not waited for."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    from envleads.pipelines.beam_stream import build_beam_stream
+    from envleads.pipelines.kafka_edge.lead_topic import read_leads
+    from envleads.pipelines.options import prepared_run
+
+    options, settings = prepared_run(args)
+    options.view_as(StandardOptions).streaming = True
+    pipeline = beam.Pipeline(options=options)
+    prior = list(read_leads(bootstrap, topics.leads).values())
+    build_beam_stream(pipeline, bootstrap, topics, settings, partitions=plan_partitions(bootstrap, [topics.raw], group),
+                      group_id=group, prior_leads=prior, align_watermarks=True, commit_while_running=True)
+    return pipeline.run(), len(prior)
+
+
+def _run_until_committed(bootstrap: str, topics, group: str, args: List[str], produce, expected_ids, ends) -> int:
+    """Starts the unbounded job, runs ``produce()``, waits until every id of ``expected_ids`` is
+    enriched and the group's commit reached ``ends``, then cancels the job; returns its prior leads."""
+    import time
+
+    from apache_beam.runners.runner import PipelineState
+
+    from envleads import schemas
+
+    result, prior = _start_unbounded_job(bootstrap, topics, group, args)
+    try:
+        time.sleep(2)
+        produce()
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert result.state not in (PipelineState.FAILED, PipelineState.DONE, PipelineState.CANCELLED)
+            enriched = {r["complaint_id"] for _, r in _decoded(bootstrap, topics.enriched, schemas.ENRICHED)}
+            if enriched >= expected_ids and _committed_offsets(bootstrap, group, topics.raw) == ends():
+                break
+            time.sleep(1)
+    finally:
+        result.cancel()
+    return prior
+
+
+def test_unbounded_beam_stream_commits_what_it_wrote_and_restarts_losing_and_duplicating_nothing(
+        kafka_broker, tmp_topics, prism_location, model_version, monkeypatch):
+    """``envleads stream --engine beam`` without ``--until-end``: the job commits while it runs, each
+    raw record once its outputs are acknowledged. Stopped after its leads are out, the group's
+    commit is exactly the end of what was produced (no further: nothing unwritten is committed);
+    restarted over later events, it reads from there: every complaint enriched once, every
+    malformed event dead-lettered once, each complaint in one lead, and the leads those of one
+    bounded run (``--until-end``) over all the events, complaints of no known city set aside."""
+    from envleads import schemas
+    from envleads.pipelines.beam_stream import run_beam_stream
+    from envleads.pipelines.rounds.outputs import Topics
+
+    monkeypatch.setenv("ENVLEADS_PSEUDONYM_KEY", "test-beam-kafka-key")
+    bootstrap, events, topics, args, group = _restart_case(kafka_broker, tmp_topics, prism_location, model_version)
+    truth, raw, half = [event.truth for event in events], topics.raw, E2E_EVENTS // 2
+    produced: List[tuple] = []
+
+    def ends():
+        return {partition: max(o for p, o in produced if p == partition) + 1 for partition, _ in produced}
+
+    def valid_ids(batch):
+        return {e.truth["complaint_id"] for e in batch if not e.truth["malformed"]}
+
+    first_prior = _run_until_committed(bootstrap, topics, group, args,
+                                       lambda: produced.extend(_produce_events(bootstrap, raw, events[:half])),
+                                       valid_ids(events[:half]), ends)
+    assert first_prior == 0
+    assert _committed_offsets(bootstrap, group, raw) == ends()  # all it wrote, and no further
+    leads_after_first = _compacted_leads(bootstrap, topics.leads)
+    assert len(leads_after_first) >= 5
+
+    second_prior = _run_until_committed(bootstrap, topics, group, args,
+                                        lambda: produced.extend(_produce_events(bootstrap, raw, events[half:])),
+                                        valid_ids(events), ends)
+    assert second_prior == len(leads_after_first)
+    assert _committed_offsets(bootstrap, group, raw) == ends()
+
+    # nothing lost, nothing read twice
+    enriched = [r for _, r in _decoded(bootstrap, topics.enriched, schemas.ENRICHED)]
+    assert sorted(r["complaint_id"] for r in enriched) == sorted(valid_ids(events))
+    dead = [d for _, d in _decoded(bootstrap, topics.dead_letter, schemas.DEAD_LETTER)]
+    assert len(dead) == sum(t["malformed"] for t in truth)
+
+    # one lead per matter, each complaint in one lead, leads of the first run continued under their keys
+    leads = _compacted_leads(bootstrap, topics.leads)
+    members = [cid for lead in leads.values() for cid in lead["complaint_ids"]]
+    assert len(members) == len(set(members))
+    assert all(lead["report_count"] == len(lead["complaint_ids"]) for lead in leads.values())
+    for lead_id, lead in leads_after_first.items():
+        assert set(lead["complaint_ids"]) <= set(leads[lead_id]["complaint_ids"])
+
+    # against one bounded run (--until-end) over all the events
+    bounded_names = tmp_topics("enriched", "leads", "dead_letter")
+    bounded_topics = Topics(raw, bounded_names["enriched"], bounded_names["leads"], bounded_names["dead_letter"])
+    run_beam_stream(bootstrap, bounded_topics, args, group_id=f"beam-{uuid.uuid4().hex[:8]}", bounded=True)
+    unplaced = _unplaced_ids(events, enriched)
+    assert _placed_membership(leads, unplaced) == \
+           _placed_membership(_compacted_leads(bootstrap, bounded_topics.leads), unplaced)

@@ -5,6 +5,10 @@ Delivery: at-least-once. The producer lives in ``setup()``; every send's future 
 in ``finish_bundle()`` after ``flush()`` (``acks=all``), so a bundle completes only when the broker
 acknowledged each of its records, and a send error fails the bundle, which the runner retries
 (its records can then be written twice; lead keys are stable, so a compacted lead topic keeps one).
+
+With ``done_of``, the sink reports what it wrote: after the flush, ``done_of(element)`` of each
+element of the bundle is its output (an element whose value is None is not written, only
+reported), which ``beam_commit.CommitWrittenOffsets`` turns into committed offsets.
 """
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from typing import Callable, NamedTuple, Optional
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
 
 
 class TopicWriter(NamedTuple):
@@ -23,6 +29,7 @@ class TopicWriter(NamedTuple):
     key_of: Callable
     value_of: Callable
     security: Optional[object] = None
+    done_of: Optional[Callable] = None  # what to report of each element once written (None: nothing)
 
 
 class _WriteFn(beam.DoFn):
@@ -37,11 +44,18 @@ class _WriteFn(beam.DoFn):
 
     def start_bundle(self):
         self._pending = []
+        self._done = []
 
-    def process(self, element):
-        key = self._writer.key_of(element)
-        self._pending.append(self._producer.send(self._writer.topic, key=key.encode("utf-8") if key else None,
-                                                 value=self._writer.value_of(element)))
+    def process(self, element, timestamp=beam.DoFn.TimestampParam):
+        value = self._writer.value_of(element)
+        if value is not None:
+            key = self._writer.key_of(element)
+            self._pending.append(self._producer.send(self._writer.topic, key=key.encode("utf-8") if key else None,
+                                                     value=value))
+        if self._writer.done_of is not None:
+            done = self._writer.done_of(element)
+            if done is not None:
+                self._done.append(WindowedValue(done, timestamp, (GlobalWindow(),)))
 
     def finish_bundle(self):
         self._producer.flush()
@@ -49,6 +63,8 @@ class _WriteFn(beam.DoFn):
             future.get(timeout=30)  # raises the send error: the bundle fails and is retried
         self._written.inc(len(self._pending))
         self._pending = []
+        done, self._done = self._done, []
+        yield from done  # only now: every record of the bundle is acknowledged
 
     def teardown(self):
         producer = getattr(self, "_producer", None)
@@ -58,11 +74,13 @@ class _WriteFn(beam.DoFn):
 
 class WriteToKafka(beam.PTransform):
     """Writes elements to a topic: ``key_of(element) -> str | None``, ``value_of(element) -> bytes``
-    (at-least-once: see the module docstring)."""
+    (None: nothing to write); with ``done_of``, returns ``done_of(element)`` of each element once
+    it is acknowledged (at-least-once: see the module docstring)."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, key_of: Callable, value_of: Callable, security=None):
+    def __init__(self, bootstrap_servers: str, topic: str, key_of: Callable, value_of: Callable, security=None,
+                 done_of: Optional[Callable] = None):
         super().__init__()
-        self._fn = _WriteFn(TopicWriter(bootstrap_servers, topic, key_of, value_of, security))
+        self._fn = _WriteFn(TopicWriter(bootstrap_servers, topic, key_of, value_of, security, done_of))
 
     def expand(self, pcoll):
         return pcoll | "Produce" >> beam.ParDo(self._fn)

@@ -33,11 +33,12 @@ records, so a job is at-least-once from the offsets it starts at; enriched recor
 letters can then repeat, and leads do not (stable ``lead_id`` keys, a redelivered complaint is
 recognised by its id). ``run_beam_stream`` (``pipelines/beam_stream.py``) commits a bounded run's end offsets
 to the group only after the job finished, i.e. after every sink bundle was acknowledged by the
-broker: at-least-once across restarts for bounded runs. An unbounded job does not commit yet
-(committing after the *sinks* acknowledged needs the sinks to report the offsets they wrote, per
-partition, in order; a bundle finaliser on the source would commit when the runner holds the
-records, which Prism keeps in memory only), so its restart re-reads from the group's last commit
-or from the beginning.
+broker: at-least-once across restarts for bounded runs. An unbounded job commits while it runs,
+each record once its outputs are acknowledged (``beam_commit.py``: the sinks report what they
+wrote; a bundle finaliser here would commit when the runner holds the records, which Prism keeps
+in memory only). Each record's coordinates carry ``span_start``, the first offset it accounts for
+(the record before it + 1, or the restriction's start), so that commits step over offsets that
+hold no record.
 
 Splitting: one restriction per partition is the parallelism. The tracker accepts the runner's
 checkpoints (a split at fraction 0) but refuses fractional splits: a split of ``[n, sys.maxsize)``
@@ -288,7 +289,7 @@ class _ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):
         consumer = self._consumer_for(element.topic, element.partition)
         if consumer.position(tp) != restriction.start:
             consumer.seek(tp, restriction.start)
-        next_offset = restriction.start
+        next_offset = span_start = restriction.start
         last_ms = 0
         deadline = time.monotonic() + self._poll.max_call_s
         while True:
@@ -312,9 +313,9 @@ class _ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):
                 self._read.inc()
                 yield TimestampedValue(
                     RawEvent(record.value if record.value is not None else b"", "avro",
-                             KafkaCoordinates(record.topic, record.partition, record.offset)),
+                             KafkaCoordinates(record.topic, record.partition, record.offset, span_start)),
                     Timestamp(micros=last_ms * 1000))
-                next_offset = record.offset + 1
+                next_offset = span_start = record.offset + 1
             if next_offset >= restriction.stop:
                 self._finished(element)
                 return  # a bounded restriction read to its end

@@ -190,7 +190,7 @@ def next_offsets(events: Iterable[RawEvent]) -> Dict[Tuple[str, int], int]:
 def commit_events(consumer, events: Iterable[RawEvent]) -> Dict[Tuple[str, int], int]:
     """Commits, per partition, the offset after the last event processed (the next to read)."""
     offsets = next_offsets(events)
-    _commit(consumer, offsets)
+    commit_offsets(consumer, offsets)
     return offsets
 
 
@@ -205,12 +205,13 @@ def commit_group_offsets(bootstrap_servers: str, group_id: str, offsets: Dict[Tu
     consumer = new_consumer(bootstrap_servers, security, group_id)
     try:
         consumer.assign([TopicPartition(t, p) for t, p in offsets])
-        _commit(consumer, offsets)
+        commit_offsets(consumer, offsets)
     finally:
         consumer.close()
 
 
-def _commit(consumer, offsets: Dict[Tuple[str, int], int]) -> None:
+def commit_offsets(consumer, offsets: Dict[Tuple[str, int], int]) -> None:
+    """Commits ``{(topic, partition): next offset to read}`` with ``consumer`` (of the group)."""
     from kafka import TopicPartition
     from kafka.structs import OffsetAndMetadata
 

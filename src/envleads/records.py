@@ -19,6 +19,9 @@ class KafkaCoordinates(NamedTuple):
     topic: str
     partition: int
     offset: int
+    # the Beam source's: the first offset this record accounts for, i.e. offsets [span_start, offset)
+    # hold no record (transaction markers), so the committer can chain records without gaps
+    span_start: Optional[int] = None
 
 
 class RawEvent(NamedTuple):

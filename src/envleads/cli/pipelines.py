@@ -117,7 +117,7 @@ def _add_stream(subparsers) -> None:
                              "Beam flags name, e.g. --runner PrismRunner (the binary make prism built)")
     parser.add_argument("--until-end", action="store_true",
                         help="--engine beam: read the raw topic up to its end at start, then finish and commit "
-                             "(default: run until Ctrl-C, committing nothing)")
+                             "(default: run until Ctrl-C, committing each record once its outputs are written)")
     parser.add_argument("--group-id", default=None,
                         help=f"consumer group whose offsets record progress (default {DEFAULT_STREAM_GROUP}; "
                              f"with --engine beam {DEFAULT_BEAM_GROUP})")
