@@ -24,7 +24,7 @@ is not reachable from a key).
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import BooleanCoder, Coder, FastPrimitivesCoder
@@ -35,8 +35,10 @@ from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateS
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
+from envleads.keyed_core import (assign_in_key, expire_key, joined_by, keyed_complaint, lead_expiry_ms,
+                                 merge_into_lead, next_expiry_ms, report_of, seed_key)
 from envleads.leads import (MatterReport, block_of_complaint, block_of_lead, lead_from_avro_dict, lead_id_for,
-                            lead_to_wire_record, merge_lead, report_matter, seed_index)
+                            lead_to_wire_record)
 from envleads.pipelines.options import StageSettings
 from envleads.pipelines.transforms import (BUILD_LEADS_STAGE, DEAD_LETTER, DEDUPLICATE_STAGE, ENCODE_LEADS_STAGE,
                                            MAIN, ClassifyPollutionType, DecodeComplaints, EncodeEnriched, InFlight,
@@ -45,19 +47,7 @@ from envleads.records import Complaint, Lead
 from envleads.repeats import MatterIndex
 
 
-# ------------------------------------------------------------------------------ pure, shared logic
-def next_expiry_ms(index_state: Dict[str, Any], window_ms: int) -> Optional[int]:
-    """When the oldest matter of an index leaves the window: its last report + window + 1 ms.
-
-    ``MatterIndex.expire(now)`` drops matters whose last report is *before* ``now - window``, and
-    ``assign`` still joins a report exactly ``window`` after the last one, so the first instant a
-    matter may go is one millisecond later. None for an empty index.
-    """
-    # to_state() rows are [cluster_id, first_complaint_id, first_seen_ms, last_seen_ms, ...].
-    last_seen = [int(row[3]) for row in index_state.get("matters", ())]
-    return min(last_seen) + window_ms + 1 if last_seen else None
-
-
+# ------------------------------------------------------------------------------ adapter helpers
 def _to_timestamp(ms: int) -> Timestamp:
     return Timestamp(micros=int(ms) * 1000)
 
@@ -228,11 +218,15 @@ class _AssignMattersStreamingFn(beam.DoFn):
         try:
             index = self._load(index_state, block)
             if not seeded_state.read():
-                restored, unrestorable = seed_index(index, prior_by_block[block])
+                restored, unrestorable = seed_key(index, prior_by_block[block])
                 self._restored.inc(restored)
                 self._unrestorable.inc(unrestorable)
                 seeded_state.write(True)
-            report, assignment = report_matter(index, enriched, self._weights)
+            keyed = keyed_complaint(enriched, block, self._config)
+            # the key's own index is all this stage reaches: a complaint of no known city is
+            # assigned against the "unknown" index alone (the rounds engine's reaches its scope's)
+            _, assignment = assign_in_key({block: index}, block, keyed)
+            report = report_of(enriched, keyed.features, joined_by(keyed.complaint_id, assignment), self._weights)
         except Exception as error:  # noqa: BLE001 - one record must not stop the stream
             # the index in state is as before this complaint: the key goes on as if it had not come
             yield failed(DEDUPLICATE_STAGE, error, enriched.complaint, original)
@@ -250,7 +244,7 @@ class _AssignMattersStreamingFn(beam.DoFn):
             return
         index = MatterIndex.from_state(stored, self._config)
         fired_ms = _to_ms(fire_ts)
-        self._expired.inc(len(index.expire(fired_ms)))
+        self._expired.inc(expire_key(index, fired_ms))
         if len(index):
             self._save(index, index_state, expiry_timer, not_before_ms=fired_ms + 1)
         else:
@@ -374,33 +368,28 @@ class _MergeLeadStreamingFn(beam.DoFn):
         pending: List[MatterReport] = list(pending_state.read()) if previous is None else []
         stage = BUILD_LEADS_STAGE
         try:
-            lead = merge_lead(previous, pending + [report], event_ms, self._weights)
+            merged = merge_into_lead(previous, pending, [report], event_ms, self._weights)
             stage = ENCODE_LEADS_STAGE
-            encoded = self._encoded(lead, previous)
+            encoded = self._encoded(merged.lead, previous)
         except Exception as error:  # noqa: BLE001 - one matter must not stop the stream
             # the lead in state is unchanged and reports pending before stay pending: this report alone
             # is a dead letter (the bounded form, merging a matter at once, dead-letters all of them)
             yield failed(stage, error, report.enriched.complaint, original)
             return
-        if lead is None:
-            if all(r.enriched.complaint.complaint_id != report.enriched.complaint.complaint_id for r in pending):
-                pending_state.add(report)
-                self._pending.inc()
-            last_seen_ms = max(r.enriched.complaint.received_at_ms for r in pending + [report])
-            yield from self._output(None, report)
+        for waiting in merged.waiting:
+            pending_state.add(waiting)
+            self._pending.inc()
+        if merged.pending_cleared:
+            pending_state.clear()
+        if merged.changed:
+            lead_state.write(merged.lead)
+            (self._updated if previous else self._emitted).inc()
+            yield from self._output(encoded, report)
         else:
-            if pending:
-                pending_state.clear()
-            last_seen_ms = lead.last_seen_ms
-            if lead is not previous:
-                lead_state.write(lead)
-                (self._updated if previous else self._emitted).inc()
-                yield from self._output(encoded, report)
-            else:
-                yield from self._output(None, report)
-                if lead_state.read() is None:
-                    return  # nothing new for a prior lead, and nothing kept: no timer needed
-        expiry_timer.set(_to_timestamp(last_seen_ms + self._window_ms + 1))
+            yield from self._output(None, report)
+            if merged.lead is not None and lead_state.read() is None:
+                return  # nothing new for a prior lead, and nothing kept: no timer needed
+        expiry_timer.set(_to_timestamp(lead_expiry_ms(merged.last_seen_ms, self._window_ms)))
 
     @on_timer(EXPIRY_TIMER)
     def expire(self, lead_state=beam.DoFn.StateParam(LEAD_STATE),

@@ -122,22 +122,25 @@ def test_enriched_records_spliced_from_the_workers_parts_equal_whole_encodings()
 def test_an_unplaced_complaint_whose_assignment_raises_is_marked_and_the_others_are_assigned(monkeypatch):
     """The error policy's guard wraps the shared rule for unplaced complaints too: the one that
     raises gets :class:`~envleads.failures.Raised` (a dead letter in the engine), the key goes on."""
+    import envleads.keyed_core as keyed_core
     import envleads.pipelines.rounds.engine as engine
     from envleads.failures import Raised
+    from envleads.keyed_core import KeyedComplaint
     from envleads.repeats import KeyIndexes, cluster_id_for, load_repeat_config, matter_features
 
     config = load_repeat_config()
-    real = engine.assign_unplaced
+    real = keyed_core.assign_unplaced
 
     def assign_unplaced(indexes, scope, complaint_id, *args):
         if complaint_id == "bad":
             raise RuntimeError("planted")
         return real(indexes, scope, complaint_id, *args)
 
-    monkeypatch.setattr(engine, "assign_unplaced", assign_unplaced)
+    monkeypatch.setattr(keyed_core, "assign_unplaced", assign_unplaced)
     text = "金桥化工厂夜里偷排废水，河水发黑发臭"
     features = matter_features(text, "", (), None, ("water",), config)
-    complaints = [("bad", 1_000, features, None, UNKNOWN_BLOCK), ("ok", 2_000, features, None, UNKNOWN_BLOCK)]
+    complaints = [KeyedComplaint("bad", 1_000, features, None, UNKNOWN_BLOCK),
+                  KeyedComplaint("ok", 2_000, features, None, UNKNOWN_BLOCK)]
     results = engine.assign_key_rounds(KeyIndexes(), {UNKNOWN_BLOCK: (([], []), complaints, 2_000)}, config)
     assigned = results[UNKNOWN_BLOCK][0]
     assert isinstance(assigned["bad"], Raised)

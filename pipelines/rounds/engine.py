@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from envleads.decode import content_digest
 from envleads.failures import Raised, count_internal_errors, internal_error, raised
-from envleads.leads import (MatterReport, block_of_complaint, complaint_features, event_order, lead_id_for,
-                            matter_report, merge_lead, report_join, scope_of_complaint, seed_index)
+from envleads.keyed_core import (KeyedComplaint, assign_in_key, counted_in, expire_key, joined_by,
+                                 keyed_complaint, merge_into_lead, report_of, seed_key)
+from envleads.leads import MatterReport, block_of_complaint, complaint_features, event_order, lead_id_for
 from envleads.pipelines.options import StageSettings
 from envleads.pipelines.rounds.enrich import Enricher
 from envleads.pipelines.rounds.outputs import with_originals
@@ -19,7 +20,7 @@ from envleads.pipelines.rounds.store import LeadStore, StateChanges
 from envleads.pipelines.transforms import (BUILD_LEADS_STAGE, DEDUPLICATE_STAGE, distinct_complaints,
                                            reused_id_dead_letter)
 from envleads.records import DeadLetter, EnrichedComplaint, Lead, RawEvent
-from envleads.repeats import UNKNOWN_BLOCK, KeyIndexes, MatterIndex, assign_unplaced, in_scope
+from envleads.repeats import UNKNOWN_BLOCK, KeyIndexes, MatterIndex, in_scope
 
 if TYPE_CHECKING:
     from envleads.pipelines.rounds.pools import KeyedAssigner
@@ -44,12 +45,13 @@ class LocalRoundEngine:
     The stateless stages call the very DoFns of ``transforms.py`` (set up once per process instead
     of once per round); repeat detection keeps one :class:`MatterIndex` per city key alive between
     rounds, as the streaming form (``streaming.py``) keeps it in keyed state, seeded on first use
-    from that block's in-window leads in the :class:`LeadStore`, with the shared per-complaint
-    step :func:`report_matter`; complaints of no known city are assigned after the round's city
-    keys, across the ``"unknown"`` key's index and the city keys of their scope
-    (:func:`assign_unplaced`, as in ``DeduplicatePetitions``); a complaint already counted in a stored lead (a replay, a
-    redelivery) keeps that lead's matter; leads are merged per matter with :func:`merge_lead` as of
-    the round's newest event time, as in ``BuildLeads``. A FnApiRunner round costs ~0.8 s fixed
+    from that block's in-window leads in the :class:`LeadStore`; each step is the keyed core's
+    (:mod:`envleads.keyed_core`, the Beam streaming job's too): complaints of no known city are
+    assigned after the round's city keys, across the ``"unknown"`` key's index and the city keys
+    of their scope (:func:`~envleads.keyed_core.assign_in_key`); a complaint already counted in a
+    stored lead (a replay, a redelivery) keeps that lead's matter; leads are merged per matter
+    (:func:`~envleads.keyed_core.merge_into_lead`, no report waiting for an environmental one) as
+    of the round's newest event time, as in ``BuildLeads``. A FnApiRunner round costs ~0.8 s fixed
     plus ~2-3 ms per event and re-seeds every index from all prior leads (pipeline construction,
     fusion, DoFn setup, pickling, side inputs); this costs what the stages cost.
 
@@ -193,11 +195,10 @@ class LocalRoundEngine:
                 for position, item in enumerate(enriched) if position in reused]
         return [item for position, item in enumerate(enriched) if position not in reused], dead, new
 
-    def _assigned_report(self, item: EnrichedComplaint, features, assigned) -> MatterReport:
+    def _assigned_report(self, item: EnrichedComplaint, keyed: KeyedComplaint, assigned) -> MatterReport:
         if isinstance(assigned, Raised):  # the index raised on it, here or in the keyed worker
             raise _AssignmentFailed(assigned)
-        cluster_id, duplicate_of, join = assigned
-        return matter_report(item, features, cluster_id, duplicate_of, self._weights, join)
+        return report_of(item, keyed.features, assigned, self._weights)
 
     @staticmethod
     def _report_or_dead_letter(reports: List[MatterReport], dead: List[DeadLetter], report_of, item, *args) -> None:
@@ -214,13 +215,10 @@ class LocalRoundEngine:
         """One key's part of the round for :func:`assign_key_rounds`: ``((saved matter rows, seed
         leads), complaints, newest event ms)``, with the restore bookkeeping done here, with the
         store; and the complaints with their features in event order, to report the assignments."""
-        ordered = [(item, complaint_features(item, self._config)) for item in event_order(items)]
+        ordered = [(item, keyed_complaint(item, block, self._config)) for item in event_order(items)]
         seeds = self._seeds(block, ordered[0][0].complaint.received_at_ms)
         newest_ms = self._newest(block, ordered[-1][0].complaint.received_at_ms)
-        unplaced = block == UNKNOWN_BLOCK
-        complaints = [(item.complaint.complaint_id, item.complaint.received_at_ms, features, item.complaint.reporter_key,
-                       scope_of_complaint(item) if unplaced else None) for item, features in ordered]
-        return (seeds, complaints, newest_ms), ordered
+        return (seeds, [keyed for _, keyed in ordered], newest_ms), ordered
 
     def _seeds(self, block: str, oldest_ms: int, saved_only: bool = False) -> Tuple[List[list], List[Lead]]:
         """What a key's index lacks for an event at ``oldest_ms``: its saved matter rows on first
@@ -244,8 +242,8 @@ class LocalRoundEngine:
         if self._known_blocks is None:
             self._known_blocks = set(self._store.blocks())
         (_, complaints, _), _ = rounds[UNKNOWN_BLOCK]
-        scopes = {complaint[4] for complaint in complaints}
-        oldest_ms = complaints[0][1]
+        scopes = {complaint.scope for complaint in complaints}
+        oldest_ms = complaints[0].event_ms
         searched = {}
         for block in sorted(self._known_blocks - set(rounds) - set(self._restored_since)):
             if block != UNKNOWN_BLOCK and any(in_scope(block, scope) for scope in scopes):
@@ -256,8 +254,7 @@ class LocalRoundEngine:
     def _known_report(self, enriched: EnrichedComplaint, lead: Lead) -> MatterReport:
         """The report of a complaint already counted in ``lead`` (a replay or redelivery): it keeps
         that matter, whatever the index would say now, and leaves the index alone."""
-        features = complaint_features(enriched, self._config)
-        return matter_report(enriched, features, lead.cluster_id, lead.first_complaint_id, self._weights)
+        return report_of(enriched, complaint_features(enriched, self._config), counted_in(lead), self._weights)
 
     def build_leads(self, reports: Sequence[MatterReport]) -> List[Lead]:
         """One new lead version per matter touched, merged into its stored lead (``BuildLeads``)."""
@@ -276,13 +273,13 @@ class LocalRoundEngine:
         for cluster_id, matter_reports in by_cluster.items():
             previous = stored.get(lead_id_for(cluster_id))
             try:
-                lead = merge_lead(previous, matter_reports, as_of_ms, self._weights)
+                merged = merge_into_lead(previous, (), matter_reports, as_of_ms, self._weights)
             except Exception as error:  # noqa: BLE001 - one matter must not stop the stream
                 dead.extend(internal_error(BUILD_LEADS_STAGE, error, complaint)
                             for complaint in distinct_complaints(matter_reports))
                 continue
-            if lead is not None and lead is not previous:
-                leads.append(lead)
+            if merged.changed:
+                leads.append(merged.lead)
         return leads, dead
 
     def run(self, events: Sequence[RawEvent]) -> RoundOutputs:
@@ -304,16 +301,16 @@ class LocalRoundEngine:
 
 
 def assign_key_rounds(indexes: Dict[str, MatterIndex],
-                      rounds: Dict[str, Tuple[Tuple[List[list], List[Lead]], List[Tuple[str, int, Any, Any, str]], int]],
+                      rounds: Dict[str, Tuple[Tuple[List[list], List[Lead]], List[KeyedComplaint], int]],
                       config, checkpoint: bool = False):
     """One round of some blocking keys over their ``indexes`` (created on first use): per key,
-    load the saved matter rows and restore the seed leads, assign the complaints (``(id, event
-    ms, matter features, reporter key, unplaced scope)`` in event order), expire as of the key's
+    load the saved matter rows and restore the seed leads, assign the complaints
+    (:class:`~envleads.keyed_core.KeyedComplaint`, in event order), expire as of the key's
     newest event; the city keys first, then the ``"unknown"`` key's complaints across the city
-    keys of their scope (:func:`assign_unplaced`, as the bounded stage), so ``indexes`` must hold
+    keys of their scope (:func:`~envleads.keyed_core.assign_in_key`), so ``indexes`` must hold
     every key (a key with no complaint of its own may be in ``rounds`` only to be loaded). The
     same in the stream process and in the :class:`KeyedAssigner`'s. Returns ``{key: ({complaint
-    id: (cluster id, duplicate of, why it joined)}, whether matters expired, changed matters as
+    id: :class:`~envleads.keyed_core.Joined`}, whether matters expired, changed matters as
     (cluster id, JSON row or None when dropped) when ``checkpoint``)}``, also for a key whose
     matters only complaints of another key joined; a complaint whose assignment raised has
     :class:`~envleads.failures.Raised` instead of its triple (matching reads only, so the other
@@ -325,27 +322,22 @@ def assign_key_rounds(indexes: Dict[str, MatterIndex],
         if index is None:
             index = indexes[block] = MatterIndex(config, block)
         index.load_changes(rows)
-        seed_index(index, seeds)
+        seed_key(index, seeds)
         assigned = {}
-        for complaint_id, event_ms, features, reporter_key, scope in complaints:
+        for complaint in complaints:
             try:
-                if block == UNKNOWN_BLOCK:
-                    holder, assignment = assign_unplaced(indexes, scope, complaint_id, event_ms, features,
-                                                         reporter_key)
-                    touched.add(holder)
-                else:
-                    assignment = index.assign(complaint_id, event_ms, features, reporter_key)
+                holder, assignment = assign_in_key(indexes, block, complaint)
             except Exception as error:  # noqa: BLE001 - dead-lettered by the engine; the key goes on
-                assigned[complaint_id] = raised(error)
+                assigned[complaint.complaint_id] = raised(error)
                 continue
-            assigned[complaint_id] = (assignment.cluster_id, assignment.duplicate_of,
-                                      report_join(complaint_id, assignment))
+            touched.add(holder)
+            assigned[complaint.complaint_id] = joined_by(complaint.complaint_id, assignment)
         results[block] = (assigned, rounds[block][2], [])
     for block in touched - set(results):
         results[block] = ({}, None, [])
     for block, (assigned, newest_ms, changes) in list(results.items()):
         # expired after the unplaced complaints searched the keys, as the bounded stage never expires
-        expired = newest_ms is not None and bool(indexes[block].expire(newest_ms))
+        expired = newest_ms is not None and bool(expire_key(indexes[block], newest_ms))
         results[block] = (assigned, expired, changes)
         changed, dropped = indexes[block].take_changes()
         if checkpoint:
