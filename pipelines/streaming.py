@@ -14,12 +14,12 @@ it, and :class:`ComplaintsToLeadsStreaming` re-stamps elements with it before th
 The watermark that fires the timers comes from the source, so the source's timestamps should be the
 intake time (Kafka ``CreateTime`` set by the intake system).
 
-The per-complaint and per-prior-lead steps (``report_matter``, ``restore_lead``, ``seed_index``,
-the blocking keys) are functions of ``envleads.leads`` that the bounded form calls as well, so both
-forms assign matters the same way. One difference remains by construction: in the bounded form,
-complaints of no known city are assigned last against every city index of their province; here
-they are assigned as they arrive, against the ``"unknown"`` key's own index (state of other keys
-is not reachable from a key).
+The stateful DoFns are adapters over the keyed core (:mod:`envleads.keyed_core`), whose steps
+(seed a key, assign with the redelivery and unknown-key policy, expire, merge into the lead) the
+rounds engine runs too; here they keep the state in Beam state cells and expire on event-time
+timers. One difference remains by construction: complaints of no known city are assigned against
+the ``"unknown"`` key's own index (state of other keys is not reachable from a key), where the
+rounds engine and the bounded form reach every city index of their province.
 """
 from __future__ import annotations
 

@@ -1,0 +1,203 @@
+"""The two streaming engines over the same deliveries: the rounds engine (``LocalRoundEngine``, one
+round per delivery) and the Beam streaming job (``ComplaintsToLeadsStreaming`` under ``TestStream``
+on the DirectRunner, the watermark at the newest event time delivered). Both run the per-key steps
+of :mod:`envleads.keyed_core`, so the same deliveries must give the same matter of every delivery
+and the same lead versions, scores and tiers included.
+
+The deliveries are generated complaints with late ones (delivered well after newer ones),
+redeliveries (the same bytes again, later) and, after a gap longer than the repeat window, repeats
+of early matters (which both engines must start anew, the old matter expired). Complaints of no
+known city are left out of the identical part: the engines reach different indexes for them (the
+rounds engine its province's city keys, the Beam job the ``"unknown"`` key alone), the remaining
+difference, pinned by the last test.
+"""
+import json
+import random
+from datetime import datetime, timedelta, timezone
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing import test_stream
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
+
+from envleads.generator import generate_events
+from envleads.leads import block_of_complaint
+from envleads.pipelines.options import StageSettings
+from envleads.pipelines.rounds.engine import LocalRoundEngine
+from envleads.pipelines.rounds.outputs import _encode_lead
+from envleads.pipelines.rounds.store import LeadStore
+from envleads.pipelines.streaming import BuildLeadsStreaming, DeduplicatePetitionsStreaming, ComplaintsToLeadsStreaming
+from envleads.pipelines.transforms import DEAD_LETTER, MAIN
+from envleads.records import Complaint, EnrichedComplaint, RawEvent, RegionResolution, TypePrediction
+from envleads.repeats import UNKNOWN_BLOCK, cluster_id_for
+
+DAY_MS = 86_400_000
+GENERATED, SEED = 500, 23
+LATE, REDELIVERED, AFTER_GAP = 15, 15, 6
+GAP_DAYS = 120  # more than the 90-day repeat window
+
+
+@pytest.fixture(scope="module")
+def settings():
+    from envleads.models.registry import ensure_default_model
+
+    return StageSettings(model_version=ensure_default_model())
+
+
+@pytest.fixture(autouse=True)
+def pseudonym_key(monkeypatch):
+    monkeypatch.setenv("ENVLEADS_PSEUDONYM_KEY", "test-engine-equivalence-key")
+
+
+def _received_ms(event: RawEvent) -> int:
+    return int(datetime.fromisoformat(json.loads(event.payload)["received_at"]).timestamp() * 1000)
+
+
+def _moved(event: RawEvent, complaint_id: str, days: float) -> RawEvent:
+    """The same complaint under another id, received ``days`` later."""
+    record = json.loads(event.payload)
+    received = datetime.fromisoformat(record["received_at"]) + timedelta(days=days)
+    record.update(complaint_id=complaint_id, received_at=received.isoformat())
+    return RawEvent(json.dumps(record, ensure_ascii=False).encode("utf-8"), "json")
+
+
+def _deliveries(settings):
+    """Generated complaints of a known city, with late ones, redeliveries and repeats after a gap
+    longer than the window, in delivery order."""
+    events = [RawEvent(event.line, "json") for event in generate_events(GENERATED, SEED)
+              if not event.truth["malformed"]]
+    enriched, _ = LocalRoundEngine(settings, LeadStore()).enrich(events)
+    placed_ids = {item.complaint.complaint_id for item in enriched if block_of_complaint(item) != UNKNOWN_BLOCK}
+    placed = [event for event in events if json.loads(event.payload)["complaint_id"] in placed_ids]
+    rng = random.Random(SEED)
+    ordered = list(placed)
+    for event in rng.sample(placed[:-60], LATE):
+        position = ordered.index(event)
+        ordered.insert(position + rng.randrange(20, 60), ordered.pop(position))
+    for position in sorted(rng.sample(range(len(ordered) - 40), REDELIVERED), reverse=True):
+        ordered.insert(position + rng.randrange(5, 40), ordered[position])
+    newest_ms = max(_received_ms(event) for event in placed)
+    first_ms = _received_ms(placed[0])
+    gap_days = (newest_ms - first_ms) / DAY_MS + GAP_DAYS
+    ordered += [_moved(event, f"GAP{number:04d}", gap_days) for number, event in enumerate(placed[:AFTER_GAP])]
+    return ordered
+
+
+def _rounds_engine_outputs(settings, deliveries):
+    """Assignments and lead versions of the rounds engine, one round per delivery, its store kept
+    as ``envleads stream`` keeps it (leads and state after each round)."""
+    store = LeadStore()
+    engine = LocalRoundEngine(settings, store, checkpoint=True)
+    assignments, versions = [], []
+    try:
+        for event in deliveries:
+            outputs = engine.run([event])
+            assert outputs.dead_letters == []
+            store.put_leads([(lead, _encode_lead(lead)) for lead in outputs.leads])
+            store.put_state(outputs.state)
+            assignments += [_assignment(report) for report in outputs.enriched]
+            versions += [_version(lead) for lead in outputs.leads]
+    finally:
+        store.close()
+    return assignments, versions
+
+
+def _assignment(report):
+    enriched = report.enriched
+    return enriched.complaint.complaint_id, enriched.cluster_id, enriched.duplicate_of
+
+
+def _version(lead):
+    return lead.lead_id, tuple(lead.complaint_ids), lead.report_count, lead.distinct_reporters, lead.score, lead.tier
+
+
+def _streaming_options():
+    options = PipelineOptions(["--runner=DirectRunner"])
+    options.view_as(StandardOptions).streaming = True
+    return options
+
+
+def _delivered_in_order(deliveries, event_ms):
+    """A TestStream of one delivery per step, the watermark at the newest event time so far."""
+    stream, newest_ms = test_stream.TestStream(), 0
+    for delivery in deliveries:
+        stream = stream.add_elements([TimestampedValue(delivery, event_ms(delivery) / 1000)])
+        if event_ms(delivery) > newest_ms:  # a late delivery leaves it where it is
+            newest_ms = event_ms(delivery)
+            stream = stream.advance_watermark_to(Timestamp(micros=newest_ms * 1000))
+    return stream.advance_watermark_to_infinity()
+
+
+def test_the_rounds_engine_and_the_beam_streaming_job_assign_and_score_alike(settings):
+    deliveries = _deliveries(settings)
+    assignments, versions = _rounds_engine_outputs(settings, deliveries)
+    # what the deliveries hold, or the comparison proves little
+    delivered_ids = [complaint_id for complaint_id, _, _ in assignments]
+    assert len(delivered_ids) - len(set(delivered_ids)) == REDELIVERED
+    repeats = [row for row in assignments if row[2] is not None]
+    assert len(repeats) >= 20
+    newest, late = 0, 0
+    for event in deliveries:
+        late += _received_ms(event) < newest - DAY_MS
+        newest = max(newest, _received_ms(event))
+    assert late >= LATE
+    gap = {cid: cluster for cid, cluster, _ in assignments if cid.startswith("GAP")}
+    assert gap == {cid: cluster_id_for(cid) for cid in gap}, "after the window, repeats start new matters"
+    assert len({lead_id for lead_id, *_ in versions}) >= 100
+    assert len(versions) > len({lead_id for lead_id, *_ in versions}), "leads updated"
+
+    with TestPipeline(options=_streaming_options()) as p:
+        outputs = p | _delivered_in_order(deliveries, _received_ms) | ComplaintsToLeadsStreaming(settings)
+        assert_that(outputs["enriched"] | "Assignments" >> beam.Map(_assignment), equal_to(assignments),
+                    label="assignments")
+        assert_that(outputs["leads"] | "Versions" >> beam.Map(_version), equal_to(versions), label="leads")
+        assert_that(outputs["dead_letters"], equal_to([]), label="dead_letters")
+
+
+# ------------------------------------------------------------------ the difference that remains
+T0_MS = 1772330400000  # 2026-03-01T10:00:00+08:00
+DYEING_1 = "杭州市余杭区仁和街道永盛印染厂每天夜里往河里偷排黑色废水，河水发臭，鱼都死了。"
+DYEING_2 = "再次投诉永盛印染厂，晚上偷偷往河里排黑水，河道又黑又臭。"
+
+
+def _enriched(complaint_id, day, text, adcode, jurisdiction):
+    complaint = Complaint(complaint_id, f"t+{day}d", T0_MS + day * DAY_MS, "", text, "web", None,
+                          jurisdiction_adcode=jurisdiction)
+    level = "county" if adcode else None
+    region = RegionResolution(None, None, None, adcode, level, 0.9 if adcode else 0.0, None, "test")
+    types = TypePrediction(["water"], "water", 0.9, False, "test")
+    return EnrichedComplaint(complaint, [], types, region)
+
+
+def test_a_complaint_of_no_known_city_meets_its_provinces_matters_only_in_the_rounds_engine(settings):
+    """The remaining difference (docs/operations.md, engines): a complaint of no known city (blocking
+    key "unknown") is assigned by the same core step in both engines, but across the indexes each
+    engine reaches: the rounds engine's holds every city key of the complaint's province, the Beam
+    job's keyed state the "unknown" key's own index only. Here a report that names no place, taken
+    in by a provincial office, repeats a matter of a city of that province."""
+    placed = _enriched("a1", 0, DYEING_1, "330110", "330100")
+    unplaced = _enriched("a2", 3, DYEING_2, None, "330000")
+    assert block_of_complaint(unplaced) == UNKNOWN_BLOCK
+    store = LeadStore()
+    try:
+        engine = LocalRoundEngine(settings, store)
+        rounds = [_assignment(report) for round_ in ([placed], [unplaced])
+                  for report in engine.finish(round_, [], []).enriched]
+    finally:
+        store.close()
+    assert rounds == [("a1", cluster_id_for("a1"), None), ("a2", cluster_id_for("a1"), "a1")]
+
+    stream = test_stream.TestStream()
+    for item in (placed, unplaced):
+        ms = item.complaint.received_at_ms
+        stream = stream.add_elements([TimestampedValue(item, ms / 1000)]).advance_watermark_to(Timestamp(micros=ms * 1000))
+    with TestPipeline(options=_streaming_options()) as p:
+        reports = p | stream.advance_watermark_to_infinity() | DeduplicatePetitionsStreaming()
+        leads = reports[MAIN] | BuildLeadsStreaming()
+        assert_that(reports[MAIN] | beam.Map(_assignment), equal_to(
+            [("a1", cluster_id_for("a1"), None), ("a2", cluster_id_for("a2"), None)]), label="assignments")
+        assert_that((reports[DEAD_LETTER], leads[DEAD_LETTER]) | beam.Flatten(), equal_to([]), label="dead")
