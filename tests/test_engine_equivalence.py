@@ -13,7 +13,7 @@ difference, pinned by the last test.
 """
 import json
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import apache_beam as beam
 import pytest
@@ -30,7 +30,7 @@ from envleads.pipelines.options import StageSettings
 from envleads.pipelines.rounds.engine import LocalRoundEngine
 from envleads.pipelines.rounds.outputs import _encode_lead
 from envleads.pipelines.rounds.store import LeadStore
-from envleads.pipelines.streaming import BuildLeadsStreaming, DeduplicatePetitionsStreaming, ComplaintsToLeadsStreaming
+from envleads.pipelines.streaming import BuildLeadsStreaming, ComplaintsToLeadsStreaming, DeduplicatePetitionsStreaming
 from envleads.pipelines.transforms import DEAD_LETTER, MAIN
 from envleads.records import Complaint, EnrichedComplaint, RawEvent, RegionResolution, TypePrediction
 from envleads.repeats import UNKNOWN_BLOCK, cluster_id_for

@@ -201,11 +201,11 @@ class LocalRoundEngine:
         return report_of(item, keyed.features, assigned, self._weights)
 
     @staticmethod
-    def _report_or_dead_letter(reports: List[MatterReport], dead: List[DeadLetter], report_of, item, *args) -> None:
-        """Appends ``report_of(item, *args)`` to ``reports``, or the complaint's dead letter to
+    def _report_or_dead_letter(reports: List[MatterReport], dead: List[DeadLetter], report_for, item, *args) -> None:
+        """Appends ``report_for(item, *args)`` to ``reports``, or the complaint's dead letter to
         ``dead`` when it raises (one record must not stop the stream)."""
         try:
-            reports.append(report_of(item, *args))
+            reports.append(report_for(item, *args))
         except _AssignmentFailed as failure:
             dead.append(internal_error(DEDUPLICATE_STAGE, failure.args[0], item.complaint))
         except Exception as error:  # noqa: BLE001
