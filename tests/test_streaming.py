@@ -430,6 +430,29 @@ def test_the_lead_timer_clears_the_lead_after_the_window():
     assert lead_state.value is None and pending.items == []
 
 
+def test_with_sourced_every_report_gives_its_lead_version_or_none_with_its_source():
+    """What the offset committer counts on: a report waiting for an environmental one, a report that
+    makes a new version and a redelivery that changes nothing each give one ``(version or None,
+    source)``."""
+    from envleads.records import KafkaCoordinates
+
+    weights = load_scoring_weights()
+    index = MatterIndex(load_repeat_config())
+    first = _complaint("a1", 0, DYEING_1, labels=())
+    second = _complaint("a2", 1, DYEING_1)
+    sourced = [c._replace(complaint=c.complaint._replace(source=KafkaCoordinates("raw", 0, n)))
+               for n, c in enumerate([first, second, second])]
+    reports = [report_matter(index, complaint, weights)[0] for complaint in sourced]
+    assert len({report.enriched.cluster_id for report in reports}) == 1
+    fn = _MergeLeadStreamingFn(sourced=True)
+    fn.setup()
+    lead_state, pending, timer = _FakeState(), _FakeBag(), _FakeTimer()
+    outputs = [output for report in reports
+               for output in fn.process((report.enriched.cluster_id, report), {}, lead_state, pending, timer)]
+    assert [(version is None, source.offset) for version, source in outputs] == [(True, 0), (False, 1), (True, 2)]
+    assert outputs[1][0].complaint_ids == ["a1", "a2"] and pending.items == []
+
+
 def test_next_expiry_is_the_oldest_matter_plus_the_window_plus_one_ms():
     state = {"matters": [["m-x", "x", 0, 5_000, 1], ["m-y", "y", 0, 2_000, 1]]}
     assert next_expiry_ms(state, 1_000) == 3_001
