@@ -310,7 +310,7 @@ def assign_key_rounds(indexes: Dict[str, MatterIndex],
     keys of their scope (:func:`~envleads.keyed_core.assign_in_key`), so ``indexes`` must hold
     every key (a key with no complaint of its own may be in ``rounds`` only to be loaded). The
     same in the stream process and in the :class:`KeyedAssigner`'s. Returns ``{key: ({complaint
-    id: :class:`~envleads.keyed_core.Joined`}, whether matters expired, changed matters as
+    id: ``keyed_core.Joined``}, whether matters expired, changed matters as
     (cluster id, JSON row or None when dropped) when ``checkpoint``)}``, also for a key whose
     matters only complaints of another key joined; a complaint whose assignment raised has
     :class:`~envleads.failures.Raised` instead of its triple (matching reads only, so the other

@@ -45,13 +45,10 @@ class KeyedComplaint(NamedTuple):
     scope: Optional[str]
 
 
-class Joined(NamedTuple):
-    """A complaint's matter: ``cluster_id``, ``duplicate_of`` (its first report's id) and why it
-    joined (``ReportJoin``; None for a matter's first report or a redelivery)."""
-
-    cluster_id: str
-    duplicate_of: Optional[str]
-    join: Optional[ReportJoin]
+# A complaint's matter as the adapters carry it: ``(cluster_id, duplicate_of, why it joined)``
+# (``ReportJoin``; None for a matter's first report or a redelivery). A plain tuple, not a named
+# one: one is made per complaint, and plain tuples of strings leave the garbage collector's lists.
+Joined = Tuple[str, Optional[str], Optional[ReportJoin]]
 
 
 def keyed_complaint(enriched: EnrichedComplaint, block: str, config) -> KeyedComplaint:
@@ -84,13 +81,13 @@ def assign_in_key(indexes: Mapping[str, MatterIndex], block: str,
 
 def joined_by(complaint_id: str, assignment: Assignment) -> Joined:
     """An assignment as the adapters carry it (the rounds engine from its keyed worker)."""
-    return Joined(assignment.cluster_id, assignment.duplicate_of, report_join(complaint_id, assignment))
+    return assignment.cluster_id, assignment.duplicate_of, report_join(complaint_id, assignment)
 
 
 def counted_in(lead: Lead) -> Joined:
     """The matter of a complaint already counted in ``lead`` (a replay, a redelivery whose matter
     another key holds): the lead's, whatever an index would say now."""
-    return Joined(lead.cluster_id, lead.first_complaint_id, None)
+    return lead.cluster_id, lead.first_complaint_id, None
 
 
 def report_of(enriched: EnrichedComplaint, features: MatterFeatures, joined: Joined,
