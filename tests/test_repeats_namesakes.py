@@ -1,7 +1,10 @@
-"""Repeat detection, repeats-2026.10: what joins two reports that are not the same source. A name
-that two cities' matters give, a report naming another town, a community (社区) shared by two
-sources, a trade word taken for a trade name, and one resident writing about two neighbours.
+"""Repeat detection, repeats-2026.10 and 2026.11: what joins two reports that are not the same
+source. A name that two cities' matters give, a report naming another town or compound, a community
+(社区) shared by two sources, a trade word taken for a trade name, and one resident writing about two
+neighbours.
 Each test has its control: the same report where the rule does not apply joins."""
+import pytest
+
 from envleads import repeats as R
 from envleads.repeats_features import trade_name
 from repeats_cases import DAY_MS, T0, config, feats  # noqa: F401 (config: a fixture)
@@ -34,35 +37,25 @@ def test_a_source_name_that_one_city_gives_joins_it(config):
     assert (block, got.cluster_id, got.shared) == (RUIAN, first.cluster_id, "company:阿强烧烤")
 
 
-def test_a_report_of_no_known_city_naming_another_town_is_another_place(config):
-    indexes = R.KeyIndexes({RUIAN: R.MatterIndex(config, RUIAN)})
-    indexes[RUIAN].assign("r-1", T0, feats(config, *BARBECUE_RUIAN))
-    elsewhere = ("", "陈埭镇的阿强烧烤又把炉子摆到人行道上烤了，炭火烟很大，整条街都是烟。", ("air",), None)
-    block, got = _unplaced(indexes, config, "u-1", elsewhere)
-    assert (block, got.is_new_matter) == (R.UNKNOWN_BLOCK, True)
-    same_town = ("", "塘下镇的阿强烧烤又把炉子摆到人行道上烤了，炭火烟很大，整条街都是烟。", ("air",), None)
-    indexes = R.KeyIndexes({RUIAN: R.MatterIndex(config, RUIAN)})  # (u-1's matter would make the name ambiguous)
-    indexes[RUIAN].assign("r-1", T0, feats(config, *BARBECUE_RUIAN))
-    block, got = _unplaced(indexes, config, "u-2", same_town)
-    assert (block, got.duplicate_of) == (RUIAN, "r-1")
-
-
 NANCHANG = "360100"
 KTV_NANCHANG = ("", "青山湖区湖韵雅苑小区沿街商铺二楼的金麦克KTV每晚营业到凌晨三点，低音炮震得楼上睡不着。", ("noise",),
                 "360111")
+BARBECUE_LATER = "的阿强烧烤又把炉子摆到人行道上烤了，炭火烟很大，整条街都是烟。"
+KTV_LATER = "小区商业楼二楼的金麦克KTV，每晚唱到凌晨一两点，低音炮震得楼板都在响。"
 
 
-def test_a_report_of_no_known_city_naming_another_compound_is_another_place(config):
-    indexes = R.KeyIndexes({NANCHANG: R.MatterIndex(config, NANCHANG)})
-    indexes[NANCHANG].assign("n-1", T0, feats(config, *KTV_NANCHANG))
-    elsewhere = ("", "翠岭华庭小区商业楼二楼的金麦克KTV，每晚唱到凌晨一两点，低音炮震得楼板都在响。", ("noise",), None)
-    block, got = _unplaced(indexes, config, "u-1", elsewhere)
-    assert (block, got.is_new_matter) == (R.UNKNOWN_BLOCK, True)
-    indexes = R.KeyIndexes({NANCHANG: R.MatterIndex(config, NANCHANG)})
-    indexes[NANCHANG].assign("n-1", T0, feats(config, *KTV_NANCHANG))
-    same = ("", "湖韵雅苑小区商业楼二楼的金麦克KTV，每晚唱到凌晨一两点，低音炮震得楼板都在响。", ("noise",), None)
-    block, got = _unplaced(indexes, config, "u-2", same)
-    assert (block, got.duplicate_of) == (NANCHANG, "n-1")
+@pytest.mark.parametrize("city, matter, types, other_place, same_place", [
+    (RUIAN, BARBECUE_RUIAN, ("air",), "陈埭镇" + BARBECUE_LATER, "塘下镇" + BARBECUE_LATER),  # a town
+    (NANCHANG, KTV_NANCHANG, ("noise",), "翠岭华庭" + KTV_LATER, "湖韵雅苑" + KTV_LATER),  # a compound
+])
+def test_a_report_of_no_known_city_naming_another_place_is_about_another_source(
+        config, city, matter, types, other_place, same_place):
+    """金麦克KTV of 翠岭华庭 is not that of 湖韵雅苑; of the same compound, it is."""
+    for text, joins in ((other_place, False), (same_place, True)):
+        indexes = R.KeyIndexes({city: R.MatterIndex(config, city)})  # one each: a first report would make two
+        indexes[city].assign("c-1", T0, feats(config, *matter))
+        block, got = _unplaced(indexes, config, "u-1", ("", text, types, None))
+        assert (block, got.duplicate_of) == ((city, "c-1") if joins else (R.UNKNOWN_BLOCK, None)), text
 
 
 def test_a_community_is_an_area_like_a_village_not_a_precise_place(config):
