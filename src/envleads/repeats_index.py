@@ -13,9 +13,8 @@ import numpy as np
 from envleads.postings import Lookup
 from envleads.repeats_config import RepeatConfig
 from envleads.repeats_features import (MatterFeatures, TradeNameSaid, _cores_match, _split, _strip_category,
-                                       named_as_neighbour, region_relation, text_character_pairs, text_trade_name_keys, trade_name_keys,
-                                       trade_name_key_starts, trade_name_said,
-                                       trades_named)
+                                       named_as_neighbour, region_relation, text_character_pairs, text_trade_name_keys,
+                                       trade_name_key_starts, trade_name_keys, trade_name_said, trades_named)
 from envleads.repeats_matters import (_NAMING_SCAN, IndexedMatters, _Matter, _holders, _reporter_digests)
 from envleads.repeats_text import _below_cut, _name_hashes, _sorted_membership, _trim
 
@@ -358,17 +357,17 @@ class MatterIndex(IndexedMatters):
                 if e.partition(":")[0] in self._sources and (n >= 2 or e in matter.title_entities)
                 and self._specific(e)]
 
-    def _describes(self, descriptor: Optional[str]) -> bool:
-        """Whether a live matter here holds ``descriptor`` (a trade on an area) or names ``source``
-        (``company:阿强烧烤``; ``trade_name:鑫晟``, the trade name of one of its sources)."""
-        if not descriptor:
+    def _describes(self, shared: Optional[str]) -> bool:
+        """Whether a live matter here gives the name a join was made on: a descriptor (a trade on
+        an area), a source's name (``company:阿强烧烤``) or a trade name (``trade_name:鑫晟``)."""
+        if not shared:
             return False
-        if descriptor.startswith("trade_name:"):
-            name = descriptor.partition(":")[2]
+        if shared.startswith("trade_name:"):
+            name = shared.partition(":")[2]
             holders = set().union(*(_holders(self._trade_index, key) for key in trade_name_keys(name)))
             return any(name == known for cid in holders for known, _ in self._trade_names(self._matters[cid]))
-        holders = _holders(self._entity_index, self._entity_key(descriptor))
-        return bool(holders) and self._matters_naming(descriptor, holders) >= 1
+        holders = _holders(self._entity_index, self._entity_key(shared))
+        return bool(holders) and self._matters_naming(shared, holders) >= 1
 
     def _matched_length(self, entity: str, matter: _Matter, placed: bool) -> int:
         """The length of the shortest of the matter's names the complaint's ``entity`` matches
