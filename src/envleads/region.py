@@ -39,20 +39,17 @@ procedure.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import re
 from collections import defaultdict
 from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
-
-from pypinyin import Style, pinyin
 
 from envleads.config import ConfigError, data_path, load_json_config
 from envleads.divisions import (CITY, COUNTY, MUNICIPALITY_CODES, PROVINCE, DivisionTable, TownshipTable,
                                  load_divisions, load_townships)
 from envleads.records import RegionResolution
 from envleads.region_gazetteer import ALIASES_FILE, TOWNS_FILE, Gazetteer
-from envleads.text import normalise as _normalise, shared_tokenizer
+from envleads.text import char_readings, normalise as _normalise, shared_tokenizer
 
 ROLES_FILE = "region_roles.json"
 
@@ -67,16 +64,10 @@ def _char_class(chars: Iterable[str]) -> str:
     return "[" + "".join(re.escape(char) for char in sorted(set(chars))) + "]"
 
 
-@functools.lru_cache(maxsize=4096)
-def _sounds(char: str) -> frozenset:
-    """Every toneless reading of one character (瓷 and 磁 share ci)."""
-    return frozenset(pinyin(char, style=Style.NORMAL, heteronym=True)[0])
-
-
 def _one_homophone_apart(name: str, written: str) -> bool:
     """True when ``written`` is ``name`` with exactly one character replaced by one of the same sound."""
     differ = [(a, b) for a, b in zip(name, written) if a != b]
-    return len(differ) == 1 and bool(_sounds(differ[0][0]) & _sounds(differ[0][1]))
+    return len(differ) == 1 and bool(char_readings(differ[0][0]) & char_readings(differ[0][1]))
 
 
 def _holds_in(tokens: Iterable[str], start: int, end: int) -> bool:

@@ -11,13 +11,14 @@ from typing import Callable, Collection, Dict, List, NamedTuple, Optional, Seque
 
 import ahocorasick
 import numpy as np
-from pypinyin import Style, lazy_pinyin, pinyin
+from pypinyin import lazy_pinyin
 
 from envleads.config import cached_per_config
 from envleads.divisions import MUNICIPALITY_CODES
 from envleads.repeats_config import DESCRIPTOR_CLASS, EntityClass, RepeatConfig, default_config
 from envleads.repeats_text import (_EMPTY_SLOT, _SEPARATOR, _canonical, _entity_text, _trim, normalise_text,
                                    shingle_hashes, text_sketch)
+from envleads.text import char_readings
 
 UNKNOWN_BLOCK = "unknown"
 
@@ -575,7 +576,7 @@ def trade_name_keys(name: str) -> Tuple[str, ...]:
     """Index keys of a trade name: the sounds of its first two characters in every reading
     ("xin|sheng", "xin|cheng" for 鑫晟), so that a report writing it by ear (鑫盛) is found under
     one of them."""
-    first, second = _char_readings(name[0]), _char_readings(name[1])
+    first, second = char_readings(name[0]), char_readings(name[1])
     return tuple(sorted(f"{a}|{b}" for a in first for b in second))
 
 
@@ -628,14 +629,6 @@ def _is_han(ch: str) -> bool:
     return "\u4e00" <= ch <= "\u9fff"
 
 
-@lru_cache(maxsize=20_000)
-def _char_readings(ch: str) -> frozenset:
-    """Every toneless reading of a character (长: chang, zhang); a non-Chinese character is itself."""
-    if not _is_han(ch):
-        return frozenset((ch,))
-    return frozenset(pinyin(ch, style=Style.NORMAL, heteronym=True, errors="default")[0])
-
-
 def _sounds_alike(window: str, name: str) -> bool:
     """Whether ``window`` is ``name`` written by ear: one character other than the name's (鑫盛 /
     鑫晟, 齐长 / 齐昌), of a reading of the name's character at its place. Two characters that
@@ -643,7 +636,7 @@ def _sounds_alike(window: str, name: str) -> bool:
     others = [(a, b) for a, b in zip(window, name) if a != b]
     # the written character's usual reading is one of the name's character's (盛 sheng: 晟 cheng
     # or sheng); a rare reading of the written one (泵: liu) is not how anyone hears it
-    return len(others) == 1 and sound(others[0][0])[0] in _char_readings(others[0][1])
+    return len(others) == 1 and sound(others[0][0])[0] in char_readings(others[0][1])
 
 
 def trade_name_said(text: str, name: str, config: RepeatConfig,

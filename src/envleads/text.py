@@ -26,6 +26,7 @@ from typing import Callable, FrozenSet, List, NamedTuple, Optional, Tuple
 
 import jieba
 import numpy as np
+from pypinyin import Style, pinyin
 
 from envleads.config import ConfigError, data_path
 
@@ -386,3 +387,13 @@ def shared_tokenizer() -> Segmenter:
             if _SHARED_TOKENIZER is None:
                 _SHARED_TOKENIZER = build_tokenizer()
     return _SHARED_TOKENIZER
+
+
+@lru_cache(maxsize=20_000)
+def char_readings(ch: str) -> FrozenSet[str]:
+    """Every toneless reading of a character (长: chang, zhang; 瓷 and 磁 share ci); a non-Chinese
+    character is itself. Names reach the hotline by ear: repeat detection and region resolution
+    compare names written with one character of the same sound."""
+    if not "\u4e00" <= ch <= "\u9fff":
+        return frozenset((ch,))
+    return frozenset(pinyin(ch, style=Style.NORMAL, heteronym=True, errors="default")[0])
