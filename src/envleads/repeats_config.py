@@ -59,6 +59,13 @@ class EntityClass(NamedTuple):
     # the class of the same name written in full, suffix included ("estate:裕西花园" beside
     # "compound:裕西"): across cities, 裕西小区 and 裕西花园 are two places
     full_name_class: str = ""
+    # words after a suffix that say a spot beside the place ("陷泥河边上", "子牙河大堤"): the
+    # place is named whatever ``not_followed_by`` bans after its suffix
+    sides: Tuple[str, ...] = ()
+    # suffixes after which a one-character name is a name ("细河", "祊河"), unless that character
+    # is in ``single_char_stop`` (小河, 内河: a kind or a phrase, not a name)
+    single_char_suffixes: Tuple[str, ...] = ()
+    single_char_stop: str = ""
 
 
 @dataclass(frozen=True)
@@ -280,6 +287,9 @@ def _entity_classes(path: str, specs: Mapping[str, Any]) -> List[EntityClass]:
             trades=bool(spec.get("trades", False)),
             kind_suffixes=frozenset(s.lower() for s in spec.get("kind_suffixes", ())),
             full_name_class=str(spec.get("full_name_class", "")),
+            sides=tuple(sorted(spec.get("sides", ()), key=len, reverse=True)),
+            single_char_suffixes=tuple(spec.get("single_char_suffixes", ())),
+            single_char_stop=str(spec.get("single_char_stop", "")),
             # longest first so that 有限公司 wins over 公司
             suffixes=tuple(sorted((s.lower() for s in _need(path, spec, "suffixes", f"entities.classes.{name}.")),
                                   key=len, reverse=True))))

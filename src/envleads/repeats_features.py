@@ -158,12 +158,16 @@ def _entities_at(norm: str, config: RepeatConfig) -> List[Tuple[int, str]]:
     for end in sorted(longest):
         pos, suffix, cls = longest[end]
         banned = config.not_followed_by.get(suffix, "")
+        beside = False
         if banned and end < len(norm) and norm[end] in banned:
-            continue
+            beside = norm.startswith(cls.sides, end)
+            if not beside:
+                continue
         core = _core_before(norm, pos, config, cls.trades)
-        if core is None:
-            continue
-        if len(core) < cls.min_core_chars or core in config.generic_cores or "某" in core:
+        if core is None or beside and len(core) > 1 and (core in _ordinary_words() or core[-2:] in _ordinary_words()):
+            continue  # "村东头河边", "汛期河堤", "下雨前后河里": the sentence before 河边, not a river's name
+        if len(core) < cls.min_core_chars and not _single_char_name(core, suffix, cls) \
+                or core in config.generic_cores or "某" in core:
             continue  # "某化工厂": the writer withholds the name, so it names a kind, not a party
         if core[0] in config.phrase_initial or core[-1] + suffix[0] in config.bound_words \
                 or core.startswith(config.phrase_starts):
@@ -189,6 +193,12 @@ def _entities_at(norm: str, config: RepeatConfig) -> List[Tuple[int, str]]:
     return found
 
 
+def _single_char_name(core: str, suffix: str, cls: EntityClass) -> bool:
+    """Whether a one-character core is a name of its class: rivers are named so (细河, 祊河, 乌河),
+    unless the character says a kind or a direction (小河, 内河, 东河 of a village's east)."""
+    return len(core) == 1 and suffix in cls.single_char_suffixes and core not in cls.single_char_stop
+
+
 def _kind_only(name: str, cls: EntityClass, config: RepeatConfig) -> bool:
     """Whether a name is only a kind of source with its suffix ("烧烤店", "化工厂"): what is left
     once a suffix of its class and its trades are taken off is a trade or nothing."""
@@ -197,6 +207,13 @@ def _kind_only(name: str, cls: EntityClass, config: RepeatConfig) -> bool:
             inner = _strip_category(name[:-len(suffix)], config)[0]
             return inner in config.category_words or inner in config.generic_cores
     return False
+
+
+@lru_cache(maxsize=1)
+def _ordinary_words() -> frozenset:
+    """jieba's dictionary words that are not proper names (tags other than ns, nr, nz, nt): before
+    a suffix and a side word (河边, 河堤) such a word (东头, 汛期, 推进) is part of the sentence."""
+    return _dictionary_words(lambda word, frequency, tag: tag not in ("ns", "nr", "nz", "nt"))
 
 
 @cached_per_config
