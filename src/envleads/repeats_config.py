@@ -26,6 +26,8 @@ class Descriptors(NamedTuple):
     max_per_complaint: int = 8
     # class -> the trade its names are of whatever their words ("江南府" of class site: 工地)
     class_trades: Mapping[str, str] = {}
+    # words just before a trade word that say the source is not of it ("不是铸造厂的味道")
+    negations: Tuple[str, ...] = ()
 
 
 class TradeNames(NamedTuple):
@@ -263,7 +265,8 @@ def _descriptors(path: str, spec: Mapping[str, Any], classes: List[EntityClass])
     class_trades = {name: words.get(str(word).lower(), str(word).lower())
                     for name, word in spec.get("class_trades", {}).items()}
     return Descriptors(area_classes=areas, words=words, class_trades=class_trades,
-                       max_per_complaint=max(1, int(spec.get("max_per_complaint", 8))))
+                       max_per_complaint=max(1, int(spec.get("max_per_complaint", 8))),
+                       negations=tuple(spec.get("negations", ())))
 
 
 def _need(path: str, mapping: Mapping[str, Any], key: str, where: str) -> Any:

@@ -493,9 +493,21 @@ def descriptors(text: str, entities: Sequence[str], config: RepeatConfig,
         if trades:
             break
     if not trades:
-        trades = {trade for _, trade in _descriptor_automaton(config).iter(_entity_text(text, True))}
+        trades = _trades_said(_entity_text(text, True), config)
     found = sorted(f"{DESCRIPTOR_CLASS}:{trade}@{area}" for trade in trades for area in areas)
     return found if len(found) <= spec.max_per_complaint else []
+
+
+def _trades_said(norm: str, config: RepeatConfig) -> set:
+    """The descriptor trades a (normalised) text names, but those it denies just before ("不是铸造厂
+    的味道", "不是排档那家": the writer says which neighbour the source is not)."""
+    spec = config.descriptors
+    trades = set()
+    for last, trade in _descriptor_automaton(config).iter(norm):
+        start = last + 1 - max(len(w) for w, t in spec.words.items() if t == trade and norm.endswith(w, 0, last + 1))
+        if not any(neg in norm[max(0, start - 4):start] for neg in spec.negations):
+            trades.add(trade)
+    return trades
 
 
 # --------------------------------------------------------------------------------------------
