@@ -107,6 +107,10 @@ class RepeatConfig:
     address_role: str = "location"
     common_word_min_frequency: int = 0  # 0: no dictionary check
     common_word_tags: frozenset = frozenset()
+    # jieba words (of at least this frequency, of no proper-name tag) that are no place's name
+    # before a side word ("东头" of 村东头河边): ``entities.ordinary_words``
+    ordinary_word_min_frequency: int = 0  # 0: no dictionary check
+    proper_name_tags: frozenset = frozenset()
     boilerplate: Tuple[str, ...] = ()
     bound_words: frozenset = frozenset()
     phrase_initial: str = ""
@@ -197,6 +201,8 @@ def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
         address_role=str(address.get("role", "location")),
         common_word_min_frequency=int(entities.get("common_words", {}).get("min_frequency", 0)),
         common_word_tags=frozenset(entities.get("common_words", {}).get("tags", ())),
+        ordinary_word_min_frequency=int(entities.get("ordinary_words", {}).get("min_frequency", 0)),
+        proper_name_tags=frozenset(entities.get("ordinary_words", {}).get("proper_name_tags", ())),
         not_complaint_titles=tuple(normalise_text(p) for p in doc.get("not_complaint_titles", []) if p),
         pollution_words=tuple(normalise_text(p) for p in doc.get("pollution_words", []) if p),
         boilerplate=tuple(sorted((normalise_text(p) for p in doc.get("boilerplate", []) if p), key=len, reverse=True)),

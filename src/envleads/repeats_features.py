@@ -164,7 +164,7 @@ def _entities_at(norm: str, config: RepeatConfig) -> List[Tuple[int, str]]:
             if not beside:
                 continue
         core = _core_before(norm, pos, config, cls.trades)
-        if core is None or beside and len(core) > 1 and (core in _ordinary_words() or core[-2:] in _ordinary_words()):
+        if core is None or beside and _ends_in_ordinary_word(core, config):
             continue  # "村东头河边", "汛期河堤", "下雨前后河里": the sentence before 河边, not a river's name
         if len(core) < cls.min_core_chars and not _single_char_name(core, suffix, cls) \
                 or core in config.generic_cores or "某" in core:
@@ -209,11 +209,21 @@ def _kind_only(name: str, cls: EntityClass, config: RepeatConfig) -> bool:
     return False
 
 
-@lru_cache(maxsize=1)
-def _ordinary_words() -> frozenset:
-    """jieba's dictionary words that are not proper names (tags other than ns, nr, nz, nt): before
-    a suffix and a side word (河边, 河堤) such a word (东头, 汛期, 推进) is part of the sentence."""
-    return _dictionary_words(lambda word, frequency, tag: tag not in ("ns", "nr", "nz", "nt"))
+def _ends_in_ordinary_word(core: str, config: RepeatConfig) -> bool:
+    """Whether a name of two characters or more is, or ends in, a word of the sentence (东头, 汛期,
+    前后 of 下雨前后): before a suffix and a side word (河边, 河堤) it is no place's name."""
+    words = _ordinary_words(config)
+    return len(core) > 1 and (core in words or core[-2:] in words)
+
+
+@cached_per_config
+def _ordinary_words(config: RepeatConfig) -> frozenset:
+    """jieba's dictionary words of two to four characters, of ``entities.ordinary_words.min_frequency``
+    or more, with no proper-name tag (``proper_name_tags``: places, persons, organisations)."""
+    if config.ordinary_word_min_frequency <= 0:
+        return frozenset()
+    return _dictionary_words(lambda word, frequency, tag: 2 <= len(word) <= 4 and tag not in config.proper_name_tags
+                             and frequency >= config.ordinary_word_min_frequency)
 
 
 @cached_per_config
@@ -504,9 +514,12 @@ def _trades_said(norm: str, config: RepeatConfig) -> set:
     spec = config.descriptors
     trades = set()
     for last, trade in _descriptor_automaton(config).iter(norm):
-        start = last + 1 - max(len(w) for w, t in spec.words.items() if t == trade and norm.endswith(w, 0, last + 1))
-        if not any(neg in norm[max(0, start - 4):start] for neg in spec.negations):
-            trades.add(trade)
+        if spec.negations:
+            start = last + 1 - max(len(w) for w, t in spec.words.items()
+                                   if t == trade and norm.endswith(w, 0, last + 1))
+            if any(negation in norm[max(0, start - 4):start] for negation in spec.negations):
+                continue
+        trades.add(trade)
     return trades
 
 
