@@ -26,6 +26,8 @@ class Descriptors(NamedTuple):
     max_per_complaint: int = 8
     # class -> the trade its names are of whatever their words ("江南府" of class site: 工地)
     class_trades: Mapping[str, str] = {}
+    # words just before a trade word that say the source is not of it ("不是铸造厂的味道")
+    negations: Tuple[str, ...] = ()
 
 
 class TradeNames(NamedTuple):
@@ -59,6 +61,13 @@ class EntityClass(NamedTuple):
     # the class of the same name written in full, suffix included ("estate:裕西花园" beside
     # "compound:裕西"): across cities, 裕西小区 and 裕西花园 are two places
     full_name_class: str = ""
+    # words after a suffix that say a spot beside the place ("陷泥河边上", "子牙河大堤"): the
+    # place is named whatever ``not_followed_by`` bans after its suffix
+    sides: Tuple[str, ...] = ()
+    # suffixes after which a one-character name is a name ("细河", "祊河"), unless that character
+    # is in ``single_char_stop`` (小河, 内河: a kind or a phrase, not a name)
+    single_char_suffixes: Tuple[str, ...] = ()
+    single_char_stop: str = ""
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,10 @@ class RepeatConfig:
     address_role: str = "location"
     common_word_min_frequency: int = 0  # 0: no dictionary check
     common_word_tags: frozenset = frozenset()
+    # jieba words (of at least this frequency, of no proper-name tag) that are no place's name
+    # before a side word ("东头" of 村东头河边): ``entities.ordinary_words``
+    ordinary_word_min_frequency: int = 0  # 0: no dictionary check
+    proper_name_tags: frozenset = frozenset()
     boilerplate: Tuple[str, ...] = ()
     bound_words: frozenset = frozenset()
     phrase_initial: str = ""
@@ -188,6 +201,8 @@ def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
         address_role=str(address.get("role", "location")),
         common_word_min_frequency=int(entities.get("common_words", {}).get("min_frequency", 0)),
         common_word_tags=frozenset(entities.get("common_words", {}).get("tags", ())),
+        ordinary_word_min_frequency=int(entities.get("ordinary_words", {}).get("min_frequency", 0)),
+        proper_name_tags=frozenset(entities.get("ordinary_words", {}).get("proper_name_tags", ())),
         not_complaint_titles=tuple(normalise_text(p) for p in doc.get("not_complaint_titles", []) if p),
         pollution_words=tuple(normalise_text(p) for p in doc.get("pollution_words", []) if p),
         boilerplate=tuple(sorted((normalise_text(p) for p in doc.get("boilerplate", []) if p), key=len, reverse=True)),
@@ -256,7 +271,8 @@ def _descriptors(path: str, spec: Mapping[str, Any], classes: List[EntityClass])
     class_trades = {name: words.get(str(word).lower(), str(word).lower())
                     for name, word in spec.get("class_trades", {}).items()}
     return Descriptors(area_classes=areas, words=words, class_trades=class_trades,
-                       max_per_complaint=max(1, int(spec.get("max_per_complaint", 8))))
+                       max_per_complaint=max(1, int(spec.get("max_per_complaint", 8))),
+                       negations=tuple(spec.get("negations", ())))
 
 
 def _need(path: str, mapping: Mapping[str, Any], key: str, where: str) -> Any:
@@ -280,6 +296,9 @@ def _entity_classes(path: str, specs: Mapping[str, Any]) -> List[EntityClass]:
             trades=bool(spec.get("trades", False)),
             kind_suffixes=frozenset(s.lower() for s in spec.get("kind_suffixes", ())),
             full_name_class=str(spec.get("full_name_class", "")),
+            sides=tuple(sorted(spec.get("sides", ()), key=len, reverse=True)),
+            single_char_suffixes=tuple(spec.get("single_char_suffixes", ())),
+            single_char_stop=str(spec.get("single_char_stop", "")),
             # longest first so that 有限公司 wins over 公司
             suffixes=tuple(sorted((s.lower() for s in _need(path, spec, "suffixes", f"entities.classes.{name}.")),
                                   key=len, reverse=True))))

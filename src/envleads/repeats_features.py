@@ -158,12 +158,16 @@ def _entities_at(norm: str, config: RepeatConfig) -> List[Tuple[int, str]]:
     for end in sorted(longest):
         pos, suffix, cls = longest[end]
         banned = config.not_followed_by.get(suffix, "")
+        beside = False
         if banned and end < len(norm) and norm[end] in banned:
-            continue
+            beside = norm.startswith(cls.sides, end)
+            if not beside:
+                continue
         core = _core_before(norm, pos, config, cls.trades)
-        if core is None:
-            continue
-        if len(core) < cls.min_core_chars or core in config.generic_cores or "某" in core:
+        if core is None or beside and _ends_in_ordinary_word(core, config):
+            continue  # "村东头河边", "汛期河堤", "下雨前后河里": the sentence before 河边, not a river's name
+        if len(core) < cls.min_core_chars and not _single_char_name(core, suffix, cls) \
+                or core in config.generic_cores or "某" in core:
             continue  # "某化工厂": the writer withholds the name, so it names a kind, not a party
         if core[0] in config.phrase_initial or core[-1] + suffix[0] in config.bound_words \
                 or core.startswith(config.phrase_starts):
@@ -189,6 +193,12 @@ def _entities_at(norm: str, config: RepeatConfig) -> List[Tuple[int, str]]:
     return found
 
 
+def _single_char_name(core: str, suffix: str, cls: EntityClass) -> bool:
+    """Whether a one-character core is a name of its class: rivers are named so (细河, 祊河, 乌河),
+    unless the character says a kind or a direction (小河, 内河, 东河 of a village's east)."""
+    return len(core) == 1 and suffix in cls.single_char_suffixes and core not in cls.single_char_stop
+
+
 def _kind_only(name: str, cls: EntityClass, config: RepeatConfig) -> bool:
     """Whether a name is only a kind of source with its suffix ("烧烤店", "化工厂"): what is left
     once a suffix of its class and its trades are taken off is a trade or nothing."""
@@ -197,6 +207,23 @@ def _kind_only(name: str, cls: EntityClass, config: RepeatConfig) -> bool:
             inner = _strip_category(name[:-len(suffix)], config)[0]
             return inner in config.category_words or inner in config.generic_cores
     return False
+
+
+def _ends_in_ordinary_word(core: str, config: RepeatConfig) -> bool:
+    """Whether a name of two characters or more is, or ends in, a word of the sentence (东头, 汛期,
+    前后 of 下雨前后): before a suffix and a side word (河边, 河堤) it is no place's name."""
+    words = _ordinary_words(config)
+    return len(core) > 1 and (core in words or core[-2:] in words)
+
+
+@cached_per_config
+def _ordinary_words(config: RepeatConfig) -> frozenset:
+    """jieba's dictionary words of two to four characters, of ``entities.ordinary_words.min_frequency``
+    or more, with no proper-name tag (``proper_name_tags``: places, persons, organisations)."""
+    if config.ordinary_word_min_frequency <= 0:
+        return frozenset()
+    return _dictionary_words(lambda word, frequency, tag: 2 <= len(word) <= 4 and tag not in config.proper_name_tags
+                             and frequency >= config.ordinary_word_min_frequency)
 
 
 @cached_per_config
@@ -476,9 +503,24 @@ def descriptors(text: str, entities: Sequence[str], config: RepeatConfig,
         if trades:
             break
     if not trades:
-        trades = {trade for _, trade in _descriptor_automaton(config).iter(_entity_text(text, True))}
+        trades = _trades_said(_entity_text(text, True), config)
     found = sorted(f"{DESCRIPTOR_CLASS}:{trade}@{area}" for trade in trades for area in areas)
     return found if len(found) <= spec.max_per_complaint else []
+
+
+def _trades_said(norm: str, config: RepeatConfig) -> set:
+    """The descriptor trades a (normalised) text names, but those it denies just before ("不是铸造厂
+    的味道", "不是排档那家": the writer says which neighbour the source is not)."""
+    spec = config.descriptors
+    trades = set()
+    for last, trade in _descriptor_automaton(config).iter(norm):
+        if spec.negations:
+            start = last + 1 - max(len(w) for w, t in spec.words.items()
+                                   if t == trade and norm.endswith(w, 0, last + 1))
+            if any(negation in norm[max(0, start - 4):start] for negation in spec.negations):
+                continue
+        trades.add(trade)
+    return trades
 
 
 # --------------------------------------------------------------------------------------------
