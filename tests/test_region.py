@@ -505,9 +505,10 @@ def test_roles_file_is_versioned(resolver):
 def test_name_with_one_confusable_character(resolver):
     assert code(resolver, "陨阳区一处石料厂粉尘很大。") == "420304"  # 郧阳区
     assert code(resolver, "琢州市一家家具厂喷漆。") == "130681"  # 涿州市
-    # without its suffix only right after its province or city
+    # without its suffix right after its province or city, or where a unique bare county name
+    # counts (at a boundary before 一家: test_confusable_bare_name_counts_like_a_unique_county_name)
     assert code(resolver, "河北琢州一家家具厂喷漆。") == "130681"
-    assert code(resolver, "琢州一家家具厂喷漆。") is None
+    assert code(resolver, "听说琢州那个事了吗？") is None
 
 
 def test_confusable_variants_are_never_real_names(resolver):
@@ -871,3 +872,64 @@ def test_more_words_of_home_head_office_and_site(resolver, text, expected):
 def test_two_character_district_name_counts_inside_its_settled_city_only(resolver):
     assert code(resolver, "城区一家饭店油烟直排，晋城市城管部门已介入。") == "140502"
     assert code(resolver, "城区一家饭店油烟直排，听说品清湖那边也有。") is None  # no city settled
+
+
+# -- writer p's classes (issue 23, dev_wp): passages written for these tests ---------------------
+
+@pytest.mark.parametrize("text, expected", [
+    ("盱胎县城郊一家酒厂的酒糟堆在路边发臭。", "320830"),  # 盱眙县
+    ("务源县城边一个竹木加工厂烧锯末冒烟。", "361130"),  # 婺源县
+    ("夹县一家翻砂厂粉尘大，庄稼叶子都是灰。", "410425"),  # 郏县
+    ("袖岩县一个玉石加工点的泥浆水排进河里。", "210323"),  # 岫岩(满族自治)县
+])
+def test_more_confusable_characters_with_their_suffix(resolver, text, expected):
+    assert code(resolver, text) == expected
+
+
+def test_confusable_bare_name_counts_like_a_unique_county_name(resolver):
+    assert code(resolver, "荧阳一家铝厂夜里冒白烟。") == "410182"  # 荥阳市
+    assert code(resolver, "担州有个砖厂天天冒烟。") == "460400"  # 儋州市, a city without counties
+    assert code(resolver, "我叫荣阳，一家人住在这里。") is None
+
+
+def test_unique_county_name_before_you_jia_or_over_there(resolver):
+    assert code(resolver, "醴陵有家瓷厂窑烟很大。") == "430281"
+    assert code(resolver, "揭西那边的小石材作坊污水横流。") == "445222"
+    assert code(resolver, "定海那边有人反映过这个事。") is None  # 那边 alone is still no place
+
+
+def test_person_called_by_a_place_name_after_a_surname_or_him(resolver):
+    assert code(resolver, "厂长叫王宜宾，他的厂往江里排废水。") is None
+    assert code(resolver, "工友们都叫他常州哥，他那个厂天天冒烟。") is None
+
+
+def test_river_across_cities_settles_the_district_that_lies_along_it(resolver):
+    assert code(resolver, "市中区沱江边一家屠宰场污水直排。") == "511002"  # Neijiang's, not Leshan's
+    assert code(resolver, "西安区东辽河大桥下面有人倒垃圾。") == "220403"  # Liaoyuan's, not Mudanjiang's
+    assert code(resolver, "市中区一家屠宰场污水直排。") is None
+
+
+def test_river_named_after_a_city_is_a_cue_for_it(resolver):
+    assert code(resolver, "西安区牡丹江江畔一家洗浴中心的污水直接排进江里。") == "231005"
+
+
+def test_landmarks_of_more_cities_with_same_named_districts(resolver):
+    assert code(resolver, "通州区城市副中心一处工地夜间施工噪音扰民。") == "110112"
+    assert code(resolver, "南山区深南大道边一个工地夜里打桩。") == "440305"
+    assert code(resolver, "南山区一个工地夜里打桩。") is None
+
+
+def test_taiwan_settles_its_province(resolver):
+    assert code(resolver, "台湾大安区的一间染整厂废水未经处理。") == "710000"  # Taipei's and Taichung's
+    assert code(resolver, "台湾中山区一家工厂被指排放废气。") == "710109"  # Dalian's is the other one
+    assert code(resolver, "中山区一家工厂被指排放废气。") is None
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("处罚决定书：当事人住所地江苏省南京市鼓楼区，违法行为发生地苏州市吴江区，当事人擅自排放废水。", "320509"),
+    ("投诉：浙江省嘉善县一家五金厂酸洗废水偷排，该厂母公司位于上海市松江区。", "330421"),
+    ("福建省晋江市一家鞋厂烟囱冒黑烟，其办公室设在泉州市丰泽区。", "350582"),
+    ("江苏省仪征市一家化工厂的废水顺着河流到了安徽天长市境内。", "321081"),  # downstream
+])
+def test_domicile_parent_company_office_and_downstream_give_way_to_the_site(resolver, text, expected):
+    assert code(resolver, text) == expected

@@ -107,7 +107,7 @@ class _Kinds(NamedTuple):
     strongest: str  # the kind of the strongest entry
     bare: bool  # every entry is a short form or a word
     weak_alone: bool  # bare county names and names in organisations are weak alone: 资源, 公安, 通道
-    bare_county: bool  # some entry is a bare county name
+    bare_county: bool  # some entry is a bare county name, or one with a confusable character (荧阳)
 
 
 _WEAK_KINDS = frozenset({"bare_county", "organisation", "common_word", "variant_bare"})
@@ -117,7 +117,8 @@ _BARE_KINDS = _WEAK_KINDS | {"bare_province", "bare_city", "province_region", "a
 def _kinds(entries: Dict[str, Tuple[float, str]]) -> _Kinds:
     """The :class:`_Kinds` of one alias's entries (adcode -> (weight, kind))."""
     kinds = {kind for _, kind in entries.values()}
-    return _Kinds(max(entries.values())[1], kinds <= _BARE_KINDS, kinds <= _WEAK_KINDS, "bare_county" in kinds)
+    return _Kinds(max(entries.values())[1], kinds <= _BARE_KINDS, kinds <= _WEAK_KINDS,
+                  bool(kinds & {"bare_county", "variant_bare"}))
 
 
 class RegionResolver(Gazetteer):
@@ -343,11 +344,13 @@ class RegionResolver(Gazetteer):
         return found
 
     def _person(self, text: str, start: int, end: int) -> bool:
-        """True when the name at ``text[start:end]`` is a person's (一个叫江宁的人, 张天津师傅)."""
+        """True when the name at ``text[start:end]`` is a person's (一个叫江宁的人, 张天津师傅, 老板叫李东营)."""
         if self._re["before_person"].search(text[max(0, start - 3):start]):
             return True
-        return (start > 0 and text[start - 1] in self._surnames
-                and bool(self._re["after_person"].match(text[end:end + 3])))
+        if start == 0 or text[start - 1] not in self._surnames:
+            return False
+        return bool(self._re["after_person"].match(text[end:end + 3])
+                    or self._re["before_person"].search(text[max(0, start - 4):start - 1]))
 
     def _plain_bare_name(self, text: str, start: int, surface: str) -> bool:
         """True for a bare county name of one division that is seldom any word (阆中, 沭阳), at the
@@ -360,11 +363,12 @@ class RegionResolver(Gazetteer):
     def _cue(self, text: str, start: int, piece: str, scale: float) -> _Mention:
         """A place cue's mention: weak (it only helps to choose), unless it is a landmark that lies
         in one city and names it alone (滇池, 黄浦江) and is no comparison (像滇池那样): then it
-        is a sure, light vote for that city."""
+        is a sure, light vote for that city. A river across cities (沱江) supports each of them."""
         before = text[max(0, start - 3):start]
         alone = piece in self._landmarks and not self._re["before_comparison"].search(before)
         kind = "landmark" if alone else "cue"
-        return _Mention(start, start + len(piece), piece, {self._cues[piece]: self._weights[kind] * scale},
+        weight = self._weights[kind] * scale
+        return _Mention(start, start + len(piece), piece, {code: weight for code in self._cues[piece]},
                         kind, kind == "cue")
 
     def _longest_names(self, text: str) -> List[Tuple[int, int]]:
