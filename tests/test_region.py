@@ -886,6 +886,21 @@ def test_more_confusable_characters_with_their_suffix(resolver, text, expected):
     assert code(resolver, text) == expected
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("颖上县一家造纸厂往河里排黑水。", "341226"),  # 颍上县
+    ("翁安县城边一个磷化工厂冒黄烟。", "522725"),  # 瓮安县
+    ("稿城区一家饲料厂粉尘大。", "130109"),  # 藁城区
+    ("沐阳一家板材厂半夜喷漆，味道刺鼻。", "321322"),  # 沭阳县, bare
+    ("瞿州有家皮革厂臭气熏天。", "330800"),  # 衢州市, bare
+])
+def test_common_miswritings_of_place_name_characters(resolver, text, expected):
+    assert code(resolver, text) == expected
+
+
+def test_unique_county_name_before_a_family_is_no_place(resolver):
+    assert code(resolver, "桐庐一家人去年搬走了。") is None  # 一家人: a family, not a firm
+
+
 def test_confusable_bare_name_counts_like_a_unique_county_name(resolver):
     assert code(resolver, "荧阳一家铝厂夜里冒白烟。") == "410182"  # 荥阳市
     assert code(resolver, "担州有个砖厂天天冒烟。") == "460400"  # 儋州市, a city without counties
