@@ -932,6 +932,8 @@ def test_landmarks_of_more_cities_with_same_named_districts(resolver):
     assert code(resolver, "通州区城市副中心一处工地夜间施工噪音扰民。") == "110112"
     assert code(resolver, "南山区深南大道边一个工地夜里打桩。") == "440305"
     assert code(resolver, "南山区一个工地夜里打桩。") is None
+    assert code(resolver, "朝阳区红旗街一家烧烤店油烟扰民。") == "220104"  # Changchun's
+    assert code(resolver, "铁东区二龙湖边上有人烧荒。") == "220303"  # Siping's, not Anshan's
 
 
 def test_taiwan_settles_its_province(resolver):
