@@ -947,6 +947,16 @@ def test_taiwan_settles_its_province(resolver):
     ("投诉：浙江省嘉善县一家五金厂酸洗废水偷排，该厂母公司位于上海市松江区。", "330421"),
     ("福建省晋江市一家鞋厂烟囱冒黑烟，其办公室设在泉州市丰泽区。", "350582"),
     ("江苏省仪征市一家化工厂的废水顺着河流到了安徽天长市境内。", "321081"),  # downstream
+    ("一辆从安徽滁州运来的槽罐车在南京市浦口区偷倒废液。", "320111"),  # where the waste came from
+    ("浦口区一处荒地被倾倒废液，槽罐车来自安徽省滁州市。", "320111"),
+    ("举报人户籍所在地为河南省周口市川汇区，现举报江苏省昆山市一家电镀厂偷排。", "320583"),
+    ("这家公司登记在深圳市南山区，实际在东莞市塘厦镇生产。", "441900"),
+    ("我是湖南省长沙市岳麓区人，现在广东省佛山市顺德区一家厂旁边住，河被染黑了。", "440606"),  # origin
 ])
 def test_domicile_parent_company_office_and_downstream_give_way_to_the_site(resolver, text, expected):
     assert code(resolver, text) == expected
+
+
+def test_a_people_s_government_or_a_personnel_bureau_is_no_place_of_origin(resolver):
+    assert code(resolver, "湖南省长沙市人民政府办公厅转来投诉，长沙县一家沥青站烟气扰民。") == "430121"
+    assert code(resolver, "文登市人事局旁边一家饭店油烟扰民。") == "371003"
