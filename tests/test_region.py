@@ -913,6 +913,19 @@ def test_unique_county_name_before_you_jia_or_over_there(resolver):
     assert code(resolver, "定海那边有人反映过这个事。") is None  # 那边 alone is still no place
 
 
+def test_plain_county_name_before_this_or_several_works_and_stone_works(resolver):
+    assert code(resolver, "揭西这家石材厂污水横流。") == "445222"
+    assert code(resolver, "揭西几家石材厂污水横流。") == "445222"
+    assert code(resolver, "揭西的石材厂污水横流。") == "445222"
+    assert code(resolver, "阆中那块有个养猪场臭得很。") == "511381"
+    assert code(resolver, "太湖石很贵，院子里摆了好几块。") is None  # a stone, no place
+
+
+def test_county_name_before_its_outskirts_or_town_is_a_locative(resolver):
+    assert code(resolver, "醴陵城郊有个瓷厂烟很大。") == "430281"
+    assert code(resolver, "醴陵城里有家饭店油烟大。") == "430281"
+
+
 def test_person_called_by_a_place_name_after_a_surname_or_him(resolver):
     assert code(resolver, "厂长叫王宜宾，他的厂往江里排废水。") is None
     assert code(resolver, "工友们都叫他常州哥，他那个厂天天冒烟。") is None
