@@ -949,6 +949,12 @@ def test_landmarks_of_more_cities_with_same_named_districts(resolver):
     assert code(resolver, "铁东区二龙湖边上有人烧荒。") == "220303"  # Siping's, not Anshan's
 
 
+@needs_townships
+def test_township_without_suffix_settles_a_common_word_district(resolver):
+    assert code(resolver, "新城区韩森寨一家饭店油烟大。") == "610102"  # Xi'an's, not Hohhot's
+    assert code(resolver, "新城区一家饭店油烟大。") is None
+
+
 def test_taiwan_settles_its_province(resolver):
     assert code(resolver, "台湾大安区的一间染整厂废水未经处理。") == "710000"  # Taipei's and Taichung's
     assert code(resolver, "台湾中山区一家工厂被指排放废气。") == "710109"  # Dalian's is the other one

@@ -666,7 +666,8 @@ class RegionResolver(Gazetteer):
                                found)
         if all(mention.needs_support for mention in mentions):
             return (self._by_town(towns, None, 1.0, [], jurisdiction_adcode)
-                    or self._common_full_by_cue(mentions) or self._empty())
+                    or self._common_full_by_cue(mentions) or self._common_full_by_town(body, mentions)
+                    or self._empty())
         helper = []
         if jurisdiction_adcode and jurisdiction_adcode in self._divisions:
             helper = [_Mention(-1, -1, "", {jurisdiction_adcode: self._weights["jurisdiction"]},
@@ -741,6 +742,19 @@ class RegionResolver(Gazetteer):
         if len(agreed) != 1:
             return None
         return self._resolution(agreed.pop(), round(0.5 + 0.5 * self._weights["cue"], 2), mentions)
+
+    def _common_full_by_town(self, text: str, mentions: List[_Mention]) -> Optional[RegionResolution]:
+        """A township written without its suffix (韩森寨) that lies in one division of a common-word
+        full name (新城区: Xi'an's and Hohhot's) settles it, as it does a same-named district that
+        is no common word (朝阳区 ... 三里屯). One such name only, and nothing sure named."""
+        common = [m for m in mentions if m.kind == "common_word" and m.surface in self._common_full_names
+                  and len(m.surface) >= self._common_by_cue_min]
+        if len({m.surface for m in common}) != 1:
+            return None
+        districts = [m._replace(candidates={c: w for c, w in m.candidates.items()
+                                            if self._divisions[c].level == COUNTY}) for m in common[:1]]
+        towns = self._towns_in_districts(text, districts, None, mentions)
+        return self._by_town(towns, None, 1.0, districts, None)
 
     def _agrees(self, county: str, other: str) -> bool:
         """True when ``other`` is ``county``'s province, or lies in its city (or is it)."""
