@@ -955,6 +955,13 @@ def test_township_without_suffix_settles_a_common_word_district(resolver):
     assert code(resolver, "新城区一家饭店油烟大。") is None
 
 
+def test_a_dish_named_after_a_place_is_no_place(resolver):
+    assert code(resolver, "楼下兰州拉面馆油烟很大。") is None
+    assert code(resolver, "单位旁边有家桂林米粉店，泔水乱倒。") is None
+    assert code(resolver, "南宁市青秀区一家柳州螺蛳粉店味道太大。") == "450103"
+    assert code(resolver, "在兰州一家拉面馆门口，油烟很大。") == "620100"
+
+
 def test_taiwan_settles_its_province(resolver):
     assert code(resolver, "台湾大安区的一间染整厂废水未经处理。") == "710000"  # Taipei's and Taichung's
     assert code(resolver, "台湾中山区一家工厂被指排放废气。") == "710109"  # Dalian's is the other one
