@@ -505,9 +505,10 @@ def test_roles_file_is_versioned(resolver):
 def test_name_with_one_confusable_character(resolver):
     assert code(resolver, "陨阳区一处石料厂粉尘很大。") == "420304"  # 郧阳区
     assert code(resolver, "琢州市一家家具厂喷漆。") == "130681"  # 涿州市
-    # without its suffix only right after its province or city
+    # without its suffix right after its province or city, or where a unique bare county name
+    # counts (at a boundary before 一家: test_confusable_bare_name_counts_like_a_unique_county_name)
     assert code(resolver, "河北琢州一家家具厂喷漆。") == "130681"
-    assert code(resolver, "琢州一家家具厂喷漆。") is None
+    assert code(resolver, "听说琢州那个事了吗？") is None
 
 
 def test_confusable_variants_are_never_real_names(resolver):
@@ -871,3 +872,117 @@ def test_more_words_of_home_head_office_and_site(resolver, text, expected):
 def test_two_character_district_name_counts_inside_its_settled_city_only(resolver):
     assert code(resolver, "城区一家饭店油烟直排，晋城市城管部门已介入。") == "140502"
     assert code(resolver, "城区一家饭店油烟直排，听说品清湖那边也有。") is None  # no city settled
+
+
+# -- writer p's classes (issue 23, dev_wp): passages written for these tests ---------------------
+
+@pytest.mark.parametrize("text, expected", [
+    ("盱胎县城郊一家酒厂的酒糟堆在路边发臭。", "320830"),  # 盱眙县
+    ("务源县城边一个竹木加工厂烧锯末冒烟。", "361130"),  # 婺源县
+    ("夹县一家翻砂厂粉尘大，庄稼叶子都是灰。", "410425"),  # 郏县
+    ("袖岩县一个玉石加工点的泥浆水排进河里。", "210323"),  # 岫岩(满族自治)县
+])
+def test_more_confusable_characters_with_their_suffix(resolver, text, expected):
+    assert code(resolver, text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("颖上县一家造纸厂往河里排黑水。", "341226"),  # 颍上县
+    ("翁安县城边一个磷化工厂冒黄烟。", "522725"),  # 瓮安县
+    ("稿城区一家饲料厂粉尘大。", "130109"),  # 藁城区
+    ("沐阳一家板材厂半夜喷漆，味道刺鼻。", "321322"),  # 沭阳县, bare
+    ("瞿州有家皮革厂臭气熏天。", "330800"),  # 衢州市, bare
+])
+def test_common_miswritings_of_place_name_characters(resolver, text, expected):
+    assert code(resolver, text) == expected
+
+
+def test_unique_county_name_before_a_family_is_no_place(resolver):
+    assert code(resolver, "桐庐一家人去年搬走了。") is None  # 一家人: a family, not a firm
+
+
+def test_confusable_bare_name_counts_like_a_unique_county_name(resolver):
+    assert code(resolver, "荧阳一家铝厂夜里冒白烟。") == "410182"  # 荥阳市
+    assert code(resolver, "担州有个砖厂天天冒烟。") == "460400"  # 儋州市, a city without counties
+    assert code(resolver, "我叫荣阳，一家人住在这里。") is None
+
+
+def test_unique_county_name_before_you_jia_or_over_there(resolver):
+    assert code(resolver, "醴陵有家瓷厂窑烟很大。") == "430281"
+    assert code(resolver, "揭西那边的小石材作坊污水横流。") == "445222"
+    assert code(resolver, "定海那边有人反映过这个事。") is None  # 那边 alone is still no place
+
+
+def test_plain_county_name_before_this_or_several_works_and_stone_works(resolver):
+    assert code(resolver, "揭西这家石材厂污水横流。") == "445222"
+    assert code(resolver, "揭西几家石材厂污水横流。") == "445222"
+    assert code(resolver, "揭西的石材厂污水横流。") == "445222"
+    assert code(resolver, "阆中那块有个养猪场臭得很。") == "511381"
+    assert code(resolver, "太湖石很贵，院子里摆了好几块。") is None  # a stone, no place
+
+
+def test_county_name_before_its_outskirts_or_town_is_a_locative(resolver):
+    assert code(resolver, "醴陵城郊有个瓷厂烟很大。") == "430281"
+    assert code(resolver, "醴陵城里有家饭店油烟大。") == "430281"
+
+
+def test_person_called_by_a_place_name_after_a_surname_or_him(resolver):
+    assert code(resolver, "厂长叫王宜宾，他的厂往江里排废水。") is None
+    assert code(resolver, "工友们都叫他常州哥，他那个厂天天冒烟。") is None
+
+
+def test_river_across_cities_settles_the_district_that_lies_along_it(resolver):
+    assert code(resolver, "市中区沱江边一家屠宰场污水直排。") == "511002"  # Neijiang's, not Leshan's
+    assert code(resolver, "西安区东辽河大桥下面有人倒垃圾。") == "220403"  # Liaoyuan's, not Mudanjiang's
+    assert code(resolver, "市中区一家屠宰场污水直排。") is None
+
+
+def test_river_named_after_a_city_is_a_cue_for_it(resolver):
+    assert code(resolver, "西安区牡丹江江畔一家洗浴中心的污水直接排进江里。") == "231005"
+
+
+def test_landmarks_of_more_cities_with_same_named_districts(resolver):
+    assert code(resolver, "通州区城市副中心一处工地夜间施工噪音扰民。") == "110112"
+    assert code(resolver, "南山区深南大道边一个工地夜里打桩。") == "440305"
+    assert code(resolver, "南山区一个工地夜里打桩。") is None
+    assert code(resolver, "朝阳区红旗街一家烧烤店油烟扰民。") == "220104"  # Changchun's
+    assert code(resolver, "铁东区二龙湖边上有人烧荒。") == "220303"  # Siping's, not Anshan's
+
+
+@needs_townships
+def test_township_without_suffix_settles_a_common_word_district(resolver):
+    assert code(resolver, "新城区韩森寨一家饭店油烟大。") == "610102"  # Xi'an's, not Hohhot's
+    assert code(resolver, "新城区一家饭店油烟大。") is None
+
+
+def test_a_dish_named_after_a_place_is_no_place(resolver):
+    assert code(resolver, "楼下兰州拉面馆油烟很大。") is None
+    assert code(resolver, "单位旁边有家桂林米粉店，泔水乱倒。") is None
+    assert code(resolver, "南宁市青秀区一家柳州螺蛳粉店味道太大。") == "450103"
+    assert code(resolver, "在兰州一家拉面馆门口，油烟很大。") == "620100"
+
+
+def test_taiwan_settles_its_province(resolver):
+    assert code(resolver, "台湾大安区的一间染整厂废水未经处理。") == "710000"  # Taipei's and Taichung's
+    assert code(resolver, "台湾中山区一家工厂被指排放废气。") == "710109"  # Dalian's is the other one
+    assert code(resolver, "中山区一家工厂被指排放废气。") is None
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("处罚决定书：当事人住所地江苏省南京市鼓楼区，违法行为发生地苏州市吴江区，当事人擅自排放废水。", "320509"),
+    ("投诉：浙江省嘉善县一家五金厂酸洗废水偷排，该厂母公司位于上海市松江区。", "330421"),
+    ("福建省晋江市一家鞋厂烟囱冒黑烟，其办公室设在泉州市丰泽区。", "350582"),
+    ("江苏省仪征市一家化工厂的废水顺着河流到了安徽天长市境内。", "321081"),  # downstream
+    ("一辆从安徽滁州运来的槽罐车在南京市浦口区偷倒废液。", "320111"),  # where the waste came from
+    ("浦口区一处荒地被倾倒废液，槽罐车来自安徽省滁州市。", "320111"),
+    ("举报人户籍所在地为河南省周口市川汇区，现举报江苏省昆山市一家电镀厂偷排。", "320583"),
+    ("这家公司登记在深圳市南山区，实际在东莞市塘厦镇生产。", "441900"),
+    ("我是湖南省长沙市岳麓区人，现在广东省佛山市顺德区一家厂旁边住，河被染黑了。", "440606"),  # origin
+])
+def test_domicile_parent_company_office_and_downstream_give_way_to_the_site(resolver, text, expected):
+    assert code(resolver, text) == expected
+
+
+def test_a_people_s_government_or_a_personnel_bureau_is_no_place_of_origin(resolver):
+    assert code(resolver, "湖南省长沙市人民政府办公厅转来投诉，长沙县一家沥青站烟气扰民。") == "430121"
+    assert code(resolver, "文登市人事局旁边一家饭店油烟扰民。") == "371003"

@@ -28,10 +28,13 @@ LEVELS = (PROVINCE, CITY, COUNTY)
 # written on 2026-12-07 by an outside writer who never saw the rules (writer o), one list per class
 # dealt alternately: wod-NNN (dev_wo) and wol-NNN (locked_wo, reporting only)
 OUTSIDE_PARTS = ("dev_wo", "locked_wo")
-OUTSIDE_PREFIX = {"dev_wo": "wod-", "locked_wo": "wol-"}
+# two more outside writers with writer o's classes: p wrote dev_wp (development), q wrote locked_wq
+# (reporting only); written apart, so their class counts differ on purpose
+SECOND_OUTSIDE_PARTS = ("dev_wp", "locked_wq")
+OUTSIDE_PREFIX = {"dev_wo": "wod-", "locked_wo": "wol-", "dev_wp": "wpd-", "locked_wq": "wql-"}
 OUTSIDE_CLASSES = {"city_and_district", "short_or_variant", "same_name_with_cue", "same_name_no_cue",
                    "traditional", "several_places", "partial_or_no_place"}
-ALL_PARTS = PARTS + OUTSIDE_PARTS
+ALL_PARTS = PARTS + OUTSIDE_PARTS + SECOND_OUTSIDE_PARTS
 
 
 def _rows(part):
@@ -57,7 +60,7 @@ def test_row_counts_and_fields(part):
         assert set(row) <= {"id", "text", "gold", "class", "note"}, row["id"]
         assert set(row["gold"]) == {"province", "city", "county", "adcode", "level"}, row["id"]
         assert isinstance(row["text"], str) and row["text"].strip(), row["id"]
-        if name in OUTSIDE_PARTS:
+        if name in OUTSIDE_PREFIX:
             assert row["id"].startswith(OUTSIDE_PREFIX[name]), row["id"]
             assert row["class"] in OUTSIDE_CLASSES, row["id"]
         else:
@@ -94,6 +97,15 @@ def test_outside_parts_hold_the_same_classes_equally():
     assert set(counts["dev_wo"]) == set(counts["locked_wo"]) == OUTSIDE_CLASSES
     for cls in OUTSIDE_CLASSES:
         assert abs(counts["dev_wo"][cls] - counts["locked_wo"][cls]) <= 1, cls
+
+
+def test_second_outside_writers_cover_every_class():
+    """Writers p and q wrote apart (not one list dealt alternately): their counts per class may
+    differ, but each part holds every one of writer o's classes, with a few rows at least."""
+    for part in SECOND_OUTSIDE_PARTS:
+        counts = Counter(row["class"] for row in _rows(part))
+        assert set(counts) == OUTSIDE_CLASSES, part
+        assert min(counts.values()) >= 10, (part, counts)
 
 
 def test_gold_codes_exist_and_agree(part, table):

@@ -107,7 +107,7 @@ class _Kinds(NamedTuple):
     strongest: str  # the kind of the strongest entry
     bare: bool  # every entry is a short form or a word
     weak_alone: bool  # bare county names and names in organisations are weak alone: 资源, 公安, 通道
-    bare_county: bool  # some entry is a bare county name
+    bare_county: bool  # some entry is a bare county name, or one with a confusable character (荧阳)
 
 
 _WEAK_KINDS = frozenset({"bare_county", "organisation", "common_word", "variant_bare"})
@@ -117,7 +117,8 @@ _BARE_KINDS = _WEAK_KINDS | {"bare_province", "bare_city", "province_region", "a
 def _kinds(entries: Dict[str, Tuple[float, str]]) -> _Kinds:
     """The :class:`_Kinds` of one alias's entries (adcode -> (weight, kind))."""
     kinds = {kind for _, kind in entries.values()}
-    return _Kinds(max(entries.values())[1], kinds <= _BARE_KINDS, kinds <= _WEAK_KINDS, "bare_county" in kinds)
+    return _Kinds(max(entries.values())[1], kinds <= _BARE_KINDS, kinds <= _WEAK_KINDS,
+                  bool(kinds & {"bare_county", "variant_bare"}))
 
 
 class RegionResolver(Gazetteer):
@@ -343,11 +344,13 @@ class RegionResolver(Gazetteer):
         return found
 
     def _person(self, text: str, start: int, end: int) -> bool:
-        """True when the name at ``text[start:end]`` is a person's (一个叫江宁的人, 张天津师傅)."""
+        """True when the name at ``text[start:end]`` is a person's (一个叫江宁的人, 张天津师傅, 老板叫李东营)."""
         if self._re["before_person"].search(text[max(0, start - 3):start]):
             return True
-        return (start > 0 and text[start - 1] in self._surnames
-                and bool(self._re["after_person"].match(text[end:end + 3])))
+        if start == 0 or text[start - 1] not in self._surnames:
+            return False
+        return bool(self._re["after_person"].match(text[end:end + 3])
+                    or self._re["before_person"].search(text[max(0, start - 4):start - 1]))
 
     def _plain_bare_name(self, text: str, start: int, surface: str) -> bool:
         """True for a bare county name of one division that is seldom any word (阆中, 沭阳), at the
@@ -360,11 +363,12 @@ class RegionResolver(Gazetteer):
     def _cue(self, text: str, start: int, piece: str, scale: float) -> _Mention:
         """A place cue's mention: weak (it only helps to choose), unless it is a landmark that lies
         in one city and names it alone (滇池, 黄浦江) and is no comparison (像滇池那样): then it
-        is a sure, light vote for that city."""
+        is a sure, light vote for that city. A river across cities (沱江) supports each of them."""
         before = text[max(0, start - 3):start]
         alone = piece in self._landmarks and not self._re["before_comparison"].search(before)
         kind = "landmark" if alone else "cue"
-        return _Mention(start, start + len(piece), piece, {self._cues[piece]: self._weights[kind] * scale},
+        weight = self._weights[kind] * scale
+        return _Mention(start, start + len(piece), piece, {code: weight for code in self._cues[piece]},
                         kind, kind == "cue")
 
     def _longest_names(self, text: str) -> List[Tuple[int, int]]:
@@ -662,7 +666,8 @@ class RegionResolver(Gazetteer):
                                found)
         if all(mention.needs_support for mention in mentions):
             return (self._by_town(towns, None, 1.0, [], jurisdiction_adcode)
-                    or self._common_full_by_cue(mentions) or self._empty())
+                    or self._common_full_by_cue(mentions) or self._common_full_by_town(body, mentions)
+                    or self._empty())
         helper = []
         if jurisdiction_adcode and jurisdiction_adcode in self._divisions:
             helper = [_Mention(-1, -1, "", {jurisdiction_adcode: self._weights["jurisdiction"]},
@@ -737,6 +742,19 @@ class RegionResolver(Gazetteer):
         if len(agreed) != 1:
             return None
         return self._resolution(agreed.pop(), round(0.5 + 0.5 * self._weights["cue"], 2), mentions)
+
+    def _common_full_by_town(self, text: str, mentions: List[_Mention]) -> Optional[RegionResolution]:
+        """A township written without its suffix (韩森寨) that lies in one division of a common-word
+        full name (新城区: Xi'an's and Hohhot's) settles it, as it does a same-named district that
+        is no common word (朝阳区 ... 三里屯). One such name only, and nothing sure named."""
+        common = [m for m in mentions if m.kind == "common_word" and m.surface in self._common_full_names
+                  and len(m.surface) >= self._common_by_cue_min]
+        if len({m.surface for m in common}) != 1:
+            return None
+        districts = [m._replace(candidates={c: w for c, w in m.candidates.items()
+                                            if self._divisions[c].level == COUNTY}) for m in common[:1]]
+        towns = self._towns_in_districts(text, districts, None, mentions)
+        return self._by_town(towns, None, 1.0, districts, None)
 
     def _agrees(self, county: str, other: str) -> bool:
         """True when ``other`` is ``county``'s province, or lies in its city (or is it)."""

@@ -67,6 +67,11 @@ def _common_words(names: set, min_freq: int) -> set:
     return {word for word, freq in _ordinary_words(names).items() if freq >= min_freq}
 
 
+def _codes(value) -> Tuple[str, ...]:
+    """A place cue's division code, or its list of codes (a river that crosses several cities)."""
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
 def _informal_kind(level: str) -> str:
     """The kind of an informal name (冰城, 内蒙): read with the rules of a bare short name of its level."""
     return "bare_province" if level == PROVINCE else "bare_city"
@@ -209,9 +214,11 @@ class Gazetteer:
                 self._add(name, code, _informal_kind(self._divisions[code].level))
             self._informal = frozenset(informal)
             cues = {**config["place_cues"]["names"], **config["media_cues"]["names"]}
-            self._cues = {name: code for name, code in cues.items()
-                          if code in self._divisions and name not in self._aliases}
-            self._landmarks = frozenset(name for name in config["landmarks_alone"]["names"] if name in self._cues)
+            # a river that crosses several cities lists them all (沱江): it supports each of them
+            self._cues = {name: codes for name, codes in ((name, _codes(value)) for name, value in cues.items())
+                          if codes and all(code in self._divisions for code in codes) and name not in self._aliases}
+            self._landmarks = frozenset(name for name in config["landmarks_alone"]["names"]
+                                        if len(self._cues.get(name, ())) == 1)
             for converted, original in config["converted_names"]["names"].items():
                 if original in self._aliases and converted not in self._aliases:
                     self._aliases[converted] = dict(self._aliases[original])
@@ -285,9 +292,10 @@ class Gazetteer:
         """Bare county names that may count before 一家/一处/某: those of one division only that
         jieba does not list as frequent ordinary words (合作, 资源 are); and, among them, those
         that count anywhere: jieba lists them seldom or not at all, under any part of speech
-        (阆中, 沭阳; not 天桥, 新建, which are words too)."""
+        (阆中, 沭阳; not 天桥, 新建, which are words too). A bare name with one confusable character
+        that names one division (荧阳 for 荥阳) is read the same way."""
         unique = {alias for alias, entries in self._aliases.items()
-                  if len(entries) == 1 and next(iter(entries.values()))[1] == "bare_county"}
+                  if len(entries) == 1 and next(iter(entries.values()))[1] in ("bare_county", "variant_bare")}
         frequency, ordinary = _word_frequencies(unique)
         self._unique_bare = frozenset(a for a in unique if ordinary.get(a, 0) < self._ordinary_min)
         self._plain_bare = frozenset(a for a in unique if frequency.get(a, 0) < self._plain_max_freq)
