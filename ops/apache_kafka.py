@@ -392,7 +392,8 @@ class ApacheKafkaBroker(ManagedBroker):
         command = [java, "-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC",
                    f"-Dlog4j2.configurationFile={self.directory / 'log4j2.properties'}",
                    "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format",
-                   "--cluster-id", cluster_id, "--config", str(self.directory / "server.properties")]
+                   # one argument: an id starting with "-" (one in 64) would be taken for an option
+                   f"--cluster-id={cluster_id}", "--config", str(self.directory / "server.properties")]
         for name, password in self.scram_users.items():
             for mechanism in SCRAM_MECHANISMS:
                 command += ["--add-scram", f'{mechanism}=[name="{name}",password="{password}"]']

@@ -2,11 +2,12 @@
 import time
 
 
-def scan_topic(bootstrap_servers: str, topic: str, idle_s: float = 2.0) -> list:
-    """Every record of ``topic``, in poll order (offset order within a partition)."""
+def scan_topic(bootstrap_servers: str, topic: str, idle_s: float = 2.0, security=None) -> list:
+    """Every record of ``topic``, in poll order (offset order within a partition); ``security``: the
+    project's ``KafkaSecurity`` (None: PLAINTEXT)."""
     from envleads.pipelines.kafka_edge.read import open_consumer
 
-    consumer = open_consumer(bootstrap_servers, topic, group_id=None)
+    consumer = open_consumer(bootstrap_servers, topic, group_id=None, security=security)
     records, deadline = [], time.monotonic() + idle_s
     while time.monotonic() < deadline:
         for partition_records in consumer.poll(timeout_ms=200).values():

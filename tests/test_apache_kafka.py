@@ -206,3 +206,20 @@ def test_the_beam_stream_on_prism_runs_against_apache_kafka(apache_kafka, prism_
     assert leads and all(key == lead.lead_id for key, lead in leads.items())
     assert all(len(ids) == 1 for ids in ids_of_cluster.values())
     assert run_beam_stream(bootstrap, topics, args, group_id=group, bounded=True)["planned_records"] == 0
+
+
+def test_a_cluster_id_that_starts_with_a_dash_formats_and_starts(tmp_path, monkeypatch):
+    """The cluster id is a url-safe base64 of a random UUID: one in 64 starts with "-", which
+    ``kafka-storage format --cluster-id <id>`` took for an option ("expected one argument"), so the
+    broker, and every test on it, failed to start now and then. Such an id formats and starts."""
+    import os
+
+    from envleads.ops import apache_kafka as module
+
+    if module.find_java_tool("java") is None:
+        pytest.skip("Java is not installed, so Apache Kafka cannot run (install Java 17+, then run make)")
+    dash_first = uuid.UUID(bytes=b"\xf8" + os.urandom(15))  # its first base64 character is "-"
+    monkeypatch.setattr(module.uuid, "uuid4", lambda: dash_first)
+    with module.ApacheKafkaBroker(directory=tmp_path / "kafka") as broker:
+        assert broker.is_running()
+        assert "cluster.id=-" in (tmp_path / "kafka" / "data" / "meta.properties").read_text("utf-8")

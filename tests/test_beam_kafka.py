@@ -23,16 +23,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from envleads.pipelines.kafka_edge.beam_source import KafkaPartitionRange, ReadFromKafka, plan_partitions
 from envleads.pipelines.kafka_edge.read import commit_group_offsets
+from beam_kafka_cases import (BASE_MS, E2E_EVENTS, E2E_SEED, check_beam_writes_what_the_rounds_engine_writes,
+                              check_unbounded_restart, compacted_leads, decoded, placed_membership, prism_args,
+                              produce_events, run_rounds_engine, unplaced_ids)
+from beam_kafka_cases import model_version  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.kafka
 
-BASE_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 PARTITIONS = 3
-
-
-def _prism_args(prism_location: str) -> List[str]:
-    return ["--runner", "PrismRunner", "--prism_location", prism_location, "--prism_log_level", "warn",
-            "--environment_type", "LOOPBACK"]
 
 
 def _produce(bootstrap: str, topic: str, records) -> None:
@@ -262,7 +260,7 @@ def test_source_on_prism_reads_every_record_once_with_its_coordinates_and_time(k
 
     sink = tmp_path / "out"
     sink.mkdir()
-    with beam.Pipeline(options=PipelineOptions(_prism_args(prism_location))) as pipeline:
+    with beam.Pipeline(options=PipelineOptions(prism_args(prism_location))) as pipeline:
         _ = (pipeline
              | "ReadFromKafka" >> ReadFromKafka(bootstrap, [topic], bounded=True, partitions=plan, max_call_s=0.5)
              | "Describe" >> beam.Map(describe)
@@ -290,7 +288,7 @@ def test_unbounded_source_on_prism_reads_records_produced_while_it_runs(kafka_br
 
     sink = tmp_path / "out"
     sink.mkdir()
-    options = PipelineOptions(_prism_args(prism_location))
+    options = PipelineOptions(prism_args(prism_location))
     options.view_as(StandardOptions).streaming = True
     pipeline = beam.Pipeline(options=options)
     _ = (pipeline
@@ -337,7 +335,7 @@ def test_unbounded_watermark_follows_record_times(kafka_broker, tmp_topics, pris
 
     sink = tmp_path / "out"
     sink.mkdir()
-    options = PipelineOptions(_prism_args(prism_location))
+    options = PipelineOptions(prism_args(prism_location))
     options.view_as(StandardOptions).streaming = True
     pipeline = beam.Pipeline(options=options)
     _ = (pipeline
@@ -379,7 +377,7 @@ def test_aligned_watermark_waits_for_the_oldest_partition_on_prism(kafka_broker,
 
     sink = tmp_path / "out"
     sink.mkdir()
-    options = PipelineOptions(_prism_args(prism_location))
+    options = PipelineOptions(prism_args(prism_location))
     options.view_as(StandardOptions).streaming = True
     pipeline = beam.Pipeline(options=options)
     _ = (pipeline
@@ -404,191 +402,29 @@ def test_aligned_watermark_waits_for_the_oldest_partition_on_prism(kafka_broker,
 
 
 # ------------------------------------------------------------------------------------ 3. end to end
-E2E_EVENTS = 200
-E2E_SEED = 24
-
-
-@pytest.fixture(scope="module")
-def model_version():
-    from envleads.models.registry import ensure_default_model
-
-    return ensure_default_model()
-
-
-def _produce_events(bootstrap: str, topic: str, events) -> List[tuple]:
-    """Each generated event as the intake system would produce it: Avro (a malformed one as its
-    bytes), record timestamp = the complaint's ``received_at`` (CreateTime set by the intake; a
-    malformed event takes the previous one's), round-robin over the partitions. Returns
-    ``(partition, offset)`` of each, in the order of ``events``."""
-    import json
-
-    from kafka import KafkaProducer
-
-    from envleads.decode import parse_event_time
-    from envleads.ops.kafka_config import client_kwargs
-    from envleads.pipelines.kafka_edge.write import raw_event_bytes
-
-    producer = KafkaProducer(**client_kwargs(bootstrap, None, role="producer", linger_ms=20))
-    futures, last_ms = [], BASE_MS
-    for number, event in enumerate(events):
-        try:
-            last_ms = parse_event_time(json.loads(event.line)["received_at"])
-        except Exception:  # noqa: BLE001 - a malformed event: the previous event's time
-            pass
-        futures.append(producer.send(topic, value=raw_event_bytes(event.line), timestamp_ms=last_ms,
-                                     partition=number % 2))
-    producer.flush()
-    coordinates = [(meta.partition, meta.offset) for meta in (future.get(timeout=30) for future in futures)]
-    producer.close()
-    return coordinates
-
-
-def _decoded(bootstrap: str, topic: str, subject: str) -> list:
-    from envleads import schemas
-    from kafka_scan import scan_topic
-
-    return [(record.key, schemas.decode(subject, record.value)) for record in scan_topic(bootstrap, topic)]
-
-
-def _compacted_leads(bootstrap: str, topic: str) -> dict:
-    """The last lead per key, as ``{lead_id: avro dict}``."""
-    from envleads import schemas
-
-    leads = {}
-    for key, lead in _decoded(bootstrap, topic, schemas.LEADS):
-        assert key.decode() == lead["lead_id"]
-        leads[lead["lead_id"]] = lead
-    return leads
-
-
-def _unplaced_ids(events, enriched) -> set:
-    """The complaints of no known city (blocking key "unknown"), which the streaming job assigns
-    against the "unknown" key's own index and the rounds engine against their province's cities."""
-    import json
-
-    from envleads.repeats_features import UNKNOWN_BLOCK, blocking_key
-
-    jurisdiction = {e.truth["complaint_id"]: json.loads(e.line).get("jurisdiction_adcode")
-                    for e in events if not e.truth["malformed"]}
-    return {r["complaint_id"] for r in enriched
-            if blocking_key(r["region"] and r["region"]["adcode"], jurisdiction[r["complaint_id"]]) == UNKNOWN_BLOCK}
-
-
-def _placed_membership(leads: dict, unplaced: set) -> list:
-    """The leads' complaints, those of no known city set aside."""
-    return sorted(sorted(set(lead["complaint_ids"]) - unplaced) for lead in leads.values()
-                  if set(lead["complaint_ids"]) - unplaced)
-
-
 def test_beam_stream_on_prism_writes_what_the_rounds_engine_writes(kafka_broker, tmp_topics, prism_location,
                                                                   model_version, monkeypatch):
-    from envleads import schemas
     from envleads.generator import generate_events
     from envleads.pipelines.beam_stream import run_beam_stream
-    from envleads.pipelines.rounds.loop import run_stream
     from envleads.pipelines.rounds.outputs import Topics
-    from envleads.pipelines.kafka_edge.write import raw_event_bytes
-    import json
 
     monkeypatch.setenv("ENVLEADS_PSEUDONYM_KEY", "test-beam-kafka-key")
     bootstrap = kafka_broker.bootstrap_servers
     events = list(generate_events(E2E_EVENTS, E2E_SEED))
-    truth = [event.truth for event in events]
     raw = tmp_topics("raw", partitions=2)["raw"]
     beam_names = tmp_topics("enriched", "leads", "dead_letter")
     rounds_names = tmp_topics("enriched", "leads", "dead_letter")
-    coordinates = _produce_events(bootstrap, raw, events)
+    coordinates = produce_events(bootstrap, raw, events)
 
     beam_topics = Topics(raw, beam_names["enriched"], beam_names["leads"], beam_names["dead_letter"])
     group = f"beam-{uuid.uuid4().hex[:8]}"
-    counts = run_beam_stream(bootstrap, beam_topics, _prism_args(prism_location) + ["--model_version", model_version],
+    counts = run_beam_stream(bootstrap, beam_topics, prism_args(prism_location) + ["--model_version", model_version],
                              group_id=group, bounded=True)
     assert counts == {"partitions": 2, "planned_records": E2E_EVENTS, "prior_leads": 0, "committed": 2}
 
     rounds_topics = Topics(raw, rounds_names["enriched"], rounds_names["leads"], rounds_names["dead_letter"])
-    run_stream(bootstrap, rounds_topics, ["--runner=FnApiRunner", "--model_version", model_version],
-               group_id=f"rounds-{uuid.uuid4().hex[:8]}", max_round_events=E2E_EVENTS, stop_when_idle_s=2.0,
-               poll_wait_s=1.0, round_wait_s=None, kafka_client="python")
-
-    valid_ids = {t["complaint_id"] for t in truth if not t["malformed"]}
-    malformed = {raw_event_bytes(e.line): coordinates[i] for i, e in enumerate(events) if e.truth["malformed"]}
-    assert malformed
-
-    # every complaint enriched exactly once (one run, no restart), keyed by its id
-    beam_enriched = _decoded(bootstrap, beam_topics.enriched, schemas.ENRICHED)
-    assert sorted(r["complaint_id"] for _, r in beam_enriched) == sorted(valid_ids)
-    assert all(key.decode() == r["complaint_id"] for key, r in beam_enriched)
-    rounds_enriched = _decoded(bootstrap, rounds_topics.enriched, schemas.ENRICHED)
-    assert {r["complaint_id"] for _, r in rounds_enriched} == valid_ids
-
-    # every malformed event dead-lettered exactly once, with its reason and where it was read
-    beam_dead = [d for _, d in _decoded(bootstrap, beam_topics.dead_letter, schemas.DEAD_LETTER)]
-    rounds_dead = [d for _, d in _decoded(bootstrap, rounds_topics.dead_letter, schemas.DEAD_LETTER)]
-    assert sorted(d["original"] for d in beam_dead) == sorted(malformed)
-    for dead in beam_dead:
-        assert (dead["source_topic"], dead["source_partition"], dead["source_offset"]) == \
-               (raw, *malformed[dead["original"]])
-    assert sorted((d["original"], d["stage"], d["reason"]) for d in beam_dead) == \
-           sorted((d["original"], d["stage"], d["reason"]) for d in rounds_dead)
-
-    # the same decisions per complaint: environmental, types, region
-    def decisions(records):
-        return {r["complaint_id"]: (r["environmental"], tuple(r["pollution_types"]), r["region"] and r["region"]["adcode"])
-                for _, r in records}
-
-    assert decisions(beam_enriched) == decisions(rounds_enriched)
-
-    # the leads. One difference by construction (streaming.py): a complaint of no known city (blocking
-    # key "unknown") is assigned in the streaming job against the "unknown" key's own index, while the
-    # rounds engine also searches the matters of every city of its province. So: the same leads once
-    # the complaints of no known city are set aside, with the same keys and scores where nothing was
-    # set aside, and the complaints of no known city in leads of their own kind in the Beam job.
-    from envleads.repeats_features import UNKNOWN_BLOCK, blocking_key
-
-    jurisdiction = {t["complaint_id"]: json.loads(e.line).get("jurisdiction_adcode")
-                    for e, t in zip(events, truth) if not t["malformed"]}
-    unplaced = {r["complaint_id"] for _, r in beam_enriched
-                if blocking_key(r["region"] and r["region"]["adcode"], jurisdiction[r["complaint_id"]]) == UNKNOWN_BLOCK}
-    assert unplaced and len(unplaced) < len(valid_ids) / 2
-
-    beam_leads = _compacted_leads(bootstrap, beam_topics.leads)
-    rounds_leads = _compacted_leads(bootstrap, rounds_topics.leads)
-    assert len(beam_leads) >= 10
-
-    def placed_membership(leads):
-        return sorted(sorted(set(lead["complaint_ids"]) - unplaced) for lead in leads.values()
-                      if set(lead["complaint_ids"]) - unplaced)
-
-    assert placed_membership(beam_leads) == placed_membership(rounds_leads)
-    assert all(set(lead["complaint_ids"]) <= unplaced or not set(lead["complaint_ids"]) & unplaced
-               for lead in beam_leads.values())
-    lead_of = lambda leads: {cid: lead_id for lead_id, lead in leads.items() for cid in lead["complaint_ids"]}  # noqa: E731
-    beam_lead_of, rounds_lead_of = lead_of(beam_leads), lead_of(rounds_leads)
-    assert {cid: beam_lead_of[cid] for cid in beam_lead_of if cid not in unplaced} == \
-           {cid: rounds_lead_of[cid] for cid in rounds_lead_of if cid not in unplaced}
-    same = [lead_id for lead_id, lead in beam_leads.items()
-            if lead_id in rounds_leads and lead["complaint_ids"] == rounds_leads[lead_id]["complaint_ids"]]
-    assert len(same) >= len(beam_leads) - len(unplaced)
-    # Scores: the streaming job scores a lead as of its newest report, the rounds engine as of the
-    # round's newest event (recency decays in between); as of one time they must be equal.
-    from envleads.leads import lead_from_avro_dict, rescore_lead
-    from envleads.scoring import load_scoring_weights
-
-    weights = load_scoring_weights()
-    as_of_ms = max(r["received_at_ms"] for _, r in beam_enriched)
-    fields = ("report_count", "distinct_reporters", "first_seen_ms", "last_seen_ms", "region", "department",
-              "first_complaint_id")
-
-    def rescored(lead):
-        lead = rescore_lead(lead_from_avro_dict(lead), as_of_ms, weights)
-        return (round(lead.score, 6), lead.tier)
-
-    for lead_id in same:
-        beam_lead, rounds_lead = beam_leads[lead_id], rounds_leads[lead_id]
-        assert {f: beam_lead[f] for f in fields} == {f: rounds_lead[f] for f in fields}, lead_id
-        # the types of a matter, in an order that follows the order its reports were merged in
-        assert sorted(beam_lead["pollution_types"]) == sorted(rounds_lead["pollution_types"]), lead_id
-        assert rescored(beam_lead) == rescored(rounds_lead), lead_id
+    run_rounds_engine(bootstrap, rounds_topics, model_version)
+    check_beam_writes_what_the_rounds_engine_writes(bootstrap, events, coordinates, beam_topics, rounds_topics)
 
 
 def _restart_case(kafka_broker, tmp_topics, prism_location: str, model_version: str):
@@ -601,7 +437,7 @@ def _restart_case(kafka_broker, tmp_topics, prism_location: str, model_version: 
     names = tmp_topics("enriched", "leads", "dead_letter")
     return (kafka_broker.bootstrap_servers, list(generate_events(E2E_EVENTS, E2E_SEED)),
             Topics(raw, names["enriched"], names["leads"], names["dead_letter"]),
-            _prism_args(prism_location) + ["--model_version", model_version], f"beam-{uuid.uuid4().hex[:8]}")
+            prism_args(prism_location) + ["--model_version", model_version], f"beam-{uuid.uuid4().hex[:8]}")
 
 
 def test_beam_stream_restarted_from_its_commit_loses_nothing_and_duplicates_no_lead(kafka_broker, tmp_topics,
@@ -612,18 +448,17 @@ def test_beam_stream_restarted_from_its_commit_loses_nothing_and_duplicates_no_l
     a third run finds nothing to read."""
     from envleads import schemas
     from envleads.pipelines.beam_stream import run_beam_stream
-    from envleads.pipelines.rounds.loop import run_stream
     from envleads.pipelines.rounds.outputs import Topics
 
     monkeypatch.setenv("ENVLEADS_PSEUDONYM_KEY", "test-beam-kafka-key")
     bootstrap, events, topics, args, group = _restart_case(kafka_broker, tmp_topics, prism_location, model_version)
     truth, raw, half = [event.truth for event in events], topics.raw, E2E_EVENTS // 2
 
-    _produce_events(bootstrap, raw, events[:half])
+    produce_events(bootstrap, raw, events[:half])
     first = run_beam_stream(bootstrap, topics, args, group_id=group, bounded=True)
     assert first["planned_records"] == half and first["prior_leads"] == 0
-    leads_after_first = _compacted_leads(bootstrap, topics.leads)
-    _produce_events(bootstrap, raw, events[half:])
+    leads_after_first = compacted_leads(bootstrap, topics.leads)
+    produce_events(bootstrap, raw, events[half:])
     second = run_beam_stream(bootstrap, topics, args, group_id=group, bounded=True)
     assert second["planned_records"] == E2E_EVENTS - half
     assert second["prior_leads"] == len(leads_after_first) >= 5
@@ -631,12 +466,12 @@ def test_beam_stream_restarted_from_its_commit_loses_nothing_and_duplicates_no_l
     assert third["planned_records"] == 0 and third["committed"] == 0
 
     valid_ids = {t["complaint_id"] for t in truth if not t["malformed"]}
-    enriched = [r for _, r in _decoded(bootstrap, topics.enriched, schemas.ENRICHED)]
+    enriched = [r for _, r in decoded(bootstrap, topics.enriched, schemas.ENRICHED)]
     assert sorted(r["complaint_id"] for r in enriched) == sorted(valid_ids)  # each once, none lost
-    dead = [d for _, d in _decoded(bootstrap, topics.dead_letter, schemas.DEAD_LETTER)]
+    dead = [d for _, d in decoded(bootstrap, topics.dead_letter, schemas.DEAD_LETTER)]
     assert len(dead) == sum(t["malformed"] for t in truth)
 
-    leads = _compacted_leads(bootstrap, topics.leads)
+    leads = compacted_leads(bootstrap, topics.leads)
     members = [cid for lead in leads.values() for cid in lead["complaint_ids"]]
     assert len(members) == len(set(members)), "a complaint belongs to one lead only"
     cluster_of = {r["complaint_id"]: r["cluster_id"] for r in enriched}
@@ -653,12 +488,10 @@ def test_beam_stream_restarted_from_its_commit_loses_nothing_and_duplicates_no_l
     # against the rounds engine in one run: the same leads, complaints of no known city set aside
     rounds_names = tmp_topics("enriched", "leads", "dead_letter")
     rounds_topics = Topics(raw, rounds_names["enriched"], rounds_names["leads"], rounds_names["dead_letter"])
-    run_stream(bootstrap, rounds_topics, ["--runner=FnApiRunner", "--model_version", model_version],
-               group_id=f"rounds-{uuid.uuid4().hex[:8]}", max_round_events=E2E_EVENTS, stop_when_idle_s=2.0,
-               poll_wait_s=1.0, round_wait_s=None, kafka_client="python")
-    unplaced = _unplaced_ids(events, enriched)
-    assert _placed_membership(leads, unplaced) == \
-           _placed_membership(_compacted_leads(bootstrap, rounds_topics.leads), unplaced)
+    run_rounds_engine(bootstrap, rounds_topics, model_version)
+    unplaced = unplaced_ids(events, enriched)
+    assert placed_membership(leads, unplaced) == \
+           placed_membership(compacted_leads(bootstrap, rounds_topics.leads), unplaced)
 
 
 def test_beam_stream_outlasting_the_job_server_timeout_finishes(kafka_broker, tmp_topics, prism_location,
@@ -679,11 +512,11 @@ def test_beam_stream_outlasting_the_job_server_timeout_finishes(kafka_broker, tm
     events = list(generate_events(40, E2E_SEED))
     raw = tmp_topics("raw", partitions=2)["raw"]
     names = tmp_topics("enriched", "leads", "dead_letter")
-    _produce_events(bootstrap, raw, events)
+    produce_events(bootstrap, raw, events)
     timeout_s = 1
     started = time.monotonic()
     counts = run_beam_stream(bootstrap, Topics(raw, names["enriched"], names["leads"], names["dead_letter"]),
-                             _prism_args(prism_location) + ["--model_version", model_version,
+                             prism_args(prism_location) + ["--model_version", model_version,
                                                             "--job_server_timeout", str(timeout_s)],
                              group_id=f"beam-{uuid.uuid4().hex[:8]}", bounded=True)
     assert time.monotonic() - started > 3 * timeout_s  # the job did outlast the timeout
@@ -713,7 +546,7 @@ def test_unbounded_beam_stream_on_prism_enriches_and_leads_while_it_runs(kafka_b
     names = tmp_topics("enriched", "leads", "dead_letter")
     topics = Topics(raw, names["enriched"], names["leads"], names["dead_letter"])
 
-    options, settings = prepared_run(_prism_args(prism_location) + ["--model_version", model_version])
+    options, settings = prepared_run(prism_args(prism_location) + ["--model_version", model_version])
     options.view_as(StandardOptions).streaming = True
     pipeline = beam.Pipeline(options=options)
     build_beam_stream(pipeline, bootstrap, topics, settings, partitions=plan_partitions(bootstrap, [raw]),
@@ -721,19 +554,19 @@ def test_unbounded_beam_stream_on_prism_enriches_and_leads_while_it_runs(kafka_b
     result = pipeline.run()
     try:
         time.sleep(3)
-        _produce_events(bootstrap, raw, events)
+        produce_events(bootstrap, raw, events)
         deadline = time.monotonic() + 90
         enriched = []
         while time.monotonic() < deadline:
             assert result.state not in (PipelineState.FAILED, PipelineState.DONE, PipelineState.CANCELLED)
-            enriched = [r["complaint_id"] for _, r in _decoded(bootstrap, topics.enriched, schemas.ENRICHED)]
+            enriched = [r["complaint_id"] for _, r in decoded(bootstrap, topics.enriched, schemas.ENRICHED)]
             if set(enriched) >= valid_ids:
                 break
         assert sorted(enriched) == sorted(valid_ids)
-        leads = _compacted_leads(bootstrap, topics.leads)
+        leads = compacted_leads(bootstrap, topics.leads)
         members = [cid for lead in leads.values() for cid in lead["complaint_ids"]]
         assert leads and len(members) == len(set(members)) and set(members) <= valid_ids
-        assert len(_decoded(bootstrap, topics.dead_letter, schemas.DEAD_LETTER)) == \
+        assert len(decoded(bootstrap, topics.dead_letter, schemas.DEAD_LETTER)) == \
                sum(e.truth["malformed"] for e in events)
     finally:
         result.cancel()
@@ -756,7 +589,7 @@ def test_envleads_stream_engine_beam_until_end_runs_the_job_and_commits(kafka_br
     events = list(generate_events(60, 23))
     raw = tmp_topics("raw", partitions=2)["raw"]
     names = tmp_topics("enriched", "leads", "dead_letter")
-    _produce_events(bootstrap, raw, events)
+    produce_events(bootstrap, raw, events)
     env = dict(os.environ, ENVLEADS_PSEUDONYM_KEY="test-beam-cli-key", **{PRISM_BIN_ENV_VAR: prism_location})
     command = [sys.executable, "-m", "envleads.cli", "stream", "--engine", "beam", "--until-end",
                "--bootstrap-servers", bootstrap, "--raw-topic", raw, "--enriched-topic", names["enriched"],
@@ -772,64 +605,8 @@ def test_envleads_stream_engine_beam_until_end_runs_the_job_and_commits(kafka_br
     first = run()
     assert first["planned_records"] == len(events) and first["committed"] == 2
     valid_ids = sorted(e.truth["complaint_id"] for e in events if not e.truth["malformed"])
-    assert sorted(r["complaint_id"] for _, r in _decoded(bootstrap, names["enriched"], schemas.ENRICHED)) == valid_ids
+    assert sorted(r["complaint_id"] for _, r in decoded(bootstrap, names["enriched"], schemas.ENRICHED)) == valid_ids
     assert run()["planned_records"] == 0
-
-
-def _committed_offsets(bootstrap: str, group: str, topic: str) -> dict:
-    """``{partition: next offset}`` the group committed for ``topic`` (partitions without a commit left out)."""
-    from kafka import TopicPartition
-
-    from envleads.pipelines.kafka_edge.read import new_consumer, partitions_for
-
-    consumer = new_consumer(bootstrap, None, group)
-    try:
-        committed = {p: consumer.committed(TopicPartition(topic, p)) for p in partitions_for(consumer, topic)}
-    finally:
-        consumer.close()
-    return {p: offset for p, offset in committed.items() if offset is not None}
-
-
-def _start_unbounded_job(bootstrap: str, topics, group: str, args: List[str]):
-    """The job as ``run_beam_stream`` builds it unbounded (group commits while it runs), started, not waited for."""
-    from apache_beam.options.pipeline_options import StandardOptions
-
-    from envleads.pipelines.beam_stream import build_beam_stream
-    from envleads.pipelines.kafka_edge.lead_topic import read_leads
-    from envleads.pipelines.options import prepared_run
-
-    options, settings = prepared_run(args)
-    options.view_as(StandardOptions).streaming = True
-    pipeline = beam.Pipeline(options=options)
-    prior = list(read_leads(bootstrap, topics.leads).values())
-    build_beam_stream(pipeline, bootstrap, topics, settings, partitions=plan_partitions(bootstrap, [topics.raw], group),
-                      group_id=group, prior_leads=prior, align_watermarks=True, commit_while_running=True)
-    return pipeline.run(), len(prior)
-
-
-def _run_until_committed(bootstrap: str, topics, group: str, args: List[str], produce, expected_ids, ends) -> int:
-    """Starts the unbounded job, runs ``produce()``, waits until every id of ``expected_ids`` is
-    enriched and the group's commit reached ``ends``, then cancels the job; returns its prior leads."""
-    import time
-
-    from apache_beam.runners.runner import PipelineState
-
-    from envleads import schemas
-
-    result, prior = _start_unbounded_job(bootstrap, topics, group, args)
-    try:
-        time.sleep(2)
-        produce()
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert result.state not in (PipelineState.FAILED, PipelineState.DONE, PipelineState.CANCELLED)
-            enriched = {r["complaint_id"] for _, r in _decoded(bootstrap, topics.enriched, schemas.ENRICHED)}
-            if enriched >= expected_ids and _committed_offsets(bootstrap, group, topics.raw) == ends():
-                break
-            time.sleep(1)
-    finally:
-        result.cancel()
-    return prior
 
 
 def test_unbounded_beam_stream_commits_what_it_wrote_and_restarts_losing_and_duplicating_nothing(
@@ -839,54 +616,16 @@ def test_unbounded_beam_stream_commits_what_it_wrote_and_restarts_losing_and_dup
     commit is exactly the end of what was produced (no further: nothing unwritten is committed);
     restarted over later events, it reads from there: every complaint enriched once, every
     malformed event dead-lettered once, each complaint in one lead, and the leads those of one
-    bounded run (``--until-end``) over all the events, complaints of no known city set aside."""
-    from envleads import schemas
-    from envleads.pipelines.beam_stream import run_beam_stream
+    bounded run (``--until-end``) over all the events, complaints of no known city set aside
+    (``beam_kafka_cases.check_unbounded_restart``; with a broker restart in between on Apache
+    Kafka: ``test_beam_apache_kafka.py``)."""
     from envleads.pipelines.rounds.outputs import Topics
 
     monkeypatch.setenv("ENVLEADS_PSEUDONYM_KEY", "test-beam-kafka-key")
     bootstrap, events, topics, args, group = _restart_case(kafka_broker, tmp_topics, prism_location, model_version)
-    truth, raw, half = [event.truth for event in events], topics.raw, E2E_EVENTS // 2
-    produced: List[tuple] = []
 
-    def ends():
-        return {partition: max(o for p, o in produced if p == partition) + 1 for partition, _ in produced}
+    def fresh_topics():
+        names = tmp_topics("enriched", "leads", "dead_letter")
+        return Topics(topics.raw, names["enriched"], names["leads"], names["dead_letter"])
 
-    def valid_ids(batch):
-        return {e.truth["complaint_id"] for e in batch if not e.truth["malformed"]}
-
-    first_prior = _run_until_committed(bootstrap, topics, group, args,
-                                       lambda: produced.extend(_produce_events(bootstrap, raw, events[:half])),
-                                       valid_ids(events[:half]), ends)
-    assert first_prior == 0
-    assert _committed_offsets(bootstrap, group, raw) == ends()  # all it wrote, and no further
-    leads_after_first = _compacted_leads(bootstrap, topics.leads)
-    assert len(leads_after_first) >= 5
-
-    second_prior = _run_until_committed(bootstrap, topics, group, args,
-                                        lambda: produced.extend(_produce_events(bootstrap, raw, events[half:])),
-                                        valid_ids(events), ends)
-    assert second_prior == len(leads_after_first)
-    assert _committed_offsets(bootstrap, group, raw) == ends()
-
-    # nothing lost, nothing read twice
-    enriched = [r for _, r in _decoded(bootstrap, topics.enriched, schemas.ENRICHED)]
-    assert sorted(r["complaint_id"] for r in enriched) == sorted(valid_ids(events))
-    dead = [d for _, d in _decoded(bootstrap, topics.dead_letter, schemas.DEAD_LETTER)]
-    assert len(dead) == sum(t["malformed"] for t in truth)
-
-    # one lead per matter, each complaint in one lead, leads of the first run continued under their keys
-    leads = _compacted_leads(bootstrap, topics.leads)
-    members = [cid for lead in leads.values() for cid in lead["complaint_ids"]]
-    assert len(members) == len(set(members))
-    assert all(lead["report_count"] == len(lead["complaint_ids"]) for lead in leads.values())
-    for lead_id, lead in leads_after_first.items():
-        assert set(lead["complaint_ids"]) <= set(leads[lead_id]["complaint_ids"])
-
-    # against one bounded run (--until-end) over all the events
-    bounded_names = tmp_topics("enriched", "leads", "dead_letter")
-    bounded_topics = Topics(raw, bounded_names["enriched"], bounded_names["leads"], bounded_names["dead_letter"])
-    run_beam_stream(bootstrap, bounded_topics, args, group_id=f"beam-{uuid.uuid4().hex[:8]}", bounded=True)
-    unplaced = _unplaced_ids(events, enriched)
-    assert _placed_membership(leads, unplaced) == \
-           _placed_membership(_compacted_leads(bootstrap, bounded_topics.leads), unplaced)
+    check_unbounded_restart(bootstrap, events, topics, args, group, fresh_topics)

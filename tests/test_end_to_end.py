@@ -203,3 +203,37 @@ def test_status_reports_lag_of_the_stream_group(kafka_broker, tmp_topics, genera
     assert partition["committed"] == 10
     assert partition["records_scanned"] == 30
     assert partition["lag"] >= 0
+
+
+def test_loading_the_store_is_not_idling(kafka_broker, tmp_topics, monkeypatch):
+    """``stop_when_idle_s`` counts from when the stream is ready to read. Loading the lead topic and
+    the state changelog takes 2 s or more (each read until quiet for 1 s); counted as idling, a
+    stream with ``stop_when_idle_s=2`` whose first poll came back empty (its first fetch slower than
+    the poll's wait, as over SASL_SSL on a busy machine) stopped before reading anything."""
+    from envleads.pipelines.rounds import loop
+
+    monkeypatch.setenv("ENVLEADS_PSEUDONYM_KEY", "e2e-key")
+    names = tmp_topics("raw", "enriched", "leads", "dead_letter")
+    topics = Topics(names["raw"], names["enriched"], names["leads"], names["dead_letter"])
+    bootstrap = kafka_broker.bootstrap_servers
+    assert produce_lines(bootstrap, topics.raw, (event.line for event in generate_events(20, seed=13))) == 20
+    real_open_session = loop.open_session
+
+    def session_with_a_slow_first_fetch(*args, **kwargs):
+        session = real_open_session(*args, **kwargs)
+        real_poll, polls = session.poll, []
+
+        def poll(max_records, wait_s, *rest, **options):
+            polls.append(wait_s)
+            if len(polls) == 1:
+                time.sleep(wait_s)
+                return []
+            return real_poll(max_records, wait_s, *rest, **options)
+
+        session.poll = poll
+        return session
+
+    monkeypatch.setattr(loop, "open_session", session_with_a_slow_first_fetch)
+    totals = run_stream(bootstrap, topics, ["--runner=FnApiRunner"], group_id="idle", stop_when_idle_s=2.0,
+                        poll_wait_s=1.0, round_wait_s=None, kafka_client="python")
+    assert totals["events"] == 20

@@ -191,10 +191,11 @@ class _RoundLoop:
         self.fence = self.fence or WriterFence(options.bootstrap_servers, options.topics.raw, options.group_id,
                                                options.security, wait=options.wait_for_fence)
         self.fence.acquire()
-        self.idle_since = time.monotonic()  # waiting for the fence is not idling
         self.session = open_session(options.kafka_client, options.bootstrap_servers, options.topics.raw,
                                     options.group_id, options.security)
         self.store.load_topics(options.bootstrap_servers, options.topics, options.security)
+        # waiting for the fence and loading the store (2 s or more) are not idling
+        self.idle_since = time.monotonic()
         self.backoff.reset()
         if self.on_ready is not None:
             self.on_ready()
