@@ -125,6 +125,9 @@ class RepeatConfig:
     # same question asked from places none alike is two residents' question, not one matter
     question_place_classes: frozenset = frozenset()
     trade_names: TradeNames = TradeNames()
+    # source names shared with a matter of another city, for a complaint not known to be in it, must
+    # be of one trade (福东精细化工 / 福东家具加工 share 工, not a trade: two sources)
+    one_trade_across_cities: bool = False
 
     @property
     def window_ms(self) -> int:
@@ -204,6 +207,7 @@ def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
         question_place_classes=_place_conflict_classes(path, entities.get("question_place_classes", ()), classes,
                                                        str(address.get("class", "address"))),
         trade_names=_trade_names(entities.get("trade_names", {})),
+        one_trade_across_cities=bool(entities.get("one_trade_across_cities", False)),
     )
 
 

@@ -12,8 +12,7 @@ import numpy as np
 
 from envleads.postings import Lookup
 from envleads.repeats_config import RepeatConfig
-from envleads.repeats_features import (MatterFeatures, TradeNameSaid, _cores_match, _split, _strip_category,
-                                       named_as_neighbour, region_relation, text_character_pairs, text_trade_name_keys,
+from envleads.repeats_features import (MatterFeatures, TradeNameSaid, _cores_match, _same_trade_group, _split, _strip_category, named_as_neighbour, region_relation, text_character_pairs, text_trade_name_keys,
                                        trade_name_key_starts, trade_name_keys, trade_name_said, trades_named)
 from envleads.repeats_matters import (_NAMING_SCAN, IndexedMatters, _Matter, _holders, _reporter_digests)
 from envleads.repeats_text import _below_cut, _name_hashes, _sorted_membership, _trim
@@ -161,7 +160,8 @@ class MatterIndex(IndexedMatters):
         placed = one_city or relation in ("same_county", "same_city")  # by the key, or both regions
         if shared is None or placed != one_city:  # names sound alike more loosely within one city
             shared = self._shared_entities(features.entities, matter.entities, near=placed)
-        shared = shared if placed else self._same_full_names(shared, features.entities, matter)
+        shared = shared if placed else self._one_trade_across_cities(
+            self._same_full_names(shared, features.entities, matter), matter)
         classes = {entity.partition(":")[0] for entity in shared}
         shared_source, shared_location = bool(classes & self._sources), bool(classes & self._locations)
         shared_descriptor = bool(classes & self._descriptors)
@@ -277,6 +277,18 @@ class MatterIndex(IndexedMatters):
                     continue
             kept.append(entity)
         return kept
+
+    def _one_trade_across_cities(self, shared: List[str], matter: _Matter) -> List[str]:
+        """``shared`` without the names that match none of the matter's of the same trade
+        (:func:`_trades_agree`), when ``one_trade_across_cities``: for a complaint not known to be
+        in the matter's city, a name before another trade (福东精细化工 / 福东家具加工) is more often
+        a namesake elsewhere than the same source."""
+        if not self.config.one_trade_across_cities or not shared:
+            return shared
+        known = [_split(e) for e in matter.entities]
+        return [entity for entity, (cls, core) in zip(shared, map(_split, shared))
+                if any(kcls == cls and _cores_match(core, kcore, self.config) and _trades_agree(core, kcore, self.config)
+                       for kcls, kcore in known)]
 
     def _same_question(self, text_sim: float, features: MatterFeatures, matter: _Matter, placed: bool) -> bool:
         """Whether a non-environmental complaint asks the matter's question again: the same letter
@@ -723,6 +735,17 @@ def _places_alike(a: str, b: str, config: RepeatConfig) -> bool:
     ending with the other (a word the rules left before a road, "反映过建设路" -> 过建设, is no
     other road): a conflict needs two plainly different names."""
     return a.endswith(b) or b.endswith(a) or _cores_match(a, b, config)
+
+
+def _trades_agree(a: str, b: str, config: RepeatConfig) -> bool:
+    """Whether two source names (cores) are of one trade, as two cities' names must be: equal, of
+    one group (土菜 / 饭店), one ending the other (化工 / 精细化工), or one without a trade; a
+    character in common is not enough (精细化工 / 家具加工 share 工, 酒业 / 牧业 share 业)."""
+    if "@" in a or "#" in a or "@" in b or "#" in b:
+        return True  # a descriptor's trade and an address's number are compared as the name is
+    trade_a, trade_b = _strip_category(a, config)[1], _strip_category(b, config)[1]
+    return not trade_a or not trade_b or trade_a.endswith(trade_b) or trade_b.endswith(trade_a) \
+        or _same_trade_group(trade_a, trade_b, config)
 
 
 # evidence by a name that a live matter of another key may give too (阿强烧烤, 鑫达电镀 and 星光KTV

@@ -1,0 +1,73 @@
+"""Repeat detection, repeats-2026.13: fewer matters holding two true matters on generated streams.
+
+- a report of no known city meets another city's matter by a source name only when the two names
+  are of one trade (``entities.one_trade_across_cities``): 福兴精细化工 and 福兴家具加工 share the
+  character 工, not a trade; within one city the looser rule stays;
+- a trade name is no part of a province's or city's name (浩特 of "呼和浩特大排档" would be said by
+  every report from 呼和浩特), nor a trade word (精细 of 精细化工);
+- a frequent word that sounds like a trade name is that word (每天 is not 梅天, 晚上 not 完上).
+Each test has its control: the same case where the rule does not apply joins or is a name."""
+import dataclasses
+
+import pytest
+
+from envleads import repeats as R
+from envleads.repeats_features import trade_name, trade_name_said
+from repeats_cases import DAY_MS, T0, config, feats  # noqa: F401 (config: a fixture)
+
+YANCHENG = "320900"
+WORKSHOP = ("", "亭湖区文港北路福兴家具加工厂白天晚上都在开锯，粉尘落得阳台上一层，电锯声吵得人睡不着。",
+            ("air", "noise"), "320902")
+OTHER_TRADE = "我们家对面的福兴精细化工有限公司，晚上排废气，风机吵得人睡不着。"
+SAME_TRADE = "我们家对面的福兴家具加工厂，天天粉尘飞，电锯声吵得人睡不着。"
+
+
+def _unplaced(indexes, config, text):
+    features = feats(config, "", text, ("air", "noise"), None)
+    return R.assign_unplaced(indexes, R.UNKNOWN_BLOCK, "u-1", T0 + 3 * DAY_MS, features, None, config)
+
+
+def _city_with(config, matter):
+    indexes = R.KeyIndexes({YANCHENG: R.MatterIndex(config, YANCHENG)})
+    indexes[YANCHENG].assign("c-1", T0, feats(config, *matter))
+    return indexes
+
+
+@pytest.mark.parametrize("text, joins", [(OTHER_TRADE, False), (SAME_TRADE, True)])
+def test_a_report_of_no_known_city_joins_by_a_name_of_the_same_trade_only(config, text, joins):
+    block, got = _unplaced(_city_with(config, WORKSHOP), config, text)
+    assert (block, got.duplicate_of) == ((YANCHENG, "c-1") if joins else (R.UNKNOWN_BLOCK, None))
+
+
+def test_without_the_rule_a_name_of_another_trade_joins(config):
+    """What the rule changes: with ``one_trade_across_cities`` off, 福兴精细化工 joins 福兴家具加工."""
+    loose = dataclasses.replace(config, one_trade_across_cities=False)
+    block, got = _unplaced(_city_with(loose, WORKSHOP), loose, OTHER_TRADE)
+    assert (block, got.duplicate_of) == (YANCHENG, "c-1")
+
+
+def test_a_trade_name_is_no_part_of_a_city_name_nor_a_trade_word(config):
+    assert trade_name("company:浩特大排档", config) is None  # 呼和浩特大排档 cut at 和
+    assert trade_name("company:精细化工", config) is None
+    assert trade_name("company:浩瀚大排档", config) == "浩瀚"  # controls: names of their own
+    assert trade_name("company:李和精细化工", config) == "李和"
+
+
+def test_a_report_from_the_city_whose_name_holds_the_trade_name_does_not_join(config):
+    city = "150100"
+    index = R.MatterIndex(config, city)
+    index.assign("c-1", T0, feats(config, "呼和浩特大排档油烟污染严重",
+                                  "呼和浩特市荷昌大道这边，大排档，每天中午和晚上油烟直接往居民楼里排。", ("air",), "150100"))
+    got = index.assign("c-2", T0 + DAY_MS, feats(config, "", "呼和浩特市赛罕区星洲中路223号的饭店，排出来的油烟呛得人喘不过气。",
+                                                 ("air",), "150105"))
+    assert got.is_new_matter
+
+
+@pytest.mark.parametrize("text, name, said", [
+    ("每天晚上烤串的烟雾飘满整条街", "梅天", False),
+    ("兰州市这边，这家广场舞，晚上放音乐到十点多", "完上", False),
+    ("路口那家梅田新材料又在排废气", "梅天", True),  # controls: not a word, marked as a name
+    ("皖上烧烤又把炉子摆到路边", "完上", True),
+])
+def test_a_frequent_word_that_sounds_like_a_trade_name_is_that_word(config, text, name, said):
+    assert (trade_name_said(text, name, config) is not None) == said
