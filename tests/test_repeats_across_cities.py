@@ -71,3 +71,30 @@ def test_a_report_from_the_city_whose_name_holds_the_trade_name_does_not_join(co
 ])
 def test_a_frequent_word_that_sounds_like_a_trade_name_is_that_word(config, text, name, said):
     assert (trade_name_said(text, name, config) is not None) == said
+
+
+PLATING = ("", "武进区湖塘镇延政西路上那家电镀厂天天晚上偷排废水，河沟里的水都是绿的，一股酸味。", ("water", "air"), "320412")
+
+
+@pytest.mark.parametrize("text, joins", [
+    ("沿政西路上那家电镀厂晚上又在偷排废水，河沟里的水发绿，酸味很重。", False),  # 沿政西 sounds as 延政西
+    ("延政西路上那家电镀厂晚上又在偷排废水，河沟里的水发绿，酸味很重。", True),
+])
+def test_a_descriptor_across_cities_needs_its_area_written_alike(config, text, joins):
+    city = "320400"
+    indexes = R.KeyIndexes({city: R.MatterIndex(config, city)})
+    indexes[city].assign("c-1", T0, feats(config, *PLATING))
+    features = feats(config, "", text, ("water", "air"), None)
+    block, got = R.assign_unplaced(indexes, R.UNKNOWN_BLOCK, "u-1", T0 + 3 * DAY_MS, features, None, config)
+    assert (block, got.duplicate_of) == ((city, "c-1") if joins else (R.UNKNOWN_BLOCK, None))
+
+
+@pytest.mark.parametrize("place, joins", [("顺利街道一带", False), ("美中乡阳利村", True)])
+def test_text_alone_does_not_join_two_complaints_from_places_none_alike(config, place, joins):
+    """One clause of a kind of source from two villages of one city is two sources; from the same
+    village, the same one."""
+    index = R.MatterIndex(config, "320500")
+    body = "那个采砂船白天晚上都在私挖乱采，山体被挖掉一大半，河道都变窄了，拖拉机来回拉砂，路都压坏了"
+    first = index.assign("c-1", T0, feats(config, "", f"常熟市美中乡阳利村，{body}，能不能管一下", ("ecological",), "320581"))
+    got = index.assign("c-2", T0 + DAY_MS, feats(config, "", f"常熟市{place}，{body}，拜托了", ("ecological",), "320581"))
+    assert (got.cluster_id == first.cluster_id) == joins, got

@@ -128,6 +128,15 @@ class RepeatConfig:
     # source names shared with a matter of another city, for a complaint not known to be in it, must
     # be of one trade (福东精细化工 / 福东家具加工 share 工, not a trade: two sources)
     one_trade_across_cities: bool = False
+    # a descriptor shared with a matter of another city: its area written in the same characters
+    # (源静中路 / 元静中路, 青广北路 / 清光北路 recur as two roads)
+    descriptor_areas_written_across_cities: bool = False
+    # text alone does not join two complaints that name places (``question_place_classes``) and none
+    # alike: one clause of a kind of source ("采砂船，私挖乱采") from two villages is two sources
+    text_needs_places_alike: bool = False
+    # a complaint not known to be in a matter's city that names places (``question_place_classes``)
+    # none alike the matter's, of any kinds, is about a namesake elsewhere
+    namesake_places_apart: bool = False
 
     @property
     def window_ms(self) -> int:
@@ -208,6 +217,9 @@ def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
                                                        str(address.get("class", "address"))),
         trade_names=_trade_names(entities.get("trade_names", {})),
         one_trade_across_cities=bool(entities.get("one_trade_across_cities", False)),
+        descriptor_areas_written_across_cities=bool(entities.get("descriptor_areas_written_across_cities", False)),
+        text_needs_places_alike=bool(entities.get("text_needs_places_alike", False)),
+        namesake_places_apart=bool(entities.get("namesake_places_apart", False)),
     )
 
 

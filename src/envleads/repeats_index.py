@@ -160,7 +160,7 @@ class MatterIndex(IndexedMatters):
         placed = one_city or relation in ("same_county", "same_city")  # by the key, or both regions
         if shared is None or placed != one_city:  # names sound alike more loosely within one city
             shared = self._shared_entities(features.entities, matter.entities, near=placed)
-        shared = shared if placed else self._one_trade_across_cities(
+        shared = shared if placed else self._alike_across_cities(
             self._same_full_names(shared, features.entities, matter), matter)
         classes = {entity.partition(":")[0] for entity in shared}
         shared_source, shared_location = bool(classes & self._sources), bool(classes & self._locations)
@@ -207,8 +207,9 @@ class MatterIndex(IndexedMatters):
             evidence = "reporter"  # one resident writes about each neighbour: 华磊陶瓷, then 新盛建材
         elif shared_type and text_sim >= (cfg.conflict_text_similarity
                                           if self._entity_conflict(features.entities, matter, False)
-                                          else cfg.text_only_similarity if placed else cfg.text_only_unplaced):
-            evidence = "text"
+                                          else cfg.text_only_similarity if placed else cfg.text_only_unplaced) \
+                and not (cfg.text_needs_places_alike and self._asked_elsewhere(features.entities, matter)):
+            evidence = "text"  # one clause of a kind of source ("采砂船，私挖乱采") from two villages: two sources
         else:
             evidence = None
         if evidence is None or not placed and self._namesake(text_sim, features, matter):
@@ -278,17 +279,30 @@ class MatterIndex(IndexedMatters):
             kept.append(entity)
         return kept
 
-    def _one_trade_across_cities(self, shared: List[str], matter: _Matter) -> List[str]:
-        """``shared`` without the names that match none of the matter's of the same trade
-        (:func:`_trades_agree`), when ``one_trade_across_cities``: for a complaint not known to be
-        in the matter's city, a name before another trade (福东精细化工 / 福东家具加工) is more often
-        a namesake elsewhere than the same source."""
-        if not self.config.one_trade_across_cities or not shared:
+    def _alike_across_cities(self, shared: List[str], matter: _Matter) -> List[str]:
+        """``shared`` without the names that match none of the matter's as two cities' names must:
+        a source's of the same trade (:func:`_trades_agree`, ``one_trade_across_cities``: 福东精细化工
+        is not 福东家具加工), a descriptor's area in the same characters (:func:`_areas_written_alike`,
+        ``descriptor_areas_written_across_cities``: 源静中路 is not 元静中路 there; one city's clerk
+        may write a road by ear, but across the country a road name of the same sound is another
+        road)."""
+        cfg = self.config
+        if not shared or not (cfg.one_trade_across_cities or cfg.descriptor_areas_written_across_cities):
             return shared
         known = [_split(e) for e in matter.entities]
-        return [entity for entity, (cls, core) in zip(shared, map(_split, shared))
-                if any(kcls == cls and _cores_match(core, kcore, self.config) and _trades_agree(core, kcore, self.config)
-                       for kcls, kcore in known)]
+        kept = []
+        for entity in shared:
+            cls, core = _split(entity)
+            if cls in self._descriptors:
+                alike = not cfg.descriptor_areas_written_across_cities or any(
+                    kcls == cls and _areas_written_alike(core, kcore) for kcls, kcore in known)
+            else:
+                alike = not cfg.one_trade_across_cities or any(
+                    kcls == cls and _cores_match(core, kcore, cfg) and _trades_agree(core, kcore, cfg)
+                    for kcls, kcore in known)
+            if alike:
+                kept.append(entity)
+        return kept
 
     def _same_question(self, text_sim: float, features: MatterFeatures, matter: _Matter, placed: bool) -> bool:
         """Whether a non-environmental complaint asks the matter's question again: the same letter
@@ -299,8 +313,12 @@ class MatterIndex(IndexedMatters):
 
     def _namesake(self, text_sim: float, features: MatterFeatures, matter: _Matter) -> bool:
         """Whether a complaint not known to be in the matter's city is about a namesake elsewhere:
-        another road, address or park (:meth:`_places_conflict`), unless it restates the matter."""
-        return text_sim < self.config.conflict_text_similarity and self._places_conflict(features.entities, matter)
+        another road, address or park (:meth:`_places_conflict`), or, with ``namesake_places_apart``,
+        places none alike whatever their kinds (杨记烧烤 by 德远家园 is not the one on 昌港路 of another
+        city: :meth:`_asked_elsewhere`), unless it restates the matter."""
+        return text_sim < self.config.conflict_text_similarity and (
+            self._places_conflict(features.entities, matter)
+            or self.config.namesake_places_apart and self._asked_elsewhere(features.entities, matter))
 
     def _asked_elsewhere(self, entities: Sequence[str], matter: _Matter) -> bool:
         """Whether a non-environmental complaint and the matter both name places
@@ -735,6 +753,15 @@ def _places_alike(a: str, b: str, config: RepeatConfig) -> bool:
     ending with the other (a word the rules left before a road, "反映过建设路" -> 过建设, is no
     other road): a conflict needs two plainly different names."""
     return a.endswith(b) or b.endswith(a) or _cores_match(a, b, config)
+
+
+def _areas_written_alike(a: str, b: str) -> bool:
+    """Whether two descriptors (``trade@area``) are of one trade on an area written in the same
+    characters: equal, or one ending the other in three characters or more (东延政西 / 延政西)."""
+    trade_a, _, area_a = a.partition("@")
+    trade_b, _, area_b = b.partition("@")
+    short, long_ = sorted((area_a, area_b), key=len)
+    return trade_a == trade_b and (short == long_ or len(short) >= 3 and long_.endswith(short))
 
 
 def _trades_agree(a: str, b: str, config: RepeatConfig) -> bool:
