@@ -98,3 +98,33 @@ def test_text_alone_does_not_join_two_complaints_from_places_none_alike(config, 
     first = index.assign("c-1", T0, feats(config, "", f"常熟市美中乡阳利村，{body}，能不能管一下", ("ecological",), "320581"))
     got = index.assign("c-2", T0 + DAY_MS, feats(config, "", f"常熟市{place}，{body}，拜托了", ("ecological",), "320581"))
     assert (got.cluster_id == first.cluster_id) == joins, got
+
+
+@pytest.mark.parametrize("text, joins", [
+    ("义乌市康明中路241号有一家源平量贩KTV，音乐开得震天响，低音炮震得窗户都在响。", False),
+    ("峰友名城那家酒店(源平)机房的声音还是很大，楼上卧室睡不着。", True),
+])
+def test_a_trade_name_said_by_a_source_of_another_trade_is_another_source(config, text, joins):
+    """源平量贩KTV says 源平, the trade name of 源平酒店, but is a KTV: another source of one city."""
+    index = R.MatterIndex(config, "330700")
+    first = index.assign("c-1", T0, feats(config, "投诉源平酒店设备噪音", "金华市义乌市峰友名城一带，源平酒店，机房的声音传到楼上卧室。",
+                                          ("noise",), "330782"))
+    got = index.assign("c-2", T0 + DAY_MS, feats(config, "", text, ("noise",), "330782"))
+    assert (got.cluster_id == first.cluster_id) == joins, got
+
+
+BARBECUE = ("", "江宁区东山街道竹山路那家阿福烧烤，每天晚上烤串的烟往楼上飘，客人喝酒吵到凌晨。", ("air", "noise"), "320115")
+
+
+@pytest.mark.parametrize("text, joins", [
+    ("我们小区对面的阿福烧烤，晚上烤串的烟往楼上飘，紧挨着翠湖家园居民楼。", False),  # a compound, not the road
+    ("竹山路上的阿福烧烤，晚上烤串的烟往楼上飘，喝酒吵到凌晨。", True),
+    ("阿福烧烤晚上烤串的烟往楼上飘，喝酒吵到凌晨。", True),  # no place: nothing says it is elsewhere
+])
+def test_a_report_of_no_known_city_naming_places_none_alike_is_about_a_namesake(config, text, joins):
+    city = "320100"
+    indexes = R.KeyIndexes({city: R.MatterIndex(config, city)})
+    indexes[city].assign("c-1", T0, feats(config, *BARBECUE))
+    features = feats(config, "", text, ("air", "noise"), None)
+    block, got = R.assign_unplaced(indexes, R.UNKNOWN_BLOCK, "u-1", T0 + 3 * DAY_MS, features, None, config)
+    assert (block, got.duplicate_of) == ((city, "c-1") if joins else (R.UNKNOWN_BLOCK, None))

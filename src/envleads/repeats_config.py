@@ -137,6 +137,9 @@ class RepeatConfig:
     # a complaint not known to be in a matter's city that names places (``question_place_classes``)
     # none alike the matter's, of any kinds, is about a namesake elsewhere
     namesake_places_apart: bool = False
+    # a trade name said by a source of another trade than the matter's source of that name is
+    # another source's (源平量贩KTV / 源平酒店)
+    trade_name_same_trade: bool = False
 
     @property
     def window_ms(self) -> int:
@@ -220,6 +223,7 @@ def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
         descriptor_areas_written_across_cities=bool(entities.get("descriptor_areas_written_across_cities", False)),
         text_needs_places_alike=bool(entities.get("text_needs_places_alike", False)),
         namesake_places_apart=bool(entities.get("namesake_places_apart", False)),
+        trade_name_same_trade=bool(entities.get("trade_name_same_trade", False)),
     )
 
 

@@ -251,6 +251,8 @@ class MatterIndex(IndexedMatters):
         confirmed = self._confirmed_sources(matter)
         if confirmed and not any(name in e.partition(":")[2] for e in confirmed):
             return False  # a neighbour one report named beside the matter's source
+        if self.config.trade_name_same_trade and not self._trade_of_trade_name_agrees(said, features, matter):
+            return False
         for entity in features.entities:
             cls, _, core = entity.partition(":")
             if cls in self._sources and name not in core and self._specific(entity) \
@@ -258,6 +260,16 @@ class MatterIndex(IndexedMatters):
                     and not named_as_neighbour(features.plain_text, core, self.config):
                 return False
         return True
+
+    def _trade_of_trade_name_agrees(self, said: TradeNameSaid, features: MatterFeatures, matter: _Matter) -> bool:
+        """Whether the complaint's source that says the trade name is of the trade of the matter's
+        source of that name (:func:`_trades_agree`): 源平量贩KTV is not 源平酒店, 红荷包装加工 not
+        宏荷牧业, in one city or not. True when either names no such source."""
+        name = said.name
+        mine = [core for cls, core in map(_split, features.entities)
+                if cls in self._sources and trade_name_said(core, name, self.config) is not None]
+        theirs = [core for cls, core in map(_split, matter.entities) if cls in self._sources and name in core]
+        return not mine or not theirs or any(_trades_agree(a, b, self.config) for a in mine for b in theirs)
 
     def _same_full_names(self, shared: List[str], entities: Sequence[str], matter: _Matter) -> List[str]:
         """``shared`` without the names whose full forms (``full_name_class``) both sides give and
