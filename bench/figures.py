@@ -100,20 +100,28 @@ def _mixed(d: dict) -> List[float]:
     return [run["multi_report_matters_mixed"] / run["multi_report_matters"] for run in d["runs"]]
 
 
+def _mixed_leads(d: dict) -> list:
+    """Issue 21's measure: the share of multi-report leads holding reports of > 1 true matter."""
+    return [run["multi_report_leads_mixed"] / run["multi_report_leads"] for run in d["runs"]]
+
+
 def _generated(d: dict) -> str:
     seeds = " / ".join(str(run["seed"]) for run in d["runs"])
-    shares = " / ".join(f"{share:.1%}" for share in _mixed(d))
-    return f"repeats, generated (seeds {seeds}): multi-report matters holding > 1 true matter {shares}"
+    leads = " / ".join(f"{share:.1%}" for share in _mixed_leads(d))
+    matters = " / ".join(f"{share:.1%}" for share in _mixed(d))
+    return (f"repeats, generated (seeds {seeds}): multi-report leads holding > 1 true matter {leads} "
+            f"(matters {matters})")
 
 
 def _generated_status(d: dict) -> str:
     """Met or not at the row's size, and on the issue's 100,000 complaints when measured."""
-    status = f"issue 21: < 1%: {_met(max(_mixed(d)) < 0.01)} at {d['runs'][0]['events']:,}"
+    status = f"issue 21: < 1% of leads: {_met(max(_mixed_leads(d)) < 0.01)} at {d['runs'][0]['events']:,}"
     long_run = os.path.join(HERE, "results", "repeats_pipeline_100000.json")
     if os.path.exists(long_run):
         with open(long_run, encoding="utf-8") as handle:
-            share = max(_mixed(json.load(handle)))
-        status += f"; 100,000: {share:.1%}, {_met(share < 0.01)}"
+            long_data = json.load(handle)
+        share = max(_mixed_leads(long_data))
+        status += f"; 100,000: {share:.1%} (matters {max(_mixed(long_data)):.1%}), {_met(share < 0.01)}"
     return status
 
 

@@ -138,6 +138,21 @@ class RepeatConfig:
     # same question asked from places none alike is two residents' question, not one matter
     question_place_classes: frozenset = frozenset()
     trade_names: TradeNames = TradeNames()
+    # source names shared with a matter of another city, for a complaint not known to be in it, must
+    # be of one trade (福东精细化工 / 福东家具加工 share 工, not a trade: two sources)
+    one_trade_across_cities: bool = False
+    # a descriptor shared with a matter of another city: its area written in the same characters
+    # (源静中路 / 元静中路, 青广北路 / 清光北路 recur as two roads)
+    descriptor_areas_written_across_cities: bool = False
+    # text alone does not join two complaints that name places (``question_place_classes``) and none
+    # alike: one clause of a kind of source ("采砂船，私挖乱采") from two villages is two sources
+    text_needs_places_alike: bool = False
+    # a complaint not known to be in a matter's city that names places (``question_place_classes``)
+    # none alike the matter's, of any kinds, is about a namesake elsewhere
+    namesake_places_apart: bool = False
+    # a trade name said by a source of another trade than the matter's source of that name is
+    # another source's (源平量贩KTV / 源平酒店)
+    trade_name_same_trade: bool = False
 
     @property
     def window_ms(self) -> int:
@@ -219,6 +234,11 @@ def load_repeat_config(path: Optional[str] = None) -> RepeatConfig:
         question_place_classes=_place_conflict_classes(path, entities.get("question_place_classes", ()), classes,
                                                        str(address.get("class", "address"))),
         trade_names=_trade_names(entities.get("trade_names", {})),
+        one_trade_across_cities=bool(entities.get("one_trade_across_cities", False)),
+        descriptor_areas_written_across_cities=bool(entities.get("descriptor_areas_written_across_cities", False)),
+        text_needs_places_alike=bool(entities.get("text_needs_places_alike", False)),
+        namesake_places_apart=bool(entities.get("namesake_places_apart", False)),
+        trade_name_same_trade=bool(entities.get("trade_name_same_trade", False)),
     )
 
 

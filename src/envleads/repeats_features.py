@@ -279,6 +279,16 @@ def _admin_names() -> frozenset:
     return _ADMIN_NAMES
 
 
+@lru_cache(maxsize=1)
+def _division_name_parts() -> frozenset:
+    """Every part of two characters or more of a province's or city's short name (浩特 of 呼和浩特):
+    a trade name taken from "呼和浩特大排档" cut short would match every report from that city."""
+    from envleads.divisions import load_divisions
+
+    names = {_short_name(d.name, _ADMIN_SUFFIXES) for d in load_divisions() if d.level in ("province", "city")}
+    return frozenset(name[i:j] for name in names for i in range(len(name)) for j in range(i + 2, len(name) + 1))
+
+
 def _strip_admin_prefix(core: str) -> str:
     """"阳江友坝" -> "友坝": a division name written before a place name is not part of it."""
     names = _admin_names()
@@ -567,7 +577,7 @@ def _plain_name(name: str, config: RepeatConfig) -> bool:
         return False
     if any(name in phrase for phrase in config.boilerplate) or any(word in name for word in config.pollution_words):
         return False  # 扰民 (of 严重扰民), 偷排: what complaints say, not whom
-    if name in _place_words() or name in _admin_names() or _common_phrase(name, config) \
+    if name in _place_words() or name in _admin_names() or name in _division_name_parts() or _common_phrase(name, config) \
             or name in config.generic_cores or name in config.category_words or _is_place_prefix(name) \
             or any(word in name for word in config.descriptors.words):  # a trade (小镀锌作坊) names no one
         return False
@@ -697,8 +707,8 @@ def trade_name_said(text: str, name: str, config: RepeatConfig,
         window = text[start:start + n]
         if len(window) < n:
             continue
-        if window != name and not _sounds_alike(window, name):
-            continue
+        if window != name and (not _sounds_alike(window, name) or window in _frequent_words(config)):
+            continue  # a frequent word that sounds like the name (每天 / 梅天, 晚上 / 完上) is that word
         end = start + n
         after, before = text[end:end + 8], text[max(0, start - 4):start]
         if after.startswith(_place_suffixes(config)) or any(w in after or w in before for w in tn.neighbour_words):

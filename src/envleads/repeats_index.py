@@ -12,8 +12,7 @@ import numpy as np
 
 from envleads.postings import Lookup
 from envleads.repeats_config import RepeatConfig
-from envleads.repeats_features import (MatterFeatures, TradeNameSaid, _cores_match, _split, _strip_category,
-                                       named_as_neighbour, region_relation, text_character_pairs, text_trade_name_keys,
+from envleads.repeats_features import (MatterFeatures, TradeNameSaid, _cores_match, _same_trade_group, _split, _strip_category, named_as_neighbour, region_relation, text_character_pairs, text_trade_name_keys,
                                        trade_name_key_starts, trade_name_keys, trade_name_said, trades_named)
 from envleads.repeats_matters import (_NAMING_SCAN, IndexedMatters, _Matter, _holders, _reporter_digests)
 from envleads.repeats_text import _below_cut, _name_hashes, _sorted_membership, _trim
@@ -161,7 +160,8 @@ class MatterIndex(IndexedMatters):
         placed = one_city or relation in ("same_county", "same_city")  # by the key, or both regions
         if shared is None or placed != one_city:  # names sound alike more loosely within one city
             shared = self._shared_entities(features.entities, matter.entities, near=placed)
-        shared = shared if placed else self._same_full_names(shared, features.entities, matter)
+        shared = shared if placed else self._alike_across_cities(
+            self._same_full_names(shared, features.entities, matter), matter)
         classes = {entity.partition(":")[0] for entity in shared}
         shared_source, shared_location = bool(classes & self._sources), bool(classes & self._locations)
         shared_descriptor = bool(classes & self._descriptors)
@@ -207,8 +207,9 @@ class MatterIndex(IndexedMatters):
             evidence = "reporter"  # one resident writes about each neighbour: 华磊陶瓷, then 新盛建材
         elif shared_type and text_sim >= (cfg.conflict_text_similarity
                                           if self._entity_conflict(features.entities, matter, False)
-                                          else cfg.text_only_similarity if placed else cfg.text_only_unplaced):
-            evidence = "text"
+                                          else cfg.text_only_similarity if placed else cfg.text_only_unplaced) \
+                and not (cfg.text_needs_places_alike and self._asked_elsewhere(features.entities, matter)):
+            evidence = "text"  # one clause of a kind of source ("采砂船，私挖乱采") from two villages: two sources
         else:
             evidence = None
         if evidence is None or not placed and self._namesake(text_sim, features, matter):
@@ -250,6 +251,8 @@ class MatterIndex(IndexedMatters):
         confirmed = self._confirmed_sources(matter)
         if confirmed and not any(name in e.partition(":")[2] for e in confirmed):
             return False  # a neighbour one report named beside the matter's source
+        if self.config.trade_name_same_trade and not self._trade_of_trade_name_agrees(said, features, matter):
+            return False
         for entity in features.entities:
             cls, _, core = entity.partition(":")
             if cls in self._sources and name not in core and self._specific(entity) \
@@ -257,6 +260,16 @@ class MatterIndex(IndexedMatters):
                     and not named_as_neighbour(features.plain_text, core, self.config):
                 return False
         return True
+
+    def _trade_of_trade_name_agrees(self, said: TradeNameSaid, features: MatterFeatures, matter: _Matter) -> bool:
+        """Whether the complaint's source that says the trade name is of the trade of the matter's
+        source of that name (:func:`_trades_agree`): 源平量贩KTV is not 源平酒店, 红荷包装加工 not
+        宏荷牧业, in one city or not. True when either names no such source."""
+        name = said.name
+        mine = [core for cls, core in map(_split, features.entities)
+                if cls in self._sources and trade_name_said(core, name, self.config) is not None]
+        theirs = [core for cls, core in map(_split, matter.entities) if cls in self._sources and name in core]
+        return not mine or not theirs or any(_trades_agree(a, b, self.config) for a in mine for b in theirs)
 
     def _same_full_names(self, shared: List[str], entities: Sequence[str], matter: _Matter) -> List[str]:
         """``shared`` without the names whose full forms (``full_name_class``) both sides give and
@@ -278,6 +291,31 @@ class MatterIndex(IndexedMatters):
             kept.append(entity)
         return kept
 
+    def _alike_across_cities(self, shared: List[str], matter: _Matter) -> List[str]:
+        """``shared`` without the names that match none of the matter's as two cities' names must:
+        a source's of the same trade (:func:`_trades_agree`, ``one_trade_across_cities``: 福东精细化工
+        is not 福东家具加工), a descriptor's area in the same characters (:func:`_areas_written_alike`,
+        ``descriptor_areas_written_across_cities``: 源静中路 is not 元静中路 there; one city's clerk
+        may write a road by ear, but across the country a road name of the same sound is another
+        road)."""
+        cfg = self.config
+        if not shared or not (cfg.one_trade_across_cities or cfg.descriptor_areas_written_across_cities):
+            return shared
+        known = [_split(e) for e in matter.entities]
+        kept = []
+        for entity in shared:
+            cls, core = _split(entity)
+            if cls in self._descriptors:
+                alike = not cfg.descriptor_areas_written_across_cities or any(
+                    kcls == cls and _areas_written_alike(core, kcore) for kcls, kcore in known)
+            else:
+                alike = not cfg.one_trade_across_cities or any(
+                    kcls == cls and _cores_match(core, kcore, cfg) and _trades_agree(core, kcore, cfg)
+                    for kcls, kcore in known)
+            if alike:
+                kept.append(entity)
+        return kept
+
     def _same_question(self, text_sim: float, features: MatterFeatures, matter: _Matter, placed: bool) -> bool:
         """Whether a non-environmental complaint asks the matter's question again: the same letter
         (text only), from no place or one alike (:meth:`_asked_elsewhere`)."""
@@ -287,8 +325,12 @@ class MatterIndex(IndexedMatters):
 
     def _namesake(self, text_sim: float, features: MatterFeatures, matter: _Matter) -> bool:
         """Whether a complaint not known to be in the matter's city is about a namesake elsewhere:
-        another road, address or park (:meth:`_places_conflict`), unless it restates the matter."""
-        return text_sim < self.config.conflict_text_similarity and self._places_conflict(features.entities, matter)
+        another road, address or park (:meth:`_places_conflict`), or, with ``namesake_places_apart``,
+        places none alike whatever their kinds (杨记烧烤 by 德远家园 is not the one on 昌港路 of another
+        city: :meth:`_asked_elsewhere`), unless it restates the matter."""
+        return text_sim < self.config.conflict_text_similarity and (
+            self._places_conflict(features.entities, matter)
+            or self.config.namesake_places_apart and self._asked_elsewhere(features.entities, matter))
 
     def _asked_elsewhere(self, entities: Sequence[str], matter: _Matter) -> bool:
         """Whether a non-environmental complaint and the matter both name places
@@ -723,6 +765,26 @@ def _places_alike(a: str, b: str, config: RepeatConfig) -> bool:
     ending with the other (a word the rules left before a road, "反映过建设路" -> 过建设, is no
     other road): a conflict needs two plainly different names."""
     return a.endswith(b) or b.endswith(a) or _cores_match(a, b, config)
+
+
+def _areas_written_alike(a: str, b: str) -> bool:
+    """Whether two descriptors (``trade@area``) are of one trade on an area written in the same
+    characters: equal, or one ending the other in three characters or more (东延政西 / 延政西)."""
+    trade_a, _, area_a = a.partition("@")
+    trade_b, _, area_b = b.partition("@")
+    short, long_ = sorted((area_a, area_b), key=len)
+    return trade_a == trade_b and (short == long_ or len(short) >= 3 and long_.endswith(short))
+
+
+def _trades_agree(a: str, b: str, config: RepeatConfig) -> bool:
+    """Whether two source names (cores) are of one trade, as two cities' names must be: equal, of
+    one group (土菜 / 饭店), one ending the other (化工 / 精细化工), or one without a trade; a
+    character in common is not enough (精细化工 / 家具加工 share 工, 酒业 / 牧业 share 业)."""
+    if "@" in a or "#" in a or "@" in b or "#" in b:
+        return True  # a descriptor's trade and an address's number are compared as the name is
+    trade_a, trade_b = _strip_category(a, config)[1], _strip_category(b, config)[1]
+    return not trade_a or not trade_b or trade_a.endswith(trade_b) or trade_b.endswith(trade_a) \
+        or _same_trade_group(trade_a, trade_b, config)
 
 
 # evidence by a name that a live matter of another key may give too (阿强烧烤, 鑫达电镀 and 星光KTV
