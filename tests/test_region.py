@@ -1002,6 +1002,7 @@ def test_confusable_characters_of_writer_r(resolver, text, expected):
 @pytest.mark.parametrize("text, expected", [
     ("察县有家皮革厂味道刺鼻。", "654022"),  # 察布查尔锡伯自治县
     ("在前郭县看到一家化肥厂往河里排水。", "220721"),  # 前郭尔罗斯蒙古族自治县
+    ("杭后一家糖厂的废水流进了排干渠。", "150826"),  # 杭锦后旗
 ])
 def test_local_short_forms_of_long_autonomous_names(resolver, text, expected):
     assert code(resolver, text) == expected
