@@ -986,3 +986,62 @@ def test_domicile_parent_company_office_and_downstream_give_way_to_the_site(reso
 def test_a_people_s_government_or_a_personnel_bureau_is_no_place_of_origin(resolver):
     assert code(resolver, "湖南省长沙市人民政府办公厅转来投诉，长沙县一家沥青站烟气扰民。") == "430121"
     assert code(resolver, "文登市人事局旁边一家饭店油烟扰民。") == "371003"
+
+
+# -- writer r's classes (issue 23, dev_wr): passages written for these tests ---------------------
+
+@pytest.mark.parametrize("text, expected", [
+    ("啄州市一家铸造厂夜里冒黑烟。", "130681"),  # 涿州市
+    ("睢溪县城边上的洗煤厂污水横流。", "340621"),  # 濉溪县 (睢县 is Henan's: only with 溪 it is this one)
+    ("丛阳县有家石料厂粉尘很大。", "340722"),  # 枞阳县
+])
+def test_confusable_characters_of_writer_r(resolver, text, expected):
+    assert code(resolver, text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("察县有家皮革厂味道刺鼻。", "654022"),  # 察布查尔锡伯自治县
+    ("在前郭县看到一家化肥厂往河里排水。", "220721"),  # 前郭尔罗斯蒙古族自治县
+    ("杭后一家糖厂的废水流进了排干渠。", "150826"),  # 杭锦后旗
+])
+def test_local_short_forms_of_long_autonomous_names(resolver, text, expected):
+    assert code(resolver, text) == expected
+
+
+def test_plain_county_name_before_that_works_with_a_longer_product(resolver):
+    assert code(resolver, "沂水那个食品加工厂污水直排。") == "371323"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("城关区兰大二院附近有家小饭馆油烟直排。", "620102"),
+    ("白云区贵铝生活区旁边的堆场扬尘。", "520113"),
+    ("铁西区艳粉街附近有人烧电线。", "210106"),
+])
+def test_landmarks_of_writer_r_settle_same_named_districts(resolver, text, expected):
+    assert code(resolver, text) == expected
+
+
+def test_two_character_district_name_with_a_cue_right_after_it(resolver):
+    assert code(resolver, "东区攀钢那边有人往江边倒废渣。") == "510402"
+    assert code(resolver, "郊区大通古镇边上的码头扬尘大。") == "340711"
+    assert code(resolver, "东区一家饭店油烟直排，听说攀钢也管不了。") is None  # the cue is not chained to it
+
+
+def test_county_name_after_going_back_is_the_place(resolver):
+    assert code(resolver, "在杭州上班，过年回桐庐，看到村口造纸厂往江里排水。") == "330122"
+    assert code(resolver, "老百姓出行又回到解放前了。") is None  # 回到 ... 前: no place
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("化工厂在张家港市，老板在上海住。", "320582"),  # where the owner lives
+    ("杭州的网友反映，桐乡市一家印染厂夜里偷排。", "330483"),  # the writer's city
+    ("上海来的游客在宜兴市看到河里漂着死鱼。", "320282"),
+    ("深圳某电子公司在惠东县的工厂废水超标。", "441323"),  # the company's home vs its site
+    ("涟源市一家煤矿矿井水外排，煤矿的上级单位在长沙市岳麓区。", "431382"),  # a parent unit
+    ("我是长沙的，出差到攸县看见一家陶瓷厂烧煤冒黑烟。", "430223"),  # the writer's home
+    ("昆山市一家电镀厂被查，这家企业曾在无锡、南通设有车间。", "320583"),  # past sites, listed
+    ("长沙某集团在醴陵市的烟花分厂违规堆放药物。", "430281"),
+    ("宁波的一家集团在江山市的水泥分厂粉尘超标。", "330881"),  # a branch plant of a product
+])
+def test_homes_parents_past_sites_and_branch_plants_of_writer_r(resolver, text, expected):
+    assert code(resolver, text) == expected

@@ -28,10 +28,11 @@ LEVELS = (PROVINCE, CITY, COUNTY)
 # written on 2026-12-07 by an outside writer who never saw the rules (writer o), one list per class
 # dealt alternately: wod-NNN (dev_wo) and wol-NNN (locked_wo, reporting only)
 OUTSIDE_PARTS = ("dev_wo", "locked_wo")
-# two more outside writers with writer o's classes: p wrote dev_wp (development), q wrote locked_wq
-# (reporting only); written apart, so their class counts differ on purpose
-SECOND_OUTSIDE_PARTS = ("dev_wp", "locked_wq")
-OUTSIDE_PREFIX = {"dev_wo": "wod-", "locked_wo": "wol-", "dev_wp": "wpd-", "locked_wq": "wql-"}
+# more outside writers with writer o's classes: p wrote dev_wp and r dev_wr (development), q wrote
+# locked_wq and s locked_ws (reporting only); written apart, so their class counts differ on purpose
+SECOND_OUTSIDE_PARTS = ("dev_wp", "locked_wq", "dev_wr", "locked_ws")
+OUTSIDE_PREFIX = {"dev_wo": "wod-", "locked_wo": "wol-", "dev_wp": "wpd-", "locked_wq": "wql-",
+                  "dev_wr": "wrd-", "locked_ws": "wsl-"}
 OUTSIDE_CLASSES = {"city_and_district", "short_or_variant", "same_name_with_cue", "same_name_no_cue",
                    "traditional", "several_places", "partial_or_no_place"}
 ALL_PARTS = PARTS + OUTSIDE_PARTS + SECOND_OUTSIDE_PARTS
@@ -100,7 +101,7 @@ def test_outside_parts_hold_the_same_classes_equally():
 
 
 def test_second_outside_writers_cover_every_class():
-    """Writers p and q wrote apart (not one list dealt alternately): their counts per class may
+    """Writers p, q, r and s wrote apart (not one list dealt alternately): their counts per class may
     differ, but each part holds every one of writer o's classes, with a few rows at least."""
     for part in SECOND_OUTSIDE_PARTS:
         counts = Counter(row["class"] for row in _rows(part))

@@ -666,7 +666,7 @@ class RegionResolver(Gazetteer):
                                found)
         if all(mention.needs_support for mention in mentions):
             return (self._by_town(towns, None, 1.0, [], jurisdiction_adcode)
-                    or self._common_full_by_cue(mentions) or self._common_full_by_town(body, mentions)
+                    or self._common_full_by_cue(body, mentions, body_mentions) or self._common_full_by_town(body, mentions)
                     or self._empty())
         helper = []
         if jurisdiction_adcode and jurisdiction_adcode in self._divisions:
@@ -725,23 +725,40 @@ class RegionResolver(Gazetteer):
             chained.append(town._replace(parents=inside) if inside else town)
         return chained
 
-    def _common_full_by_cue(self, mentions: List[_Mention]) -> Optional[RegionResolution]:
+    def _common_full_by_cue(self, text: str, mentions: List[_Mention],
+                            spans: List[_Mention]) -> Optional[RegionResolution]:
         """The one division of a common-word full name (城中区, 市中区) that the text's other weak
         names agree with, when nothing sure is named: 城中区 ... 柳江边 is Liuzhou's (柳江 is a
         district of Liuzhou), 市中区 ... 英雄山 Jinan's. One such name only, and exactly one of
-        its divisions must lie in a city (or province) that another name points to."""
-        names = {m.surface for m in mentions if m.kind == "common_word" and m.surface in self._common_full_names
-                 and len(m.surface) >= self._common_by_cue_min}
-        if len(names) != 1:
+        its divisions must lie in a city (or province) that another name points to. A shorter
+        name (东区, 城区: words of every town) counts only with the cue right after it, as one
+        chain (东区攀钢附近, 城区凤山妈祖庙后面) in ``text`` (``spans``: its mentions); a cue elsewhere
+        in the text settles nothing."""
+        agreeing: Dict[str, List[_Mention]] = {}  # name -> the mentions that may agree with it
+        for mention in mentions:
+            if mention.kind != "common_word" or mention.surface not in self._common_full_names:
+                continue
+            if len(mention.surface) >= self._common_by_cue_min:
+                agreeing[mention.surface] = [m for m in mentions if m.surface != mention.surface]
+            elif mention in spans:
+                after = self._right_after(text, mention, spans)
+                if after:
+                    agreeing.setdefault(mention.surface, []).extend(after)
+        if len(agreeing) != 1:
             return None
-        name = names.pop()
+        (name, others), = agreeing.items()
         districts = {c for m in mentions if m.surface == name for c in m.candidates
                      if self._divisions[c].level == COUNTY}
-        others = {c for m in mentions if m.surface != name for c in m.candidates} - districts  # not 城北 for 城北区
-        agreed = {c for c in districts if any(self._agrees(c, other) for other in others)}
+        pointed = {c for m in others for c in m.candidates} - districts  # not 城北 for 城北区
+        agreed = {c for c in districts if any(self._agrees(c, other) for other in pointed)}
         if len(agreed) != 1:
             return None
         return self._resolution(agreed.pop(), round(0.5 + 0.5 * self._weights["cue"], 2), mentions)
+
+    def _right_after(self, text: str, mention: _Mention, mentions: List[_Mention]) -> List[_Mention]:
+        """The mentions that start right after ``mention``, across at most ``context.adjacent_gap``."""
+        return [m for m in mentions if m.start >= mention.end
+                and self._re["adjacent_gap"].fullmatch(text[mention.end:m.start])]
 
     def _common_full_by_town(self, text: str, mentions: List[_Mention]) -> Optional[RegionResolution]:
         """A township written without its suffix (韩森寨) that lies in one division of a common-word
