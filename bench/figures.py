@@ -84,7 +84,7 @@ def _regions_status(d: dict) -> str:
 
 def _repeats(d: dict) -> str:
     locked, real = _product_set(d, "confusable locked, as written"), _product_set(d, "real, no jurisdiction")
-    return (f"repeats through `batch`, confusable locked part (h, i): pairwise P {locked['pairwise_precision']:.3f}, "
+    return (f"repeats through `batch`, confusable locked part (outside writers j, k, never tuned on): pairwise P {locked['pairwise_precision']:.3f}, "
             f"R {locked['pairwise_recall']:.3f}; real board (tuned on), no jurisdiction: "
             f"P {real['pairwise_precision']:.3f}, R {real['pairwise_recall']:.3f}")
 

@@ -48,10 +48,12 @@ def test_the_corpus_is_what_its_readme_says():
     assert len(non_env) >= 40 and all(kinds[truth[cid]["matter_id"]] == {False} for cid in non_env)
 
 
-@pytest.mark.parametrize("engine, precision, recall", [("beam", 0.80, 0.44), ("rounds", 0.80, 0.44)])
+@pytest.mark.parametrize("engine, precision, recall", [("beam", 0.80, 0.38), ("rounds", 0.80, 0.38)])
 def test_confusable_development_part_through_batch(engine, precision, recall):
     """Thresholds hold with the default model trained with or without ``../shared`` (its types
-    decide what is environmental, so the figures move by a few points between the two)."""
+    decide what is environmental, so the figures move by a few points between the two). The floors
+    are set a few points under repeats-2026.13 on writers a–i (0.871 / 0.422): h and i, measured
+    as the locked part before, joined development on 2026-12-07 and brought its recall down."""
     events, truth = E.corpus_gold(_files("dev"))
     rows, _ = E.run_product(events, engine)
     report = E.score_matters(rows, truth)
