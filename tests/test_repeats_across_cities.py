@@ -73,6 +73,17 @@ def test_a_frequent_word_that_sounds_like_a_trade_name_is_that_word(config, text
     assert (trade_name_said(text, name, config) is not None) == said
 
 
+def _unplaced_report_joins(config, city: str, placed: tuple, text: str, types: tuple) -> bool:
+    """Whether a report of no known city, three days after ``placed`` opened a matter in ``city``,
+    joins that matter (else it opens its own under the unknown key)."""
+    indexes = R.KeyIndexes({city: R.MatterIndex(config, city)})
+    indexes[city].assign("c-1", T0, feats(config, *placed))
+    features = feats(config, "", text, types, None)
+    block, got = R.assign_unplaced(indexes, R.UNKNOWN_BLOCK, "u-1", T0 + 3 * DAY_MS, features, None, config)
+    assert (block, got.duplicate_of) in {(city, "c-1"), (R.UNKNOWN_BLOCK, None)}, (block, got)
+    return block == city
+
+
 PLATING = ("", "武进区湖塘镇延政西路上那家电镀厂天天晚上偷排废水，河沟里的水都是绿的，一股酸味。", ("water", "air"), "320412")
 
 
@@ -81,12 +92,7 @@ PLATING = ("", "武进区湖塘镇延政西路上那家电镀厂天天晚上偷�
     ("延政西路上那家电镀厂晚上又在偷排废水，河沟里的水发绿，酸味很重。", True),
 ])
 def test_a_descriptor_across_cities_needs_its_area_written_alike(config, text, joins):
-    city = "320400"
-    indexes = R.KeyIndexes({city: R.MatterIndex(config, city)})
-    indexes[city].assign("c-1", T0, feats(config, *PLATING))
-    features = feats(config, "", text, ("water", "air"), None)
-    block, got = R.assign_unplaced(indexes, R.UNKNOWN_BLOCK, "u-1", T0 + 3 * DAY_MS, features, None, config)
-    assert (block, got.duplicate_of) == ((city, "c-1") if joins else (R.UNKNOWN_BLOCK, None))
+    assert _unplaced_report_joins(config, "320400", PLATING, text, ("water", "air")) == joins
 
 
 @pytest.mark.parametrize("place, joins", [("顺利街道一带", False), ("美中乡阳利村", True)])
@@ -122,9 +128,4 @@ BARBECUE = ("", "江宁区东山街道竹山路那家阿福烧烤，每天晚上
     ("阿福烧烤晚上烤串的烟往楼上飘，喝酒吵到凌晨。", True),  # no place: nothing says it is elsewhere
 ])
 def test_a_report_of_no_known_city_naming_places_none_alike_is_about_a_namesake(config, text, joins):
-    city = "320100"
-    indexes = R.KeyIndexes({city: R.MatterIndex(config, city)})
-    indexes[city].assign("c-1", T0, feats(config, *BARBECUE))
-    features = feats(config, "", text, ("air", "noise"), None)
-    block, got = R.assign_unplaced(indexes, R.UNKNOWN_BLOCK, "u-1", T0 + 3 * DAY_MS, features, None, config)
-    assert (block, got.duplicate_of) == ((city, "c-1") if joins else (R.UNKNOWN_BLOCK, None))
+    assert _unplaced_report_joins(config, "320100", BARBECUE, text, ("air", "noise")) == joins
