@@ -17,9 +17,12 @@ intake time (Kafka ``CreateTime`` set by the intake system).
 The stateful DoFns are adapters over the keyed core (:mod:`envleads.keyed_core`), whose steps
 (seed a key, assign with the redelivery and unknown-key policy, expire, merge into the lead) the
 rounds engine runs too; here they keep the state in Beam state cells and expire on event-time
-timers. One difference remains by construction: complaints of no known city are assigned against
-the ``"unknown"`` key's own index (state of other keys is not reachable from a key), where the
-rounds engine and the bounded form reach every city index of their province.
+timers. Repeat detection runs under one state key (:data:`REPEAT_SCOPE`) holding every blocking
+key's index, because a complaint of no known city is assigned across the city indexes of its scope
+(a stateful DoFn reaches its own key's state only): its parallelism is one, which national intake
+(about one complaint a second, well under a millisecond of assignment each) allows; the stages
+before it and lead building (keyed by matter) stay parallel. With the same deliveries the job gives
+the rounds engine's matters and lead versions (``tests/test_engine_equivalence.py``).
 """
 from __future__ import annotations
 
@@ -374,20 +377,22 @@ def _json_row(row: list) -> str:
 class DeduplicatePetitionsStreaming(beam.PTransform):
     """Gives each complaint its matter (``cluster_id``) and the matter's first report, as it arrives.
 
-    The streaming form of ``DeduplicatePetitions``, with the same ``MatterReport`` output. Complaints
-    are keyed by the blocking key (city-level code of the region, else of the intake jurisdiction,
-    else "unknown") and assigned one by one against the key's matter index, kept in per-key state
-    in the global window. Nothing is windowed or
-    dropped: a late complaint (behind the watermark) is assigned like any other and joins its
-    matter as long as the matter has not expired. A matter expires when the watermark passes its
-    last report + the repeat window (90 days, ``data/repeats.json``); an event-time timer then
-    removes it, and the key's state is cleared when no matter is left. A later report of it starts
-    a new matter.
+    The streaming form of ``DeduplicatePetitions``, with the same ``MatterReport`` output. Each
+    complaint has its blocking key (city-level code of the region, else of the intake jurisdiction,
+    else "unknown") and is assigned, one by one in arrival order, against the matter indexes of
+    every blocking key, kept under one state key (:data:`REPEAT_SCOPE`) in the global window: a
+    complaint of a city against its city's index, one of no known city across the ``"unknown"``
+    index and the city indexes of its scope (:func:`~envleads.keyed_core.assign_in_key`, as in
+    the rounds engine). Nothing is windowed or dropped: a late complaint (behind the watermark) is
+    assigned like any other and joins its matter as long as the matter has not expired. A matter
+    expires when the watermark passes its last report + the repeat window (90 days,
+    ``data/repeats.json``); an event-time timer then removes it. A later report of it starts a new
+    matter.
 
     Args:
         prior_leads: optional ``Lead`` records (the compacted lead topic read at start-up). The
-            first time a key is seen its index is seeded with the key's prior leads, so a
-            restarted job attaches a repeat to the existing lead. Read as a side input, so it must
+            first time a blocking key is reached its index is seeded with the key's prior leads, so
+            a restarted job attaches a repeat to the existing lead. Read as a side input, so it must
             be bounded (or windowed into the global window with a trigger).
         keep_original: input and main output are in flight, ``(record, original bytes)``
             (``transforms.InFlight``), and a dead letter carries its complaint's bytes.
@@ -396,7 +401,7 @@ class DeduplicatePetitionsStreaming(beam.PTransform):
     index or the lead, and a matter's first report stays its first report (``duplicate_of`` None).
     Emitted in arrival order, with the input element's timestamp. Returns ``{ok, dead_letter}``: a
     complaint whose keying or assignment raises is a dead letter ``internal_error`` (of
-    ``DeduplicatePetitions``) and leaves its key's state as it was.
+    ``DeduplicatePetitions``) and leaves the state as it was.
     """
 
     def __init__(self, prior_leads=None, keep_original: bool = False):
@@ -525,8 +530,8 @@ class BuildLeadsStreaming(beam.PTransform):
     """One scored lead per matter, re-emitted whole each time a report of the matter arrives.
 
     The streaming form of ``BuildLeads``: compacted-topic semantics, the last lead per ``lead_id``
-    is the current one. Each report is merged into the matter's current lead as of its own event
-    time; a report already counted (a redelivery) changes nothing and emits nothing. A matter whose
+    is the current one. Each report is merged into the matter's current lead, scored as of the
+    lead's newest report (as in the rounds engine); a report already counted (a redelivery) changes nothing and emits nothing. A matter whose
     reports are all non-environmental has no lead (its reports wait in state in case a later one
     is). The lead is dropped from state when the watermark passes its last report + the repeat
     window, when repeat detection forgets the matter too.

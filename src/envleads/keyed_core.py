@@ -10,8 +10,8 @@ Per blocking key, the state is a :class:`~envleads.repeats.MatterIndex`:
 
 * :func:`seed_key`: restore the key's prior leads (the matters a restart must find again);
 * :func:`keyed_complaint` and :func:`assign_in_key`: one complaint to its matter, with one policy
-  for the ``"unknown"`` key (:func:`~envleads.repeats.assign_unplaced` across whichever of its
-  scope's city indexes the engine can reach) and for redeliveries (a complaint the index already
+  for the ``"unknown"`` key (:func:`~envleads.repeats.assign_unplaced` across every city index of
+  its scope) and for redeliveries (a complaint the index already
   holds keeps its matter and is not counted again: :meth:`MatterIndex.redelivery`);
 * :func:`joined_by`, :func:`report_of`: the complaint's matter and its report, for the lead;
 * :func:`expire_key`, :func:`next_expiry_ms`: matters whose last report left the window go.
@@ -72,10 +72,10 @@ def seed_key(index: MatterIndex, leads: Iterable[Lead]) -> Tuple[int, int]:
 def assign_in_key(indexes: Mapping[str, MatterIndex], block: str,
                   complaint: KeyedComplaint) -> Tuple[str, Assignment]:
     """Assigns one complaint of ``block`` to its matter; returns the key whose index now holds the
-    matter, and the assignment. ``indexes`` are the indexes the engine can reach, ``block``'s among
-    them: a complaint of the ``"unknown"`` key is assigned across the ``"unknown"`` index and those
-    of its scope's city keys (:func:`assign_unplaced`; with the ``"unknown"`` index alone, as the
-    Beam job keys it, that is :meth:`MatterIndex.assign`). A redelivered complaint keeps its matter."""
+    matter, and the assignment. ``indexes`` are every key's indexes (a
+    :class:`~envleads.repeats.KeyIndexes`), ``block``'s among them: a complaint of the
+    ``"unknown"`` key is assigned across the ``"unknown"`` index and those of its scope's city keys
+    (:func:`assign_unplaced`). A redelivered complaint keeps its matter."""
     if block == UNKNOWN_BLOCK:
         return assign_unplaced(indexes, complaint.scope, complaint.complaint_id, complaint.event_ms,
                                complaint.features, complaint.reporter_key)
