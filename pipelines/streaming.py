@@ -191,8 +191,7 @@ class _AssignMattersStreamingFn(beam.DoFn):
 
     The parsed indexes stay in the DoFn instance between elements (and in the process, for a new
     instance), valid while the token in state is the one written with them; nothing is parsed or
-    serialised whole per element. State (one
-    key, global window):
+    serialised whole per element. State (one key, global window):
       ``matter_changes``: the changelog, a bag of ``(block, cluster_id, JSON row or None when
         dropped)`` (``MatterIndex.take_changes``, ``matter_rows``), appended per element and
         compacted (cleared, rewritten with the live rows) once it holds more than twice the live
