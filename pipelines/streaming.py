@@ -17,19 +17,23 @@ intake time (Kafka ``CreateTime`` set by the intake system).
 The stateful DoFns are adapters over the keyed core (:mod:`envleads.keyed_core`), whose steps
 (seed a key, assign with the redelivery and unknown-key policy, expire, merge into the lead) the
 rounds engine runs too; here they keep the state in Beam state cells and expire on event-time
-timers. One difference remains by construction: complaints of no known city are assigned against
-the ``"unknown"`` key's own index (state of other keys is not reachable from a key), where the
-rounds engine and the bounded form reach every city index of their province.
+timers. Repeat detection runs under one state key (:data:`REPEAT_SCOPE`) holding every blocking
+key's index, because a complaint of no known city is assigned across the city indexes of its scope
+(a stateful DoFn reaches its own key's state only): its parallelism is one, which national intake
+(about one complaint a second, well under a millisecond of assignment each) allows; the stages
+before it and lead building (keyed by matter) stay parallel. With the same deliveries the job gives
+the rounds engine's matters and lead versions (``tests/test_engine_equivalence.py``).
 """
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Iterable, List, Optional, Tuple
+import uuid
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import apache_beam as beam
-from apache_beam.coders import BooleanCoder, Coder, FastPrimitivesCoder
+from apache_beam.coders import Coder, FastPrimitivesCoder, StrUtf8Coder
 from apache_beam.metrics import Metrics
-from apache_beam.pvalue import AsDict, AsMultiMap
+from apache_beam.pvalue import AsDict, AsList, AsMultiMap
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import TimestampedValue
@@ -44,7 +48,7 @@ from envleads.pipelines.transforms import (BUILD_LEADS_STAGE, DEAD_LETTER, DEDUP
                                            MAIN, ClassifyPollutionType, DecodeComplaints, EncodeEnriched, InFlight,
                                            ResolveRegion, SegmentText, failed, set_up_repeat_stage)
 from envleads.records import Complaint, Lead
-from envleads.repeats import MatterIndex
+from envleads.repeats import UNKNOWN_BLOCK, KeyIndexes, MatterIndex, in_scope
 
 
 # ------------------------------------------------------------------------------ adapter helpers
@@ -88,6 +92,9 @@ class _KeyInFlightFn(beam.DoFn):
     def _complaint(self, record: Any) -> Complaint:
         raise NotImplementedError
 
+    def _keyed(self, key: str, element: Any) -> Tuple[str, Any]:
+        return key, element
+
     def process(self, element: Any) -> Iterable[Any]:
         record, original = _in_flight(element, self._keep_original)
         try:
@@ -95,11 +102,12 @@ class _KeyInFlightFn(beam.DoFn):
         except Exception as error:  # noqa: BLE001 - one record must not stop the stream
             yield failed(self.STAGE, error, self._complaint(record), original)
             return
-        yield key, element
+        yield self._keyed(key, element)
 
 
 class _KeyByBlockStreamingFn(_KeyInFlightFn):
-    """An enriched complaint keyed by its blocking key (``block_of_complaint``)."""
+    """An enriched complaint under the repeat stage's one key, with its blocking key
+    (``block_of_complaint``): ``(REPEAT_SCOPE, (block, element))``."""
 
     STAGE = DEDUPLICATE_STAGE
 
@@ -108,6 +116,9 @@ class _KeyByBlockStreamingFn(_KeyInFlightFn):
 
     def _complaint(self, enriched) -> Complaint:
         return enriched.complaint
+
+    def _keyed(self, key: str, element: Any) -> Tuple[str, Any]:
+        return REPEAT_SCOPE, (key, element)
 
 
 class _KeyByMatterStreamingFn(_KeyInFlightFn):
@@ -123,26 +134,6 @@ class _KeyByMatterStreamingFn(_KeyInFlightFn):
 
 
 # ------------------------------------------------------------------------------------- state coders
-class JsonStateCoder(Coder):
-    """Compact UTF-8 JSON for state values that are plain dicts and lists (``MatterIndex.to_state()``).
-
-    Readable in a savepoint and independent of Python class paths, so a job update that changes the
-    index code keeps its state as long as ``from_state`` reads the format.
-    """
-
-    def encode(self, value: Any) -> bytes:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-    def decode(self, encoded: bytes) -> Any:
-        return json.loads(encoded.decode("utf-8"))
-
-    def is_deterministic(self) -> bool:
-        return True
-
-    def to_type_hint(self):
-        return Any
-
-
 class LeadStateCoder(Coder):
     """A lead as its Avro record of the ``leads`` subject (schema id framed), as on the lead topic.
 
@@ -168,24 +159,62 @@ class LeadStateCoder(Coder):
 
 
 # ----------------------------------------------------------------------------------- repeats (state)
-class _AssignMattersStreamingFn(beam.DoFn):
-    """Per blocking key: the key's :class:`MatterIndex` in state, one complaint at a time.
+# The one key of the streaming repeat stage: every blocking key's index lives in its state, so that a
+# complaint of no known city is assigned across the city indexes of its scope, as in the rounds engine
+# (state keyed by city could not reach another city's index).
+REPEAT_SCOPE = "all"
+# The changelog is compacted (cleared and rewritten with the live rows) once it holds more than twice
+# the live rows and this many more: amortised, each change is written about twice at most.
+COMPACT_SLACK = 64
+# The token of an instance whose indexes must be rebuilt from state before use (never one in state).
+_STALE = object()
 
-    State (per key, global window):
-      ``matter_index``: ``MatterIndex.to_state()`` as JSON; read, updated by ``assign`` and written
-        back for every complaint, so the index never lives longer than one element in memory.
-      ``seeded``: whether the prior leads of the key were restored. Kept when the index is cleared
-        (one flag per city-level key), so a matter that expired is not brought back from them.
-    Timer ``expiry`` (event time): at the moment the oldest matter of the key leaves the repeat
-      window (:func:`next_expiry_ms`); it calls ``expire``, re-arms for the next oldest matter, and
-      clears ``matter_index`` when none is left. Memory per key is bounded by the matters of the
-      last window, however long the stream runs.
+
+class _CachedIndexes:
+    """What an :class:`_AssignMattersStreamingFn` instance keeps between elements, valid while
+    ``token`` is the token in state: the parsed indexes of every blocking key, the keys whose prior
+    leads were restored, the number of changelog entries in state and the expiry timer as set."""
+
+    def __init__(self, token: Any = _STALE):
+        self.token = token
+        self.indexes: KeyIndexes = KeyIndexes()
+        self.seeded: Set[str] = set()
+        self.logged = 0
+        self.armed_ms: Optional[int] = None
+
+
+class _AssignMattersStreamingFn(beam.DoFn):
+    """Repeat detection under one key (:data:`REPEAT_SCOPE`) holding every blocking key's
+    :class:`MatterIndex` in a :class:`KeyIndexes`: each complaint is assigned by the keyed core's
+    :func:`assign_in_key` exactly as the rounds engine assigns it, a complaint of no known city
+    across the ``"unknown"`` index and the city indexes of its scope.
+
+    The parsed indexes stay in the DoFn instance between elements (and in the process, for a new
+    instance), valid while the token in state is the one written with them; nothing is parsed or
+    serialised whole per element. State (one key, global window):
+      ``matter_changes``: the changelog, a bag of ``(block, cluster_id, JSON row or None when
+        dropped)`` (``MatterIndex.take_changes``, ``matter_rows``), appended per element and
+        compacted (cleared, rewritten with the live rows) once it holds more than twice the live
+        rows (+ :data:`COMPACT_SLACK`).
+      ``seeded_blocks``: the blocking keys whose prior leads were restored, once per key, so that a
+        matter that expired is not brought back from them.
+      ``token``: a fresh random value written with every update. When it is not the instance's (a
+        retried bundle, another worker, a restart) the instance rebuilds the indexes from the
+        changelog (``MatterIndex.load_changes``), as the rounds engine restarts from its checkpoint.
+    Timer ``expiry`` (event time): when the oldest matter of any key leaves the repeat window
+      (:func:`next_expiry_ms`); it expires every key as of then and re-arms for the next oldest.
+      State is bounded by the matters of the last window, however long the stream runs.
     With ``keep_original``, elements and reports are in flight (``(record, original bytes)``): the
     bytes pass through with the complaint, into its report or its dead letter, never into state.
     """
 
-    INDEX_STATE = ReadModifyWriteStateSpec("matter_index", JsonStateCoder())
-    SEEDED_STATE = ReadModifyWriteStateSpec("seeded", BooleanCoder())
+    # the indexes an instance of this process wrote last: a runner that makes a new instance per
+    # bundle (the DirectRunner) takes them over when the token in state is theirs
+    _latest: Optional[_CachedIndexes] = None
+
+    TOKEN_STATE = ReadModifyWriteStateSpec("token", StrUtf8Coder())
+    CHANGES_STATE = BagStateSpec("matter_changes", FastPrimitivesCoder())
+    SEEDED_STATE = BagStateSpec("seeded_blocks", StrUtf8Coder())
     EXPIRY_TIMER = TimerSpec("expiry", TimeDomain.WATERMARK)
 
     def __init__(self, keep_original: bool = False):
@@ -194,81 +223,175 @@ class _AssignMattersStreamingFn(beam.DoFn):
     def setup(self):
         set_up_repeat_stage(self)
         self._expired = Metrics.counter("DeduplicatePetitions", "expired_matters")
-        self._cleared = Metrics.counter("DeduplicatePetitions", "cleared_keys")
+        self._rebuilds = Metrics.counter("DeduplicatePetitions", "index_rebuilds")
+        self._compactions = Metrics.counter("DeduplicatePetitions", "changelog_compactions")
+        self._cache = _CachedIndexes()
+        self._prior_blocks: Optional[Set[str]] = None
 
-    def _load(self, index_state, block: str) -> MatterIndex:
-        stored = index_state.read()
-        return MatterIndex.from_state(stored, self._config, block) if stored else MatterIndex(self._config, block)
+    # -- the instance's indexes, as the state says -------------------------------------------------
+    def _current(self, token_state, changes_state, seeded_state) -> _CachedIndexes:
+        """The indexes as the state holds them, marked stale until :meth:`_save` has written their
+        next version (so that a bundle that stops half-way leaves no index taken for current)."""
+        token = token_state.read()
+        if token != self._cache.token:
+            latest = _AssignMattersStreamingFn._latest
+            if token is not None and latest is not None and latest.token == token:
+                self._cache = latest  # another instance of this process wrote it (a runner's new instance)
+            else:
+                self._cache = self._rebuilt(token, changes_state.read(), seeded_state.read())
+        self._cache.token = _STALE
+        return self._cache
 
-    def _save(self, index: MatterIndex, index_state, expiry_timer, not_before_ms: Optional[int] = None) -> None:
-        stored = index.to_state()
-        index_state.write(stored)
-        due_ms = next_expiry_ms(stored, self._config.window_ms)
-        if not_before_ms is not None:
-            # never re-arm at the instant that just fired (that would fire again and again)
-            due_ms = max(due_ms, not_before_ms)
-        expiry_timer.set(_to_timestamp(due_ms))
+    def _rebuilt(self, token: Optional[str], changes: Iterable[tuple], seeded: Iterable[str]) -> _CachedIndexes:
+        """The indexes the changelog ``changes`` describes (the last row of a matter wins)."""
+        cache = _CachedIndexes(token)
+        rows: Dict[str, Dict[str, str]] = {}
+        for block, cluster_id, row in changes:
+            cache.logged += 1
+            live = rows.setdefault(block, {})
+            if row is None:
+                live.pop(cluster_id, None)
+            else:
+                live[cluster_id] = row
+        for block, live in rows.items():
+            index = MatterIndex(self._config, block)
+            index.load_changes(json.loads(row) for row in live.values())
+            cache.indexes[block] = index
+        cache.seeded.update(seeded)
+        if token is not None:
+            self._rebuilds.inc()
+        return cache
 
-    def process(self, keyed: Tuple[str, Any], prior_by_block,
-                index_state=beam.DoFn.StateParam(INDEX_STATE),
+    def _save(self, cache: _CachedIndexes, blocks: Iterable[str], seeded: Sequence[str], token_state,
+              changes_state, seeded_state, expiry_timer, not_before_ms: Optional[int] = None) -> None:
+        """Appends the changes of ``blocks``' indexes to the changelog (compacting it when due),
+        notes the keys just ``seeded``, writes a new token and re-arms the expiry timer."""
+        for block in seeded:
+            seeded_state.add(block)
+        for block in sorted(set(blocks)):
+            index = cache.indexes[block]
+            changed, dropped = index.take_changes()
+            for row in index.matter_rows(changed):
+                changes_state.add((block, row[0], _json_row(row)))
+            for cluster_id in dropped:
+                changes_state.add((block, cluster_id, None))
+            cache.logged += len(changed) + len(dropped)
+        live = sum(len(index) for index in cache.indexes.values())
+        if cache.logged > 2 * live + COMPACT_SLACK:
+            changes_state.clear()
+            for block, index in cache.indexes.items():
+                for row in index.to_state()["matters"]:
+                    changes_state.add((block, row[0], _json_row(row)))
+            cache.logged = live
+            self._compactions.inc()
+        token = uuid.uuid4().hex
+        token_state.write(token)
+        cache.token = token
+        _AssignMattersStreamingFn._latest = cache
+        due_ms = next_expiry_ms(cache.indexes.values(), self._config.window_ms)
+        if due_ms is not None and not_before_ms is not None:
+            due_ms = max(due_ms, not_before_ms)  # never re-arm at the instant that just fired
+        if due_ms is not None and due_ms != cache.armed_ms:
+            expiry_timer.set(_to_timestamp(due_ms))
+            cache.armed_ms = due_ms
+
+    def _seed(self, cache: _CachedIndexes, block: str, scope: Optional[str], prior_by_block,
+              prior_blocks: Iterable[str]) -> List[str]:
+        """Restores the prior leads of the keys the complaint reaches whose leads were not restored
+        yet: its own key, and for a complaint of no known city every key of its scope with prior
+        leads (as the rounds engine loads them from its store). Returns the keys restored."""
+        wanted = [block]
+        if block == UNKNOWN_BLOCK:
+            if self._prior_blocks is None:  # the side input is fixed for the job
+                self._prior_blocks = set(prior_blocks)
+            wanted += sorted(key for key in self._prior_blocks - cache.seeded if in_scope(key, scope))
+        seeded = []
+        for key in wanted:
+            if key in cache.seeded:
+                continue
+            restored, unrestorable = seed_key(self._index(cache, key), prior_by_block[key])
+            self._restored.inc(restored)
+            self._unrestorable.inc(unrestorable)
+            cache.seeded.add(key)
+            seeded.append(key)
+        return seeded
+
+    def _index(self, cache: _CachedIndexes, block: str) -> MatterIndex:
+        """The index of ``block``, created empty when the key has none (a changelog holds no row of
+        a key whose matters all expired)."""
+        index = cache.indexes.get(block)
+        if index is None:
+            index = cache.indexes[block] = MatterIndex(self._config, block)
+        return index
+
+    # -- elements and timers ------------------------------------------------------------------
+    def process(self, keyed: Tuple[str, Any], prior_by_block, prior_blocks,
+                token_state=beam.DoFn.StateParam(TOKEN_STATE),
+                changes_state=beam.DoFn.StateParam(CHANGES_STATE),
                 seeded_state=beam.DoFn.StateParam(SEEDED_STATE),
                 expiry_timer=beam.DoFn.TimerParam(EXPIRY_TIMER)) -> Iterable[Any]:
-        block, element = keyed
+        _, (block, element) = keyed
         enriched, original = _in_flight(element, self._keep_original)
+        cache = self._current(token_state, changes_state, seeded_state)
         try:
-            index = self._load(index_state, block)
-            if not seeded_state.read():
-                restored, unrestorable = seed_key(index, prior_by_block[block])
-                self._restored.inc(restored)
-                self._unrestorable.inc(unrestorable)
-                seeded_state.write(True)
-            keyed = keyed_complaint(enriched, block, self._config)
-            # the key's own index is all this stage reaches: a complaint of no known city is
-            # assigned against the "unknown" index alone (the rounds engine's reaches its scope's)
-            _, assignment = assign_in_key({block: index}, block, keyed)
-            report = report_of(enriched, keyed.features, joined_by(keyed.complaint_id, assignment), self._weights)
+            complaint = keyed_complaint(enriched, block, self._config)
+            seeded = self._seed(cache, block, complaint.scope, prior_by_block, prior_blocks)
+            self._index(cache, block)
+            holder, assignment = assign_in_key(cache.indexes, block, complaint)
+            report = report_of(enriched, complaint.features, joined_by(complaint.complaint_id, assignment),
+                               self._weights)
         except Exception as error:  # noqa: BLE001 - one record must not stop the stream
-            # the index in state is as before this complaint: the key goes on as if it had not come
+            # the state is as before this complaint, the indexes may not be (they stay stale): rebuilt
+            # from the state at the next element, the stage goes on as if the complaint had not come
             yield failed(DEDUPLICATE_STAGE, error, enriched.complaint, original)
             return
         (self._matters if assignment.is_new_matter else self._repeats).inc()
-        self._save(index, index_state, expiry_timer)
+        self._save(cache, seeded + [holder], seeded, token_state, changes_state, seeded_state, expiry_timer)
         yield (report, original) if self._keep_original else report
 
     @on_timer(EXPIRY_TIMER)
     def expire(self, fire_ts=beam.DoFn.TimestampParam,
-               index_state=beam.DoFn.StateParam(INDEX_STATE),
+               token_state=beam.DoFn.StateParam(TOKEN_STATE),
+               changes_state=beam.DoFn.StateParam(CHANGES_STATE),
+               seeded_state=beam.DoFn.StateParam(SEEDED_STATE),
                expiry_timer=beam.DoFn.TimerParam(EXPIRY_TIMER)):
-        stored = index_state.read()
-        if not stored:
-            return
-        index = MatterIndex.from_state(stored, self._config)
+        cache = self._current(token_state, changes_state, seeded_state)
         fired_ms = _to_ms(fire_ts)
-        self._expired.inc(expire_key(index, fired_ms))
-        if len(index):
-            self._save(index, index_state, expiry_timer, not_before_ms=fired_ms + 1)
-        else:
-            index_state.clear()
-            self._cleared.inc()
+        expired = []
+        for block, index in cache.indexes.items():
+            count = expire_key(index, fired_ms)
+            if count:
+                self._expired.inc(count)
+                expired.append(block)
+        cache.armed_ms = None  # the timer fired: whatever is due next is set again
+        self._save(cache, expired, [], token_state, changes_state, seeded_state, expiry_timer,
+                   not_before_ms=fired_ms + 1)
+
+
+def _json_row(row: list) -> str:
+    """A changelog row as the rounds engine's checkpoint writes it (compact JSON)."""
+    return json.dumps(row, ensure_ascii=False, separators=(",", ":"))
 
 
 class DeduplicatePetitionsStreaming(beam.PTransform):
     """Gives each complaint its matter (``cluster_id``) and the matter's first report, as it arrives.
 
-    The streaming form of ``DeduplicatePetitions``, with the same ``MatterReport`` output. Complaints
-    are keyed by the blocking key (city-level code of the region, else of the intake jurisdiction,
-    else "unknown") and assigned one by one against the key's matter index, kept in per-key state
-    in the global window. Nothing is windowed or
-    dropped: a late complaint (behind the watermark) is assigned like any other and joins its
-    matter as long as the matter has not expired. A matter expires when the watermark passes its
-    last report + the repeat window (90 days, ``data/repeats.json``); an event-time timer then
-    removes it, and the key's state is cleared when no matter is left. A later report of it starts
-    a new matter.
+    The streaming form of ``DeduplicatePetitions``, with the same ``MatterReport`` output. Each
+    complaint has its blocking key (city-level code of the region, else of the intake jurisdiction,
+    else "unknown") and is assigned, one by one in arrival order, against the matter indexes of
+    every blocking key, kept under one state key (:data:`REPEAT_SCOPE`) in the global window: a
+    complaint of a city against its city's index, one of no known city across the ``"unknown"``
+    index and the city indexes of its scope (:func:`~envleads.keyed_core.assign_in_key`, as in
+    the rounds engine). Nothing is windowed or dropped: a late complaint (behind the watermark) is
+    assigned like any other and joins its matter as long as the matter has not expired. A matter
+    expires when the watermark passes its last report + the repeat window (90 days,
+    ``data/repeats.json``); an event-time timer then removes it. A later report of it starts a new
+    matter.
 
     Args:
         prior_leads: optional ``Lead`` records (the compacted lead topic read at start-up). The
-            first time a key is seen its index is seeded with the key's prior leads, so a
-            restarted job attaches a repeat to the existing lead. Read as a side input, so it must
+            first time a blocking key is reached its index is seeded with the key's prior leads, so
+            a restarted job attaches a repeat to the existing lead. Read as a side input, so it must
             be bounded (or windowed into the global window with a trigger).
         keep_original: input and main output are in flight, ``(record, original bytes)``
             (``transforms.InFlight``), and a dead letter carries its complaint's bytes.
@@ -277,7 +400,7 @@ class DeduplicatePetitionsStreaming(beam.PTransform):
     index or the lead, and a matter's first report stays its first report (``duplicate_of`` None).
     Emitted in arrival order, with the input element's timestamp. Returns ``{ok, dead_letter}``: a
     complaint whose keying or assignment raises is a dead letter ``internal_error`` (of
-    ``DeduplicatePetitions``) and leaves its key's state as it was.
+    ``DeduplicatePetitions``) and leaves the state as it was.
     """
 
     def __init__(self, prior_leads=None, keep_original: bool = False):
@@ -292,8 +415,10 @@ class DeduplicatePetitionsStreaming(beam.PTransform):
         keyed = (enriched
                  | "KeyByBlock" >> beam.ParDo(_KeyByBlockStreamingFn(keep)).with_output_types(Tuple[str, Any])
                  .with_outputs(DEAD_LETTER, main=MAIN))
+        prior_blocks = prior_by_block | "PriorBlocks" >> beam.Keys()
         assigned = (keyed[MAIN]
-                    | "AssignMatters" >> beam.ParDo(_AssignMattersStreamingFn(keep), AsMultiMap(prior_by_block))
+                    | "AssignMatters" >> beam.ParDo(_AssignMattersStreamingFn(keep), AsMultiMap(prior_by_block),
+                                                    AsList(prior_blocks))
                     .with_outputs(DEAD_LETTER, main=MAIN))
         return {MAIN: assigned[MAIN],
                 DEAD_LETTER: (keyed[DEAD_LETTER], assigned[DEAD_LETTER]) | "MergeDeadLetters" >> beam.Flatten()}
@@ -361,14 +486,13 @@ class _MergeLeadStreamingFn(beam.DoFn):
                 expiry_timer=beam.DoFn.TimerParam(EXPIRY_TIMER)) -> Iterable[Any]:
         cluster_id, element = keyed
         report, original = _in_flight(element, self._keep_original)
-        event_ms = report.enriched.complaint.received_at_ms
         previous = lead_state.read()
         if previous is None:
             previous = prior_by_id.get(lead_id_for(cluster_id))
         pending: List[MatterReport] = list(pending_state.read()) if previous is None else []
         stage = BUILD_LEADS_STAGE
         try:
-            merged = merge_into_lead(previous, pending, [report], event_ms, self._weights)
+            merged = merge_into_lead(previous, pending, [report], self._weights)
             stage = ENCODE_LEADS_STAGE
             encoded = self._encoded(merged.lead, previous)
         except Exception as error:  # noqa: BLE001 - one matter must not stop the stream
@@ -405,8 +529,8 @@ class BuildLeadsStreaming(beam.PTransform):
     """One scored lead per matter, re-emitted whole each time a report of the matter arrives.
 
     The streaming form of ``BuildLeads``: compacted-topic semantics, the last lead per ``lead_id``
-    is the current one. Each report is merged into the matter's current lead as of its own event
-    time; a report already counted (a redelivery) changes nothing and emits nothing. A matter whose
+    is the current one. Each report is merged into the matter's current lead, scored as of the
+    lead's newest report (as in the rounds engine); a report already counted (a redelivery) changes nothing and emits nothing. A matter whose
     reports are all non-environmental has no lead (its reports wait in state in case a later one
     is). The lead is dropped from state when the watermark passes its last report + the repeat
     window, when repeat detection forgets the matter too.

@@ -77,8 +77,9 @@ def compacted_leads(bootstrap: str, topic: str, security=None) -> dict:
 
 
 def unplaced_ids(events, enriched) -> set:
-    """The complaints of no known city (blocking key "unknown"), which the streaming job assigns
-    against the "unknown" key's own index and the rounds engine against their province's cities."""
+    """The complaints of no known city (blocking key "unknown"). Both engines assign them across the
+    city indexes of their scope, but a round of many events assigns them after the round's city
+    keys, a Beam run in arrival order: set aside where two runs order the events differently."""
     from envleads.repeats_features import UNKNOWN_BLOCK, blocking_key
 
     jurisdiction = {e.truth["complaint_id"]: json.loads(e.line).get("jurisdiction_adcode")
@@ -94,11 +95,12 @@ def placed_membership(leads: dict, unplaced: set) -> list:
 
 
 def run_rounds_engine(bootstrap: str, topics, model_version: str, security=None) -> None:
-    """The rounds engine (``envleads stream``) once over the raw topic, in a fresh group."""
+    """The rounds engine (``envleads stream``) once over the raw topic, in a fresh group, one event
+    per round: it then assigns in the order the events come, as the Beam job does."""
     from envleads.pipelines.rounds.loop import run_stream
 
     run_stream(bootstrap, topics, ["--runner=FnApiRunner", "--model_version", model_version],
-               group_id=f"rounds-{uuid.uuid4().hex[:8]}", max_round_events=E2E_EVENTS, stop_when_idle_s=2.0,
+               group_id=f"rounds-{uuid.uuid4().hex[:8]}", max_round_events=1, stop_when_idle_s=2.0,
                poll_wait_s=1.0, round_wait_s=None, kafka_client="python", security=security)
 
 
@@ -109,9 +111,7 @@ def check_beam_writes_what_the_rounds_engine_writes(bootstrap: str, events, coor
     each complaint enriched once with the same decisions, each malformed event dead-lettered once
     with its bytes and where it was read, and the same leads, keys and scores."""
     from envleads import schemas
-    from envleads.leads import lead_from_avro_dict, rescore_lead
     from envleads.pipelines.kafka_edge.write import raw_event_bytes
-    from envleads.scoring import load_scoring_weights
 
     raw = beam_topics.raw
     valid_ids = {e.truth["complaint_id"] for e in events if not e.truth["malformed"]}
@@ -143,44 +143,39 @@ def check_beam_writes_what_the_rounds_engine_writes(bootstrap: str, events, coor
 
     assert decisions(beam_enriched) == decisions(rounds_enriched)
 
-    # the leads. One difference by construction (streaming.py): a complaint of no known city (blocking
-    # key "unknown") is assigned in the streaming job against the "unknown" key's own index, while the
-    # rounds engine also searches the matters of every city of its province. So: the same leads once
-    # the complaints of no known city are set aside, with the same keys and scores where nothing was
-    # set aside, and the complaints of no known city in leads of their own kind in the Beam job.
+    # the leads: one delivery per round, so both engines assign in the order the events come (a
+    # complaint of no known city across the city indexes of its scope in both) and score a lead as of
+    # its newest report: the same matters, complaints of no known city included, scored alike. Which
+    # report of a matter came first follows the order the two partitions were read in, which the
+    # engines' readers do not share; with it the lead_id, first_seen_ms (the first merged report's),
+    # the department (the first report's routing) and a join's similarity: compared where the first
+    # report is the same
     unplaced = unplaced_ids(events, [r for _, r in beam_enriched])
     assert unplaced and len(unplaced) < len(valid_ids) / 2
 
     beam_leads = compacted_leads(bootstrap, beam_topics.leads, security)
     rounds_leads = compacted_leads(bootstrap, rounds_topics.leads, security)
     assert len(beam_leads) >= 10
-    assert placed_membership(beam_leads, unplaced) == placed_membership(rounds_leads, unplaced)
-    assert all(set(lead["complaint_ids"]) <= unplaced or not set(lead["complaint_ids"]) & unplaced
-               for lead in beam_leads.values())
-    lead_of = lambda leads: {cid: lead_id for lead_id, lead in leads.items() for cid in lead["complaint_ids"]}  # noqa: E731
-    beam_lead_of, rounds_lead_of = lead_of(beam_leads), lead_of(rounds_leads)
-    assert {cid: beam_lead_of[cid] for cid in beam_lead_of if cid not in unplaced} == \
-           {cid: rounds_lead_of[cid] for cid in rounds_lead_of if cid not in unplaced}
-    same = [lead_id for lead_id, lead in beam_leads.items()
-            if lead_id in rounds_leads and lead["complaint_ids"] == rounds_leads[lead_id]["complaint_ids"]]
-    assert len(same) >= len(beam_leads) - len(unplaced)
-    # Scores: the streaming job scores a lead as of its newest report, the rounds engine as of the
-    # round's newest event (recency decays in between); as of one time they must be equal.
-    weights = load_scoring_weights()
-    as_of_ms = max(r["received_at_ms"] for _, r in beam_enriched)
-    fields = ("report_count", "distinct_reporters", "first_seen_ms", "last_seen_ms", "region", "department",
-              "first_complaint_id")
+    assert any(set(lead["complaint_ids"]) & unplaced and set(lead["complaint_ids"]) - unplaced
+               for lead in rounds_leads.values()), "a complaint of no known city in a lead of a city"
+    fields = ("report_count", "distinct_reporters", "last_seen_ms", "region", "score", "tier")
 
-    def rescored(lead):
-        lead = rescore_lead(lead_from_avro_dict(lead), as_of_ms, weights)
-        return (round(lead.score, 6), lead.tier)
+    def by_matter(leads):
+        return {frozenset(lead["complaint_ids"]): ({f: lead[f] for f in fields}, sorted(lead["pollution_types"]))
+                for lead in leads.values()}
 
-    for lead_id in same:
-        beam_lead, rounds_lead = beam_leads[lead_id], rounds_leads[lead_id]
-        assert {f: beam_lead[f] for f in fields} == {f: rounds_lead[f] for f in fields}, lead_id
-        # the types of a matter, in an order that follows the order its reports were merged in
-        assert sorted(beam_lead["pollution_types"]) == sorted(rounds_lead["pollution_types"]), lead_id
-        assert rescored(beam_lead) == rescored(rounds_lead), lead_id
+    assert by_matter(beam_leads) == by_matter(rounds_leads)
+    same_first = [lead_id for lead_id in beam_leads if lead_id in rounds_leads]
+    assert len(same_first) >= 0.9 * len(beam_leads)
+
+    def whole(lead):
+        """The lead but for what follows the arrival order: its types' order, and a join's similarity
+        (word weights learnt from the matters live at the time)."""
+        joins = [{f: v for f, v in join.items() if f != "similarity"} for join in lead["joins"] or ()]
+        return {**lead, "pollution_types": sorted(lead["pollution_types"]), "joins": joins}
+
+    for lead_id in same_first:
+        assert whole(beam_leads[lead_id]) == whole(rounds_leads[lead_id]), lead_id
 
 
 # ------------------------------------------------------------------------- unbounded, restarted

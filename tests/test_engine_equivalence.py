@@ -5,11 +5,12 @@ of :mod:`envleads.keyed_core`, so the same deliveries must give the same matter 
 and the same lead versions, scores and tiers included.
 
 The deliveries are generated complaints with late ones (delivered well after newer ones),
-redeliveries (the same bytes again, later) and, after a gap longer than the repeat window, repeats
-of early matters (which both engines must start anew, the old matter expired). Complaints of no
-known city are left out of the identical part: the engines reach different indexes for them (the
-rounds engine its province's city keys, the Beam job the ``"unknown"`` key alone), the remaining
-difference, pinned by the last test.
+redeliveries (the same bytes again, later), complaints of no known city (blocking key
+``"unknown"``, with a known province and without) and, after a gap longer than the repeat window,
+repeats of early matters (which both engines must start anew, the old matter expired). A complaint
+of no known city is assigned across the city indexes of its scope in both engines (the Beam job
+keeps every key's index under one state key), so it joins the matter its city's reports opened in
+both; the last tests pin that on one such complaint, with and without a province.
 """
 import json
 import random
@@ -25,7 +26,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from envleads.generator import generate_events
-from envleads.leads import block_of_complaint
+from envleads.leads import block_of_complaint, scope_of_complaint
 from envleads.pipelines.options import StageSettings
 from envleads.pipelines.rounds.engine import LocalRoundEngine
 from envleads.pipelines.rounds.outputs import _encode_lead
@@ -65,14 +66,21 @@ def _moved(event: RawEvent, complaint_id: str, days: float) -> RawEvent:
     return RawEvent(json.dumps(record, ensure_ascii=False).encode("utf-8"), "json")
 
 
+def _complaint_id(event: RawEvent) -> str:
+    return json.loads(event.payload)["complaint_id"]
+
+
 def _deliveries(settings):
-    """Generated complaints of a known city, with late ones, redeliveries and repeats after a gap
-    longer than the window, in delivery order."""
+    """Generated complaints (of a known city and of none), with late ones, redeliveries and repeats
+    after a gap longer than the window, in delivery order; and the ids of those of no known city,
+    with their scope (:func:`~envleads.leads.scope_of_complaint`)."""
     events = [RawEvent(event.line, "json") for event in generate_events(GENERATED, SEED)
               if not event.truth["malformed"]]
     enriched, _ = LocalRoundEngine(settings, LeadStore()).enrich(events)
-    placed_ids = {item.complaint.complaint_id for item in enriched if block_of_complaint(item) != UNKNOWN_BLOCK}
-    placed = [event for event in events if json.loads(event.payload)["complaint_id"] in placed_ids]
+    unplaced = {item.complaint.complaint_id: scope_of_complaint(item) for item in enriched
+                if block_of_complaint(item) == UNKNOWN_BLOCK}
+    enriched_ids = {item.complaint.complaint_id for item in enriched}
+    placed = [event for event in events if _complaint_id(event) in enriched_ids]
     rng = random.Random(SEED)
     ordered = list(placed)
     for event in rng.sample(placed[:-60], LATE):
@@ -84,7 +92,7 @@ def _deliveries(settings):
     first_ms = _received_ms(placed[0])
     gap_days = (newest_ms - first_ms) / DAY_MS + GAP_DAYS
     ordered += [_moved(event, f"GAP{number:04d}", gap_days) for number, event in enumerate(placed[:AFTER_GAP])]
-    return ordered
+    return ordered, unplaced
 
 
 def _rounds_engine_outputs(settings, deliveries):
@@ -140,18 +148,29 @@ def _delivered_in_steps(deliveries, event_ms, step: int = 25):
 
 
 def test_the_rounds_engine_and_the_beam_streaming_job_assign_and_score_alike(settings):
-    deliveries = _deliveries(settings)
+    deliveries, unplaced = _deliveries(settings)
     assignments, versions = _rounds_engine_outputs(settings, deliveries)
     # what the deliveries hold, or the comparison proves little
     delivered_ids = [complaint_id for complaint_id, _, _ in assignments]
     assert len(delivered_ids) - len(set(delivered_ids)) == REDELIVERED
     repeats = [row for row in assignments if row[2] is not None]
     assert len(repeats) >= 20
-    newest, late = 0, 0
+    newest, late, late_unplaced = 0, 0, 0
     for event in deliveries:
-        late += _received_ms(event) < newest - DAY_MS
+        is_late = _received_ms(event) < newest - DAY_MS
+        late += is_late
+        late_unplaced += is_late and _complaint_id(event) in unplaced
         newest = max(newest, _received_ms(event))
-    assert late >= LATE
+    assert late >= LATE and late_unplaced >= 1
+    assert sum(scope == UNKNOWN_BLOCK for scope in unplaced.values()) >= 20, "no province known"
+    assert sum(scope != UNKNOWN_BLOCK for scope in unplaced.values()) >= 10, "a province known"
+    redelivered = {cid for cid in delivered_ids if delivered_ids.count(cid) > 1}
+    assert redelivered & set(unplaced), "an unplaced complaint delivered twice"
+    # unplaced complaints that join a matter a complaint of a known city opened: the case a
+    # stage keyed by city (the "unknown" key's index alone) gets wrong
+    joined_placed = [cid for cid, _, first in assignments if cid in unplaced and first is not None
+                     and first not in unplaced]
+    assert len(joined_placed) >= 3
     gap = {cid: cluster for cid, cluster, _ in assignments if cid.startswith("GAP")}
     assert gap == {cid: cluster_id_for(cid) for cid in gap}, "after the window, repeats start new matters"
     assert len({lead_id for lead_id, *_ in versions}) >= 100
@@ -165,7 +184,7 @@ def test_the_rounds_engine_and_the_beam_streaming_job_assign_and_score_alike(set
         assert_that(outputs["dead_letters"], equal_to([]), label="dead_letters")
 
 
-# ------------------------------------------------------------------ the difference that remains
+# ------------------------------------------------------------------ one complaint of no known city
 T0_MS = 1772330400000  # 2026-03-01T10:00:00+08:00
 DYEING_1 = "杭州市余杭区仁和街道永盛印染厂每天夜里往河里偷排黑色废水，河水发臭，鱼都死了。"
 DYEING_2 = "再次投诉永盛印染厂，晚上偷偷往河里排黑水，河道又黑又臭。"
@@ -180,15 +199,15 @@ def _enriched(complaint_id, day, text, adcode, jurisdiction):
     return EnrichedComplaint(complaint, [], types, region)
 
 
-def test_a_complaint_of_no_known_city_meets_its_provinces_matters_only_in_the_rounds_engine(settings):
-    """The remaining difference (docs/operations.md, engines): a complaint of no known city (blocking
-    key "unknown") is assigned by the same core step in both engines, but across the indexes each
-    engine reaches: the rounds engine's holds every city key of the complaint's province, the Beam
-    job's keyed state the "unknown" key's own index only. Here a report that names no place, taken
-    in by a provincial office, repeats a matter of a city of that province."""
+@pytest.mark.parametrize("jurisdiction", ["330000", None], ids=["province known", "no province"])
+def test_a_complaint_of_no_known_city_meets_its_citys_matter_in_both_engines(settings, jurisdiction):
+    """A report that names no place, taken in by a provincial office (or by none), repeats a matter
+    of a city (of that province): both engines assign it across the city indexes of its scope (the
+    Beam job keeps every key's index under one state key), so both join it to that matter."""
     placed = _enriched("a1", 0, DYEING_1, "330110", "330100")
-    unplaced = _enriched("a2", 3, DYEING_2, None, "330000")
+    unplaced = _enriched("a2", 3, DYEING_2, None, jurisdiction)
     assert block_of_complaint(unplaced) == UNKNOWN_BLOCK
+    expected = [("a1", cluster_id_for("a1"), None), ("a2", cluster_id_for("a1"), "a1")]
     store = LeadStore()
     try:
         engine = LocalRoundEngine(settings, store)
@@ -196,7 +215,7 @@ def test_a_complaint_of_no_known_city_meets_its_provinces_matters_only_in_the_ro
                   for report in engine.finish(round_, [], []).enriched]
     finally:
         store.close()
-    assert rounds == [("a1", cluster_id_for("a1"), None), ("a2", cluster_id_for("a1"), "a1")]
+    assert rounds == expected
 
     stream = test_stream.TestStream()
     for item in (placed, unplaced):
@@ -205,6 +224,5 @@ def test_a_complaint_of_no_known_city_meets_its_provinces_matters_only_in_the_ro
     with TestPipeline(options=_streaming_options()) as p:
         reports = p | stream.advance_watermark_to_infinity() | DeduplicatePetitionsStreaming()
         leads = reports[MAIN] | BuildLeadsStreaming()
-        assert_that(reports[MAIN] | beam.Map(_assignment), equal_to(
-            [("a1", cluster_id_for("a1"), None), ("a2", cluster_id_for("a2"), None)]), label="assignments")
+        assert_that(reports[MAIN] | beam.Map(_assignment), equal_to(expected), label="assignments")
         assert_that((reports[DEAD_LETTER], leads[DEAD_LETTER]) | beam.Flatten(), equal_to([]), label="dead")

@@ -5,8 +5,10 @@ Inputs are enriched complaints built by hand, so these tests need no classifier;
 whole path with the trained model. Event times are days after ``T0``; the repeat window is the
 packaged 90 days.
 """
+import copy
 import hashlib
 import json
+from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 
 import apache_beam as beam
@@ -24,9 +26,11 @@ from apache_beam.utils.timestamp import Timestamp
 
 from envleads import schemas
 from envleads.leads import lead_from_avro_dict, lead_to_avro_dict, merge_lead, report_matter
-from envleads.pipelines.streaming import (BuildLeadsStreaming, ComplaintsToLeadsStreaming,
-                                          DeduplicatePetitionsStreaming, JsonStateCoder, LeadStateCoder,
-                                          _AssignMattersStreamingFn, _MergeLeadStreamingFn, next_expiry_ms)
+from envleads.keyed_core import next_expiry_ms
+from envleads.pipelines import streaming
+from envleads.pipelines.streaming import (REPEAT_SCOPE, BuildLeadsStreaming, ComplaintsToLeadsStreaming,
+                                          DeduplicatePetitionsStreaming, LeadStateCoder, _AssignMattersStreamingFn,
+                                          _MergeLeadStreamingFn)
 from envleads.pipelines.transforms import DEAD_LETTER, MAIN, DeduplicatePetitions
 from envleads.records import Complaint, EnrichedComplaint, RawEvent, RegionResolution, TypePrediction
 from envleads.repeats import MatterIndex, load_repeat_config
@@ -378,39 +382,117 @@ class _CountedStep:
         return self.container.get_counter(MetricName(namespace, name)).get_cumulative()
 
 
-def test_the_expiry_timer_empties_the_key_state_and_counts_expired_matters():
-    fn = _AssignMattersStreamingFn()
+def _state():
+    """The stateful repeat DoFn's state and timer, faked: ``(token, changes, seeded, timer)``."""
+    return _FakeState(), _FakeBag(), _FakeBag(), _FakeTimer()
+
+
+def _assign(fn, block, complaint, state, prior=None):
+    """One complaint through the stateful repeat DoFn under its one key; its reports."""
+    return list(fn.process((REPEAT_SCOPE, (block, complaint)), defaultdict(list, prior or {}),
+                           list(prior or {}), *state))
+
+
+def _fresh_assigner(**kwargs):
+    """A new instance with nothing of an earlier one in the process (as in another worker)."""
+    _AssignMattersStreamingFn._latest = None
+    fn = _AssignMattersStreamingFn(**kwargs)
     fn.setup()
-    index, seeded, timer = _FakeState(), _FakeState(), _FakeTimer()
+    return fn
+
+
+def _rebuilt_matters(fn, state):
+    """The matters (cluster id, report count) the state's changelog holds, read by a new instance."""
+    token, changes, seeded, _ = state
+    indexes = _fresh_assigner()._rebuilt(token.value, changes.read(), seeded.read()).indexes
+    return sorted((block, row[0], row[4]) for block, index in indexes.items() for row in index.to_state()["matters"])
+
+
+def test_the_expiry_timer_expires_every_block_at_the_oldest_matter_and_counts_them():
+    fn = _fresh_assigner()
+    state = _state()
+    timer = state[3]
     with _CountedStep() as step:
-        for complaint in [_complaint("a1", 0, DYEING_1), _complaint("a2", 5, DYEING_2),
-                          _complaint("b1", 2, BARBECUE)]:
-            list(fn.process(("330100", complaint), {"330100": []}, index, seeded, timer))
-        # the oldest matter is the barbecue (last report day 2): first expiry at day 92 + 1 ms
+        for block, complaint in [("330100", _complaint("a1", 0, DYEING_1)), ("330100", _complaint("a2", 5, DYEING_2)),
+                                 ("330500", _complaint("b1", 2, BARBECUE))]:
+            _assign(fn, block, complaint, state)
+        # one timer for the oldest matter of any block: the barbecue's (last report day 2)
         assert timer.at == Timestamp(micros=(_at(2 + WINDOW_DAYS) + 1) * 1000)
-        fn.expire(timer.at, index, timer)
-        assert [row[0] for row in index.value["matters"]] == [_matter("a1")]
+        fn.expire(timer.at, *state)
+        assert [(block, cid) for block, cid, _ in _rebuilt_matters(fn, state)] == [("330100", _matter("a1"))]
         assert timer.at == Timestamp(micros=(_at(5 + WINDOW_DAYS) + 1) * 1000)
-        fn.expire(timer.at, index, timer)
-        assert index.value is None
+        fn.expire(timer.at, *state)
+        assert _rebuilt_matters(fn, state) == []
         assert step.counter("DeduplicatePetitions", "expired_matters") == 2
-        assert step.counter("DeduplicatePetitions", "cleared_keys") == 1
         assert step.counter("DeduplicatePetitions", "new_matters") == 2
         assert step.counter("DeduplicatePetitions", "repeats") == 1
 
 
 def test_prior_leads_are_restored_once_per_key_not_after_the_key_expired():
-    fn = _AssignMattersStreamingFn()
-    fn.setup()
-    index, seeded, timer = _FakeState(), _FakeState(), _FakeTimer()
+    fn = _fresh_assigner()
+    state = _state()
     prior = {"330100": [_prior_lead("p1", 0, DYEING_1)]}
-    reports = list(fn.process(("330100", _complaint("a2", 3, DYEING_2)), prior, index, seeded, timer))
+    reports = _assign(fn, "330100", _complaint("a2", 3, DYEING_2), state, prior)
     assert [(r.enriched.cluster_id, r.enriched.duplicate_of) for r in reports] == [(_matter("p1"), "p1")]
-    fn.expire(timer.at, index, timer)  # day 3 + 90 days + 1 ms: the restored matter goes too
-    assert index.value is None
-    # a late repeat after the expiry: the prior lead is not restored a second time
-    reports = list(fn.process(("330100", _complaint("a3", 20, DYEING_3)), prior, index, seeded, timer))
-    assert [(r.enriched.cluster_id, r.enriched.duplicate_of) for r in reports] == [(_matter("a3"), None)]
+    fn.expire(state[3].at, *state)  # day 3 + 90 days + 1 ms: the restored matter goes too
+    assert _rebuilt_matters(fn, state) == []
+    # a late repeat after the expiry: the prior lead is not restored a second time, by a new
+    # instance either (the keys restored are in state)
+    for assigner in (fn, _fresh_assigner()):
+        reports = _assign(assigner, "330100", _complaint("a3", 20, DYEING_3), state, prior)
+        assert [(r.enriched.cluster_id, r.enriched.duplicate_of) for r in reports] == [(_matter("a3"), None)]
+
+
+def test_a_complaint_of_no_known_city_restores_and_meets_the_prior_leads_of_its_scope():
+    """A restarted job: the prior lead of a city of the province is restored when a complaint of no
+    known city reaches that city's key, though no complaint of the city came since the start."""
+    fn = _fresh_assigner()
+    state = _state()
+    prior = {"330100": [_prior_lead("p1", 0, DYEING_1)], "440100": [_prior_lead("q1", 0, BARBECUE)]}
+    unplaced = _complaint("u1", 3, DYEING_2)._replace(region=RegionResolution(None, None, None, None, None, 0.0,
+                                                                              None, "test"))
+    unplaced = unplaced._replace(complaint=unplaced.complaint._replace(jurisdiction_adcode="330000"))
+    reports = _assign(fn, "unknown", unplaced, state, prior)
+    assert [(r.enriched.cluster_id, r.enriched.duplicate_of) for r in reports] == [(_matter("p1"), "p1")]
+    assert sorted(state[2].items) == ["330100", "unknown"], "the other province's key is not restored"
+
+
+_SEQUENCE = [("330100", _complaint("a1", 0, DYEING_1)), ("330500", _complaint("b1", 1, BARBECUE, labels=("air",))),
+             ("330100", _complaint("a2", 3, DYEING_2)), ("330100", _complaint("a2", 3, DYEING_2)),
+             ("330100", _complaint("a3", 10, DYEING_3)), ("330500", _complaint("b2", 11, BARBECUE, labels=("air",))),
+             ("330100", _complaint("a4", 12, DYEING_1))]
+
+
+def _assignments_of(reports):
+    return [(r.enriched.complaint.complaint_id, r.enriched.cluster_id, r.enriched.duplicate_of) for r in reports]
+
+
+def test_a_retried_bundle_rebuilds_the_indexes_from_the_changelog_and_assigns_alike(monkeypatch):
+    """The instance's indexes are valid while the token in state is theirs. A bundle that failed
+    after the instance had updated them is retried: the state is as before that bundle, so its token
+    is not the instance's, and the instance rebuilds the indexes from the changelog; the retried and
+    later complaints get what they get without the failure. Compaction (made frequent here) keeps
+    the changelog's length within twice the live matters and rebuilds the same indexes."""
+    monkeypatch.setattr(streaming, "COMPACT_SLACK", 0)
+    fn, state = _fresh_assigner(), _state()
+    expected = [row for block, complaint in _SEQUENCE for row in _assignments_of(_assign(fn, block, complaint, state))]
+    fn, state = _fresh_assigner(), _state()
+    with _CountedStep() as step:
+        got = [row for block, complaint in _SEQUENCE[:4] for row in _assignments_of(_assign(fn, block, complaint, state))]
+        committed = tuple(copy.deepcopy(part.__dict__) for part in state)
+        _assign(fn, *_SEQUENCE[4], state)  # the bundle that fails: its state writes are discarded...
+        for part, saved in zip(state, committed):
+            part.__dict__.update(copy.deepcopy(saved))
+        assert fn._cache.token != state[0].value  # ...while the instance's indexes hold its complaint
+        got += [row for block, complaint in _SEQUENCE[4:] for row in _assignments_of(_assign(fn, block, complaint, state))]
+        assert step.counter("DeduplicatePetitions", "index_rebuilds") == 1
+        assert step.counter("DeduplicatePetitions", "changelog_compactions") >= 1
+    assert got == expected
+    assert ("a3", _matter("a1"), "a1") in got and ("b2", _matter("b1"), "b1") in got
+    assert len(state[1].items) <= 2 * len(_rebuilt_matters(fn, state))
+    # a new instance (another worker, a restart) rebuilds the same indexes from the state
+    assert _rebuilt_matters(fn, state) == sorted((block, row[0], row[4]) for block, index in fn._cache.indexes.items()
+                                                 for row in index.to_state()["matters"])
 
 
 def test_the_lead_timer_clears_the_lead_after_the_window():
@@ -453,10 +535,15 @@ def test_with_sourced_every_report_gives_its_lead_version_or_none_with_its_sourc
     assert outputs[1][0].complaint_ids == ["a1", "a2"] and pending.items == []
 
 
-def test_next_expiry_is_the_oldest_matter_plus_the_window_plus_one_ms():
-    state = {"matters": [["m-x", "x", 0, 5_000, 1], ["m-y", "y", 0, 2_000, 1]]}
-    assert next_expiry_ms(state, 1_000) == 3_001
-    assert next_expiry_ms({"matters": []}, 1_000) is None
+def test_next_expiry_is_the_oldest_matter_of_any_index_plus_the_window_plus_one_ms():
+    weights = load_scoring_weights()
+    first, second = MatterIndex(load_repeat_config(), "330100"), MatterIndex(load_repeat_config(), "330500")
+    report_matter(first, _complaint("a1", 0, DYEING_1), weights)
+    report_matter(first, _complaint("a2", 5, DYEING_2), weights)  # the same matter, seen again on day 5
+    report_matter(second, _complaint("b1", 2, BARBECUE), weights)
+    assert next_expiry_ms([first, second], 1_000) == _at(2) + 1_001
+    assert next_expiry_ms([first], 1_000) == _at(5) + 1_001
+    assert next_expiry_ms([MatterIndex(load_repeat_config())], 1_000) is None
 
 
 def test_event_bytes_pass_through_the_stateful_stages_and_never_into_state():
@@ -464,12 +551,11 @@ def test_event_bytes_pass_through_the_stateful_stages_and_never_into_state():
     dead letter), while the index and the pending reports hold what they hold without them."""
     original = "原始事件字节 13900000009".encode("utf-8")
     question = _complaint("q1", 0, "请问新能源汽车购置补贴怎么申请？", labels=())  # no lead: it waits in state
-    assign = _AssignMattersStreamingFn(keep_original=True)
-    assign.setup()
-    index, seeded, timer = _FakeState(), _FakeState(), _FakeTimer()
-    [(report, carried)] = list(assign.process(("330100", (question, original)), {"330100": []}, index, seeded, timer))
+    assign = _fresh_assigner(keep_original=True)
+    state = _state()
+    [(report, carried)] = _assign(assign, "330100", (question, original), state)
     assert carried == original
-    assert original not in JsonStateCoder().encode(index.value)
+    assert state[1].items and not any("13900000009" in (row or "") for _, _, row in state[1].items)
     merge = _MergeLeadStreamingFn(keep_original=True)
     merge.setup()
     lead_state, pending = _FakeState(), _FakeBag()
@@ -481,9 +567,6 @@ def test_event_bytes_pass_through_the_stateful_stages_and_never_into_state():
 def test_state_coders_round_trip():
     index = MatterIndex(load_repeat_config())
     report, _ = report_matter(index, _complaint("a1", 0, DYEING_1), load_scoring_weights())
-    coder = JsonStateCoder()
-    restored = MatterIndex.from_state(coder.decode(coder.encode(index.to_state())), index.config)
-    assert restored.to_state() == index.to_state()
     lead = merge_lead(None, [report], _at(0), load_scoring_weights())
     assert LeadStateCoder().decode(LeadStateCoder().encode(lead)) == lead
 

@@ -50,8 +50,9 @@ class LocalRoundEngine:
     assigned after the round's city keys, across the ``"unknown"`` key's index and the city keys
     of their scope (:func:`~envleads.keyed_core.assign_in_key`); a complaint already counted in a
     stored lead (a replay, a redelivery) keeps that lead's matter; leads are merged per matter
-    (:func:`~envleads.keyed_core.merge_into_lead`, no report waiting for an environmental one) as
-    of the round's newest event time, as in ``BuildLeads``. A FnApiRunner round costs ~0.8 s fixed
+    (:func:`~envleads.keyed_core.merge_into_lead`, no report waiting for an environmental one),
+    each scored as of its newest report, as in the Beam streaming job (not as of the round's
+    newest event: a lead's score must not depend on how its reports were batched in rounds). A FnApiRunner round costs ~0.8 s fixed
     plus ~2-3 ms per event and re-seeds every index from all prior leads (pipeline construction,
     fusion, DoFn setup, pickling, side inputs); this costs what the stages cost.
 
@@ -264,7 +265,6 @@ class LocalRoundEngine:
         """:meth:`build_leads`, and the dead letters of the reports of a matter whose merge raised."""
         if not reports:
             return [], []
-        as_of_ms = max(r.enriched.complaint.received_at_ms for r in reports)
         by_cluster: Dict[str, List[MatterReport]] = {}
         for report in reports:
             by_cluster.setdefault(report.enriched.cluster_id, []).append(report)
@@ -273,7 +273,7 @@ class LocalRoundEngine:
         for cluster_id, matter_reports in by_cluster.items():
             previous = stored.get(lead_id_for(cluster_id))
             try:
-                merged = merge_into_lead(previous, (), matter_reports, as_of_ms, self._weights)
+                merged = merge_into_lead(previous, (), matter_reports, self._weights)
             except Exception as error:  # noqa: BLE001 - one matter must not stop the stream
                 dead.extend(internal_error(BUILD_LEADS_STAGE, error, complaint)
                             for complaint in distinct_complaints(matter_reports))

@@ -10,11 +10,15 @@ Per blocking key, the state is a :class:`~envleads.repeats.MatterIndex`:
 
 * :func:`seed_key`: restore the key's prior leads (the matters a restart must find again);
 * :func:`keyed_complaint` and :func:`assign_in_key`: one complaint to its matter, with one policy
-  for the ``"unknown"`` key (:func:`~envleads.repeats.assign_unplaced` across whichever of its
-  scope's city indexes the engine can reach) and for redeliveries (a complaint the index already
+  for the ``"unknown"`` key (:func:`~envleads.repeats.assign_unplaced` across every city index of
+  its scope) and for redeliveries (a complaint the index already
   holds keeps its matter and is not counted again: :meth:`MatterIndex.redelivery`);
 * :func:`joined_by`, :func:`report_of`: the complaint's matter and its report, for the lead;
 * :func:`expire_key`, :func:`next_expiry_ms`: matters whose last report left the window go.
+
+Both engines reach every key's index from every complaint (the rounds engine holds them in one
+process, the Beam job under one state key, :data:`~envleads.pipelines.streaming.REPEAT_SCOPE`),
+so a complaint of no known city meets the matters of its scope's cities in both.
 
 Per matter, the state is its current lead and the reports that wait for an environmental one:
 
@@ -23,7 +27,7 @@ Per matter, the state is its current lead and the reports that wait for an envir
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 from envleads.leads import MatterReport, complaint_features, matter_report, merge_lead, report_join, \
     scope_of_complaint, seed_index
@@ -68,10 +72,10 @@ def seed_key(index: MatterIndex, leads: Iterable[Lead]) -> Tuple[int, int]:
 def assign_in_key(indexes: Mapping[str, MatterIndex], block: str,
                   complaint: KeyedComplaint) -> Tuple[str, Assignment]:
     """Assigns one complaint of ``block`` to its matter; returns the key whose index now holds the
-    matter, and the assignment. ``indexes`` are the indexes the engine can reach, ``block``'s among
-    them: a complaint of the ``"unknown"`` key is assigned across the ``"unknown"`` index and those
-    of its scope's city keys (:func:`assign_unplaced`; with the ``"unknown"`` index alone, as the
-    Beam job keys it, that is :meth:`MatterIndex.assign`). A redelivered complaint keeps its matter."""
+    matter, and the assignment. ``indexes`` are every key's indexes (a
+    :class:`~envleads.repeats.KeyIndexes`), ``block``'s among them: a complaint of the
+    ``"unknown"`` key is assigned across the ``"unknown"`` index and those of its scope's city keys
+    (:func:`assign_unplaced`). A redelivered complaint keeps its matter."""
     if block == UNKNOWN_BLOCK:
         return assign_unplaced(indexes, complaint.scope, complaint.complaint_id, complaint.event_ms,
                                complaint.features, complaint.reporter_key)
@@ -103,20 +107,22 @@ def expire_key(index: MatterIndex, now_ms: int) -> int:
     return len(index.expire(now_ms))
 
 
-def next_expiry_ms(index_state: Dict[str, Any], window_ms: int) -> Optional[int]:
-    """When the oldest matter of an index (``MatterIndex.to_state()``) leaves the window: its last
-    report + window + 1 ms.
+def next_expiry_ms(indexes: Iterable[MatterIndex], window_ms: int) -> Optional[int]:
+    """When the oldest matter of ``indexes`` leaves the window: its last report + window + 1 ms.
 
     ``MatterIndex.expire(now)`` drops matters whose last report is *before* ``now - window``, and
     ``assign`` still joins a report exactly ``window`` after the last one, so the first instant a
-    matter may go is one millisecond later. None for an empty index.
+    matter may go is one millisecond later. None when no index holds a matter.
     """
-    # to_state() rows are [cluster_id, first_complaint_id, first_seen_ms, last_seen_ms, ...].
-    last_seen = [int(row[3]) for row in index_state.get("matters", ())]
+    last_seen = [oldest for oldest in (index.oldest_last_seen_ms() for index in indexes) if oldest is not None]
     return lead_expiry_ms(min(last_seen), window_ms) if last_seen else None
 
 
 # ------------------------------------------------------------------------------------- per matter
+# ``merge_lead`` scores as of the later of this and the lead's newest report: the newest report.
+_AS_OF_NEWEST_REPORT = 0
+
+
 class LeadMerge(NamedTuple):
     """A matter's state after :func:`merge_into_lead`.
 
@@ -133,12 +139,16 @@ class LeadMerge(NamedTuple):
 
 
 def merge_into_lead(previous: Optional[Lead], pending: Sequence[MatterReport], reports: Sequence[MatterReport],
-                    as_of_ms: int, weights: ScoringWeights) -> LeadMerge:
+                    weights: ScoringWeights) -> LeadMerge:
     """Merges a matter's new ``reports`` into its lead ``previous`` (or, when it has none, with the
-    reports that wait for an environmental one, ``pending``), scored as of ``as_of_ms``. A report
-    already counted (in the lead, or waiting) is a redelivery: it changes nothing."""
+    reports that wait for an environmental one, ``pending``). A report already counted (in the
+    lead, or waiting) is a redelivery: it changes nothing.
+
+    The lead is scored as of its newest report (``merge_lead`` scores as of the later of the time
+    given and the lead's newest report): whatever the engine and however reports are batched, the
+    same reports give the same score."""
     waited = list(pending) if previous is None else []
-    lead = merge_lead(previous, waited + list(reports), as_of_ms, weights)
+    lead = merge_lead(previous, waited + list(reports), _AS_OF_NEWEST_REPORT, weights)
     if lead is None:
         known = {report.enriched.complaint.complaint_id for report in waited}
         waiting = []
