@@ -129,3 +129,14 @@ BARBECUE = ("", "江宁区东山街道竹山路那家阿福烧烤，每天晚上
 ])
 def test_a_report_of_no_known_city_naming_places_none_alike_is_about_a_namesake(config, text, joins):
     assert _unplaced_report_joins(config, "320100", BARBECUE, text, ("air", "noise")) == joins
+
+
+@pytest.mark.parametrize("entity, name", [
+    ("company:昌吉回族自治州歌厅", None),  # 昌吉回族 cut as the prefecture's short name leaves 自治州
+    ("company:巴音郭楞蒙古自治州私房菜", None),
+    ("company:昌吉回族自治州宏达歌厅", "宏达"),  # the control: the whole prefecture cut, the name kept
+])
+def test_a_division_suffix_left_of_a_prefecture_name_is_no_trade_name(config, entity, name):
+    """Sixty-two reports of 52 matters across one autonomous prefecture shared "trade name 自治州"
+    (a 100,000-complaint generated stream)."""
+    assert trade_name(entity, config) == name

@@ -577,6 +577,8 @@ def _plain_name(name: str, config: RepeatConfig) -> bool:
         return False
     if any(name in phrase for phrase in config.boilerplate) or any(word in name for word in config.pollution_words):
         return False  # 扰民 (of 严重扰民), 偷排: what complaints say, not whom
+    if name.endswith(tuple(suffix for suffix in _ADMIN_SUFFIXES if len(suffix) >= 2)):
+        return False  # 自治州 left of "昌吉回族自治州歌厅" once 昌吉回族 is cut: a division, no one's name
     if name in _place_words() or name in _admin_names() or name in _division_name_parts() or _common_phrase(name, config) \
             or name in config.generic_cores or name in config.category_words or _is_place_prefix(name) \
             or any(word in name for word in config.descriptors.words):  # a trade (小镀锌作坊) names no one
