@@ -120,8 +120,9 @@ def _generated_status(d: dict) -> str:
     if os.path.exists(long_run):
         with open(long_run, encoding="utf-8") as handle:
             long_data = json.load(handle)
-        share = max(_mixed_leads(long_data))
-        status += f"; 100,000: {share:.1%} (matters {max(_mixed(long_data)):.1%}), {_met(share < 0.01)}"
+        seeds = " / ".join(str(run["seed"]) for run in long_data["runs"])
+        shares = " / ".join(f"{share:.2%}" for share in _mixed_leads(long_data))
+        status += f"; 100,000 (seeds {seeds}): {shares}, {_met(max(_mixed_leads(long_data)) < 0.01)}"
     return status
 
 
