@@ -40,7 +40,8 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from envleads.keyed_core import (assign_in_key, expire_key, joined_by, keyed_complaint, lead_expiry_ms,
-                                 merge_into_lead, next_expiry_ms, report_of, seed_key)
+                                 matter_row_json, merge_into_lead, next_expiry_ms, report_of, seed_key,
+                                 take_row_changes)
 from envleads.leads import (MatterReport, block_of_complaint, block_of_lead, lead_from_avro_dict, lead_id_for,
                             lead_to_wire_record)
 from envleads.pipelines.options import StageSettings
@@ -269,19 +270,16 @@ class _AssignMattersStreamingFn(beam.DoFn):
         for block in seeded:
             seeded_state.add(block)
         for block in sorted(set(blocks)):
-            index = cache.indexes[block]
-            changed, dropped = index.take_changes()
-            for row in index.matter_rows(changed):
-                changes_state.add((block, row[0], _json_row(row)))
-            for cluster_id in dropped:
-                changes_state.add((block, cluster_id, None))
-            cache.logged += len(changed) + len(dropped)
+            row_changes = take_row_changes(cache.indexes[block])
+            for cluster_id, row_json in row_changes:
+                changes_state.add((block, cluster_id, row_json))
+            cache.logged += len(row_changes)
         live = sum(len(index) for index in cache.indexes.values())
         if cache.logged > 2 * live + COMPACT_SLACK:
             changes_state.clear()
             for block, index in cache.indexes.items():
                 for row in index.to_state()["matters"]:
-                    changes_state.add((block, row[0], _json_row(row)))
+                    changes_state.add((block, row[0], matter_row_json(row)))
             cache.logged = live
             self._compactions.inc()
         token = uuid.uuid4().hex
@@ -366,11 +364,6 @@ class _AssignMattersStreamingFn(beam.DoFn):
         cache.armed_ms = None  # the timer fired: whatever is due next is set again
         self._save(cache, expired, [], token_state, changes_state, seeded_state, expiry_timer,
                    not_before_ms=fired_ms + 1)
-
-
-def _json_row(row: list) -> str:
-    """A changelog row as the rounds engine's checkpoint writes it (compact JSON)."""
-    return json.dumps(row, ensure_ascii=False, separators=(",", ":"))
 
 
 class DeduplicatePetitionsStreaming(beam.PTransform):

@@ -4,13 +4,12 @@ blocking key over matter indexes kept between rounds (:func:`assign_key_rounds`,
 results as :class:`RoundOutputs`."""
 from __future__ import annotations
 
-import json
 from collections import Counter
 from typing import TYPE_CHECKING, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from envleads.decode import content_digest
 from envleads.failures import Raised, count_internal_errors, internal_error, raised
-from envleads.keyed_core import (KeyedComplaint, assign_in_key, counted_in, expire_key, joined_by,
+from envleads.keyed_core import (KeyedComplaint, assign_in_key, counted_in, expire_key, joined_by, take_row_changes,
                                  keyed_complaint, merge_into_lead, report_of, seed_key)
 from envleads.leads import MatterReport, block_of_complaint, complaint_features, event_order, lead_id_for
 from envleads.pipelines.options import StageSettings
@@ -339,8 +338,7 @@ def assign_key_rounds(indexes: Dict[str, MatterIndex],
         # expired after the unplaced complaints searched the keys, as the bounded stage never expires
         expired = newest_ms is not None and bool(expire_key(indexes[block], newest_ms))
         results[block] = (assigned, expired, changes)
-        changed, dropped = indexes[block].take_changes()
+        row_changes = take_row_changes(indexes[block])
         if checkpoint:
-            changes.extend([(row[0], json.dumps(row, ensure_ascii=False, separators=(",", ":")))
-                            for row in indexes[block].matter_rows(changed)] + [(cid, None) for cid in dropped])
+            changes.extend(row_changes)
     return results

@@ -27,6 +27,7 @@ Per matter, the state is its current lead and the reports that wait for an envir
 """
 from __future__ import annotations
 
+import json
 from typing import Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 from envleads.leads import MatterReport, complaint_features, matter_report, merge_lead, report_join, \
@@ -165,3 +166,16 @@ def lead_expiry_ms(last_seen_ms: int, window_ms: int) -> int:
     """The first instant a matter (its index entry and its lead) may leave state: its last report
     + the repeat window + 1 ms (a report exactly ``window`` later still joins)."""
     return last_seen_ms + window_ms + 1
+
+
+def matter_row_json(row: list) -> str:
+    """One matter row of a key's index as both engines persist it (the rounds engine's checkpoint,
+    the Beam job's changelog state)."""
+    return json.dumps(row, ensure_ascii=False, separators=(",", ":"))
+
+
+def take_row_changes(index: MatterIndex) -> List[Tuple[str, Optional[str]]]:
+    """The index's matters changed since the last call, as ``(cluster id, JSON row)``, and those
+    dropped, as ``(cluster id, None)``; the index forgets them."""
+    changed, dropped = index.take_changes()
+    return [(row[0], matter_row_json(row)) for row in index.matter_rows(changed)] + [(cid, None) for cid in dropped]
