@@ -1,5 +1,7 @@
 """Pollution-type quality through ``envleads batch``: the locked part of the real labels (the
-result) and the project-written hard sets, side by side, per label.
+result), the project-written hard sets and the outside writers' texts of the confusable corpus
+(``outside_dev``: writers a–i, whose files repeat rules were chosen on, never classifier choices;
+``outside_locked``: writers j, k, never read), side by side, per label.
 
 The model is the production model of the registry (``--registry``; a fresh registry trains and
 promotes the default model first, on the development part only, as a fresh clone does). Nothing
@@ -37,6 +39,7 @@ def main() -> None:
     beam_args = ["--model_registry", registry_dir]
     sets = {"locked": protocol.real_parts(pollution.shared_data_dir())[1]}
     sets.update((name, evaluation.hard_set(name)) for name in HARD_SETS)
+    sets.update((f"outside_{part}", evaluation.outside_writer_set(part)) for part in ("dev", "locked"))
     results = {}
     for name, rows in sets.items():
         if not rows:

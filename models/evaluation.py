@@ -15,6 +15,7 @@ notebook.
 from __future__ import annotations
 
 import concurrent.futures
+import glob
 import logging
 import multiprocessing
 import os
@@ -31,6 +32,7 @@ from tqdm.auto import tqdm
 from envleads.models.estimator import DEFAULT_HYPER
 from envleads.models.features import LABELS, fold_strata
 from envleads.models.prediction import PollutionModel
+from envleads.evaluation import read_jsonl as read_rows
 from envleads.models.train import label_matrix, read_jsonl, record_docs, train_model
 from envleads.records import TypePrediction
 
@@ -40,6 +42,7 @@ LOGGER = logging.getLogger(__name__)
 UNDATED = "2020-01-01T00:00:00+08:00"
 HARD_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         "tests", "data", "pollution_hard")
+CONFUSABLE_DIR = os.path.join(os.path.dirname(HARD_DIR), "confusable")
 
 
 def batch_events(records: Sequence[dict]) -> List[dict]:
@@ -132,6 +135,21 @@ def hard_set(name: str) -> List[dict]:
     ``rare_labels``, ``new_categories``); empty when the file is absent."""
     path = os.path.join(HARD_DIR, f"{name}.jsonl")
     return read_jsonl(path) if os.path.exists(path) else []
+
+
+def outside_writer_set(part: str) -> List[dict]:
+    """The labelled texts of the outside writers' confusable corpus (``tests/data/confusable/``,
+    written for repeat detection): ``part`` ``"dev"`` (writers whose files repeat rules were
+    chosen on) or ``"locked"`` (never read). Rows as the hard sets: ``id``, ``title``, ``text``,
+    ``received_at`` and the truth's ``labels``; empty when the folder is absent."""
+    rows = []
+    for path in sorted(glob.glob(os.path.join(CONFUSABLE_DIR, f"{part}_w*.truth.jsonl"))):
+        truth = {row["complaint_id"]: row for row in read_rows(path, ("complaint_id", "labels"))}
+        for event in read_rows(path.replace(".truth.jsonl", ".jsonl"), ("complaint_id", "text")):
+            rows.append({"id": event["complaint_id"], "title": event.get("title") or "",
+                         "text": event["text"], "received_at": event.get("received_at"),
+                         "labels": list(truth[event["complaint_id"]].get("labels") or [])})
+    return rows
 
 
 # --------------------------------------------------------------------------- scoring

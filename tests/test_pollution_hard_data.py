@@ -106,3 +106,20 @@ def test_no_text_copied_from_shared_data():
             if row_id is not None:
                 copied.add(row_id)
     assert not copied, f"20-character windows shared with ../shared/data: {sorted(copied)}"
+
+
+@pytest.mark.parametrize("part, writers", [("dev", "abcdefghi"), ("locked", "jk")])
+def test_outside_writer_sets_pair_every_text_with_its_truth(part, writers):
+    """The confusable corpus as labelled rows (bench/bench_pollution_locked.py's outside sets): one
+    row per complaint of the part's writers, with the truth's labels, and no other part's rows."""
+    from envleads.models.evaluation import outside_writer_set
+
+    rows = outside_writer_set(part)
+    truth = {}
+    for writer in writers:
+        with open(HERE / "data" / "confusable" / f"{part}_w{writer}.truth.jsonl", encoding="utf-8") as handle:
+            truth.update((r["complaint_id"], r) for r in map(json.loads, filter(str.strip, handle)))
+    assert sorted(r["id"] for r in rows) == sorted(truth)
+    for row in rows:
+        assert row["labels"] == truth[row["id"]]["labels"] and row["text"]
+        assert bool(row["labels"]) == truth[row["id"]]["environmental"]
