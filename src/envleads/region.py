@@ -33,6 +33,14 @@ plant weighs more. Names written with one commonly confused character (汩罗市
 they name one division only; bare city and province names count only when they hold up as words
 (这几天水面上 holds no 天水).
 
+A county name written one character off by ear (睢溪县 for 濉溪县, 啄州市 for 涿州市: a character
+whose usual reading is the name's) is read last, when the vote has settled no county: it gives the
+county only when the text also names that county's city or province, or a township of it;
+otherwise the deepest level that all its candidates (and every sure name) share, a city or a
+province, with a lower confidence, so that the lead goes to that bureau instead of nowhere. The
+same answer from names that are words (资源, 天山) or from sure names outvoted by weak ones was
+measured and left out: on the shared message board it made some sixty false provinces.
+
 All names, suffixes, context patterns and weights are data (``region_aliases.json``,
 ``region_towns.json``, ``region_roles.json``, ``former_divisions.json``); this module holds only the
 procedure.
@@ -49,7 +57,7 @@ from envleads.divisions import (CITY, COUNTY, MUNICIPALITY_CODES, PROVINCE, Divi
                                  load_divisions, load_townships)
 from envleads.records import RegionResolution
 from envleads.region_gazetteer import ALIASES_FILE, TOWNS_FILE, Gazetteer
-from envleads.text import char_readings, normalise as _normalise, shared_tokenizer
+from envleads.text import char_readings, normalise as _normalise, shared_tokenizer, usual_reading
 
 ROLES_FILE = "region_roles.json"
 
@@ -161,6 +169,7 @@ class RegionResolver(Gazetteer):
         self._build_extra_names(config)
         self._build_abbreviations(config)
         self._build_variants()
+        self._build_near_misses(config)
         self._alias_kinds = {alias: _kinds(entries) for alias, entries in self._aliases.items()}
         self._build_unique_bare()
         # full names that are common words, long enough to be a district's name (新城区, not 城区)
@@ -667,7 +676,7 @@ class RegionResolver(Gazetteer):
         if all(mention.needs_support for mention in mentions):
             return (self._by_town(towns, None, 1.0, [], jurisdiction_adcode)
                     or self._common_full_by_cue(body, mentions, body_mentions) or self._common_full_by_town(body, mentions)
-                    or self._empty())
+                    or self._by_near_miss(body, found, None, 1.0, mentions, towns) or self._empty())
         helper = []
         if jurisdiction_adcode and jurisdiction_adcode in self._divisions:
             helper = [_Mention(-1, -1, "", {jurisdiction_adcode: self._weights["jurisdiction"]},
@@ -707,9 +716,91 @@ class RegionResolver(Gazetteer):
             by_town = self._by_town(towns, chosen, confidence if chosen else 1.0, sure, jurisdiction_adcode)
             if by_town is not None:
                 return by_town
+            near = self._by_near_miss(body, found, chosen, confidence if chosen else 1.0, mentions, towns)
+            if near is not None:
+                return near
         if chosen is None:
             return self._empty()
         return self._resolution(chosen, round(confidence, 2), mentions)
+
+    def _by_near_miss(self, text: str, found: List[_Mention], scope: Optional[str], confidence: float,
+                      mentions: List[_Mention], towns: List[_Town]) -> Optional[RegionResolution]:
+        """The county, or the level its candidates share, of county names written one character off
+        (:meth:`_near_misses`), once the vote has settled no county.
+
+        A near-miss is a guess at the county: it is given only when the text also names that
+        county's city or province (a sure name, or ``scope``, what the vote settled) or one of its
+        townships (睢溪县刘桥镇: 濉溪县 holds a 刘桥镇, 遂溪县 none), and exactly one candidate is
+        so confirmed. Otherwise the answer is the deepest division holding every
+        candidate and every sure name's divisions (啄州市 alone: Baoding's city, never its county),
+        or nothing when they share none; it must lie inside ``scope`` and below it.
+        """
+        near = self._near_misses(text, found)
+        codes = {c for m in near for c in m.candidates if scope is None or self._within(c, scope)}
+        if not codes:
+            return None
+        sure = [m for m in mentions if not m.needs_support]
+        parents = {c for m in sure for c in m.candidates if self._divisions[c].level != COUNTY}
+        parents |= {scope} if scope else set()
+        confirmed = {c for c in codes if any(self._within(c, parent) for parent in parents)}
+        if len(confirmed) != 1:  # a township of exactly one candidate
+            confirmed = {c for c in codes if any(c in town.parents for town in towns)}
+        if len(confirmed) == 1:
+            return self._resolution(confirmed.pop(), round(min(confidence, 0.5 + 0.5 * self._weights["near_miss"]), 2),
+                                    mentions + near)
+        shared = self._shared(codes if scope else codes | {c for m in sure for c in m.candidates})
+        if shared is None or scope is not None and not self._within(shared, scope):
+            return None
+        return self._resolution(shared, round(min(confidence, 0.5 + 0.5 * self._weights["near_miss_shared"]), 2),
+                                mentions + near)
+
+    def _shared(self, codes: Iterable[str]) -> Optional[str]:
+        """The deepest city or province that is or holds every one of ``codes``, or None."""
+        for level in (CITY, PROVINCE):
+            keys = {self._key(code, level) for code in codes}
+            if len(keys) == 1 and None not in keys:
+                return keys.pop()
+        return None
+
+    def _near_misses(self, text: str, found: List[_Mention]) -> List[_Mention]:
+        """County names written one character off, with their suffix, in a county slot
+        (``near_miss``): 睢溪县 (濉溪县), 啄州市 (涿州市), at a boundary or right after a place name,
+        where no sure name was read and the written name names no division itself, nor is a word
+        (家里县: 家里 is a word; 穷山区: 山区 is one; 的城市 starts with a boundary character)."""
+        near: List[_Mention] = []
+        sure = None
+        for match in self._near_suffix_re.finditer(text):
+            end = match.end()
+            if sure is None:
+                sure = [(m.start, m.end) for m in found if not m.needs_support]
+            if (any(a <= match.start() < b for a, b in sure) or text[max(0, match.start() - 1):end] in self._near_common_tails
+                    or self._near_not_after.match(text[end:end + 8])):
+                continue  # the suffix of a name read (鼓楼区), or a word (山区, 市场)
+            for stem in self._near_stems:
+                start = match.start() - stem
+                written = text[start:end]
+                if start < 0 or written in self._aliases or self._left_boundary.match(written):
+                    continue
+                codes = self._near_counties(written)  # first: most places in a text have none
+                if not codes:
+                    continue
+                if (not any(a < end and start < b for a, b in sure)
+                        and (any(b == start for _, b in sure) or self._after_boundary(text, start))
+                        and self._segmenter.lcut(written[:-1], HMM=False) != [written[:-1]]):
+                    near.append(_Mention(start, end, written, {code: self._weights["near_miss"] for code in codes},
+                                         "near_miss"))
+                    break
+        return near
+
+    def _near_counties(self, written: str) -> set:
+        """The counties whose name ``written`` is one character off, by a character whose usual
+        reading is one of the name's character (啄 zhuo for 涿; not 市 for 涪, fu only in a rare reading)."""
+        found = set()
+        for position in range(len(written) - 1):
+            for name, code in self._near_index.get(written[:position] + "\0" + written[position + 1:], ()):
+                if usual_reading(written[position]) in char_readings(name[position]):
+                    found.add(code)
+        return found
 
     def _chained(self, towns: List[_Town], mentions: List[_Mention]) -> List[_Town]:
         """Townships right after a district name that holds one of them (郊区大通镇: of the 大通镇
