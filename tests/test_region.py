@@ -795,6 +795,12 @@ def test_near_miss_alone_gives_the_city_of_its_one_candidate(resolver):
     assert result.confidence < resolver.resolve("常宁市一家化工厂夜里偷排废水。").confidence
 
 
+def test_near_miss_of_a_county_level_city_under_its_province_gives_the_province(resolver):
+    result = resolver.resolve("先桃市一家化工厂偷排废水。")  # 先 for 仙: 仙桃市 is its own city
+    assert (result.adcode, result.level) == ("420000", "province")
+    assert code(resolver, "湖北先桃市一家化工厂偷排废水。") == "429004"
+
+
 def test_near_miss_gives_the_county_when_its_province_is_named_apart(resolver):
     result = resolver.resolve("位于湖南省南部的常凝市一家化工厂夜里偷排废水。")
     assert (result.adcode, result.level) == ("430482", "county")

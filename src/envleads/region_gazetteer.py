@@ -271,7 +271,8 @@ class Gazetteer:
         try:
             rules = config["near_miss"]
             suffixes = tuple(rules["suffixes"])
-            min_stem, max_stem = int(rules["min_stem_chars"]), int(rules["max_stem_chars"])
+            self._near_min_stem, max_stem = int(rules["min_stem_chars"]), int(rules["max_stem_chars"])
+            min_stem = min(self._near_min_stem, int(rules["after_place_min_stem_chars"]))
             min_freq = int(rules["common_tail_min_freq"])
             self._near_suffix_re = re.compile("|".join(map(re.escape, suffixes)))
             self._near_not_after = re.compile(rules["not_after"])
