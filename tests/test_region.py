@@ -1092,3 +1092,13 @@ def test_county_name_after_going_back_is_the_place(resolver):
 ])
 def test_homes_parents_past_sites_and_branch_plants_of_writer_r(resolver, text, expected):
     assert code(resolver, text) == expected
+
+
+def test_near_miss_suffixes_must_be_single_characters(tmp_path):
+    from envleads.config import ConfigError
+    config = json.loads(Path(data_path("region_aliases.json")).read_text(encoding="utf-8"))
+    config["near_miss"]["suffixes"] = ["县", "新区"]
+    path = tmp_path / "region_aliases.json"
+    path.write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(ConfigError, match="near_miss.suffixes"):
+        RegionResolver(aliases_path=str(path))

@@ -278,6 +278,8 @@ class Gazetteer:
             self._near_not_after = re.compile(rules["not_after"])
         except KeyError as error:
             raise ConfigError(f"{ALIASES_FILE}: missing key near_miss.{error}") from error
+        if any(len(suffix) != 1 for suffix in suffixes):  # names are cut as stem + one suffix character
+            raise ConfigError(f"{ALIASES_FILE}: near_miss.suffixes must be single characters")
         self._near_stems = range(max_stem, min_stem - 1, -1)  # longest first
         # the last character of a name and its suffix as a common word: 穷山区 is no 琼山区
         self._near_common_tails = frozenset(_common_two_char_words(suffixes, min_freq))
