@@ -783,7 +783,54 @@ def test_banner_short_form_shared_by_two_banners_or_inside_a_word_is_no_place(re
 
 def test_homophone_county_counts_only_right_after_its_city(resolver):
     assert code(resolver, "洛阳峦川县一家钼矿的尾矿库渗漏。") == "410324"  # 峦 for 栾
-    assert code(resolver, "峦川县一家钼矿的尾矿库渗漏。") is None
+    alone = resolver.resolve("峦川县一家钼矿的尾矿库渗漏。")  # alone: its city, never the county
+    assert (alone.adcode, alone.level, alone.county) == ("410300", "city", None)
+
+
+# -- county names written one character off (near_miss) ------------------------------------------
+
+def test_near_miss_alone_gives_the_city_of_its_one_candidate(resolver):
+    result = resolver.resolve("常凝市一家化工厂夜里偷排废水，河水发黑。")  # 凝 for 宁: Hengyang's 常宁市
+    assert (result.adcode, result.level, result.county) == ("430400", "city", None)
+    assert result.confidence < resolver.resolve("常宁市一家化工厂夜里偷排废水。").confidence
+
+
+def test_near_miss_of_a_county_level_city_under_its_province_gives_the_province(resolver):
+    result = resolver.resolve("先桃市一家化工厂偷排废水。")  # 先 for 仙: 仙桃市 is its own city
+    assert (result.adcode, result.level) == ("420000", "province")
+    assert code(resolver, "湖北先桃市一家化工厂偷排废水。") == "429004"
+
+
+def test_near_miss_gives_the_county_when_its_province_is_named_apart(resolver):
+    result = resolver.resolve("位于湖南省南部的常凝市一家化工厂夜里偷排废水。")
+    assert (result.adcode, result.level) == ("430482", "county")
+    assert result.confidence <= 0.8
+
+
+def test_near_miss_of_counties_in_two_provinces_gives_nothing_unless_a_township_settles_it(resolver):
+    assert code(resolver, "岁溪县一个养猪场粪水直排。") is None  # 濉溪县 (Anhui) or 遂溪县 (Guangdong)
+    if HAS_TOWNSHIPS:  # 刘桥镇 lies in 濉溪县 only of the two
+        assert code(resolver, "岁溪县刘桥镇一个养猪场粪水直排。") == "340621"
+
+
+@pytest.mark.parametrize("text", [
+    "这片穷山区的小煤窑天天冒黑烟。",  # 山区 is a word: no 琼山区
+    "老家里县城的路边堆满了垃圾。",  # 家里 is a word: no 佳里区
+    "这个城市的超市门口垃圾没人收。",
+])
+def test_words_ending_like_a_county_are_no_near_miss(resolver, text):
+    assert code(resolver, text) is None
+
+
+def test_near_miss_outside_the_settled_place_changes_nothing(resolver):
+    result = resolver.resolve("江苏南京一家工地扬尘大，常凝市来的车队天天拉土。")
+    assert (result.adcode, result.level) == ("320100", "city")
+
+
+def test_usual_reading_leaves_out_rare_readings():
+    from envleads.text import char_readings, usual_reading
+    assert "fu" in char_readings("市") and usual_reading("市") == "shi"
+    assert usual_reading("啄") == "zhuo" and usual_reading("A") == "A"
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -1045,3 +1092,13 @@ def test_county_name_after_going_back_is_the_place(resolver):
 ])
 def test_homes_parents_past_sites_and_branch_plants_of_writer_r(resolver, text, expected):
     assert code(resolver, text) == expected
+
+
+def test_near_miss_suffixes_must_be_single_characters(tmp_path):
+    from envleads.config import ConfigError
+    config = json.loads(Path(data_path("region_aliases.json")).read_text(encoding="utf-8"))
+    config["near_miss"]["suffixes"] = ["县", "新区"]
+    path = tmp_path / "region_aliases.json"
+    path.write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(ConfigError, match="near_miss.suffixes"):
+        RegionResolver(aliases_path=str(path))

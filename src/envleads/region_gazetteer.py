@@ -62,6 +62,22 @@ def _word_frequencies(names: set) -> Tuple[Dict[str, int], Dict[str, int]]:
     return anywhere, ordinary
 
 
+def _common_two_char_words(last: Sequence[str], min_freq: int) -> set:
+    """Two-character words of jieba's general dictionary ending in one of ``last`` with frequency
+    ``min_freq`` or more under any part of speech: 山区, 小区, 城市 (jieba tags 城市 and 山区 ns)."""
+    spec = importlib.util.find_spec("jieba")
+    if spec is None or not spec.submodule_search_locations:  # pragma: no cover - jieba is a dependency
+        return set()
+    found = set()
+    with open(os.path.join(list(spec.submodule_search_locations)[0], "dict.txt"), encoding="utf-8") as handle:
+        for line in handle:
+            if line[2:3] == " " and line[1] in last:
+                word, freq, _ = line.split()
+                if int(freq) >= min_freq:
+                    found.add(word)
+    return found
+
+
 def _common_words(names: set, min_freq: int) -> set:
     """Those of ``names`` that jieba lists as ordinary words with frequency ``min_freq`` or more."""
     return {word for word, freq in _ordinary_words(names).items() if freq >= min_freq}
@@ -247,6 +263,35 @@ class Gazetteer:
             if len(codes) == 1 and variant not in self._aliases and variant not in self._not_places:
                 (code, kind), = codes.items()
                 self._add(variant, code, kind)
+
+    def _build_near_misses(self, config: dict) -> None:
+        """County names with their suffix, indexed once per character of the name before the suffix
+        with that character blanked (濉溪县 under ?溪县 and 濉?县), so that a name written one
+        character off (睢溪县) finds its counties in a few look-ups (``near_miss``)."""
+        try:
+            rules = config["near_miss"]
+            suffixes = tuple(rules["suffixes"])
+            self._near_min_stem, max_stem = int(rules["min_stem_chars"]), int(rules["max_stem_chars"])
+            min_stem = min(self._near_min_stem, int(rules["after_place_min_stem_chars"]))
+            min_freq = int(rules["common_tail_min_freq"])
+            self._near_suffix_re = re.compile("|".join(map(re.escape, suffixes)))
+            self._near_not_after = re.compile(rules["not_after"])
+        except KeyError as error:
+            raise ConfigError(f"{ALIASES_FILE}: missing key near_miss.{error}") from error
+        if any(len(suffix) != 1 for suffix in suffixes):  # names are cut as stem + one suffix character
+            raise ConfigError(f"{ALIASES_FILE}: near_miss.suffixes must be single characters")
+        self._near_stems = range(max_stem, min_stem - 1, -1)  # longest first
+        # the last character of a name and its suffix as a common word: 穷山区 is no 琼山区
+        self._near_common_tails = frozenset(_common_two_char_words(suffixes, min_freq))
+        names = [(d.name, d.adcode) for d in self._divisions.values() if d.level == COUNTY]
+        names += [(former.name, former.current_adcode) for found in self._table.former.values() for former in found
+                  if former.current_adcode in self._divisions and self._divisions[former.current_adcode].level == COUNTY]
+        index: Dict[str, List[Tuple[str, str]]] = defaultdict(list)
+        for name, code in names:  # names in force or former ones, never guessed forms (惠城市)
+            if name.endswith(suffixes) and min_stem < len(name) <= max_stem + 1:
+                for position in range(len(name) - 1):
+                    index[name[:position] + "\0" + name[position + 1:]].append((name, code))
+        self._near_index = {key: tuple(found) for key, found in index.items()}
 
     def _build_abbreviations(self, config: dict) -> None:
         """Short forms of banners and leagues (``abbreviations``): 科左中旗, 准旗, 锡盟, 达茂旗."""

@@ -390,6 +390,15 @@ def shared_tokenizer() -> Segmenter:
 
 
 @lru_cache(maxsize=20_000)
+def usual_reading(ch: str) -> str:
+    """The usual toneless reading of a character (市: shi, though it is also read fu); a
+    non-Chinese character is itself. A name misspelt by ear is written with a character read so."""
+    if not "\u4e00" <= ch <= "\u9fff":
+        return ch
+    return pinyin(ch, style=Style.NORMAL, errors="default")[0][0]
+
+
+@lru_cache(maxsize=20_000)
 def char_readings(ch: str) -> FrozenSet[str]:
     """Every toneless reading of a character (长: chang, zhang; 瓷 and 磁 share ci); a non-Chinese
     character is itself. Names reach the hotline by ear: repeat detection and region resolution
