@@ -29,10 +29,10 @@ LEVELS = (PROVINCE, CITY, COUNTY)
 # dealt alternately: wod-NNN (dev_wo) and wol-NNN (locked_wo, reporting only)
 OUTSIDE_PARTS = ("dev_wo", "locked_wo")
 # more outside writers with writer o's classes: p wrote dev_wp and r dev_wr (development), q wrote
-# locked_wq and s locked_ws (reporting only); written apart, so their class counts differ on purpose
-SECOND_OUTSIDE_PARTS = ("dev_wp", "locked_wq", "dev_wr", "locked_ws")
+# locked_wq, s locked_ws and t locked_wt (reporting only); written apart, so their class counts differ on purpose
+SECOND_OUTSIDE_PARTS = ("dev_wp", "locked_wq", "dev_wr", "locked_ws", "locked_wt")
 OUTSIDE_PREFIX = {"dev_wo": "wod-", "locked_wo": "wol-", "dev_wp": "wpd-", "locked_wq": "wql-",
-                  "dev_wr": "wrd-", "locked_ws": "wsl-"}
+                  "dev_wr": "wrd-", "locked_ws": "wsl-", "locked_wt": "wtl-"}
 OUTSIDE_CLASSES = {"city_and_district", "short_or_variant", "same_name_with_cue", "same_name_no_cue",
                    "traditional", "several_places", "partial_or_no_place"}
 ALL_PARTS = PARTS + OUTSIDE_PARTS + SECOND_OUTSIDE_PARTS
