@@ -1,7 +1,7 @@
 """Region resolution side by side: envleads through ``envleads batch``, and the libraries jionlp and
 cpca-new, on the same passages (issue 23).
 
-    .venv/bin/python bench/bench_regions_libraries.py [--parts dev,locked,dev_wo,locked_wo,dev_wp,locked_wq,dev_wr,locked_ws,real]
+    .venv/bin/python bench/bench_regions_libraries.py [--parts dev,locked,dev_wo,locked_wo,dev_wp,locked_wq,dev_wr,locked_ws,locked_wt,real]
                                                       [--engine rounds|beam]
                                                       [--systems envleads,jionlp,cpca_new] [--out PATH]
                                                       [--keep-workdir]
@@ -10,10 +10,11 @@ Parts: ``dev`` and ``locked`` are the project's written corpus (``tests/data/reg
 ``dev_wo`` and ``locked_wo`` the same folder's passages by an outside writer who never saw the rules
 (writer o, one list dealt alternately); ``dev_wp`` a second outside writer's development passages
 (writer p) and ``locked_wq`` a third one's locked passages (writer q); ``dev_wr`` a fourth one's
-development passages (writer r) and ``locked_ws`` a fifth one's locked passages (writer s); ``real`` is
+development passages (writer r) and ``locked_ws`` a fifth one's locked passages (writer s);
+``locked_wt`` a sixth one's locked passages (writer t, 2026-12-08); ``real`` is
 ``../shared/data/regions_dev.jsonl`` (52 published passages), skipped when absent.
 Choices are made on ``dev``, ``dev_wo``, ``dev_wp``, ``dev_wr`` (and ``real``); ``locked``,
-``locked_wo``, ``locked_wq`` and ``locked_ws`` are only reported: their per-row answers are neither printed nor saved, only their
+``locked_wo``, ``locked_wq``, ``locked_ws`` and ``locked_wt`` are only reported: their per-row answers are neither printed nor saved, only their
 aggregate figures.
 
 envleads runs through its product path: each part is written as complaint events (``complaint_id``,
@@ -39,8 +40,8 @@ above county level or not at all; ``exact_accuracy`` same code (or both empty). 
 class (the corpus's ``class``; for ``real`` the gold level stands in for a class).
 
 Writes ``bench/results/regions_libraries.json`` (with the misses of ``dev``, ``dev_wo``, ``dev_wp``,
-``dev_wr`` and ``real`` by id and codes, never texts; none for ``locked``, ``locked_wo``, ``locked_wq``
-and ``locked_ws``).
+``dev_wr`` and ``real`` by id and codes, never texts; none for ``locked``, ``locked_wo``, ``locked_wq``,
+``locked_ws`` and ``locked_wt``).
 """
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ METRICS = ("county_accuracy", "province_accuracy", "city_accuracy", "wrong_count
            "exact_accuracy")
 SHORT = {"county_accuracy": "county", "province_accuracy": "prov", "city_accuracy": "city",
          "wrong_county_rate": "wrongC", "abstain_rate": "abstain", "exact_accuracy": "exact"}
-WRITTEN_PARTS = ("dev", "locked", "dev_wo", "locked_wo", "dev_wp", "locked_wq", "dev_wr", "locked_ws")
+WRITTEN_PARTS = ("dev", "locked", "dev_wo", "locked_wo", "dev_wp", "locked_wq", "dev_wr", "locked_ws", "locked_wt")
 REPORT_MISSES = ("dev", "dev_wo", "dev_wp", "dev_wr", "real")  # never a locked part
 
 
@@ -267,8 +268,8 @@ LIBRARIES = {"jionlp": jionlp_system, "cpca_new": cpca_system}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="dev,locked,dev_wo,locked_wo,dev_wp,locked_wq,dev_wr,locked_ws,real",
-                        help="comma-separated: dev, locked, dev_wo, locked_wo, dev_wp, locked_wq, dev_wr, locked_ws, real")
+    parser.add_argument("--parts", default="dev,locked,dev_wo,locked_wo,dev_wp,locked_wq,dev_wr,locked_ws,locked_wt,real",
+                        help="comma-separated: dev, locked, dev_wo, locked_wo, dev_wp, locked_wq, dev_wr, locked_ws, locked_wt, real")
     parser.add_argument("--systems", default="envleads,jionlp,cpca_new")
     parser.add_argument("--engine", default="rounds", choices=["rounds", "beam"], help="envleads batch --engine")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "regions_libraries.json"))

@@ -52,8 +52,8 @@ def _pollution_status(d: dict) -> str:
     return f"issue 22: micro ≥ 0.88, macro ≥ 0.80, env ≥ 0.95: {_met(ok)}"
 
 
-# the outside writers' locked parts of tests/data/regions_written (q and s wrote apart from the rules' writers)
-OUTSIDE_REGION_PARTS = ("locked_ws", "locked_wq", "locked_wo")
+# the outside writers' locked parts of tests/data/regions_written (o, q, s and t wrote apart from the rules' writers; t newest)
+OUTSIDE_REGION_PARTS = ("locked_wt", "locked_ws", "locked_wq", "locked_wo")
 
 
 def _triple(scores: dict) -> str:
