@@ -42,8 +42,13 @@ def _product_set(data: dict, name: str) -> dict:
 
 def _pollution(d: dict) -> str:
     r = d["results"]["locked"]
-    return (f"pollution type, locked part of the real labels ({r['n']}, never tuned on), through `batch`: "
+    text = (f"pollution type, locked part of the real labels ({r['n']}, never tuned on), through `batch`: "
             f"micro F1 {r['micro_f1']:.3f}, macro {r['macro_f1_all']:.3f}, env/not {r['env_accuracy']:.3f}")
+    outside = d["results"].get("outside_locked")
+    if outside:
+        text += (f"; outside writers' locked texts ({outside['n']}): micro {outside['micro_f1']:.3f}, "
+                 f"env/not {outside['env_accuracy']:.3f}")
+    return text
 
 
 def _pollution_status(d: dict) -> str:
