@@ -13,7 +13,7 @@ tests set (the pseudonymisation key) reaches them.
 1. The batch pipeline (``build_batch_pipeline`` through ``run_batch``) over generated events:
    identical enriched records, ranked leads and dead letters on Prism and on the FnApiRunner.
 2. The streaming pipeline (``ComplaintsToLeadsStreaming``) under ``TestStream`` over generated
-   events, with late complaints and matters expired by the watermark: identical outputs on Prism
+   events, with late complaints and expired matters: identical outputs on Prism
    and on the DirectRunner in streaming mode.
 3. The hand-written ``TestStream`` scenarios of ``test_streaming.py`` (late data, expiry, prior
    leads, redelivery, the whole path), run again as they are with Prism as the streaming runner.
@@ -49,7 +49,8 @@ from envleads.leads import lead_to_avro_dict
 from envleads.pipelines.batch import run_batch
 from envleads.pipelines.beam_stream import with_local_prism
 from envleads.pipelines.options import StageSettings
-from envleads.pipelines.streaming import BuildLeadsStreaming, ComplaintsToLeadsStreaming, DeduplicatePetitionsStreaming
+from envleads.pipelines.streaming import (EXPIRED, BuildLeadsStreaming, ComplaintsToLeadsStreaming,
+                                          DeduplicatePetitionsStreaming)
 from envleads.pipelines.transforms import (DEAD_LETTER, MAIN, ClassifyPollutionType, DecodeComplaints, ResolveRegion,
                                            SegmentText)
 from envleads.records import RawEvent
@@ -296,8 +297,9 @@ def _stateful_stages_on_direct_runner(plan: StreamPlan, enriched_by_line, folder
     """``DeduplicatePetitionsStreaming`` and ``BuildLeadsStreaming`` over the enriched complaints, in the
     plan's order and watermark steps, on the DirectRunner in streaming mode (as test_streaming.py)."""
     with beam.Pipeline(options=_streaming_options(["--runner", "DirectRunner"])) as p:
-        reports = (p | plan.test_stream(enriched_by_line.get) | DeduplicatePetitionsStreaming())[MAIN]
-        leads = (reports | BuildLeadsStreaming())[MAIN]
+        assigned = p | plan.test_stream(enriched_by_line.get) | DeduplicatePetitionsStreaming()
+        reports = assigned[MAIN]
+        leads = (reports | BuildLeadsStreaming(expired=assigned[EXPIRED]))[MAIN]
         _sink({"enriched": reports | "ReportJson" >> beam.Map(_report_json),
                "leads": leads | "LeadJson" >> beam.Map(_lead_json)}, folder)
     return {label: _read_sink(folder, label) for label in ("enriched", "leads")}
