@@ -1,46 +1,47 @@
-"""The true streaming form of repeat detection and lead building: keyed state and event-time timers.
+"""The true streaming form of repeat detection and lead building: keyed state, element by element.
 
 ``DeduplicatePetitionsStreaming`` and ``BuildLeadsStreaming`` give the same records as the bounded
 ``DeduplicatePetitions`` and ``BuildLeads`` in ``transforms.py``, but element by element, in the
-global window, with the repeat index and the current lead kept in per-key state and dropped by an
-event-time timer once the repeat window has passed. :class:`ComplaintsToLeadsStreaming` wires them
-after the shared stateless stages; it is what a Flink or Dataflow job runs over Kafka. The local
-Python runners cannot run it behind an unbounded source (``rounds/`` runs bounded rounds
-instead); the DirectRunner in streaming mode runs it over ``TestStream`` in the tests, and Prism
-from Kafka to Kafka (``beam_stream.py``).
+global window, with the repeat index and the current lead kept in keyed state.
+:class:`ComplaintsToLeadsStreaming` wires them after the shared stateless stages; it is what a
+Flink or Dataflow job runs over Kafka. The local Python runners cannot run it behind an unbounded
+source (``rounds/`` runs bounded rounds instead); the DirectRunner in streaming mode runs it over
+``TestStream`` in the tests, and Prism from Kafka to Kafka (``beam_stream.py``).
 
-Event time is the complaint's ``received_at_ms`` throughout: the index, the leads and the timers use
+Event time is the complaint's ``received_at_ms`` throughout: the index, the leads and expiry use
 it, and :class:`ComplaintsToLeadsStreaming` re-stamps elements with it before the stateful stages.
-The watermark that fires the timers comes from the source, so the source's timestamps should be the
-intake time (Kafka ``CreateTime`` set by the intake system).
 
-The stateful DoFns are adapters over the keyed core (:mod:`envleads.keyed_core`), whose steps
-(seed a key, assign with the redelivery and unknown-key policy, expire, merge into the lead) the
-rounds engine runs too; here they keep the state in Beam state cells and expire on event-time
-timers. Repeat detection runs under one state key (:data:`REPEAT_SCOPE`) holding every blocking
-key's index, because a complaint of no known city is assigned across the city indexes of its scope
-(a stateful DoFn reaches its own key's state only): its parallelism is one, which national intake
-(about one complaint a second, well under a millisecond of assignment each) allows; the stages
-before it and lead building (keyed by matter) stay parallel. With the same deliveries the job gives
-the rounds engine's matters and lead versions (``tests/test_engine_equivalence.py``).
+The stateful DoFns are adapters over the keyed core (:mod:`envleads.keyed_core`), whose steps and
+policies (seed a key, assign with the redelivery and unknown-key policy, expire a key as of its
+newest event, start a lead at its matter's first environmental report) the rounds engine runs too;
+here the state lives in Beam state cells. No timer: a key's matters expire as the key's own events
+move its clock, not by the runner's watermark, and each expired matter is sent to the lead stage
+(:class:`MatterExpired`), whose lead state lives exactly as long as the matter. Repeat detection
+runs under one state key (:data:`REPEAT_SCOPE`) holding every blocking key's index, because a
+complaint of no known city is assigned across the city indexes of its scope (a stateful DoFn
+reaches its own key's state only): its parallelism is one, which national intake (about one
+complaint a second, well under a millisecond of assignment each) allows; the stages before it and
+lead building (keyed by matter) stay parallel. With the same deliveries the job gives the rounds
+engine's matters and lead versions (``tests/test_engine_equivalence.py``); what still differs
+(order within a round, the order of a lead's types, ``duplicate_id_conflict``) is in
+``docs/operations.md``.
 """
 from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import Coder, FastPrimitivesCoder, StrUtf8Coder
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsDict, AsList, AsMultiMap
-from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.pvalue import TaggedOutput
+from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec
 from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import Timestamp
 
-from envleads.keyed_core import (assign_in_key, expire_key, joined_by, keyed_complaint, lead_expiry_ms,
-                                 matter_row_json, merge_into_lead, next_expiry_ms, report_of, seed_key,
+from envleads.keyed_core import (KeyedComplaint, assign_in_key, expire_key, joined_by, keyed_complaint,
+                                 matter_row_json, merge_into_lead, newest_event_ms, report_of, seed_key,
                                  take_row_changes)
 from envleads.leads import (MatterReport, block_of_complaint, block_of_lead, lead_from_avro_dict, lead_id_for,
                             lead_to_wire_record)
@@ -53,12 +54,8 @@ from envleads.repeats import UNKNOWN_BLOCK, KeyIndexes, MatterIndex, in_scope
 
 
 # ------------------------------------------------------------------------------ adapter helpers
-def _to_timestamp(ms: int) -> Timestamp:
-    return Timestamp(micros=int(ms) * 1000)
-
-
-def _to_ms(timestamp: Timestamp) -> int:
-    return timestamp.micros // 1000
+# The repeat stage's output of matters that left their index (for the lead stage).
+EXPIRED = "expired"
 
 
 def _prior_or_none(pipeline, prior_leads):
@@ -174,21 +171,33 @@ _STALE = object()
 class _CachedIndexes:
     """What an :class:`_AssignMattersStreamingFn` instance keeps between elements, valid while
     ``token`` is the token in state: the parsed indexes of every blocking key, the keys whose prior
-    leads were restored, the number of changelog entries in state and the expiry timer as set."""
+    leads were restored, each key's newest event time, and how many entries the changelog and the
+    bag of newest times hold in state."""
 
     def __init__(self, token: Any = _STALE):
         self.token = token
         self.indexes: KeyIndexes = KeyIndexes()
         self.seeded: Set[str] = set()
+        self.newest: Dict[str, int] = {}
         self.logged = 0
-        self.armed_ms: Optional[int] = None
+        self.newest_logged = 0
+
+
+class MatterExpired(NamedTuple):
+    """What the repeat stage sends the lead stage (keyed by ``cluster_id``) when a matter leaves
+    its index: the lead's state goes with it. Not a raw record: it settles no offset."""
+
+    cluster_id: str
 
 
 class _AssignMattersStreamingFn(beam.DoFn):
     """Repeat detection under one key (:data:`REPEAT_SCOPE`) holding every blocking key's
     :class:`MatterIndex` in a :class:`KeyIndexes`: each complaint is assigned by the keyed core's
     :func:`assign_in_key` exactly as the rounds engine assigns it, a complaint of no known city
-    across the ``"unknown"`` index and the city indexes of its scope.
+    across the ``"unknown"`` index and the city indexes of its scope; then its key's matters
+    expire as of the key's newest event time (:func:`newest_event_ms`, :func:`expire_key`), as
+    in the rounds engine, each one sent as :class:`MatterExpired` to output ``expired``. No timer:
+    expiry follows the events, not the runner's watermark.
 
     The parsed indexes stay in the DoFn instance between elements (and in the process, for a new
     instance), valid while the token in state is the one written with them; nothing is parsed or
@@ -197,14 +206,14 @@ class _AssignMattersStreamingFn(beam.DoFn):
         dropped)`` (``MatterIndex.take_changes``, ``matter_rows``), appended per element and
         compacted (cleared, rewritten with the live rows) once it holds more than twice the live
         rows (+ :data:`COMPACT_SLACK`).
+      ``key_newest``: ``(block, event ms)`` appended when a key's newest event time advances (the
+        largest per key counts), compacted likewise.
       ``seeded_blocks``: the blocking keys whose prior leads were restored, once per key, so that a
         matter that expired is not brought back from them.
       ``token``: a fresh random value written with every update. When it is not the instance's (a
         retried bundle, another worker, a restart) the instance rebuilds the indexes from the
         changelog (``MatterIndex.load_changes``), as the rounds engine restarts from its checkpoint.
-    Timer ``expiry`` (event time): when the oldest matter of any key leaves the repeat window
-      (:func:`next_expiry_ms`); it expires every key as of then and re-arms for the next oldest.
-      State is bounded by the matters of the last window, however long the stream runs.
+    State is bounded by the matters of each key's last window, however long the stream runs.
     With ``keep_original``, elements and reports are in flight (``(record, original bytes)``): the
     bytes pass through with the complaint, into its report or its dead letter, never into state.
     """
@@ -216,7 +225,7 @@ class _AssignMattersStreamingFn(beam.DoFn):
     TOKEN_STATE = ReadModifyWriteStateSpec("token", StrUtf8Coder())
     CHANGES_STATE = BagStateSpec("matter_changes", FastPrimitivesCoder())
     SEEDED_STATE = BagStateSpec("seeded_blocks", StrUtf8Coder())
-    EXPIRY_TIMER = TimerSpec("expiry", TimeDomain.WATERMARK)
+    NEWEST_STATE = BagStateSpec("key_newest", FastPrimitivesCoder())
 
     def __init__(self, keep_original: bool = False):
         self._keep_original = keep_original
@@ -230,7 +239,7 @@ class _AssignMattersStreamingFn(beam.DoFn):
         self._prior_blocks: Optional[Set[str]] = None
 
     # -- the instance's indexes, as the state says -------------------------------------------------
-    def _current(self, token_state, changes_state, seeded_state) -> _CachedIndexes:
+    def _current(self, token_state, changes_state, seeded_state, newest_state) -> _CachedIndexes:
         """The indexes as the state holds them, marked stale until :meth:`_save` has written their
         next version (so that a bundle that stops half-way leaves no index taken for current)."""
         token = token_state.read()
@@ -239,12 +248,14 @@ class _AssignMattersStreamingFn(beam.DoFn):
             if token is not None and latest is not None and latest.token == token:
                 self._cache = latest  # another instance of this process wrote it (a runner's new instance)
             else:
-                self._cache = self._rebuilt(token, changes_state.read(), seeded_state.read())
+                self._cache = self._rebuilt(token, changes_state.read(), seeded_state.read(), newest_state.read())
         self._cache.token = _STALE
         return self._cache
 
-    def _rebuilt(self, token: Optional[str], changes: Iterable[tuple], seeded: Iterable[str]) -> _CachedIndexes:
-        """The indexes the changelog ``changes`` describes (the last row of a matter wins)."""
+    def _rebuilt(self, token: Optional[str], changes: Iterable[tuple], seeded: Iterable[str],
+                 newest: Iterable[tuple] = ()) -> _CachedIndexes:
+        """The indexes the changelog ``changes`` describes (the last row of a matter wins), and
+        each key's newest event time (the largest logged)."""
         cache = _CachedIndexes(token)
         rows: Dict[str, Dict[str, str]] = {}
         for block, cluster_id, row in changes:
@@ -259,14 +270,18 @@ class _AssignMattersStreamingFn(beam.DoFn):
             index.load_changes(json.loads(row) for row in live.values())
             cache.indexes[block] = index
         cache.seeded.update(seeded)
+        for block, newest_ms in newest:
+            cache.newest_logged += 1
+            newest_event_ms(cache.newest, block, newest_ms)
         if token is not None:
             self._rebuilds.inc()
         return cache
 
-    def _save(self, cache: _CachedIndexes, blocks: Iterable[str], seeded: Sequence[str], token_state,
-              changes_state, seeded_state, expiry_timer, not_before_ms: Optional[int] = None) -> None:
-        """Appends the changes of ``blocks``' indexes to the changelog (compacting it when due),
-        notes the keys just ``seeded``, writes a new token and re-arms the expiry timer."""
+    def _save(self, cache: _CachedIndexes, blocks: Iterable[str], seeded: Sequence[str], advanced: Optional[str],
+              token_state, changes_state, seeded_state, newest_state) -> None:
+        """Appends the changes of ``blocks``' indexes to the changelog and the newest event time of
+        the key that ``advanced`` it (compacting either when due), notes the keys just ``seeded``
+        and writes a new token."""
         for block in seeded:
             seeded_state.add(block)
         for block in sorted(set(blocks)):
@@ -282,32 +297,35 @@ class _AssignMattersStreamingFn(beam.DoFn):
                     changes_state.add((block, row[0], matter_row_json(row)))
             cache.logged = live
             self._compactions.inc()
+        if advanced is not None:
+            newest_state.add((advanced, cache.newest[advanced]))
+            cache.newest_logged += 1
+            if cache.newest_logged > 2 * len(cache.newest) + COMPACT_SLACK:
+                newest_state.clear()
+                for block, newest_ms in sorted(cache.newest.items()):
+                    newest_state.add((block, newest_ms))
+                cache.newest_logged = len(cache.newest)
         token = uuid.uuid4().hex
         token_state.write(token)
         cache.token = token
         _AssignMattersStreamingFn._latest = cache
-        due_ms = next_expiry_ms(cache.indexes.values(), self._config.window_ms)
-        if due_ms is not None and not_before_ms is not None:
-            due_ms = max(due_ms, not_before_ms)  # never re-arm at the instant that just fired
-        if due_ms is not None and due_ms != cache.armed_ms:
-            expiry_timer.set(_to_timestamp(due_ms))
-            cache.armed_ms = due_ms
 
-    def _seed(self, cache: _CachedIndexes, block: str, scope: Optional[str], prior_by_block,
+    def _seed(self, cache: _CachedIndexes, block: str, complaint: KeyedComplaint, prior_by_block,
               prior_blocks: Iterable[str]) -> List[str]:
-        """Restores the prior leads of the keys the complaint reaches whose leads were not restored
-        yet: its own key, and for a complaint of no known city every key of its scope with prior
-        leads (as the rounds engine loads them from its store). Returns the keys restored."""
+        """Restores the prior leads live as of the complaint of the keys it reaches whose leads
+        were not restored yet: its own key, and for a complaint of no known city every key of its
+        scope with prior leads (as the rounds engine loads them from its store). Returns the keys
+        restored."""
         wanted = [block]
         if block == UNKNOWN_BLOCK:
             if self._prior_blocks is None:  # the side input is fixed for the job
                 self._prior_blocks = set(prior_blocks)
-            wanted += sorted(key for key in self._prior_blocks - cache.seeded if in_scope(key, scope))
+            wanted += sorted(key for key in self._prior_blocks - cache.seeded if in_scope(key, complaint.scope))
         seeded = []
         for key in wanted:
             if key in cache.seeded:
                 continue
-            restored, unrestorable = seed_key(self._index(cache, key), prior_by_block[key])
+            restored, unrestorable = seed_key(self._index(cache, key), prior_by_block[key], complaint.event_ms)
             self._restored.inc(restored)
             self._unrestorable.inc(unrestorable)
             cache.seeded.add(key)
@@ -322,48 +340,37 @@ class _AssignMattersStreamingFn(beam.DoFn):
             index = cache.indexes[block] = MatterIndex(self._config, block)
         return index
 
-    # -- elements and timers ------------------------------------------------------------------
+    # -- elements ---------------------------------------------------------------------------------
     def process(self, keyed: Tuple[str, Any], prior_by_block, prior_blocks,
                 token_state=beam.DoFn.StateParam(TOKEN_STATE),
                 changes_state=beam.DoFn.StateParam(CHANGES_STATE),
                 seeded_state=beam.DoFn.StateParam(SEEDED_STATE),
-                expiry_timer=beam.DoFn.TimerParam(EXPIRY_TIMER)) -> Iterable[Any]:
+                newest_state=beam.DoFn.StateParam(NEWEST_STATE)) -> Iterable[Any]:
         _, (block, element) = keyed
         enriched, original = _in_flight(element, self._keep_original)
-        cache = self._current(token_state, changes_state, seeded_state)
+        cache = self._current(token_state, changes_state, seeded_state, newest_state)
         try:
             complaint = keyed_complaint(enriched, block, self._config)
-            seeded = self._seed(cache, block, complaint.scope, prior_by_block, prior_blocks)
+            seeded = self._seed(cache, block, complaint, prior_by_block, prior_blocks)
             self._index(cache, block)
             holder, assignment = assign_in_key(cache.indexes, block, complaint)
             report = report_of(enriched, complaint.features, joined_by(complaint.complaint_id, assignment),
                                self._weights)
+            before_ms = cache.newest.get(block)
+            newest_ms = newest_event_ms(cache.newest, block, complaint.event_ms)
+            expired = expire_key(cache.indexes[block], newest_ms)
         except Exception as error:  # noqa: BLE001 - one record must not stop the stream
             # the state is as before this complaint, the indexes may not be (they stay stale): rebuilt
             # from the state at the next element, the stage goes on as if the complaint had not come
             yield failed(DEDUPLICATE_STAGE, error, enriched.complaint, original)
             return
         (self._matters if assignment.is_new_matter else self._repeats).inc()
-        self._save(cache, seeded + [holder], seeded, token_state, changes_state, seeded_state, expiry_timer)
+        self._expired.inc(len(expired))
+        self._save(cache, seeded + [holder, block], seeded, block if newest_ms != before_ms else None,
+                   token_state, changes_state, seeded_state, newest_state)
         yield (report, original) if self._keep_original else report
-
-    @on_timer(EXPIRY_TIMER)
-    def expire(self, fire_ts=beam.DoFn.TimestampParam,
-               token_state=beam.DoFn.StateParam(TOKEN_STATE),
-               changes_state=beam.DoFn.StateParam(CHANGES_STATE),
-               seeded_state=beam.DoFn.StateParam(SEEDED_STATE),
-               expiry_timer=beam.DoFn.TimerParam(EXPIRY_TIMER)):
-        cache = self._current(token_state, changes_state, seeded_state)
-        fired_ms = _to_ms(fire_ts)
-        expired = []
-        for block, index in cache.indexes.items():
-            count = expire_key(index, fired_ms)
-            if count:
-                self._expired.inc(count)
-                expired.append(block)
-        cache.armed_ms = None  # the timer fired: whatever is due next is set again
-        self._save(cache, expired, [], token_state, changes_state, seeded_state, expiry_timer,
-                   not_before_ms=fired_ms + 1)
+        for cluster_id in expired:
+            yield TaggedOutput(EXPIRED, (cluster_id, MatterExpired(cluster_id)))
 
 
 class DeduplicatePetitionsStreaming(beam.PTransform):
@@ -377,9 +384,9 @@ class DeduplicatePetitionsStreaming(beam.PTransform):
     index and the city indexes of its scope (:func:`~envleads.keyed_core.assign_in_key`, as in
     the rounds engine). Nothing is windowed or dropped: a late complaint (behind the watermark) is
     assigned like any other and joins its matter as long as the matter has not expired. A matter
-    expires when the watermark passes its last report + the repeat window (90 days,
-    ``data/repeats.json``); an event-time timer then removes it. A later report of it starts a new
-    matter.
+    expires when its key's newest event time passes its last report + the repeat window (90 days,
+    ``data/repeats.json``), as in the rounds engine: the events decide, not the runner's
+    watermark. A later report of it starts a new matter.
 
     Args:
         prior_leads: optional ``Lead`` records (the compacted lead topic read at start-up). The
@@ -391,9 +398,11 @@ class DeduplicatePetitionsStreaming(beam.PTransform):
 
     Delivery: a redelivered complaint (same id) gets its matter again, is not counted again by the
     index or the lead, and a matter's first report stays its first report (``duplicate_of`` None).
-    Emitted in arrival order, with the input element's timestamp. Returns ``{ok, dead_letter}``: a
-    complaint whose keying or assignment raises is a dead letter ``internal_error`` (of
-    ``DeduplicatePetitions``) and leaves the state as it was.
+    Emitted in arrival order, with the input element's timestamp. Returns ``{ok, dead_letter,
+    expired}``: ``expired`` holds ``(cluster_id, MatterExpired)`` per matter that left an index,
+    for :class:`BuildLeadsStreaming` to drop its lead's state; a complaint whose keying or
+    assignment raises is a dead letter ``internal_error`` (of ``DeduplicatePetitions``) and leaves
+    the state as it was.
     """
 
     def __init__(self, prior_leads=None, keep_original: bool = False):
@@ -412,8 +421,8 @@ class DeduplicatePetitionsStreaming(beam.PTransform):
         assigned = (keyed[MAIN]
                     | "AssignMatters" >> beam.ParDo(_AssignMattersStreamingFn(keep), AsMultiMap(prior_by_block),
                                                     AsList(prior_blocks))
-                    .with_outputs(DEAD_LETTER, main=MAIN))
-        return {MAIN: assigned[MAIN],
+                    .with_outputs(DEAD_LETTER, EXPIRED, main=MAIN))
+        return {MAIN: assigned[MAIN], EXPIRED: assigned[EXPIRED],
                 DEAD_LETTER: (keyed[DEAD_LETTER], assigned[DEAD_LETTER]) | "MergeDeadLetters" >> beam.Flatten()}
 
 
@@ -421,25 +430,22 @@ class DeduplicatePetitionsStreaming(beam.PTransform):
 class _MergeLeadStreamingFn(beam.DoFn):
     """Per matter (``cluster_id``): the current lead in state, merged with each report as it arrives.
 
-    State (per key, global window):
-      ``lead``: the matter's current lead (Avro record, :class:`LeadStateCoder`); when empty, the
-        prior lead of the same ``lead_id`` (side input) is the starting point.
-      ``pending_reports``: reports of a matter that has no lead yet because none of them is
-        environmental; they join the lead if a later report of the matter is, as in the bounded
-        form, where all reports of a matter are merged at once.
-    Timer ``expiry`` (event time): the matter's last report + the repeat window + 1 ms, when
-      repeat detection forgets the matter too; it clears both state cells.
+    State (per key, global window): ``lead``, the matter's current lead (Avro record,
+    :class:`LeadStateCoder`); when empty, the prior lead of the same ``lead_id`` (side input) is
+    the starting point. A lead starts at its matter's first environmental report
+    (:func:`merge_into_lead`): nothing is kept for a matter without one. A
+    :class:`MatterExpired` from the repeat stage (its matter left the index) clears the state, so
+    it lives exactly as long as the matter; no timer.
     With ``keep_original``, reports are in flight (``(report, original bytes)``): the bytes go into
-    the report's dead letter, if any, never into ``pending_reports`` (the report alone waits there).
+    the report's dead letter, if any, never into state.
     With ``encode``, a new lead version is emitted encoded, and one that fails to encode is a dead
     letter of the report that made it. With ``sourced``, every report that is not a dead letter
     gives one output, ``(new version or None, the report's KafkaCoordinates)``, so a sink can tell
-    that the report's lead branch is written (``kafka_edge/beam_commit.py``).
+    that the report's lead branch is written (``kafka_edge/beam_commit.py``); a
+    :class:`MatterExpired` gives none (it is no raw record).
     """
 
     LEAD_STATE = ReadModifyWriteStateSpec("lead", LeadStateCoder())
-    PENDING_STATE = BagStateSpec("pending_reports", FastPrimitivesCoder())
-    EXPIRY_TIMER = TimerSpec("expiry", TimeDomain.WATERMARK)
 
     def __init__(self, encode: Optional[Callable[[Lead], Any]] = None, keep_original: bool = False,
                  sourced: bool = False):
@@ -448,14 +454,11 @@ class _MergeLeadStreamingFn(beam.DoFn):
         self._sourced = sourced
 
     def setup(self):
-        from envleads.repeats import load_repeat_config
         from envleads.scoring import load_scoring_weights
 
-        self._window_ms = load_repeat_config().window_ms
         self._weights = load_scoring_weights()
         self._emitted = Metrics.counter("BuildLeads", "leads_emitted")
         self._updated = Metrics.counter("BuildLeads", "leads_updated")
-        self._pending = Metrics.counter("BuildLeads", "reports_pending")
         self._expired = Metrics.counter("BuildLeads", "leads_expired")
 
     def _output(self, version: Any, report: MatterReport) -> Iterable[Any]:
@@ -474,48 +477,33 @@ class _MergeLeadStreamingFn(beam.DoFn):
         return self._encode(lead)
 
     def process(self, keyed: Tuple[str, Any], prior_by_id,
-                lead_state=beam.DoFn.StateParam(LEAD_STATE),
-                pending_state=beam.DoFn.StateParam(PENDING_STATE),
-                expiry_timer=beam.DoFn.TimerParam(EXPIRY_TIMER)) -> Iterable[Any]:
+                lead_state=beam.DoFn.StateParam(LEAD_STATE)) -> Iterable[Any]:
         cluster_id, element = keyed
+        if isinstance(element, MatterExpired):
+            if lead_state.read() is not None:
+                self._expired.inc()
+                lead_state.clear()
+            return
         report, original = _in_flight(element, self._keep_original)
         previous = lead_state.read()
         if previous is None:
             previous = prior_by_id.get(lead_id_for(cluster_id))
-        pending: List[MatterReport] = list(pending_state.read()) if previous is None else []
         stage = BUILD_LEADS_STAGE
         try:
-            merged = merge_into_lead(previous, pending, [report], self._weights)
+            merged = merge_into_lead(previous, [report], self._weights)
             stage = ENCODE_LEADS_STAGE
             encoded = self._encoded(merged.lead, previous)
         except Exception as error:  # noqa: BLE001 - one matter must not stop the stream
-            # the lead in state is unchanged and reports pending before stay pending: this report alone
-            # is a dead letter (the bounded form, merging a matter at once, dead-letters all of them)
+            # the lead in state is unchanged: this report alone is a dead letter (the bounded form,
+            # merging a matter at once, dead-letters all of them)
             yield failed(stage, error, report.enriched.complaint, original)
             return
-        for waiting in merged.waiting:
-            pending_state.add(waiting)
-            self._pending.inc()
-        if merged.pending_cleared:
-            pending_state.clear()
         if merged.changed:
             lead_state.write(merged.lead)
             (self._updated if previous else self._emitted).inc()
             yield from self._output(encoded, report)
         else:
             yield from self._output(None, report)
-            if merged.lead is not None and lead_state.read() is None:
-                return  # nothing new for a prior lead, and nothing kept: no timer needed
-        expiry_timer.set(_to_timestamp(lead_expiry_ms(merged.last_seen_ms, self._window_ms)))
-
-    @on_timer(EXPIRY_TIMER)
-    def expire(self, lead_state=beam.DoFn.StateParam(LEAD_STATE),
-               pending_state=beam.DoFn.StateParam(PENDING_STATE)):
-        # The timer always stands at the latest report + window + 1 ms: everything kept is expired.
-        if lead_state.read() is not None:
-            self._expired.inc()
-        lead_state.clear()
-        pending_state.clear()
 
 
 class BuildLeadsStreaming(beam.PTransform):
@@ -523,10 +511,11 @@ class BuildLeadsStreaming(beam.PTransform):
 
     The streaming form of ``BuildLeads``: compacted-topic semantics, the last lead per ``lead_id``
     is the current one. Each report is merged into the matter's current lead, scored as of the
-    lead's newest report (as in the rounds engine); a report already counted (a redelivery) changes nothing and emits nothing. A matter whose
-    reports are all non-environmental has no lead (its reports wait in state in case a later one
-    is). The lead is dropped from state when the watermark passes its last report + the repeat
-    window, when repeat detection forgets the matter too.
+    lead's newest report (as in the rounds engine); a report already counted (a redelivery)
+    changes nothing and emits nothing. A lead starts at its matter's first environmental report;
+    the matter's reports before it are in no lead (a matter whose reports are all
+    non-environmental has none). The lead leaves state with its matter: when repeat detection
+    expires the matter, its ``expired`` output says so.
 
     Args:
         prior_leads: optional ``Lead`` records (the compacted lead topic at start-up); a matter
@@ -538,18 +527,22 @@ class BuildLeadsStreaming(beam.PTransform):
             (``transforms.InFlight``), and a dead letter carries its report's bytes.
         sourced: the main output is one ``(new version or None, the report's KafkaCoordinates)``
             per report that is not a dead letter (what offset commits need to know).
+        expired: optional, the ``expired`` output of :class:`DeduplicatePetitionsStreaming`
+            (``(cluster_id, MatterExpired)``): each clears its matter's lead state (without it,
+            leads stay in state).
 
     Returns ``{ok, dead_letter}``: a report whose keying or merge (or encoding) raises is a dead
     letter ``internal_error`` (of ``BuildLeads``, ``EncodeLeads``) and leaves the lead in state as it was.
     """
 
     def __init__(self, prior_leads=None, encode: Optional[Callable[[Lead], Any]] = None,
-                 keep_original: bool = False, sourced: bool = False):
+                 keep_original: bool = False, sourced: bool = False, expired=None):
         super().__init__()
         self._prior_leads = prior_leads
         self._encode = encode
         self._keep_original = keep_original
         self._sourced = sourced
+        self._expired = expired
 
     def expand(self, reports):
         keep = self._keep_original
@@ -558,7 +551,10 @@ class BuildLeadsStreaming(beam.PTransform):
         keyed = (reports
                  | "KeyByMatter" >> beam.ParDo(_KeyByMatterStreamingFn(keep)).with_output_types(Tuple[str, Any])
                  .with_outputs(DEAD_LETTER, main=MAIN))
-        merged = (keyed[MAIN]
+        to_merge = keyed[MAIN]
+        if self._expired is not None:
+            to_merge = (to_merge, self._expired) | "WithExpiredMatters" >> beam.Flatten()
+        merged = (to_merge
                   | "MergeLead" >> beam.ParDo(_MergeLeadStreamingFn(self._encode, keep, self._sourced),
                                               AsDict(prior_by_id))
                   .with_outputs(DEAD_LETTER, main=MAIN))
@@ -633,7 +629,8 @@ class ComplaintsToLeadsStreaming(beam.PTransform):
         reports = enriched | "DeduplicatePetitions" >> DeduplicatePetitionsStreaming(self._prior_leads,
                                                                                      keep_original=True)
         leads = reports[MAIN] | "BuildLeads" >> BuildLeadsStreaming(self._prior_leads, self._encode_lead,
-                                                                    keep_original=True, sourced=self._sourced)
+                                                                    keep_original=True, sourced=self._sourced,
+                                                                    expired=reports[EXPIRED])
         failed_stages = [decoded, segmented, classified, resolved, reports, leads]
         written = reports[MAIN]
         encode_enriched = _WithSource(self._encode_enriched) if self._sourced else self._encode_enriched

@@ -26,12 +26,13 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from envleads.generator import generate_events
-from envleads.leads import block_of_complaint, scope_of_complaint
+from envleads.leads import block_of_complaint, lead_id_for, scope_of_complaint
 from envleads.pipelines.options import StageSettings
 from envleads.pipelines.rounds.engine import LocalRoundEngine
 from envleads.pipelines.rounds.outputs import _encode_lead
 from envleads.pipelines.rounds.store import LeadStore
-from envleads.pipelines.streaming import BuildLeadsStreaming, ComplaintsToLeadsStreaming, DeduplicatePetitionsStreaming
+from envleads.pipelines.streaming import (EXPIRED, BuildLeadsStreaming, ComplaintsToLeadsStreaming,
+                                          DeduplicatePetitionsStreaming)
 from envleads.pipelines.transforms import DEAD_LETTER, MAIN
 from envleads.records import Complaint, EnrichedComplaint, RawEvent, RegionResolution, TypePrediction
 from envleads.repeats import UNKNOWN_BLOCK, cluster_id_for
@@ -226,3 +227,83 @@ def test_a_complaint_of_no_known_city_meets_its_citys_matter_in_both_engines(set
         leads = reports[MAIN] | BuildLeadsStreaming()
         assert_that(reports[MAIN] | beam.Map(_assignment), equal_to(expected), label="assignments")
         assert_that((reports[DEAD_LETTER], leads[DEAD_LETTER]) | beam.Flatten(), equal_to([]), label="dead")
+
+
+# --------------------------------------------------------------- one policy each, both engines
+def _rounds_engine(rounds):
+    """Assignments and lead versions of the rounds engine over ``rounds`` of enriched complaints,
+    its store kept as ``envleads stream`` keeps it."""
+    store = LeadStore()
+    engine = LocalRoundEngine(StageSettings(), store, checkpoint=True)
+    assignments, leads = [], []
+    try:
+        for round_ in rounds:
+            outputs = engine.finish(round_, [], [])
+            assert outputs.dead_letters == []
+            store.put_leads([(lead, _encode_lead(lead)) for lead in outputs.leads])
+            store.put_state(outputs.state)
+            assignments += [_assignment(report) for report in outputs.enriched]
+            leads += outputs.leads
+    finally:
+        store.close()
+    return assignments, leads
+
+
+def _beam_job_gives(items, assignments, leads):
+    """The Beam streaming stages over ``items`` one at a time, the watermark at the newest event
+    time delivered after each, must give ``assignments`` and ``leads``."""
+    stream, newest_ms = test_stream.TestStream(), 0
+    for item in items:
+        ms = item.complaint.received_at_ms
+        stream = stream.add_elements([TimestampedValue(item, ms / 1000)])
+        if ms > newest_ms:
+            newest_ms = ms
+            stream = stream.advance_watermark_to(Timestamp(micros=ms * 1000))
+    with TestPipeline(options=_streaming_options()) as p:
+        reports = p | stream.advance_watermark_to_infinity() | DeduplicatePetitionsStreaming()
+        built = reports[MAIN] | BuildLeadsStreaming(expired=reports[EXPIRED])
+        assert_that(reports[MAIN] | beam.Map(_assignment), equal_to(assignments), label="assignments")
+        assert_that(built[MAIN], equal_to(leads), label="leads")
+        assert_that((reports[DEAD_LETTER], built[DEAD_LETTER]) | beam.Flatten(), equal_to([]), label="dead")
+
+
+def test_a_lead_starts_at_its_matters_first_environmental_report_however_rounds_batch_it():
+    """A dyeing works' discharge first reported as typed by no pollution (the classifier missed
+    it), then restated as water pollution: the restatement joins the first report's matter, and
+    the lead starts at it, with the first report left out, whether the two come in two rounds or
+    in one, and in the Beam job (which kept the first waiting in state and headed the lead with it)."""
+    missed = _enriched("q1", 0, DYEING_1, "330110", "330100")
+    missed = missed._replace(types=TypePrediction([], None, 0.3, False, "test"))
+    restated = _enriched("r2", 2, "再次反映：" + DYEING_1, "330110", "330100")
+    matter = cluster_id_for("q1")
+    expected = [("q1", matter, None), ("r2", matter, "q1")]
+    apart, leads_apart = _rounds_engine([[missed], [restated]])
+    together, leads_together = _rounds_engine([[missed, restated]])
+    assert apart == together == expected, "the restatement joins the missed report's matter"
+    assert leads_apart == leads_together
+    [lead] = leads_apart
+    assert (lead.lead_id, lead.first_complaint_id, lead.complaint_ids) == (lead_id_for(matter), "r2", ["r2"])
+    _beam_job_gives([missed, restated], expected, leads_apart)
+
+
+def test_a_quiet_keys_matters_expire_by_its_own_events_not_by_other_keys_time():
+    """One city's matter goes quiet while another city's reports move event time (and the Beam
+    job's watermark) more than the window past it; then the quiet city's next report, within the
+    window of its matter's last one, joins it in both engines: a key's matters expire as of its own
+    newest event, whatever the runner's watermark. Later, that city's own clock passes the window
+    and the matter expires in both, a late repeat starting anew."""
+    other = "湖州市吴兴区织里镇一家童装厂的锅炉天天冒黑烟，附近居民不敢开窗。"
+    items = [_enriched("a1", 0, DYEING_1, "330110", "330100"),
+             _enriched("a2", 5, DYEING_2, "330110", "330100"),
+             _enriched("b1", 10, other, "330502", "330500"),
+             _enriched("b2", 5 + 90 + 20, other, "330502", "330500"),  # the watermark passes a2 + window
+             _enriched("a3", 60, DYEING_2, "330110", "330100"),  # in the window of a2: joins
+             _enriched("a4", 60 + 90 + 1, "杭州市余杭区仁和街道宏达铸造厂烟囱冒黑烟。", "330110", "330100"),
+             _enriched("a5", 80, DYEING_1, "330110", "330100")]  # late: a4 expired the matter (last a3, day 60)
+    assert {block_of_complaint(item) for item in items} == {"330100", "330500"}
+    assignments, leads = _rounds_engine([[item] for item in items])
+    joined = {cid: first for cid, _, first in assignments}
+    assert joined["a3"] == "a1", "the quiet key's matter was live as of its own newest event"
+    assert joined["a5"] is None, "expired as of the key's newest event, not restored for a late event"
+    assert joined["b2"] is None
+    _beam_job_gives(items, assignments, leads)

@@ -141,7 +141,7 @@ def test_an_unplaced_complaint_whose_assignment_raises_is_marked_and_the_others_
     features = matter_features(text, "", (), None, ("water",), config)
     complaints = [KeyedComplaint("bad", 1_000, features, None, UNKNOWN_BLOCK),
                   KeyedComplaint("ok", 2_000, features, None, UNKNOWN_BLOCK)]
-    results = engine.assign_key_rounds(KeyIndexes(), {UNKNOWN_BLOCK: (([], []), complaints, 2_000)}, config)
+    results = engine.assign_key_rounds(KeyIndexes(), {UNKNOWN_BLOCK: (([], [], 1_000), complaints, 2_000)}, config)
     assigned = results[UNKNOWN_BLOCK][0]
     assert isinstance(assigned["bad"], Raised)
     assert assigned["ok"][:2] == (cluster_id_for("ok"), None)  # a new matter, as without the planted one

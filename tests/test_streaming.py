@@ -1,5 +1,6 @@
 """The streaming forms of repeat detection and lead building: TestStream on the DirectRunner in
-streaming mode (watermark steps, late data, state expiry), and the stateful DoFns alone.
+streaming mode (watermark steps, late data, expiry as of each key's newest event), and the stateful
+DoFns alone.
 
 Inputs are enriched complaints built by hand, so these tests need no classifier; one test runs the
 whole path with the trained model. Event times are days after ``T0``; the repeat window is the
@@ -16,6 +17,7 @@ import pytest
 from apache_beam.metrics.execution import MetricsContainer
 from apache_beam.metrics.metricbase import MetricName
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.pvalue import TaggedOutput
 from apache_beam.runners.worker import statesampler
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing import test_stream
@@ -26,11 +28,10 @@ from apache_beam.utils.timestamp import Timestamp
 
 from envleads import schemas
 from envleads.leads import lead_from_avro_dict, lead_to_avro_dict, merge_lead, report_matter
-from envleads.keyed_core import next_expiry_ms
 from envleads.pipelines import streaming
-from envleads.pipelines.streaming import (REPEAT_SCOPE, BuildLeadsStreaming, ComplaintsToLeadsStreaming,
-                                          DeduplicatePetitionsStreaming, LeadStateCoder, _AssignMattersStreamingFn,
-                                          _MergeLeadStreamingFn)
+from envleads.pipelines.streaming import (EXPIRED, REPEAT_SCOPE, BuildLeadsStreaming, ComplaintsToLeadsStreaming,
+                                          DeduplicatePetitionsStreaming, LeadStateCoder, MatterExpired,
+                                          _AssignMattersStreamingFn, _MergeLeadStreamingFn)
 from envleads.pipelines.transforms import DEAD_LETTER, MAIN, DeduplicatePetitions
 from envleads.records import Complaint, EnrichedComplaint, RawEvent, RegionResolution, TypePrediction
 from envleads.repeats import MatterIndex, load_repeat_config
@@ -101,7 +102,7 @@ def _run(stream, assertions, prior=None):
     with TestPipeline(options=_streaming_options()) as p:
         prior_leads = p | "Prior" >> beam.Create(prior) if prior is not None else None
         reports = p | "Complaints" >> stream | DeduplicatePetitionsStreaming(prior_leads)
-        leads = reports[MAIN] | BuildLeadsStreaming(prior_leads)
+        leads = reports[MAIN] | BuildLeadsStreaming(prior_leads, expired=reports[EXPIRED])
         assert_that((reports[DEAD_LETTER], leads[DEAD_LETTER]) | "DeadLetters" >> beam.Flatten(), equal_to([]),
                     label="NoDeadLetters")
         assertions(reports[MAIN], leads[MAIN])
@@ -172,51 +173,55 @@ def test_a_late_repeat_still_joins_its_live_matter():
 
 
 # ------------------------------------------------------------------------------------- (c) expiry
-def test_a_matter_expires_when_the_watermark_passes_its_last_report_plus_the_window():
-    # An on-time report after expiry is also more than 90 days from the last report, so the index
-    # alone would refuse the join; the late report in the test after the next proves the expiry.
-    last_report_day = 5
-    stream = (_stream()
-              .add_elements(_stamped(_complaint("a1", 0, DYEING_1)))
-              .advance_watermark_to(_watermark(1))
-              .add_elements(_stamped(_complaint("a2", last_report_day, DYEING_2)))
-              # one hour past day 5 + 90 days: the matter is gone
-              .advance_watermark_to(_watermark(last_report_day + WINDOW_DAYS + 1 / 24))
-              .add_elements(_stamped(_complaint("a4", last_report_day + WINDOW_DAYS + 1, DYEING_1)))
-              .advance_watermark_to_infinity())
+# Another matter of the same key (the same city), which moves the key's clock.
+SMOKE = "杭州市余杭区仁和街道金鹏铸造厂烟囱天天冒黑烟，一股焦糊味，呛得人咳嗽。"
+
+
+def _expiry_stream(clock_day, late_day, late_text=DYEING_3):
+    """a1 (day 0) and a2 (day 5) of one matter; then an unrelated complaint of the same key at
+    ``clock_day`` (the key's newest event) and the watermark far beyond; then a late repeat."""
+    return (_stream()
+            .add_elements(_stamped(_complaint("a1", 0, DYEING_1)))
+            .advance_watermark_to(_watermark(1))
+            .add_elements(_stamped(_complaint("a2", 5, DYEING_2)))
+            .advance_watermark_to(_watermark(6))
+            .add_elements(_stamped(_complaint("s1", clock_day, SMOKE, labels=("air",))))
+            .advance_watermark_to(_watermark(200))
+            .add_elements(_stamped(_complaint("a3", late_day, late_text)))
+            .advance_watermark_to_infinity())
+
+
+def test_a_matter_expires_when_its_keys_newest_event_passes_its_last_report_plus_the_window():
+    # s1, an hour past day 5 + 90 days, expires the matter: a3 (day 50, within 90 days of a2) is
+    # late and meets no live matter; its lead starts anew (the old lead left state with its matter)
+    stream = _expiry_stream(5 + WINDOW_DAYS + 1 / 24, 50)
 
     def check(reports, leads):
         assert_that(_assignments(reports), equal_to([
-            ("a1", _matter("a1"), None), ("a2", _matter("a1"), "a1"), ("a4", _matter("a4"), None)]),
-            label="matters")
+            ("a1", _matter("a1"), None), ("a2", _matter("a1"), "a1"), ("s1", _matter("s1"), None),
+            ("a3", _matter("a3"), None)]), label="matters")
         assert_that(_lead_versions(leads), equal_to([
-            (_lead("a1"), 1, ["a1"]), (_lead("a1"), 2, ["a1", "a2"]), (_lead("a4"), 1, ["a4"])]), label="leads")
+            (_lead("a1"), 1, ["a1"]), (_lead("a1"), 2, ["a1", "a2"]), (_lead("s1"), 1, ["s1"]),
+            (_lead("a3"), 1, ["a3"])]), label="leads")
 
     _run(stream, check)
 
 
 def test_a_matter_is_still_live_up_to_its_expiry():
-    # The same steps as above, but the watermark stops an hour short of day 5 + 90: a4 (event time
-    # within 90 days of a2) joins.
-    stream = (_stream()
-              .add_elements(_stamped(_complaint("a1", 0, DYEING_1)))
-              .advance_watermark_to(_watermark(1))
-              .add_elements(_stamped(_complaint("a2", 5, DYEING_2)))
-              .advance_watermark_to(_watermark(5 + WINDOW_DAYS - 1 / 24))
-              .add_elements(_stamped(_complaint("a4", 5 + WINDOW_DAYS - 1 / 48, DYEING_1)))
-              .advance_watermark_to_infinity())
+    # The same, but s1 comes an hour short of day 5 + 90: a3 joins.
+    stream = _expiry_stream(5 + WINDOW_DAYS - 1 / 24, 50)
 
     def check(reports, leads):
         assert_that(_assignments(reports), equal_to([
-            ("a1", _matter("a1"), None), ("a2", _matter("a1"), "a1"), ("a4", _matter("a1"), "a1")]),
-            label="matters")
+            ("a1", _matter("a1"), None), ("a2", _matter("a1"), "a1"), ("s1", _matter("s1"), None),
+            ("a3", _matter("a1"), "a1")]), label="matters")
 
     _run(stream, check)
 
 
-def test_a_late_report_of_an_expired_matter_does_not_revive_it():
-    # a3's event time (day 50) is within 90 days of the matter's last report (day 5), but the
-    # watermark has passed the matter's expiry before a3 arrives.
+def test_the_watermark_expires_nothing():
+    # The watermark passes day 5 + 90 days with no event of the key after day 5: the matter is
+    # live as of the key's newest event, and a3 (day 50) joins it, whatever the runner's watermark.
     stream = (_stream()
               .add_elements(_stamped(_complaint("a1", 0, DYEING_1)))
               .advance_watermark_to(_watermark(1))
@@ -227,8 +232,11 @@ def test_a_late_report_of_an_expired_matter_does_not_revive_it():
 
     def check(reports, leads):
         assert_that(_assignments(reports), equal_to([
-            ("a1", _matter("a1"), None), ("a2", _matter("a1"), "a1"), ("a3", _matter("a3"), None)]),
+            ("a1", _matter("a1"), None), ("a2", _matter("a1"), "a1"), ("a3", _matter("a1"), "a1")]),
             label="matters")
+        assert_that(_lead_versions(leads), equal_to([
+            (_lead("a1"), 1, ["a1"]), (_lead("a1"), 2, ["a1", "a2"]), (_lead("a1"), 3, ["a1", "a2", "a3"])]),
+            label="leads")
 
     _run(stream, check)
 
@@ -355,14 +363,6 @@ class _FakeBag:
         self.items = []
 
 
-class _FakeTimer:
-    def __init__(self):
-        self.at = None
-
-    def set(self, timestamp):
-        self.at = timestamp
-
-
 class _CountedStep:
     """Collects the Beam metrics a DoFn reports while called directly (as Beam's own metric tests do)."""
 
@@ -383,14 +383,24 @@ class _CountedStep:
 
 
 def _state():
-    """The stateful repeat DoFn's state and timer, faked: ``(token, changes, seeded, timer)``."""
-    return _FakeState(), _FakeBag(), _FakeBag(), _FakeTimer()
+    """The stateful repeat DoFn's state, faked: ``(token, changes, seeded, newest)``."""
+    return _FakeState(), _FakeBag(), _FakeBag(), _FakeBag()
+
+
+def _outputs(fn, block, complaint, state, prior=None):
+    """One complaint through the stateful repeat DoFn under its one key; all it outputs."""
+    return list(fn.process((REPEAT_SCOPE, (block, complaint)), defaultdict(list, prior or {}),
+                           list(prior or {}), *state))
 
 
 def _assign(fn, block, complaint, state, prior=None):
     """One complaint through the stateful repeat DoFn under its one key; its reports."""
-    return list(fn.process((REPEAT_SCOPE, (block, complaint)), defaultdict(list, prior or {}),
-                           list(prior or {}), *state))
+    return [output for output in _outputs(fn, block, complaint, state, prior) if not isinstance(output, TaggedOutput)]
+
+
+def _expired(outputs):
+    """The matters the outputs say left their index."""
+    return [output.value for output in outputs if isinstance(output, TaggedOutput) and output.tag == EXPIRED]
 
 
 def _fresh_assigner(**kwargs):
@@ -403,39 +413,60 @@ def _fresh_assigner(**kwargs):
 
 def _rebuilt_matters(fn, state):
     """The matters (cluster id, report count) the state's changelog holds, read by a new instance."""
-    token, changes, seeded, _ = state
-    indexes = _fresh_assigner()._rebuilt(token.value, changes.read(), seeded.read()).indexes
+    token, changes, seeded, newest = state
+    indexes = _fresh_assigner()._rebuilt(token.value, changes.read(), seeded.read(), newest.read()).indexes
     return sorted((block, row[0], row[4]) for block, index in indexes.items() for row in index.to_state()["matters"])
 
 
-def test_the_expiry_timer_expires_every_block_at_the_oldest_matter_and_counts_them():
+def test_a_keys_matters_expire_as_of_its_own_newest_event_and_go_to_the_lead_stage():
     fn = _fresh_assigner()
     state = _state()
-    timer = state[3]
     with _CountedStep() as step:
         for block, complaint in [("330100", _complaint("a1", 0, DYEING_1)), ("330100", _complaint("a2", 5, DYEING_2)),
                                  ("330500", _complaint("b1", 2, BARBECUE))]:
-            _assign(fn, block, complaint, state)
-        # one timer for the oldest matter of any block: the barbecue's (last report day 2)
-        assert timer.at == Timestamp(micros=(_at(2 + WINDOW_DAYS) + 1) * 1000)
-        fn.expire(timer.at, *state)
-        assert [(block, cid) for block, cid, _ in _rebuilt_matters(fn, state)] == [("330100", _matter("a1"))]
-        assert timer.at == Timestamp(micros=(_at(5 + WINDOW_DAYS) + 1) * 1000)
-        fn.expire(timer.at, *state)
-        assert _rebuilt_matters(fn, state) == []
+            assert _expired(_outputs(fn, block, complaint, state)) == []
+        # 330500's clock passes the barbecue's last report + the window: it goes, 330100's stays
+        outputs = _outputs(fn, "330500", _complaint("s1", 2 + WINDOW_DAYS + 1, SMOKE, labels=("air",)), state)
+        assert _expired(outputs) == [(_matter("b1"), MatterExpired(_matter("b1")))]
+        assert [(block, cid) for block, cid, _ in _rebuilt_matters(fn, state)] == [
+            ("330100", _matter("a1")), ("330500", _matter("s1"))]
+        # each key's newest event is in state: a new instance rebuilds it
+        assert _fresh_assigner()._rebuilt(*(part.read() if isinstance(part, _FakeBag) else part.value
+                                            for part in state)).newest == {"330100": _at(5),
+                                                                           "330500": _at(2 + WINDOW_DAYS + 1)}
+        outputs = _outputs(fn, "330100", _complaint("s2", 5 + WINDOW_DAYS + 1, SMOKE, labels=("air",)), state)
+        assert _expired(outputs) == [(_matter("a1"), MatterExpired(_matter("a1")))]
         assert step.counter("DeduplicatePetitions", "expired_matters") == 2
-        assert step.counter("DeduplicatePetitions", "new_matters") == 2
+        assert step.counter("DeduplicatePetitions", "new_matters") == 4
         assert step.counter("DeduplicatePetitions", "repeats") == 1
+
+
+def test_a_complaint_of_no_known_city_moves_its_own_keys_clock_not_the_city_keys():
+    """As in the rounds engine: the ``"unknown"`` key's newest event is the unplaced complaint's,
+    though it joins the city's matter; the city key's clock stays where its own events left it."""
+    fn = _fresh_assigner()
+    state = _state()
+    _assign(fn, "330100", _complaint("a1", 0, DYEING_1), state)
+    unplaced = _complaint("u1", 30, DYEING_2)._replace(region=RegionResolution(None, None, None, None, None, 0.0,
+                                                                               None, "test"))
+    unplaced = unplaced._replace(complaint=unplaced.complaint._replace(jurisdiction_adcode="330000"))
+    reports = _assign(fn, "unknown", unplaced, state)
+    assert [(r.enriched.cluster_id, r.enriched.duplicate_of) for r in reports] == [(_matter("a1"), "a1")]
+    assert fn._cache.newest == {"330100": _at(0), "unknown": _at(30)}
 
 
 def test_prior_leads_are_restored_once_per_key_not_after_the_key_expired():
     fn = _fresh_assigner()
     state = _state()
-    prior = {"330100": [_prior_lead("p1", 0, DYEING_1)]}
-    reports = _assign(fn, "330100", _complaint("a2", 3, DYEING_2), state, prior)
+    prior = {"330100": [_prior_lead("p1", 0, DYEING_1), _prior_lead("p0", -100, BARBECUE)]}
+    with _CountedStep() as step:
+        reports = _assign(fn, "330100", _complaint("a2", 3, DYEING_2), state, prior)
+        # the lead that left the window before the key's first event is not restored
+        assert step.counter("DeduplicatePetitions", "restored_matters") == 1
     assert [(r.enriched.cluster_id, r.enriched.duplicate_of) for r in reports] == [(_matter("p1"), "p1")]
-    fn.expire(state[3].at, *state)  # day 3 + 90 days + 1 ms: the restored matter goes too
-    assert _rebuilt_matters(fn, state) == []
+    # the key's clock passes day 3 + 90 days: the restored matter goes too
+    assert _expired(_outputs(fn, "330100", _complaint("s1", 3 + WINDOW_DAYS + 1, SMOKE, labels=("air",)), state)) \
+        == [(_matter("p1"), MatterExpired(_matter("p1")))]
     # a late repeat after the expiry: the prior lead is not restored a second time, by a new
     # instance either (the keys restored are in state)
     for assigner in (fn, _fresh_assigner()):
@@ -495,7 +526,7 @@ def test_a_retried_bundle_rebuilds_the_indexes_from_the_changelog_and_assigns_al
                                                  for row in index.to_state()["matters"])
 
 
-def test_the_lead_timer_clears_the_lead_after_the_window():
+def test_an_expired_matter_clears_its_lead_state():
     weights = load_scoring_weights()
     reports = []
     index = MatterIndex(load_repeat_config())
@@ -503,19 +534,20 @@ def test_the_lead_timer_clears_the_lead_after_the_window():
         reports.append(report_matter(index, complaint, weights)[0])
     fn = _MergeLeadStreamingFn()
     fn.setup()
-    lead_state, pending, timer = _FakeState(), _FakeBag(), _FakeTimer()
-    emitted = [lead for report in reports
-               for lead in fn.process((_matter("a1"), report), {}, lead_state, pending, timer)]
-    assert [lead.report_count for lead in emitted] == [1, 2]
-    assert timer.at == Timestamp(micros=(_at(5 + WINDOW_DAYS) + 1) * 1000)
-    fn.expire(lead_state, pending)
-    assert lead_state.value is None and pending.items == []
+    lead_state = _FakeState()
+    with _CountedStep() as step:
+        emitted = [lead for report in reports for lead in fn.process((_matter("a1"), report), {}, lead_state)]
+        assert [lead.report_count for lead in emitted] == [1, 2]
+        assert list(fn.process((_matter("a1"), MatterExpired(_matter("a1"))), {}, lead_state)) == []
+        assert lead_state.value is None
+        assert list(fn.process((_matter("a1"), MatterExpired(_matter("a1"))), {}, lead_state)) == []
+        assert step.counter("BuildLeads", "leads_expired") == 1
 
 
 def test_with_sourced_every_report_gives_its_lead_version_or_none_with_its_source():
-    """What the offset committer counts on: a report waiting for an environmental one, a report that
-    makes a new version and a redelivery that changes nothing each give one ``(version or None,
-    source)``."""
+    """What the offset committer counts on: a report before the matter's first environmental one, a
+    report that makes a new version and a redelivery that changes nothing each give one ``(version
+    or None, source)``; an expired matter (no raw record) gives nothing."""
     from envleads.records import KafkaCoordinates
 
     weights = load_scoring_weights()
@@ -528,29 +560,20 @@ def test_with_sourced_every_report_gives_its_lead_version_or_none_with_its_sourc
     assert len({report.enriched.cluster_id for report in reports}) == 1
     fn = _MergeLeadStreamingFn(sourced=True)
     fn.setup()
-    lead_state, pending, timer = _FakeState(), _FakeBag(), _FakeTimer()
-    outputs = [output for report in reports
-               for output in fn.process((report.enriched.cluster_id, report), {}, lead_state, pending, timer)]
+    lead_state = _FakeState()
+    elements = [(report.enriched.cluster_id, report) for report in reports]
+    elements.append((reports[0].enriched.cluster_id, MatterExpired(reports[0].enriched.cluster_id)))
+    outputs = [output for element in elements for output in fn.process(element, {}, lead_state)]
     assert [(version is None, source.offset) for version, source in outputs] == [(True, 0), (False, 1), (True, 2)]
-    assert outputs[1][0].complaint_ids == ["a1", "a2"] and pending.items == []
-
-
-def test_next_expiry_is_the_oldest_matter_of_any_index_plus_the_window_plus_one_ms():
-    weights = load_scoring_weights()
-    first, second = MatterIndex(load_repeat_config(), "330100"), MatterIndex(load_repeat_config(), "330500")
-    report_matter(first, _complaint("a1", 0, DYEING_1), weights)
-    report_matter(first, _complaint("a2", 5, DYEING_2), weights)  # the same matter, seen again on day 5
-    report_matter(second, _complaint("b1", 2, BARBECUE), weights)
-    assert next_expiry_ms([first, second], 1_000) == _at(2) + 1_001
-    assert next_expiry_ms([first], 1_000) == _at(5) + 1_001
-    assert next_expiry_ms([MatterIndex(load_repeat_config())], 1_000) is None
+    # the lead starts at the first environmental report: the question before it is not in it
+    assert outputs[1][0].complaint_ids == ["a2"] and outputs[1][0].first_complaint_id == "a2"
 
 
 def test_event_bytes_pass_through_the_stateful_stages_and_never_into_state():
     """``keep_original``: the bytes travel with the complaint into its report (and would go into its
-    dead letter), while the index and the pending reports hold what they hold without them."""
+    dead letter), while the index holds what it holds without them and the lead stage keeps nothing."""
     original = "原始事件字节 13900000009".encode("utf-8")
-    question = _complaint("q1", 0, "请问新能源汽车购置补贴怎么申请？", labels=())  # no lead: it waits in state
+    question = _complaint("q1", 0, "请问新能源汽车购置补贴怎么申请？", labels=())  # no lead
     assign = _fresh_assigner(keep_original=True)
     state = _state()
     [(report, carried)] = _assign(assign, "330100", (question, original), state)
@@ -558,10 +581,9 @@ def test_event_bytes_pass_through_the_stateful_stages_and_never_into_state():
     assert state[1].items and not any("13900000009" in (row or "") for _, _, row in state[1].items)
     merge = _MergeLeadStreamingFn(keep_original=True)
     merge.setup()
-    lead_state, pending = _FakeState(), _FakeBag()
-    assert list(merge.process((report.enriched.cluster_id, (report, original)), {}, lead_state, pending,
-                              _FakeTimer())) == []
-    assert pending.items == [report] and lead_state.value is None
+    lead_state = _FakeState()
+    assert list(merge.process((report.enriched.cluster_id, (report, original)), {}, lead_state)) == []
+    assert lead_state.value is None
 
 
 def test_state_coders_round_trip():

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Dict, List, NamedTuple, Optional, Sequence, Tu
 
 from envleads.decode import content_digest
 from envleads.failures import Raised, count_internal_errors, internal_error, raised
-from envleads.keyed_core import (KeyedComplaint, assign_in_key, counted_in, expire_key, joined_by, take_row_changes,
-                                 keyed_complaint, merge_into_lead, report_of, seed_key)
+from envleads.keyed_core import (KeyedComplaint, assign_in_key, counted_in, expire_key, joined_by, keyed_complaint,
+                                 merge_into_lead, newest_event_ms, report_of, seed_key, take_row_changes)
 from envleads.leads import MatterReport, block_of_complaint, complaint_features, event_order, lead_id_for
 from envleads.pipelines.options import StageSettings
 from envleads.pipelines.rounds.enrich import Enricher
@@ -47,9 +47,11 @@ class LocalRoundEngine:
     from that block's in-window leads in the :class:`LeadStore`; each step is the keyed core's
     (:mod:`envleads.keyed_core`, the Beam streaming job's too): complaints of no known city are
     assigned after the round's city keys, across the ``"unknown"`` key's index and the city keys
-    of their scope (:func:`~envleads.keyed_core.assign_in_key`); a complaint already counted in a
+    of their scope (:func:`~envleads.keyed_core.assign_in_key`); a key's matters expire as of its
+    newest event (:func:`~envleads.keyed_core.expire_key`), and an expired matter is not restored
+    for a late event; a complaint already counted in a
     stored lead (a replay, a redelivery) keeps that lead's matter; leads are merged per matter
-    (:func:`~envleads.keyed_core.merge_into_lead`, no report waiting for an environmental one),
+    (:func:`~envleads.keyed_core.merge_into_lead`: a lead starts at its first environmental report),
     each scored as of its newest report, as in the Beam streaming job (not as of the round's
     newest event: a lead's score must not depend on how its reports were batched in rounds). A FnApiRunner round costs ~0.8 s fixed
     plus ~2-3 ms per event and re-seeds every index from all prior leads (pipeline construction,
@@ -81,7 +83,7 @@ class LocalRoundEngine:
         self._config = load_repeat_config()
         self._weights = load_scoring_weights()
         self._indexes: Dict[str, MatterIndex] = KeyIndexes()  # its directory: what unplaced complaints visit
-        # per block: matters whose last report is at or after this were restored from the store
+        # per block whose stored leads were restored (on first use only): the horizon they were restored from
         self._restored_since: Dict[str, int] = {}
         self._newest_ms: Dict[str, int] = {}
         self._keyed_worker = keyed_worker
@@ -112,23 +114,16 @@ class LocalRoundEngine:
         return self._enricher.enrich(events)
 
     def _leads_to_restore(self, block: str, oldest_ms: int) -> List[Lead]:
-        """The block's stored leads its index lacks for an event at ``oldest_ms``: all in its
-        window on first use, older ones when an older event arrives."""
-        since = oldest_ms - self._config.window_ms
-        restored_since = self._restored_since.get(block)
-        if restored_since is None or since < restored_since:
-            self._restored_since[block] = since
-            return self._store.in_block(block, since, restored_since)
-        return []
+        """The block's stored leads live for an event at ``oldest_ms``, on the block's first use
+        only (the store's query does :func:`~envleads.keyed_core.seed_key`'s filter): a matter
+        that expired later is not brought back for a late event, as the Beam job cannot."""
+        if block in self._restored_since:
+            return []
+        since = self._restored_since[block] = oldest_ms - self._config.window_ms
+        return self._store.in_block(block, since)
 
     def _newest(self, block: str, newest_ms: int) -> int:
-        newest_ms = self._newest_ms[block] = max(self._newest_ms.get(block, 0), newest_ms)
-        return newest_ms
-
-    def _expired(self, block: str, newest_ms: int) -> None:
-        # matters out of the window of the block's newest event went; an older event arriving
-        # later brings them back from the store (``_leads_to_restore``)
-        self._restored_since[block] = max(self._restored_since[block], newest_ms - self._config.window_ms)
+        return newest_event_ms(self._newest_ms, block, newest_ms)
 
     def assign(self, enriched: Sequence[EnrichedComplaint], events: Sequence[RawEvent] = ()
                ) -> Tuple[List[MatterReport], List[DeadLetter], StateChanges]:
@@ -161,9 +156,7 @@ class LocalRoundEngine:
             results = assign_key_rounds(self._indexes, {block: key_round for block, (key_round, _) in rounds.items()},
                                         self._config, self._checkpoint)
         matters = []
-        for block, (_, expired, changed) in results.items():
-            if expired:
-                self._expired(block, rounds[block][0][2])
+        for block, (_, changed) in results.items():
             matters.extend((block, cluster_id, row) for cluster_id, row in changed)
         for block, (_, ordered) in rounds.items():
             assigned = results[block][0]
@@ -213,25 +206,25 @@ class LocalRoundEngine:
 
     def _key_round(self, block: str, items: List[EnrichedComplaint]):
         """One key's part of the round for :func:`assign_key_rounds`: ``((saved matter rows, seed
-        leads), complaints, newest event ms)``, with the restore bookkeeping done here, with the
+        leads, as of ms), complaints, newest event ms)``, with the restore bookkeeping done here, with the
         store; and the complaints with their features in event order, to report the assignments."""
         ordered = [(item, keyed_complaint(item, block, self._config)) for item in event_order(items)]
         seeds = self._seeds(block, ordered[0][0].complaint.received_at_ms)
         newest_ms = self._newest(block, ordered[-1][0].complaint.received_at_ms)
         return (seeds, [keyed for _, keyed in ordered], newest_ms), ordered
 
-    def _seeds(self, block: str, oldest_ms: int, saved_only: bool = False) -> Tuple[List[list], List[Lead]]:
+    def _seeds(self, block: str, oldest_ms: int, saved_only: bool = False) -> Tuple[List[list], List[Lead], int]:
         """What a key's index lacks for an event at ``oldest_ms``: its saved matter rows on first
-        use (exactly the state the last acknowledged round left), and the stored leads it lacks
-        (none with ``saved_only`` when there were saved rows)."""
+        use (exactly the state the last acknowledged round left), and the stored leads live then
+        (none once there were saved rows), with ``oldest_ms``."""
         rows: List[list] = []
         if self._checkpoint and block not in self._restored_since:
             saved = self._store.saved_block(block)
             if saved is not None:
                 self._restored_since[block], self._newest_ms[block], rows = saved
                 if saved_only:
-                    return rows, []
-        return rows, self._leads_to_restore(block, oldest_ms)
+                    return rows, [], oldest_ms
+        return rows, self._leads_to_restore(block, oldest_ms), oldest_ms
 
     def _searched_keys(self, rounds) -> Dict[str, tuple]:
         """The city keys the round's unplaced complaints search (:func:`assign_unplaced`) that no
@@ -272,7 +265,7 @@ class LocalRoundEngine:
         for cluster_id, matter_reports in by_cluster.items():
             previous = stored.get(lead_id_for(cluster_id))
             try:
-                merged = merge_into_lead(previous, (), matter_reports, self._weights)
+                merged = merge_into_lead(previous, matter_reports, self._weights)
             except Exception as error:  # noqa: BLE001 - one matter must not stop the stream
                 dead.extend(internal_error(BUILD_LEADS_STAGE, error, complaint)
                             for complaint in distinct_complaints(matter_reports))
@@ -300,28 +293,28 @@ class LocalRoundEngine:
 
 
 def assign_key_rounds(indexes: Dict[str, MatterIndex],
-                      rounds: Dict[str, Tuple[Tuple[List[list], List[Lead]], List[KeyedComplaint], int]],
+                      rounds: Dict[str, Tuple[Tuple[List[list], List[Lead], int], List[KeyedComplaint], int]],
                       config, checkpoint: bool = False):
     """One round of some blocking keys over their ``indexes`` (created on first use): per key,
-    load the saved matter rows and restore the seed leads, assign the complaints
+    load the saved matter rows and restore the seed leads live as of the time given, assign the complaints
     (:class:`~envleads.keyed_core.KeyedComplaint`, in event order), expire as of the key's
     newest event; the city keys first, then the ``"unknown"`` key's complaints across the city
     keys of their scope (:func:`~envleads.keyed_core.assign_in_key`), so ``indexes`` must hold
     every key (a key with no complaint of its own may be in ``rounds`` only to be loaded). The
     same in the stream process and in the :class:`KeyedAssigner`'s. Returns ``{key: ({complaint
-    id: ``keyed_core.Joined``}, whether matters expired, changed matters as
+    id: ``keyed_core.Joined``}, changed matters as
     (cluster id, JSON row or None when dropped) when ``checkpoint``)}``, also for a key whose
     matters only complaints of another key joined; a complaint whose assignment raised has
     :class:`~envleads.failures.Raised` instead of its triple (matching reads only, so the other
     complaints are assigned as without it)."""
     results, touched = {}, set()
     for block in sorted(rounds, key=lambda key: key == UNKNOWN_BLOCK):  # the unknown key last
-        (rows, seeds), complaints, newest_ms = rounds[block]
+        (rows, seeds, as_of_ms), complaints, newest_ms = rounds[block]
         index = indexes.get(block)
         if index is None:
             index = indexes[block] = MatterIndex(config, block)
         index.load_changes(rows)
-        seed_key(index, seeds)
+        seed_key(index, seeds, as_of_ms)
         assigned = {}
         for complaint in complaints:
             try:
@@ -335,9 +328,11 @@ def assign_key_rounds(indexes: Dict[str, MatterIndex],
     for block in touched - set(results):
         results[block] = ({}, None, [])
     for block, (assigned, newest_ms, changes) in list(results.items()):
-        # expired after the unplaced complaints searched the keys, as the bounded stage never expires
-        expired = newest_ms is not None and bool(expire_key(indexes[block], newest_ms))
-        results[block] = (assigned, expired, changes)
+        # expired as of each key's newest event, after the unplaced complaints searched the keys
+        # (a key only an unplaced complaint touched: its clock did not move)
+        if newest_ms is not None:
+            expire_key(indexes[block], newest_ms)
+        results[block] = (assigned, changes)
         row_changes = take_row_changes(indexes[block])
         if checkpoint:
             changes.extend(row_changes)

@@ -1,34 +1,49 @@
 """One keyed core: what the streaming engines do per key, written once, free of Beam and of any engine.
 
-The Beam streaming job (``pipelines/streaming.py``: keyed state and event-time timers) and the
-rounds engine (``pipelines/rounds/engine.py``: matter indexes in memory between rounds, a lead
-store, a changelog) are adapters over these functions. An adapter decides where a key's state
-lives, in what order a key's events come and when expiry runs; what a step does is here, so the
-two engines cannot drift apart in it.
+The Beam streaming job (``pipelines/streaming.py``: Beam state) and the rounds engine
+(``pipelines/rounds/engine.py``: matter indexes in memory between rounds, a lead store, a
+changelog) are adapters over these functions. An adapter decides where a key's state lives and in
+what order a key's events come; what a step does, and when a matter leaves, is here, so the two
+engines cannot drift apart in it.
 
-Per blocking key, the state is a :class:`~envleads.repeats.MatterIndex`:
+Per blocking key, the state is a :class:`~envleads.repeats.MatterIndex` and the key's newest
+event time:
 
-* :func:`seed_key`: restore the key's prior leads (the matters a restart must find again);
+* :func:`seed_key`: restore the key's prior leads live as of its first event (what a restart must
+  find again);
 * :func:`keyed_complaint` and :func:`assign_in_key`: one complaint to its matter, with one policy
   for the ``"unknown"`` key (:func:`~envleads.repeats.assign_unplaced` across every city index of
   its scope) and for redeliveries (a complaint the index already
   holds keeps its matter and is not counted again: :meth:`MatterIndex.redelivery`);
 * :func:`joined_by`, :func:`report_of`: the complaint's matter and its report, for the lead;
-* :func:`expire_key`, :func:`next_expiry_ms`: matters whose last report left the window go.
+* :func:`newest_event_ms`, :func:`expire_key`: one expiry policy. A key's matters expire as of the
+  key's newest event time, counted from the events themselves (a complaint advances its own
+  key's clock, also when it joins another key's matter), never from a watermark, which depends on
+  the runner. ``assign`` joins only matters within the window of the complaint's own time, so for
+  in-order events expiry frees memory and changes no assignment; an event more than the window
+  behind its key's newest meets only the matters still live (an expired one is not brought back).
 
 Both engines reach every key's index from every complaint (the rounds engine holds them in one
 process, the Beam job under one state key, :data:`~envleads.pipelines.streaming.REPEAT_SCOPE`),
 so a complaint of no known city meets the matters of its scope's cities in both.
 
-Per matter, the state is its current lead and the reports that wait for an environmental one:
+Per matter, the state is its current lead, which lives exactly as long as the matter in its index:
 
-* :func:`merge_into_lead`: reports into the lead (a report already counted changes nothing);
-* :func:`lead_expiry_ms`: when the lead leaves state, with its matter.
+* :func:`merge_into_lead`: reports into the lead. A lead starts at its matter's first
+  environmental report (:func:`~envleads.leads.merge_lead`); reports before it stay out of the
+  lead and nothing waits for one; a report already counted changes nothing.
+
+What the adapters still do differently is not a policy: the order within a round (the rounds
+engine assigns a round in event-time order, city keys first, and expires once per round; the Beam
+job in arrival order, expiring after each complaint), the order of a lead's types when its reports
+were merged in other batches, and the rounds engine's ``duplicate_id_conflict`` (a reused id with
+other content), which the Beam job does not check. With one delivery per round the two give the
+same matters and lead versions (``tests/test_engine_equivalence.py``).
 """
 from __future__ import annotations
 
 import json
-from typing import Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Iterable, List, Mapping, MutableMapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 from envleads.leads import MatterReport, complaint_features, matter_report, merge_lead, report_join, \
     scope_of_complaint, seed_index
@@ -64,10 +79,13 @@ def keyed_complaint(enriched: EnrichedComplaint, block: str, config) -> KeyedCom
                           complaint.reporter_key, scope)
 
 
-def seed_key(index: MatterIndex, leads: Iterable[Lead]) -> Tuple[int, int]:
-    """Restores a key's prior leads its index lacks: ``(restored, unrestorable)``
-    (:func:`~envleads.leads.seed_index`)."""
-    return seed_index(index, leads)
+def seed_key(index: MatterIndex, leads: Iterable[Lead], as_of_ms: int) -> Tuple[int, int]:
+    """Restores a key's prior leads its index lacks and that are live as of ``as_of_ms`` (the
+    first event that reaches the key): ``(restored, unrestorable)``
+    (:func:`~envleads.leads.seed_index`). A lead that left the window is not brought back, as it
+    would expire at once."""
+    horizon = as_of_ms - index.config.window_ms
+    return seed_index(index, (lead for lead in leads if lead.last_seen_ms >= horizon))
 
 
 def assign_in_key(indexes: Mapping[str, MatterIndex], block: str,
@@ -102,21 +120,21 @@ def report_of(enriched: EnrichedComplaint, features: MatterFeatures, joined: Joi
     return matter_report(enriched, features, cluster_id, duplicate_of, weights, join)
 
 
-def expire_key(index: MatterIndex, now_ms: int) -> int:
-    """Drops the matters whose last report is more than the window before ``now_ms`` (event
-    time: each key's newest event in the rounds engine, the watermark in the Beam job); how many."""
-    return len(index.expire(now_ms))
+def newest_event_ms(newest: MutableMapping[str, int], block: str, event_ms: int) -> int:
+    """Advances ``block``'s newest event time (its expiry clock) to ``event_ms`` when later, and
+    returns it. Only the key's own complaints advance it: one of the ``"unknown"`` key that joins
+    a city key's matter advances ``"unknown"``'s, not the city's."""
+    newest_ms = newest.get(block)
+    if newest_ms is None or event_ms > newest_ms:
+        newest[block] = newest_ms = event_ms
+    return newest_ms
 
 
-def next_expiry_ms(indexes: Iterable[MatterIndex], window_ms: int) -> Optional[int]:
-    """When the oldest matter of ``indexes`` leaves the window: its last report + window + 1 ms.
-
-    ``MatterIndex.expire(now)`` drops matters whose last report is *before* ``now - window``, and
-    ``assign`` still joins a report exactly ``window`` after the last one, so the first instant a
-    matter may go is one millisecond later. None when no index holds a matter.
-    """
-    last_seen = [oldest for oldest in (index.oldest_last_seen_ms() for index in indexes) if oldest is not None]
-    return lead_expiry_ms(min(last_seen), window_ms) if last_seen else None
+def expire_key(index: MatterIndex, newest_ms: int) -> List[str]:
+    """Drops the key's matters whose last report is more than the window before ``newest_ms``,
+    the key's newest event time (:func:`newest_event_ms`); returns their cluster ids (their leads
+    leave state with them)."""
+    return index.expire(newest_ms)
 
 
 # ------------------------------------------------------------------------------------- per matter
@@ -125,47 +143,25 @@ _AS_OF_NEWEST_REPORT = 0
 
 
 class LeadMerge(NamedTuple):
-    """A matter's state after :func:`merge_into_lead`.
-
-    ``lead``: the current lead (None while no report is environmental); ``changed``: whether it is
-    a new version (to emit); ``waiting``: reports to add to those waiting for an environmental one
-    (``pending_cleared``: the waiting ones joined the lead); ``last_seen_ms``: the matter's newest
-    report, from which its expiry is counted."""
+    """A matter's state after :func:`merge_into_lead`: ``lead``, the current lead (None while no
+    report is environmental); ``changed``, whether it is a new version (to emit)."""
 
     lead: Optional[Lead]
     changed: bool
-    waiting: List[MatterReport]
-    pending_cleared: bool
-    last_seen_ms: int
 
 
-def merge_into_lead(previous: Optional[Lead], pending: Sequence[MatterReport], reports: Sequence[MatterReport],
-                    weights: ScoringWeights) -> LeadMerge:
-    """Merges a matter's new ``reports`` into its lead ``previous`` (or, when it has none, with the
-    reports that wait for an environmental one, ``pending``). A report already counted (in the
-    lead, or waiting) is a redelivery: it changes nothing.
+def merge_into_lead(previous: Optional[Lead], reports: Sequence[MatterReport], weights: ScoringWeights) -> LeadMerge:
+    """Merges a matter's new ``reports`` into its lead ``previous``. Without one, the lead starts
+    at the first environmental report among ``reports`` (event-time order) and the reports before
+    it are not in the lead: nothing is kept for a later environmental report, so the lead is the
+    same however in-order reports are batched. A report already counted is a redelivery: it
+    changes nothing.
 
     The lead is scored as of its newest report (``merge_lead`` scores as of the later of the time
     given and the lead's newest report): whatever the engine and however reports are batched, the
     same reports give the same score."""
-    waited = list(pending) if previous is None else []
-    lead = merge_lead(previous, waited + list(reports), _AS_OF_NEWEST_REPORT, weights)
-    if lead is None:
-        known = {report.enriched.complaint.complaint_id for report in waited}
-        waiting = []
-        for report in reports:
-            if report.enriched.complaint.complaint_id not in known:
-                known.add(report.enriched.complaint.complaint_id)
-                waiting.append(report)
-        last_seen_ms = max(report.enriched.complaint.received_at_ms for report in waited + list(reports))
-        return LeadMerge(None, False, waiting, False, last_seen_ms)
-    return LeadMerge(lead, lead is not previous, [], bool(waited), lead.last_seen_ms)
-
-
-def lead_expiry_ms(last_seen_ms: int, window_ms: int) -> int:
-    """The first instant a matter (its index entry and its lead) may leave state: its last report
-    + the repeat window + 1 ms (a report exactly ``window`` later still joins)."""
-    return last_seen_ms + window_ms + 1
+    lead = merge_lead(previous, list(reports), _AS_OF_NEWEST_REPORT, weights)
+    return LeadMerge(lead, lead is not None and lead is not previous)
 
 
 def matter_row_json(row: list) -> str:

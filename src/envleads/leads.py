@@ -109,7 +109,10 @@ def merge_lead(previous: Optional[Lead], reports: List[MatterReport], as_of_ms: 
     """The lead of a matter after adding ``reports`` (event-time order not required) to ``previous``.
 
     Reports already counted in ``previous`` (same complaint id, as after a replay) are not counted
-    again, so the merge is idempotent.
+    again, so the merge is idempotent. A lead starts at its matter's first environmental report:
+    without ``previous``, the reports before it in event-time order are left out (a
+    non-environmental complaint never heads a lead), so that however a matter's in-order reports
+    are batched, one at a time or all at once, the same lead results; later ones join it.
     """
     known = set(previous.complaint_ids) if previous else set()
     fresh = sorted((r for r in reports if r.enriched.complaint.complaint_id not in known),
@@ -120,8 +123,11 @@ def merge_lead(previous: Optional[Lead], reports: List[MatterReport], as_of_ms: 
         if report.enriched.complaint.complaint_id not in seen:
             seen.add(report.enriched.complaint.complaint_id)
             unique.append(report)
-    if previous is None and not any(r.enriched.types.labels for r in unique):
-        return None
+    if previous is None:
+        start = next((at for at, r in enumerate(unique) if r.enriched.types.labels), None)
+        if start is None:
+            return None
+        unique = unique[start:]
     if previous is not None and not unique:
         return previous
     first = unique[0].enriched if previous is None else None
