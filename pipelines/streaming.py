@@ -33,7 +33,7 @@ import uuid
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 import apache_beam as beam
-from apache_beam.coders import Coder, FastPrimitivesCoder, StrUtf8Coder
+from apache_beam.coders import Coder, FastPrimitivesCoder, StrUtf8Coder, VarIntCoder
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsDict, AsList, AsMultiMap
 from apache_beam.pvalue import TaggedOutput
@@ -185,9 +185,12 @@ class _CachedIndexes:
 
 class MatterExpired(NamedTuple):
     """What the repeat stage sends the lead stage (keyed by ``cluster_id``) when a matter leaves
-    its index: the lead's state goes with it. Not a raw record: it settles no offset."""
+    its index: the lead's state goes with it, once the lead holds the matter's last report
+    (``last_seen_ms``; a runner may deliver the marker before a report emitted earlier). Not a raw
+    record: it settles no offset."""
 
     cluster_id: str
+    last_seen_ms: int
 
 
 class _AssignMattersStreamingFn(beam.DoFn):
@@ -369,8 +372,8 @@ class _AssignMattersStreamingFn(beam.DoFn):
         self._save(cache, seeded + [holder, block], seeded, block if newest_ms != before_ms else None,
                    token_state, changes_state, seeded_state, newest_state)
         yield (report, original) if self._keep_original else report
-        for cluster_id in expired:
-            yield TaggedOutput(EXPIRED, (cluster_id, MatterExpired(cluster_id)))
+        for cluster_id, last_seen_ms in expired:
+            yield TaggedOutput(EXPIRED, (cluster_id, MatterExpired(cluster_id, last_seen_ms)))
 
 
 class DeduplicatePetitionsStreaming(beam.PTransform):
@@ -435,7 +438,10 @@ class _MergeLeadStreamingFn(beam.DoFn):
     the starting point. A lead starts at its matter's first environmental report
     (:func:`merge_into_lead`): nothing is kept for a matter without one. A
     :class:`MatterExpired` from the repeat stage (its matter left the index) clears the state, so
-    it lives exactly as long as the matter; no timer.
+    it lives exactly as long as the matter; no timer. Beam promises no order across a shuffle, so a
+    marker may come before a report the repeat stage emitted earlier: when the lead does not yet
+    hold the matter's last report, ``expire_after`` keeps that report's time and the state is
+    cleared once the lead reaches it.
     With ``keep_original``, reports are in flight (``(report, original bytes)``): the bytes go into
     the report's dead letter, if any, never into state.
     With ``encode``, a new lead version is emitted encoded, and one that fails to encode is a dead
@@ -446,6 +452,7 @@ class _MergeLeadStreamingFn(beam.DoFn):
     """
 
     LEAD_STATE = ReadModifyWriteStateSpec("lead", LeadStateCoder())
+    EXPIRE_AFTER_STATE = ReadModifyWriteStateSpec("expire_after", VarIntCoder())
 
     def __init__(self, encode: Optional[Callable[[Lead], Any]] = None, keep_original: bool = False,
                  sourced: bool = False):
@@ -476,13 +483,25 @@ class _MergeLeadStreamingFn(beam.DoFn):
             return lead
         return self._encode(lead)
 
+    def _expire(self, lead: Optional[Lead], last_seen_ms: Optional[int], lead_state, expire_after_state) -> None:
+        """Clears the matter's state when its matter expired (``last_seen_ms``: the matter's last
+        report) and the lead holds that report; otherwise keeps the time to clear it then."""
+        if last_seen_ms is None:
+            return
+        if lead is not None and lead.last_seen_ms < last_seen_ms:
+            expire_after_state.write(last_seen_ms)  # a report of the matter is still on its way
+            return
+        if lead is not None:
+            self._expired.inc()
+        lead_state.clear()
+        expire_after_state.clear()
+
     def process(self, keyed: Tuple[str, Any], prior_by_id,
-                lead_state=beam.DoFn.StateParam(LEAD_STATE)) -> Iterable[Any]:
+                lead_state=beam.DoFn.StateParam(LEAD_STATE),
+                expire_after_state=beam.DoFn.StateParam(EXPIRE_AFTER_STATE)) -> Iterable[Any]:
         cluster_id, element = keyed
         if isinstance(element, MatterExpired):
-            if lead_state.read() is not None:
-                self._expired.inc()
-                lead_state.clear()
+            self._expire(lead_state.read(), element.last_seen_ms, lead_state, expire_after_state)
             return
         report, original = _in_flight(element, self._keep_original)
         previous = lead_state.read()
@@ -501,6 +520,7 @@ class _MergeLeadStreamingFn(beam.DoFn):
         if merged.changed:
             lead_state.write(merged.lead)
             (self._updated if previous else self._emitted).inc()
+            self._expire(merged.lead, expire_after_state.read(), lead_state, expire_after_state)
             yield from self._output(encoded, report)
         else:
             yield from self._output(None, report)

@@ -427,7 +427,7 @@ def test_a_keys_matters_expire_as_of_its_own_newest_event_and_go_to_the_lead_sta
             assert _expired(_outputs(fn, block, complaint, state)) == []
         # 330500's clock passes the barbecue's last report + the window: it goes, 330100's stays
         outputs = _outputs(fn, "330500", _complaint("s1", 2 + WINDOW_DAYS + 1, SMOKE, labels=("air",)), state)
-        assert _expired(outputs) == [(_matter("b1"), MatterExpired(_matter("b1")))]
+        assert _expired(outputs) == [(_matter("b1"), MatterExpired(_matter("b1"), _at(2)))]
         assert [(block, cid) for block, cid, _ in _rebuilt_matters(fn, state)] == [
             ("330100", _matter("a1")), ("330500", _matter("s1"))]
         # each key's newest event is in state: a new instance rebuilds it
@@ -435,7 +435,7 @@ def test_a_keys_matters_expire_as_of_its_own_newest_event_and_go_to_the_lead_sta
                                             for part in state)).newest == {"330100": _at(5),
                                                                            "330500": _at(2 + WINDOW_DAYS + 1)}
         outputs = _outputs(fn, "330100", _complaint("s2", 5 + WINDOW_DAYS + 1, SMOKE, labels=("air",)), state)
-        assert _expired(outputs) == [(_matter("a1"), MatterExpired(_matter("a1")))]
+        assert _expired(outputs) == [(_matter("a1"), MatterExpired(_matter("a1"), _at(5)))]
         assert step.counter("DeduplicatePetitions", "expired_matters") == 2
         assert step.counter("DeduplicatePetitions", "new_matters") == 4
         assert step.counter("DeduplicatePetitions", "repeats") == 1
@@ -466,7 +466,7 @@ def test_prior_leads_are_restored_once_per_key_not_after_the_key_expired():
     assert [(r.enriched.cluster_id, r.enriched.duplicate_of) for r in reports] == [(_matter("p1"), "p1")]
     # the key's clock passes day 3 + 90 days: the restored matter goes too
     assert _expired(_outputs(fn, "330100", _complaint("s1", 3 + WINDOW_DAYS + 1, SMOKE, labels=("air",)), state)) \
-        == [(_matter("p1"), MatterExpired(_matter("p1")))]
+        == [(_matter("p1"), MatterExpired(_matter("p1"), _at(3)))]
     # a late repeat after the expiry: the prior lead is not restored a second time, by a new
     # instance either (the keys restored are in state)
     for assigner in (fn, _fresh_assigner()):
@@ -536,11 +536,35 @@ def test_an_expired_matter_clears_its_lead_state():
     fn.setup()
     lead_state = _FakeState()
     with _CountedStep() as step:
-        emitted = [lead for report in reports for lead in fn.process((_matter("a1"), report), {}, lead_state)]
+        emitted = [lead for report in reports
+                   for lead in fn.process((_matter("a1"), report), {}, lead_state, _FakeState())]
         assert [lead.report_count for lead in emitted] == [1, 2]
-        assert list(fn.process((_matter("a1"), MatterExpired(_matter("a1"))), {}, lead_state)) == []
+        expired = MatterExpired(_matter("a1"), _at(5))
+        assert list(fn.process((_matter("a1"), expired), {}, lead_state, _FakeState())) == []
         assert lead_state.value is None
-        assert list(fn.process((_matter("a1"), MatterExpired(_matter("a1"))), {}, lead_state)) == []
+        assert list(fn.process((_matter("a1"), expired), {}, lead_state, _FakeState())) == []
+        assert step.counter("BuildLeads", "leads_expired") == 1
+
+
+def test_a_marker_that_overtakes_its_matters_last_report_clears_the_lead_after_it():
+    """Beam promises no order across a shuffle: the lead stage may get a matter's expiry before
+    a report the repeat stage emitted earlier. The lead then keeps that report, whole, and its
+    state goes once the lead holds the matter's last report."""
+    weights = load_scoring_weights()
+    index = MatterIndex(load_repeat_config())
+    first, last = (report_matter(index, complaint, weights)[0]
+                   for complaint in [_complaint("a1", 0, DYEING_1), _complaint("a2", 5, DYEING_2)])
+    fn = _MergeLeadStreamingFn()
+    fn.setup()
+    lead_state, expire_after = _FakeState(), _FakeState()
+    with _CountedStep() as step:
+        assert [lead.report_count for lead in fn.process((_matter("a1"), first), {}, lead_state, expire_after)] == [1]
+        assert list(fn.process((_matter("a1"), MatterExpired(_matter("a1"), _at(5))), {}, lead_state,
+                               expire_after)) == []
+        assert lead_state.value is not None and expire_after.value == _at(5)
+        [lead] = fn.process((_matter("a1"), last), {}, lead_state, expire_after)
+        assert lead.complaint_ids == ["a1", "a2"]
+        assert lead_state.value is None and expire_after.value is None
         assert step.counter("BuildLeads", "leads_expired") == 1
 
 
@@ -562,8 +586,9 @@ def test_with_sourced_every_report_gives_its_lead_version_or_none_with_its_sourc
     fn.setup()
     lead_state = _FakeState()
     elements = [(report.enriched.cluster_id, report) for report in reports]
-    elements.append((reports[0].enriched.cluster_id, MatterExpired(reports[0].enriched.cluster_id)))
-    outputs = [output for element in elements for output in fn.process(element, {}, lead_state)]
+    elements.append((reports[0].enriched.cluster_id, MatterExpired(reports[0].enriched.cluster_id, _at(1))))
+    expire_after = _FakeState()
+    outputs = [output for element in elements for output in fn.process(element, {}, lead_state, expire_after)]
     assert [(version is None, source.offset) for version, source in outputs] == [(True, 0), (False, 1), (True, 2)]
     # the lead starts at the first environmental report: the question before it is not in it
     assert outputs[1][0].complaint_ids == ["a2"] and outputs[1][0].first_complaint_id == "a2"
@@ -582,7 +607,7 @@ def test_event_bytes_pass_through_the_stateful_stages_and_never_into_state():
     merge = _MergeLeadStreamingFn(keep_original=True)
     merge.setup()
     lead_state = _FakeState()
-    assert list(merge.process((report.enriched.cluster_id, (report, original)), {}, lead_state)) == []
+    assert list(merge.process((report.enriched.cluster_id, (report, original)), {}, lead_state, _FakeState())) == []
     assert lead_state.value is None
 
 

@@ -130,11 +130,11 @@ def newest_event_ms(newest: MutableMapping[str, int], block: str, event_ms: int)
     return newest_ms
 
 
-def expire_key(index: MatterIndex, newest_ms: int) -> List[str]:
+def expire_key(index: MatterIndex, newest_ms: int) -> List[Tuple[str, int]]:
     """Drops the key's matters whose last report is more than the window before ``newest_ms``,
-    the key's newest event time (:func:`newest_event_ms`); returns their cluster ids (their leads
-    leave state with them)."""
-    return index.expire(newest_ms)
+    the key's newest event time (:func:`newest_event_ms`); returns their cluster ids, each with
+    its last report's time (their leads leave state with them, once they hold that report)."""
+    return index.expire_matters(newest_ms)
 
 
 # ------------------------------------------------------------------------------------- per matter

@@ -330,15 +330,20 @@ class IndexedMatters:
 
     def expire(self, now_ms: int) -> List[str]:
         """Drops matters whose last report is older than the window; returns their cluster ids."""
+        return [cid for cid, _ in self.expire_matters(now_ms)]
+
+    def expire_matters(self, now_ms: int) -> List[Tuple[str, int]]:
+        """:meth:`expire`, returning each dropped matter's cluster id with its last report's time
+        (what a lead kept elsewhere must have reached before it goes too)."""
         horizon = now_ms - self.config.window_ms
-        heap, expired = self._by_last_seen, set()
+        heap, expired = self._by_last_seen, {}
         while heap and heap[0][0] < horizon:
             cid = heapq.heappop(heap)[1]
             matter = self._matters.get(cid)
             if matter is not None and matter.last_seen_ms < horizon:  # else a stale entry
-                expired.add(cid)
-        gone = sorted(expired)
-        for cid in gone:
+                expired[cid] = matter.last_seen_ms
+        gone = sorted(expired.items())
+        for cid, _ in gone:
             self._drop(cid)
         return gone
 
