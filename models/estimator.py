@@ -162,6 +162,17 @@ def _base_estimator(C: float, seed: int):
                               dual=True, random_state=seed)
 
 
+def _transform(features: FeatureUnion, docs: Sequence[Any]) -> sp.csr_matrix:
+    """``features.transform(docs)`` without FeatureUnion's per-call machinery (joblib dispatch,
+    and a stack through COO because the clause blocks are dense: 7% of classification): each
+    block as CSR, stacked by scipy's CSR path, indices sorted as FeatureUnion's result has them,
+    so the products downstream add in the same order."""
+    X = sp.hstack([sp.csr_matrix(step.transform(docs)) for _, step in features.transformer_list],
+                  format="csr")
+    X.sort_indices()
+    return X
+
+
 # --------------------------------------------------------------------------- the estimator
 _H = DEFAULT_HYPER
 
@@ -326,7 +337,7 @@ class PollutionTypeClassifier(ClassifierMixin, BaseEstimator):
         for train_idx, test_idx in folds.split(real, fold_strata(Y[real])):
             rows = np.concatenate([real[train_idx], always])
             features, views = self._fit_stage([docs[i] for i in rows], Y[rows], weights[rows])
-            fold_base = views.base_proba(features.transform([docs[i] for i in real[test_idx]]))
+            fold_base = views.base_proba(_transform(features, [docs[i] for i in real[test_idx]]))
             if base is None:
                 base = np.zeros((len(real), fold_base.shape[1]))
             base[test_idx] = fold_base
@@ -357,7 +368,7 @@ class PollutionTypeClassifier(ClassifierMixin, BaseEstimator):
         docs = segment_docs(X)
         if not docs:
             return np.zeros((0, len(LABELS)))
-        base = self.views_.base_proba(self.features_.transform(docs))
+        base = self.views_.base_proba(_transform(self.features_, docs))
         n_labels = len(LABELS)
         out = base[:, :n_labels]
         out = decisions.exclusive_rule(out, self.thresholds_, self._exclusive_label(),

@@ -350,6 +350,19 @@ def test_label_views_product_is_each_models_predict_proba():
     assert "_stacked_cache" not in pickle.loads(pickle.dumps(views)).__dict__
 
 
+def test_feature_blocks_stack_as_feature_union_stacks_them(model):
+    # The estimator stacks its feature blocks itself; FeatureUnion.transform is the reference,
+    # entry for entry and in the same order (the products downstream add in that order).
+    from envleads.models.estimator import _transform
+
+    docs = [features.segment_doc(("噪音", "夜间施工噪音大。河道里有人偷排废水，发黑发臭！")),
+            features.segment_doc(("", "小区停车位被占用")), features.segment_doc(("", ""))]
+    ours, reference = _transform(model.estimator.features_, docs), \
+        model.estimator.features_.transform(docs)
+    for part in ("indptr", "indices", "data"):
+        np.testing.assert_array_equal(getattr(ours, part), getattr(reference, part))
+
+
 def test_char_ngrams_keep_the_most_frequent():
     vectoriser = pollution.CharNgramTfidf(ngram_range=(1, 1), min_df=1, max_features=1)
     vectoriser.fit([_doc("", "臭臭水"), _doc("", "臭")])
