@@ -191,7 +191,10 @@ class CharNgramTfidf(BaseEstimator, TransformerMixin):
         keys = np.concatenate(doc_keys) if doc_keys else np.zeros(0, dtype=np.uint64)
         counts, norms = self.weighted_counts(np.repeat(np.arange(len(doc_keys)), sizes), keys, len(doc_keys))
         norms[norms == 0] = 1.0
-        return sp.csr_matrix(sp.diags(1.0 / norms) @ counts)
+        # Each row scaled in place: the product with a diagonal matrix gave the same values with
+        # the column indices out of order, and sorting them again cost more than the scaling.
+        counts.data *= np.repeat(1.0 / norms, np.diff(counts.indptr))
+        return counts
 
     def weighted_counts(self, rows: np.ndarray, keys: np.ndarray, n_rows: int
                         ) -> Tuple[sp.csr_matrix, np.ndarray]:
