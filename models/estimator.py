@@ -85,7 +85,7 @@ class LabelViews(BaseEstimator):
     Args:
         estimator: a binary ``LogisticRegression``; :meth:`base_proba` applies the fitted
             models' coefficients as one matrix product (what their ``predict_proba`` computes,
-            one model at a time, with input checks each time: a twelfth of classification).
+            one model at a time, with input checks each time: a tenth of classification).
         gate: combine with the environmental-or-not model.
     """
 
