@@ -310,6 +310,59 @@ def test_char_ngrams_match_sklearn():
                                reference.transform(docs).toarray()[:, columns])
 
 
+def test_key_index_finds_vocabulary_keys_as_searchsorted_does():
+    # The hash table behind the n-gram lookup against the sorted-vocabulary search it replaced:
+    # keys that collide in the table, 0, keys beside vocabulary keys, and absent large keys.
+    rng = np.random.default_rng(0)
+    vocabulary = np.unique(np.concatenate([rng.integers(0, 2 ** 63, 3000, dtype=np.uint64),
+                                           np.arange(0, 400, dtype=np.uint64) * 7]))
+    index = features._KeyIndex(vocabulary)
+    keys = np.concatenate([vocabulary, vocabulary + np.uint64(1), rng.integers(
+        0, 2 ** 63, 5000, dtype=np.uint64)])
+    rng.shuffle(keys)
+    position = np.minimum(np.searchsorted(vocabulary, keys), vocabulary.size - 1)
+    expected = np.where(vocabulary[position] == keys, position, -1)
+    np.testing.assert_array_equal(index.lookup(keys), expected)
+
+
+def test_label_views_product_is_each_models_predict_proba():
+    # base_proba applies the stacked coefficients; the reference is each model's own predict_proba
+    # (a label without positives is a constant model), gated by a geometric mean.
+    import pickle
+
+    import scipy.sparse as sp
+
+    from envleads.models.estimator import LabelViews, _base_estimator
+
+    rng = np.random.default_rng(1)
+    X = sp.random(60, 40, density=0.2, format="csr", random_state=2)
+    Y = np.zeros((60, 3), dtype=int)
+    Y[:, 0] = rng.integers(0, 2, 60)
+    Y[:20, 1] = 1
+    views = LabelViews(_base_estimator(1.0, 0), gate=True).fit(X, Y)
+    assert isinstance(views.estimators_[2], float)
+    gate = views.gate_.predict_proba(X)[:, 1]
+    labels = [m.predict_proba(X)[:, 1] for m in views.estimators_[:2]] + [np.zeros(60)]
+    expected = np.column_stack([np.sqrt(np.column_stack(labels) * gate[:, None]), gate])
+    np.testing.assert_allclose(views.base_proba(X), expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(pickle.loads(pickle.dumps(views)).base_proba(X), expected,
+                               rtol=0, atol=1e-12)
+    assert "_stacked_cache" not in pickle.loads(pickle.dumps(views)).__dict__
+
+
+def test_feature_blocks_stack_as_feature_union_stacks_them(model):
+    # The estimator stacks its feature blocks itself; FeatureUnion.transform is the reference,
+    # entry for entry and in the same order (the products downstream add in that order).
+    from envleads.models.estimator import _transform
+
+    docs = [features.segment_doc(("噪音", "夜间施工噪音大。河道里有人偷排废水，发黑发臭！")),
+            features.segment_doc(("", "小区停车位被占用")), features.segment_doc(("", ""))]
+    ours, reference = _transform(model.estimator.features_, docs), \
+        model.estimator.features_.transform(docs)
+    for part in ("indptr", "indices", "data"):
+        np.testing.assert_array_equal(getattr(ours, part), getattr(reference, part))
+
+
 def test_char_ngrams_keep_the_most_frequent():
     vectoriser = pollution.CharNgramTfidf(ngram_range=(1, 1), min_df=1, max_features=1)
     vectoriser.fit([_doc("", "臭臭水"), _doc("", "臭")])

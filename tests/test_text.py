@@ -145,6 +145,20 @@ def test_unknown_engine_is_refused():
         text.build_tokenizer(engine="thulac")
 
 
+@pytest.mark.parametrize("engine", ["rjieba", "jieba"])
+def test_segmenter_words_are_lcut_without_punctuation_and_stop_words(engine):
+    # words() caches per engine token; the reference is lcut filtered token by token, on text
+    # that the re-split changes (PM2.5, a masked phone number, a web address), twice (cache hits).
+    if engine == "rjieba":
+        pytest.importorskip("rjieba")
+    tokenizer = text.build_tokenizer(engine=engine)
+    sentence = text.normalise("化工厂的PM2.5超标了，电话0000-0000，网站baidu.com，我们的河水发黑发臭！！")
+    expected = [token for token in tokenizer.lcut(sentence, HMM=True) if text._keep(token)]
+    assert "的" not in expected and "PM2.5" in expected
+    assert tokenizer.words(sentence) == expected
+    assert tokenizer.words(sentence) == expected
+
+
 def test_segment_accepts_a_plain_jieba_tokenizer():
     plain = jieba.Tokenizer()
     plain.initialize()
