@@ -310,19 +310,20 @@ def test_char_ngrams_match_sklearn():
                                reference.transform(docs).toarray()[:, columns])
 
 
-def test_key_index_finds_vocabulary_keys_as_searchsorted_does():
-    # The hash table behind the n-gram lookup against the sorted-vocabulary search it replaced:
-    # keys that collide in the table, 0, keys beside vocabulary keys, and absent large keys.
+def test_the_ngram_lookup_finds_vocabulary_keys_as_searchsorted_does():
+    # The vocabulary's hash lookup against the sorted-vocabulary search it replaced: 0, keys
+    # beside vocabulary keys, and absent large keys.
     rng = np.random.default_rng(0)
     vocabulary = np.unique(np.concatenate([rng.integers(0, 2 ** 63, 3000, dtype=np.uint64),
                                            np.arange(0, 400, dtype=np.uint64) * 7]))
-    index = features._KeyIndex(vocabulary)
+    ngrams = features.CharNgramTfidf()
+    ngrams.vocabulary_ = vocabulary
     keys = np.concatenate([vocabulary, vocabulary + np.uint64(1), rng.integers(
         0, 2 ** 63, 5000, dtype=np.uint64)])
     rng.shuffle(keys)
     position = np.minimum(np.searchsorted(vocabulary, keys), vocabulary.size - 1)
     expected = np.where(vocabulary[position] == keys, position, -1)
-    np.testing.assert_array_equal(index.lookup(keys), expected)
+    np.testing.assert_array_equal(ngrams._index().get_indexer(keys), expected)
 
 
 def test_label_views_product_is_each_models_predict_proba():
