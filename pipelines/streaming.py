@@ -168,6 +168,22 @@ COMPACT_SLACK = 64
 _STALE = object()
 
 
+def _append_compacting(bag, entries: Sequence[Any], logged: int, live: int,
+                       live_entries: Callable[[], Iterable[Any]]) -> int:
+    """Appends ``entries`` to a changelog ``bag`` that holds ``logged`` entries; once it holds more
+    than twice the ``live`` ones (+ :data:`COMPACT_SLACK`), rewrites it with ``live_entries()``, so
+    each change is written about twice at most. Returns how many entries the bag holds."""
+    for entry in entries:
+        bag.add(entry)
+    logged += len(entries)
+    if logged > 2 * live + COMPACT_SLACK:
+        bag.clear()
+        for entry in live_entries():
+            bag.add(entry)
+        logged = live
+    return logged
+
+
 class _CachedIndexes:
     """What an :class:`_AssignMattersStreamingFn` instance keeps between elements, valid while
     ``token`` is the token in state: the parsed indexes of every blocking key, the keys whose prior
@@ -287,27 +303,20 @@ class _AssignMattersStreamingFn(beam.DoFn):
         and writes a new token."""
         for block in seeded:
             seeded_state.add(block)
-        for block in sorted(set(blocks)):
-            row_changes = take_row_changes(cache.indexes[block])
-            for cluster_id, row_json in row_changes:
-                changes_state.add((block, cluster_id, row_json))
-            cache.logged += len(row_changes)
-        live = sum(len(index) for index in cache.indexes.values())
-        if cache.logged > 2 * live + COMPACT_SLACK:
-            changes_state.clear()
-            for block, index in cache.indexes.items():
-                for row in index.to_state()["matters"]:
-                    changes_state.add((block, row[0], matter_row_json(row)))
-            cache.logged = live
+        changes = [(block, cluster_id, row_json) for block in sorted(set(blocks))
+                   for cluster_id, row_json in take_row_changes(cache.indexes[block])]
+        logged = _append_compacting(changes_state, changes, cache.logged,
+                                    sum(len(index) for index in cache.indexes.values()),
+                                    lambda: ((block, row[0], matter_row_json(row))
+                                             for block, index in cache.indexes.items()
+                                             for row in index.to_state()["matters"]))
+        if logged < cache.logged + len(changes):
             self._compactions.inc()
+        cache.logged = logged
         if advanced is not None:
-            newest_state.add((advanced, cache.newest[advanced]))
-            cache.newest_logged += 1
-            if cache.newest_logged > 2 * len(cache.newest) + COMPACT_SLACK:
-                newest_state.clear()
-                for block, newest_ms in sorted(cache.newest.items()):
-                    newest_state.add((block, newest_ms))
-                cache.newest_logged = len(cache.newest)
+            cache.newest_logged = _append_compacting(newest_state, [(advanced, cache.newest[advanced])],
+                                                     cache.newest_logged, len(cache.newest),
+                                                     lambda: sorted(cache.newest.items()))
         token = uuid.uuid4().hex
         token_state.write(token)
         cache.token = token

@@ -128,13 +128,9 @@ class LeadStore:
         return {lead_id: _decode_lead(value)
                 for lead_id, value in self._rows_in("SELECT lead_id, value FROM leads WHERE lead_id", lead_ids)}
 
-    def in_block(self, block: str, since_ms: int, before_ms: Optional[int] = None) -> List[Lead]:
-        """The block's leads whose last report is at or after ``since_ms`` (and before ``before_ms``)."""
-        if before_ms is None:
-            rows = self._db.execute("SELECT value FROM leads WHERE block = ? AND last_seen_ms >= ?", (block, since_ms))
-        else:
-            rows = self._db.execute("SELECT value FROM leads WHERE block = ? AND last_seen_ms >= ? "
-                                    "AND last_seen_ms < ?", (block, since_ms, before_ms))
+    def in_block(self, block: str, since_ms: int) -> List[Lead]:
+        """The block's leads whose last report is at or after ``since_ms``."""
+        rows = self._db.execute("SELECT value FROM leads WHERE block = ? AND last_seen_ms >= ?", (block, since_ms))
         return [_decode_lead(value) for (value,) in rows]
 
     def __len__(self) -> int:

@@ -14,6 +14,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from envleads.config import ConfigError
 from envleads.divisions import CITY, COUNTY, PROVINCE, TownshipTable
+from envleads.text import dictionary_words
 
 ALIASES_FILE = "region_aliases.json"
 TOWNS_FILE = "region_towns.json"
@@ -60,22 +61,6 @@ def _word_frequencies(names: set) -> Tuple[Dict[str, int], Dict[str, int]]:
                 if not pos.startswith("ns"):
                     ordinary[word] = max(ordinary.get(word, 0), int(freq))
     return anywhere, ordinary
-
-
-def _common_two_char_words(last: Sequence[str], min_freq: int) -> set:
-    """Two-character words of jieba's general dictionary ending in one of ``last`` with frequency
-    ``min_freq`` or more under any part of speech: 山区, 小区, 城市 (jieba tags 城市 and 山区 ns)."""
-    spec = importlib.util.find_spec("jieba")
-    if spec is None or not spec.submodule_search_locations:  # pragma: no cover - jieba is a dependency
-        return set()
-    found = set()
-    with open(os.path.join(list(spec.submodule_search_locations)[0], "dict.txt"), encoding="utf-8") as handle:
-        for line in handle:
-            if line[2:3] == " " and line[1] in last:
-                word, freq, _ = line.split()
-                if int(freq) >= min_freq:
-                    found.add(word)
-    return found
 
 
 def _common_words(names: set, min_freq: int) -> set:
@@ -282,7 +267,8 @@ class Gazetteer:
             raise ConfigError(f"{ALIASES_FILE}: near_miss.suffixes must be single characters")
         self._near_stems = range(max_stem, min_stem - 1, -1)  # longest first
         # the last character of a name and its suffix as a common word: 穷山区 is no 琼山区
-        self._near_common_tails = frozenset(_common_two_char_words(suffixes, min_freq))
+        self._near_common_tails = dictionary_words(
+            lambda word, frequency, _: len(word) == 2 and word[1] in suffixes and frequency >= min_freq)
         names = [(d.name, d.adcode) for d in self._divisions.values() if d.level == COUNTY]
         names += [(former.name, former.current_adcode) for found in self._table.former.values() for former in found
                   if former.current_adcode in self._divisions and self._divisions[former.current_adcode].level == COUNTY]

@@ -4,10 +4,9 @@ and the blocking key its region gives.
 """
 from __future__ import annotations
 
-import os
 import re
 from functools import lru_cache
-from typing import Callable, Collection, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Collection, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import ahocorasick
 import numpy as np
@@ -18,7 +17,7 @@ from envleads.divisions import MUNICIPALITY_CODES
 from envleads.repeats_config import DESCRIPTOR_CLASS, EntityClass, RepeatConfig, default_config
 from envleads.repeats_text import (_EMPTY_SLOT, _SEPARATOR, _canonical, _entity_text, _trim, normalise_text,
                                    shingle_hashes, text_sketch)
-from envleads.text import char_readings
+from envleads.text import char_readings, dictionary_words
 
 UNKNOWN_BLOCK = "unknown"
 
@@ -222,7 +221,7 @@ def _ordinary_words(config: RepeatConfig) -> frozenset:
     or more, with no proper-name tag (``proper_name_tags``: places, persons, organisations)."""
     if config.ordinary_word_min_frequency <= 0:
         return frozenset()
-    return _dictionary_words(lambda word, frequency, tag: 2 <= len(word) <= 4 and tag not in config.proper_name_tags
+    return dictionary_words(lambda word, frequency, tag: 2 <= len(word) <= 4 and tag not in config.proper_name_tags
                              and frequency >= config.ordinary_word_min_frequency)
 
 
@@ -232,25 +231,8 @@ def _common_words(config: RepeatConfig) -> frozenset:
     ``common_words.tags``: a source's name that is one of them is an ordinary word."""
     if config.common_word_min_frequency <= 0:
         return frozenset()
-    return _dictionary_words(lambda word, frequency, tag: len(word) >= 2 and tag in config.common_word_tags
+    return dictionary_words(lambda word, frequency, tag: len(word) >= 2 and tag in config.common_word_tags
                              and frequency >= config.common_word_min_frequency)
-
-
-def _dictionary_words(keep: Callable[[str, int, str], bool]) -> frozenset:
-    """The words of jieba's dictionary that ``keep(word, frequency, tag)`` keeps."""
-    words = set()
-    with open(_jieba_dictionary(), encoding="utf-8") as handle:
-        for line in handle:
-            parts = line.split()
-            if len(parts) >= 3 and keep(parts[0], int(parts[1]), parts[2]):
-                words.add(parts[0])
-    return frozenset(words)
-
-
-def _jieba_dictionary() -> str:
-    import jieba
-
-    return os.path.join(os.path.dirname(jieba.__file__), "dict.txt")
 
 
 _ADMIN_SUFFIXES = ("特别行政区", "维吾尔自治区", "壮族自治区", "回族自治区", "自治区", "自治州", "自治县", "地区",
@@ -592,7 +574,7 @@ def _plain_name(name: str, config: RepeatConfig) -> bool:
 def _kind_nouns(config: RepeatConfig) -> frozenset:
     """jieba's dictionary words of three characters or more tagged as common nouns (棋牌室,
     理发店, 洗车场): kinds of places and businesses, not trade names (proper nouns are tagged nz)."""
-    return _dictionary_words(lambda word, frequency, tag: len(word) >= 3 and tag == "n")
+    return dictionary_words(lambda word, frequency, tag: len(word) >= 3 and tag == "n")
 
 
 def _common_phrase(name: str, config: RepeatConfig) -> bool:
@@ -616,7 +598,7 @@ def _frequent_words(config: RepeatConfig) -> frozenset:
     ``common_words.min_frequency`` (any part of speech)."""
     if config.common_word_min_frequency <= 0:
         return frozenset()
-    return _dictionary_words(lambda word, frequency, tag: len(word) >= 2
+    return dictionary_words(lambda word, frequency, tag: len(word) >= 2
                              and frequency >= config.common_word_min_frequency)
 
 

@@ -347,18 +347,6 @@ class IndexedMatters:
             self._drop(cid)
         return gone
 
-    def oldest_last_seen_ms(self) -> Optional[int]:
-        """The last report of the live matter seen longest ago (None when none is live): when the
-        next :meth:`expire` can drop something. Stale heap entries on top are dropped on the way."""
-        heap = self._by_last_seen
-        while heap:
-            last_seen_ms, cid = heap[0]
-            matter = self._matters.get(cid)
-            if matter is not None and matter.last_seen_ms == last_seen_ms:
-                return last_seen_ms
-            heapq.heappop(heap)
-        return None
-
     def restore_matter(self, cluster_id: str, first_complaint_id: str, last_seen_ms: int,
                        signature: Sequence[int], entities: Iterable[str],
                        first_seen_ms: Optional[int] = None, report_count: int = 1,

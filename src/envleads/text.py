@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 import sys
 import threading
@@ -420,3 +421,15 @@ def char_readings(ch: str) -> FrozenSet[str]:
     if not "\u4e00" <= ch <= "\u9fff":
         return frozenset((ch,))
     return frozenset(pinyin(ch, style=Style.NORMAL, heteronym=True, errors="default")[0])
+
+
+def dictionary_words(keep: Callable[[str, int, str], bool]) -> frozenset:
+    """The words of jieba's general dictionary (its ``dict.txt``, read as a file: the global
+    tokenizer is never touched) that ``keep(word, frequency, tag)`` keeps."""
+    words = set()
+    with open(os.path.join(os.path.dirname(jieba.__file__), "dict.txt"), encoding="utf-8") as handle:
+        for line in handle:
+            parts = line.split()
+            if len(parts) >= 3 and keep(parts[0], int(parts[1]), parts[2]):
+                words.add(parts[0])
+    return frozenset(words)
